@@ -1,0 +1,59 @@
+// net.h: the socket plumbing of the select() echo server, kept out of server.c.
+// Options, the listening socket, signals, logging, accept and send_all.
+#ifndef NET_H
+#define NET_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#define DEFAULT_PORT "7002"
+
+// Room for "[ipv6-address]:port" plus the terminating NUL.
+#define PEER_LEN 64
+
+// What the command line asked for. Both are strings because getaddrinfo()
+// wants strings, and a port may legitimately be "0" (any free port).
+struct options {
+    const char *host;
+    const char *port;
+};
+
+// Set to 1 by the SIGINT/SIGTERM handler; every loop checks it after a
+// blocking call returns EINTR. sig_atomic_t is the only type a handler may
+// safely write; volatile stops the compiler from caching it in a register.
+extern volatile sig_atomic_t stop_requested;
+
+// Parses -H/--host, -p/--port and -h/--help. PROG names the binary in the
+// usage text and in every log line. --help exits 0; a bad option exits 2.
+void parse_options(int argc, char **argv, const char *prog, struct options *opt);
+
+// Logs "PROG: message" on stderr as one line.
+void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Installs FN for SIG with sigaction() and without SA_RESTART, so that a
+// blocking call in progress returns EINTR when the signal arrives.
+void set_handler(int sig, void (*fn)(int));
+
+// SIGINT/SIGTERM set stop_requested; SIGPIPE is ignored.
+void install_signal_handlers(void);
+
+// Creates, binds and listens on HOST:PORT, then prints "listening on HOST:PORT"
+// on stdout. Returns the listening descriptor, or -1 after logging why.
+int listen_on(const char *host, const char *port);
+
+// Puts FD in non-blocking mode: a call that would have to wait fails with
+// EAGAIN instead. Returns 0, or -1 after logging why.
+int set_nonblocking(int fd);
+
+// Takes the next client off LISTEN_FD's queue. Returns its descriptor (and
+// its "addr:port" in PEER) after logging "connected", or -1: on EINTR (a
+// signal arrived: the caller checks its flags), on EAGAIN (LISTEN_FD is
+// non-blocking and nobody is waiting any more), or after logging a failure
+// that only hurts this one attempt.
+int accept_client(int listen_fd, char *peer, size_t peer_len);
+
+// Sends all LEN bytes, however many send() calls it takes. Returns 0, or -1
+// with errno set (including EINTR once stop_requested is set).
+int send_all(int fd, const void *buf, size_t len);
+
+#endif

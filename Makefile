@@ -1,0 +1,43 @@
+# The course kit: eight stages from a blocking echo server to a reactor framework.
+#
+#   make                         build every stage present (and the load generator)
+#   make test                    every stage's tests + the capability matrix; ends `N passed, N failed`
+#   make tour                    build, then show each stage at work (under a minute)
+#   make matrix                  measure the capability matrix, print it as markdown
+#   make bench                   the benchmark (tests/bench/README.md)
+#   make bench-deps              install the optional benchmark peers (libevent, gnuplot)
+#   make SAN=address,undefined   sanitized builds, in each stage's build-address-undefined/
+#   make test SAN=thread         the tests against the ThreadSanitizer builds
+#   make CC=clang                any C11 compiler
+#   make clean
+
+STAGES := $(patsubst %/Makefile,%,$(sort $(wildcard [0-9][0-9]_*/Makefile)))
+SUBDIRS := $(STAGES) $(if $(wildcard tests/bench/Makefile),tests/bench)
+
+all: $(SUBDIRS)
+
+# Each stage is built by its own Makefile; SAN and CC given here reach them
+# through MAKEFLAGS.
+$(SUBDIRS):
+	$(MAKE) -C $@
+
+test: all
+	SAN='$(SAN)' tests/run
+
+tour: all
+	SAN='$(SAN)' tests/tour
+
+matrix: all
+	SAN='$(SAN)' python3 tests/lib/matrix.py measure
+
+bench: all
+	tests/bench/run.sh
+
+bench-deps:
+	tests/bench/deps.sh
+
+clean:
+	for d in $(SUBDIRS); do $(MAKE) -C $$d clean || exit 1; done
+	rm -rf tests/.out
+
+.PHONY: all test tour matrix bench bench-deps clean $(SUBDIRS)

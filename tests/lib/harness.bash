@@ -1,0 +1,237 @@
+# harness.bash: what every stage's test.bats loads.
+# Starts a stage's server on an ephemeral port, stops it and checks it stopped cleanly,
+# and wraps the shared Python client (netkit.py) and the shared echo scenarios.
+#
+# Rules it enforces, so that no test has to remember them:
+#   - no fixed ports: servers run with -p 0 and we read the real port from `listening on`;
+#   - no sleeps as readiness checks: every wait polls a condition with a deadline;
+#   - every deadline is multiplied by TIMEOUT_SCALE (default 1) for slow machines;
+#   - a server must exit 0 within 2 s of SIGTERM and print no sanitizer report;
+#   - whatever a test started is killed in teardown, even when the test failed.
+
+KIT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+STAGE_DIR="${STAGE_DIR:-$BATS_TEST_DIRNAME}"
+TIMEOUT_SCALE="${TIMEOUT_SCALE:-1}"
+NETKIT="$KIT_ROOT/tests/lib/netkit.py"
+MATRIX="$KIT_ROOT/tests/lib/matrix.py"
+export TIMEOUT_SCALE
+
+SERVER_PID=
+SERVER_ERR=
+SERVER_OUT=
+PORT=
+HARNESS_PIDS=()
+
+# --- small helpers -----------------------------------------------------------
+
+# fail MESSAGE...: print to stderr and fail the current test.
+fail() {
+    printf '%s\n' "$*" >&2
+    return 1
+}
+
+now_ms() {
+    local t=${EPOCHREALTIME/[.,]/}
+    echo $((t / 1000))
+}
+
+# scaled_ms SECONDS: milliseconds, stretched by TIMEOUT_SCALE (SECONDS may be fractional).
+scaled_ms() {
+    awk -v s="$1" -v k="$TIMEOUT_SCALE" 'BEGIN { printf "%d", s * k * 1000 }'
+}
+
+# has_exited PID: true once PID is gone or a zombie waiting for us to reap it.
+has_exited() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    stat=${stat##*) }
+    [[ ${stat:0:1} == Z ]]
+}
+
+# descendants PID: every process below PID, one per line.
+descendants() {
+    local p child
+    for p in /proc/"$1"/task/*/children; do
+        for child in $(cat "$p" 2>/dev/null); do
+            echo "$child"
+            descendants "$child"
+        done
+    done
+}
+
+# stage_bin NAME: the binary under test, honouring SAN (sanitized builds live in build-<san>/).
+stage_bin() {
+    if [[ -n ${SAN:-} ]]; then
+        echo "$STAGE_DIR/build-${SAN//,/-}/$1"
+    else
+        echo "$STAGE_DIR/$1"
+    fi
+}
+
+# sanitizer_report FILE: print the first sanitizer report line in FILE, if any.
+sanitizer_report() {
+    grep -m1 -E 'ERROR: (Address|Leak|Memory)Sanitizer|WARNING: ThreadSanitizer|runtime error:|ThreadSanitizer: (reported|unexpected)' "$1" 2>/dev/null
+}
+
+# --- the server under test ---------------------------------------------------
+
+# start_server NAME [ARGS...]: start NAME -p 0 ARGS in the background and wait for its
+# `listening on HOST:PORT` line. Sets SERVER_PID, PORT, SERVER_OUT, SERVER_ERR.
+start_server() {
+    local name=$1
+    shift
+    local bin
+    bin=$(stage_bin "$name")
+    [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}"
+    SERVER_OUT="$BATS_TEST_TMPDIR/$name.$$.out"
+    SERVER_ERR="$BATS_TEST_TMPDIR/$name.$$.err"
+    # 3>&- : bats waits on fd 3; a server holding it would hang the whole run.
+    "$bin" -p 0 "$@" >"$SERVER_OUT" 2>"$SERVER_ERR" 3>&- &
+    SERVER_PID=$!
+    HARNESS_PIDS+=("$SERVER_PID")
+    local deadline line
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    while :; do
+        line=$(grep -m1 '^listening on ' "$SERVER_OUT" 2>/dev/null) && break
+        if has_exited "$SERVER_PID"; then
+            wait "$SERVER_PID"
+            fail "$name exited (status $?) before printing 'listening on'; its stderr:" \
+                "$(tail -n 20 "$SERVER_ERR")"
+        fi
+        (($(now_ms) < deadline)) || fail "$name printed no 'listening on HOST:PORT' line within 5 s"
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    PORT=${line##*:}
+    [[ $PORT =~ ^[0-9]+$ && $PORT -gt 0 ]] || fail "bad 'listening on' line from $name: '$line'"
+}
+
+# stop_server [SIGNAL]: send SIGTERM (or SIGNAL), require exit 0 within 2 s, no processes
+# left behind, and no sanitizer report on its stderr.
+stop_server() {
+    local sig=${1:-TERM} pid=$SERVER_PID kids status deadline
+    [[ -n $pid ]] || fail "stop_server: no server running"
+    kids=$(descendants "$pid")
+    kill -"$sig" "$pid" 2>/dev/null || true
+    deadline=$(($(now_ms) + $(scaled_ms 2)))
+    while ! has_exited "$pid"; do
+        if (($(now_ms) > deadline)); then
+            kill -KILL "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+            SERVER_PID=
+            fail "server did not exit within 2 s of SIG$sig; stderr:" "$(tail -n 20 "$SERVER_ERR")"
+        fi
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    status=0
+    wait "$pid" || status=$?
+    SERVER_PID=
+    local report
+    if report=$(sanitizer_report "$SERVER_ERR"); then
+        fail "sanitizer report in server stderr: $report" "$(grep -A 30 -m1 -F "$report" "$SERVER_ERR")"
+    fi
+    ((status == 0)) || fail "server exited with status $status after SIG$sig (want 0); stderr:" \
+        "$(tail -n 20 "$SERVER_ERR")"
+    # Children (fork servers) must be gone too, within the same 2 s.
+    local k
+    for k in $kids; do
+        while kill -0 "$k" 2>/dev/null && [[ $(cat /proc/$k/stat 2>/dev/null) != *") Z "* ]]; do
+            if (($(now_ms) > deadline)); then
+                kill -KILL "$k" 2>/dev/null
+                fail "server left child process $k running after it exited"
+            fi
+            sleep 0.02   # poll interval of a loop with a deadline
+        done
+    done
+}
+
+# harness_teardown: kill whatever the test left running; show the server's stderr on failure.
+harness_teardown() {
+    local p k
+    for p in "${HARNESS_PIDS[@]}"; do
+        if ! has_exited "$p"; then
+            for k in $(descendants "$p"); do kill -KILL "$k" 2>/dev/null; done
+            kill -KILL "$p" 2>/dev/null
+        fi
+        wait "$p" 2>/dev/null || true
+    done
+    HARNESS_PIDS=()
+    if [[ -z ${BATS_TEST_COMPLETED:-} && -n $SERVER_ERR && -s $SERVER_ERR ]]; then
+        echo "--- last lines of the server's stderr ($SERVER_ERR) ---" >&2
+        tail -n 15 "$SERVER_ERR" >&2
+    fi
+    return 0
+}
+
+teardown() {
+    harness_teardown
+}
+
+# assert_log REGEX: wait (up to 2 s) until the server's stderr matches the extended REGEX.
+assert_log() {
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms 2)))
+    until grep -qE -- "$1" "$SERVER_ERR"; do
+        (($(now_ms) < deadline)) || fail "server stderr never matched /$1/; it ends with:" "$(tail -n 10 "$SERVER_ERR")"
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+}
+
+# raise_nofile N: make sure this shell (and what it starts) may open N descriptors, or skip.
+raise_nofile() {
+    local want=$1 soft hard
+    soft=$(ulimit -Sn)
+    hard=$(ulimit -Hn)
+    [[ $soft == unlimited ]] && return 0
+    ((soft >= want)) && return 0
+    if [[ $hard != unlimited ]] && ((hard < want)); then
+        skip "needs $want file descriptors but the hard limit (ulimit -Hn) is $hard"
+    fi
+    ulimit -Sn "$want"
+}
+
+# --- the client ----------------------------------------------------------------
+
+# netkit SUBCMD [ARGS...]: the shared Python client against the running server.
+netkit() {
+    python3 "$NETKIT" "$1" --port "$PORT" "${@:2}"
+}
+
+# --- shared scenarios (each expects a running server) ----------------------------
+
+scenario_echo() {
+    netkit echo --count 12 --max-size 1048576 --max-piece 65536
+    netkit echo --count 30 --max-size 2048 --max-piece 1      # 1-byte writes
+    netkit echo --count 8 --max-size 262144 --max-piece 7     # odd splits
+}
+
+scenario_concurrent() {
+    raise_nofile $((${1:-100} * 2 + 64))
+    netkit concurrent --clients "${1:-100}" --size 16384
+}
+
+scenario_half_close() {
+    netkit half-close --size 1048576
+    netkit half-close --size 1
+}
+
+scenario_reset() {
+    netkit reset --size 8388608
+    netkit echo --count 3 --max-size 65536
+}
+
+# scenario_sigterm: a connected client must not keep the server from exiting 0 within 2 s.
+scenario_sigterm() {
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'hello\n' >&5
+    local reply
+    read -r -t "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2*k}')" reply <&5 || true
+    [[ $reply == hello ]] || { exec 5>&-; fail "expected echo 'hello', got '$reply'"; }
+    stop_server
+    exec 5>&-
+}
+
+# assert_matrix_row ROW: probe the running server and compare with tests/matrix/expected.txt.
+assert_matrix_row() {
+    raise_nofile 1300
+    python3 "$MATRIX" check "$1" --port "$PORT"
+}

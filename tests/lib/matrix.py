@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""matrix: the capability matrix, expected (tests/matrix/expected.txt) and measured.
+
+  matrix.py expected            print the expected table as markdown
+  matrix.py check ROW --port P  probe the server running on P, compare with ROW's expectations
+  matrix.py measure             start every built server, probe it, print the measured table;
+                                exit 1 if any cell differs from the expected one
+  matrix.py readme-check FILE   FILE's table between the matrix markers equals the expected one
+  matrix.py readme-update FILE  rewrite that table from the expected file
+"""
+
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import netkit  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXPECTED = os.path.join(ROOT, "tests", "matrix", "expected.txt")
+BEGIN, END = "<!-- matrix:begin (made by `make matrix`; do not edit by hand) -->", "<!-- matrix:end -->"
+
+
+def load_expected(path=EXPECTED):
+    """Return (columns, rows): rows is an ordered list of (server, {probe: bool})."""
+    columns, rows = None, []
+    with open(path) as f:
+        for raw in f:
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            fields = line.split()
+            if columns is None:
+                columns = fields[1:]
+                known = [n for n, _, _ in netkit.PROBES]
+                for c in columns:
+                    if c not in known:
+                        sys.exit("matrix: %s: unknown probe column %r (known: %s)" % (path, c, ", ".join(known)))
+                continue
+            if len(fields) != len(columns) + 1 or any(v not in ("yes", "no") for v in fields[1:]):
+                sys.exit("matrix: %s: bad row: %s" % (path, raw.rstrip()))
+            rows.append((fields[0], {c: v == "yes" for c, v in zip(columns, fields[1:])}))
+    return columns, rows
+
+
+def markdown(columns, rows):
+    titles = {n: t for n, t, _ in netkit.PROBES}
+    out = ["| server | " + " | ".join(titles[c] for c in columns) + " |",
+           "|---|" + "---|" * len(columns)]
+    for server, cells in rows:
+        out.append("| `%s` | " % server + " | ".join(
+            ("yes" if cells[c] else "no") if isinstance(cells[c], bool) else cells[c] for c in columns) + " |")
+    return "\n".join(out)
+
+
+def probe_all(port, columns, seed):
+    fns = {n: f for n, _, f in netkit.PROBES}
+    return {c: fns[c]("127.0.0.1", port, seed) for c in columns}
+
+
+def compare(server, columns, want, got):
+    diffs = []
+    for c in columns:
+        if want[c] != got[c]:
+            diffs.append("%s: %s (expected %s; %s than the matrix says)" % (
+                c, "yes" if got[c] else "no", "yes" if want[c] else "no", "better" if got[c] else "worse"))
+    return diffs
+
+
+def cmd_check(server, port):
+    columns, rows = load_expected()
+    want = dict(rows).get(server)
+    if want is None:
+        sys.exit("matrix: no row %r in %s" % (server, EXPECTED))
+    got = probe_all(port, columns, random.randrange(1 << 30))
+    for c in columns:
+        print("%-12s %s" % (c, "yes" if got[c] else "no"))
+    diffs = compare(server, columns, want, got)
+    for d in diffs:
+        print("FAIL: %s %s" % (server, d))
+    return 1 if diffs else 0
+
+
+def binary_path(server):
+    stage, name = server.split("/", 1)
+    san = os.environ.get("SAN", "")
+    if san:
+        return os.path.join(ROOT, stage, "build-" + san.replace(",", "-"), name)
+    return os.path.join(ROOT, stage, name)
+
+
+def start(path):
+    """Start a server on an ephemeral port; return (process, port)."""
+    proc = subprocess.Popen([path, "-p", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + netkit.scaled(5)
+    os.set_blocking(proc.stdout.fileno(), False)
+    buf = ""
+    while time.monotonic() < deadline:
+        chunk = proc.stdout.read()
+        if chunk:
+            buf += chunk
+        m = re.search(r"^listening on .*:(\d+)$", buf, re.M)
+        if m:
+            return proc, int(m.group(1))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)  # poll interval of a loop with a deadline
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("%s did not print 'listening on' within 5 s" % path)
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=netkit.scaled(2))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cmd_measure():
+    columns, rows = load_expected()
+    netkit.raise_nofile(1300)
+    measured, bad = [], []
+    for server, want in rows:
+        path = binary_path(server)
+        if not os.path.isdir(os.path.join(ROOT, server.split("/")[0])):
+            continue                      # stage not written yet
+        if not os.access(path, os.X_OK):
+            print("matrix: %s is not built (run make)" % path, file=sys.stderr)
+            bad.append(server)
+            continue
+        proc, port = start(path)
+        try:
+            got = probe_all(port, columns, random.randrange(1 << 30))
+        finally:
+            stop(proc)
+        diffs = compare(server, columns, want, got)
+        cells = {c: ("yes" if got[c] else "no") + (" (expected %s)" % ("yes" if want[c] else "no")
+                                                   if got[c] != want[c] else "") for c in columns}
+        measured.append((server, cells))
+        if diffs:
+            bad.append(server)
+            for d in diffs:
+                print("matrix: %s %s" % (server, d), file=sys.stderr)
+    print(markdown(columns, measured))
+    return 1 if bad else 0
+
+
+def readme_table(text):
+    i, j = text.find(BEGIN), text.find(END)
+    if i < 0 or j < i:
+        return None
+    return text[i + len(BEGIN):j].strip()
+
+
+def cmd_readme(path, update):
+    columns, rows = load_expected()
+    present = [(s, c) for s, c in rows if os.path.isdir(os.path.join(ROOT, s.split("/")[0]))]
+    table = markdown(columns, present)
+    with open(path) as f:
+        text = f.read()
+    current = readme_table(text)
+    if current is None:
+        print("matrix: %s has no %s ... %s section" % (path, BEGIN, END))
+        return 1
+    if update:
+        i, j = text.find(BEGIN), text.find(END)
+        with open(path, "w") as f:
+            f.write(text[:i + len(BEGIN)] + "\n" + table + "\n" + text[j:])
+        return 0
+    if current != table:
+        print("matrix: the table in %s differs from tests/matrix/expected.txt; run: "
+              "python3 tests/lib/matrix.py readme-update %s\n--- README has:\n%s\n--- expected:\n%s"
+              % (path, path, current, table))
+        return 1
+    return 0
+
+
+def main(argv):
+    if len(argv) >= 1 and argv[0] == "expected":
+        columns, rows = load_expected()
+        print(markdown(columns, rows))
+        return 0
+    if len(argv) == 4 and argv[0] == "check" and argv[2] == "--port":
+        return cmd_check(argv[1], int(argv[3]))
+    if argv == ["measure"]:
+        return cmd_measure()
+    if len(argv) == 2 and argv[0] in ("readme-check", "readme-update"):
+        return cmd_readme(argv[1], argv[0] == "readme-update")
+    print(__doc__.strip(), file=sys.stderr if argv not in (["-h"], ["--help"]) else sys.stdout)
+    return 0 if argv in (["-h"], ["--help"]) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,592 @@
+#!/usr/bin/env python3
+"""netkit: the kit's test client, a library and a command line in one file.
+
+Every scenario the stage tests use (echo with random sizes and splits, many clients at
+once, half-close, reset, slow reader, capability probes, memory per connection) is a
+function here and a subcommand of the CLI. Python 3 standard library only.
+
+Each subcommand prints `ok: ...` and exits 0, or prints `FAIL: ...` and exits 1.
+Every wait has a deadline; TIMEOUT_SCALE (environment, default 1) stretches them all.
+"""
+
+import argparse
+import errno
+import math
+import os
+import random
+import resource
+import selectors
+import socket
+import struct
+import sys
+import time
+
+TIMEOUT_SCALE = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
+
+
+class Failure(Exception):
+    """A check did not hold; the message says what was expected and what happened."""
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+
+def scaled(seconds):
+    return seconds * TIMEOUT_SCALE
+
+
+def raise_nofile(wanted):
+    """Raise the soft fd limit to `wanted` (capped by the hard limit); return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def connect(host, port, timeout=2.0):
+    """A blocking, connected TCP socket with Nagle off (so each send is its own segment)."""
+    s = socket.create_connection((host, port), timeout=scaled(timeout))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def reset_close(sock):
+    """Close with SO_LINGER {on, 0}: the kernel sends RST instead of FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def make_payload(rng, size):
+    return rng.randbytes(size)
+
+
+def describe_mismatch(expected, got, offset):
+    """Say where an echo went wrong: the first differing offset and the bytes around it."""
+    lo = max(0, offset - 8)
+    hi = offset + 8
+    return ("echo differs at offset %d of %d: expected %s ... got %s (showing bytes %d..%d)"
+            % (offset, len(expected), expected[lo:hi].hex(" "), got[lo:hi].hex(" "), lo, hi - 1))
+
+
+def random_sizes(rng, count, max_size):
+    """Sizes spread evenly on a log scale from 1 to max_size; the extremes always included."""
+    if count <= 0:
+        return []
+    sizes = [1, max_size][:count]
+    while len(sizes) < count:
+        exp = rng.uniform(0, math.log2(max(2, max_size)))
+        sizes.append(max(1, min(max_size, int(2 ** exp))))
+    rng.shuffle(sizes)
+    return sizes
+
+
+# ---------------------------------------------------------------------------
+# The echo engine: drives many echo exchanges at once in one selector loop
+# ---------------------------------------------------------------------------
+
+class EchoJob:
+    """One connection sending `payload` in random pieces and checking the echo.
+
+    half_close: after the last byte, shutdown(SHUT_WR) and require EOF after the echo.
+    """
+
+    def __init__(self, sock, payload, rng, max_piece, half_close=False, name="client"):
+        self.sock = sock
+        self.payload = payload
+        self.rng = rng
+        self.max_piece = max(1, max_piece)
+        self.half_close = half_close
+        self.name = name
+        self.sent = 0
+        self.pending_piece = 0      # bytes left of the piece being written
+        self.received = bytearray()
+        self.done = False
+        self.shut = False
+
+    def want(self):
+        ev = selectors.EVENT_READ
+        if self.sent < len(self.payload):
+            ev |= selectors.EVENT_WRITE
+        return ev
+
+    def on_writable(self):
+        # One send() per random piece: this is what makes the server see random splits.
+        while self.sent < len(self.payload):
+            if self.pending_piece == 0:
+                self.pending_piece = self.rng.randint(1, self.max_piece)
+            end = min(len(self.payload), self.sent + self.pending_piece)
+            try:
+                n = self.sock.send(self.payload[self.sent:end])
+            except BlockingIOError:
+                return
+            except OSError as e:
+                raise Failure("%s: send failed after %d of %d bytes: %s"
+                              % (self.name, self.sent, len(self.payload), e))
+            self.sent += n
+            self.pending_piece -= n
+            if self.pending_piece > 0 and self.sent < len(self.payload):
+                return                # short write: the socket buffer is full
+        if self.half_close and not self.shut:
+            self.sock.shutdown(socket.SHUT_WR)
+            self.shut = True
+
+    def on_readable(self):
+        try:
+            chunk = self.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            raise Failure("%s: recv failed after %d of %d bytes echoed: %s"
+                          % (self.name, len(self.received), len(self.payload), e))
+        if not chunk:
+            if len(self.received) == len(self.payload) and self.half_close:
+                self.done = True
+                return
+            raise Failure("%s: server closed the connection after echoing %d of %d bytes"
+                          % (self.name, len(self.received), len(self.payload)))
+        start = len(self.received)
+        if start + len(chunk) > len(self.payload):
+            raise Failure("%s: server echoed %d bytes, only %d were sent"
+                          % (self.name, start + len(chunk), len(self.payload)))
+        expected = self.payload[start:start + len(chunk)]
+        if chunk != expected:
+            self.received += chunk
+            off = start + next(i for i in range(len(chunk)) if chunk[i] != expected[i])
+            raise Failure("%s: %s" % (self.name, describe_mismatch(self.payload, bytes(self.received), off)))
+        self.received += chunk
+        if len(self.received) == len(self.payload) and not self.half_close:
+            self.done = True
+
+
+def run_jobs(jobs, timeout):
+    """Drive every job to completion, all at once; raise Failure on the first problem."""
+    sel = selectors.DefaultSelector()
+    for job in jobs:
+        job.sock.setblocking(False)
+        sel.register(job.sock, job.want(), job)
+    deadline = time.monotonic() + scaled(timeout)
+    left = len(jobs)
+    try:
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                stuck = [j for j in jobs if not j.done]
+                j = stuck[0]
+                raise Failure("timeout after %.1fs: %d of %d clients unfinished; first: %s sent %d of %d, got %d back"
+                              % (scaled(timeout), len(stuck), len(jobs), j.name, j.sent, len(j.payload), len(j.received)))
+            for key, events in sel.select(min(remaining, 0.5)):
+                job = key.data
+                if events & selectors.EVENT_WRITE:
+                    job.on_writable()
+                if events & selectors.EVENT_READ and not job.done:
+                    job.on_readable()
+                if job.done:
+                    sel.unregister(job.sock)
+                    left -= 1
+                else:
+                    sel.modify(job.sock, job.want(), job)
+    finally:
+        sel.close()
+
+
+# ---------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------
+
+def echo(host, port, count, max_size, max_piece, seed, timeout=10.0):
+    """`count` connections one after another, random sizes, random splits."""
+    rng = random.Random(seed)
+    total = 0
+    for i, size in enumerate(random_sizes(rng, count, max_size)):
+        with connect(host, port) as s:
+            job = EchoJob(s, make_payload(rng, size), rng, max_piece, name="client %d (%d B)" % (i, size))
+            run_jobs([job], timeout)
+        total += size
+    return "%d connections, %d bytes echoed, pieces of 1..%d bytes" % (count, total, max_piece)
+
+
+def concurrent(host, port, clients, size, seed, timeout=20.0):
+    """Open all connections first, then drive every echo at once.
+
+    An iterative server cannot pass this: client 2 is never served while client 1 waits.
+    """
+    rng = random.Random(seed)
+    raise_nofile(clients + 64)
+    socks = []
+    try:
+        for i in range(clients):
+            socks.append(connect(host, port))
+        jobs = [EchoJob(s, make_payload(rng, size), rng, 4096, name="client %d" % i)
+                for i, s in enumerate(socks)]
+        run_jobs(jobs, timeout)
+    finally:
+        for s in socks:
+            s.close()
+    return "%d clients at once, %d bytes each" % (clients, size)
+
+
+def half_close(host, port, size, seed, timeout=10.0):
+    """Send, shutdown(SHUT_WR), and expect the whole echo followed by EOF."""
+    rng = random.Random(seed)
+    with connect(host, port) as s:
+        job = EchoJob(s, make_payload(rng, size), rng, 65536, half_close=True, name="half-closing client")
+        run_jobs([job], timeout)
+    return "%d bytes echoed after shutdown(SHUT_WR), then EOF" % size
+
+
+def fill_without_reading(sock, limit, quiet=0.3, timeout=10.0):
+    """Send up to `limit` bytes without ever reading, until the connection stops taking more.
+
+    Returns the number of bytes sent. "Stops taking more" means the socket stayed
+    unwritable for `quiet` seconds: every buffer between us and the server is full.
+    """
+    sock.setblocking(False)
+    block = b"\x5a" * 65536
+    sent = 0
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_WRITE)
+    deadline = time.monotonic() + scaled(timeout)
+    try:
+        while sent < limit and time.monotonic() < deadline:
+            if not sel.select(scaled(quiet)):
+                break
+            try:
+                sent += sock.send(block[:min(len(block), limit - sent)])
+            except BlockingIOError:
+                continue
+            except OSError:
+                break            # the server dropped us: that is its right
+    finally:
+        sel.close()
+    return sent
+
+
+def reset(host, port, size, seed, timeout=10.0):
+    """A client sends a lot, never reads, then resets; the server must go on serving others."""
+    a = connect(host, port)
+    sent = fill_without_reading(a, size, quiet=0.2, timeout=5.0)
+    reset_close(a)
+    # The server may still be busy with the dead connection; give it the timeout to notice.
+    detail = echo(host, port, 1, 4096, 4096, seed, timeout)
+    return "reset after sending %d bytes; next client served (%s)" % (sent, detail)
+
+
+def slow_reader(host, port, size, seed, expect_stall=False, timeout=3.0):
+    """Client A sends up to `size` bytes and never reads; is client B still served?
+
+    Returns (served, message).
+    """
+    rng = random.Random(seed)
+    a = connect(host, port)
+    b = None
+    try:
+        sent = fill_without_reading(a, size)
+        b = connect(host, port)
+        job = EchoJob(b, make_payload(rng, 4096), rng, 4096, name="client B")
+        try:
+            run_jobs([job], timeout)
+            served = True
+            why = "client B was echoed while client A (%d bytes sent, none read) stayed connected" % sent
+        except Failure as e:
+            served = False
+            why = "client B was not served while client A (%d bytes sent, none read) stayed connected: %s" % (sent, e)
+    finally:
+        reset_close(a)           # RST unblocks a server stuck writing to A
+        if b is not None:
+            b.close()
+    return served, why
+
+
+def stall(host, port, seed, timeout=2.0):
+    """Client A is connected and has been served; does client B get served while A stays?
+
+    Returns (served_while_a_connected, served_after_a_left, message).
+    """
+    rng = random.Random(seed)
+    a = connect(host, port)
+    b = None
+    try:
+        run_jobs([EchoJob(a, b"ping", rng, 4, name="client A")], timeout)
+        a.setblocking(True)
+        b = connect(host, port)
+        job = EchoJob(b, make_payload(rng, 1024), rng, 1024, name="client B")
+        try:
+            run_jobs([job], timeout)
+            return True, True, "client B was served while client A stayed connected"
+        except Failure as e:
+            first = str(e)
+        a.close()
+        a = None
+        # B's bytes are already in the kernel; once A leaves, the echo must arrive.
+        rest = EchoJob(b, job.payload, rng, 1024, name="client B")
+        rest.sent = job.sent
+        rest.received = job.received
+        try:
+            run_jobs([rest], timeout * 2)
+            return False, True, "client B waited while A was connected (%s), and was served once A left" % first
+        except Failure as e:
+            return False, False, "client B waited while A was connected and was not served after: %s" % e
+    finally:
+        if a is not None:
+            a.close()
+        if b is not None:
+            b.close()
+
+
+def hold(host, port, conns, timeout=5.0):
+    """Open `conns` connections at once, then echo one byte on every one.
+
+    Returns (echoed, message). Uses non-blocking connects so a server that stops
+    accepting costs one deadline, not one per connection.
+    """
+    raise_nofile(conns + 64)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < conns + 16:
+        raise Failure("cannot open %d connections: fd limit is %d (raise `ulimit -n`)" % (conns, soft))
+    sel = selectors.DefaultSelector()
+    socks = []
+    connected = echoed = 0
+    try:
+        for _ in range(conns):
+            s = socket.socket(socket.AF_INET if ":" not in host else socket.AF_INET6, socket.SOCK_STREAM)
+            s.setblocking(False)
+            err = s.connect_ex((host, port))
+            if err not in (0, errno.EINPROGRESS):
+                s.close()
+                raise Failure("connect %d failed: %s" % (len(socks), os.strerror(err)))
+            socks.append(s)
+            sel.register(s, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + scaled(timeout)
+        waiting = len(socks)
+        while waiting and time.monotonic() < deadline:
+            for key, _ in sel.select(0.2):
+                s = key.fileobj
+                sel.unregister(s)
+                waiting -= 1
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    connected += 1
+                    try:
+                        s.send(b"!")
+                        sel.register(s, selectors.EVENT_READ)
+                    except OSError:
+                        pass
+        deadline = time.monotonic() + scaled(timeout)
+        reading = len(sel.get_map())
+        while reading and time.monotonic() < deadline:
+            for key, _ in sel.select(0.2):
+                s = key.fileobj
+                sel.unregister(s)
+                reading -= 1
+                try:
+                    if s.recv(16) == b"!":
+                        echoed += 1
+                except OSError:
+                    pass
+    finally:
+        sel.close()
+        for s in socks:
+            s.close()
+    return echoed == conns, "%d of %d connections opened, %d echoed" % (connected, conns, echoed)
+
+
+# ---------------------------------------------------------------------------
+# Capability probes (the matrix): each answers yes or no
+# ---------------------------------------------------------------------------
+
+def probe_one(host, port, seed):
+    try:
+        echo(host, port, 1, 1024, 1024, seed, timeout=3.0)
+        return True
+    except (Failure, OSError):
+        return False
+
+
+def probe_two_at_once(host, port, seed):
+    try:
+        return stall(host, port, seed, timeout=1.5)[0]
+    except (Failure, OSError):
+        return False
+
+
+def probe_hold_1100(host, port, seed):
+    try:
+        return hold(host, port, 1100, timeout=4.0)[0]
+    except (Failure, OSError):
+        return False
+
+
+def probe_slow_reader(host, port, seed):
+    try:
+        return slow_reader(host, port, 64 << 20, seed, timeout=2.0)[0]
+    except (Failure, OSError):
+        return False
+
+
+def probe_reset(host, port, seed):
+    try:
+        reset(host, port, 8 << 20, seed, timeout=3.0)
+        return True
+    except (Failure, OSError):
+        return False
+
+
+# Order and wording here are the matrix's columns.
+PROBES = [
+    ("one", "serves one client", probe_one),
+    ("two_at_once", "serves 2+ clients at once", probe_two_at_once),
+    ("hold_1100", "holds 1100 connections", probe_hold_1100),
+    ("slow_reader", "keeps serving others while one client stops reading", probe_slow_reader),
+    ("reset", "survives a client reset", probe_reset),
+]
+
+
+# ---------------------------------------------------------------------------
+# Memory per connection
+# ---------------------------------------------------------------------------
+
+def process_tree(pid):
+    """pid and all its descendants (via /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir("/proc/%d/task" % p):
+                with open("/proc/%d/task/%s/children" % (p, tid)) as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def pss_kib(pid):
+    """Proportional set size of pid and its descendants: shared pages are split, not double counted."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open("/proc/%d/smaps_rollup" % p) as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def mem(host, port, pid, conns, settle=0.5):
+    """PSS before and after `conns` idle (but echo-verified) connections; returns bytes per connection."""
+    before = pss_kib(pid)
+    raise_nofile(conns + 64)
+    socks = []
+    try:
+        rng = random.Random(1)
+        for i in range(conns):
+            s = connect(host, port)
+            socks.append(s)
+        # Make sure every connection is really being served (threads started, children forked).
+        run_jobs([EchoJob(s, b"m", rng, 1, name="client %d" % i) for i, s in enumerate(socks)], 20.0)
+        time.sleep(settle)  # let the kernel account the pages; a measurement pause, not a readiness wait
+        after = pss_kib(pid)
+        procs = len(process_tree(pid))
+    finally:
+        for s in socks:
+            s.close()
+    per = (after - before) * 1024 / conns
+    return per, "PSS %d KiB -> %d KiB with %d connections (%d processes): %.1f KiB per connection" % (
+        before, after, conns, procs, per / 1024)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="netkit", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def add(name, help_):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--seed", type=int, default=None, help="random seed (default: from NETKIT_SEED or time)")
+        return p
+
+    p = add("echo", "K connections in turn, random sizes, random splits, byte-exact echo")
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--max-size", type=int, default=1 << 20)
+    p.add_argument("--max-piece", type=int, default=65536)
+    p = add("concurrent", "N connections opened first, then all echo at once")
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--size", type=int, default=16384)
+    p = add("half-close", "send, shutdown(SHUT_WR), expect the whole echo then EOF")
+    p.add_argument("--size", type=int, default=1 << 20)
+    p = add("reset", "reset (SO_LINGER 0) mid-stream, then a new client must be served")
+    p.add_argument("--size", type=int, default=8 << 20)
+    p = add("slow-reader", "client A never reads; client B must be served (or, --expect-stall, must not)")
+    p.add_argument("--size", type=int, default=64 << 20)
+    p.add_argument("--expect-stall", action="store_true")
+    p = add("stall", "A connected: is B served now (--expect served) or only after A leaves (--expect waits)?")
+    p.add_argument("--expect", choices=["served", "waits"], required=True)
+    p = add("hold", "open N connections at once, echo one byte on each")
+    p.add_argument("--conns", type=int, default=1100)
+    p = add("probe", "one capability probe; prints yes or no")
+    p.add_argument("name", choices=[n for n, _, _ in PROBES])
+    p = add("probe-all", "every capability probe; prints NAME=yes|no per line")
+    p = add("mem", "memory (PSS of PID and children) per idle connection")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--conns", type=int, default=100)
+
+    a = ap.parse_args(argv)
+    seed = a.seed if a.seed is not None else int(os.environ.get("NETKIT_SEED", time.time_ns() % 1000000))
+    h, port = a.host, a.port
+    try:
+        if a.cmd == "echo":
+            msg = echo(h, port, a.count, a.max_size, a.max_piece, seed)
+        elif a.cmd == "concurrent":
+            msg = concurrent(h, port, a.clients, a.size, seed)
+        elif a.cmd == "half-close":
+            msg = half_close(h, port, a.size, seed)
+        elif a.cmd == "reset":
+            msg = reset(h, port, a.size, seed)
+        elif a.cmd == "slow-reader":
+            served, msg = slow_reader(h, port, a.size, seed)
+            if served == a.expect_stall:
+                raise Failure(msg)
+        elif a.cmd == "stall":
+            now, later, msg = stall(h, port, seed)
+            if a.expect == "served" and not now:
+                raise Failure(msg)
+            if a.expect == "waits" and (now or not later):
+                raise Failure(msg)
+        elif a.cmd == "hold":
+            good, msg = hold(h, port, a.conns)
+            if not good:
+                raise Failure(msg)
+        elif a.cmd == "probe":
+            fn = next(f for n, _, f in PROBES if n == a.name)
+            print("yes" if fn(h, port, seed) else "no")
+            return 0
+        elif a.cmd == "probe-all":
+            for name, _, fn in PROBES:
+                print("%s=%s" % (name, "yes" if fn(h, port, seed) else "no"), flush=True)
+            return 0
+        elif a.cmd == "mem":
+            _, msg = mem(h, port, a.pid, a.conns)
+    except Failure as e:
+        print("FAIL: %s (seed %d; rerun with --seed %d)" % (e, seed, seed))
+        return 1
+    except OSError as e:
+        print("FAIL: %s: %s (seed %d)" % (a.cmd, e, seed))
+        return 1
+    print("ok: %s" % msg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
