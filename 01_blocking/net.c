@@ -14,7 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-volatile sig_atomic_t stop_requested = 0;
+atomic_int stop_requested = 0;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler may only touch lock-free atomics");
 
 static const char *prog_name = "server";
 
@@ -32,7 +33,7 @@ static void usage(FILE *to)
 
 // A bad command line is the user's mistake, not a crash: say what, show the
 // usage, and exit 2 (the usual "usage error" status of command-line tools).
-static void usage_error(const char *what, const char *arg)
+_Noreturn static void usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, "%s: %s '%s'\n", prog_name, what, arg);
     usage(stderr);
@@ -51,8 +52,11 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
     opt->host = "127.0.0.1";
     opt->port = DEFAULT_PORT;
 
+    // The leading ':' and opterr = 0: we print the errors ourselves, in the
+    // same "PROG: ..." form as every other message.
+    opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "H:p:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":H:p:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'H':
             opt->host = optarg;
@@ -61,7 +65,7 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
             char *end;
             errno = 0;
             long port = strtol(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || port < 0 || port > 65535)
+            if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0' || port > 65535)
                 usage_error("bad port", optarg);
             opt->port = optarg;
             break;
@@ -69,10 +73,15 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
         case 'h':
             usage(stdout);
             exit(0);
-        default:
-            // getopt_long has already printed what was wrong with it.
-            usage(stderr);
-            exit(2);
+        case ':':
+            usage_error("missing value for", argv[optind - 1]);
+            break;
+        default: {
+            // optopt holds an unknown short option; for a long one it is 0
+            // and the offending word is the one getopt_long just passed.
+            char short_opt[] = {'-', (char)optopt, '\0'};
+            usage_error("unknown option", optopt ? short_opt : argv[optind - 1]);
+        }
         }
     }
     if (optind < argc)
@@ -252,9 +261,12 @@ int send_all(int fd, const void *buf, size_t len)
     // LAB BEGIN: send all len bytes of buf, retrying short writes and EINTR; return 0, or -1 with errno set
     const char *p = buf;
     while (len > 0) {
-        // A blocking send() may still send fewer bytes than asked (a signal
-        // arrived midway, the socket buffer had less room): it returns how
-        // many it took, and the rest is ours to send again.
+        // send() copies bytes into the kernel's send buffer and returns how
+        // many it took. When the buffer is full (the client reads slower than
+        // we write) a blocking send() sleeps until there is room. It may still
+        // return having taken fewer bytes than asked (POSIX allows it; Linux
+        // does it when a signal arrives midway or the connection fails): the
+        // rest is ours to send again, which is why this is a loop.
         ssize_t n = send(fd, p, len, 0);
         if (n == -1) {
             // EINTR: a signal interrupted us before any byte went. Try again,
@@ -266,6 +278,13 @@ int send_all(int fd, const void *buf, size_t len)
         }
         p += n;
         len -= (size_t)n;
+        // A short count: if a SIGTERM cut it short, stop here, as the next
+        // send() would just sleep again. (If the connection failed, the next
+        // send() reports it.)
+        if (len > 0 && stop_requested) {
+            errno = EINTR;
+            return -1;
+        }
     }
     return 0;
     // LAB END
@@ -277,6 +296,13 @@ void echo_client(int fd, const char *peer)
     // Any size works; bigger means fewer system calls per megabyte.
     char buf[16 * 1024];
     for (;;) {
+        // Look at the flag right before each blocking call: a SIGTERM that came
+        // while we were busy elsewhere (logging, sending) interrupted nothing,
+        // so recv() would never see EINTR for it.
+        if (stop_requested) {
+            log_msg("%s closed (server stopping)", peer);
+            return;
+        }
         // recv() blocks until at least one byte is there, then returns what
         // has arrived so far, up to sizeof buf. TCP is a byte stream: the 1 MiB
         // a client sent in one send() may arrive as 1 byte, then 64 KiB,
@@ -290,12 +316,8 @@ void echo_client(int fd, const char *peer)
             return;
         }
         if (n == -1) {
-            if (errno == EINTR && !stop_requested)
-                continue;  // a signal that is not for us (e.g. SIGCHLD)
-            if (errno == EINTR) {
-                log_msg("%s closed (server stopping)", peer);
-                return;
-            }
+            if (errno == EINTR)
+                continue;  // a signal: the check at the top decides
             log_msg("fd %d: recv: %s, dropping", fd, strerror(errno));
             return;
         }

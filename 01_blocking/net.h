@@ -4,6 +4,7 @@
 #define NET_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #define DEFAULT_PORT "7001"
@@ -19,9 +20,12 @@ struct options {
 };
 
 // Set to 1 by the SIGINT/SIGTERM handler; every loop checks it after a
-// blocking call returns EINTR. sig_atomic_t is the only type a handler may
-// safely write; volatile stops the compiler from caching it in a register.
-extern volatile sig_atomic_t stop_requested;
+// blocking call was interrupted. A signal handler may only write to a
+// `volatile sig_atomic_t` or to a lock-free atomic (C11 7.14.1.1). We need
+// the atomic: in server_thread.c the handler runs in main while a worker
+// thread may read the flag in send_all, and between threads only atomics
+// are free of data races (ThreadSanitizer would rightly flag the other).
+extern atomic_int stop_requested;
 
 // Parses -H/--host, -p/--port and -h/--help. PROG names the binary in the
 // usage text and in every log line. --help exits 0; a bad option exits 2.

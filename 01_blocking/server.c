@@ -39,6 +39,7 @@
 // Serves clients one after another until SIGINT or SIGTERM.
 static void serve_forever(int listen_fd)
 {
+    // LAB BEGIN: accept one client, echo it until it leaves, close it, repeat until stop_requested
     while (!stop_requested) {
         char peer[PEER_LEN];
         // Sleeps until a client arrives. A signal makes it return -1 with
@@ -58,10 +59,12 @@ static void serve_forever(int listen_fd)
         if (close(fd) == -1)
             log_msg("fd %d: close: %s", fd, strerror(errno));
     }
+    // LAB END
     // A note on the flag check: a signal that lands after the while test but
     // before accept() starts to sleep is only noticed when the next client
-    // arrives. The window is a few instructions wide; closing it needs a call
-    // that unblocks signals and waits in one step (pselect(2), ppoll(2)).
+    // arrives. So the test must be the last thing before the blocking call;
+    // then the window is a few instructions wide. Closing it completely needs
+    // a call that unblocks signals and waits in one step (pselect, ppoll).
 }
 
 // ---------------------------------------------------------------- main

@@ -75,7 +75,7 @@ static void reap_children(void)
 // - Reaping only in the loop, with no handler, leaves zombies until the next
 //   client connects: the parent sleeps in accept() meanwhile.
 // - Reaping inside the handler would update `children` while the loop may be
-//   halfway through changing it; a handler may only touch sig_atomic_t.
+//   halfway through changing it; a handler may only set simple flags.
 // - SIG_IGN for SIGCHLD reaps automatically, but then we can no longer tell
 //   which pids are ours and alive: on shutdown we might signal a recycled pid.
 // So the handler's only job is to make accept() return EINTR (no SA_RESTART),
@@ -124,8 +124,11 @@ static void stop_children(void)
 static void serve_forever(int listen_fd)
 {
     // LAB BEGIN: accept clients, fork a child to echo each one, reap exited children
-    while (!stop_requested) {
+    for (;;) {
         reap_children();
+        // The flag test comes last before accept(): see serve_forever in server.c.
+        if (stop_requested)
+            break;
         char peer[PEER_LEN];
         int fd = accept_client(listen_fd, peer, sizeof peer);
         if (fd == -1)
@@ -145,8 +148,12 @@ static void serve_forever(int listen_fd)
         }
         if (pid == -1)
             log_msg("%s: fork: %s, dropping", peer, strerror(errno));
-        else if (add_child(pid) == -1)
-            log_msg("out of memory tracking child %d", (int)pid);  // it still runs
+        else if (add_child(pid) == -1) {
+            // A child we cannot track is one we could not stop on shutdown.
+            log_msg("%s: out of memory, dropping", peer);
+            if (kill(pid, SIGTERM) == -1)
+                log_msg("kill %d: %s", (int)pid, strerror(errno));
+        }
         // The parent's copy of the client socket: the child has its own. If we
         // kept it, the client would never see EOF when the child closes, and
         // the parent would run out of descriptors after ~1000 clients.

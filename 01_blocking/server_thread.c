@@ -93,14 +93,21 @@ static void join_finished(void)
 // Wakes every worker still serving a client, then joins them all.
 static void stop_workers(void)
 {
+    // LAB BEGIN: shut down the socket of every live worker so it wakes up, then join them all
+    // shutdown(), not close(): closing a descriptor another thread is blocked
+    // on does not wake that thread on Linux, and the worker still owns it.
+    // shutdown() ends the connection itself: the worker's recv() returns 0
+    // and its send() fails with EPIPE, and it closes the fd as usual.
     pthread_mutex_lock(&registry_lock);
-    for (struct worker *w = workers; w != NULL; w = w->next)
+    for (struct worker *w = workers; w != NULL; w = w->next) {
+        // ENOTCONN: the client already reset the connection; nothing to wake.
         if (w->fd != -1 && shutdown(w->fd, SHUT_RDWR) == -1 && errno != ENOTCONN)
             log_msg("fd %d: shutdown: %s", w->fd, strerror(errno));
-    for (struct worker *w = workers; w != NULL; w = w->next)
-        w->done = true;  // so join_finished() takes them all
+        w->done = true;  // not yet, but it will be: join_finished() waits
+    }
     pthread_mutex_unlock(&registry_lock);
     join_finished();
+    // LAB END
 }
 
 // Starts a worker for the client on FD. Signals stay blocked in it: a new
@@ -142,8 +149,11 @@ static void start_worker(int fd, const char *peer)
 
 static void serve_forever(int listen_fd)
 {
-    while (!stop_requested) {
+    for (;;) {
         join_finished();
+        // The flag test comes last before accept(): see serve_forever in server.c.
+        if (stop_requested)
+            break;
         char peer[PEER_LEN];
         int fd = accept_client(listen_fd, peer, sizeof peer);
         if (fd != -1)

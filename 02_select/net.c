@@ -265,13 +265,6 @@ int send_all(int fd, const void *buf, size_t len)
 {
     const char *p = buf;
     while (len > 0) {
-        // A signal that lands after send() has taken some bytes does not make
-        // it fail: it returns the short count. Check the flag before going
-        // back to sleep, or a client that never reads would keep us here.
-        if (stop_requested) {
-            errno = EINTR;
-            return -1;
-        }
         // A blocking send() may still send fewer bytes than asked (a signal
         // arrived midway, the socket buffer had less room): it returns how
         // many it took, and the rest is ours to send again.
@@ -286,6 +279,14 @@ int send_all(int fd, const void *buf, size_t len)
         }
         p += n;
         len -= (size_t)n;
+        // On a blocking socket a short count means the wait was cut short
+        // after some bytes went: by a signal, or by the connection failing
+        // (the next send() reports that). If the signal was SIGTERM, stop
+        // here: the next send() would just block again.
+        if (len > 0 && stop_requested) {
+            errno = EINTR;
+            return -1;
+        }
     }
     return 0;
 }

@@ -19,8 +19,11 @@ struct options {
 };
 
 // Set to 1 by the SIGINT/SIGTERM handler; every loop checks it after a
-// blocking call returns EINTR. sig_atomic_t is the only type a handler may
-// safely write; volatile stops the compiler from caching it in a register.
+// blocking call was interrupted. A signal handler may only write to a
+// `volatile sig_atomic_t` or to a lock-free atomic (C11 7.14.1.1). With one
+// thread again (01's server_thread needed the atomic), the plain
+// sig_atomic_t is enough: volatile stops the compiler from keeping it in a
+// register across the loop.
 extern volatile sig_atomic_t stop_requested;
 
 // Parses -H/--host, -p/--port and -h/--help. PROG names the binary in the

@@ -20,7 +20,6 @@ SERVER_PID=
 SERVER_ERR=
 SERVER_OUT=
 PORT=
-HARNESS_PIDS=()
 
 # --- small helpers -----------------------------------------------------------
 
@@ -29,6 +28,8 @@ fail() {
     printf '%s\n' "$*" >&2
     return 1
 }
+# Inside the harness every `fail` is followed by `|| return`: under bats `run` errexit is
+# off, and a helper that printed a failure must still stop.
 
 now_ms() {
     local t=${EPOCHREALTIME/[.,]/}
@@ -82,34 +83,40 @@ start_server() {
     shift
     local bin
     bin=$(stage_bin "$name")
-    [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}"
+    [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
     SERVER_OUT="$BATS_TEST_TMPDIR/$name.$$.out"
     SERVER_ERR="$BATS_TEST_TMPDIR/$name.$$.err"
     # 3>&- : bats waits on fd 3; a server holding it would hang the whole run.
-    "$bin" -p 0 "$@" >"$SERVER_OUT" 2>"$SERVER_ERR" 3>&- &
+    # SERVER_NOFILE=N runs the server alone under `ulimit -n N` (EMFILE tests).
+    (
+        if [[ -n ${SERVER_NOFILE:-} ]]; then ulimit -n "$SERVER_NOFILE" || exit 99; fi
+        exec "$bin" -p 0 "$@"
+    ) >"$SERVER_OUT" 2>"$SERVER_ERR" 3>&- &
     SERVER_PID=$!
-    HARNESS_PIDS+=("$SERVER_PID")
+    # Also on disk: a start_server inside `run` is a subshell whose variables are lost.
+    echo "$SERVER_PID" >>"$BATS_TEST_TMPDIR/harness.pids"
     local deadline line
     deadline=$(($(now_ms) + $(scaled_ms 5)))
     while :; do
         line=$(grep -m1 '^listening on ' "$SERVER_OUT" 2>/dev/null) && break
         if has_exited "$SERVER_PID"; then
-            wait "$SERVER_PID"
-            fail "$name exited (status $?) before printing 'listening on'; its stderr:" \
-                "$(tail -n 20 "$SERVER_ERR")"
+            local st=0
+            wait "$SERVER_PID" || st=$?
+            fail "$name exited (status $st) before printing 'listening on'; its stderr:" \
+                "$(tail -n 20 "$SERVER_ERR")" || return
         fi
-        (($(now_ms) < deadline)) || fail "$name printed no 'listening on HOST:PORT' line within 5 s"
+        (($(now_ms) < deadline)) || fail "$name printed no 'listening on HOST:PORT' line within 5 s" || return
         sleep 0.02   # poll interval of a loop with a deadline
     done
     PORT=${line##*:}
-    [[ $PORT =~ ^[0-9]+$ && $PORT -gt 0 ]] || fail "bad 'listening on' line from $name: '$line'"
+    [[ $PORT =~ ^[0-9]+$ && $PORT -gt 0 ]] || fail "bad 'listening on' line from $name: '$line'" || return
 }
 
 # stop_server [SIGNAL]: send SIGTERM (or SIGNAL), require exit 0 within 2 s, no processes
 # left behind, and no sanitizer report on its stderr.
 stop_server() {
     local sig=${1:-TERM} pid=$SERVER_PID kids status deadline
-    [[ -n $pid ]] || fail "stop_server: no server running"
+    [[ -n $pid ]] || fail "stop_server: no server running" || return
     kids=$(descendants "$pid")
     kill -"$sig" "$pid" 2>/dev/null || true
     deadline=$(($(now_ms) + $(scaled_ms 2)))
@@ -118,7 +125,7 @@ stop_server() {
             kill -KILL "$pid" 2>/dev/null
             wait "$pid" 2>/dev/null
             SERVER_PID=
-            fail "server did not exit within 2 s of SIG$sig; stderr:" "$(tail -n 20 "$SERVER_ERR")"
+            fail "server did not exit within 2 s of SIG$sig; stderr:" "$(tail -n 20 "$SERVER_ERR")" || return
         fi
         sleep 0.02   # poll interval of a loop with a deadline
     done
@@ -127,34 +134,44 @@ stop_server() {
     SERVER_PID=
     local report
     if report=$(sanitizer_report "$SERVER_ERR"); then
-        fail "sanitizer report in server stderr: $report" "$(grep -A 30 -m1 -F "$report" "$SERVER_ERR")"
+        fail "sanitizer report in server stderr: $report" "$(grep -A 30 -m1 -F "$report" "$SERVER_ERR")" || return
     fi
     ((status == 0)) || fail "server exited with status $status after SIG$sig (want 0); stderr:" \
-        "$(tail -n 20 "$SERVER_ERR")"
+        "$(tail -n 20 "$SERVER_ERR")" || return
     # Children (fork servers) must be gone too, within the same 2 s.
     local k
     for k in $kids; do
         while kill -0 "$k" 2>/dev/null && [[ $(cat /proc/$k/stat 2>/dev/null) != *") Z "* ]]; do
             if (($(now_ms) > deadline)); then
                 kill -KILL "$k" 2>/dev/null
-                fail "server left child process $k running after it exited"
+                fail "server left child process $k running after it exited" || return
             fi
             sleep 0.02   # poll interval of a loop with a deadline
         done
     done
 }
 
+# cpu_ticks PID: user + system CPU time of PID so far, in clock ticks (1/100 s here).
+cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$1/stat") || return
+    stat=${stat##*) }
+    # Fields after the command: state is field 3, utime 14 and stime 15 (man 5 proc).
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+
 # harness_teardown: kill whatever the test left running; show the server's stderr on failure.
 harness_teardown() {
     local p k
-    for p in "${HARNESS_PIDS[@]}"; do
+    for p in $(cat "$BATS_TEST_TMPDIR/harness.pids" 2>/dev/null); do
         if ! has_exited "$p"; then
             for k in $(descendants "$p"); do kill -KILL "$k" 2>/dev/null; done
             kill -KILL "$p" 2>/dev/null
         fi
         wait "$p" 2>/dev/null || true
     done
-    HARNESS_PIDS=()
+    rm -f "$BATS_TEST_TMPDIR/harness.pids"
     if [[ -z ${BATS_TEST_COMPLETED:-} && -n $SERVER_ERR && -s $SERVER_ERR ]]; then
         echo "--- last lines of the server's stderr ($SERVER_ERR) ---" >&2
         tail -n 15 "$SERVER_ERR" >&2
@@ -171,7 +188,7 @@ assert_log() {
     local deadline
     deadline=$(($(now_ms) + $(scaled_ms 2)))
     until grep -qE -- "$1" "$SERVER_ERR"; do
-        (($(now_ms) < deadline)) || fail "server stderr never matched /$1/; it ends with:" "$(tail -n 10 "$SERVER_ERR")"
+        (($(now_ms) < deadline)) || fail "server stderr never matched /$1/; it ends with:" "$(tail -n 10 "$SERVER_ERR")" || return
         sleep 0.02   # poll interval of a loop with a deadline
     done
 }
@@ -225,7 +242,7 @@ scenario_sigterm() {
     printf 'hello\n' >&5
     local reply
     read -r -t "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2*k}')" reply <&5 || true
-    [[ $reply == hello ]] || { exec 5>&-; fail "expected echo 'hello', got '$reply'"; }
+    [[ $reply == hello ]] || { exec 5>&-; fail "expected echo 'hello', got '$reply'"; } || return
     stop_server
     exec 5>&-
 }

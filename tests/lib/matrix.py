@@ -2,7 +2,8 @@
 """matrix: the capability matrix, expected (tests/matrix/expected.txt) and measured.
 
   matrix.py expected            print the expected table as markdown
-  matrix.py check ROW --port P  probe the server running on P, compare with ROW's expectations
+  matrix.py check ROW --port P [--only PROBE,...]
+                                probe the server running on P, compare with ROW's expectations
   matrix.py measure             start every built server, probe it, print the measured table;
                                 exit 1 if any cell differs from the expected one
   matrix.py readme-check FILE   FILE's table between the matrix markers equals the expected one
@@ -12,6 +13,7 @@
 import os
 import random
 import re
+import select
 import subprocess
 import sys
 import time
@@ -70,8 +72,10 @@ def compare(server, columns, want, got):
     return diffs
 
 
-def cmd_check(server, port):
+def cmd_check(server, port, only=None):
     columns, rows = load_expected()
+    if only:
+        columns = [c for c in columns if c in only]
     want = dict(rows).get(server)
     if want is None:
         sys.exit("matrix: no row %r in %s" % (server, EXPECTED))
@@ -94,20 +98,25 @@ def binary_path(server):
 
 def start(path):
     """Start a server on an ephemeral port; return (process, port)."""
-    proc = subprocess.Popen([path, "-p", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return start_args([path, "-p", "0"])
+
+
+def start_args(argv):
+    """Start argv (which must ask for an ephemeral port); return (process, port)."""
+    path = argv[0]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + netkit.scaled(5)
-    os.set_blocking(proc.stdout.fileno(), False)
-    buf = ""
+    buf = b""
     while time.monotonic() < deadline:
-        chunk = proc.stdout.read()
-        if chunk:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.05)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break                     # stdout closed: the server died
             buf += chunk
-        m = re.search(r"^listening on .*:(\d+)$", buf, re.M)
-        if m:
-            return proc, int(m.group(1))
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)  # poll interval of a loop with a deadline
+            m = re.search(rb"^listening on .*:(\d+)$", buf, re.M)
+            if m:
+                return proc, int(m.group(1))
     proc.kill()
     proc.wait()
     raise RuntimeError("%s did not print 'listening on' within 5 s" % path)
@@ -186,8 +195,9 @@ def main(argv):
         columns, rows = load_expected()
         print(markdown(columns, rows))
         return 0
-    if len(argv) == 4 and argv[0] == "check" and argv[2] == "--port":
-        return cmd_check(argv[1], int(argv[3]))
+    if len(argv) in (4, 6) and argv[0] == "check" and argv[2] == "--port":
+        only = argv[5].split(",") if len(argv) == 6 and argv[4] == "--only" else None
+        return cmd_check(argv[1], int(argv[3]), only)
     if argv == ["measure"]:
         return cmd_measure()
     if len(argv) == 2 and argv[0] in ("readme-check", "readme-update"):

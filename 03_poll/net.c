@@ -1,0 +1,281 @@
+// net.c: the socket plumbing of the poll() echo server.
+// Read it after server.c: it holds the calls that server.c names in its loop.
+#include "net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+volatile sig_atomic_t stop_requested = 0;
+
+static const char *prog_name = "server";
+
+// ---------------------------------------------------------------- options
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: %s [-H HOST] [-p PORT] [--max-output BYTES]\n"
+            "  -H, --host HOST   address to listen on (default 127.0.0.1)\n"
+            "  -p, --port PORT   TCP port, 0 = any free port (default " DEFAULT_PORT ")\n"
+            "  -h, --help        print this help and exit\n"
+            "      --max-output BYTES\n"
+            "                    stop reading from a client while more than BYTES of its\n"
+            "                    echo wait to be sent (default %zu = 4 MiB)\n",
+            prog_name, DEFAULT_MAX_OUTPUT);
+}
+
+// A bad command line is the user's mistake, not a crash: say what, show the
+// usage, and exit 2 (the usual "usage error" status of command-line tools).
+static void usage_error(const char *what, const char *arg)
+{
+    fprintf(stderr, "%s: %s '%s'\n", prog_name, what, arg);
+    usage(stderr);
+    exit(2);
+}
+
+// --max-output has no one-letter form; getopt_long returns this for it
+// (any value that is not a character of the short-option string).
+enum { OPT_MAX_OUTPUT = 256 };
+
+void parse_options(int argc, char **argv, const char *prog, struct options *opt)
+{
+    static const struct option longopts[] = {
+        {"host", required_argument, NULL, 'H'},
+        {"port", required_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
+        {NULL, 0, NULL, 0},
+    };
+    prog_name = prog;
+    opt->host = "127.0.0.1";
+    opt->port = DEFAULT_PORT;
+    opt->max_output = DEFAULT_MAX_OUTPUT;
+
+    int c;
+    while ((c = getopt_long(argc, argv, "H:p:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'H':
+            opt->host = optarg;
+            break;
+        case 'p': {
+            char *end;
+            errno = 0;
+            long port = strtol(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || port < 0 || port > 65535)
+                usage_error("bad port", optarg);
+            opt->port = optarg;
+            break;
+        }
+        case OPT_MAX_OUTPUT: {
+            char *end;
+            errno = 0;
+            // strtoull quietly accepts "-1" as a huge number: refuse a sign.
+            unsigned long long bytes = strtoull(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-' ||
+                bytes > SIZE_MAX / 4)
+                usage_error("bad byte count", optarg);
+            opt->max_output = (size_t)bytes;
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            // getopt_long has already printed what was wrong with it.
+            usage(stderr);
+            exit(2);
+        }
+    }
+    if (optind < argc)
+        usage_error("unexpected argument", argv[optind]);
+}
+
+// ---------------------------------------------------------------- logging
+
+void log_msg(const char *fmt, ...)
+{
+    // Build the whole line first and hand it to stdio in one call: threads
+    // (and forked children sharing the same stderr) then never interleave
+    // halves of their lines.
+    char line[512];
+    int n = snprintf(line, sizeof line, "%s: ", prog_name);
+    if (n < 0 || (size_t)n >= sizeof line)
+        n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s\n", line);
+}
+
+// ---------------------------------------------------------------- signals
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    // Only async-signal-safe work in a handler: set the flag and return.
+    // The main loop does the actual stopping.
+    stop_requested = 1;
+}
+
+void set_handler(int sig, void (*fn)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fn;
+    sigemptyset(&sa.sa_mask);
+    // No SA_RESTART, on purpose. With it, the kernel would restart accept()
+    // or recv() after the handler ran and the server would block on, never
+    // looking at stop_requested. Without it those calls fail with EINTR and
+    // the loop gets a chance to notice.
+    sa.sa_flags = 0;
+    if (sigaction(sig, &sa, NULL) == -1) {
+        log_msg("sigaction(%d): %s", sig, strerror(errno));
+        exit(1);
+    }
+}
+
+void install_signal_handlers(void)
+{
+    set_handler(SIGINT, on_stop_signal);
+    set_handler(SIGTERM, on_stop_signal);
+    // Writing to a socket whose peer has gone raises SIGPIPE, and SIGPIPE's
+    // default action is to kill the process: one client hanging up would kill
+    // the whole server. Ignored, the same send() just fails with EPIPE, which
+    // conn_write and conn_flush turn into "dropping" that one client.
+    set_handler(SIGPIPE, SIG_IGN);
+}
+
+// ---------------------------------------------------------------- addresses
+
+// "127.0.0.1:53122" or "[::1]:53122": numeric, so no DNS lookup can block us.
+static void format_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t out_len)
+{
+    char host[48], port[8];
+    int rc = getnameinfo(sa, len, host, sizeof host, port, sizeof port,
+                         NI_NUMERICHOST | NI_NUMERICSERV);
+    if (rc != 0)
+        snprintf(out, out_len, "?(%s)", gai_strerror(rc));
+    else if (sa->sa_family == AF_INET6)
+        snprintf(out, out_len, "[%s]:%s", host, port);
+    else
+        snprintf(out, out_len, "%s:%s", host, port);
+}
+
+// ---------------------------------------------------------------- listening
+
+int listen_on(const char *host, const char *port)
+{
+    // getaddrinfo turns "127.0.0.1" or "::1" (or "localhost") into the
+    // sockaddr the kernel wants, so one code path serves IPv4 and IPv6.
+    struct addrinfo hints, *res;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        log_msg("%s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+
+    int fd = -1, err = 0;
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd == -1) {
+            err = errno;
+            continue;
+        }
+        // After a server stops, the connections it closed first stay in
+        // TIME_WAIT for about a minute, and without SO_REUSEADDR bind() fails
+        // with "Address already in use" until they are gone. Setting it lets a
+        // restarted server take its port back at once. (It does not let two
+        // live servers share a port on Linux: that is SO_REUSEPORT.)
+        int one = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+            bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+            // The backlog: how many connections the kernel completes and queues
+            // for us while we are not calling accept(). Linux caps it at
+            // net.core.somaxconn; asking for SOMAXCONN means "as many as allowed".
+            listen(fd, SOMAXCONN) == 0)
+            break;
+        err = errno;
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd == -1) {
+        log_msg("cannot listen on %s:%s: %s", host, port, strerror(err));
+        return -1;
+    }
+
+    // With -p 0 the kernel picked the port: ask it which one, so that whoever
+    // started us (a test, a script) knows where to connect.
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1) {
+        log_msg("getsockname: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    char where[PEER_LEN];
+    format_addr((struct sockaddr *)&ss, len, where, sizeof where);
+    printf("listening on %s\n", where);
+    // stdout is a pipe under a test harness, so fully buffered: without this
+    // flush the line would sit in our buffer and the harness would wait forever.
+    fflush(stdout);
+    return fd;
+}
+
+// ---------------------------------------------------------------- accepting
+
+int set_nonblocking(int fd)
+{
+    // Read the flags first and add ours: setting O_NONBLOCK alone would
+    // clear whatever other status flags the descriptor had.
+    int flags = fcntl(fd, F_GETFL);
+    if (flags == -1 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1) {
+        log_msg("fd %d: fcntl(O_NONBLOCK): %s", fd, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int accept_client(int listen_fd, char *peer, size_t peer_len)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    // The kernel did the TCP handshake already and queued the connection in
+    // the backlog; accept() takes it off the queue and returns a new
+    // descriptor for it. LISTEN_FD is non-blocking here, so when the queue
+    // is empty we get EAGAIN instead of sleeping.
+    int fd = accept(listen_fd, (struct sockaddr *)&ss, &len);
+    if (fd == -1) {
+        int err = errno;
+        if (err == EINTR || err == EAGAIN || err == EWOULDBLOCK)
+            return -1;  // a signal, or nobody left to accept: not an error
+        log_msg("accept: %s", strerror(err));
+        if (err == EMFILE || err == ENFILE) {
+            // Out of descriptors: accept() would fail again at once and the
+            // loop would spin. Pause so clients can leave (04_epoll does better).
+            struct timespec pause = {0, 100 * 1000 * 1000};
+            nanosleep(&pause, NULL);  // EINTR here just ends the pause early
+        }
+        errno = err;
+        return -1;
+    }
+    format_addr((struct sockaddr *)&ss, len, peer, peer_len);
+    log_msg("%s connected (fd %d)", peer, fd);
+    return fd;
+}

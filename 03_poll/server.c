@@ -1,0 +1,496 @@
+// server.c: one thread serves any number of clients with poll() and non-blocking sockets.
+// Each connection queues what the kernel cannot take yet, so a client that stops reading costs memory, not time.
+//
+// Read this file first, then buffer.h (the queues) and net.c (the plumbing).
+//
+// What changed since 02_select, and why:
+//  1. poll() takes an array of struct pollfd instead of a fixed bitmap, so
+//     there is no FD_SETSIZE: the array grows with the clients.
+//  2. Client sockets are non-blocking. send() takes what fits in the kernel
+//     and returns at once; the rest waits in the connection's output buffer,
+//     and we ask poll() for POLLOUT ("tell me when there is room") only
+//     while something waits. A client that stops reading stalls no one.
+//  3. Back-pressure. Queuing is not free either: a client that sends and
+//     never reads would make us queue without bound. So once its unsent echo
+//     passes --max-output we stop reading from it (no POLLIN); its bytes back
+//     up in the kernel, its own send() blocks, and it slows to its own pace.
+//
+// One turn of the loop, poll_once():
+//   1. poll() sleeps until a descriptor is ready (or a signal arrives)
+//   2. every client with events: flush queued output, read and echo,
+//      close it if it is finished
+//   3. accept the clients waiting on the listening socket
+//
+// What is still O(n): each poll() call copies the whole array into the
+// kernel, which checks every socket in it, and step 2 scans every entry,
+// however few are busy. Idle connections cost on every turn; 04_epoll
+// keeps the interest list in the kernel and gets back only the ready ones.
+
+#include "buffer.h"
+#include "net.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+// How much one recv() may read. Bigger means fewer calls per megabyte; it
+// is also the most one client can add to its output buffer per turn.
+#define READ_CHUNK (64 * 1024)
+
+// How many clients one turn may accept. A flood of new connections must
+// not keep the loop from serving the ones it already has.
+#define ACCEPTS_PER_TURN 64
+
+// After SIGINT/SIGTERM, how long pending echoes get to leave. The contract
+// gives a server 2 s to exit; this leaves the other second as margin.
+#define DRAIN_MS 1000
+
+// ---------------------------------------------------------------- connections
+
+struct conn {
+    struct buffer in;    // read from the client, not handled yet
+    struct buffer out;   // echo the kernel has not taken yet
+    bool input_closed;   // EOF seen: read no more, close once `out` is empty
+    bool stopping;       // the server is stopping: flush `out`, echo nothing
+                         // new (see drain_and_close_all)
+    bool fin_sent;       // stopping, and shutdown(SHUT_WR) is done
+    char peer[PEER_LEN];
+};
+
+// Two parallel arrays: pfds[i] is what poll() sees of conns[i]. poll()
+// wants a dense array of struct pollfd, so our own state cannot live in it.
+// Entry 0 is the listening socket (conns[0] is unused). Entries 1..used-1
+// are clients, in no particular order: closing one moves the last into its
+// slot (conn_close), so the array never has holes.
+static struct pollfd *pfds;
+static struct conn *conns;
+static size_t used;       // entries in use, the listening socket included
+static size_t capacity;   // entries allocated
+static size_t max_output; // --max-output
+
+// Adds FD at the end of the arrays, growing them if needed. Returns 0, or
+// -1 after logging why (the caller still owns FD).
+static int conn_add(int fd, const char *peer)
+{
+    if (used == capacity) {
+        // Doubling: N clients cost O(log N) reallocations, and the arrays
+        // are never more than half empty (they do not shrink, though).
+        size_t new_cap = capacity > 0 ? capacity * 2 : 64;
+        struct pollfd *p = realloc(pfds, new_cap * sizeof *p);
+        if (p == NULL) {
+            log_msg("fd %d: out of memory, closing", fd);
+            return -1;
+        }
+        pfds = p;
+        struct conn *c = realloc(conns, new_cap * sizeof *c);
+        if (c == NULL) {
+            log_msg("fd %d: out of memory, closing", fd);
+            return -1;
+        }
+        conns = c;
+        capacity = new_cap;
+    }
+    pfds[used] = (struct pollfd){.fd = fd, .events = POLLIN, .revents = 0};
+    conns[used] = (struct conn){.in = BUFFER_EMPTY, .out = BUFFER_EMPTY};
+    snprintf(conns[used].peer, PEER_LEN, "%s", peer);
+    used++;
+    return 0;
+}
+
+// Closes client I and frees its buffers, then moves the last entry into
+// slot I. Afterwards slot I holds a different client (or is past the end):
+// a loop over the array must look at slot I again, not skip to I + 1.
+static void conn_close(size_t i)
+{
+    if (close(pfds[i].fd) == -1)
+        log_msg("fd %d: close: %s", pfds[i].fd, strerror(errno));
+    buf_free(&conns[i].in);
+    buf_free(&conns[i].out);
+    used--;
+    if (i != used) {
+        pfds[i] = pfds[used];
+        conns[i] = conns[used];  // the buffers move by value: still one owner
+    }
+}
+
+// Decides what client I waits for next, from its state alone.
+static void conn_watch(size_t i)
+{
+    if (conns[i].stopping) {
+        // First the queued output, then whatever the client still sends,
+        // read only to be thrown away (conn_linger).
+        pfds[i].events = buf_len(&conns[i].out) > 0 ? POLLOUT : POLLIN;
+        return;
+    }
+    // LAB BEGIN: set pfds[i].events: POLLIN unless input is closed or the client is over --max-output (resume at half), POLLOUT only while output is queued
+    struct conn *c = &conns[i];
+    size_t queued = buf_len(&c->out);
+    bool was_reading = (pfds[i].events & POLLIN) != 0;
+    bool reading;
+    if (c->input_closed)
+        reading = false;
+    else if (was_reading)
+        reading = queued <= max_output;
+    else
+        // Paused by back-pressure: resume only once half has drained. With
+        // one threshold, a slow reader would flip us between reading and
+        // not reading on every 64 KiB; the gap makes each pause count.
+        reading = queued <= max_output / 2;
+    if (!c->input_closed && was_reading != reading) {
+        if (reading)
+            log_msg("fd %d: output down to %zu bytes, reading again", pfds[i].fd, queued);
+        else
+            log_msg("fd %d: %zu bytes unsent > --max-output %zu, not reading until it drains",
+                    pfds[i].fd, queued, max_output);
+    }
+
+    short events = reading ? POLLIN : 0;
+    // POLLOUT only while something is queued. A socket with room in its send
+    // buffer is writable nearly all the time: watched with nothing to send,
+    // it would make poll() return at once on every turn, a busy loop.
+    if (queued > 0)
+        events |= POLLOUT;
+    pfds[i].events = events;
+    // LAB END
+}
+
+// Sends N bytes at P to client C: straight away if nothing is queued ahead
+// of them (the usual case: no copy, no allocation), and queues whatever the
+// kernel did not take. Returns 0, or -1 after logging why C must be dropped.
+static int conn_write(struct conn *c, int fd, const char *p, size_t n)
+{
+    // With bytes already queued, these must wait their turn behind them;
+    // and the kernel said "full" last time, so trying again now is pointless.
+    while (n > 0 && buf_len(&c->out) == 0) {
+        ssize_t sent = send(fd, p, n, 0);
+        if (sent == -1) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;  // the kernel's send buffer is full: queue the rest
+            log_msg("fd %d: send: %s, dropping", fd, strerror(errno));
+            return -1;
+        }
+        p += sent;
+        n -= (size_t)sent;
+    }
+    if (n > 0 && buf_append(&c->out, p, n) == -1) {
+        log_msg("fd %d: out of memory for %zu bytes of output, dropping", fd, n);
+        return -1;
+    }
+    return 0;
+}
+
+// Sends what client C has queued, until the queue is empty or the kernel is
+// full. Returns 0, or -1 after logging why C must be dropped.
+static int conn_flush(struct conn *c, int fd)
+{
+    // LAB BEGIN: send the queued output until it is empty or send() says EAGAIN; consume what was sent; drop the client on any other error
+    while (buf_len(&c->out) > 0) {
+        ssize_t sent = send(fd, buf_peek(&c->out), buf_len(&c->out), 0);
+        if (sent == -1) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;  // full again: POLLOUT will call us back
+            log_msg("fd %d: send: %s, dropping", fd, strerror(errno));
+            return -1;
+        }
+        // Frees the buffer once it empties, or shrinks it (buffer.h).
+        buf_consume(&c->out, (size_t)sent);
+    }
+    return 0;
+    // LAB END
+}
+
+// Reads once from client C into its input buffer: whatever has arrived, up
+// to READ_CHUNK. Sets input_closed at EOF. Returns 0, or -1 after logging
+// why C must be dropped.
+static int conn_read(struct conn *c, int fd)
+{
+    size_t room;
+    char *dst = buf_reserve(&c->in, READ_CHUNK, &room);
+    if (dst == NULL) {
+        log_msg("fd %d: out of memory for input, dropping", fd);
+        return -1;
+    }
+    if (room > READ_CHUNK)
+        room = READ_CHUNK;
+    // Once per turn, not until EAGAIN: poll() is level-triggered, so what we
+    // leave in the kernel is reported again next turn, and meanwhile every
+    // other ready client gets its turn too.
+    ssize_t n = recv(fd, dst, room, 0);
+    if (n > 0)
+        buf_commit(&c->in, (size_t)n);
+    else if (buf_len(&c->in) == 0)
+        buf_free(&c->in);  // nothing came: do not keep an empty allocation
+    if (n == 0) {
+        c->input_closed = true;  // EOF: the echo still queued will follow
+        return 0;
+    }
+    if (n == -1) {
+        // EAGAIN: poll() said readable but the data went (or never was:
+        // poll may wake spuriously). A blocking socket would sleep here.
+        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        log_msg("fd %d: recv: %s, dropping", fd, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+// The application: echo everything that arrived. A protocol would consume
+// only whole messages here and leave a partial one in c->in for next time.
+static int conn_echo(struct conn *c, int fd)
+{
+    size_t n = buf_len(&c->in);
+    if (n == 0)
+        return 0;
+    int rc = conn_write(c, fd, buf_peek(&c->in), n);
+    buf_consume(&c->in, n);  // empties it, so it frees it (buffer.h rule 3)
+    return rc;
+}
+
+// The server is stopping and client C has had all its echo: may we close?
+// Not while its bytes are still arriving. close() on a socket with unread
+// input sends a reset (RST) instead of a FIN, and a reset makes the kernel
+// throw away the echo still queued in our send buffer: the client would
+// lose the very bytes the drain was for. So: send our FIN first (the client
+// reads its echo, then EOF), and read and discard what it still sends.
+// Returns true to keep waiting, false when closing is safe now: EOF, an
+// error, or nothing unread at this moment (a quiet client is closed at once).
+static bool conn_linger(struct conn *c, int fd)
+{
+    if (!c->fin_sent) {
+        c->fin_sent = true;
+        if (shutdown(fd, SHUT_WR) == -1)
+            return false;  // the connection is gone already
+    }
+    char scrap[4096];
+    ssize_t n = recv(fd, scrap, sizeof scrap, 0);
+    if (n == -1 && errno == EINTR)
+        return true;
+    // n > 0: it is still sending; poll() brings us back for more.
+    return n > 0;
+}
+
+// Serves client I after poll() reported REVENTS for it. Returns false when
+// the client is finished (EOF and all echoed) or failed: the caller closes it.
+static bool conn_handle(size_t i)
+{
+    struct conn *c = &conns[i];
+    int fd = pfds[i].fd;
+    short revents = pfds[i].revents;
+
+    if (revents & POLLNVAL) {
+        log_msg("fd %d: not an open descriptor (a bug), dropping", fd);
+        return false;
+    }
+    // poll() reports POLLERR and POLLHUP even unasked. They are handled by
+    // doing the I/O we were going to do anyway: the failing send() or recv()
+    // then says exactly what went wrong, and the client is dropped.
+    //
+    // Output first: it frees room, and may lift the back-pressure on input.
+    if ((revents & (POLLOUT | POLLERR | POLLHUP)) && buf_len(&c->out) > 0) {
+        if (conn_flush(c, fd) == -1)
+            return false;
+    }
+    if (c->stopping) {
+        if (buf_len(&c->out) == 0 && !conn_linger(c, fd)) {
+            log_msg("%s closed (server stopping)", c->peer);
+            return false;
+        }
+        conn_watch(i);
+        return true;
+    }
+    if ((revents & (POLLIN | POLLERR | POLLHUP)) && (pfds[i].events & POLLIN)) {
+        if (conn_read(c, fd) == -1 || conn_echo(c, fd) == -1)
+            return false;
+    }
+    // EOF and nothing left to send: a half-closed client has now had every
+    // byte back, so we close our side too.
+    if (c->input_closed && buf_len(&c->out) == 0) {
+        log_msg("%s closed", c->peer);
+        return false;
+    }
+    conn_watch(i);
+    return true;
+}
+
+// ---------------------------------------------------------------- the loop
+
+// Accepts up to ACCEPTS_PER_TURN waiting clients. The listening socket is
+// non-blocking, so an empty backlog is EAGAIN, not a sleep.
+static void accept_clients(int listen_fd)
+{
+    for (int k = 0; k < ACCEPTS_PER_TURN; k++) {
+        char peer[PEER_LEN];
+        int fd = accept_client(listen_fd, peer, sizeof peer);
+        if (fd == -1)
+            return;
+        // Non-blocking, so that no send() or recv() on it can ever put the
+        // whole server to sleep.
+        if (set_nonblocking(fd) == -1 || conn_add(fd, peer) == -1) {
+            if (close(fd) == -1)
+                log_msg("fd %d: close: %s", fd, strerror(errno));
+        }
+    }
+}
+
+// One turn: wait up to TIMEOUT_MS (-1: as long as it takes), then serve
+// whatever is ready. Returns false only if poll() itself failed (a bug).
+static bool poll_once(int listen_fd, int timeout_ms)
+{
+    // poll() reads pfds[0..used-1].fd/.events and writes .revents. The whole
+    // array crosses into the kernel on every call: this is the O(n).
+    int ready = poll(pfds, (nfds_t)used, timeout_ms);
+    if (ready == -1) {
+        if (errno == EINTR)
+            return true;  // the caller looks at stop_requested
+        log_msg("poll: %s", strerror(errno));
+        return false;
+    }
+
+    for (size_t i = 1; i < used;) {
+        if (pfds[i].revents == 0 || conn_handle(i)) {
+            i++;
+            continue;
+        }
+        conn_close(i);
+        // Not i++: conn_close() moved the last entry into slot i, and it has
+        // not been served yet. Its revents came from this same poll() call,
+        // so it is valid. Skipping it would leave that client's event
+        // unserved until the next turn (or, for EOF, forever).
+    }
+
+    // New clients go at the end with revents = 0, after the scan above, so
+    // it never reads a stale revents and each client is served once per turn.
+    if (pfds[0].revents & POLLIN)
+        accept_clients(listen_fd);
+    return true;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);  // cannot fail with a valid clock id
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+// After SIGINT/SIGTERM: accept no one, echo nothing new, give the queued
+// echoes up to DRAIN_MS to leave, then close whatever is left.
+static void drain_and_close_all(int listen_fd)
+{
+    // poll() ignores entries with a negative fd: the listening socket stays
+    // in slot 0 but is no longer watched (main closes it).
+    pfds[0].fd = -1;
+
+    for (size_t i = 1; i < used;) {
+        struct conn *c = &conns[i];
+        c->stopping = true;
+        if (buf_len(&c->out) == 0 && !conn_linger(c, pfds[i].fd)) {
+            log_msg("%s closed (server stopping)", c->peer);
+            conn_close(i);  // same rule as in poll_once: look at slot i again
+            continue;
+        }
+        conn_watch(i);
+        i++;
+    }
+    if (used > 1)
+        log_msg("stopping: flushing %zu connection%s for up to %d ms", used - 1,
+                used == 2 ? "" : "s", DRAIN_MS);
+
+    // The same turns as before, with a deadline; conn_handle() closes each
+    // connection once its queue is empty and conn_linger() agrees.
+    long long deadline = now_ms() + DRAIN_MS;
+    while (used > 1) {
+        long long left = deadline - now_ms();
+        if (left <= 0 || !poll_once(listen_fd, (int)left))
+            break;
+    }
+    while (used > 1) {
+        size_t last = used - 1;
+        if (buf_len(&conns[last].out) > 0)
+            log_msg("fd %d: %zu bytes still unsent, closing", pfds[last].fd,
+                    buf_len(&conns[last].out));
+        else
+            log_msg("fd %d: echo sent but no EOF from the client, closing", pfds[last].fd);
+        conn_close(last);
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+// The soft limit on open descriptors is usually 1024, and low on purpose:
+// a program using select() breaks past fd 1023 (02_select). We use poll(),
+// so we may raise it, without privileges, up to the hard limit the
+// administrator set. Failing to is not fatal: we just serve fewer clients.
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+        log_msg("getrlimit: %s", strerror(errno));
+        return;
+    }
+    if (rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+        // Linux refuses RLIM_INFINITY here (the ceiling is fs.nr_open).
+        log_msg("cannot raise the open-file limit from %llu: %s", (unsigned long long)old,
+                strerror(errno));
+        return;
+    }
+    log_msg("open-file limit raised from %llu to %llu", (unsigned long long)old,
+            (unsigned long long)rl.rlim_cur);
+}
+
+int main(int argc, char **argv)
+{
+    struct options opt;
+    parse_options(argc, argv, "server", &opt);
+    max_output = opt.max_output;
+
+    // Handlers first, so that a SIGTERM sent as soon as we print
+    // "listening on" already finds them in place.
+    install_signal_handlers();
+    raise_fd_limit();
+
+    int listen_fd = listen_on(opt.host, opt.port);
+    if (listen_fd == -1)
+        return 1;
+    // Non-blocking for the same reason as in 02_select: "readable" is a
+    // hint, and a client that left before accept() must not put us to sleep.
+    if (set_nonblocking(listen_fd) == -1 || conn_add(listen_fd, "") == -1) {
+        close(listen_fd);
+        free(pfds);
+        free(conns);
+        return 1;
+    }
+
+    bool ok = true;
+    while (ok && !stop_requested)
+        ok = poll_once(listen_fd, -1);
+    // As in 02_select, a signal landing between the test above and poll()
+    // is only seen on the next event; ppoll(2) closes that window.
+
+    drain_and_close_all(listen_fd);
+    // Closing the listening socket makes the kernel reset every connection
+    // still waiting in the backlog: those clients see "connection reset".
+    if (close(listen_fd) == -1) {
+        log_msg("close: %s", strerror(errno));
+        ok = false;
+    }
+    free(pfds);
+    free(conns);
+    log_msg("stopped");
+    return ok ? 0 : 1;
+}

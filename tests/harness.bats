@@ -1,0 +1,65 @@
+#!/usr/bin/env bats
+# The harness tests itself: each broken fake server (tests/lib/fake_server.py) must make
+# the helper that guards against it fail. A harness that cannot fail proves nothing.
+
+setup() {
+    FAKE_DIR="$BATS_TEST_TMPDIR/fake"
+    mkdir -p "$FAKE_DIR"
+    for mode in good silent bad-exit slow-exit asan corrupt; do
+        printf '#!/bin/sh\nexec python3 %q %s "$@"\n' "$BATS_TEST_DIRNAME/lib/fake_server.py" "$mode" >"$FAKE_DIR/$mode"
+        chmod +x "$FAKE_DIR/$mode"
+    done
+    export STAGE_DIR=$FAKE_DIR
+    unset SAN
+}
+
+load "$BATS_TEST_DIRNAME/lib/harness.bash"
+
+@test "harness: a good server starts, echoes and stops cleanly" {
+    start_server good
+    netkit echo --count 3 --max-size 4096
+    stop_server
+}
+
+@test "harness: start_server fails when no 'listening on' line comes" {
+    export TIMEOUT_SCALE=0.2
+    run start_server silent
+    [[ $status -ne 0 ]]
+    [[ $output == *"no 'listening on"* ]]
+}
+
+@test "harness: stop_server fails on a non-zero exit after SIGTERM" {
+    start_server bad-exit
+    # Not `run`: that is a subshell, which cannot `wait` for the server.
+    if stop_server 2>"$BATS_TEST_TMPDIR/err"; then fail "stop_server passed"; fi
+    grep -q "status 3" "$BATS_TEST_TMPDIR/err" || fail "$(cat "$BATS_TEST_TMPDIR/err")"
+}
+
+@test "harness: stop_server fails when the server ignores SIGTERM for 2 s" {
+    start_server slow-exit
+    if stop_server 2>"$BATS_TEST_TMPDIR/err"; then fail "stop_server passed"; fi
+    grep -q "did not exit within 2 s" "$BATS_TEST_TMPDIR/err" || fail "$(cat "$BATS_TEST_TMPDIR/err")"
+}
+
+@test "harness: stop_server fails on a sanitizer report" {
+    start_server asan
+    if stop_server 2>"$BATS_TEST_TMPDIR/err"; then fail "stop_server passed"; fi
+    grep -q "AddressSanitizer" "$BATS_TEST_TMPDIR/err" || fail "$(cat "$BATS_TEST_TMPDIR/err")"
+}
+
+@test "netkit: a corrupted echo fails and names the first differing offset" {
+    start_server corrupt
+    run netkit echo --count 1 --max-size 5000 --max-piece 64 --seed 1
+    [[ $status -eq 1 ]]
+    [[ $output == *"differs at offset 1000"* ]] || fail "$output"
+    stop_server
+}
+
+@test "matrix: a server that does better than its row fails the check" {
+    start_server good
+    # The good fake serves clients at once; pretending it is the iterative server must fail.
+    run python3 "$MATRIX" check 01_blocking/server --port "$PORT" --only one,two_at_once
+    [[ $status -eq 1 ]]
+    [[ $output == *"better than the matrix says"* ]] || fail "$output"
+    stop_server
+}
