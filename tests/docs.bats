@@ -1,0 +1,51 @@
+#!/usr/bin/env bats
+# The notes are half the product: every stage's README has the sections DESIGN.md asks
+# for, no figure left to fill in, and the top README's matrix is the expected one.
+
+load "$BATS_TEST_DIRNAME/lib/harness.bash"
+
+SECTIONS=("The decision" "Run it" "How it works" "Walk through the code" "Limits, measured"
+    "What changed since the previous stage" "Exercises" "Further reading")
+
+@test "docs: every stage README has the eight sections, in order" {
+    local readme n=0
+    for readme in "$KIT_ROOT"/[0-9][0-9]_*/README.md; do
+        n=$((n + 1))
+        local last=0 s line
+        for s in "${SECTIONS[@]}"; do
+            line=$(grep -n -m1 -E "^## ([0-9]+\. )?$s" "$readme" | cut -d: -f1)
+            [[ -n $line ]] || fail "$readme: no '## $s' section"
+            ((line > last)) || fail "$readme: '## $s' is out of order"
+            last=$line
+        done
+    done
+    ((n > 0)) || fail "no stage README found"
+}
+
+@test "docs: every stage README opens with prerequisites, time and simplifications" {
+    local readme
+    for readme in "$KIT_ROOT"/[0-9][0-9]_*/README.md; do
+        head -n 12 "$readme" | grep -qi 'prerequisites' || fail "$readme: no 'Prerequisites' line at the top"
+        head -n 12 "$readme" | grep -qi 'time' || fail "$readme: no time-to-work-through line at the top"
+        head -n 12 "$readme" | grep -qi 'simplif' || fail "$readme: no 'Simplifications' line at the top"
+    done
+}
+
+@test "docs: no figure left to fill in" {
+    run grep -n 'FIGURE-TODO' "$KIT_ROOT"/[0-9][0-9]_*/README.md "$KIT_ROOT/README.md"
+    [[ $status -eq 1 ]] || fail "unfilled figures: $output"
+}
+
+@test "docs: the top README's capability matrix is tests/matrix/expected.txt" {
+    python3 "$MATRIX" readme-check "$KIT_ROOT/README.md"
+}
+
+@test "docs: every stage listed in the matrix has a test file and a README" {
+    local stage
+    for stage in $(awk '!/^#/ && NF && $1 != "server" { split($1, a, "/"); print a[1] }' \
+        "$KIT_ROOT/tests/matrix/expected.txt" | sort -u); do
+        [[ -d $KIT_ROOT/$stage ]] || continue
+        [[ -f $KIT_ROOT/$stage/test.bats ]] || fail "$stage has no test.bats"
+        [[ -f $KIT_ROOT/$stage/README.md ]] || fail "$stage has no README.md"
+    done
+}
