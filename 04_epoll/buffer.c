@@ -86,10 +86,10 @@ void buf_consume(struct buffer *b, size_t n)
         // then holds no buffer at all, whatever it once queued.
         buf_free(b);
     } else if (b->cap > BUF_SHRINK_MIN && buf_len(b) <= b->cap / 4) {
-        // Rule 4: mostly empty. Halve (as often as the rule allows, in one
-        // realloc): the result is more than a quarter full, so it must about
-        // double its contents before it needs to grow again. If the smaller
-        // block cannot be had, keeping the big one is fine.
+        // Rule 4: mostly empty. Halve, as often as the rule allows, in one
+        // realloc: the result is more than a quarter full (or BUF_SHRINK_MIN
+        // big), so it must about double its contents before it needs to grow
+        // again. If the smaller block cannot be had, keeping the big one is fine.
         size_t new_cap = b->cap / 2;
         while (new_cap > BUF_SHRINK_MIN && buf_len(b) <= new_cap / 4)
             new_cap /= 2;

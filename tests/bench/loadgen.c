@@ -7,7 +7,8 @@
 //          open N active connections, share them among T threads
 //   warm-up (W s): every thread drives its connections; nothing is counted
 //   measure (D s): completed messages are counted, their round trips go in a histogram
-//   stop:  threads leave their loop, the main thread prints one line and exits
+//   stop:  threads leave their loop, half-close, take the echo in flight and wait for the
+//          server's close (at most 1 s); the main thread prints one line and exits
 //
 // Each thread owns an epoll instance and its share of the connections: no locks on the hot path.
 // The only shared word is the phase (warm-up, measure, stop), written by the main thread.
@@ -57,6 +58,9 @@
 
 // A worker wakes at least this often to notice the stop phase even when its server is silent.
 #define EPOLL_TIMEOUT_MS 50
+
+// After the run, how long the server may take to echo what is in flight and close.
+#define DRAIN_TIMEOUT_MS 1000
 
 // ---------------------------------------------------------------------------------------------
 // Latency histogram
@@ -156,6 +160,7 @@ struct conn {
     int fd;
     unsigned id;            // 0..conns-1: part of every payload, so a misrouted reply is caught
     int dead;               // an error was reported; the connection is out of the run
+    int closed;             // after the run: the server has closed its side
     int want_out;           // EPOLLOUT is registered (only while a send is incomplete)
     uint64_t msg_no;        // the message in flight: part of the payload, so a stale reply is caught
     size_t sent;            // bytes of it sent so far
@@ -575,6 +580,55 @@ static void conn_receive(struct worker *w, struct conn *c)
     }
 }
 
+// The run is over: leave politely. Half-close every connection, read (and drop) the echo
+// still in flight, and wait for the server to close its side. Closing with unread data
+// would make the kernel send a reset instead, and every run would end with each server
+// logging dropped clients: the benchmark should exercise the normal goodbye.
+static void worker_drain(struct worker *w)
+{
+    size_t open = 0;
+    for (size_t i = 0; i < w->nconns; i++) {
+        struct conn *c = &w->conns[i];
+        if (c->dead)
+            continue;
+        if (c->want_out && conn_watch(w, c, 0) != 0)
+            continue;
+        if (shutdown(c->fd, SHUT_WR) != 0) {
+            conn_fail(w, c, "shutdown: %s", strerror(errno));
+            continue;
+        }
+        open++;
+    }
+    uint64_t deadline = now_ns() + (uint64_t)DRAIN_TIMEOUT_MS * 1000000u;
+    struct epoll_event evs[64];
+    while (open > 0) {
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            return; // cleanup closes what is left; a silent server costs us one second
+        int n = epoll_wait(w->epfd, evs, 64, (int)((deadline - now) / 1000000u) + 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return;
+        for (int i = 0; i < n; i++) {
+            struct conn *c = evs[i].data.ptr;
+            if (c->dead || c->closed)
+                continue;
+            ssize_t r;
+            do
+                r = recv(c->fd, w->scratch, w->scratch_len, 0);
+            while (r < 0 && errno == EINTR);
+            if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)))
+                continue; // level-triggered: the rest, or the EOF, is reported again
+            // EOF, or an error: either way this connection is finished.
+            if (epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL) != 0)
+                fprintf(stderr, "%s: epoll_ctl(DEL): %s\n", PROG, strerror(errno));
+            c->closed = 1;
+            open--;
+        }
+    }
+}
+
 static void *worker_run(void *arg)
 {
     struct worker *w = arg;
@@ -612,6 +666,7 @@ static void *worker_run(void *arg)
                 conn_send(w, c);
         }
     }
+    worker_drain(w);
     return NULL;
 }
 
@@ -752,7 +807,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: sigaction: %s\n", PROG, strerror(errno));
         return 1;
     }
-    alarm((unsigned)(o.warmup + o.duration) + WATCHDOG_GRACE_S);
+    alarm((unsigned)(o.warmup + o.duration) + DRAIN_TIMEOUT_MS / 1000 + WATCHDOG_GRACE_S);
 
     if (ensure_fd_limit((rlim_t)(o.conns + o.idle + o.threads + FD_HEADROOM)) != 0)
         return 1;

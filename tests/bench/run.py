@@ -24,6 +24,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -238,6 +239,11 @@ class Server:
         closes, or 5000 threads exiting) would be billed to the next run."""
         pid = self.proc.pid
         deadline = time.monotonic() + SETTLE_DEADLINE
+        # Some cleanup waits for the next connection: glibc frees the stacks of exited
+        # detached threads when the next thread is created, which after 5000 idle
+        # connections is 5000 munmap calls. One throwaway echo triggers it now, and the
+        # quiet-CPU test below waits for it to end.
+        self.poke()
         while time.monotonic() < deadline and self.alive():
             t0 = cpu_ticks(pid)
             time.sleep(0.1)
@@ -248,6 +254,14 @@ class Server:
             note(f"{self.name}: not at rest {SETTLE_DEADLINE:.0f} s after a run "
                  f"({fd_count(pid) - self.base_fds} extra descriptors, "
                  f"{thread_count(pid)} threads)")
+
+    def poke(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as c:
+                c.sendall(b"x")
+                c.recv(1)
+        except OSError as e:
+            note(f"{self.name}: a one-byte echo between runs failed: {e}")
 
     def stop(self):
         if self.proc is None or self.proc.returncode is not None:
@@ -272,6 +286,12 @@ class Server:
 
 FIELDS = ["msgs", "msgs_per_s", "MiB_per_s", "p50_us", "p99_us", "srv_cpu_us_per_msg",
           "cli_cpu_us_per_msg", "errors"]
+# Derived per run: how busy each side's core was (CPU per message x messages per second).
+# A side near 100% set the pace; both far below 100% means the round trips were held up by
+# something else: scheduling, other work on a shared machine.
+DERIVED = ["srv_busy_pct", "cli_busy_pct"]
+# What results.csv holds per point: the median of each over the runs.
+METRICS = FIELDS[1:-1] + DERIVED
 
 
 def loadgen_cmd(srv, conns, size, idle, warmup, secs):
@@ -282,7 +302,13 @@ def loadgen_cmd(srv, conns, size, idle, warmup, secs):
 
 def parse_line(text):
     vals = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
-    return {k: float(vals[k]) for k in FIELDS if k in vals}
+    out = {k: float(vals[k]) for k in FIELDS if k in vals}
+    rate = out.get("msgs_per_s", 0)
+    for side in ("srv", "cli"):
+        cpu = out.get(f"{side}_cpu_us_per_msg", -1)
+        if cpu >= 0 and rate > 0:
+            out[f"{side}_busy_pct"] = cpu * rate / 1e4
+    return out
 
 
 def run_load(srv, conns, size, idle, warmup=None, secs=None):
@@ -482,14 +508,14 @@ def write_reports(started, servers, medians, mem, sysc):
 
     with open(os.path.join(OUT, "results.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["server", "point", "conns", "idle", "size", "runs"] + FIELDS[1:])
+        w.writerow(["server", "point", "conns", "idle", "size", "runs"] + METRICS + ["errors"])
         for s in names:
             for pname, conns, size, idle in POINTS:
                 m = medians.get((s, pname))
                 if m is None:
                     continue
                 w.writerow([s, pname, conns, idle, size, m["runs"]] +
-                           [m.get(k, "") for k in FIELDS[1:]])
+                           [m.get(k, "") for k in METRICS] + [m.get("errors", 0)])
     with open(os.path.join(OUT, "mem.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["server", "idle_conns", "rss_before_kib", "rss_after_kib", "kib_per_conn"])
@@ -531,8 +557,17 @@ def write_reports(started, servers, medians, mem, sysc):
                 "msgs_per_s", 0)
     md += pivot("Round-trip latency p50, µs", "p50_us", 1)
     md += pivot("Round-trip latency p99, µs", "p99_us", 1)
-    md += pivot("Loadgen CPU time per message, µs (when it is near 1e6/msgs_per_s, the "
-                "loadgen was the bottleneck)", "cli_cpu_us_per_msg", 2)
+    md += pivot("Loadgen CPU time per message, µs", "cli_cpu_us_per_msg", 2)
+    md += ["### How busy each core was: server % / loadgen %", "",
+           "CPU per message x messages per second. A side near 100% set the pace; both well "
+           "below means the round trips waited on something else (on a shared machine: "
+           "other jobs), and msgs/s says little about the servers.", "",
+           "| server | " + " | ".join(point_names) + " |", "|---|" + "---:|" * len(point_names)]
+    for s in names:
+        md.append(f"| {s} | " + " | ".join(
+            f"{fmt(val(s, p, 'srv_busy_pct'), 0)} / {fmt(val(s, p, 'cli_busy_pct'), 0)}"
+            if medians.get((s, p)) else "-" for p in point_names) + " |")
+    md += [""]
 
     md += ["### Resident memory per idle connection", "",
            "| server | idle conns | VmRSS before (KiB) | VmRSS with them (KiB) | KiB per conn |",
@@ -712,13 +747,21 @@ def main():
     mem, sysc = {}, {}
     raw = open(os.path.join(OUT, "runs.csv"), "w", newline="")
     raw_w = csv.writer(raw)
-    raw_w.writerow(["rep", "server", "point", "conns", "idle", "size"] + FIELDS + ["error"])
+    raw_w.writerow(["rep", "server", "point", "conns", "idle", "size"] + FIELDS + DERIVED +
+                   ["error"])
     try:
         for s in servers:
             s.start()
         live = [s for s in servers if not s.dead]
 
-        # Memory first, while every server is fresh.
+        # Syscalls and memory first, while every server is fresh: a thread-per-client
+        # server that has just ended 5000 threads frees their cached stacks when it next
+        # creates one, and those munmap calls would be billed to the traced messages.
+        if STRACE:
+            for s in live:
+                r = measure_syscalls(s)
+                if r:
+                    sysc[s.name] = r
         for s in live:
             r = measure_memory(s, fd_limit)
             if r:
@@ -740,7 +783,7 @@ def main():
                     vals, err = run_load(s, conns, size, idle)
                     vals = vals or {}
                     raw_w.writerow([rep + 1, s.name, pname, conns, idle, size] +
-                                   [vals.get(k, "") for k in FIELDS] + [err or ""])
+                                   [vals.get(k, "") for k in FIELDS + DERIVED] + [err or ""])
                     raw.flush()
                     errors[(s.name, pname)] = errors.get((s.name, pname), 0) + \
                         int(vals.get("errors", 0)) + (1 if err and not vals.get("errors") else 0)
@@ -752,12 +795,6 @@ def main():
                           f"{vals['msgs_per_s']:>9,.0f} msgs/s  "
                           f"{vals.get('srv_cpu_us_per_msg', -1):6.2f} µs CPU/msg",
                           file=sys.stderr)
-
-        if STRACE:
-            for s in live:
-                r = measure_syscalls(s)
-                if r:
-                    sysc[s.name] = r
     except KeyboardInterrupt:
         note("interrupted: the tables hold what was measured so far")
     finally:
@@ -768,7 +805,7 @@ def main():
     medians = {}
     for key, runs in results.items():
         m = {"runs": len(runs), "errors": errors.get(key, 0)}
-        for k in FIELDS[1:-1]:
+        for k in METRICS:
             xs = [r[k] for r in runs if k in r and r[k] >= 0]
             if xs:
                 m[k] = statistics.median(xs)

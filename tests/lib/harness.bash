@@ -183,10 +183,10 @@ teardown() {
     harness_teardown
 }
 
-# assert_log REGEX: wait (up to 2 s) until the server's stderr matches the extended REGEX.
+# assert_log REGEX [SECONDS]: wait (default 2 s) until the server's stderr matches REGEX (extended).
 assert_log() {
     local deadline
-    deadline=$(($(now_ms) + $(scaled_ms 2)))
+    deadline=$(($(now_ms) + $(scaled_ms "${2:-2}")))
     until grep -qE -- "$1" "$SERVER_ERR"; do
         (($(now_ms) < deadline)) || fail "server stderr never matched /$1/; it ends with:" "$(tail -n 10 "$SERVER_ERR")" || return
         sleep 0.02   # poll interval of a loop with a deadline
