@@ -33,7 +33,7 @@ static void usage(FILE *to)
 
 // A bad command line is the user's mistake, not a crash: say what, show the
 // usage, and exit 2 (the usual "usage error" status of command-line tools).
-static void usage_error(const char *what, const char *arg)
+_Noreturn static void usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, "%s: %s '%s'\n", prog_name, what, arg);
     usage(stderr);
@@ -52,8 +52,11 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
     opt->host = "127.0.0.1";
     opt->port = DEFAULT_PORT;
 
+    // The leading ':' and opterr = 0: we print the errors ourselves, in the
+    // same "PROG: ..." form as every other message.
+    opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "H:p:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":H:p:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'H':
             opt->host = optarg;
@@ -62,7 +65,7 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
             char *end;
             errno = 0;
             long port = strtol(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || port < 0 || port > 65535)
+            if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0' || port > 65535)
                 usage_error("bad port", optarg);
             opt->port = optarg;
             break;
@@ -70,10 +73,15 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
         case 'h':
             usage(stdout);
             exit(0);
-        default:
-            // getopt_long has already printed what was wrong with it.
-            usage(stderr);
-            exit(2);
+        case ':':
+            usage_error("missing value for", argv[optind - 1]);
+            break;
+        default: {
+            // optopt holds an unknown short option; for a long one it is 0
+            // and the offending word is the one getopt_long just passed.
+            char short_opt[] = {'-', (char)optopt, '\0'};
+            usage_error("unknown option", optopt ? short_opt : argv[optind - 1]);
+        }
         }
     }
     if (optind < argc)
@@ -265,9 +273,12 @@ int send_all(int fd, const void *buf, size_t len)
 {
     const char *p = buf;
     while (len > 0) {
-        // A blocking send() may still send fewer bytes than asked (a signal
-        // arrived midway, the socket buffer had less room): it returns how
-        // many it took, and the rest is ours to send again.
+        // send() copies bytes into the kernel's send buffer and returns how
+        // many it took. When the buffer is full (the client reads slower than
+        // we write) a blocking send() sleeps until there is room. It may still
+        // return having taken fewer bytes than asked (POSIX allows it; Linux
+        // does it when a signal arrives midway or the connection fails): the
+        // rest is ours to send again, which is why this is a loop.
         ssize_t n = send(fd, p, len, 0);
         if (n == -1) {
             // EINTR: a signal interrupted us before any byte went. Try again,
@@ -279,10 +290,9 @@ int send_all(int fd, const void *buf, size_t len)
         }
         p += n;
         len -= (size_t)n;
-        // On a blocking socket a short count means the wait was cut short
-        // after some bytes went: by a signal, or by the connection failing
-        // (the next send() reports that). If the signal was SIGTERM, stop
-        // here: the next send() would just block again.
+        // A short count: if a SIGTERM cut it short, stop here, as the next
+        // send() would just sleep again. (If the connection failed, the next
+        // send() reports it.)
         if (len > 0 && stop_requested) {
             errno = EINTR;
             return -1;

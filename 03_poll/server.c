@@ -1,5 +1,5 @@
 // server.c: one thread serves any number of clients with poll() and non-blocking sockets.
-// Each connection queues what the kernel cannot take yet, so a client that stops reading costs memory, not time.
+// Each connection queues what the kernel cannot take yet: a slow reader costs memory, not time.
 //
 // Read this file first, then buffer.h (the queues) and net.c (the plumbing).
 //
@@ -20,6 +20,8 @@
 //   2. every client with events: flush queued output, read and echo,
 //      close it if it is finished
 //   3. accept the clients waiting on the listening socket
+// On SIGINT/SIGTERM, drain_and_close_all() stops accepting and finishes
+// the clients we have, for at most DRAIN_MS.
 //
 // What is still O(n): each poll() call copies the whole array into the
 // kernel, which checks every socket in it, and step 2 scans every entry,
@@ -58,9 +60,6 @@ struct conn {
     struct buffer in;    // read from the client, not handled yet
     struct buffer out;   // echo the kernel has not taken yet
     bool input_closed;   // EOF seen: read no more, close once `out` is empty
-    bool stopping;       // the server is stopping: flush `out`, echo nothing
-                         // new (see drain_and_close_all)
-    bool fin_sent;       // stopping, and shutdown(SHUT_WR) is done
     char peer[PEER_LEN];
 };
 
@@ -123,12 +122,6 @@ static void conn_close(size_t i)
 // Decides what client I waits for next, from its state alone.
 static void conn_watch(size_t i)
 {
-    if (conns[i].stopping) {
-        // First the queued output, then whatever the client still sends,
-        // read only to be thrown away (conn_linger).
-        pfds[i].events = buf_len(&conns[i].out) > 0 ? POLLOUT : POLLIN;
-        return;
-    }
     // LAB BEGIN: set pfds[i].events: POLLIN unless input is closed or the client is over --max-output (resume at half), POLLOUT only while output is queued
     struct conn *c = &conns[i];
     size_t queued = buf_len(&c->out);
@@ -211,8 +204,9 @@ static int conn_flush(struct conn *c, int fd)
 }
 
 // Reads once from client C into its input buffer: whatever has arrived, up
-// to READ_CHUNK. Sets input_closed at EOF. Returns 0, or -1 after logging
-// why C must be dropped.
+// to READ_CHUNK. Sets input_closed at EOF. Returns 1 if something came
+// (bytes or EOF), 0 if nothing had arrived (EAGAIN), or -1 after logging why
+// C must be dropped.
 static int conn_read(struct conn *c, int fd)
 {
     size_t room;
@@ -226,24 +220,27 @@ static int conn_read(struct conn *c, int fd)
     // Once per turn, not until EAGAIN: poll() is level-triggered, so what we
     // leave in the kernel is reported again next turn, and meanwhile every
     // other ready client gets its turn too.
-    ssize_t n = recv(fd, dst, room, 0);
+    ssize_t n;
+    do
+        n = recv(fd, dst, room, 0);
+    while (n == -1 && errno == EINTR);
     if (n > 0)
         buf_commit(&c->in, (size_t)n);
     else if (buf_len(&c->in) == 0)
         buf_free(&c->in);  // nothing came: do not keep an empty allocation
     if (n == 0) {
         c->input_closed = true;  // EOF: the echo still queued will follow
-        return 0;
+        return 1;
     }
     if (n == -1) {
         // EAGAIN: poll() said readable but the data went (or never was:
         // poll may wake spuriously). A blocking socket would sleep here.
-        if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
             return 0;
         log_msg("fd %d: recv: %s, dropping", fd, strerror(errno));
         return -1;
     }
-    return 0;
+    return 1;
 }
 
 // The application: echo everything that arrived. A protocol would consume
@@ -256,29 +253,6 @@ static int conn_echo(struct conn *c, int fd)
     int rc = conn_write(c, fd, buf_peek(&c->in), n);
     buf_consume(&c->in, n);  // empties it, so it frees it (buffer.h rule 3)
     return rc;
-}
-
-// The server is stopping and client C has had all its echo: may we close?
-// Not while its bytes are still arriving. close() on a socket with unread
-// input sends a reset (RST) instead of a FIN, and a reset makes the kernel
-// throw away the echo still queued in our send buffer: the client would
-// lose the very bytes the drain was for. So: send our FIN first (the client
-// reads its echo, then EOF), and read and discard what it still sends.
-// Returns true to keep waiting, false when closing is safe now: EOF, an
-// error, or nothing unread at this moment (a quiet client is closed at once).
-static bool conn_linger(struct conn *c, int fd)
-{
-    if (!c->fin_sent) {
-        c->fin_sent = true;
-        if (shutdown(fd, SHUT_WR) == -1)
-            return false;  // the connection is gone already
-    }
-    char scrap[4096];
-    ssize_t n = recv(fd, scrap, sizeof scrap, 0);
-    if (n == -1 && errno == EINTR)
-        return true;
-    // n > 0: it is still sending; poll() brings us back for more.
-    return n > 0;
 }
 
 // Serves client I after poll() reported REVENTS for it. Returns false when
@@ -301,14 +275,6 @@ static bool conn_handle(size_t i)
     if ((revents & (POLLOUT | POLLERR | POLLHUP)) && buf_len(&c->out) > 0) {
         if (conn_flush(c, fd) == -1)
             return false;
-    }
-    if (c->stopping) {
-        if (buf_len(&c->out) == 0 && !conn_linger(c, fd)) {
-            log_msg("%s closed (server stopping)", c->peer);
-            return false;
-        }
-        conn_watch(i);
-        return true;
     }
     if ((revents & (POLLIN | POLLERR | POLLHUP)) && (pfds[i].events & POLLIN)) {
         if (conn_read(c, fd) == -1 || conn_echo(c, fd) == -1)
@@ -384,35 +350,60 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-// After SIGINT/SIGTERM: accept no one, echo nothing new, give the queued
-// echoes up to DRAIN_MS to leave, then close whatever is left.
+// Stopping: may client I be closed now? Only once its echo is all sent and
+// nothing more of its input is arriving. close() on a socket with unread
+// input sends a reset (RST) instead of a FIN, and a reset also throws away
+// what is still in our send buffer: the echo we just flushed would never
+// arrive. So, with the output queue empty, read and echo what has arrived
+// until a read finds nothing (a few reads at most: a client that keeps
+// sending is looked at again next turn). Returns true when I may be closed:
+// quiet, EOF, or failed (already logged).
+static bool conn_quiet(size_t i)
+{
+    struct conn *c = &conns[i];
+    int fd = pfds[i].fd;
+    for (int k = 0; k < 16 && buf_len(&c->out) == 0; k++) {
+        if (c->input_closed) {
+            log_msg("%s closed", c->peer);
+            return true;
+        }
+        int got = conn_read(c, fd);
+        if (got == -1 || conn_echo(c, fd) == -1)
+            return true;
+        if (got == 0) {
+            log_msg("%s closed (server stopping)", c->peer);
+            return true;
+        }
+    }
+    conn_watch(i);
+    return false;
+}
+
+// After SIGINT/SIGTERM: accept no one, keep echoing what clients have
+// already sent, close each client once it is quiet and its echo is out,
+// and after DRAIN_MS close whatever is left.
 static void drain_and_close_all(int listen_fd)
 {
     // poll() ignores entries with a negative fd: the listening socket stays
     // in slot 0 but is no longer watched (main closes it).
     pfds[0].fd = -1;
-
-    for (size_t i = 1; i < used;) {
-        struct conn *c = &conns[i];
-        c->stopping = true;
-        if (buf_len(&c->out) == 0 && !conn_linger(c, pfds[i].fd)) {
-            log_msg("%s closed (server stopping)", c->peer);
-            conn_close(i);  // same rule as in poll_once: look at slot i again
-            continue;
-        }
-        conn_watch(i);
-        i++;
-    }
     if (used > 1)
-        log_msg("stopping: flushing %zu connection%s for up to %d ms", used - 1,
+        log_msg("stopping: finishing %zu connection%s, for up to %d ms", used - 1,
                 used == 2 ? "" : "s", DRAIN_MS);
 
-    // The same turns as before, with a deadline; conn_handle() closes each
-    // connection once its queue is empty and conn_linger() agrees.
+    // The same turns as before, with a deadline, plus a sweep after each:
+    // a quiet client produces no event, so poll() alone would never tell us
+    // it is done.
     long long deadline = now_ms() + DRAIN_MS;
-    while (used > 1) {
+    for (;;) {
+        for (size_t i = 1; i < used;) {
+            if (buf_len(&conns[i].out) == 0 && conn_quiet(i))
+                conn_close(i);  // same rule as in poll_once: look at slot i again
+            else
+                i++;
+        }
         long long left = deadline - now_ms();
-        if (left <= 0 || !poll_once(listen_fd, (int)left))
+        if (used == 1 || left <= 0 || !poll_once(listen_fd, (int)left))
             break;
     }
     while (used > 1) {
@@ -421,7 +412,7 @@ static void drain_and_close_all(int listen_fd)
             log_msg("fd %d: %zu bytes still unsent, closing", pfds[last].fd,
                     buf_len(&conns[last].out));
         else
-            log_msg("fd %d: echo sent but no EOF from the client, closing", pfds[last].fd);
+            log_msg("fd %d: still sending at the deadline, closing", pfds[last].fd);
         conn_close(last);
     }
 }

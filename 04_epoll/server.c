@@ -56,6 +56,13 @@
 // is also the most one client can add to its output buffer per read.
 #define READ_CHUNK (64 * 1024)
 
+// How many recv() calls one edge-triggered client may make per turn: 16 x
+// READ_CHUNK = 1 MiB. Draining to EAGAIN is the rule, but a client that
+// sends as fast as we read never lets recv() say EAGAIN, and would keep
+// the loop to itself: another client's 64-byte echo waited over a second
+// (README.md, section 5). Past this budget we stop and re-arm instead.
+#define READS_PER_TURN 16
+
 // How many clients one turn may accept. A flood of new connections must
 // not keep the loop from serving the ones it already has. The listening
 // socket is level-triggered in both modes, so epoll reports the rest of
@@ -86,6 +93,8 @@ struct conn {
     bool paused;        // more than --max-output unsent: not reading for now
     bool unread;        // ET only: the kernel may hold bytes we have not read
                         // yet; set by an event, cleared only by EAGAIN or EOF
+    bool rearm;         // ET only: stopped before EAGAIN (READS_PER_TURN), so
+                        // the next conn_watch must MOD even if nothing changed
     bool stopping;      // the server is stopping: flush `out`, echo nothing
                         // new (see drain_and_close_all)
     bool fin_sent;      // stopping, and shutdown(SHUT_WR) is done
@@ -197,12 +206,15 @@ static int conn_watch(struct conn *c)
     }
     if (edge)
         want |= EPOLLET;
-    if (want == c->events)
+    if (want == c->events && !c->rearm)
         return 0;  // the common case: nothing to tell the kernel
 
-    // A MOD also re-checks the socket at once, so a change that happened
-    // between our EAGAIN and this call (room freed, bytes arrived) is
-    // reported, not missed, even in ET mode.
+    // A MOD also re-checks the socket at once, and queues an event if it is
+    // ready: a change that happened between our EAGAIN and this call (room
+    // freed, bytes arrived) is reported, not missed, even in ET mode. That is
+    // also what `rearm` relies on: bytes we left unread are reported again,
+    // after the sockets that were already waiting their turn.
+    c->rearm = false;
     struct epoll_event ev = {.events = want, .data.ptr = c};
     n_mods++;
     if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) == -1) {
@@ -375,14 +387,21 @@ static bool conn_handle(struct conn *c, uint32_t revents)
     }
     conn_check_backpressure(c);
 
-    // LAB BEGIN: read and echo: LT, one recv() per event (epoll reports what is left next turn); ET, until recv() says EAGAIN (c->unread), EOF, or back-pressure pauses us
+    // LAB BEGIN: read and echo: LT, one recv() per event (epoll reports what is left next turn); ET, until recv() says EAGAIN (c->unread), EOF, back-pressure pauses us, or READS_PER_TURN is spent (then set c->rearm)
     if (edge) {
         // The drain rule. An edge means "new bytes arrived", once. Stop
         // before EAGAIN and the rest stays in the kernel with no further
-        // event: the client waits for an echo that never comes. When
-        // back-pressure stops us early, `unread` stays set, and the flush
-        // that lifts the pause (above, on EPOLLOUT) brings us back here.
+        // event: the client waits for an echo that never comes. Two ways
+        // to stop early are safe, because something will bring us back:
+        // back-pressure (`unread` stays set, and the flush that lifts the
+        // pause, above on EPOLLOUT, reads on), and the budget (`rearm`:
+        // conn_watch re-registers, and epoll reports the socket again).
+        int budget = READS_PER_TURN;
         while (c->unread && !c->input_closed && !c->paused) {
+            if (budget-- == 0) {
+                c->rearm = true;
+                break;
+            }
             if (conn_read(c) == -1 || conn_echo(c) == -1)
                 return false;
             conn_check_backpressure(c);

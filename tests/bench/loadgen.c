@@ -779,7 +779,217 @@ static void parse_options(int argc, char **argv, struct options *o)
 }
 
 // ---------------------------------------------------------------------------------------------
-// The run, and main
+// The run: setup, the measured window, the report
+// ---------------------------------------------------------------------------------------------
+
+// Everything one run owns, so that a setup step can fail and cleanup still frees it all.
+struct run {
+    struct options o;
+    struct addrinfo *ai;
+    int *idle_fds;
+    long nidle;               // idle connections opened so far
+    struct conn *conns;
+    long nconn;               // active connections opened so far
+    unsigned char *payloads;  // conns x size bytes: every connection's message in flight
+    struct worker *workers;
+    long nthreads;            // threads started so far
+    uint64_t errors;
+};
+
+// What the measured window saw.
+struct window {
+    double secs;
+    uint64_t msgs;
+    long long srv_ticks;      // server CPU over the window, or -1 if /proc could not say
+    double cli_secs;          // our CPU over the window
+    struct histogram *hist;   // all threads' round trips, merged
+};
+
+static int run_init(struct run *r)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int gai = getaddrinfo(r->o.host, r->o.port, &hints, &r->ai);
+    if (gai != 0) {
+        fprintf(stderr, "%s: %s:%s: %s\n", PROG, r->o.host, r->o.port, gai_strerror(gai));
+        r->ai = NULL;
+        return -1;
+    }
+    // +1 everywhere: calloc(0) may return NULL, which would read as out of memory.
+    r->idle_fds = calloc((size_t)r->o.idle + 1, sizeof *r->idle_fds);
+    r->conns = calloc((size_t)r->o.conns + 1, sizeof *r->conns);
+    r->payloads = malloc((size_t)r->o.conns * (size_t)r->o.size + 1);
+    r->workers = calloc((size_t)r->o.threads + 1, sizeof *r->workers);
+    if (r->idle_fds == NULL || r->conns == NULL || r->payloads == NULL || r->workers == NULL) {
+        fprintf(stderr, "%s: out of memory\n", PROG);
+        return -1;
+    }
+    return 0;
+}
+
+// 1. Idle connections first, so the server carries them for the whole measured run.
+static int open_idle(struct run *r)
+{
+    char err[160];
+    for (; r->nidle < r->o.idle; r->nidle++) {
+        r->idle_fds[r->nidle] = connect_nonblocking(r->ai, err, sizeof err);
+        if (r->idle_fds[r->nidle] < 0) {
+            fprintf(stderr, "%s: idle conn %ld: %s\n", PROG, r->nidle, err);
+            return -1;
+        }
+    }
+    if (r->o.idle == 0)
+        return 0;
+    if (prime_idle(r->idle_fds, r->o.idle) != 0)
+        return -1;
+    // run.py waits for this line to measure the server's memory with them all open.
+    fprintf(stderr, "%s: %ld idle connections open\n", PROG, r->o.idle);
+    return 0;
+}
+
+// 2. The active connections.
+static int open_active(struct run *r)
+{
+    char err[160];
+    for (; r->nconn < r->o.conns; r->nconn++) {
+        struct conn *c = &r->conns[r->nconn];
+        c->fd = connect_nonblocking(r->ai, err, sizeof err);
+        if (c->fd < 0) {
+            fprintf(stderr, "%s: conn %ld: %s\n", PROG, r->nconn, err);
+            return -1;
+        }
+        c->id = (unsigned)r->nconn;
+        c->payload = r->payloads + (size_t)r->nconn * (size_t)r->o.size;
+        // One message per round trip: never let Nagle hold the tail of one back.
+        int one = 1;
+        if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
+            fprintf(stderr, "%s: conn %ld: TCP_NODELAY: %s\n", PROG, r->nconn, strerror(errno));
+            r->nconn++; // its descriptor is open: count it so cleanup closes it
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// 3. Deal connection i to thread i % T, regrouping conns[] so that each worker owns one
+// contiguous slice and never touches another's; then start the threads: the warm-up begins.
+static int start_workers(struct run *r)
+{
+    struct conn *grouped = calloc((size_t)r->o.conns + 1, sizeof *grouped);
+    if (grouped == NULL) {
+        fprintf(stderr, "%s: out of memory\n", PROG);
+        return -1;
+    }
+    size_t at = 0;
+    for (long t = 0; t < r->o.threads; t++) {
+        r->workers[t].conns = grouped + at;
+        for (long i = t; i < r->o.conns; i += r->o.threads)
+            grouped[at++] = r->conns[i];
+        r->workers[t].nconns = (size_t)(grouped + at - r->workers[t].conns);
+    }
+    free(r->conns);
+    r->conns = grouped;
+
+    size_t size = (size_t)r->o.size;
+    for (; r->nthreads < r->o.threads; r->nthreads++) {
+        struct worker *w = &r->workers[r->nthreads];
+        w->size = size;
+        w->live = w->nconns;
+        w->scratch_len = size < 65536 ? size : 65536;
+        w->scratch = malloc(w->scratch_len);
+        w->epfd = epoll_create1(0);
+        int rc = w->scratch == NULL ? ENOMEM
+                 : w->epfd < 0      ? errno
+                                    : pthread_create(&w->thread, NULL, worker_run, w);
+        if (rc != 0) {
+            fprintf(stderr, "%s: thread %ld: %s\n", PROG, r->nthreads, strerror(rc));
+            free(w->scratch);
+            if (w->epfd >= 0)
+                close(w->epfd);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// 4. The measured window, then the threads' results. Runs even after a setup failure
+// (with an empty window) so that the one result line is printed in every case.
+static void measure_window(struct run *r, struct window *win)
+{
+    long long srv0 = r->o.server_pid ? server_cpu_ticks(r->o.server_pid) : -1;
+    double cli0 = cpu_seconds_self();
+    uint64_t t0 = now_ns();
+    atomic_store(&phase, PHASE_MEASURE);
+    if (r->errors == 0)
+        sleep_seconds(r->o.duration);
+    atomic_store(&phase, PHASE_STOP);
+    uint64_t t1 = now_ns();
+    long long srv1 = r->o.server_pid ? server_cpu_ticks(r->o.server_pid) : -1;
+    win->cli_secs = cpu_seconds_self() - cli0;
+    win->secs = (double)(t1 - t0) / 1e9;
+    win->srv_ticks = srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : -1;
+    if (r->o.server_pid && win->srv_ticks < 0)
+        fprintf(stderr, "%s: cannot read the CPU time of pid %ld from /proc\n", PROG,
+                r->o.server_pid);
+
+    win->hist = calloc(1, sizeof *win->hist);
+    for (long t = 0; t < r->nthreads; t++) {
+        struct worker *w = &r->workers[t];
+        int rc = pthread_join(w->thread, NULL);
+        if (rc != 0)
+            fprintf(stderr, "%s: pthread_join: %s\n", PROG, strerror(rc));
+        win->msgs += w->msgs;
+        r->errors += w->errors;
+        if (win->hist != NULL)
+            hist_merge(win->hist, &w->hist);
+        free(w->scratch);
+        close(w->epfd);
+    }
+    if (r->errors == 0 && r->o.conns > 0 && win->msgs == 0) {
+        fprintf(stderr, "%s: no message completed in %.2f s: is the server echoing?\n", PROG,
+                r->o.duration);
+        r->errors++;
+    }
+}
+
+static void print_result(const struct run *r, const struct window *win)
+{
+    double per_s = win->secs > 0 ? (double)win->msgs / win->secs : 0;
+    printf("conns=%ld size=%ld secs=%.2f msgs=%" PRIu64 " msgs_per_s=%.0f MiB_per_s=%.2f "
+           "p50_us=%.1f p99_us=%.1f errors=%" PRIu64,
+           r->o.conns, r->o.size, win->secs, win->msgs, per_s,
+           per_s * (double)r->o.size / (1024.0 * 1024.0),
+           win->hist ? hist_percentile(win->hist, 0.50) / 1000.0 : 0,
+           win->hist ? hist_percentile(win->hist, 0.99) / 1000.0 : 0, r->errors);
+    if (r->o.server_pid) {
+        long hz = sysconf(_SC_CLK_TCK);
+        double m = (double)win->msgs;
+        printf(" srv_cpu_us_per_msg=%.2f cli_cpu_us_per_msg=%.2f",
+               win->srv_ticks >= 0 && hz > 0 && m > 0
+                   ? (double)win->srv_ticks / (double)hz * 1e6 / m
+                   : -1.0,
+               m > 0 ? win->cli_secs * 1e6 / m : -1.0);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+static void run_free(struct run *r)
+{
+    for (long i = 0; i < r->nidle; i++)
+        close(r->idle_fds[i]);
+    for (long i = 0; i < r->nconn; i++)
+        if (r->conns[i].fd >= 0)
+            close(r->conns[i].fd);
+    free(r->idle_fds);
+    free(r->conns);
+    free(r->payloads);
+    free(r->workers);
+    if (r->ai)
+        freeaddrinfo(r->ai);
+}
+
+// ---------------------------------------------------------------------------------------------
+// main
 // ---------------------------------------------------------------------------------------------
 
 // The last line of defence for "always stops": if setup or a thread hangs far past the
@@ -795,200 +1005,38 @@ static void on_watchdog(int sig)
 
 int main(int argc, char **argv)
 {
-    struct options o;
-    parse_options(argc, argv, &o);
+    struct run r = {0};
+    parse_options(argc, argv, &r.o);
 
     // A server that resets a connection must show up as an error on that connection, not
     // kill us: every send() already passes MSG_NOSIGNAL, this covers anything else.
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa = {.sa_handler = on_watchdog};
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGALRM, &sa, NULL) != 0) {
+    struct sigaction ign = {.sa_handler = SIG_IGN}, dog = {.sa_handler = on_watchdog};
+    sigemptyset(&ign.sa_mask);
+    sigemptyset(&dog.sa_mask);
+    if (sigaction(SIGPIPE, &ign, NULL) != 0 || sigaction(SIGALRM, &dog, NULL) != 0) {
         fprintf(stderr, "%s: sigaction: %s\n", PROG, strerror(errno));
         return 1;
     }
-    alarm((unsigned)(o.warmup + o.duration) + DRAIN_TIMEOUT_MS / 1000 + WATCHDOG_GRACE_S);
+    alarm((unsigned)(r.o.warmup + r.o.duration) + DRAIN_TIMEOUT_MS / 1000 + WATCHDOG_GRACE_S);
 
-    if (ensure_fd_limit((rlim_t)(o.conns + o.idle + o.threads + FD_HEADROOM)) != 0)
-        return 1;
-
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai;
-    int gai = getaddrinfo(o.host, o.port, &hints, &ai);
-    if (gai != 0) {
-        fprintf(stderr, "%s: %s:%s: %s\n", PROG, o.host, o.port, gai_strerror(gai));
+    if (ensure_fd_limit((rlim_t)(r.o.conns + r.o.idle + r.o.threads + FD_HEADROOM)) != 0 ||
+        run_init(&r) != 0) {
+        run_free(&r);
         return 1;
     }
+    for (long i = 0; i < r.o.conns; i++)
+        r.conns[i].fd = -1;
 
-    size_t size = (size_t)o.size;
-    int *idle_fds = calloc((size_t)o.idle + 1, sizeof *idle_fds);
-    struct conn *conns = calloc((size_t)o.conns + 1, sizeof *conns);
-    unsigned char *payloads = malloc((size_t)o.conns * size + 1);
-    struct worker *workers = calloc((size_t)o.threads + 1, sizeof *workers);
-    if (idle_fds == NULL || conns == NULL || payloads == NULL || workers == NULL) {
-        fprintf(stderr, "%s: out of memory\n", PROG);
-        return 1;
-    }
-    for (long i = 0; i < o.idle; i++)
-        idle_fds[i] = -1;
-    for (long i = 0; i < o.conns; i++)
-        conns[i].fd = -1;
+    // Steps 1-3; the first failure skips to the (empty) window and the report.
+    if (open_idle(&r) == 0 && open_active(&r) == 0 && start_workers(&r) == 0)
+        sleep_seconds(r.o.warmup);
+    else
+        r.errors++;
 
-    uint64_t errors = 0;
-    long nidle = 0, nconn = 0, nthreads = 0;
-    char err[160];
-
-    // 1. Idle connections first, so the server carries them for the whole measured run.
-    for (; nidle < o.idle; nidle++) {
-        idle_fds[nidle] = connect_nonblocking(ai, err, sizeof err);
-        if (idle_fds[nidle] < 0) {
-            fprintf(stderr, "%s: idle conn %ld: %s\n", PROG, nidle, err);
-            errors++;
-            goto report;
-        }
-    }
-    if (o.idle > 0) {
-        if (prime_idle(idle_fds, o.idle) != 0) {
-            errors++;
-            goto report;
-        }
-        fprintf(stderr, "%s: %ld idle connections open\n", PROG, o.idle);
-    }
-
-    // 2. Active connections, dealt round-robin to the threads.
-    for (; nconn < o.conns; nconn++) {
-        struct conn *c = &conns[nconn];
-        c->fd = connect_nonblocking(ai, err, sizeof err);
-        if (c->fd < 0) {
-            fprintf(stderr, "%s: conn %ld: %s\n", PROG, nconn, err);
-            errors++;
-            goto report;
-        }
-        // One small message per round trip: never let Nagle hold a tail back.
-        int one = 1;
-        if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) {
-            fprintf(stderr, "%s: conn %ld: TCP_NODELAY: %s\n", PROG, nconn, strerror(errno));
-            errors++;
-            nconn++; // its fd is open: count it so cleanup closes it
-            goto report;
-        }
-        c->id = (unsigned)nconn;
-        c->payload = payloads + (size_t)nconn * size;
-    }
-
-    // Connection i goes to thread i % T, so conns[] is regrouped per thread: each worker
-    // gets one contiguous slice and never touches another's.
-    {
-        struct conn *grouped = calloc((size_t)o.conns + 1, sizeof *grouped);
-        if (grouped == NULL) {
-            fprintf(stderr, "%s: out of memory\n", PROG);
-            errors++;
-            goto report;
-        }
-        size_t at = 0;
-        for (long t = 0; t < o.threads; t++) {
-            workers[t].conns = grouped + at;
-            for (long i = t; i < o.conns; i += o.threads)
-                grouped[at++] = conns[i];
-            workers[t].nconns = (size_t)(grouped + at - workers[t].conns);
-        }
-        free(conns);
-        conns = grouped;
-    }
-
-    // 3. Start the threads: the warm-up begins.
-    for (; nthreads < o.threads; nthreads++) {
-        struct worker *w = &workers[nthreads];
-        w->size = size;
-        w->live = w->nconns;
-        w->scratch_len = size < 65536 ? size : 65536;
-        w->scratch = malloc(w->scratch_len);
-        w->epfd = epoll_create1(0);
-        if (w->scratch == NULL || w->epfd < 0) {
-            fprintf(stderr, "%s: thread %ld: %s\n", PROG, nthreads,
-                    w->scratch == NULL ? "out of memory" : strerror(errno));
-            free(w->scratch);
-            if (w->epfd >= 0)
-                close(w->epfd);
-            errors++;
-            goto report;
-        }
-        int rc = pthread_create(&w->thread, NULL, worker_run, w);
-        if (rc != 0) {
-            fprintf(stderr, "%s: pthread_create: %s\n", PROG, strerror(rc));
-            free(w->scratch);
-            close(w->epfd);
-            errors++;
-            goto report;
-        }
-    }
-
-    sleep_seconds(o.warmup);
-
-report:;
-    // 4. The measured window. After a setup failure it still runs (empty) so that the one
-    // result line is printed in every case and the caller can parse it.
-    long long srv0 = o.server_pid ? server_cpu_ticks(o.server_pid) : -1;
-    double cli0 = cpu_seconds_self();
-    uint64_t t0 = now_ns();
-    atomic_store(&phase, PHASE_MEASURE);
-    if (errors == 0)
-        sleep_seconds(o.duration);
-    atomic_store(&phase, PHASE_STOP);
-    uint64_t t1 = now_ns();
-    long long srv1 = o.server_pid ? server_cpu_ticks(o.server_pid) : -1;
-    double cli1 = cpu_seconds_self();
-
-    struct histogram *all = calloc(1, sizeof *all);
-    uint64_t msgs = 0;
-    for (long t = 0; t < nthreads; t++) {
-        int rc = pthread_join(workers[t].thread, NULL);
-        if (rc != 0)
-            fprintf(stderr, "%s: pthread_join: %s\n", PROG, strerror(rc));
-        msgs += workers[t].msgs;
-        errors += workers[t].errors;
-        if (all != NULL)
-            hist_merge(all, &workers[t].hist);
-        free(workers[t].scratch);
-        close(workers[t].epfd);
-    }
-    if (errors == 0 && o.conns > 0 && msgs == 0) {
-        fprintf(stderr, "%s: no message completed in %.2f s: is the server echoing?\n", PROG,
-                o.duration);
-        errors++;
-    }
-
-    double secs = (double)(t1 - t0) / 1e9;
-    printf("conns=%ld size=%ld secs=%.2f msgs=%" PRIu64 " msgs_per_s=%.0f MiB_per_s=%.2f "
-           "p50_us=%.1f p99_us=%.1f errors=%" PRIu64,
-           o.conns, o.size, secs, msgs, secs > 0 ? (double)msgs / secs : 0,
-           secs > 0 ? (double)msgs * (double)size / secs / (1024.0 * 1024.0) : 0,
-           all ? hist_percentile(all, 0.50) / 1000.0 : 0,
-           all ? hist_percentile(all, 0.99) / 1000.0 : 0, errors);
-    if (o.server_pid) {
-        long hz = sysconf(_SC_CLK_TCK);
-        double srv_us = -1;
-        if (srv0 >= 0 && srv1 >= 0 && hz > 0 && msgs > 0)
-            srv_us = (double)(srv1 - srv0) / (double)hz * 1e6 / (double)msgs;
-        else
-            fprintf(stderr, "%s: cannot read the CPU time of pid %ld from /proc\n", PROG,
-                    o.server_pid);
-        printf(" srv_cpu_us_per_msg=%.2f cli_cpu_us_per_msg=%.2f", srv_us,
-               msgs > 0 ? (cli1 - cli0) * 1e6 / (double)msgs : 0);
-    }
-    printf("\n");
-    fflush(stdout);
-
-    for (long i = 0; i < nidle; i++)
-        close(idle_fds[i]);
-    for (long i = 0; i < nconn; i++)
-        if (conns[i].fd >= 0)
-            close(conns[i].fd);
-    free(all);
-    free(idle_fds);
-    free(conns);
-    free(payloads);
-    free(workers);
-    freeaddrinfo(ai);
-    return errors == 0 ? 0 : 1;
+    struct window win = {0};
+    measure_window(&r, &win);
+    print_result(&r, &win);
+    free(win.hist);
+    run_free(&r);
+    return r.errors == 0 ? 0 : 1;
 }

@@ -234,21 +234,25 @@ class Server:
         return True
 
     def settle(self):
-        """Waits until the server is back at rest: the previous run's connections closed,
-        its threads gone, and no CPU used for 100 ms. Otherwise one run's teardown (5000
-        closes, or 5000 threads exiting) would be billed to the next run."""
+        """Waits until the server is back at rest, so that one run's teardown (5000 closes,
+        5000 threads exiting) is not billed to the next run: the previous run's descriptors
+        closed and its threads gone; then one throwaway echo; then no CPU used for 100 ms."""
         pid = self.proc.pid
         deadline = time.monotonic() + SETTLE_DEADLINE
+        while time.monotonic() < deadline and self.alive():
+            if fd_count(pid) <= self.base_fds + 2 and thread_count(pid) <= self.base_threads:
+                break
+            time.sleep(0.02)
         # Some cleanup waits for the next connection: glibc frees the stacks of exited
         # detached threads when the next thread is created, which after 5000 idle
-        # connections is 5000 munmap calls. One throwaway echo triggers it now, and the
-        # quiet-CPU test below waits for it to end.
-        self.poke()
+        # connections is 5000 munmap calls (about 0.5 s of CPU here). The throwaway echo
+        # triggers it now, and the quiet-CPU test waits for it to end.
+        if self.alive():
+            self.poke()
         while time.monotonic() < deadline and self.alive():
             t0 = cpu_ticks(pid)
             time.sleep(0.1)
-            if (fd_count(pid) <= self.base_fds + 2 and thread_count(pid) <= self.base_threads
-                    and cpu_ticks(pid) == t0):
+            if cpu_ticks(pid) == t0:
                 return
         if self.alive():
             note(f"{self.name}: not at rest {SETTLE_DEADLINE:.0f} s after a run "
@@ -738,7 +742,9 @@ def main():
         return 1
 
     runs_per_pass = len(servers) * len(POINTS)
-    estimate = REPEAT * runs_per_pass * (WARMUP + SECS + 0.3) + len(servers) * 4
+    # Per run: warm-up + measure, setup and the closing drain, settling; per server: strace
+    # and memory.
+    estimate = REPEAT * runs_per_pass * (WARMUP + SECS + 0.6) + len(servers) * 5
     print(f"run.py: {len(servers)} servers x {len(POINTS)} loads x {REPEAT} runs, "
           f"about {estimate / 60:.1f} min; {PIN_NOTE}", file=sys.stderr)
 

@@ -103,8 +103,17 @@ def start(path):
 
 def start_args(argv):
     """Start argv (which must ask for an ephemeral port); return (process, port)."""
-    path = argv[0]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        return proc, wait_listening(proc)
+    except BaseException:
+        proc.kill()                       # never leave a server behind, whatever went wrong
+        proc.wait()
+        raise
+
+
+def wait_listening(proc):
+    """Read the server's stdout until `listening on HOST:PORT`; return PORT."""
     deadline = time.monotonic() + netkit.scaled(5)
     buf = b""
     while time.monotonic() < deadline:
@@ -116,10 +125,8 @@ def start_args(argv):
             buf += chunk
             m = re.search(rb"^listening on .*:(\d+)$", buf, re.M)
             if m:
-                return proc, int(m.group(1))
-    proc.kill()
-    proc.wait()
-    raise RuntimeError("%s did not print 'listening on' within 5 s" % path)
+                return int(m.group(1))
+    raise RuntimeError("%s did not print 'listening on' within 5 s" % proc.args[0])
 
 
 def stop(proc):
