@@ -38,7 +38,7 @@ static void usage(FILE *to)
 
 // A bad command line is the user's mistake, not a crash: say what, show the
 // usage, and exit 2 (the usual "usage error" status of command-line tools).
-static void usage_error(const char *what, const char *arg)
+_Noreturn static void usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, "%s: %s '%s'\n", prog_name, what, arg);
     usage(stderr);
@@ -65,8 +65,11 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
     opt->max_output = DEFAULT_MAX_OUTPUT;
     opt->edge_triggered = false;
 
+    // The leading ':' and opterr = 0: we print the errors ourselves, in the
+    // same "PROG: ..." form as every other message.
+    opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "H:p:hm:", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":H:p:hm:", longopts, NULL)) != -1) {
         switch (c) {
         case 'H':
             opt->host = optarg;
@@ -75,7 +78,7 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
             char *end;
             errno = 0;
             long port = strtol(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || port < 0 || port > 65535)
+            if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0' || port > 65535)
                 usage_error("bad port", optarg);
             opt->port = optarg;
             break;
@@ -91,9 +94,10 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
         case OPT_MAX_OUTPUT: {
             char *end;
             errno = 0;
-            // strtoull quietly accepts "-1" as a huge number: refuse a sign.
             unsigned long long bytes = strtoull(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || optarg[0] == '-' ||
+            // A digit first: strtoull would skip spaces and read "-1" as a
+            // huge number. The cap keeps sums of sizes far from overflow.
+            if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0' ||
                 bytes > SIZE_MAX / 4)
                 usage_error("bad byte count", optarg);
             opt->max_output = (size_t)bytes;
@@ -102,10 +106,15 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
         case 'h':
             usage(stdout);
             exit(0);
-        default:
-            // getopt_long has already printed what was wrong with it.
-            usage(stderr);
-            exit(2);
+        case ':':
+            usage_error("missing value for", argv[optind - 1]);
+            break;
+        default: {
+            // optopt holds an unknown short option; for a long one it is 0
+            // and the offending word is the one getopt_long just passed.
+            char short_opt[] = {'-', (char)optopt, '\0'};
+            usage_error("unknown option", optopt ? short_opt : argv[optind - 1]);
+        }
         }
     }
     if (optind < argc)

@@ -16,7 +16,8 @@
 //     loop that re-registers on every message pays one more per message.
 //  4. -m et: edge-triggered client sockets. epoll then reports "something
 //     new arrived" once, not "there is something to read" on every turn,
-//     so we must read until EAGAIN (the drain rule, conn_handle).
+//     so we must read until EAGAIN (the drain rule, conn_handle), or stop
+//     early only where something is sure to bring us back.
 //  5. Out of descriptors (EMFILE), a spare descriptor lets us refuse one
 //     waiting client at a time instead of spinning or sleeping (03 slept
 //     100 ms, stalling every client): accept_clients.
@@ -28,8 +29,8 @@
 //      arrives) and returns up to MAX_EVENTS ready ones, nothing else
 //   2. for each: the listening socket -> accept_clients(); a client ->
 //      conn_handle(): flush queued output, read and echo (LT: once;
-//      ET: until EAGAIN), close it if it is finished, otherwise tell epoll
-//      what it waits for next, if that changed
+//      ET: until EAGAIN, at most 1 MiB), close it if it is finished,
+//      otherwise tell epoll what it waits for next, if that changed
 //   3. back to 1
 //
 // What is still not solved: one thread does the I/O and all the work, so
@@ -106,8 +107,9 @@ static size_t max_output;       // --max-output
 static struct conn *conns;      // every open connection (a doubly linked list)
 static size_t nconns;
 
-// What the loop cost, printed with "stopped": the system calls that are not
-// one-per-byte-moved. README.md (Limits) reads them.
+// Counted for the "stopped" line: how many epoll_wait() and recv() calls the
+// loop made, and how many epoll_ctl(MOD), which move no data at all
+// (README.md, section 5, compares them with the messages moved).
 static unsigned long long n_waits, n_recvs, n_mods;
 
 // Registers FD with epoll and links a new connection for it. Returns 0, or
@@ -290,8 +292,11 @@ static int conn_read(struct conn *c)
     }
     if (room > READ_CHUNK)
         room = READ_CHUNK;
-    n_recvs++;
-    ssize_t n = recv(c->fd, dst, room, 0);
+    ssize_t n;
+    do {
+        n_recvs++;
+        n = recv(c->fd, dst, room, 0);
+    } while (n == -1 && errno == EINTR);
     if (n > 0)
         buf_commit(&c->in, (size_t)n);
     else if (buf_len(&c->in) == 0)
@@ -302,8 +307,6 @@ static int conn_read(struct conn *c)
         return 0;
     }
     if (n == -1) {
-        if (errno == EINTR)
-            return 0;  // nothing read, nothing learnt: `unread` stays as it was
         // EAGAIN: the kernel's receive buffer is empty. For ET mode this is
         // the only proof that we have seen everything the last edge announced.
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -334,7 +337,9 @@ static int conn_echo(struct conn *c)
 // throw away the echo still queued in our send buffer: the client would
 // lose the very bytes the drain was for. So: send our FIN first (the client
 // reads its echo, then EOF), and read and discard what it still sends,
-// until EAGAIN (in ET mode nothing would remind us of what we left).
+// until EAGAIN (in ET mode nothing would remind us of what we left) or for
+// READS_PER_TURN reads at most (then re-armed, as in conn_handle): a client
+// that never stops sending must not keep us here past the drain deadline.
 // Returns true to keep waiting, false when closing is safe now: EOF, an
 // error, or nothing unread at this moment (a quiet client is closed at once).
 static bool conn_linger(struct conn *c)
@@ -346,7 +351,7 @@ static bool conn_linger(struct conn *c)
     }
     char scrap[4096];
     bool got_some = false;
-    for (;;) {
+    for (int k = 0; k < READS_PER_TURN; k++) {
         ssize_t n = recv(c->fd, scrap, sizeof scrap, 0);
         if (n > 0) {
             got_some = true;
@@ -358,6 +363,8 @@ static bool conn_linger(struct conn *c)
             return got_some;  // still sending: epoll brings us back for more
         return false;         // EOF, or the connection failed
     }
+    c->rearm = edge;
+    return true;
 }
 
 // Serves client C after epoll reported REVENTS for it. Returns false when
@@ -446,9 +453,9 @@ static void open_spare(void)
 //
 // Why: the client stays in the backlog and the listening socket stays
 // readable, so a level-triggered epoll reports it on every turn and every
-// accept() fails again: 100% CPU doing nothing. Edge-triggered, it is the
-// opposite: no new edge, so the backlog is never looked at again. Either
-// way the waiting clients hang. Closing the spare frees exactly one
+// accept() fails again: 100% CPU doing nothing. (Edge-triggered, it would
+// be the opposite: no new edge, so the backlog is not looked at again until
+// yet another client connects.) Either way the waiting clients hang. Closing the spare frees exactly one
 // descriptor; accept() takes that client, we close it at once (it sees
 // EOF, a clear "no" it can act on), and reopen the spare, which gets the
 // same descriptor back. Nothing else can take it in between: this process

@@ -399,6 +399,122 @@ def hold(host, port, conns, timeout=30.0, stall_after=3.0):
     return echoed == conns, "%d of %d connections opened, %d echoed" % (connected, conns, echoed)
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise Failure("no VmRSS for pid %d" % pid)
+
+
+def backpressure(host, port, pid, size, limit_kib, seed):
+    """Client A sends `size` bytes and never reads: the server's memory must stay bounded.
+
+    A server without back-pressure keeps reading A's bytes into an output buffer that A
+    never drains, and grows by `size`. Returns a message; raises Failure over the limit.
+    """
+    before = rss_kib(pid)
+    a = connect(host, port)
+    try:
+        sent = fill_without_reading(a, size)
+        grown = rss_kib(pid) - before
+        if grown > limit_kib:
+            raise Failure("server RSS grew by %d KiB while a client sent %d bytes without reading (limit %d KiB)"
+                          % (grown, sent, limit_kib))
+        # The server must still serve others meanwhile.
+        detail = echo(host, port, 1, 4096, 4096, seed, timeout=3.0)
+    finally:
+        reset_close(a)
+    return "client sent %d bytes without reading; server RSS grew by only %d KiB; others still served (%s)" % (
+        sent, grown, detail)
+
+
+def flood(host, port, conns, hold_secs):
+    """Open `conns` connections and just hold them for `hold_secs` seconds (no data)."""
+    raise_nofile(conns + 64)
+    socks = []
+    try:
+        for _ in range(conns):
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex((host, port))
+            socks.append(s)
+        time.sleep(hold_secs)  # holding the connections is the point; the caller measures meanwhile
+        closed = 0
+        for s in socks:
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except OSError:
+                pass
+    finally:
+        for s in socks:
+            s.close()
+    return "held %d connections for %.1f s; the server closed %d of them" % (conns, hold_secs, closed)
+
+
+def server_rx_queue(server_port, client_port):
+    """Bytes waiting unread in the server-side socket of this connection, or None if not found."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    local, remote, queues = fields[1], fields[2], fields[4]
+                    if (int(local.rsplit(":", 1)[1], 16) == server_port
+                            and int(remote.rsplit(":", 1)[1], 16) == client_port):
+                        return int(queues.split(":")[1], 16)
+        except OSError:
+            pass
+    return None
+
+
+def wait_server_read_all(server_port, client_port, timeout):
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        q = server_rx_queue(server_port, client_port)
+        if q == 0:
+            return
+        if time.monotonic() > deadline:
+            raise Failure("the server left %s bytes unread in its socket for %.1f s" % (q, scaled(timeout)))
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+
+
+def drain_on_term(host, port, pid, size, seed, timeout=5.0):
+    """Leave output pending in the server, SIGTERM it, then read: every byte must arrive, then EOF."""
+    rng = random.Random(seed)
+    payload = make_payload(rng, size)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    got = bytearray()
+    try:
+        # A small receive window keeps most of the reply pending in the server, not in our kernel.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(scaled(timeout))
+        s.connect((host, port))
+        s.sendall(payload)
+        # SIGTERM only once the server has read every byte we sent (its socket's receive
+        # queue, seen from outside in /proc/net/tcp, is empty): what it must flush is then
+        # in its own buffers, and the test does not race the server's reads.
+        wait_server_read_all(port, s.getsockname()[1], timeout)
+        os.kill(pid, 15)
+        while True:
+            chunk = s.recv(262144)
+            if not chunk:
+                break
+            got += chunk
+    except socket.timeout:
+        raise Failure("no EOF within %.1f s after SIGTERM (%d of %d bytes back)" % (scaled(timeout), len(got), size))
+    finally:
+        s.close()
+    if bytes(got) != payload:
+        off = next((i for i in range(min(len(got), size)) if got[i] != payload[i]), min(len(got), size))
+        if off < min(len(got), size):
+            raise Failure(describe_mismatch(payload, bytes(got), off))
+        raise Failure("after SIGTERM the server sent %d of %d pending bytes, then closed" % (len(got), size))
+    return "%d bytes pending at SIGTERM all arrived, then EOF" % size
+
+
 # ---------------------------------------------------------------------------
 # Capability probes (the matrix): each answers yes or no
 # ---------------------------------------------------------------------------
