@@ -49,3 +49,15 @@ SECTIONS=("The decision" "Run it" "How it works" "Walk through the code" "Limits
         [[ -f $KIT_ROOT/$stage/README.md ]] || fail "$stage has no README.md"
     done
 }
+
+@test "docs: make diff in each later stage shows the lesson as a diff of sources" {
+    local mk prev
+    for mk in "$KIT_ROOT"/[0-9][0-9]_*/Makefile; do
+        prev=$(sed -n 's/^PREV *:= *//p' "$mk")
+        [[ -n $prev ]] || continue
+        [[ -d $KIT_ROOT/$prev ]] || fail "$mk: PREV names $prev, which does not exist"
+        run make -s -C "$(dirname "$mk")" diff
+        [[ $status -eq 0 ]] || fail "make diff in $(dirname "$mk") exited $status"
+        [[ $output == *"+++ server.c"* ]] || fail "make diff in $(dirname "$mk") shows no change to server.c"
+    done
+}
