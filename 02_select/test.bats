@@ -5,6 +5,15 @@
 
 load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
 
+setup() {
+    # ThreadSanitizer holds a signal until the thread enters a call it intercepts, and
+    # select() is not one (google/sanitizers#838): SIGTERM would never stop the server.
+    # This stage has one thread, so ThreadSanitizer has no race to look for anyway.
+    if [[ ${SAN:-} == *thread* ]]; then
+        skip "single-threaded, and ThreadSanitizer cannot deliver signals during select()"
+    fi
+}
+
 @test "--help prints usage and exits 0; a bad option exits 2" {
     run "$(stage_bin server)" --help
     [[ $status -eq 0 && $output == *-p* ]] || fail "--help: status $status: $output"

@@ -123,7 +123,7 @@ stop_server() {
     while ! has_exited "$pid"; do
         if (($(now_ms) > deadline)); then
             kill -KILL "$pid" 2>/dev/null
-            wait "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null || true
             SERVER_PID=
             fail "server did not exit within 2 s of SIG$sig; stderr:" "$(tail -n 20 "$SERVER_ERR")" || return
         fi
