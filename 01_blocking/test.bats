@@ -101,7 +101,7 @@ SERVERS=(server server_fork server_thread)
 @test "server_fork: children are reaped (no zombies) once clients leave" {
     start_server server_fork
     netkit concurrent --clients 20 --size 1024
-    local deadline zombies
+    local deadline zombies live k
     deadline=$(($(now_ms) + $(scaled_ms 2)))
     while :; do
         zombies=0

@@ -60,6 +60,21 @@ setup() {
     stop_server
 }
 
+@test "SIGTERM while the server is stuck sending to a client that never reads: exit 0 within 2 s" {
+    start_server server
+    local out="$BATS_TEST_TMPDIR/stuck.out"
+    netkit stuck --hold "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 6*k}')" >"$out" 2>&1 3>&- &
+    local client=$!
+    # The client says when the server has stopped taking its bytes (blocked in send_all).
+    local deadline=$(($(now_ms) + $(scaled_ms 10)))
+    until grep -q '^stuck:' "$out"; do
+        (($(now_ms) < deadline)) || fail "the client never filled the connection: $(cat "$out")"
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    stop_server
+    wait "$client" || fail "client: $(cat "$out")"
+}
+
 @test "limit: fds >= FD_SETSIZE are closed at once with a log line; the rest are served" {
     raise_nofile 1300
     start_server server

@@ -25,9 +25,9 @@ SECTIONS=("The decision" "Run it" "How it works" "Walk through the code" "Limits
 @test "docs: every stage README opens with prerequisites, time and simplifications" {
     local readme
     for readme in "$KIT_ROOT"/[0-9][0-9]_*/README.md; do
-        head -n 12 "$readme" | grep -qi 'prerequisites' || fail "$readme: no 'Prerequisites' line at the top"
-        head -n 12 "$readme" | grep -qi 'time' || fail "$readme: no time-to-work-through line at the top"
-        head -n 12 "$readme" | grep -qi 'simplif' || fail "$readme: no 'Simplifications' line at the top"
+        head -n 12 "$readme" | grep -qE '^\*\*Prerequisites' || fail "$readme: no 'Prerequisites' line at the top"
+        head -n 12 "$readme" | grep -qE '^\*\*Time' || fail "$readme: no '**Time:**' line at the top"
+        head -n 12 "$readme" | grep -qE '^\*\*Simplif' || fail "$readme: no 'Simplifications' line at the top"
     done
 }
 
@@ -60,4 +60,9 @@ SECTIONS=("The decision" "Run it" "How it works" "Walk through the code" "Limits
         [[ $status -eq 0 ]] || fail "make diff in $(dirname "$mk") exited $status"
         [[ $output == *"+++ server.c"* ]] || fail "make diff in $(dirname "$mk") shows no change to server.c"
     done
+    # A file new in a stage must show in full: 03 introduces buffer.c.
+    if [[ -d $KIT_ROOT/03_poll ]]; then
+        run make -s -C "$KIT_ROOT/03_poll" diff
+        [[ $output == *"+++ buffer.c"* ]] || fail "make diff in 03_poll does not show the new buffer.c"
+    fi
 }

@@ -63,3 +63,13 @@ load "$BATS_TEST_DIRNAME/lib/harness.bash"
     [[ $output == *"better than the matrix says"* ]] || fail "$output"
     stop_server
 }
+
+@test "matrix: a probe that errors (server gone) is never taken for an expected 'no'" {
+    start_server good
+    local port=$PORT
+    stop_server
+    # 01_blocking/server is expected to say "no" to two_at_once; a dead server must not pass.
+    run python3 "$MATRIX" check 01_blocking/server --port "$port" --only two_at_once
+    [[ $status -eq 1 ]] || fail "$output"
+    [[ $output == *"error: "* ]] || fail "$output"
+}

@@ -243,7 +243,7 @@ scenario_sigterm() {
     local reply
     read -r -t "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2*k}')" reply <&5 || true
     [[ $reply == hello ]] || { exec 5>&-; fail "expected echo 'hello', got '$reply'"; } || return
-    stop_server
+    stop_server || { exec 5>&-; return 1; }
     exec 5>&-
 }
 

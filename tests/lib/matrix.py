@@ -15,6 +15,7 @@ import random
 import re
 import select
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -23,7 +24,9 @@ import netkit  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXPECTED = os.path.join(ROOT, "tests", "matrix", "expected.txt")
-BEGIN, END = "<!-- matrix:begin (made by `make matrix`; do not edit by hand) -->", "<!-- matrix:end -->"
+BEGIN = ("<!-- matrix:begin (written by `python3 tests/lib/matrix.py readme-update README.md` "
+         "from tests/matrix/expected.txt; do not edit by hand) -->")
+END = "<!-- matrix:end -->"
 
 
 def load_expected(path=EXPECTED):
@@ -59,16 +62,30 @@ def markdown(columns, rows):
 
 
 def probe_all(port, columns, seed):
+    """{probe: True | False | "error: ..."}: a probe that fails for a reason other than the
+    capability itself (the server is gone, a refused connect) is an error, never a "no"."""
     fns = {n: f for n, _, f in netkit.PROBES}
-    return {c: fns[c]("127.0.0.1", port, seed) for c in columns}
+    out = {}
+    for c in columns:
+        try:
+            out[c] = fns[c]("127.0.0.1", port, seed)
+        except Exception as e:  # noqa: BLE001 - reported, never swallowed
+            out[c] = "error: %s: %s" % (type(e).__name__, e)
+    return out
+
+
+def cell(v):
+    return v if isinstance(v, str) else ("yes" if v else "no")
 
 
 def compare(server, columns, want, got):
     diffs = []
     for c in columns:
-        if want[c] != got[c]:
+        if isinstance(got[c], str):
+            diffs.append("%s: %s (expected %s)" % (c, got[c], cell(want[c])))
+        elif want[c] != got[c]:
             diffs.append("%s: %s (expected %s; %s than the matrix says)" % (
-                c, "yes" if got[c] else "no", "yes" if want[c] else "no", "better" if got[c] else "worse"))
+                c, cell(got[c]), cell(want[c]), "better" if got[c] else "worse"))
     return diffs
 
 
@@ -81,7 +98,7 @@ def cmd_check(server, port, only=None):
         sys.exit("matrix: no row %r in %s" % (server, EXPECTED))
     got = probe_all(port, columns, random.randrange(1 << 30))
     for c in columns:
-        print("%-12s %s" % (c, "yes" if got[c] else "no"))
+        print("%-12s %s" % (c, cell(got[c])))
     diffs = compare(server, columns, want, got)
     for d in diffs:
         print("FAIL: %s %s" % (server, d))
@@ -103,7 +120,10 @@ def start(path):
 
 def start_args(argv):
     """Start argv (which must ask for an ephemeral port); return (process, port)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    # stderr goes to a file so a sanitizer report can be found after the run (see stop()).
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err)
+    proc.errfile = err
     try:
         return proc, wait_listening(proc)
     except BaseException:
@@ -129,13 +149,27 @@ def wait_listening(proc):
     raise RuntimeError("%s did not print 'listening on' within 5 s" % proc.args[0])
 
 
+SANITIZER = re.compile(rb"ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:")
+
+
 def stop(proc):
+    """SIGTERM; return None if the server exited 0 within 2 s with no sanitizer report,
+    else a sentence saying what went wrong."""
     proc.terminate()
     try:
         proc.wait(timeout=netkit.scaled(2))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+        return "did not exit within 2 s of SIGTERM"
+    proc.errfile.seek(0)
+    m = SANITIZER.search(proc.errfile.read())
+    proc.errfile.close()
+    if m:
+        return "sanitizer report on stderr: %s" % m.group(0).decode()
+    if proc.returncode != 0:
+        return "exited with status %d after SIGTERM" % proc.returncode
+    return None
 
 
 def cmd_measure():
@@ -154,10 +188,12 @@ def cmd_measure():
         try:
             got = probe_all(port, columns, random.randrange(1 << 30))
         finally:
-            stop(proc)
+            problem = stop(proc)
         diffs = compare(server, columns, want, got)
-        cells = {c: ("yes" if got[c] else "no") + (" (expected %s)" % ("yes" if want[c] else "no")
-                                                   if got[c] != want[c] else "") for c in columns}
+        if problem:
+            diffs.append("server " + problem)
+        cells = {c: cell(got[c]) + (" (expected %s)" % cell(want[c]) if got[c] != want[c] else "")
+                 for c in columns}
         measured.append((server, cells))
         if diffs:
             bad.append(server)
