@@ -218,10 +218,16 @@ int listen_on(const char *host, const char *port)
     }
     char where[PEER_LEN];
     format_addr((struct sockaddr *)&ss, len, where, sizeof where);
-    printf("listening on %s\n", where);
-    // stdout is a pipe under a test harness, so fully buffered: without this
+    // stdout is a pipe under a test harness, so fully buffered: without the
     // flush the line would sit in our buffer and the harness would wait forever.
-    fflush(stdout);
+    // Both can fail (stdout closed, or a full disk behind it): then whoever
+    // waits for this line would never learn where we listen, so we say why on
+    // stderr and give up instead of serving unseen.
+    if (printf("listening on %s\n", where) < 0 || fflush(stdout) == EOF) {
+        log_msg("cannot write \"listening on %s\" to stdout: %s", where, strerror(errno));
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 

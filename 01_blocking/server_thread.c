@@ -128,12 +128,27 @@ static void start_worker(int fd, const char *peer)
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, &old);
-    int rc = pthread_create(&w->thread, NULL, worker_main, w);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    // pthread functions return the error instead of setting errno. These
+    // two can only fail on a bad argument, but then rule 1 would be broken
+    // without a word, so they are checked like every other call.
+    int rc = pthread_sigmask(SIG_BLOCK, &stop_signals, &old);
+    if (rc != 0) {
+        // The worker would inherit a mask that lets it take SIGTERM.
+        log_msg("%s: pthread_sigmask: %s, dropping", peer, strerror(rc));
+        close(fd);
+        free(w);
+        return;
+    }
+    rc = pthread_create(&w->thread, NULL, worker_main, w);
+    int mask_rc = pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (mask_rc != 0) {
+        // Main would keep SIGINT and SIGTERM blocked: no signal could stop
+        // us any more. Stop now, the clean way, rather than run unstoppable.
+        log_msg("pthread_sigmask: %s, stopping", strerror(mask_rc));
+        stop_requested = 1;
+    }
 
     if (rc != 0) {
-        // pthread functions return the error instead of setting errno.
         log_msg("%s: pthread_create: %s, dropping", peer, strerror(rc));
         close(fd);
         free(w);

@@ -28,12 +28,19 @@
 #include "net.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+// How many clients one turn may accept. Accepting until EAGAIN would let a
+// flood of new connections keep the loop from ever reaching the clients it
+// already has. The listening socket stays readable while clients wait, so
+// select() reports the rest of the backlog on the next turn.
+#define ACCEPTS_PER_TURN 64
 
 // ---------------------------------------------------------------- the clients
 
@@ -81,16 +88,40 @@ static void drop_client(int fd)
         max_client_fd--;
 }
 
-// Accepts every client waiting in the backlog. The listening socket is
-// non-blocking (see main), so accept() says EAGAIN when the queue is empty
-// instead of putting the whole server to sleep.
+// Makes FD blocking: the reverse of set_nonblocking (net.c), and like it,
+// it keeps the descriptor's other status flags. Returns 0, or -1 after
+// logging why.
+static int set_blocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags == -1 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == -1) {
+        log_msg("fd %d: fcntl(~O_NONBLOCK): %s", fd, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+// Accepts up to ACCEPTS_PER_TURN clients waiting in the backlog. The
+// listening socket is non-blocking (see main), so accept() says EAGAIN when
+// the queue is empty instead of putting the whole server to sleep.
 static void accept_clients(int listen_fd)
 {
-    for (;;) {
+    for (int k = 0; k < ACCEPTS_PER_TURN; k++) {
         char peer[PEER_LEN];
         int fd = accept_client(listen_fd, peer, sizeof peer);
         if (fd == -1)
             return;
+        // serve_client and send_all expect a blocking socket: send_all
+        // sleeps until the kernel took every byte (the naive part). On
+        // Linux, accept() never passes the listener's O_NONBLOCK on to the
+        // new socket; on BSD and macOS it does, and send_all would then
+        // fail with EAGAIN and drop the client. One fcntl makes it blocking
+        // everywhere.
+        if (set_blocking(fd) == -1) {
+            if (close(fd) == -1)
+                log_msg("fd %d: close: %s", fd, strerror(errno));
+            continue;
+        }
         add_client(fd, peer);
     }
 }

@@ -20,13 +20,16 @@
 //     early only where something is sure to bring us back.
 //  5. Out of descriptors (EMFILE), a spare descriptor lets us refuse one
 //     waiting client at a time instead of spinning or sleeping (03 slept
-//     100 ms, stalling every client): accept_clients.
+//     100 ms, stalling every client): accept_clients. Only if the spare
+//     itself is missing do we back off, without stalling anyone:
+//     pause_accepting.
 //  6. struct conn is smaller: no copy of the peer's address (log lines name
 //     the descriptor), so an idle connection costs 112 bytes of heap.
 //
 // One turn of the loop, epoll_once():
 //   1. epoll_wait() sleeps until a watched socket is ready (or a signal
-//      arrives) and returns up to MAX_EVENTS ready ones, nothing else
+//      arrives, or a back-off ends: pause_accepting) and returns up to
+//      MAX_EVENTS ready ones, nothing else
 //   2. for each: the listening socket -> accept_clients(); a client ->
 //      conn_handle(): flush queued output, read and echo (LT: once;
 //      ET: until EAGAIN, at most 1 MiB), close it if it is finished,
@@ -69,6 +72,10 @@
 // socket is level-triggered in both modes, so epoll reports the rest of
 // the backlog again on the next turn (see main).
 #define ACCEPTS_PER_TURN 64
+
+// Out of descriptors with no spare descriptor to refuse a client with, how
+// long the listening socket stays out of the epoll set (pause_accepting).
+#define ACCEPT_BACKOFF_MS 100
 
 // How many ready sockets one epoll_wait() returns at most. Not a limit on
 // clients: the others stay on the kernel's ready list for the next call.
@@ -352,6 +359,7 @@ static bool conn_linger(struct conn *c)
     char scrap[4096];
     bool got_some = false;
     for (int k = 0; k < READS_PER_TURN; k++) {
+        n_recvs++;
         ssize_t n = recv(c->fd, scrap, sizeof scrap, 0);
         if (n > 0) {
             got_some = true;
@@ -435,36 +443,65 @@ static bool conn_handle(struct conn *c, uint32_t revents)
 
 // ---------------------------------------------------------------- accepting
 
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);  // cannot fail with a valid clock id
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 // A descriptor kept open on /dev/null for one purpose: to be closed when we
 // run out of descriptors, so that we can take a waiting client off the
 // backlog and close it (see refuse_one_client).
 static int spare_fd = -1;
 
-static void open_spare(void)
+// Without a spare, the fallback is to back off (pause_accepting): the time
+// (now_ms) to put the listening socket back into the epoll set, or -1 while
+// it is in it; and how many pauses in a row, so that the log gets one line
+// when they start and one when they end, not ten a second.
+static long long accept_resume_at = -1;
+static unsigned long accept_pauses;
+
+// Opens the spare descriptor unless it is open already. Returns 0, or -1
+// with errno set (the caller logs, or not: see refuse_one_client).
+static int open_spare(void)
 {
+    if (spare_fd != -1)
+        return 0;
     spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (spare_fd == -1)
-        log_msg("open /dev/null (spare descriptor): %s", strerror(errno));
+        return -1;
+    if (accept_pauses > 0) {
+        log_msg("spare descriptor open again after %lu accept pause%s", accept_pauses,
+                accept_pauses == 1 ? "" : "s");
+        accept_pauses = 0;
+    }
+    return 0;
 }
 
 // accept() failed with EMFILE or ENFILE (ERR): no descriptor to put the
-// next client in. Returns 0 after refusing one waiting client, -1 if there
-// was nothing to refuse.
+// next client in. Returns 0 after refusing one waiting client, -1 if it
+// could not: nothing left to refuse, or no spare (then spare_fd is -1 and
+// accept_clients backs off).
 //
 // Why: the client stays in the backlog and the listening socket stays
 // readable, so a level-triggered epoll reports it on every turn and every
 // accept() fails again: 100% CPU doing nothing. (Edge-triggered, it would
 // be the opposite: no new edge, so the backlog is not looked at again until
-// yet another client connects.) Either way the waiting clients hang. Closing the spare frees exactly one
-// descriptor; accept() takes that client, we close it at once (it sees
-// EOF, a clear "no" it can act on), and reopen the spare, which gets the
-// same descriptor back. Nothing else can take it in between: this process
-// has one thread. README.md compares this with backing off.
+// yet another client connects.) Either way the waiting clients hang.
+// Closing the spare frees exactly one descriptor; accept() takes that
+// client, we close it at once (it sees EOF, a clear "no" it can act on),
+// and reopen the spare, which gets the same descriptor back. Nothing else
+// can take it in between: this process has one thread. README.md compares
+// this with backing off.
 static int refuse_one_client(int listen_fd, int err)
 {
     // LAB BEGIN: free the spare descriptor, accept the waiting client and close it at once, reopen the spare; log the drop
-    if (spare_fd == -1)
-        return -1;  // the last reopen failed (ENFILE: another process took it)
+    // No spare: it could not be opened at start, or the last reopen failed
+    // (ENFILE: another process took the descriptor). A client may have left
+    // since, so try again, quietly: if it fails, the back-off logs.
+    if (open_spare() == -1)
+        return -1;
     if (close(spare_fd) == -1)
         log_msg("close (spare descriptor): %s", strerror(errno));
     spare_fd = -1;
@@ -472,7 +509,8 @@ static int refuse_one_client(int listen_fd, int err)
     int accept_err = errno;
     if (fd != -1 && close(fd) == -1)
         log_msg("fd %d: close: %s", fd, strerror(errno));
-    open_spare();
+    if (open_spare() == -1)
+        log_msg("open /dev/null (spare descriptor): %s", strerror(errno));
     if (fd == -1) {
         // EAGAIN: the client gave up meanwhile, and the backlog is empty.
         if (accept_err != EAGAIN && accept_err != EWOULDBLOCK)
@@ -484,6 +522,57 @@ static int refuse_one_client(int listen_fd, int err)
     // LAB END
 }
 
+// The fallback when we are out of descriptors and have no spare (ERR is
+// accept's errno): take the listening socket out of the epoll set, and let
+// main put it back ACCEPT_BACKOFF_MS later (resume_accepting), through
+// epoll_wait's timeout, not a sleep, so the clients we have are served
+// meanwhile. Simply returning is not an option: the listening socket is
+// level-triggered and stays readable, so epoll_wait would report it again
+// at once, on every turn: the 100% CPU the spare exists to prevent. Backing
+// off is the worse answer for the waiting clients (they hang in the backlog
+// instead of being refused: README.md, section 4), so it is only the
+// fallback, and each resume tries to reopen the spare first.
+static void pause_accepting(int listen_fd, int err)
+{
+    if (epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1) {
+        log_msg("epoll_ctl(DEL) listening socket: %s", strerror(errno));
+        return;
+    }
+    accept_resume_at = now_ms() + ACCEPT_BACKOFF_MS;
+    if (accept_pauses++ == 0)
+        log_msg("accept: %s, and no spare descriptor: accepting paused, retrying every %d ms",
+                strerror(err), ACCEPT_BACKOFF_MS);
+}
+
+// How long epoll_wait may sleep: as long as it takes (-1), or while
+// accepting is paused, until it resumes.
+static int accept_timeout_ms(void)
+{
+    if (accept_resume_at == -1)
+        return -1;
+    long long left = accept_resume_at - now_ms();
+    return left > 0 ? (int)left : 0;
+}
+
+// Once a pause is over: reopen the spare if a descriptor is free now (so
+// that the next EMFILE refuses a client instead of pausing again), and put
+// the listening socket back into the epoll set; if clients are still
+// waiting, the next epoll_wait reports it at once.
+static void resume_accepting(int listen_fd)
+{
+    if (accept_resume_at == -1 || now_ms() < accept_resume_at)
+        return;
+    (void)open_spare();  // failing is expected here: the next EMFILE pauses again
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};  // as in main
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == -1) {
+        // ENOMEM or ENOSPC (max_user_watches): try again after another pause.
+        log_msg("epoll_ctl(ADD) listening socket: %s", strerror(errno));
+        accept_resume_at = now_ms() + ACCEPT_BACKOFF_MS;
+        return;
+    }
+    accept_resume_at = -1;
+}
+
 // Accepts up to ACCEPTS_PER_TURN waiting clients. The listening socket is
 // non-blocking, so an empty backlog is EAGAIN, not a sleep.
 static void accept_clients(int listen_fd)
@@ -492,9 +581,14 @@ static void accept_clients(int listen_fd)
         char peer[PEER_LEN];
         int fd = accept_client(listen_fd, peer, sizeof peer);
         if (fd == -1) {
-            if ((errno == EMFILE || errno == ENFILE) && refuse_one_client(listen_fd, errno) == 0)
+            int err = errno;
+            if (err != EMFILE && err != ENFILE)
+                return;  // EAGAIN (nobody left), EINTR, or logged already
+            if (refuse_one_client(listen_fd, err) == 0)
                 continue;  // the next one may fit: a client may have left
-            return;  // EAGAIN (nobody left), EINTR, or logged already
+            if (spare_fd == -1)
+                pause_accepting(listen_fd, err);
+            return;  // with a spare: the backlog emptied (EAGAIN) or accept failed, logged
         }
         // Non-blocking, so that no send() or recv() on it can ever put the
         // whole server to sleep. Edge-triggered mode depends on it: it reads
@@ -542,20 +636,14 @@ static bool epoll_once(int listen_fd, int timeout_ms)
     return true;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);  // cannot fail with a valid clock id
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 // After SIGINT/SIGTERM: accept no one, echo nothing new, give the queued
 // echoes up to DRAIN_MS to leave, then close whatever is left.
 static void drain_and_close_all(int listen_fd)
 {
     // Stop watching the listening socket: no new clients from here on. The
-    // kernel still completes handshakes until main closes it.
-    if (epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1)
+    // kernel still completes handshakes until main closes it. (If accepting
+    // is paused, it is out of the set already.)
+    if (accept_resume_at == -1 && epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1)
         log_msg("epoll_ctl(DEL) listening socket: %s", strerror(errno));
 
     for (struct conn *c = conns, *next; c != NULL; c = next) {
@@ -657,11 +745,14 @@ int main(int argc, char **argv)
         close(epfd);
         return 1;
     }
-    open_spare();
+    if (open_spare() == -1)
+        log_msg("open /dev/null (spare descriptor): %s", strerror(errno));
     log_msg("%s-triggered epoll, --max-output %zu", edge ? "edge" : "level", max_output);
 
-    while (ok && !stop_requested)
-        ok = epoll_once(listen_fd, -1);
+    while (ok && !stop_requested) {
+        ok = epoll_once(listen_fd, accept_timeout_ms());
+        resume_accepting(listen_fd);
+    }
     // As in 03, a signal landing between the test above and epoll_wait()
     // is only seen on the next event; epoll_pwait(2) closes that window.
 
