@@ -141,7 +141,7 @@ stop_server() {
     # Children (fork servers) must be gone too, within the same 2 s.
     local k
     for k in $kids; do
-        while kill -0 "$k" 2>/dev/null && [[ $(cat /proc/$k/stat 2>/dev/null) != *") Z "* ]]; do
+        while ! has_exited "$k"; do
             if (($(now_ms) > deadline)); then
                 kill -KILL "$k" 2>/dev/null
                 fail "server left child process $k running after it exited" || return

@@ -53,6 +53,21 @@ def connect(host, port, timeout=2.0):
     return s
 
 
+def nonblocking_connect(host, port):
+    """A socket whose connect() has been started but not waited for (EINPROGRESS).
+
+    For opening many connections at once: the caller waits for them all together.
+    Raises Failure if the connect fails at once (e.g. no route, fd limit).
+    """
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    err = s.connect_ex((host, port))
+    if err not in (0, errno.EINPROGRESS):
+        s.close()
+        raise Failure("connect to %s:%d failed: %s" % (host, port, os.strerror(err)))
+    return s
+
+
 def reset_close(sock):
     """Close with SO_LINGER {on, 0}: the kernel sends RST instead of FIN."""
     try:
@@ -376,12 +391,7 @@ def hold(host, port, conns, timeout=30.0, stall_after=3.0):
     connected = echoed = 0
     try:
         for _ in range(conns):
-            s = socket.socket(socket.AF_INET if ":" not in host else socket.AF_INET6, socket.SOCK_STREAM)
-            s.setblocking(False)
-            err = s.connect_ex((host, port))
-            if err not in (0, errno.EINPROGRESS):
-                s.close()
-                raise Failure("connect %d failed: %s" % (len(socks), os.strerror(err)))
+            s = nonblocking_connect(host, port)
             socks.append(s)
             sel.register(s, selectors.EVENT_WRITE)
         end = time.monotonic() + scaled(timeout)
@@ -454,10 +464,7 @@ def flood(host, port, conns, hold_secs):
     socks = []
     try:
         for _ in range(conns):
-            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.connect_ex((host, port))
-            socks.append(s)
+            socks.append(nonblocking_connect(host, port))
         time.sleep(hold_secs)  # holding the connections is the point; the caller measures meanwhile
         closed = 0
         for s in socks:
