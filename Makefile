@@ -6,6 +6,8 @@
 #   make matrix                  measure the capability matrix, print it as markdown
 #   make bench                   the benchmark (tests/bench/README.md)
 #   make bench-deps              install the optional benchmark peers (libevent, gnuplot)
+#   make bugs                    every stage's bug gallery: each bugs/*.patch must fail its tests
+#   make coverage                every stage's LAB regions: lines its tests run (gcov)
 #   make SAN=address,undefined   sanitized builds, in each stage's build-address-undefined/
 #   make test SAN=thread         the tests against the ThreadSanitizer builds
 #   make CC=clang                any C11 compiler
@@ -38,8 +40,15 @@ bench:
 bench-deps:
 	tests/bench/deps.sh
 
+# Every stage's, even after one fails, so the summary names every missed bug.
+bugs:
+	@st=0; for d in $(STAGES); do [ -d $$d/bugs ] || continue; tests/bugs $$d || st=1; done; exit $$st
+
+coverage:
+	@st=0; for d in $(STAGES); do tests/coverage $$d || st=1; done; exit $$st
+
 clean:
 	for d in $(SUBDIRS); do $(MAKE) -C $$d clean || exit 1; done
 	rm -rf tests/.out
 
-.PHONY: all test tour matrix bench bench-deps clean $(SUBDIRS)
+.PHONY: all test tour matrix bench bench-deps bugs coverage clean $(SUBDIRS)

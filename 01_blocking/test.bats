@@ -119,19 +119,19 @@ SERVERS=(server server_fork server_thread)
 # --- the capability matrix --------------------------------------------------------------
 
 @test "matrix: server" {
-    start_server server
+    start_matrix_server server
     assert_matrix_row 01_blocking/server
     stop_server
 }
 
 @test "matrix: server_fork" {
-    start_server server_fork
+    start_matrix_server server_fork
     assert_matrix_row 01_blocking/server_fork
     stop_server
 }
 
 @test "matrix: server_thread" {
-    start_server server_thread
+    start_matrix_server server_thread
     assert_matrix_row 01_blocking/server_thread
     stop_server
 }

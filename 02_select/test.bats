@@ -89,7 +89,7 @@ setup() {
 }
 
 @test "matrix: server" {
-    start_server server
+    start_matrix_server server
     assert_matrix_row 02_select/server
     stop_server
 }

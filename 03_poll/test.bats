@@ -89,7 +89,7 @@ load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
 }
 
 @test "matrix: server" {
-    start_server server
+    start_matrix_server server
     assert_matrix_row 03_poll/server
     stop_server
 }

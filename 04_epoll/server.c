@@ -193,7 +193,7 @@ static void conn_check_backpressure(struct conn *c)
 // be dropped.
 static int conn_watch(struct conn *c)
 {
-    // LAB BEGIN: choose the events C waits for (EPOLLIN while it may read, EPOLLOUT only while output is queued, EPOLLET in -m et) and call epoll_ctl(MOD) only when they differ from c->events
+    // LAB BEGIN conn_watch: choose the events C waits for (EPOLLIN while it may read, EPOLLOUT only while output is queued, EPOLLET in -m et) and call epoll_ctl(MOD) only when they differ from c->events
     uint32_t want = 0;
     if (c->stopping) {
         // First the queued output, then whatever the client still sends,
@@ -267,7 +267,7 @@ static int conn_write(struct conn *c, const char *p, size_t n)
 // full. Returns 0, or -1 after logging why C must be dropped.
 static int conn_flush(struct conn *c)
 {
-    // LAB BEGIN: send the queued output until it is empty or send() says EAGAIN; consume what was sent; drop the client on any other error
+    // LAB BEGIN conn_flush: send the queued output until it is empty or send() says EAGAIN; consume what was sent; drop the client on any other error
     while (buf_len(&c->out) > 0) {
         ssize_t sent = send(c->fd, buf_peek(&c->out), buf_len(&c->out), 0);
         if (sent == -1) {
@@ -402,7 +402,7 @@ static bool conn_handle(struct conn *c, uint32_t revents)
     }
     conn_check_backpressure(c);
 
-    // LAB BEGIN: read and echo: LT, one recv() per event (epoll reports what is left next turn); ET, until recv() says EAGAIN (c->unread), EOF, back-pressure pauses us, or READS_PER_TURN is spent (then set c->rearm)
+    // LAB BEGIN conn_read_echo: read and echo: LT, one recv() per event (epoll reports what is left next turn); ET, until recv() says EAGAIN (c->unread), EOF, back-pressure pauses us, or READS_PER_TURN is spent (then set c->rearm)
     if (edge) {
         // The drain rule. An edge means "new bytes arrived", once. Stop
         // before EAGAIN and the rest stays in the kernel with no further
@@ -496,7 +496,7 @@ static int open_spare(void)
 // this with backing off.
 static int refuse_one_client(int listen_fd, int err)
 {
-    // LAB BEGIN: free the spare descriptor, accept the waiting client and close it at once, reopen the spare; log the drop
+    // LAB BEGIN refuse_one_client: free the spare descriptor, accept the waiting client and close it at once, reopen the spare; log the drop
     // No spare: it could not be opened at start, or the last reopen failed
     // (ENFILE: another process took the descriptor). A client may have left
     // since, so try again, quietly: if it fails, the back-off logs.

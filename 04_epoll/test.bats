@@ -145,13 +145,13 @@ MODES=(lt et)
 }
 
 @test "matrix: server (level-triggered, the default)" {
-    start_server server
+    start_matrix_server server
     assert_matrix_row 04_epoll/server
     stop_server
 }
 
 @test "matrix: server -m et meets the same row" {
-    start_server server -m et
+    start_matrix_server server -m et
     assert_matrix_row 04_epoll/server
     stop_server
 }

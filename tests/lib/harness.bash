@@ -49,6 +49,18 @@ has_exited() {
     [[ ${stat:0:1} == Z ]]
 }
 
+# proc_children_ok: true when this kernel lists a task's children in /proc (CONFIG_PROC_CHILDREN).
+# Without it, descendants() would find no children and the checks built on it (zombies,
+# children left behind) would pass without looking; they fail or skip instead.
+proc_children_ok() {
+    [[ -r /proc/$$/task/$$/children ]]
+}
+
+# require_proc_children: skip the current test, saying why, where descendants() cannot work.
+require_proc_children() {
+    proc_children_ok || skip "this kernel has no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN): cannot see child processes"
+}
+
 # descendants PID: every process below PID, one per line.
 descendants() {
     local p child
@@ -60,9 +72,12 @@ descendants() {
     done
 }
 
-# stage_bin NAME: the binary under test, honouring SAN (sanitized builds live in build-<san>/).
+# stage_bin NAME: the binary under test, honouring SAN (sanitized builds live in build-<san>/)
+# and STAGE_BUILD (a build folder inside the stage, e.g. build-coverage for `make coverage`).
 stage_bin() {
-    if [[ -n ${SAN:-} ]]; then
+    if [[ -n ${STAGE_BUILD:-} ]]; then
+        echo "$STAGE_DIR/$STAGE_BUILD/$1"
+    elif [[ -n ${SAN:-} ]]; then
         echo "$STAGE_DIR/build-${SAN//,/-}/$1"
     else
         echo "$STAGE_DIR/$1"
@@ -95,6 +110,7 @@ start_server() {
     SERVER_PID=$!
     # Also on disk: a start_server inside `run` is a subshell whose variables are lost.
     echo "$SERVER_PID" >>"$BATS_TEST_TMPDIR/harness.pids"
+    echo "$SERVER_PID" >>"$BATS_TEST_TMPDIR/harness.servers"
     local deadline line
     deadline=$(($(now_ms) + $(scaled_ms 5)))
     while :; do
@@ -117,7 +133,8 @@ start_server() {
 stop_server() {
     local sig=${1:-TERM} pid=$SERVER_PID kids status deadline
     [[ -n $pid ]] || fail "stop_server: no server running" || return
-    kids=$(descendants "$pid")
+    kids=
+    if proc_children_ok; then kids=$(descendants "$pid"); fi
     kill -"$sig" "$pid" 2>/dev/null || true
     deadline=$(($(now_ms) + $(scaled_ms 2)))
     while ! has_exited "$pid"; do
@@ -132,6 +149,7 @@ stop_server() {
     status=0
     wait "$pid" || status=$?
     SERVER_PID=
+    echo "$pid" >>"$BATS_TEST_TMPDIR/harness.stopped"
     local report
     if report=$(sanitizer_report "$SERVER_ERR"); then
         fail "sanitizer report in server stderr: $report" "$(grep -A 30 -m1 -F "$report" "$SERVER_ERR")" || return
@@ -161,9 +179,46 @@ cpu_ticks() {
     echo $((${12} + ${13}))
 }
 
+# start_bg NAME CMD [ARGS...]: run CMD in the background (a client that must run while the
+# test does something else), its stdout and stderr in $BATS_TEST_TMPDIR/NAME.out. Sets
+# BG_PID. Teardown kills it if the test did not wait for it, even when the test failed.
+start_bg() {
+    local name=$1
+    shift
+    "$@" >"$BATS_TEST_TMPDIR/$name.out" 2>&1 3>&- &
+    BG_PID=$!
+    echo "$BG_PID" >>"$BATS_TEST_TMPDIR/harness.pids"
+}
+
+# wait_bg PID NAME: wait for a start_bg process; fail with its output if it failed.
+wait_bg() {
+    local st=0
+    wait "$1" || st=$?
+    ((st == 0)) || fail "$2 exited with status $st: $(tail -n 20 "$BATS_TEST_TMPDIR/$2.out")" || return
+}
+
+# wait_file_match FILE REGEX [SECONDS]: wait (default 5 s) until FILE has a line matching REGEX.
+wait_file_match() {
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms "${3:-5}")))
+    until grep -qE -- "$2" "$1" 2>/dev/null; do
+        (($(now_ms) < deadline)) || fail "$1 never matched /$2/ within ${3:-5} s; it holds:" "$(tail -n 10 "$1" 2>/dev/null)" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+}
+
 # harness_teardown: kill whatever the test left running; show the server's stderr on failure.
+# A test that passed but left a server running fails here: every test stops what it starts
+# (stop_server checks the exit; a server only killed in teardown proved nothing about it).
 harness_teardown() {
-    local p k
+    local p k leftover=
+    if [[ -n ${BATS_TEST_COMPLETED:-} ]]; then
+        for p in $(cat "$BATS_TEST_TMPDIR/harness.servers" 2>/dev/null); do
+            grep -qx "$p" "$BATS_TEST_TMPDIR/harness.stopped" 2>/dev/null && continue
+            has_exited "$p" && continue
+            leftover+=" $p"
+        done
+    fi
     for p in $(cat "$BATS_TEST_TMPDIR/harness.pids" 2>/dev/null); do
         if ! has_exited "$p"; then
             for k in $(descendants "$p"); do kill -KILL "$k" 2>/dev/null; done
@@ -171,10 +226,14 @@ harness_teardown() {
         fi
         wait "$p" 2>/dev/null || true
     done
-    rm -f "$BATS_TEST_TMPDIR/harness.pids"
+    rm -f "$BATS_TEST_TMPDIR/harness.pids" "$BATS_TEST_TMPDIR/harness.servers" "$BATS_TEST_TMPDIR/harness.stopped"
     if [[ -z ${BATS_TEST_COMPLETED:-} && -n $SERVER_ERR && -s $SERVER_ERR ]]; then
         echo "--- last lines of the server's stderr ($SERVER_ERR) ---" >&2
         tail -n 15 "$SERVER_ERR" >&2
+    fi
+    if [[ -n $leftover ]]; then
+        echo "the test passed but left its server running (pid$leftover): end it with stop_server" >&2
+        return 1
     fi
     return 0
 }
@@ -247,8 +306,70 @@ scenario_sigterm() {
     exec 5>&-
 }
 
+# server_nofile [PID]: the soft open-file limit of the server (default: the one running).
+server_nofile() {
+    awk '/^Max open files/ { print $4 }' "/proc/${1:-$SERVER_PID}/limits"
+}
+
+# assert_server_nofile N: the running server may open N descriptors. A limit is inherited
+# when a process starts, so a test that loads a server with many connections calls
+# `raise_nofile N` BEFORE start_server; raising it afterwards leaves the server at the
+# shell's limit (1024 on a stock machine) and the test measures the limit, not the server.
+# (A server may raise its own limit, as 03 and 04 do; that passes too.)
+assert_server_nofile() {
+    local have
+    have=$(server_nofile) || fail "cannot read /proc/$SERVER_PID/limits" || return
+    [[ $have == unlimited ]] && return 0
+    ((have >= $1)) || fail "the server may open only $have descriptors, the test needs $1: call raise_nofile $1 before start_server" || return
+}
+
+# MATRIX_NOFILE: what the hold_1100 probe needs, in the server and in the client.
+MATRIX_NOFILE=1300
+
+# start_matrix_server NAME [ARGS...]: start_server with the fd limit the probes need.
+start_matrix_server() {
+    raise_nofile "$MATRIX_NOFILE"
+    start_server "$@"
+}
+
 # assert_matrix_row ROW: probe the running server and compare with tests/matrix/expected.txt.
 assert_matrix_row() {
-    raise_nofile 1300
+    raise_nofile "$MATRIX_NOFILE"
+    assert_server_nofile "$MATRIX_NOFILE" || return
     python3 "$MATRIX" check "$1" --port "$PORT"
+}
+
+# --- the lost-signal window ------------------------------------------------------------
+
+# delay_shim_path: build tests/lib/delay_shim.c for this test and print the library's path.
+delay_shim_path() {
+    local so="$BATS_TEST_TMPDIR/delay_shim.so"
+    if [[ ! -f $so ]]; then
+        "${CC:-cc}" -shared -fPIC -O2 -Wall -Wextra -Werror -o "$so" "$KIT_ROOT/tests/lib/delay_shim.c" -ldl \
+            >"$BATS_TEST_TMPDIR/delay_shim.log" 2>&1 ||
+            fail "cannot build the delay shim: $(cat "$BATS_TEST_TMPDIR/delay_shim.log")" || return
+    fi
+    echo "$so"
+}
+
+# start_server_delayed NAME [ARGS...]: start_server with the server's first blocking wait
+# (accept, select, poll, epoll_wait, or their p- variants) delayed by 500 ms
+# (tests/lib/delay_shim.c); returns once the delay has begun.
+start_server_delayed() {
+    # The sanitizers' runtimes insist on being the first library loaded and intercept the
+    # same calls; the window is a property of the code, which the normal build shows.
+    [[ -z ${SAN:-} ]] || skip "the delay shim is an LD_PRELOAD library, which the sanitizer runtimes refuse; run without SAN"
+    local shim
+    shim=$(delay_shim_path) || return
+    LD_PRELOAD=$shim DELAY_SHIM_MS=$(scaled_ms 0.5) start_server "$@" || return
+    wait_file_match "$SERVER_ERR" '^delay-shim: delaying' 5
+}
+
+# scenario_sigterm_in_window: with the server inside its delayed first wait (start_server_delayed),
+# SIGTERM must still end it with status 0 within 2 s; and the shim must confirm that the
+# signal arrived during the delay (else the test proved nothing).
+scenario_sigterm_in_window() {
+    stop_server || return
+    grep -q '^delay-shim: a signal arrived during the delay' "$SERVER_ERR" ||
+        fail "the SIGTERM did not land inside the delayed wait; the server's stderr:" "$(tail -n 10 "$SERVER_ERR")" || return
 }

@@ -28,6 +28,11 @@ class Failure(Exception):
     """A check did not hold; the message says what was expected and what happened."""
 
 
+class ProbeError(Exception):
+    """A probe could not ask its question: its precondition failed (the server did not
+    serve the first client, the client ran out of descriptors). Never read as a "no"."""
+
+
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------
@@ -346,7 +351,10 @@ def stall(host, port, seed, timeout=2.0):
     a = connect(host, port)
     b = None
     try:
-        run_jobs([EchoJob(a, b"ping", rng, 4, name="client A")], timeout)
+        try:
+            run_jobs([EchoJob(a, b"ping", rng, 4, name="client A")], timeout)
+        except Failure as e:
+            raise ProbeError("client A, alone, was not served: %s" % e)
         a.setblocking(True)
         b = connect(host, port)
         job = EchoJob(b, make_payload(rng, 1024), rng, 1024, name="client B")
@@ -385,7 +393,7 @@ def hold(host, port, conns, timeout=30.0, stall_after=3.0):
     raise_nofile(conns + 64)
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft < conns + 16:
-        raise Failure("cannot open %d connections: fd limit is %d (raise `ulimit -n`)" % (conns, soft))
+        raise ProbeError("cannot open %d connections: this client's fd limit is %d (raise `ulimit -n`)" % (conns, soft))
     sel = selectors.DefaultSelector()
     socks = []
     connected = echoed = 0
@@ -465,6 +473,8 @@ def flood(host, port, conns, hold_secs):
     try:
         for _ in range(conns):
             socks.append(nonblocking_connect(host, port))
+        # The caller waits for this line, then measures while the connections are held.
+        print("flood: %d connections opened, holding them %.1f s" % (conns, hold_secs), flush=True)
         time.sleep(hold_secs)  # holding the connections is the point; the caller measures meanwhile
         closed = 0
         for s in socks:
@@ -477,6 +487,76 @@ def flood(host, port, conns, hold_secs):
         for s in socks:
             s.close()
     return "held %d connections for %.1f s; the server closed %d of them" % (conns, hold_secs, closed)
+
+
+def slow_drain(host, port, size, rcvbuf, piece, pause_ms, seed, timeout=30.0):
+    """Queued output, forced: send `size` bytes as fast as the server takes them while
+    reading the echo slowly, `piece` bytes at a time with `pause_ms` between reads, through a
+    receive buffer of `rcvbuf` bytes (set before connect, so the window stays small).
+
+    Sending more than every kernel buffer on the way can hold, while reading slower than
+    sending, leaves the server no choice: its send() comes up short or says EAGAIN, it
+    must queue the rest, wait for writability and flush in pieces (and pause reading
+    if it has back-pressure). Every byte is verified. The caller asserts from the
+    server's own counters that it did queue.
+    """
+    rng = random.Random(seed)
+    payload = make_payload(rng, size)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(scaled(5.0))
+    s.connect((host, port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setblocking(False)
+    got = bytearray()
+    sent = 0
+    sel = selectors.DefaultSelector()
+    registered = 0
+    deadline = time.monotonic() + scaled(timeout)
+    next_read = 0.0
+    try:
+        while len(got) < size:
+            now = time.monotonic()
+            if now > deadline:
+                raise Failure("slow reader: %d of %d bytes back after %.0f s (%d sent)"
+                              % (len(got), size, scaled(timeout), sent))
+            want = (selectors.EVENT_WRITE if sent < size else 0) | (selectors.EVENT_READ if now >= next_read else 0)
+            if want != registered:
+                if registered and want:
+                    sel.modify(s, want)
+                elif want:
+                    sel.register(s, want)
+                else:
+                    sel.unregister(s)
+                registered = want
+            if not want:
+                time.sleep(next_read - now)  # the reader's pace, not a readiness wait
+                continue
+            wait = 0.2 if want & selectors.EVENT_READ else min(0.2, max(0.0, next_read - now))
+            for _, ev in sel.select(wait):
+                if ev & selectors.EVENT_WRITE:
+                    try:
+                        sent += s.send(payload[sent:sent + 65536])
+                    except BlockingIOError:
+                        pass
+                if ev & selectors.EVENT_READ:
+                    try:
+                        chunk = s.recv(piece)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        raise Failure("slow reader: EOF after %d of %d bytes" % (len(got), size))
+                    off = len(got)
+                    got += chunk
+                    if got[off:] != payload[off:len(got)]:
+                        bad = next(i for i in range(off, len(got)) if got[i] != payload[i])
+                        raise Failure(describe_mismatch(payload, bytes(got), bad))
+                    next_read = time.monotonic() + pause_ms / 1000.0
+    finally:
+        sel.close()
+        s.close()
+    return "%d bytes echoed to a reader taking %d bytes every %d ms through a %d-byte SO_RCVBUF" % (
+        size, piece, pause_ms, rcvbuf)
 
 
 def server_rx_queue(server_port, client_port):
@@ -554,10 +634,15 @@ def probe_one(host, port, seed):
 
 
 def probe_two_at_once(host, port, seed):
+    """yes: B served while A stays; no: B waits, and is served once A leaves; anything else
+    (B never served at all) is an error, not a capability."""
     try:
-        return stall(host, port, seed, timeout=1.5)[0]
-    except Failure:
-        return False
+        now, later, msg = stall(host, port, seed, timeout=1.5)
+    except Failure as e:
+        raise ProbeError(str(e))
+    if not now and not later:
+        raise ProbeError(msg)
+    return now
 
 
 def probe_hold_1100(host, port, seed):
@@ -598,6 +683,8 @@ PROBES = [
 
 def process_tree(pid):
     """pid and all its descendants (via /proc/PID/task/*/children)."""
+    if not os.path.exists("/proc/self/task/%d/children" % os.getpid()):
+        raise Failure("this kernel has no /proc/PID/task/TID/children: cannot find child processes")
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -612,16 +699,25 @@ def process_tree(pid):
 
 
 def pss_kib(pid):
-    """Proportional set size of pid and its descendants: shared pages are split, not double counted."""
+    """Proportional set size of pid and its descendants: shared pages are split, not double counted.
+
+    Raises Failure when the server's own smaps_rollup cannot be read (an old kernel, no
+    permission): a memory check that reads 0 would pass without measuring anything.
+    A child that exits meanwhile is skipped."""
     total = 0
     for p in process_tree(pid):
         try:
             with open("/proc/%d/smaps_rollup" % p) as f:
+                found = False
                 for line in f:
                     if line.startswith("Pss:"):
                         total += int(line.split()[1])
-        except OSError:
-            pass
+                        found = True
+                if not found and p == pid:
+                    raise Failure("/proc/%d/smaps_rollup has no Pss line: cannot measure memory" % pid)
+        except OSError as e:
+            if p == pid:
+                raise Failure("cannot read /proc/%d/smaps_rollup (%s): cannot measure memory" % (pid, e))
     return total
 
 
@@ -691,6 +787,11 @@ def main(argv=None):
     p = add("flood", "open N connections and hold them (no data) for S seconds")
     p.add_argument("--conns", type=int, default=100)
     p.add_argument("--hold", type=float, default=3.0)
+    p = add("slow-drain", "send a lot while reading slowly through a small SO_RCVBUF: the server must queue")
+    p.add_argument("--size", type=int, default=8 << 20)
+    p.add_argument("--rcvbuf", type=int, default=4096)
+    p.add_argument("--piece", type=int, default=16384)
+    p.add_argument("--pause-ms", type=int, default=1)
     p = add("drain-on-term", "leave output pending, SIGTERM the server: everything must still arrive")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=4 << 20)
@@ -733,6 +834,8 @@ def main(argv=None):
             msg = backpressure(h, port, a.pid, a.size, a.limit_kib, seed)
         elif a.cmd == "flood":
             msg = flood(h, port, a.conns, a.hold)
+        elif a.cmd == "slow-drain":
+            msg = slow_drain(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, seed)
         elif a.cmd == "drain-on-term":
             msg = drain_on_term(h, port, a.pid, a.size, seed)
         elif a.cmd == "probe":
@@ -747,6 +850,9 @@ def main(argv=None):
             _, msg = mem(h, port, a.pid, a.conns)
     except Failure as e:
         print("FAIL: %s (seed %d; rerun with --seed %d)" % (e, seed, seed))
+        return 1
+    except ProbeError as e:
+        print("FAIL: the probe could not ask its question: %s (seed %d)" % (e, seed))
         return 1
     except OSError as e:
         print("FAIL: %s: %s (seed %d)" % (a.cmd, e, seed))
