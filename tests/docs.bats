@@ -58,11 +58,19 @@ SECTIONS=("The decision" "Run it" "How it works" "Walk through the code" "Limits
         [[ -d $KIT_ROOT/$prev ]] || fail "$mk: PREV names $prev, which does not exist"
         run make -s -C "$(dirname "$mk")" diff
         [[ $status -eq 0 ]] || fail "make diff in $(dirname "$mk") exited $status"
-        [[ $output == *"+++ server.c"* ]] || fail "make diff in $(dirname "$mk") shows no change to server.c"
+        [[ $output == *"+++ b/server.c"* ]] || fail "make diff in $(dirname "$mk") shows no change to server.c"
     done
+    # The lesson first: a diffstat, then server.c; files dropped are named in one line.
+    if [[ -d $KIT_ROOT/02_select ]]; then
+        run make -s -C "$KIT_ROOT/02_select" diff
+        [[ ${lines[1]} == *"server.c"* ]] || fail "make diff in 02_select does not open with server.c's diffstat: ${lines[1]}"
+        [[ $output == *"only in 01_blocking (not carried over): server_fork.c server_thread.c"* ]] ||
+            fail "make diff in 02_select does not name the files only 01 has"
+        [[ $output != *"--- a/server_fork.c"* ]] || fail "make diff in 02_select prints the dropped server_fork.c"
+    fi
     # A file new in a stage must show in full: 03 introduces buffer.c.
     if [[ -d $KIT_ROOT/03_poll ]]; then
         run make -s -C "$KIT_ROOT/03_poll" diff
-        [[ $output == *"+++ buffer.c"* ]] || fail "make diff in 03_poll does not show the new buffer.c"
+        [[ $output == *"+++ b/buffer.c"* ]] || fail "make diff in 03_poll does not show the new buffer.c"
     fi
 }

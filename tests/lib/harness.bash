@@ -121,7 +121,12 @@ start_server() {
             fail "$name exited (status $st) before printing 'listening on'; its stderr:" \
                 "$(tail -n 20 "$SERVER_ERR")" || return
         fi
-        (($(now_ms) < deadline)) || fail "$name printed no 'listening on HOST:PORT' line within 5 s" || return
+        if (($(now_ms) >= deadline)); then
+            # It never became the server under test: end it here, not as a leftover.
+            kill -KILL "$SERVER_PID" 2>/dev/null
+            wait "$SERVER_PID" 2>/dev/null || true
+            fail "$name printed no 'listening on HOST:PORT' line within 5 s" || return
+        fi
         sleep 0.02   # poll interval of a loop with a deadline
     done
     PORT=${line##*:}
