@@ -35,7 +35,8 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
 void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // Installs FN for SIG with sigaction() and without SA_RESTART, so that a
-// blocking call in progress returns EINTR when the signal arrives.
+// blocking call in progress returns EINTR when the signal arrives. A signal
+// given a handler (not SIG_IGN) also ends accept_client's wait.
 void set_handler(int sig, void (*fn)(int));
 
 // SIGINT/SIGTERM set stop_requested; SIGPIPE is ignored.
@@ -45,14 +46,18 @@ void install_signal_handlers(void);
 // on stdout. Returns the listening descriptor, or -1 after logging why.
 int listen_on(const char *host, const char *port);
 
-// Waits for the next client. Returns its descriptor (and its "addr:port" in
-// PEER) after logging "connected", or -1: on EINTR (a signal arrived: the
-// caller checks its flags) or after logging a failure that only hurts this
-// one attempt. The caller loops.
+// Waits for the next client. Returns its descriptor (close-on-exec, with
+// TCP_NODELAY) and its "addr:port" in PEER after logging "connected", or -1:
+// on EINTR (a signal arrived, or stop_requested was already set: the caller
+// checks its flags) or after logging a failure that only hurts this one
+// attempt. The caller loops. A stop signal is never lost while it waits, even
+// one that lands just before the wait begins (see wait_for_client in net.c).
+// Main thread only: it changes the calling thread's signal mask while it waits.
 int accept_client(int listen_fd, char *peer, size_t peer_len);
 
-// Sends all LEN bytes, however many send() calls it takes. Returns 0, or -1
-// with errno set (including EINTR once stop_requested is set).
+// Sends all LEN bytes, however many send() calls it takes (a signal cuts a
+// blocking send() short: each time is logged). Returns 0, or -1 with errno set
+// (EINTR once stop_requested is set).
 int send_all(int fd, const void *buf, size_t len);
 
 // Echoes everything FD sends until EOF, an error, or a stop request, and

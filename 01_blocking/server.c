@@ -39,11 +39,13 @@
 // Serves clients one after another until SIGINT or SIGTERM.
 static void serve_forever(int listen_fd)
 {
-    // LAB BEGIN: accept one client, echo it until it leaves, close it, repeat until stop_requested
+    // LAB BEGIN serve_one_by_one: accept one client, echo it until it leaves, close it, repeat until stop_requested
     while (!stop_requested) {
         char peer[PEER_LEN];
         // Sleeps until a client arrives. A signal makes it return -1 with
         // errno EINTR, and the while condition above sees stop_requested.
+        // (accept_client looks at the flag once more itself, with the signals
+        // blocked, so one landing between that test and the wait is not lost.)
         int fd = accept_client(listen_fd, peer, sizeof peer);
         if (fd == -1)
             continue;
@@ -60,11 +62,11 @@ static void serve_forever(int listen_fd)
             log_msg("fd %d: close: %s", fd, strerror(errno));
     }
     // LAB END
-    // A note on the flag check: a signal that lands after the while test but
-    // before accept() starts to sleep is only noticed when the next client
-    // arrives. So the test must be the last thing before the blocking call;
-    // then the window is a few instructions wide. Closing it completely needs
-    // a call that unblocks signals and waits in one step (pselect, ppoll).
+    // A note on the flag check: the while test alone is not enough. A signal
+    // that lands after it but before accept() starts to sleep would be noticed
+    // only when the next client arrives. accept_client closes that window: it
+    // checks the flag with the signals blocked and unblocks them only inside
+    // ppoll(), in one step (wait_for_client in net.c).
 }
 
 // ---------------------------------------------------------------- main

@@ -78,8 +78,10 @@ static void reap_children(void)
 //   halfway through changing it; a handler may only set simple flags.
 // - SIG_IGN for SIGCHLD reaps automatically, but then we can no longer tell
 //   which pids are ours and alive: on shutdown we might signal a recycled pid.
-// So the handler's only job is to make accept() return EINTR (no SA_RESTART),
-// and the loop reaps.
+// So the handler's only job is to end the wait in accept_client with EINTR
+// (no SA_RESTART; set_handler adds SIGCHLD to the signals that wait unblocks,
+// so a child that exits just before the wait begins still ends it), and the
+// loop reaps.
 static void on_sigchld(int sig)
 {
     (void)sig;
@@ -123,10 +125,10 @@ static void stop_children(void)
 
 static void serve_forever(int listen_fd)
 {
-    // LAB BEGIN: accept clients, fork a child to echo each one, reap exited children
+    // LAB BEGIN fork_per_client: accept clients, fork a child to echo each one, reap exited children
     for (;;) {
         reap_children();
-        // The flag test comes last before accept(): see serve_forever in server.c.
+        // accept_client checks the flag again, safely: see serve_forever in server.c.
         if (stop_requested)
             break;
         char peer[PEER_LEN];

@@ -10,7 +10,7 @@
 // Two rules make shutdown work:
 //  1. Signals go to main only. A process-directed signal such as SIGTERM is
 //     delivered to any one thread that does not block it; if a worker took
-//     it, main would stay asleep in accept(). So workers block SIGINT and
+//     it, main would stay asleep in accept_client(). So workers block SIGINT and
 //     SIGTERM (pthread_sigmask) and only main gets EINTR.
 //  2. Main wakes the workers itself: shutdown(fd, SHUT_RDWR) on each
 //     worker's socket makes its blocked recv() return 0 (EOF) and a blocked
@@ -93,7 +93,7 @@ static void join_finished(void)
 // Wakes every worker still serving a client, then joins them all.
 static void stop_workers(void)
 {
-    // LAB BEGIN: shut down the socket of every live worker so it wakes up, then join them all
+    // LAB BEGIN wake_and_join_workers: shut down the socket of every live worker so it wakes up, then join them all
     // shutdown(), not close(): closing a descriptor another thread is blocked
     // on does not wake that thread on Linux, and the worker still owns it.
     // shutdown() ends the connection itself: the worker's recv() returns 0
@@ -166,7 +166,7 @@ static void serve_forever(int listen_fd)
 {
     for (;;) {
         join_finished();
-        // The flag test comes last before accept(): see serve_forever in server.c.
+        // accept_client checks the flag again, safely: see serve_forever in server.c.
         if (stop_requested)
             break;
         char peer[PEER_LEN];
