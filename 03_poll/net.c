@@ -1,5 +1,9 @@
 // net.c: the socket plumbing of the poll() echo server.
 // Read it after server.c: it holds the calls that server.c names in its loop.
+
+// _GNU_SOURCE: glibc declares accept4() (accept_client) only with it; it is
+// a Linux call (POSIX has it only since its 2024 edition).
+#define _GNU_SOURCE
 #include "net.h"
 
 #include <errno.h>
@@ -7,6 +11,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -272,10 +277,15 @@ int accept_client(int listen_fd, char *peer, size_t peer_len)
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     // The kernel did the TCP handshake already and queued the connection in
-    // the backlog; accept() takes it off the queue and returns a new
+    // the backlog; accept4() takes it off the queue and returns a new
     // descriptor for it. LISTEN_FD is non-blocking here, so when the queue
-    // is empty we get EAGAIN instead of sleeping.
-    int fd = accept(listen_fd, (struct sockaddr *)&ss, &len);
+    // is empty we get EAGAIN instead of sleeping. accept4 is accept plus
+    // flags for the new descriptor, set as it is created, which saves the two
+    // fcntl() calls per client that setting them afterwards would cost:
+    // SOCK_NONBLOCK, because no send() or recv() may ever put this one-thread
+    // server to sleep; SOCK_CLOEXEC, because a program we might exec must
+    // not inherit our clients.
+    int fd = accept4(listen_fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd == -1) {
         int err = errno;
         if (err == EINTR || err == EAGAIN || err == EWOULDBLOCK)
@@ -285,11 +295,20 @@ int accept_client(int listen_fd, char *peer, size_t peer_len)
             // Out of descriptors: accept() would fail again at once and the
             // loop would spin. Pause so clients can leave (04_epoll does better).
             struct timespec pause = {0, 100 * 1000 * 1000};
-            nanosleep(&pause, NULL);  // EINTR here just ends the pause early
+            nanosleep(&pause, NULL);  // not cut short: the stop signals are blocked here
         }
         errno = err;
         return -1;
     }
+    // TCP_NODELAY turns off Nagle's algorithm, which holds back a small
+    // segment while an earlier one is unacknowledged. An echo that leaves in
+    // several send()s (a short send, then the rest on POLLOUT) would then
+    // have its last short piece wait for the client's ACK, which the client
+    // delays by up to 40 ms: measured 22-28 messages/s instead of 6000 for
+    // 200 KB messages on one connection. Failing costs speed only, not data.
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1)
+        log_msg("fd %d: setsockopt(TCP_NODELAY): %s", fd, strerror(errno));
     format_addr((struct sockaddr *)&ss, len, peer, peer_len);
     log_msg("%s connected (fd %d)", peer, fd);
     return fd;
