@@ -346,14 +346,15 @@ int send_all(int fd, const void *buf, size_t len)
         // we write) a blocking send() sleeps until there is room. A signal
         // that arrives while it sleeps (its handler installed without
         // SA_RESTART) wakes it: it returns the bytes it took so far (a short
-        // count), or -1 with EINTR if it took none. The rest is ours to send
-        // again, which is why this is a loop.
+        // count), or -1 with EINTR if it took none. (So does a shutdown() of
+        // the socket from another thread: server_thread's way to stop.) The
+        // rest is ours to send again, which is why this is a loop. We log each
+        // time: it is rare, and the tests use the line to prove it happened.
         ssize_t n = send(fd, p, len, 0);
         if (n == -1 && errno != EINTR)
             return -1;  // EPIPE, ECONNRESET: the client is gone
         if (n == -1 || (size_t)n < len)
-            log_msg("fd %d: send took %zd of %zu bytes (interrupted by a signal)", fd,
-                    n == -1 ? (ssize_t)0 : n, len);
+            log_msg("fd %d: send() cut short: %zd of %zu bytes", fd, n == -1 ? (ssize_t)0 : n, len);
         if (n > 0) {
             p += n;
             len -= (size_t)n;

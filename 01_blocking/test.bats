@@ -78,6 +78,105 @@ SERVERS=(server server_fork server_thread)
     stop_server INT
 }
 
+# The lost-signal window: the shim delays each server's first wait for a client by 500 ms and
+# the SIGTERM lands inside the delay. A server that checked its flag and then blocked in
+# accept() would sleep on; accept_client's ppoll() unblocks the signal only inside the wait.
+@test "server: SIGTERM that lands just before the first wait still stops it" {
+    start_server_delayed server
+    scenario_sigterm_in_window
+}
+
+@test "server_fork: SIGTERM that lands just before the first wait still stops it" {
+    start_server_delayed server_fork
+    scenario_sigterm_in_window
+}
+
+@test "server_thread: SIGTERM that lands just before the first wait still stops it" {
+    start_server_delayed server_thread
+    scenario_sigterm_in_window
+}
+
+# A client that never reads leaves the server (server), its child (server_fork) or its worker
+# (server_thread) asleep in send(): SIGTERM must still end it, through send_all's stop check
+# after the signal cut send() short (server, server_fork: a child that ignores it would be
+# killed after 1.5 s, which the test refuses) or main's shutdown() of the worker's socket.
+@test "SIGTERM while blocked sending to a client that does not read: every server exits 0 within 2 s" {
+    for s in "${SERVERS[@]}"; do
+        start_server "$s"
+        start_bg "stuck-$s" netkit stuck --hold 10
+        wait_file_match "$BATS_TEST_TMPDIR/stuck-$s.out" '^stuck:' 15
+        stop_server
+        # The shutdown() that wakes a worker cuts its send() short (then it sees the flag)
+        # or makes it fail with EPIPE, depending on whether it had taken some bytes.
+        local want='closed \(server stopping\)'
+        [[ $s == server_thread ]] && want+='|send: (Broken pipe|Connection reset by peer), dropping'
+        grep -qE "$want" "$SERVER_ERR" ||
+            fail "$s: the blocked send() did not end the client's echo loop; stderr:" "$(tail -n 5 "$SERVER_ERR")"
+        ! grep -q 'did not stop, killing it' "$SERVER_ERR" ||
+            fail "$s: the child ignored SIGTERM and had to be killed"
+    done
+}
+
+# wait_state PID STATE: wait (2 s) until PID's state in /proc/PID/stat is STATE (S: asleep).
+wait_state() {
+    local stat deadline
+    deadline=$(($(now_ms) + $(scaled_ms 2)))
+    while :; do
+        stat=$(cat "/proc/$1/stat" 2>/dev/null) || fail "process $1 is gone" || return
+        stat=${stat##*) }
+        [[ ${stat:0:1} == "$2" ]] && return 0
+        (($(now_ms) < deadline)) || fail "process $1 never reached state $2 (it is ${stat:0:1})" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+}
+
+# wait_log_count REGEX N: wait (2 s) until the server's stderr has N lines matching REGEX.
+wait_log_count() {
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms 2)))
+    until (($(grep -cE -- "$1" "$SERVER_ERR") >= $2)); do
+        (($(now_ms) < deadline)) || fail "server stderr has fewer than $2 lines matching /$1/:" "$(tail -n 5 "$SERVER_ERR")" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+}
+
+# A blocking send() sleeping on a full buffer returns early when a signal's handler runs: with
+# the bytes it took (a short count) or, if it took none, -1 and EINTR. A fork child inherits the
+# parent's SIGCHLD handler, a signal that does not ask it to stop: send_all must send the rest.
+@test "server_fork: a send() cut short by a signal still sends the rest" {
+    require_proc_children
+    start_server server_fork
+    local resume="$BATS_TEST_TMPDIR/resume" client child i
+    start_bg paused netkit pause-read --resume-file "$resume"
+    client=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/paused.out" '^stalled:' 15
+    child=$(descendants "$SERVER_PID")
+    [[ $child =~ ^[0-9]+$ ]] || fail "want the one child serving the client, found: '$child'"
+    # Twice, so that the rest of a piece is sent after a short count too. Each time the
+    # child must be asleep in send() (state S: nothing else in its loop sleeps) when the
+    # signal lands. (Whether a signal finds send() with some bytes taken, a short count, or
+    # none, -1 and EINTR, is the kernel's timing; in practice it has taken some.)
+    for i in 1 2; do
+        wait_state "$child" S
+        kill -CHLD "$child"
+        wait_log_count 'send\(\) cut short: [0-9]+ of [0-9]+ bytes' "$i"
+    done
+    touch "$resume"
+    wait_bg "$client" paused
+    grep -qE 'send\(\) cut short: [1-9][0-9]* of' "$SERVER_ERR" || fail "no send() came back short with some bytes taken"
+    stop_server
+}
+
+# Each 16500-byte echo leaves the server in two send()s (its read buffer is 16 KiB); without
+# TCP_NODELAY the 116-byte rest waits for the client's delayed ACK, about 40 ms a message.
+@test "TCP_NODELAY: a reply that leaves in two pieces does not wait for a delayed ACK" {
+    for s in "${SERVERS[@]}"; do
+        start_server "$s"
+        netkit round-trips --size 16500 --count 50 --within 0.5
+        stop_server
+    done
+}
+
 # --- the lesson: what each concurrency model can and cannot do -----------------------------
 
 @test "iterative server: a second client waits until the first leaves" {
@@ -99,6 +198,7 @@ SERVERS=(server server_fork server_thread)
 }
 
 @test "server_fork: children are reaped (no zombies) once clients leave" {
+    require_proc_children   # else descendants() would see no children and prove nothing
     start_server server_fork
     netkit concurrent --clients 20 --size 1024
     local deadline zombies live k

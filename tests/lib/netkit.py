@@ -19,6 +19,7 @@ import selectors
 import socket
 import struct
 import sys
+import threading
 import time
 
 TIMEOUT_SCALE = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
@@ -559,6 +560,68 @@ def slow_drain(host, port, size, rcvbuf, piece, pause_ms, seed, timeout=30.0):
         size, piece, pause_ms, rcvbuf)
 
 
+def drain_idle(host, port, size, rcvbuf, piece, pause_ms, hold_secs, seed, timeout=30.0):
+    """A queued echo, then silence: send `size` bytes while reading the echo slowly,
+    `piece` bytes at a time with `pause_ms` between reads, through a `rcvbuf`-byte receive
+    buffer (as slow-drain does: the server must queue and wait for writability), verify
+    every byte, print `drained: ...`, then keep the connection open and silent for
+    `hold_secs` seconds and check that the server sent nothing more and kept it open.
+
+    For tests that measure the server while a client it queued for sits idle: a server
+    that still watches for writability with nothing to send spins meanwhile.
+    """
+    rng = random.Random(seed)
+    payload = make_payload(rng, size)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    errors = []
+
+    def send_all():
+        try:
+            s.sendall(payload)
+        except OSError as e:
+            errors.append(e)
+
+    got = bytearray()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(scaled(5.0))
+        s.connect((host, port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sender = threading.Thread(target=send_all, daemon=True)
+        sender.start()
+        deadline = time.monotonic() + scaled(timeout)
+        while len(got) < size:
+            if time.monotonic() > deadline:
+                raise Failure("drain-idle: %d of %d bytes back after %.0f s" % (len(got), size, scaled(timeout)))
+            try:
+                chunk = s.recv(piece)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise Failure("drain-idle: EOF after %d of %d bytes" % (len(got), size))
+            off = len(got)
+            got += chunk
+            if got[off:] != payload[off:len(got)]:
+                bad = next(i for i in range(off, len(got)) if got[i] != payload[i])
+                raise Failure(describe_mismatch(payload, bytes(got), bad))
+            time.sleep(pause_ms / 1000.0)  # the reader's pace, not a readiness wait
+        sender.join(scaled(5.0))
+        if errors:
+            raise Failure("drain-idle: send failed: %s" % errors[0])
+        print("drained: %d bytes echoed; holding the connection idle for %.1f s" % (size, hold_secs), flush=True)
+        time.sleep(hold_secs)  # holding the idle connection is the point; the caller measures meanwhile
+        s.setblocking(False)
+        try:
+            extra = s.recv(1)
+            raise Failure("drain-idle: while idle the server %s" % ("sent more bytes" if extra else "closed the connection"))
+        except BlockingIOError:
+            pass
+    finally:
+        s.close()
+    return "%d bytes echoed through a %d-byte SO_RCVBUF, then %.1f s idle with the connection open" % (
+        size, rcvbuf, hold_secs)
+
+
 def server_rx_queue(server_port, client_port):
     """Bytes waiting unread in the server-side socket of this connection, or None if not found."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -619,6 +682,93 @@ def drain_on_term(host, port, pid, size, seed, timeout=5.0):
             raise Failure(describe_mismatch(payload, bytes(got), off))
         raise Failure("after SIGTERM the server sent %d of %d pending bytes, then closed" % (len(got), size))
     return "%d bytes pending at SIGTERM all arrived, then EOF" % size
+
+
+def pause_read(host, port, size, resume_file, seed, timeout=10.0):
+    """Send random bytes without reading until the server stops taking them (it is then
+    blocked in send() towards us), print `stalled: ...`, wait until `resume_file` exists
+    (the caller signals the server meanwhile), then half-close and read: the echo of every
+    byte sent must come back in order, then EOF.
+
+    For tests of a blocking send() cut short by a signal: a send_all that drops the rest of
+    a short count, or gives up on EINTR, loses bytes here.
+    """
+    rng = random.Random(seed)
+    payload = make_payload(rng, size)
+    s = connect(host, port)
+    sent = 0
+    got = bytearray()
+    try:
+        s.setblocking(False)
+        sel = selectors.DefaultSelector()
+        sel.register(s, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + scaled(timeout)
+        # Stalled: unwritable for 0.3 s, so every buffer between us and the server is full.
+        while sent < size and time.monotonic() < deadline and sel.select(scaled(0.3)):
+            try:
+                sent += s.send(payload[sent:sent + 65536])
+            except BlockingIOError:
+                pass
+        sel.close()
+        if sent == size:
+            raise Failure("the server took all %d bytes without stalling: send more" % size)
+        print("stalled: sent %d bytes, reading none" % sent, flush=True)
+        deadline = time.monotonic() + scaled(timeout)
+        while not os.path.exists(resume_file):
+            if time.monotonic() > deadline:
+                raise Failure("%s did not appear within %.0f s" % (resume_file, scaled(timeout)))
+            time.sleep(0.02)  # poll interval of a loop with a deadline
+        s.setblocking(True)
+        s.settimeout(scaled(timeout))
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            try:
+                chunk = s.recv(262144)
+            except socket.timeout:
+                raise Failure("no EOF within %.0f s: %d of %d bytes back" % (scaled(timeout), len(got), sent))
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        s.close()
+    n = min(len(got), sent)
+    bad = next((i for i in range(n) if got[i] != payload[i]), None)
+    if bad is not None:
+        raise Failure(describe_mismatch(payload[:sent], bytes(got), bad))
+    if len(got) != sent:
+        raise Failure("%d of the %d bytes sent came back, then EOF" % (len(got), sent))
+    return "%d bytes sent before reading, all echoed in order after the pause" % sent
+
+
+def round_trips(host, port, size, count, within):
+    """`count` messages of `size` bytes, one at a time on one connection (send one, read its
+    whole echo, send the next); FAIL if they take more than `within` seconds (scaled).
+
+    With a size just above the server's read buffer, each echo leaves the server in two
+    send()s, the second one short. With Nagle's algorithm on (no TCP_NODELAY on the
+    server's socket) that short piece waits for our delayed ACK, about 40 ms per message on
+    Linux: 50 messages then take 2 s instead of a few ms.
+    """
+    msg = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    with connect(host, port, timeout=within) as s:
+        t0 = time.monotonic()
+        for i in range(count):
+            s.sendall(msg)
+            got = bytearray()
+            while len(got) < size:
+                chunk = s.recv(size - len(got))
+                if not chunk:
+                    raise Failure("EOF after %d of %d bytes of message %d" % (len(got), size, i))
+                got += chunk
+            if got != msg:
+                bad = next(j for j in range(size) if got[j] != msg[j])
+                raise Failure(describe_mismatch(msg, bytes(got), bad))
+        took = time.monotonic() - t0
+    if took > scaled(within):
+        raise Failure("%d round trips of %d bytes took %.2f s (%.1f ms each; allowed %.2f s): "
+                      "does each reply wait for a delayed ACK (Nagle)?"
+                      % (count, size, took, took * 1000 / count, scaled(within)))
+    return "%d round trips of %d bytes in %.3f s (%.2f ms each)" % (count, size, took, took * 1000 / count)
 
 
 # ---------------------------------------------------------------------------
@@ -792,12 +942,25 @@ def main(argv=None):
     p.add_argument("--rcvbuf", type=int, default=4096)
     p.add_argument("--piece", type=int, default=16384)
     p.add_argument("--pause-ms", type=int, default=1)
+    p = add("drain-idle", "slow-drain's queued echo, then print 'drained: ...' and hold the connection idle")
+    p.add_argument("--size", type=int, default=4 << 20)
+    p.add_argument("--rcvbuf", type=int, default=4096)
+    p.add_argument("--piece", type=int, default=16384)
+    p.add_argument("--pause-ms", type=int, default=1)
+    p.add_argument("--hold", type=float, default=3.0)
     p = add("drain-on-term", "leave output pending, SIGTERM the server: everything must still arrive")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=4 << 20)
     p = add("probe", "one capability probe; prints yes or no")
     p.add_argument("name", choices=[n for n, _, _ in PROBES])
     p = add("probe-all", "every capability probe; prints NAME=yes|no per line")
+    p = add("pause-read", "send without reading until the server stalls, wait for a file, then read: every byte back")
+    p.add_argument("--size", type=int, default=64 << 20)
+    p.add_argument("--resume-file", required=True)
+    p = add("round-trips", "N messages one at a time on one connection, within S seconds (Nagle check)")
+    p.add_argument("--size", type=int, default=16500)
+    p.add_argument("--count", type=int, default=50)
+    p.add_argument("--within", type=float, default=0.5)
     p = add("mem", "memory (PSS of PID and children) per idle connection")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--conns", type=int, default=100)
@@ -836,6 +999,8 @@ def main(argv=None):
             msg = flood(h, port, a.conns, a.hold)
         elif a.cmd == "slow-drain":
             msg = slow_drain(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, seed)
+        elif a.cmd == "drain-idle":
+            msg = drain_idle(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, a.hold, seed)
         elif a.cmd == "drain-on-term":
             msg = drain_on_term(h, port, a.pid, a.size, seed)
         elif a.cmd == "probe":
@@ -848,6 +1013,10 @@ def main(argv=None):
             return 0
         elif a.cmd == "mem":
             _, msg = mem(h, port, a.pid, a.conns)
+        elif a.cmd == "pause-read":
+            msg = pause_read(h, port, a.size, a.resume_file, seed)
+        elif a.cmd == "round-trips":
+            msg = round_trips(h, port, a.size, a.count, a.within)
     except Failure as e:
         print("FAIL: %s (seed %d; rerun with --seed %d)" % (e, seed, seed))
         return 1
