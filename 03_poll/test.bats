@@ -1,10 +1,22 @@
 #!/usr/bin/env bats
-# 03_poll: poll() over a growing array, non-blocking sockets, per-connection buffers.
-# The shared echo scenarios, then what this stage fixes (slow readers, the fd cap),
-# what it must keep bounded (memory under back-pressure, idle connections), and a
-# clean SIGTERM that still delivers pending output.
+# 03_poll: poll() over a growing array, non-blocking sockets, per-connection output buffers.
+# The shared echo scenarios; the buffer's own unit test; then the hard paths, forced and
+# proved from the server's counters (its `stopped after ...` line): queued output flushed
+# on POLLOUT, back-pressure pausing and resuming, no busy loop once output drained, no
+# allocation per read; what this stage fixes (slow readers, the fd cap); and stopping:
+# a SIGTERM in the lost-signal window, and a drain that still delivers pending output.
 
 load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
+
+# counter NAME: the number just before NAME in the server's stop line (call after stop_server),
+# e.g. `counter "short sends"` for `... 37 short sends, ...`.
+counter() {
+    local line n
+    line=$(grep -m1 'stopped after' "$SERVER_ERR") || fail "no 'stopped after' line in the server's stderr" || return
+    n=$(sed -n "s/.*[^0-9]\([0-9][0-9]*\) $1[,;]*.*/\1/p" <<<"$line")
+    [[ -n $n ]] || fail "no '$1' counter in: $line" || return
+    echo "$n"
+}
 
 @test "--help prints usage and exits 0; bad options exit 2" {
     run "$(stage_bin server)" --help
@@ -15,16 +27,76 @@ load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
     [[ $status -eq 2 ]] || fail "--max-output -5 exited $status, want 2"
 }
 
+@test "buffer unit test: at most 1 byte moved per byte appended, no reallocation per pause/resume cycle" {
+    run "$(stage_bin buffer_test)"
+    [[ $status -eq 0 ]] || fail "buffer_test exited $status:" "$output"
+}
+
 @test "echo of random sizes in random pieces (1-byte writes included)" {
     start_server server
     scenario_echo
     stop_server
 }
 
-@test "echo with a tiny --max-output still delivers every byte" {
+@test "reading allocates nothing: thousands of small echoes, no buffer allocated" {
+    start_server server
+    netkit echo --count 30 --max-size 2048 --max-piece 1
+    netkit echo --count 20 --max-size 65536 --max-piece 4096
+    stop_server
+    local recvs allocs
+    recvs=$(counter "recv calls") && allocs=$(counter "buffer allocations") || return
+    ((recvs >= 1000)) || fail "only $recvs recv calls: the test did not exercise reading"
+    # A client that reads its echo never leaves output queued, so nothing needs a buffer.
+    # (03 used to allocate and free a 64 KiB input buffer on every read.) One in 100
+    # allows for the odd short send on a busy machine.
+    ((allocs * 100 <= recvs)) || fail "$allocs buffer allocations for $recvs reads: reading allocates"
+}
+
+@test "queued output: a slow reader gets every byte, through short sends and POLLOUT flushes" {
+    start_server server
+    # 8 MiB through a 4 KiB receive buffer, read 16 KiB at a time: more than the kernel
+    # buffers hold, so the server's send() comes up short and the rest waits for POLLOUT.
+    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 16384 --pause-ms 1
+    stop_server
+    local short flushes
+    short=$(counter "short sends") && flushes=$(counter "flushes") || return
+    ((short > 0)) || fail "no short send: the server never had to queue (the test proved nothing)"
+    ((flushes > 0)) || fail "no flush on POLLOUT: queued output was never sent from the queue"
+}
+
+@test "a tiny --max-output pauses and resumes reading, and still delivers every byte" {
+    start_server server --max-output 65536
+    netkit slow-drain --size 4194304 --rcvbuf 4096 --piece 16384 --pause-ms 1
+    stop_server
+    local pauses resumes
+    pauses=$(counter "pauses") && resumes=$(counter "resumes") || return
+    ((pauses > 0)) || fail "the server never paused reading: back-pressure did not engage"
+    ((resumes > 0)) || fail "the server paused ($pauses) but never resumed reading"
+    grep -q 'not reading until it drains' "$SERVER_ERR" || fail "no pause line in the log"
+    grep -q 'reading again' "$SERVER_ERR" || fail "no resume line in the log"
+    # And the random splits, with a limit smaller than one read.
     start_server server --max-output 1024
     netkit echo --count 6 --max-size 1048576 --max-piece 65536
     stop_server
+}
+
+@test "POLLOUT is off once the output drained: an idle client costs no CPU" {
+    start_server server
+    start_bg idle netkit drain-idle --size 4194304 --hold "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2.5*k}')"
+    local idle=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/idle.out" '^drained:' 30
+    # One second of a connected client with nothing queued and nothing to read. A server
+    # that still asks poll() for POLLOUT gets it at once on every turn: ~100 ticks.
+    local t0 t1
+    t0=$(cpu_ticks "$SERVER_PID")
+    sleep 1   # the measurement window itself, not a readiness wait
+    t1=$(cpu_ticks "$SERVER_PID")
+    wait_bg "$idle" idle
+    stop_server
+    local short
+    short=$(counter "short sends") || return
+    ((short > 0)) || fail "no short send: the output was never queued, so POLLOUT was never asked for"
+    (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s with one idle client: a busy loop"
 }
 
 @test "100 clients at once" {
@@ -55,6 +127,9 @@ load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
     ASAN_OPTIONS="${ASAN_OPTIONS:-}:quarantine_size_mb=0" start_server server --max-output 1048576
     netkit backpressure --pid "$SERVER_PID" --size 67108864 --limit-kib 16384
     stop_server
+    local pauses
+    pauses=$(counter "pauses") || return
+    ((pauses > 0)) || fail "the server never paused reading the client that does not read"
 }
 
 @test "1100 connections at once, every one echoed" {
@@ -82,10 +157,25 @@ load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
     scenario_sigterm
 }
 
+@test "SIGTERM that lands just before the first wait still stops it" {
+    start_server_delayed server
+    scenario_sigterm_in_window
+}
+
 @test "SIGTERM flushes output still pending for a client" {
-    start_server server
-    netkit drain-on-term --pid "$SERVER_PID" --size 2097152
+    # drain-on-term sends SIGTERM itself once the server has read all 8 MiB (reading none
+    # of the echo until then), then reads it through a 4 KiB window: every byte must
+    # arrive, then EOF. 8 MiB: the kernel's send buffer holds up to 4 MiB here
+    # (tcp_wmem), so several MiB are still in the server's own queue when the signal
+    # lands; --max-output 16 MiB, so that back-pressure does not stop the server from
+    # reading all of it first.
+    start_server server --max-output 16777216
+    netkit drain-on-term --pid "$SERVER_PID" --size 8388608
     stop_server
+    local pending
+    pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
+    [[ -n $pending ]] || fail "no 'stopping: ... N bytes pending' line:" "$(tail -n 5 "$SERVER_ERR")"
+    ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
 }
 
 @test "matrix: server" {
