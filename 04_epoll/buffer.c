@@ -7,12 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+struct buf_stats buf_stats;
+
 // Moves the pending bytes to the front, so the dead prefix becomes free space.
 static void buf_compact(struct buffer *b)
 {
     size_t len = buf_len(b);
-    if (b->start > 0 && len > 0)
+    if (b->start > 0 && len > 0) {
         memmove(b->data, b->data + b->start, len);
+        buf_stats.moved += len;
+    }
     b->start = 0;
     b->end = len;
 }
@@ -20,13 +24,19 @@ static void buf_compact(struct buffer *b)
 // Reallocates to exactly NEW_CAP bytes (>= buf_len()). Returns 0 or -1.
 static int buf_resize(struct buffer *b, size_t new_cap)
 {
-    // Compact first: realloc copies the whole old block when it has to
-    // move it, and there is no point in copying dead bytes. (For big
-    // blocks glibc's realloc remaps pages instead of copying at all.)
-    buf_compact(b);
+    // A smaller block must hold the pending bytes from its start. A bigger
+    // one keeps them where they are: realloc copies what it must (and for
+    // big blocks glibc remaps pages instead of copying at all), and the dead
+    // prefix is reclaimed by a later compaction, when that is cheap (rule 2).
+    if (b->end > new_cap)
+        buf_compact(b);
     char *p = realloc(b->data, new_cap);
     if (p == NULL)
         return -1;
+    if (b->data == NULL)
+        buf_stats.allocs++;
+    else
+        buf_stats.resizes++;
     b->data = p;
     b->cap = new_cap;
     return 0;
@@ -40,16 +50,21 @@ char *buf_reserve(struct buffer *b, size_t n, size_t *room)
         b->start = b->end = 0;
     }
     if (b->cap - b->end < n) {
-        if (n > SIZE_MAX / 2 - len)
+        if (n > SIZE_MAX / 4 - len || b->cap > SIZE_MAX / 4)
             return NULL;  // would overflow size_t: as good as out of memory
-        if (b->cap - len >= n && len <= b->cap / 2) {
-            // Rule 2: reclaiming the dead prefix makes room, and moving at
-            // most half a buffer is cheaper than allocating a bigger one.
+        if (b->cap - len >= n && len <= b->start) {
+            // Rule 2: reclaiming the dead prefix makes room, and moves no
+            // more bytes than it frees.
             buf_compact(b);
         } else {
-            size_t new_cap = b->cap > 0 ? b->cap : BUF_MIN_CAP;
+            // Rule 2, otherwise: double, even when compacting alone would
+            // make room. Compacting a buffer that is mostly pending bytes
+            // frees little and would have to be done again soon: a full
+            // 4 MiB queue drained by a slow reader would move 4 MiB for
+            // every 64 KiB appended.
+            size_t new_cap = b->cap > 0 ? b->cap * 2 : BUF_MIN_CAP;
             while (new_cap - len < n)
-                new_cap *= 2;  // cannot overflow: len + n <= SIZE_MAX / 2
+                new_cap *= 2;  // cannot overflow: len + n <= SIZE_MAX / 4
             if (buf_resize(b, new_cap) == -1)
                 return NULL;
         }
@@ -85,13 +100,13 @@ void buf_consume(struct buffer *b, size_t n)
         // Rule 3: empty again, so give the memory back. An idle connection
         // then holds no buffer at all, whatever it once queued.
         buf_free(b);
-    } else if (b->cap > BUF_SHRINK_MIN && buf_len(b) <= b->cap / 4) {
+    } else if (b->cap > BUF_SHRINK_MIN && buf_len(b) <= b->cap / 16) {
         // Rule 4: mostly empty. Halve, as often as the rule allows, in one
-        // realloc: the result is more than a quarter full (or BUF_SHRINK_MIN
-        // big), so it must about double its contents before it needs to grow
-        // again. If the smaller block cannot be had, keeping the big one is fine.
+        // realloc, until the result is more than an eighth full (or
+        // BUF_SHRINK_MIN big). If the smaller block cannot be had, keeping
+        // the big one is fine.
         size_t new_cap = b->cap / 2;
-        while (new_cap > BUF_SHRINK_MIN && buf_len(b) <= new_cap / 4)
+        while (new_cap > BUF_SHRINK_MIN && buf_len(b) <= new_cap / 8)
             new_cap /= 2;
         (void)buf_resize(b, new_cap);
     }

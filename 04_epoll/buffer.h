@@ -20,19 +20,25 @@
 //   buf_consume               moves `start` right (bytes went out)
 //
 // Memory policy, so that a connection pays for what it holds right now,
-// not for the most it ever held:
+// not for the most it ever held, and no byte is copied more than it must be:
 //  1. A buffer that holds nothing owns no memory: data == NULL, cap == 0.
 //     An idle connection costs its struct and nothing more.
-//  2. It grows on demand, by doubling from BUF_MIN_CAP until the request
-//     fits, so N bytes cost O(log N) reallocations. Before growing,
-//     the dead prefix is reclaimed by moving the pending bytes to the front
-//     when that alone makes room and the move is cheap (they fill at most
-//     half the buffer).
+//  2. It grows on demand. When the free space at the end is too small, the
+//     dead prefix is reclaimed by moving the pending bytes to the front, but
+//     only when that moves no more bytes than it frees (buf_len() <= start):
+//     every dead byte is then paid for by the byte that was consumed there,
+//     so over a buffer's life it moves at most as many bytes as it consumed.
+//     Otherwise it doubles (from BUF_MIN_CAP), so N bytes cost O(log N)
+//     reallocations.
 //  3. The moment buf_consume takes the last byte, the memory is freed.
-//  4. When buf_consume leaves it at most a quarter full and it is bigger
-//     than BUF_SHRINK_MIN, it halves. Growing at full and shrinking at a
-//     quarter leaves a gap, so a size near the boundary does not make it
-//     flip between the two on every call.
+//  4. When buf_consume leaves it at most a sixteenth full and it is bigger
+//     than BUF_SHRINK_MIN, it halves until it is between an eighth and a
+//     quarter full. Rule 2 grows it only once it is about half full, so after
+//     a shrink it must about double its contents before it grows again, and
+//     after a growth lose about three quarters of them before it shrinks: a
+//     client swinging between --max-output and half of it (03's back-
+//     pressure, pause and resume) never makes it flip between two sizes.
+//     (buffer_test.c holds it to both promises.)
 // There is no ceiling here: how much a connection may queue is the
 // caller's decision (03's server stops reading past --max-output).
 
@@ -80,5 +86,14 @@ void buf_consume(struct buffer *b, size_t n);
 
 // Frees the memory and leaves B empty (and valid).
 void buf_free(struct buffer *b);
+
+// What every buffer of the process has cost so far, for the server's stop
+// line and for buffer_test.c. Plain counters: one thread uses them.
+struct buf_stats {
+    unsigned long long allocs;   // blocks allocated for an empty buffer (rule 1 -> 2)
+    unsigned long long resizes;  // reallocations of a block in use (rules 2 and 4)
+    unsigned long long moved;    // bytes memmoved to the front (rule 2, and before a resize)
+};
+extern struct buf_stats buf_stats;
 
 #endif

@@ -1,5 +1,5 @@
 // net.h: the socket plumbing of the epoll echo server, kept out of server.c.
-// Options, the listening socket, signals, logging, non-blocking mode and accept.
+// Options, the listening socket, signals, logging, accept, the clock and the fd limit.
 #ifndef NET_H
 #define NET_H
 
@@ -9,11 +9,14 @@
 
 #define DEFAULT_PORT "7004"
 // --max-output: 4 MiB is several times what the kernel itself buffers on a
-// loopback connection, so a client that reads at all never reaches it.
+// loopback connection, so a client that reads about as fast as it sends
+// rarely reaches it. One that reads slower does: that is back-pressure
+// doing its job, pausing it, not dropping it.
 #define DEFAULT_MAX_OUTPUT ((size_t)4 << 20)
 
-// Room for "[ipv6-address]:port" plus the terminating NUL.
-#define PEER_LEN 64
+// --read-budget: how many recv() calls one edge-triggered client may make
+// per turn (server.c, conn_handle, says why there is a budget at all).
+#define DEFAULT_READ_BUDGET 16
 
 // What the command line asked for. Host and port are strings because
 // getaddrinfo() wants strings, and a port may legitimately be "0" (any free port).
@@ -22,19 +25,20 @@ struct options {
     const char *port;
     size_t max_output;  // stop reading from a client with more than this unsent
     bool edge_triggered;  // -m et: EPOLLET on client sockets (default -m lt)
+    int read_budget;      // --read-budget: recv() calls per ET client per turn
 };
 
-// Set to 1 by the SIGINT/SIGTERM handler; every loop checks it after a
-// blocking call was interrupted. A signal handler may only write to a
-// `volatile sig_atomic_t` or to a lock-free atomic (C11 7.14.1.1). With one
-// thread again (01's server_thread needed the atomic), the plain
-// sig_atomic_t is enough: volatile stops the compiler from keeping it in a
-// register across the loop.
+// Set to 1 by the SIGINT/SIGTERM handler, which runs only inside
+// epoll_pwait() (block_stop_signals); the loop checks it after each wait.
+// A signal handler may only write to a `volatile sig_atomic_t` or to a
+// lock-free atomic (C11 7.14.1.1). With one thread again (01's
+// server_thread needed the atomic), the plain sig_atomic_t is enough:
+// volatile stops the compiler from keeping it in a register across the loop.
 extern volatile sig_atomic_t stop_requested;
 
-// Parses -H/--host, -p/--port, -h/--help, -m/--mode and --max-output. PROG names
-// the binary in the usage text and in every log line. --help exits 0; a
-// bad option exits 2.
+// Parses -H/--host, -p/--port, -h/--help, -m/--mode, --max-output and
+// --read-budget. PROG names the binary in the usage text and in every log
+// line. --help exits 0; a bad option exits 2.
 void parse_options(int argc, char **argv, const char *prog, struct options *opt);
 
 // Logs "PROG: message" on stderr as one line.
@@ -47,6 +51,12 @@ void set_handler(int sig, void (*fn)(int));
 // SIGINT/SIGTERM set stop_requested; SIGPIPE is ignored.
 void install_signal_handlers(void);
 
+// Blocks SIGINT and SIGTERM, and stores in WAIT_MASK the mask to wait with:
+// the one we had, with both unblocked. From then on they are delivered only
+// inside a wait that installs WAIT_MASK (epoll_pwait: server.c, epoll_once
+// says why). Returns 0, or -1 after logging why.
+int block_stop_signals(sigset_t *wait_mask);
+
 // Creates, binds and listens on HOST:PORT, then prints "listening on HOST:PORT"
 // on stdout. Returns the listening descriptor, or -1 after logging why.
 int listen_on(const char *host, const char *port);
@@ -55,12 +65,24 @@ int listen_on(const char *host, const char *port);
 // EAGAIN instead. Returns 0, or -1 after logging why.
 int set_nonblocking(int fd);
 
-// Takes the next client off LISTEN_FD's queue. Returns its descriptor (and
-// its "addr:port" in PEER) after logging "connected", or -1 with errno set:
-// EINTR (a signal arrived: the caller checks its flags), EAGAIN (LISTEN_FD
-// is non-blocking and nobody is waiting any more), EMFILE or ENFILE (out of
-// descriptors: not logged, the caller has a plan for it), or anything else
-// after logging a failure that only hurts this one attempt.
-int accept_client(int listen_fd, char *peer, size_t peer_len);
+// Takes the next client off LISTEN_FD's queue. Returns its descriptor,
+// non-blocking, close-on-exec and with TCP_NODELAY set, after logging
+// "ADDR:PORT connected (fd N)", or -1 with errno set: EINTR (a signal
+// arrived), EAGAIN (LISTEN_FD is non-blocking and nobody is waiting any
+// more), EMFILE or ENFILE (out of descriptors: not logged, the caller has a
+// plan for it: server.c, spare_fd), or anything else after logging a
+// failure that only hurts this one attempt.
+int accept_client(int listen_fd);
+
+// close(FD), logging a failure as "close (WHAT): reason". Nothing else can
+// be done about one: the descriptor is gone either way (close(2), NOTES).
+void close_or_log(int fd, const char *what);
+
+// Milliseconds on the monotonic clock (which no one can set back).
+long long now_ms(void);
+
+// Raises the soft limit on open descriptors to the hard limit, logging
+// what it did; failing to is not fatal (we just serve fewer clients).
+void raise_fd_limit(void);
 
 #endif

@@ -16,25 +16,27 @@
 //     loop that re-registers on every message pays one more per message.
 //  4. -m et: edge-triggered client sockets. epoll then reports "something
 //     new arrived" once, not "there is something to read" on every turn,
-//     so we must read until EAGAIN (the drain rule, conn_handle), or stop
-//     early only where something is sure to bring us back.
-//  5. Out of descriptors (EMFILE), a spare descriptor lets us refuse one
-//     waiting client at a time instead of spinning or sleeping (03 slept
-//     100 ms, stalling every client): accept_clients. Only if the spare
-//     itself is missing do we back off, without stalling anyone:
-//     pause_accepting.
-//  6. struct conn is smaller: no copy of the peer's address (log lines name
-//     the descriptor), so an idle connection costs 112 bytes of heap.
+//     so we must read until the kernel has nothing left (the drain rule,
+//     conn_handle), or stop early only where something is sure to bring us
+//     back.
+//  5. Out of descriptors (EMFILE), a spare descriptor refuses one waiting
+//     client at a time instead of spinning or sleeping (spare_fd says why).
+//  6. struct conn is smaller: a state instead of a copy of the peer's
+//     address (log lines name the descriptor): 64 bytes, 80 on the heap.
 //
 // One turn of the loop, epoll_once():
-//   1. epoll_wait() sleeps until a watched socket is ready (or a signal
-//      arrives, or a back-off ends: pause_accepting) and returns up to
-//      MAX_EVENTS ready ones, nothing else
+//   1. epoll_pwait() sleeps until a watched socket is ready (or a stop
+//      signal arrives: SIGINT and SIGTERM are blocked everywhere but inside
+//      it, or a back-off ends: pause_accepting) and returns up to MAX_EVENTS
+//      ready ones, nothing else
 //   2. for each: the listening socket -> accept_clients(); a client ->
-//      conn_handle(): flush queued output, read and echo (LT: once;
-//      ET: until EAGAIN, at most 1 MiB), close it if it is finished,
-//      otherwise tell epoll what it waits for next, if that changed
+//      conn_handle(): flush queued output, read and echo (LT: once; ET:
+//      until the kernel is empty, at most --read-budget reads), close it if
+//      it is finished, otherwise tell epoll what it waits for next, if that
+//      changed
 //   3. back to 1
+// On SIGINT/SIGTERM, drain_and_close_all() stops accepting and finishes
+// the clients we have, for at most DRAIN_MS.
 //
 // What is still not solved: one thread does the I/O and all the work, so
 // a client whose request takes long to handle stalls every other one
@@ -45,27 +47,20 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-// How much one recv() may read. Bigger means fewer calls per megabyte; it
-// is also the most one client can add to its output buffer per read.
+// How much one recv() may read: the size of `scratch`. Bigger means fewer
+// calls per megabyte; it is also the most one client can add to its output
+// buffer per read.
 #define READ_CHUNK (64 * 1024)
-
-// How many recv() calls one edge-triggered client may make per turn: 16 x
-// READ_CHUNK = 1 MiB. Draining to EAGAIN is the rule, but a client that
-// sends as fast as we read never lets recv() say EAGAIN, and would keep
-// the loop to itself: another client's 64-byte echo waited over a second
-// (README.md, section 5). Past this budget we stop and re-arm instead.
-#define READS_PER_TURN 16
 
 // How many clients one turn may accept. A flood of new connections must
 // not keep the loop from serving the ones it already has. The listening
@@ -87,43 +82,75 @@
 // gives a server 2 s to exit; this leaves the other second as margin.
 #define DRAIN_MS 1000
 
+// Stopping, once every client left has had its echo and our FIN: how long
+// a turn may pass with nothing at all happening before we close them
+// anyway (drain_and_close_all). A client that went quiet without closing
+// need not hold the exit up for the whole DRAIN_MS.
+#define LINGER_QUIET_MS 100
+
 // ---------------------------------------------------------------- connections
 
-// One client. Idle, it owns nothing but this struct: both buffers hold
-// NULL until bytes have to wait in them (buffer.h, rule 1).
+// Where a connection is in its life. READING and PAUSED alternate (back-
+// pressure, conn_check_backpressure); the others only lead to the close.
+enum conn_state {
+    CONN_READING,    // reading and echoing
+    CONN_PAUSED,     // more than --max-output unsent: not reading until half has left
+    CONN_CLOSING,    // EOF from the client: send what is queued, then close
+    CONN_STOPPING,   // the server is stopping: send what is queued, read nothing
+    CONN_LINGERING,  // stopping, queue sent, our FIN sent: discard input until EOF (conn_linger)
+};
+
+// One client. Idle, it owns nothing but this struct: its output buffer
+// holds NULL until bytes have to wait in it (buffer.h, rule 1). There is
+// no input buffer: echo handles every byte as it is read (conn_read).
 struct conn {
-    struct buffer in;          // read from the client, not handled yet
     struct buffer out;         // echo the kernel has not taken yet
     struct conn *prev, *next;  // every open connection, for drain_and_close_all
     int fd;
-    uint32_t events;    // what epoll watches for us right now (conn_watch)
-    bool input_closed;  // EOF seen: read no more, close once `out` is empty
-    bool paused;        // more than --max-output unsent: not reading for now
-    bool unread;        // ET only: the kernel may hold bytes we have not read
-                        // yet; set by an event, cleared only by EAGAIN or EOF
-    bool rearm;         // ET only: stopped before EAGAIN (READS_PER_TURN), so
-                        // the next conn_watch must MOD even if nothing changed
-    bool stopping;      // the server is stopping: flush `out`, echo nothing
-                        // new (see drain_and_close_all)
-    bool fin_sent;      // stopping, and shutdown(SHUT_WR) is done
+    enum conn_state state;
+    uint32_t events;  // what epoll watches for us right now (conn_watch)
+    // Edge-triggered mode only, and independent of the state:
+    bool unread;  // the kernel may hold bytes we have not read yet: set by
+                  // an event, cleared when a read proves it empty (conn_read)
+    bool rearm;   // we stopped reading before that proof (--read-budget), so
+                  // the next conn_watch must MOD even if nothing changed
 };
 
-static int epfd = -1;           // the epoll instance
-static bool edge;               // -m et
-static size_t max_output;       // --max-output
-static struct conn *conns;      // every open connection (a doubly linked list)
+static int epfd = -1;        // the epoll instance
+static bool edge;            // -m et
+static size_t max_output;    // --max-output
+static int read_budget;      // --read-budget
+static struct conn *conns;   // every open connection (a doubly linked list)
 static size_t nconns;
 
-// Counted for the "stopped" line: how many epoll_wait() and recv() calls the
-// loop made, and how many epoll_ctl(MOD), which move no data at all
-// (README.md, section 5, compares them with the messages moved).
-static unsigned long long n_waits, n_recvs, n_mods;
+// Every recv() reads here, and echo sends from here. One is enough: one
+// thread serves one client at a time, and whatever the kernel does not take
+// is copied into that client's `out` before the next recv(). No allocation
+// per read, and none per idle client.
+static char scratch[READ_CHUNK];
+
+// The signal mask epoll_pwait() waits with (epoll_once): ours at start,
+// with SIGINT and SIGTERM unblocked. Outside the wait they are blocked.
+static sigset_t wait_mask;
+
+// Counted for the "stopped after" line, so that a test can prove from the
+// server which paths ran (test.bats reads them). Plain increments on the path.
+static unsigned long long n_waits;        // epoll_pwait() calls
+static unsigned long long n_recvs;        // recv() calls (conn_linger's included)
+static unsigned long long n_mods;         // epoll_ctl(MOD) calls: they move no data
+static unsigned long long n_short_sends;  // send() took less than offered (EAGAIN
+                                          // included): the rest was queued
+static unsigned long long n_flushes;      // conn_flush() calls on EPOLLOUT (or ERR/HUP)
+static unsigned long long n_pauses;       // back-pressure: stopped reading a client
+static unsigned long long n_resumes;      // ... and started again
+static unsigned long long n_rearms;       // ET: MODs made because reading stopped
+                                          // before the kernel was empty (c->rearm)
 
 // Registers FD with epoll and links a new connection for it. Returns 0, or
 // -1 after logging why (the caller still owns FD).
 static int conn_add(int fd)
 {
-    struct conn *c = calloc(1, sizeof *c);  // zeroed: two empty buffers
+    struct conn *c = calloc(1, sizeof *c);  // zeroed: an empty buffer, CONN_READING
     if (c == NULL) {
         log_msg("fd %d: out of memory, closing", fd);
         return -1;
@@ -131,8 +158,9 @@ static int conn_add(int fd)
     c->fd = fd;
     // EPOLLIN only: there is nothing to send yet. In ET mode a client that
     // sent before we got here is not lost: ADD checks the socket at once
-    // and reports what is already waiting, as the first edge.
-    c->events = EPOLLIN | (edge ? EPOLLET : 0);
+    // and reports what is already waiting, as the first edge. (EPOLLRDHUP:
+    // see conn_read.)
+    c->events = EPOLLIN | (edge ? EPOLLET | EPOLLRDHUP : 0);
     // data.ptr comes back with every event for this socket: that is how
     // epoll_once finds the connection without searching for it.
     struct epoll_event ev = {.events = c->events, .data.ptr = c};
@@ -152,12 +180,15 @@ static int conn_add(int fd)
 // Closes C's socket and frees everything C owns, C included.
 static void conn_close(struct conn *c)
 {
-    // No EPOLL_CTL_DEL first: closing the last descriptor of a socket takes
-    // it out of every epoll set by itself. (Last: a dup() of it would keep
-    // it registered. We never dup, so this saves a system call per client.)
-    if (close(c->fd) == -1)
-        log_msg("fd %d: close: %s", c->fd, strerror(errno));
-    buf_free(&c->in);
+    // No EPOLL_CTL_DEL first. epoll registers the open socket, not the
+    // number: closing its *last* descriptor takes it out of every epoll set.
+    // While any other descriptor for it lives (a dup(), or a copy a child
+    // inherited across fork(), and kept across exec() without close-on-exec)
+    // the registration lives too, and epoll_wait would hand back C's address
+    // after we freed it. Here every descriptor is opened close-on-exec, and
+    // this server never dups and never forks, so ours is the last one; a
+    // server that does either must DEL first (one system call per client).
+    close_or_log(c->fd, "client");
     buf_free(&c->out);
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -175,17 +206,39 @@ static void conn_close(struct conn *c)
 // makes each pause count.
 static void conn_check_backpressure(struct conn *c)
 {
-    if (c->input_closed)
-        return;
     size_t queued = buf_len(&c->out);
-    if (!c->paused && queued > max_output) {
-        c->paused = true;
+    if (c->state == CONN_READING && queued > max_output) {
+        c->state = CONN_PAUSED;
+        n_pauses++;
         log_msg("fd %d: %zu bytes unsent > --max-output %zu, not reading until it drains",
                 c->fd, queued, max_output);
-    } else if (c->paused && queued <= max_output / 2) {
-        c->paused = false;
+    } else if (c->state == CONN_PAUSED && queued <= max_output / 2) {
+        c->state = CONN_READING;
+        n_resumes++;
         log_msg("fd %d: output down to %zu bytes, reading again", c->fd, queued);
     }
+}
+
+// Registers WANT for C with epoll_ctl(MOD). Returns 0, or -1 after logging
+// why C must be dropped.
+static int conn_modify(struct conn *c, uint32_t want)
+{
+    // A MOD also re-checks the socket at once, and queues an event if it is
+    // ready: a change that happened between our last EAGAIN and this call
+    // (room freed, bytes arrived) is reported, not missed, even in ET mode.
+    // That is also what `rearm` relies on: bytes we left unread are reported
+    // again, after the sockets that were already waiting their turn.
+    if (c->rearm)
+        n_rearms++;
+    c->rearm = false;
+    n_mods++;
+    struct epoll_event ev = {.events = want, .data.ptr = c};
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) == -1) {
+        log_msg("fd %d: epoll_ctl(MOD): %s, dropping", c->fd, strerror(errno));
+        return -1;
+    }
+    c->events = want;
+    return 0;
 }
 
 // Tells epoll what C waits for next, from C's state alone, if that differs
@@ -193,9 +246,9 @@ static void conn_check_backpressure(struct conn *c)
 // be dropped.
 static int conn_watch(struct conn *c)
 {
-    // LAB BEGIN conn_watch: choose the events C waits for (EPOLLIN while it may read, EPOLLOUT only while output is queued, EPOLLET in -m et) and call epoll_ctl(MOD) only when they differ from c->events
+    // LAB BEGIN conn_watch: choose the events C waits for (EPOLLIN while it may read, EPOLLOUT only while output is queued, EPOLLET|EPOLLRDHUP in -m et) and call conn_modify only when they differ from c->events or c->rearm is set
     uint32_t want = 0;
-    if (c->stopping) {
+    if (c->state >= CONN_STOPPING) {
         // First the queued output, then whatever the client still sends,
         // read only to be thrown away (conn_linger).
         want = buf_len(&c->out) > 0 ? EPOLLOUT : EPOLLIN;
@@ -205,7 +258,7 @@ static int conn_watch(struct conn *c)
         // once, forever (a busy loop). Edge-triggered, it is reported once
         // per arrival, so not reading is enough, and it saves two MODs per
         // pause (the kernel stops the client anyway once its buffer is full).
-        if (!c->input_closed && (edge || !c->paused))
+        if (c->state == CONN_READING || (edge && c->state == CONN_PAUSED))
             want |= EPOLLIN;
         // EPOLLOUT only while something is queued: a socket with room in its
         // send buffer is writable nearly all the time, and (level-triggered)
@@ -214,25 +267,36 @@ static int conn_watch(struct conn *c)
             want |= EPOLLOUT;
     }
     if (edge)
-        want |= EPOLLET;
+        want |= EPOLLET | EPOLLRDHUP;
     if (want == c->events && !c->rearm)
         return 0;  // the common case: nothing to tell the kernel
-
-    // A MOD also re-checks the socket at once, and queues an event if it is
-    // ready: a change that happened between our EAGAIN and this call (room
-    // freed, bytes arrived) is reported, not missed, even in ET mode. That is
-    // also what `rearm` relies on: bytes we left unread are reported again,
-    // after the sockets that were already waiting their turn.
-    c->rearm = false;
-    struct epoll_event ev = {.events = want, .data.ptr = c};
-    n_mods++;
-    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) == -1) {
-        log_msg("fd %d: epoll_ctl(MOD): %s, dropping", c->fd, strerror(errno));
-        return -1;
-    }
-    c->events = want;
-    return 0;
+    return conn_modify(c, want);
     // LAB END
+}
+
+// One send() of N bytes at P to C, which is non-blocking: the kernel takes
+// what fits in its send buffer and returns at once. Returns how many bytes
+// it took (0: none, the buffer is full: EAGAIN), or -1 after logging why C
+// must be dropped. Taking less than N is a short send: the buffer is full
+// now, so trying again before EPOLLOUT says there is room would only earn
+// an EAGAIN. Edge-triggered too: a full buffer is the condition whose end
+// EPOLLOUT reports, so one short send is the drain rule's "until EAGAIN".
+static ssize_t send_some(struct conn *c, const char *p, size_t n)
+{
+    ssize_t sent;
+    do
+        sent = send(c->fd, p, n, 0);
+    while (sent == -1 && errno == EINTR);
+    if (sent == -1) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            log_msg("fd %d: send: %s, dropping", c->fd, strerror(errno));
+            return -1;
+        }
+        sent = 0;
+    }
+    if ((size_t)sent < n)
+        n_short_sends++;
+    return sent;
 }
 
 // Sends N bytes at P to client C: straight away if nothing is queued ahead
@@ -242,17 +306,10 @@ static int conn_write(struct conn *c, const char *p, size_t n)
 {
     // With bytes already queued, these must wait their turn behind them;
     // and the kernel said "full" last time, so trying again now is pointless.
-    // Otherwise: until done or EAGAIN, which is also what ET mode needs.
-    while (n > 0 && buf_len(&c->out) == 0) {
-        ssize_t sent = send(c->fd, p, n, 0);
-        if (sent == -1) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;  // the kernel's send buffer is full: queue the rest
-            log_msg("fd %d: send: %s, dropping", c->fd, strerror(errno));
+    if (buf_len(&c->out) == 0) {
+        ssize_t sent = send_some(c, p, n);
+        if (sent == -1)
             return -1;
-        }
         p += sent;
         n -= (size_t)sent;
     }
@@ -263,79 +320,62 @@ static int conn_write(struct conn *c, const char *p, size_t n)
     return 0;
 }
 
-// Sends what client C has queued, until the queue is empty or the kernel is
-// full. Returns 0, or -1 after logging why C must be dropped.
+// Sends what client C has queued, as much as the kernel takes. Returns 0,
+// or -1 after logging why C must be dropped.
 static int conn_flush(struct conn *c)
 {
-    // LAB BEGIN conn_flush: send the queued output until it is empty or send() says EAGAIN; consume what was sent; drop the client on any other error
-    while (buf_len(&c->out) > 0) {
-        ssize_t sent = send(c->fd, buf_peek(&c->out), buf_len(&c->out), 0);
-        if (sent == -1) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;  // full again: EPOLLOUT will call us back
-            log_msg("fd %d: send: %s, dropping", c->fd, strerror(errno));
-            return -1;
-        }
-        // Frees the buffer once it empties, or shrinks it (buffer.h).
-        buf_consume(&c->out, (size_t)sent);
-    }
+    // LAB BEGIN conn_flush: send the queued output (buf_peek, buf_len) with send_some; consume what the kernel took; return -1 if send_some says the client must be dropped
+    // One send_some: the queue is one contiguous run of bytes, so one call
+    // offers all of it, and a short send means the kernel is full (EPOLLOUT
+    // calls us back).
+    ssize_t sent = send_some(c, buf_peek(&c->out), buf_len(&c->out));
+    if (sent == -1)
+        return -1;
+    // Frees the buffer once it empties, or shrinks it (buffer.h).
+    buf_consume(&c->out, (size_t)sent);
     return 0;
     // LAB END
 }
 
-// Reads once from client C into its input buffer: whatever has arrived, up
-// to READ_CHUNK. Sets input_closed at EOF, and clears `unread` when the
-// kernel has nothing more (EAGAIN, EOF). Returns 0, or -1 after logging
-// why C must be dropped.
-static int conn_read(struct conn *c)
+// Reads once from client C into `scratch`, up to READ_CHUNK, and echoes
+// what came. At EOF, C goes to CONN_CLOSING. Clears `unread` (ET) once the
+// read proves the kernel had nothing more: EAGAIN, EOF, or a short read
+// while the client's FIN has not arrived (FIN_SEEN: the event said
+// EPOLLRDHUP). Returns 0, or -1 after logging why C must be dropped.
+static int conn_read(struct conn *c, bool fin_seen)
 {
-    size_t room;
-    char *dst = buf_reserve(&c->in, READ_CHUNK, &room);
-    if (dst == NULL) {
-        log_msg("fd %d: out of memory for input, dropping", c->fd);
-        return -1;
-    }
-    if (room > READ_CHUNK)
-        room = READ_CHUNK;
     ssize_t n;
     do {
         n_recvs++;
-        n = recv(c->fd, dst, room, 0);
+        n = recv(c->fd, scratch, sizeof scratch, 0);
     } while (n == -1 && errno == EINTR);
-    if (n > 0)
-        buf_commit(&c->in, (size_t)n);
-    else if (buf_len(&c->in) == 0)
-        buf_free(&c->in);  // nothing came: do not keep an empty allocation
+    if (n == -1) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            log_msg("fd %d: recv: %s, dropping", c->fd, strerror(errno));
+            return -1;
+        }
+        c->unread = false;  // EAGAIN: the receive queue is empty
+        return 0;
+    }
     if (n == 0) {
-        c->input_closed = true;  // EOF: the echo still queued will follow
+        c->state = CONN_CLOSING;  // EOF: the echo still queued will follow
         c->unread = false;
         return 0;
     }
-    if (n == -1) {
-        // EAGAIN: the kernel's receive buffer is empty. For ET mode this is
-        // the only proof that we have seen everything the last edge announced.
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            c->unread = false;
-            return 0;
-        }
-        log_msg("fd %d: recv: %s, dropping", c->fd, strerror(errno));
+    // A short read on a TCP socket: recv() copies everything queued, up to
+    // what we asked, so the queue was empty when it returned, and whatever
+    // arrives later is a new edge. That saves the recv() that would only say
+    // EAGAIN (one per message for small messages). Not when the FIN has
+    // arrived: it arrived with no new edge to come, so we read on to EOF.
+    // (Not for every kind of descriptor either: README.md, section 4.)
+    if ((size_t)n < sizeof scratch && !fin_seen)
+        c->unread = false;
+    // The application: echo. A protocol would handle the whole messages here
+    // and keep a partial one in a per-connection input buffer (06_codecs).
+    if (conn_write(c, scratch, (size_t)n) == -1)
         return -1;
-    }
+    conn_check_backpressure(c);
     return 0;
-}
-
-// The application: echo everything that arrived. A protocol would consume
-// only whole messages here and leave a partial one in c->in for next time.
-static int conn_echo(struct conn *c)
-{
-    size_t n = buf_len(&c->in);
-    if (n == 0)
-        return 0;
-    int rc = conn_write(c, buf_peek(&c->in), n);
-    buf_consume(&c->in, n);  // empties it, so it frees it (buffer.h rule 3)
-    return rc;
 }
 
 // The server is stopping and client C has had all its echo: may we close?
@@ -344,32 +384,27 @@ static int conn_echo(struct conn *c)
 // throw away the echo still queued in our send buffer: the client would
 // lose the very bytes the drain was for. So: send our FIN first (the client
 // reads its echo, then EOF), and read and discard what it still sends,
-// until EAGAIN (in ET mode nothing would remind us of what we left) or for
-// READS_PER_TURN reads at most (then re-armed, as in conn_handle): a client
-// that never stops sending must not keep us here past the drain deadline.
-// Returns true to keep waiting, false when closing is safe now: EOF, an
-// error, or nothing unread at this moment (a quiet client is closed at once).
+// until EAGAIN or for --read-budget reads at most (then re-armed, as in
+// conn_handle). Returns true to keep waiting, false when closing is safe
+// now: EOF, an error, or nothing unread at this moment (a quiet client is
+// closed at once; one that goes quiet later, at LINGER_QUIET_MS).
 static bool conn_linger(struct conn *c)
 {
-    if (!c->fin_sent) {
-        c->fin_sent = true;
+    if (c->state != CONN_LINGERING) {
+        c->state = CONN_LINGERING;
         if (shutdown(c->fd, SHUT_WR) == -1)
             return false;  // the connection is gone already
     }
-    char scrap[4096];
     bool got_some = false;
-    for (int k = 0; k < READS_PER_TURN; k++) {
+    for (int k = 0; k < read_budget; k++) {
         n_recvs++;
-        ssize_t n = recv(c->fd, scrap, sizeof scrap, 0);
-        if (n > 0) {
+        ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
+        if (n > 0)
             got_some = true;
-            continue;
-        }
-        if (n == -1 && errno == EINTR)
-            continue;
-        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return got_some;  // still sending: epoll brings us back for more
-        return false;         // EOF, or the connection failed
+        else if (n == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+            return false;  // EOF, or the connection failed
+        else if (errno != EINTR)
+            return got_some;  // EAGAIN: still sending? epoll brings us back
     }
     c->rearm = edge;
     return true;
@@ -382,18 +417,20 @@ static bool conn_handle(struct conn *c, uint32_t revents)
     // epoll reports EPOLLERR and EPOLLHUP even unasked. As in 03 they are
     // handled by doing the I/O we were going to do anyway: the failing
     // send() or recv() then says exactly what went wrong, and the client is
-    // dropped. (Ignoring them would be a busy loop: they are reported on
-    // every turn until the socket is closed.)
-    bool readable = (revents & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0;
+    // dropped. (Ignoring them would be a busy loop: level-triggered, they
+    // are reported on every turn until the socket is closed.)
+    bool readable = (revents & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0;
+    bool fin_seen = (revents & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0;
     if (edge && readable)
         c->unread = true;
 
     // Output first: it frees room, and may lift the back-pressure on input.
     if ((revents & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && buf_len(&c->out) > 0) {
+        n_flushes++;
         if (conn_flush(c) == -1)
             return false;
     }
-    if (c->stopping) {
+    if (c->state >= CONN_STOPPING) {
         if (buf_len(&c->out) == 0 && !conn_linger(c)) {
             log_msg("fd %d closed (server stopping)", c->fd);
             return false;
@@ -402,68 +439,75 @@ static bool conn_handle(struct conn *c, uint32_t revents)
     }
     conn_check_backpressure(c);
 
-    // LAB BEGIN conn_read_echo: read and echo: LT, one recv() per event (epoll reports what is left next turn); ET, until recv() says EAGAIN (c->unread), EOF, back-pressure pauses us, or READS_PER_TURN is spent (then set c->rearm)
+    // The drain rule, for -m et. An edge means "new bytes arrived", once.
+    // Stop before the kernel is empty and the rest stays there with no
+    // further event: the client waits for an echo that never comes. Two ways
+    // to stop early are safe, because something will bring us back: back-
+    // pressure (`unread` stays set, and the flush that lifts the pause, above
+    // on EPOLLOUT, reads on), and the budget: a client that sends as fast as
+    // we read never lets the kernel empty, and would keep the loop to itself
+    // (another client's 64-byte echo waited over a second: README.md, section
+    // 5); after --read-budget reads we stop and set `rearm`, conn_watch
+    // re-registers, and epoll reports the socket again.
+    // LAB BEGIN conn_read_echo: read and echo with conn_read: LT, once per event (epoll reports what is left next turn); ET, while c->unread, until EOF, back-pressure pauses us, or read_budget reads are spent (then set c->rearm)
     if (edge) {
-        // The drain rule. An edge means "new bytes arrived", once. Stop
-        // before EAGAIN and the rest stays in the kernel with no further
-        // event: the client waits for an echo that never comes. Two ways
-        // to stop early are safe, because something will bring us back:
-        // back-pressure (`unread` stays set, and the flush that lifts the
-        // pause, above on EPOLLOUT, reads on), and the budget (`rearm`:
-        // conn_watch re-registers, and epoll reports the socket again).
-        int budget = READS_PER_TURN;
-        while (c->unread && !c->input_closed && !c->paused) {
-            if (budget-- == 0) {
+        for (int budget = read_budget; c->unread && c->state == CONN_READING; budget--) {
+            if (budget == 0) {
                 c->rearm = true;
                 break;
             }
-            if (conn_read(c) == -1 || conn_echo(c) == -1)
+            if (conn_read(c, fin_seen) == -1)
                 return false;
-            conn_check_backpressure(c);
         }
-    } else if (readable && !c->input_closed && !c->paused) {
+    } else if (readable && c->state == CONN_READING) {
         // Once per turn, not until EAGAIN: level-triggered, what we leave in
         // the kernel is reported again next turn, and meanwhile every other
         // ready client gets its turn too. (EOF also reads as "readable", so
         // after it we must not ask again: conn_watch drops EPOLLIN.)
-        if (conn_read(c) == -1 || conn_echo(c) == -1)
+        if (conn_read(c, fin_seen) == -1)
             return false;
-        conn_check_backpressure(c);
     }
     // LAB END
 
     // EOF and nothing left to send: a half-closed client has now had every
     // byte back, so we close our side too.
-    if (c->input_closed && buf_len(&c->out) == 0) {
+    if (c->state == CONN_CLOSING && buf_len(&c->out) == 0) {
         log_msg("fd %d closed", c->fd);
         return false;
     }
     return conn_watch(c) == 0;
 }
 
-// ---------------------------------------------------------------- accepting
+// ---------------------------------------------------------------- out of descriptors
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);  // cannot fail with a valid clock id
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-// A descriptor kept open on /dev/null for one purpose: to be closed when we
-// run out of descriptors, so that we can take a waiting client off the
-// backlog and close it (see refuse_one_client).
+// Out of descriptors, accept() fails with EMFILE (this process is at its
+// limit) or ENFILE (the system is). The waiting client stays in the
+// backlog and the listening socket stays readable: level-triggered, epoll
+// reports it on every turn and every accept() fails again, 100% CPU doing
+// nothing. (Edge-triggered, the opposite: no new edge, so the backlog is
+// not looked at again until yet another client connects.) Either way the
+// waiting clients hang. The answer is this descriptor, kept open on
+// /dev/null for one purpose: closing it frees exactly one descriptor;
+// accept() takes the waiting client into it, we close that at once, and
+// reopen the spare, which gets the same number back (nothing else can take
+// it in between: this process has one thread). That is refuse_one_client.
+// The client sees EOF, a clear "no" it can act on; or a reset, if it had
+// already sent bytes: closing a socket with unread input resets it.
+//
+// If the spare itself is missing (it could not be opened, or another
+// process took the number: ENFILE), we back off instead: the listening
+// socket leaves the epoll set for ACCEPT_BACKOFF_MS (pause_accepting),
+// through epoll_wait's timeout, not a sleep, so the clients we have are
+// served meanwhile. That is the worse answer for the waiting clients (they
+// hang in the backlog, unanswered: README.md, section 4), so only the
+// fallback; each resume tries to reopen the spare first.
 static int spare_fd = -1;
-
-// Without a spare, the fallback is to back off (pause_accepting): the time
-// (now_ms) to put the listening socket back into the epoll set, or -1 while
-// it is in it; and how many pauses in a row, so that the log gets one line
-// when they start and one when they end, not ten a second.
-static long long accept_resume_at = -1;
-static unsigned long accept_pauses;
+static long long accept_resume_at = -1;  // backing off: when to resume (now_ms); else -1
+static unsigned long accept_pauses;      // back-offs in a row: one log line as they
+                                         // start, one as they end, not ten a second
 
 // Opens the spare descriptor unless it is open already. Returns 0, or -1
-// with errno set (the caller logs, or not: see refuse_one_client).
+// with errno set (the caller logs, or not).
 static int open_spare(void)
 {
     if (spare_fd != -1)
@@ -479,59 +523,27 @@ static int open_spare(void)
     return 0;
 }
 
-// accept() failed with EMFILE or ENFILE (ERR): no descriptor to put the
-// next client in. Returns 0 after refusing one waiting client, -1 if it
-// could not: nothing left to refuse, or no spare (then spare_fd is -1 and
-// accept_clients backs off).
-//
-// Why: the client stays in the backlog and the listening socket stays
-// readable, so a level-triggered epoll reports it on every turn and every
-// accept() fails again: 100% CPU doing nothing. (Edge-triggered, it would
-// be the opposite: no new edge, so the backlog is not looked at again until
-// yet another client connects.) Either way the waiting clients hang.
-// Closing the spare frees exactly one descriptor; accept() takes that
-// client, we close it at once (it sees EOF, a clear "no" it can act on),
-// and reopen the spare, which gets the same descriptor back. Nothing else
-// can take it in between: this process has one thread. README.md compares
-// this with backing off.
-static int refuse_one_client(int listen_fd, int err)
+// Out of descriptors, with the spare open: refuses one waiting client
+// (spare_fd says why and how). Returns 0, or -1 with errno set by accept
+// (EAGAIN: the client gave up meanwhile and the backlog is empty).
+static int refuse_one_client(int listen_fd)
 {
-    // LAB BEGIN refuse_one_client: free the spare descriptor, accept the waiting client and close it at once, reopen the spare; log the drop
-    // No spare: it could not be opened at start, or the last reopen failed
-    // (ENFILE: another process took the descriptor). A client may have left
-    // since, so try again, quietly: if it fails, the back-off logs.
-    if (open_spare() == -1)
-        return -1;
-    if (close(spare_fd) == -1)
-        log_msg("close (spare descriptor): %s", strerror(errno));
+    // LAB BEGIN refuse_one_client: close the spare (close_or_log), accept the waiting client and close it at once, reopen the spare with open_spare; return -1 with accept's errno if accept failed
+    close_or_log(spare_fd, "spare descriptor");
     spare_fd = -1;
-    int fd = accept(listen_fd, NULL, NULL);
+    int fd = accept(listen_fd, NULL, NULL);  // closed at once: no flags to ask for
     int accept_err = errno;
-    if (fd != -1 && close(fd) == -1)
-        log_msg("fd %d: close: %s", fd, strerror(errno));
+    if (fd != -1)
+        close_or_log(fd, "refused client");
     if (open_spare() == -1)
         log_msg("open /dev/null (spare descriptor): %s", strerror(errno));
-    if (fd == -1) {
-        // EAGAIN: the client gave up meanwhile, and the backlog is empty.
-        if (accept_err != EAGAIN && accept_err != EWOULDBLOCK)
-            log_msg("accept: %s", strerror(accept_err));
-        return -1;
-    }
-    log_msg("accept: %s; dropped one pending connection", strerror(err));
-    return 0;
+    errno = accept_err;
+    return fd == -1 ? -1 : 0;
     // LAB END
 }
 
-// The fallback when we are out of descriptors and have no spare (ERR is
-// accept's errno): take the listening socket out of the epoll set, and let
-// main put it back ACCEPT_BACKOFF_MS later (resume_accepting), through
-// epoll_wait's timeout, not a sleep, so the clients we have are served
-// meanwhile. Simply returning is not an option: the listening socket is
-// level-triggered and stays readable, so epoll_wait would report it again
-// at once, on every turn: the 100% CPU the spare exists to prevent. Backing
-// off is the worse answer for the waiting clients (they hang in the backlog
-// instead of being refused: README.md, section 4), so it is only the
-// fallback, and each resume tries to reopen the spare first.
+// Out of descriptors with no spare (ERR is accept's errno): take the
+// listening socket out of the epoll set; resume_accepting puts it back.
 static void pause_accepting(int listen_fd, int err)
 {
     if (epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1) {
@@ -554,10 +566,9 @@ static int accept_timeout_ms(void)
     return left > 0 ? (int)left : 0;
 }
 
-// Once a pause is over: reopen the spare if a descriptor is free now (so
-// that the next EMFILE refuses a client instead of pausing again), and put
-// the listening socket back into the epoll set; if clients are still
-// waiting, the next epoll_wait reports it at once.
+// Once a pause is over: reopen the spare if a descriptor is free now, and
+// put the listening socket back; if clients are still waiting, the next
+// epoll_wait reports it at once.
 static void resume_accepting(int listen_fd)
 {
     if (accept_resume_at == -1 || now_ms() < accept_resume_at)
@@ -578,44 +589,57 @@ static void resume_accepting(int listen_fd)
 static void accept_clients(int listen_fd)
 {
     for (int k = 0; k < ACCEPTS_PER_TURN; k++) {
-        char peer[PEER_LEN];
-        int fd = accept_client(listen_fd, peer, sizeof peer);
-        if (fd == -1) {
-            int err = errno;
-            if (err != EMFILE && err != ENFILE)
-                return;  // EAGAIN (nobody left), EINTR, or logged already
-            if (refuse_one_client(listen_fd, err) == 0)
-                continue;  // the next one may fit: a client may have left
+        int fd = accept_client(listen_fd);  // non-blocking, close-on-exec, TCP_NODELAY
+        if (fd != -1) {
+            if (conn_add(fd) == -1)
+                close_or_log(fd, "client");
+            continue;
+        }
+        int err = errno;
+        if (err != EMFILE && err != ENFILE)
+            return;  // EAGAIN (nobody left), EINTR, or logged already
+        // No spare: it could not be opened at start, or the last reopen
+        // failed. A client may have left since, so try again, quietly.
+        if (open_spare() == -1) {
+            pause_accepting(listen_fd, err);
+            return;
+        }
+        if (refuse_one_client(listen_fd) == -1) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_msg("accept: %s", strerror(errno));
             if (spare_fd == -1)
                 pause_accepting(listen_fd, err);
-            return;  // with a spare: the backlog emptied (EAGAIN) or accept failed, logged
+            return;
         }
-        // Non-blocking, so that no send() or recv() on it can ever put the
-        // whole server to sleep. Edge-triggered mode depends on it: it reads
-        // until the call that would block, and that call must say EAGAIN.
-        if (set_nonblocking(fd) == -1 || conn_add(fd) == -1) {
-            if (close(fd) == -1)
-                log_msg("fd %d: close: %s", fd, strerror(errno));
-        }
+        log_msg("accept: %s; dropped one pending connection", strerror(err));
     }
 }
 
 // ---------------------------------------------------------------- the loop
 
 // One turn: wait up to TIMEOUT_MS (-1: as long as it takes), then serve
-// whatever is ready. Returns false only if epoll_wait() itself failed (a bug).
-static bool epoll_once(int listen_fd, int timeout_ms)
+// whatever is ready. Returns how many events it served (0 after a signal
+// or the timeout), or -1 only if epoll_pwait() itself failed (a bug).
+static int epoll_once(int listen_fd, int timeout_ms)
 {
     struct epoll_event events[MAX_EVENTS];
     // Only the ready sockets come back, however many are watched: this is
-    // the O(ready) that 03's poll() could not give.
+    // the O(ready) that 03's poll() could not give. epoll_pwait() is
+    // epoll_wait() plus a signal mask: for as long as it waits, and only
+    // then, the process has wait_mask, in which SIGINT and SIGTERM are
+    // unblocked. A stop signal sent while we were busy has waited, pending,
+    // and is delivered the moment the wait starts: the handler sets
+    // stop_requested and epoll_pwait() returns EINTR. With the flag checked
+    // before a plain epoll_wait(), a signal landing between the check and
+    // the call would set the flag too late, and the wait would sleep until
+    // the next event: on an idle server, forever.
     n_waits++;
-    int ready = epoll_wait(epfd, events, MAX_EVENTS, timeout_ms);
+    int ready = epoll_pwait(epfd, events, MAX_EVENTS, timeout_ms, &wait_mask);
     if (ready == -1) {
         if (errno == EINTR)
-            return true;  // the caller looks at stop_requested
+            return 0;  // the caller looks at stop_requested
         log_msg("epoll_wait: %s", strerror(errno));
-        return false;
+        return -1;
     }
 
     for (int i = 0; i < ready; i++) {
@@ -633,6 +657,15 @@ static bool epoll_once(int listen_fd, int timeout_ms)
         if (!conn_handle(c, events[i].events))
             conn_close(c);
     }
+    return ready;
+}
+
+// Stopping: has every client left had its echo and our FIN?
+static bool all_lingering(void)
+{
+    for (struct conn *c = conns; c != NULL; c = c->next)
+        if (c->state != CONN_LINGERING)
+            return false;
     return true;
 }
 
@@ -646,9 +679,19 @@ static void drain_and_close_all(int listen_fd)
     if (accept_resume_at == -1 && epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1)
         log_msg("epoll_ctl(DEL) listening socket: %s", strerror(errno));
 
+    // How much echo is still ours to send: the drain test checks that it
+    // was more than nothing, then that every byte of it arrived.
+    size_t pending = 0;
+    for (struct conn *c = conns; c != NULL; c = c->next)
+        pending += buf_len(&c->out);
+    log_msg("stopping: finishing %zu connection%s, %zu bytes pending, for up to %d ms", nconns,
+            nconns == 1 ? "" : "s", pending, DRAIN_MS);
+
     for (struct conn *c = conns, *next; c != NULL; c = next) {
         next = c->next;  // conn_close(c) frees c; c->next must be read first
-        c->stopping = true;
+        if (c->state == CONN_CLOSING)
+            continue;  // EOF seen: it closes itself once its echo is out
+        c->state = CONN_STOPPING;
         if (buf_len(&c->out) == 0 && !conn_linger(c)) {
             log_msg("fd %d closed (server stopping)", c->fd);
             conn_close(c);
@@ -656,16 +699,18 @@ static void drain_and_close_all(int listen_fd)
             conn_close(c);
         }
     }
-    if (nconns > 0)
-        log_msg("stopping: flushing %zu connection%s for up to %d ms", nconns,
-                nconns == 1 ? "" : "s", DRAIN_MS);
 
     // The same turns as before, with a deadline; conn_handle() closes each
-    // connection once its queue is empty and conn_linger() agrees.
+    // connection once its queue is empty and conn_linger() agrees. A quiet
+    // turn with only lingering clients left means they have gone quiet
+    // without closing: waiting for the deadline would change nothing.
     long long deadline = now_ms() + DRAIN_MS;
     while (nconns > 0) {
         long long left = deadline - now_ms();
-        if (left <= 0 || !epoll_once(listen_fd, (int)left))
+        if (left <= 0)
+            break;
+        int ready = epoll_once(listen_fd, left < LINGER_QUIET_MS ? (int)left : LINGER_QUIET_MS);
+        if (ready == -1 || (ready == 0 && all_lingering()))
             break;
     }
     while (conns != NULL) {
@@ -679,42 +724,23 @@ static void drain_and_close_all(int listen_fd)
 
 // ---------------------------------------------------------------- main
 
-// The soft limit on open descriptors is usually 1024, and low on purpose:
-// a program using select() breaks past fd 1023 (02_select). We use epoll,
-// so we may raise it, without privileges, up to the hard limit the
-// administrator set. Failing to is not fatal: we just serve fewer clients.
-static void raise_fd_limit(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
-        log_msg("getrlimit: %s", strerror(errno));
-        return;
-    }
-    if (rl.rlim_cur >= rl.rlim_max)
-        return;
-    rlim_t old = rl.rlim_cur;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
-        // Linux refuses RLIM_INFINITY here (the ceiling is fs.nr_open).
-        log_msg("cannot raise the open-file limit from %llu: %s", (unsigned long long)old,
-                strerror(errno));
-        return;
-    }
-    log_msg("open-file limit raised from %llu to %llu", (unsigned long long)old,
-            (unsigned long long)rl.rlim_cur);
-}
-
 int main(int argc, char **argv)
 {
     struct options opt;
     parse_options(argc, argv, "server", &opt);
     max_output = opt.max_output;
     edge = opt.edge_triggered;
+    read_budget = opt.read_budget;
 
     // Handlers first, so that a SIGTERM sent as soon as we print
-    // "listening on" already finds them in place.
+    // "listening on" already finds them in place. Then block SIGINT and
+    // SIGTERM: from here on they are delivered only inside epoll_pwait()
+    // (epoll_once says why). One that arrives before the block just sets
+    // the flag, which the loop checks first.
     install_signal_handlers();
-    raise_fd_limit();
+    if (block_stop_signals(&wait_mask) == -1)
+        return 1;
+    raise_fd_limit();  // we use epoll, not select: fds past 1023 are fine
 
     // EPOLL_CLOEXEC: were we ever to exec a program, it should not inherit
     // our epoll instance (nor, below, the spare descriptor).
@@ -747,14 +773,15 @@ int main(int argc, char **argv)
     }
     if (open_spare() == -1)
         log_msg("open /dev/null (spare descriptor): %s", strerror(errno));
-    log_msg("%s-triggered epoll, --max-output %zu", edge ? "edge" : "level", max_output);
+    log_msg("%s-triggered epoll, --max-output %zu, --read-budget %d", edge ? "edge" : "level",
+            max_output, read_budget);
 
+    // Checking the flag here, then waiting, is safe only because the stop
+    // signals stay blocked in between (epoll_once).
     while (ok && !stop_requested) {
-        ok = epoll_once(listen_fd, accept_timeout_ms());
+        ok = epoll_once(listen_fd, accept_timeout_ms()) >= 0;
         resume_accepting(listen_fd);
     }
-    // As in 03, a signal landing between the test above and epoll_wait()
-    // is only seen on the next event; epoll_pwait(2) closes that window.
 
     drain_and_close_all(listen_fd);
     // Closing the listening socket makes the kernel reset every connection
@@ -763,11 +790,13 @@ int main(int argc, char **argv)
         log_msg("close: %s", strerror(errno));
         ok = false;
     }
-    if (spare_fd != -1 && close(spare_fd) == -1)
-        log_msg("close (spare descriptor): %s", strerror(errno));
-    if (close(epfd) == -1)
-        log_msg("close (epoll): %s", strerror(errno));
-    log_msg("stopped after %llu epoll_wait, %llu recv, %llu epoll_ctl(MOD) calls", n_waits,
-            n_recvs, n_mods);
+    if (spare_fd != -1)
+        close_or_log(spare_fd, "spare descriptor");
+    close_or_log(epfd, "epoll");
+    log_msg("stopped after %llu epoll_wait, %llu recv, %llu epoll_ctl(MOD) calls; "
+            "%llu short sends, %llu flushes, %llu pauses, %llu resumes, %llu re-arms; "
+            "%llu buffer allocations, %llu reallocations, %llu bytes moved",
+            n_waits, n_recvs, n_mods, n_short_sends, n_flushes, n_pauses, n_resumes, n_rearms,
+            buf_stats.allocs, buf_stats.resizes, buf_stats.moved);
     return ok ? 0 : 1;
 }
