@@ -1,5 +1,5 @@
 // net.h: the socket plumbing of the select() echo server, kept out of server.c.
-// Options, the listening socket, signals, logging, accept and send_all.
+// Options, the listening socket, signals, logging and accept.
 #ifndef NET_H
 #define NET_H
 
@@ -18,8 +18,8 @@ struct options {
     const char *port;
 };
 
-// Set to 1 by the SIGINT/SIGTERM handler; every loop checks it after a
-// blocking call was interrupted. A signal handler may only write to a
+// Set to 1 by the SIGINT/SIGTERM handler; the loop checks it after pselect()
+// was interrupted. A signal handler may only write to a
 // `volatile sig_atomic_t` or to a lock-free atomic (C11 7.14.1.1). With one
 // thread again (01's server_thread needed the atomic), the plain
 // sig_atomic_t is enough: volatile stops the compiler from keeping it in a
@@ -40,6 +40,12 @@ void set_handler(int sig, void (*fn)(int));
 // SIGINT/SIGTERM set stop_requested; SIGPIPE is ignored.
 void install_signal_handlers(void);
 
+// Blocks SIGINT and SIGTERM from now on, and stores in WAIT_MASK the mask to
+// sleep with in pselect(): the previous one without them. Outside pselect()
+// a stop signal then stays pending instead of running its handler, so it can
+// never land between a check of stop_requested and the sleep. Exits on failure.
+void block_stop_signals(sigset_t *wait_mask);
+
 // Creates, binds and listens on HOST:PORT, then prints "listening on HOST:PORT"
 // on stdout. Returns the listening descriptor, or -1 after logging why.
 int listen_on(const char *host, const char *port);
@@ -48,15 +54,14 @@ int listen_on(const char *host, const char *port);
 // EAGAIN instead. Returns 0, or -1 after logging why.
 int set_nonblocking(int fd);
 
-// Takes the next client off LISTEN_FD's queue. Returns its descriptor (and
-// its "addr:port" in PEER) after logging "connected", or -1: on EINTR (a
-// signal arrived: the caller checks its flags), on EAGAIN (LISTEN_FD is
-// non-blocking and nobody is waiting any more), or after logging a failure
-// that only hurts this one attempt.
-int accept_client(int listen_fd, char *peer, size_t peer_len);
+// Closes FD; logs (and otherwise ignores) a failure: there is no retry.
+void close_or_log(int fd);
 
-// Sends all LEN bytes, however many send() calls it takes. Returns 0, or -1
-// with errno set (including EINTR once stop_requested is set).
-int send_all(int fd, const void *buf, size_t len);
+// Takes the next client off LISTEN_FD's queue. Returns its descriptor (and
+// its "addr:port" in PEER) after logging "connected", or -1: on EAGAIN
+// (LISTEN_FD is non-blocking and nobody is waiting any more), or after
+// logging a failure that only hurts this one attempt. The new socket is
+// blocking, close-on-exec, and has TCP_NODELAY set.
+int accept_client(int listen_fd, char *peer, size_t peer_len);
 
 #endif

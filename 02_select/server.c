@@ -1,13 +1,13 @@
-// server.c: one thread serves every client at once, by asking select() which sockets are ready.
+// server.c: one thread serves every client at once, by asking pselect() which sockets are ready.
 // Naive on purpose: replies go out with blocking sends, so a client that stops reading stalls all.
 //
 // Read this file first, then net.c, which holds the calls named here.
 //
 // 01_blocking slept inside recv() for one client while the others waited.
-// Here the thread sleeps in one place only, select(), which watches every
+// Here the thread sleeps in one place only, pselect(), which watches every
 // socket at once and returns when at least one of them has something for us:
 //
-//   select(listening socket + every client)      sleep until something is ready
+//   pselect(listening socket + every client)     sleep until something is ready
 //     listening socket ready  -> accept()         a new client: add it to the set
 //     client ready            -> recv() once      it will not block: data is there
 //                                send_all()       echo it back (this CAN block)
@@ -15,7 +15,7 @@
 //
 // Three limits come with it, and the README measures each:
 //  1. send_all() blocks. A client that sends but never reads fills its
-//     socket buffers; then our send() sleeps for it, and with it the whole
+//     socket buffers; then send_all sleeps for it, and with it the whole
 //     server: nobody else is served until that client reads or leaves.
 //  2. An fd_set is a fixed bitmap of FD_SETSIZE (1024) bits. A descriptor
 //     numbered 1024 or more cannot go in it (FD_SET would write past its end),
@@ -24,11 +24,14 @@
 //     checks every descriptor in it, and we scan every bit on the way out,
 //     however few clients are actually busy.
 // 03_poll lifts the cap and makes sends non-blocking; 04_epoll removes the scan.
+//
+// SIGINT and SIGTERM are blocked all the time except inside the two pselect()
+// calls (the loop's and send_all's), which unblock them only while they sleep:
+// see block_stop_signals in net.c for why a plain select() would lose one.
 
 #include "net.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,13 +42,27 @@
 // How many clients one turn may accept. Accepting until EAGAIN would let a
 // flood of new connections keep the loop from ever reaching the clients it
 // already has. The listening socket stays readable while clients wait, so
-// select() reports the rest of the backlog on the next turn.
+// pselect() reports the rest of the backlog on the next turn.
 #define ACCEPTS_PER_TURN 64
+
+// What the server did, printed in its last log line ("stopped after ..."), so
+// that a test can prove from the server itself that the path it names ran.
+static struct {
+    unsigned long waits;        // pselect() calls of the loop (one per turn)
+    unsigned long recvs;        // recv() calls (one per ready client per turn)
+    unsigned long sends;        // send() calls, however many bytes each took
+    unsigned long send_waits;   // times send_all slept for one client's full buffers
+    unsigned long accepted;     // clients accepted, including those turned away
+    unsigned long turned_away;  // clients closed at once: fd >= FD_SETSIZE
+} stats;
+
+// The mask pselect() sleeps with: ours, minus SIGINT and SIGTERM (main).
+static sigset_t wait_mask;
 
 // ---------------------------------------------------------------- the clients
 
 // Every client we serve, as one bit per descriptor number: bit fd is set
-// while fd is a client of ours. select() wants the highest descriptor + 1,
+// while fd is a client of ours. pselect() wants the highest descriptor + 1,
 // so we keep track of it instead of always passing FD_SETSIZE.
 static fd_set clients;
 static int max_client_fd = -1;   // -1: no clients
@@ -58,6 +75,7 @@ static char peers[FD_SETSIZE][PEER_LEN];
 // Starts serving FD, or turns it away when it does not fit in an fd_set.
 static void add_client(int fd, const char *peer)
 {
+    // LAB BEGIN add_client: turn away a descriptor >= FD_SETSIZE (log, close); otherwise put it in the set and keep max_client_fd, client_count and peers[] right
     // FD_SET(1024, &set) would set a bit past the end of the 128-byte
     // bitmap: undefined behaviour, in practice a silent write over whatever
     // lies next to it. The kernel handed us the lowest free number, so this
@@ -65,8 +83,8 @@ static void add_client(int fd, const char *peer)
     // the set keep being served.
     if (fd >= FD_SETSIZE) {
         log_msg("fd %d >= FD_SETSIZE (%d), closing", fd, FD_SETSIZE);
-        if (close(fd) == -1)
-            log_msg("fd %d: close: %s", fd, strerror(errno));
+        close_or_log(fd);
+        stats.turned_away++;
         return;
     }
     FD_SET(fd, &clients);
@@ -74,56 +92,82 @@ static void add_client(int fd, const char *peer)
         max_client_fd = fd;
     client_count++;
     snprintf(peers[fd], PEER_LEN, "%s", peer);
+    // LAB END
 }
 
 // Stops serving FD and closes it.
 static void drop_client(int fd)
 {
+    // LAB BEGIN drop_client: take FD out of the set before closing it, and walk max_client_fd down to the highest client left
+    // Out of the set first: pselect() on a closed descriptor fails with
+    // EBADF, and a later client given the same number would be served
+    // through a stale bit.
     FD_CLR(fd, &clients);
     client_count--;
-    if (close(fd) == -1)
-        log_msg("fd %d: close: %s", fd, strerror(errno));
+    close_or_log(fd);
     // If it was the highest, walk down to the next one still in the set.
     while (max_client_fd >= 0 && !FD_ISSET(max_client_fd, &clients))
         max_client_fd--;
-}
-
-// Makes FD blocking: the reverse of set_nonblocking (net.c), and like it,
-// it keeps the descriptor's other status flags. Returns 0, or -1 after
-// logging why.
-static int set_blocking(int fd)
-{
-    int flags = fcntl(fd, F_GETFL);
-    if (flags == -1 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == -1) {
-        log_msg("fd %d: fcntl(~O_NONBLOCK): %s", fd, strerror(errno));
-        return -1;
-    }
-    return 0;
+    // LAB END
 }
 
 // Accepts up to ACCEPTS_PER_TURN clients waiting in the backlog. The
-// listening socket is non-blocking (see main), so accept() says EAGAIN when
+// listening socket is non-blocking (see main), so accept4() says EAGAIN when
 // the queue is empty instead of putting the whole server to sleep.
 static void accept_clients(int listen_fd)
 {
     for (int k = 0; k < ACCEPTS_PER_TURN; k++) {
         char peer[PEER_LEN];
+        // A blocking socket, whatever the listener is (accept4 without
+        // SOCK_NONBLOCK): serve_client's recv() relies on it (net.h).
         int fd = accept_client(listen_fd, peer, sizeof peer);
         if (fd == -1)
             return;
-        // serve_client and send_all expect a blocking socket: send_all
-        // sleeps until the kernel took every byte (the naive part). On
-        // Linux, accept() never passes the listener's O_NONBLOCK on to the
-        // new socket; on BSD and macOS it does, and send_all would then
-        // fail with EAGAIN and drop the client. One fcntl makes it blocking
-        // everywhere.
-        if (set_blocking(fd) == -1) {
-            if (close(fd) == -1)
-                log_msg("fd %d: close: %s", fd, strerror(errno));
-            continue;
-        }
+        stats.accepted++;
         add_client(fd, peer);
     }
+}
+
+// ---------------------------------------------------------------- sending
+
+// Sends all LEN bytes to FD, sleeping as long as it takes: the naive part.
+// Returns 0, or -1 with errno set: EINTR when a stop signal arrived while it
+// slept (the bytes not sent are logged), anything else when the client failed.
+static int send_all(int fd, const char *p, size_t len)
+{
+    // LAB BEGIN send_all: send every byte; when the kernel takes no more, sleep in pselect() on this one client's socket with the stop signals unblocked, and give up with EINTR once a stop was asked for
+    while (len > 0) {
+        // MSG_DONTWAIT makes this one call return EAGAIN instead of
+        // sleeping when the buffers are full; the socket itself stays
+        // blocking. We do the sleeping ourselves, below, because a send()
+        // asleep with SIGTERM blocked would never wake for it.
+        stats.sends++;
+        ssize_t n = send(fd, p, len, MSG_DONTWAIT);
+        if (n >= 0) {
+            // A short count is normal: the kernel took what fitted.
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;  // EPIPE, ECONNRESET: the client is gone
+        // The weak spot: sleep until THIS client makes room. If it never
+        // reads, that is never, and every other client waits with it. The
+        // stop signals are unblocked while we sleep, so SIGTERM still ends
+        // it: their handlers are the only ones that can interrupt us, so
+        // EINTR means "stop" (other errors cannot happen on a valid fd).
+        stats.send_waits++;
+        fd_set writable;
+        FD_ZERO(&writable);
+        FD_SET(fd, &writable);
+        if (pselect(fd + 1, NULL, &writable, NULL, NULL, &wait_mask) == -1) {
+            if (errno == EINTR)
+                log_msg("fd %d: %zu bytes not sent (server stopping)", fd, len);
+            return -1;
+        }
+    }
+    return 0;
+    // LAB END
 }
 
 // Serves one ready client: one recv(), then echo what it returned.
@@ -131,10 +175,13 @@ static void accept_clients(int listen_fd)
 static bool serve_client(int fd)
 {
     char buf[16 * 1024];
+    // LAB BEGIN serve_client: one recv() (EOF or an error: return false), then send back what it returned with send_all
     // One recv() per readiness, not a loop until the client goes quiet: the
     // socket is blocking, so a second recv() would sleep if nothing more had
     // come, and a busy client must not keep the others waiting anyway.
-    // Whatever is left in the kernel, select() will report again next turn.
+    // Whatever is left in the kernel, pselect() will report again next turn.
+    // (No EINTR here: the stop signals are blocked outside pselect.)
+    stats.recvs++;
     ssize_t n = recv(fd, buf, sizeof buf, 0);
     if (n == 0) {
         // EOF. Every byte it sent is already back on its way, because
@@ -143,14 +190,9 @@ static bool serve_client(int fd)
         return false;
     }
     if (n == -1) {
-        if (errno == EINTR)
-            return true;  // a signal; the loop looks at stop_requested
         log_msg("fd %d: recv: %s, dropping", fd, strerror(errno));
         return false;
     }
-    // The weak spot: this sleeps until the client's receive buffer and our
-    // send buffer have room for all n bytes. If the client does not read,
-    // that is never, and every other client waits with it.
     if (send_all(fd, buf, (size_t)n) == -1) {
         if (errno == EINTR)
             log_msg("%s closed (server stopping)", peers[fd]);
@@ -159,17 +201,21 @@ static bool serve_client(int fd)
         return false;
     }
     return true;
+    // LAB END
 }
 
 // ---------------------------------------------------------------- the loop
 
 // Serves every client until SIGINT or SIGTERM (returns true) or until
-// select() itself fails, which only a bug can cause (returns false).
+// pselect() itself fails, which only a bug can cause (returns false).
 static bool serve_forever(int listen_fd)
 {
+    // Checking the flag and then sleeping is safe only because the stop
+    // signals are blocked here: one that arrives after this test stays
+    // pending, and pselect() returns EINTR for it at once.
     while (!stop_requested) {
-        // LAB BEGIN: wait with select() for the listening socket and every client; accept new clients, serve each ready one, drop the finished
-        // select() overwrites the set we pass with the subset that is ready,
+        // LAB BEGIN select_wait: build the set to watch (a copy of the clients plus the listening socket) and sleep in pselect() with the stop signals unblocked
+        // pselect() overwrites the set we pass with the subset that is ready,
         // so it gets a copy, rebuilt from our own set on every call. That copy,
         // the kernel's walk over descriptors 0..nfds-1 and our scan below are
         // the O(n) of select: they cost the same with 1 busy client or 1000.
@@ -177,17 +223,20 @@ static bool serve_forever(int listen_fd)
         FD_SET(listen_fd, &readable);
         int nfds = (listen_fd > max_client_fd ? listen_fd : max_client_fd) + 1;
 
-        // No timeout (NULL): sleep until a descriptor is ready or a signal
-        // arrives. Only the read set: we never wait to write, because our
-        // sends block instead (the naive part).
-        int ready = select(nfds, &readable, NULL, NULL, NULL);
+        // No timeout (NULL): sleep until a descriptor is ready or a stop
+        // signal arrives; &wait_mask unblocks those only while we sleep.
+        // Only the read set: a client's send waits in send_all instead.
+        stats.waits++;
+        int ready = pselect(nfds, &readable, NULL, NULL, NULL, &wait_mask);
+        // LAB END
         if (ready == -1) {
             if (errno == EINTR)
                 continue;  // the while test looks at stop_requested
-            log_msg("select: %s", strerror(errno));
+            log_msg("pselect: %s", strerror(errno));
             return false;
         }
 
+        // LAB BEGIN dispatch: accept new clients if the listening socket is ready, then serve every ready client and drop the finished
         if (FD_ISSET(listen_fd, &readable))
             accept_clients(listen_fd);
 
@@ -202,10 +251,6 @@ static bool serve_forever(int listen_fd)
         }
         // LAB END
     }
-    // A note on the flag check: a signal that lands after the while test but
-    // before select() starts to sleep is only noticed when a client next does
-    // something. pselect(2) closes that window by unblocking the signal and
-    // waiting in one step; this stage accepts the few-instruction race.
     return true;
 }
 
@@ -216,17 +261,19 @@ int main(int argc, char **argv)
     struct options opt;
     parse_options(argc, argv, "server", &opt);
 
-    // Handlers first, so that a SIGTERM sent as soon as we print
-    // "listening on" already finds them in place.
+    // Handlers first, then the mask, both before "listening on": a SIGTERM
+    // sent as soon as that line appears finds the handler in place and
+    // waits, blocked, for the next pselect().
     install_signal_handlers();
+    block_stop_signals(&wait_mask);
 
     int listen_fd = listen_on(opt.host, opt.port);
     if (listen_fd == -1)
         return 1;
-    // select() saying "readable" for a listening socket means "a connection
+    // pselect() saying "readable" for a listening socket means "a connection
     // was waiting when I looked". If the client gives up before we call
-    // accept(), some systems remove it from the queue, and a blocking
-    // accept() would then sleep with every client waiting. Non-blocking, it
+    // accept4(), some systems remove it from the queue, and a blocking
+    // accept4() would then sleep with every client waiting. Non-blocking, it
     // just says EAGAIN.
     if (set_nonblocking(listen_fd) == -1) {
         close(listen_fd);
@@ -235,19 +282,22 @@ int main(int argc, char **argv)
 
     bool stopped = serve_forever(listen_fd);
 
-    // Nothing is pending: every send completed (or was interrupted by the
-    // stop), so closing is all that is left to do.
+    // Nothing is pending: every send completed (or was cut off by the stop,
+    // and send_all logged what was left), so closing is all there is to do.
     if (client_count > 0)
         log_msg("stopping: closing %d client%s", client_count, client_count == 1 ? "" : "s");
     for (int fd = 0; fd <= max_client_fd; fd++)
-        if (FD_ISSET(fd, &clients) && close(fd) == -1)
-            log_msg("fd %d: close: %s", fd, strerror(errno));
+        if (FD_ISSET(fd, &clients))
+            close_or_log(fd);
     // Closing the listening socket makes the kernel reset every connection
     // still waiting in the backlog: those clients see "connection reset".
     if (close(listen_fd) == -1) {
         log_msg("close: %s", strerror(errno));
         return 1;
     }
-    log_msg("stopped");
+    log_msg("stopped after %lu pselect, %lu recv, %lu send calls; %lu send waits; "
+            "%lu clients accepted, %lu turned away (fd >= FD_SETSIZE)",
+            stats.waits, stats.recvs, stats.sends, stats.send_waits, stats.accepted,
+            stats.turned_away);
     return stopped ? 0 : 1;
 }
