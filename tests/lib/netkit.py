@@ -771,6 +771,58 @@ def round_trips(host, port, size, count, within):
     return "%d round trips of %d bytes in %.3f s (%.2f ms each)" % (count, size, took, took * 1000 / count)
 
 
+def stopped_burst(host, port, pid, size, seed, timeout=3.0):
+    """A burst that must wait in the kernel until the server reads it: connect, prove the
+    server serves us (a 1-byte echo), SIGSTOP the server, send `size` bytes, wait until the
+    server's socket holds them all unread (/proc/net/tcp), SIGCONT it, then expect the whole
+    echo within `timeout` seconds while sending nothing more.
+
+    For an edge-triggered server with a read budget smaller than the burst: the bytes
+    arrived as one edge, so the ones left after the budget are reported again only if the
+    server re-arms; without that they stay unread and the echo never completes.
+    """
+    rng = random.Random(seed)
+    payload = make_payload(rng, size)
+    s = connect(host, port)
+    stopped = False
+    got = bytearray()
+    try:
+        s.sendall(b"!")
+        if s.recv(1) != b"!":
+            raise Failure("no 1-byte echo before the burst")
+        client_port = s.getsockname()[1]
+        os.kill(pid, 19)  # SIGSTOP
+        stopped = True
+        s.sendall(payload)  # fits in the server's receive buffer, or times out
+        deadline = time.monotonic() + scaled(timeout)
+        while server_rx_queue(port, client_port) != size:
+            if time.monotonic() > deadline:
+                raise Failure("the stopped server's socket holds %s of the %d bytes sent: send fewer"
+                              % (server_rx_queue(port, client_port), size))
+            time.sleep(0.01)  # poll interval of a loop with a deadline
+        os.kill(pid, 18)  # SIGCONT
+        stopped = False
+        s.settimeout(scaled(timeout))
+        deadline = time.monotonic() + scaled(timeout)
+        while len(got) < size:
+            try:
+                chunk = s.recv(262144)
+            except socket.timeout:
+                chunk = None
+            if not chunk or time.monotonic() > deadline:
+                raise Failure("%d of the %d bytes of the burst came back within %.1f s (%s)"
+                              % (len(got), size, scaled(timeout), "EOF" if chunk == b"" else "then nothing"))
+            got += chunk
+    finally:
+        if stopped:
+            os.kill(pid, 18)
+        s.close()
+    if bytes(got) != payload:
+        bad = next(i for i in range(size) if got[i] != payload[i])
+        raise Failure(describe_mismatch(payload, bytes(got), bad))
+    return "%d bytes sent while the server was stopped, all echoed after SIGCONT" % size
+
+
 # ---------------------------------------------------------------------------
 # Capability probes (the matrix): each answers yes or no
 # ---------------------------------------------------------------------------
@@ -961,6 +1013,9 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=16500)
     p.add_argument("--count", type=int, default=50)
     p.add_argument("--within", type=float, default=0.5)
+    p = add("stopped-burst", "SIGSTOP the server, send a burst it must find in the kernel, SIGCONT: all echoed")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--size", type=int, default=100000)
     p = add("mem", "memory (PSS of PID and children) per idle connection")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--conns", type=int, default=100)
@@ -1013,6 +1068,8 @@ def main(argv=None):
             return 0
         elif a.cmd == "mem":
             _, msg = mem(h, port, a.pid, a.conns)
+        elif a.cmd == "stopped-burst":
+            msg = stopped_burst(h, port, a.pid, a.size, seed)
         elif a.cmd == "pause-read":
             msg = pause_read(h, port, a.size, a.resume_file, seed)
         elif a.cmd == "round-trips":
