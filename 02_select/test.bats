@@ -7,7 +7,7 @@ load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
 
 setup() {
     # ThreadSanitizer holds a signal until the thread enters a call it intercepts, and
-    # select() is not one (google/sanitizers#838): SIGTERM would never stop the server.
+    # pselect() is not one (google/sanitizers#838): SIGTERM would never stop the server.
     # This stage has one thread, so ThreadSanitizer has no race to look for anyway.
     if [[ ${SAN:-} == *thread* ]]; then
         skip "single-threaded, and ThreadSanitizer cannot deliver signals during select()"
@@ -52,40 +52,102 @@ setup() {
     scenario_sigterm
 }
 
+# The lost-signal window: the shim delays the server's first pselect() by 500 ms and the
+# SIGTERM lands inside the delay. A loop that checked its flag and then slept in select()
+# would sleep on; here the signal is blocked outside pselect(), so it waits, pending, and the
+# real pselect() returns EINTR for it at once.
+@test "SIGTERM that lands just before the first wait still stops it" {
+    start_server_delayed server
+    scenario_sigterm_in_window
+}
+
+# stopped_after FIELD: the number before FIELD in the server's final "stopped after" line.
+stopped_after() {
+    local line
+    line=$(grep -m1 'stopped after' "$SERVER_ERR") || fail "no 'stopped after' line in the server's stderr" || return
+    sed -n "s/.*[ ,;]\([0-9][0-9]*\) $1.*/\1/p" <<<"$line" | head -n1
+}
+
+# drop_client must take a client out of the set before closing it: pselect() on a closed
+# descriptor fails (EBADF) and the server could not go on. Each of the clients below leaves
+# after its echo, so the next one's turn proves the set was clean.
+@test "a client that leaves is taken out of the set: 20 in turn are each served and closed once" {
+    start_server server
+    netkit echo --count 20 --max-size 65536 --max-piece 4096
+    netkit echo --count 1 --max-size 1024
+    stop_server
+    local closed
+    closed=$(grep -cE '^server: 127\.0\.0\.1:[0-9]+ closed$' "$SERVER_ERR")
+    ((closed == 21)) || fail "want 21 'closed' lines (one per client), got $closed"
+    ! grep -q 'pselect:' "$SERVER_ERR" || fail "pselect failed: $(grep 'pselect:' "$SERVER_ERR")"
+}
+
 @test "limit: a client that stops reading stalls every other client" {
     start_server server
     netkit slow-reader --expect-stall
     # Once the stuck client is gone (netkit resets it), service resumes.
     netkit echo --count 3 --max-size 65536
     stop_server
+    # The stall is send_all asleep for client A, and A's reset ended it.
+    local waits
+    waits=$(stopped_after 'send waits')
+    ((waits >= 1)) || fail "the server never waited in send_all (send waits: '$waits')"
+    grep -qE 'send: (Connection reset by peer|Broken pipe), dropping' "$SERVER_ERR" ||
+        fail "client A's reset did not end the blocked send: $(tail -n 5 "$SERVER_ERR")"
 }
 
+# The server is asleep in send_all's pselect() for a client whose buffers are full, with
+# SIGTERM unblocked only there: the signal must end that wait, and the server says how many
+# bytes of the echo it gave up on.
 @test "SIGTERM while the server is stuck sending to a client that never reads: exit 0 within 2 s" {
     start_server server
-    local out="$BATS_TEST_TMPDIR/stuck.out"
-    netkit stuck --hold "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 6*k}')" >"$out" 2>&1 3>&- &
-    local client=$!
-    # The client says when the server has stopped taking its bytes (blocked in send_all).
-    local deadline=$(($(now_ms) + $(scaled_ms 10)))
-    until grep -q '^stuck:' "$out"; do
-        (($(now_ms) < deadline)) || fail "the client never filled the connection: $(cat "$out")"
-        sleep 0.02   # poll interval of a loop with a deadline
-    done
+    start_bg stuck netkit stuck --hold "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 6*k}')"
+    local client=$BG_PID
+    # The client says when the server has stopped taking its bytes (asleep in send_all).
+    wait_file_match "$BATS_TEST_TMPDIR/stuck.out" '^stuck:' 10
     stop_server
-    wait "$client" || fail "client: $(cat "$out")"
+    grep -qE 'fd [0-9]+: [1-9][0-9]* bytes not sent \(server stopping\)' "$SERVER_ERR" ||
+        fail "SIGTERM did not end a send_all wait with bytes pending: $(tail -n 5 "$SERVER_ERR")"
+    grep -qE 'closed \(server stopping\)' "$SERVER_ERR" || fail "no 'closed (server stopping)' line"
+    wait_bg "$client" stuck
 }
 
+# Each 16500-byte echo leaves the server in two send()s (serve_client reads 16 KiB at most);
+# without TCP_NODELAY the 116-byte rest waits for the client's delayed ACK, about 40 ms each.
+@test "TCP_NODELAY: a reply that leaves in two pieces does not wait for a delayed ACK" {
+    start_server server
+    netkit round-trips --size 16500 --count 50 --within 0.5
+    stop_server
+}
+
+# 1100 connections at once: descriptors up to about 1103. The first one that does not fit in
+# an fd_set is 1024 (FD_SETSIZE); it and every later one must be turned away, and the
+# server's own count of them must match its log and what the client saw.
 @test "limit: fds >= FD_SETSIZE are closed at once with a log line; the rest are served" {
     raise_nofile 1300
     start_server server
+    assert_server_nofile 1300
     run netkit hold --conns 1100
     [[ $status -eq 1 ]] || fail "select server held 1100 connections: $output"
     local echoed
     echoed=$(sed -n 's/.* \([0-9]*\) echoed.*/\1/p' <<<"$output")
     ((echoed >= 1000 && echoed < 1100)) || fail "expected 1000..1099 echoed below the cap: $output"
-    assert_log 'FD_SETSIZE'
+    assert_log 'fd 1024 >= FD_SETSIZE \(1024\), closing'
+    # Every descriptor the server turned away is >= 1024, and none below it was.
+    local low
+    low=$(sed -n 's/.*fd \([0-9]*\) >= FD_SETSIZE.*/\1/p' "$SERVER_ERR" | sort -n | head -n1)
+    ((low == 1024)) || fail "the lowest descriptor turned away is $low, want 1024"
     netkit echo --count 3 --max-size 65536
     stop_server
+    local away logged accepted
+    away=$(stopped_after 'turned away')
+    accepted=$(stopped_after 'clients accepted')
+    logged=$(grep -cE 'fd [0-9]+ >= FD_SETSIZE \(1024\), closing' "$SERVER_ERR")
+    ((away == logged && away >= 1)) || fail "turned away: $away by the counter, $logged in the log"
+    # The 1100, then netkit's 3 echo clients: every one accepted, and only those turned away
+    # went unechoed.
+    ((accepted == 1103)) || fail "the server accepted $accepted clients, want 1103"
+    ((echoed == 1100 - away)) || fail "$echoed echoed, but the server turned away $away of 1100"
 }
 
 @test "matrix: server" {
