@@ -5,8 +5,11 @@ usage: fake_server.py MODE -p PORT
 MODE: good | silent (never prints `listening on`) | bad-exit (exits 3 on SIGTERM)
       | slow-exit (ignores SIGTERM) | asan (prints a sanitizer report, exits 0)
       | corrupt (echoes every byte but flips one at offset 1000)
+      | lossy (its handler sets a flag that the accept loop tests before blocking: a SIGTERM
+        landing between the test and accept() is lost, the classic race)
 """
 import os
+import select
 import signal
 import socket
 import sys
@@ -29,7 +32,11 @@ def main():
             sys.stderr.flush()
         os._exit(0)
 
-    signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "slow-exit" else on_term)
+    stop = []
+    if mode == "lossy":
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "slow-exit" else on_term)
     if mode != "silent":
         print("listening on 127.0.0.1:%d" % srv.getsockname()[1], flush=True)
 
@@ -46,9 +53,32 @@ def main():
             c.sendall(d)
         c.close()
 
+    def accept_loop():
+        while not stop:
+            # lossy: accept() is retried after an interrupting handler (PEP 475), and a
+            # signal that came before it started does not interrupt it at all.
+            c, _ = srv.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+    if mode == "lossy":
+        accept_loop()
+        sys.exit(0)
+    # The others never lose it: a self-pipe. The C-level handler writes a byte to `w`
+    # whenever SIGTERM arrives, so select() returns even for a signal that came before it
+    # started, and Python then runs on_term.
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w)
     while True:
-        c, _ = srv.accept()
-        threading.Thread(target=serve, args=(c,), daemon=True).start()
+        ready, _, _ = select.select([srv, r], [], [])
+        if r in ready:
+            os.read(r, 512)
+        if srv in ready:
+            c, _ = srv.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
+    sys.exit(0)
 
 
 if __name__ == "__main__":
