@@ -74,3 +74,33 @@ SECTIONS=("The decision" "Run it" "How it works" "Walk through the code" "Limits
         [[ $output == *"+++ b/buffer.c"* ]] || fail "make diff in 03_poll does not show the new buffer.c"
     fi
 }
+
+@test "docs: the design and the glossary the notes point to are in the repository" {
+    [[ -f $KIT_ROOT/DESIGN.md ]] || fail "no DESIGN.md"
+    [[ -f $KIT_ROOT/GLOSSARY.md ]] || fail "no GLOSSARY.md"
+    local f
+    for f in README.md CONTRIBUTING.md; do
+        grep -q 'DESIGN.md' "$KIT_ROOT/$f" || fail "$f does not point to DESIGN.md"
+    done
+}
+
+@test "docs: every bug patch has a header naming the bug, the symptom and the test that catches it" {
+    local p n=0 field
+    for p in "$KIT_ROOT"/[0-9][0-9]_*/bugs/*.patch; do
+        [[ -f $p ]] || continue
+        n=$((n + 1))
+        for field in Bug Symptom Caught-by; do
+            sed -n '/^---/q; p' "$p" | grep -qE "^$field: .+" || fail "$p: no '$field:' line in its header"
+        done
+    done
+    ((n > 0)) || fail "no bugs/*.patch in any stage"
+}
+
+@test "docs: every LAB region has a name and an end" {
+    local f
+    for f in "$KIT_ROOT"/[0-9][0-9]_*/*.c "$KIT_ROOT"/[0-9][0-9]_*/*.h; do
+        [[ -f $f ]] || continue
+        if grep -nE 'LAB BEGIN *:' "$f"; then fail "$f: a LAB BEGIN without a name (LAB BEGIN <name>: <task>)"; fi
+        (($(grep -c 'LAB BEGIN' "$f") == $(grep -c 'LAB END' "$f"))) || fail "$f: LAB BEGIN and LAB END do not pair up"
+    done
+}
