@@ -47,6 +47,22 @@ setup() {
     stop_server
 }
 
+@test "a client that resets while idle is dropped on recv's error; the others carry on" {
+    start_server server
+    # Served once (so it is accepted and in the set), then reset (SO_LINGER 0) with nothing
+    # pending either way: the server learns it from recv(), not from a send.
+    python3 -c '
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"x")
+assert s.recv(1) == b"x", "no echo"
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()' "$PORT"
+    assert_log 'recv: Connection reset by peer, dropping'
+    netkit echo --count 2 --max-size 4096
+    stop_server
+}
+
 @test "SIGTERM with a client connected: exit 0 within 2 s" {
     start_server server
     scenario_sigterm
