@@ -37,7 +37,7 @@ scaled_s() {
     [[ $status -eq 2 ]] || fail "--read-budget 0 exited $status, want 2"
 }
 
-@test "buffer unit test: at most 1 byte moved per byte appended, no reallocation per pause/resume cycle" {
+@test "buffer unit test: at most 1 byte moved per byte appended, none to grow, no reallocation per pause/resume cycle" {
     run "$(stage_bin buffer_test)"
     [[ $status -eq 0 ]] || fail "buffer_test exited $status:" "$output"
 }
@@ -106,6 +106,26 @@ scaled_s() {
     short=$(counter "short sends") && flushes=$(counter "flushes") || return
     ((short > 0)) || fail "no short send: the server never had to queue (the test proved nothing)"
     ((flushes > 0)) || fail "no flush on EPOLLOUT: queued output was never sent from the queue"
+}
+
+@test "lt: EPOLLOUT is off once the output drained: an idle client costs no CPU" {
+    start_server server -m lt
+    start_bg idle netkit drain-idle --size 8388608 --rcvbuf 4096 --piece 65536 --pause-ms 0 --hold "$(scaled_s 2.5)"
+    local idle=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/idle.out" '^drained:' 30
+    # One second of a connected client with nothing queued and nothing to read. A
+    # level-triggered server that still asks for EPOLLOUT gets it at once on every turn:
+    # ~100 ticks.
+    local t0 t1
+    t0=$(cpu_ticks "$SERVER_PID")
+    sleep 1   # the measurement window itself, not a readiness wait
+    t1=$(cpu_ticks "$SERVER_PID")
+    wait_bg "$idle" idle
+    stop_server
+    local short
+    short=$(counter "short sends") || return
+    ((short > 0)) || fail "no short send: the output was never queued, so EPOLLOUT was never asked for"
+    (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s with one idle client: a busy loop"
 }
 
 @test "lt and et: a tiny --max-output pauses and resumes reading, and still delivers every byte" {
