@@ -265,8 +265,11 @@ static ssize_t conn_read(struct conn *c, int fd)
         n_recvs++;
         n = recv(fd, scratch, sizeof scratch, 0);
     } while (n == -1 && errno == EINTR);
-    if (n == 0)
+    if (n == 0) {
         c->input_closed = true;  // EOF: the echo still queued will follow
+        if (buf_len(&c->out) > 0)
+            log_msg("fd %d: EOF with %zu bytes of echo still to send", fd, buf_len(&c->out));
+    }
     if (n == -1) {
         // EAGAIN: poll() said readable but the data went (or never was:
         // poll may wake spuriously). A blocking socket would sleep here.

@@ -84,7 +84,8 @@ counter() {
     start_server server
     start_bg idle netkit drain-idle --size 4194304 --hold "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2.5*k}')"
     local idle=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/idle.out" '^drained:' 30
+    wait_file_match "$BATS_TEST_TMPDIR/idle.out" '^(drained:|FAIL)' 30
+    grep -q '^drained:' "$BATS_TEST_TMPDIR/idle.out" || wait_bg "$idle" idle || return
     # One second of a connected client with nothing queued and nothing to read. A server
     # that still asks poll() for POLLOUT gets it at once on every turn: ~100 ticks.
     local t0 t1
@@ -97,6 +98,22 @@ counter() {
     short=$(counter "short sends") || return
     ((short > 0)) || fail "no short send: the output was never queued, so POLLOUT was never asked for"
     (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s with one idle client: a busy loop"
+}
+
+@test "half-close with the echo still queued: all of it, then EOF, and no reading after EOF" {
+    start_server server
+    # The client sends 6 MiB and shuts down its side as fast as the server takes them,
+    # reading the echo slowly through a 4 KiB window: the EOF arrives with MiBs queued.
+    netkit half-close-slow --size 6291456 --rcvbuf 4096 --piece 16384 --pause-ms 1
+    stop_server
+    grep -qE 'EOF with [1-9][0-9]* bytes of echo still to send' "$SERVER_ERR" ||
+        fail "no echo was queued when the EOF arrived: the test proved nothing"
+    # 6 MiB arrive in reads of up to 64 KiB: about a hundred recv() calls. A server that
+    # still asks for POLLIN after the EOF is told "readable" (the EOF, again) on every
+    # turn while the slow reader drains the queue, and reads it: thousands of calls.
+    local recvs
+    recvs=$(counter "recv calls") || return
+    ((recvs < 2000)) || fail "$recvs recv calls for 6 MiB: the server kept reading after EOF"
 }
 
 @test "100 clients at once" {

@@ -560,6 +560,67 @@ def slow_drain(host, port, size, rcvbuf, piece, pause_ms, seed, timeout=30.0):
         size, piece, pause_ms, rcvbuf)
 
 
+def _slow_reader_socket(host, port, rcvbuf):
+    """A connected socket with a `rcvbuf`-byte receive buffer (set before connect, so the
+    window stays small) and Nagle off."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(scaled(5.0))
+        s.connect((host, port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _send_in_background(s, payload, shut_wr=False):
+    """sendall(payload) on a thread (then shutdown(SHUT_WR) if asked), so that the caller
+    can read meanwhile; returns (thread, errors list)."""
+    errors = []
+
+    def run():
+        try:
+            s.sendall(payload)
+            if shut_wr:
+                s.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, errors
+
+
+def _read_slowly(s, payload, piece, pause_ms, timeout, name, want_eof=False):
+    """Read the echo of `payload`, `piece` bytes per recv with `pause_ms` between, verifying
+    every byte; with want_eof, then require EOF."""
+    got = bytearray()
+    size = len(payload)
+    deadline = time.monotonic() + scaled(timeout)
+    while len(got) < size or want_eof:
+        if time.monotonic() > deadline:
+            raise Failure("%s: %d of %d bytes back after %.0f s%s" % (
+                name, len(got), size, scaled(timeout), ", no EOF" if len(got) == size else ""))
+        try:
+            chunk = s.recv(piece)
+        except socket.timeout:
+            continue
+        if not chunk:
+            if len(got) == size and want_eof:
+                return
+            raise Failure("%s: EOF after %d of %d bytes" % (name, len(got), size))
+        off = len(got)
+        got += chunk
+        if len(got) > size:
+            raise Failure("%s: the server echoed %d bytes, only %d were sent" % (name, len(got), size))
+        if got[off:] != payload[off:len(got)]:
+            bad = next(i for i in range(off, len(got)) if got[i] != payload[i])
+            raise Failure(describe_mismatch(payload, bytes(got), bad))
+        time.sleep(pause_ms / 1000.0)  # the reader's pace, not a readiness wait
+
+
 def drain_idle(host, port, size, rcvbuf, piece, pause_ms, hold_secs, seed, timeout=30.0):
     """A queued echo, then silence: send `size` bytes while reading the echo slowly,
     `piece` bytes at a time with `pause_ms` between reads, through a `rcvbuf`-byte receive
@@ -570,41 +631,11 @@ def drain_idle(host, port, size, rcvbuf, piece, pause_ms, hold_secs, seed, timeo
     For tests that measure the server while a client it queued for sits idle: a server
     that still watches for writability with nothing to send spins meanwhile.
     """
-    rng = random.Random(seed)
-    payload = make_payload(rng, size)
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    errors = []
-
-    def send_all():
-        try:
-            s.sendall(payload)
-        except OSError as e:
-            errors.append(e)
-
-    got = bytearray()
+    payload = make_payload(random.Random(seed), size)
+    s = _slow_reader_socket(host, port, rcvbuf)
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        s.settimeout(scaled(5.0))
-        s.connect((host, port))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sender = threading.Thread(target=send_all, daemon=True)
-        sender.start()
-        deadline = time.monotonic() + scaled(timeout)
-        while len(got) < size:
-            if time.monotonic() > deadline:
-                raise Failure("drain-idle: %d of %d bytes back after %.0f s" % (len(got), size, scaled(timeout)))
-            try:
-                chunk = s.recv(piece)
-            except socket.timeout:
-                continue
-            if not chunk:
-                raise Failure("drain-idle: EOF after %d of %d bytes" % (len(got), size))
-            off = len(got)
-            got += chunk
-            if got[off:] != payload[off:len(got)]:
-                bad = next(i for i in range(off, len(got)) if got[i] != payload[i])
-                raise Failure(describe_mismatch(payload, bytes(got), bad))
-            time.sleep(pause_ms / 1000.0)  # the reader's pace, not a readiness wait
+        sender, errors = _send_in_background(s, payload)
+        _read_slowly(s, payload, piece, pause_ms, timeout, "drain-idle")
         sender.join(scaled(5.0))
         if errors:
             raise Failure("drain-idle: send failed: %s" % errors[0])
@@ -620,6 +651,24 @@ def drain_idle(host, port, size, rcvbuf, piece, pause_ms, hold_secs, seed, timeo
         s.close()
     return "%d bytes echoed through a %d-byte SO_RCVBUF, then %.1f s idle with the connection open" % (
         size, rcvbuf, hold_secs)
+
+
+def half_close_slow(host, port, size, rcvbuf, piece, pause_ms, seed, timeout=30.0):
+    """Half-close while the echo is still queued in the server: send `size` bytes and
+    shutdown(SHUT_WR) as fast as the server takes them, while reading the echo slowly
+    through a `rcvbuf`-byte receive buffer. The server sees EOF with output still queued;
+    it must send all of it (verified byte for byte), then close (EOF)."""
+    payload = make_payload(random.Random(seed), size)
+    s = _slow_reader_socket(host, port, rcvbuf)
+    try:
+        sender, errors = _send_in_background(s, payload, shut_wr=True)
+        _read_slowly(s, payload, piece, pause_ms, timeout, "half-close-slow", want_eof=True)
+        sender.join(scaled(5.0))
+        if errors:
+            raise Failure("half-close-slow: send failed: %s" % errors[0])
+    finally:
+        s.close()
+    return "%d bytes sent then shutdown(SHUT_WR); all echoed to a slow reader, then EOF" % size
 
 
 def server_rx_queue(server_port, client_port):
@@ -1000,6 +1049,11 @@ def main(argv=None):
     p.add_argument("--piece", type=int, default=16384)
     p.add_argument("--pause-ms", type=int, default=1)
     p.add_argument("--hold", type=float, default=3.0)
+    p = add("half-close-slow", "send, shutdown(SHUT_WR), read the echo slowly: all of it, then EOF")
+    p.add_argument("--size", type=int, default=8 << 20)
+    p.add_argument("--rcvbuf", type=int, default=4096)
+    p.add_argument("--piece", type=int, default=16384)
+    p.add_argument("--pause-ms", type=int, default=1)
     p = add("drain-on-term", "leave output pending, SIGTERM the server: everything must still arrive")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=4 << 20)
@@ -1056,6 +1110,8 @@ def main(argv=None):
             msg = slow_drain(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, seed)
         elif a.cmd == "drain-idle":
             msg = drain_idle(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, a.hold, seed)
+        elif a.cmd == "half-close-slow":
+            msg = half_close_slow(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, seed)
         elif a.cmd == "drain-on-term":
             msg = drain_on_term(h, port, a.pid, a.size, seed)
         elif a.cmd == "probe":
