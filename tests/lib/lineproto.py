@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""lineproto: a client for the line protocols (05_threads_queue: ECHO, SLEEP, PRIMES), a library and a CLI.
+
+Python 3 standard library only. Every subcommand prints `ok: ...` and exits 0, or prints
+`FAIL: ...` and exits 1. Every wait has a deadline; TIMEOUT_SCALE (environment, default 1)
+stretches them all.
+
+  talk --line L [--line L ...] [--expect R ...] [--eof]
+                      sends the lines in one write (pipelined), reads one reply per line
+                      and prints each as `reply: R`; with --expect, they must be exactly R...
+  many --clients N    N connections opened first, then all at once: each pipelines an ECHO,
+                      a short SLEEP, a PRIMES and another ECHO and checks the four replies
+  reset-mid-job --ms M
+                      sends SLEEP M, waits until a worker runs it (as inflight does), then
+                      resets the connection (SO_LINGER 0)
+  long-line --size B  sends `ECHO before`, then B bytes with no newline: wants `before`,
+                      `ERR line too long`, then EOF (a FIN, not a reset)
+  inflight --ms M     connection A sends SLEEP M; connection B's `SLEEP 0` reply then proves
+                      A's job is running (the job queue is FIFO: needs -w 2 or more); prints
+                      `inflight: ready`, then A must get `slept M` and EOF (the server stops)
+  demo --busy N --busy-line L --probes K (--under MS | --over MS)
+                      N clients keep L running in a loop; meanwhile K `ECHO` probes measure
+                      the round trip: all under MS, or (a server that waits) the first over MS
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import struct
+import sys
+import threading
+import time
+
+TIMEOUT_SCALE = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
+
+
+class Failure(Exception):
+    """A check did not hold; the message says what was expected and what happened."""
+
+
+def scaled(seconds):
+    return seconds * TIMEOUT_SCALE
+
+
+class LineConn:
+    """One connection: send lines, read reply lines with a deadline."""
+
+    def __init__(self, host, port, timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=scaled(timeout))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pending = b""
+
+    def send_lines(self, lines):
+        self.sock.sendall(b"".join(line.encode() + b"\n" for line in lines))
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def read_line(self, timeout=5.0):
+        """The next reply line (without "\\n"); Failure on EOF or when the deadline passes."""
+        deadline = time.monotonic() + scaled(timeout)
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("no reply line within %.1f s (have %r)" % (scaled(timeout), self.pending[:80]))
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise Failure("EOF while waiting for a reply line (have %r)" % self.pending[:80])
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+    def expect_eof(self, timeout=5.0):
+        """The server must close: a FIN (recv returns b""), not a reset, and nothing more."""
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("the server did not close within %.1f s" % scaled(timeout))
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                raise Failure("the connection was reset (RST), not closed (FIN)")
+            if not chunk:
+                if self.pending:
+                    raise Failure("unexpected bytes before EOF: %r" % self.pending[:80])
+                return
+            self.pending += chunk
+
+    def reset(self):
+        """Close with SO_LINGER 0: the kernel sends a reset (RST), not a FIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def count_primes(n):
+    """The reference answer for PRIMES n (a plain sieve)."""
+    if n < 2:
+        return 0
+    sieve = bytearray([1]) * (n + 1)
+    sieve[0] = sieve[1] = 0
+    for p in range(2, int(n ** 0.5) + 1):
+        if sieve[p]:
+            sieve[p * p::p] = bytearray(len(range(p * p, n + 1, p)))
+    return sum(sieve)
+
+
+# ---------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------
+
+def talk(host, port, lines, expect, eof, timeout):
+    c = LineConn(host, port)
+    c.send_lines(lines)
+    got = []
+    for i in range(len(lines)):
+        try:
+            got.append(c.read_line(timeout))
+        except Failure as e:
+            raise Failure("reply %d of %d: %s (replies so far: %r)" % (i + 1, len(lines), e, got))
+        print("reply: %s" % got[-1], flush=True)
+    if expect and got != expect:
+        for i, (g, e) in enumerate(zip(got, expect)):
+            if g != e:
+                raise Failure("reply %d is %r, want %r (all: %r)" % (i + 1, g, e, got))
+        raise Failure("replies %r, want %r" % (got, expect))
+    if eof:
+        c.sock.shutdown(socket.SHUT_WR)
+        c.expect_eof(timeout)
+    c.close()
+    return "%d replies in order" % len(got)
+
+
+def many(host, port, clients, timeout):
+    conns = [LineConn(host, port) for _ in range(clients)]
+    errors = []
+    start = threading.Barrier(clients)
+
+    def one(i, c):
+        try:
+            start.wait(scaled(timeout))
+            ms = (i * 7) % 50
+            n = 1000 + i
+            c.send_lines(["ECHO c%d" % i, "SLEEP %d" % ms, "PRIMES %d" % n, "ECHO end%d" % i])
+            want = ["c%d" % i, "slept %d" % ms, str(count_primes(n)), "end%d" % i]
+            got = [c.read_line(timeout) for _ in want]
+            if got != want:
+                errors.append("client %d: got %r, want %r" % (i, got, want))
+        except (Failure, OSError, threading.BrokenBarrierError) as e:
+            errors.append("client %d: %s" % (i, e))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=one, args=(i, c)) for i, c in enumerate(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(timeout) * 2)
+    if errors:
+        raise Failure("%d of %d clients failed; first: %s" % (len(errors), clients, errors[0]))
+    return "%d clients, 4 replies each, in order" % clients
+
+
+def job_running(host, port, timeout):
+    """Returns once every job queued before this call has been taken by a worker: a second
+    connection's `SLEEP 0` comes back only after the FIFO job queue reached it (needs two
+    workers or more when an earlier job is a long one)."""
+    b = LineConn(host, port)
+    b.send_lines(["SLEEP 0"])
+    r = b.read_line(timeout)
+    b.close()
+    if r != "slept 0":
+        raise Failure("the second connection got %r, want 'slept 0'" % r)
+
+
+def reset_mid_job(host, port, ms, timeout):
+    c = LineConn(host, port)
+    c.send_lines(["SLEEP %d" % ms])
+    job_running(host, port, timeout)
+    c.reset()
+    return "SLEEP %d running, then the connection was reset" % ms
+
+
+def long_line(host, port, size, timeout):
+    c = LineConn(host, port)
+    c.send_lines(["ECHO before"])
+    try:
+        c.send_raw(b"ECHO " + b"x" * size)
+    except (BrokenPipeError, ConnectionResetError) as e:
+        raise Failure("sending the long line failed: %s (the server reset us)" % e)
+    got = [c.read_line(timeout), c.read_line(timeout)]
+    if got != ["before", "ERR line too long"]:
+        raise Failure("replies %r, want ['before', 'ERR line too long']" % got)
+    c.expect_eof(timeout)
+    c.close()
+    return "a %d-byte line: 'ERR line too long', then EOF" % (size + 5)
+
+
+def inflight(host, port, ms, timeout):
+    a = LineConn(host, port)
+    a.send_lines(["SLEEP %d" % ms])
+    job_running(host, port, timeout)
+    print("inflight: ready", flush=True)
+    r = a.read_line(timeout)
+    if r != "slept %d" % ms:
+        raise Failure("connection A got %r, want 'slept %d'" % (r, ms))
+    a.expect_eof(timeout)
+    a.close()
+    return "the running job's reply arrived, then EOF"
+
+
+def demo(host, port, busy, busy_line, probes, under, over, warm, timeout):
+    stop = threading.Event()
+    sent_first = threading.Barrier(busy + 1)
+    warmed = [0] * busy
+    errors = []
+
+    def busy_client(i):
+        try:
+            c = LineConn(host, port)
+            c.send_lines([busy_line])
+            sent_first.wait(scaled(timeout))
+            while True:
+                c.read_line(timeout * 4)
+                warmed[i] += 1
+                if stop.is_set():
+                    break
+                c.send_lines([busy_line])
+            c.close()
+        except (Failure, OSError, threading.BrokenBarrierError) as e:
+            if not stop.is_set():
+                errors.append("busy client %d: %s" % (i, e))
+
+    threads = [threading.Thread(target=busy_client, args=(i,), daemon=True) for i in range(busy)]
+    for t in threads:
+        t.start()
+    sent_first.wait(scaled(timeout))
+    # With --warm, every busy client has had one reply back: from then on each one
+    # always has a request in the server (the next one leaves as soon as a reply arrives).
+    deadline = time.monotonic() + scaled(timeout) * 4
+    while warm and min(warmed) < 1:
+        if errors:
+            raise Failure(errors[0])
+        if time.monotonic() > deadline:
+            raise Failure("busy clients got no reply within %.1f s" % (scaled(timeout) * 4))
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    probe = LineConn(host, port)
+    rtts = []
+    for k in range(probes):
+        t0 = time.monotonic()
+        probe.send_lines(["ECHO probe%d" % k])
+        r = probe.read_line(timeout * 4)
+        rtts.append((time.monotonic() - t0) * 1000)
+        if r != "probe%d" % k:
+            raise Failure("probe %d got %r" % (k, r))
+        time.sleep(0.1)  # spread the probes over the busy clients' requests (not a readiness wait)
+    probe.close()
+    stop.set()
+    for t in threads:
+        t.join(scaled(timeout) * 4)
+    if errors:
+        raise Failure(errors[0])
+    desc = "ECHO round trip over %d probes: max %.1f ms, median %.1f ms" % (
+        probes, max(rtts), statistics.median(rtts))
+    if under is not None and max(rtts) >= under:
+        raise Failure("%s; want every probe under %d ms" % (desc, under))
+    if over is not None and rtts[0] <= over:
+        raise Failure("%s; want the first probe to wait over %d ms (it took %.1f)" % (desc, over, rtts[0]))
+    return desc
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def add(name, help_):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds per wait (scaled)")
+        return p
+
+    p = add("talk", "send lines, check the replies in order")
+    p.add_argument("--line", action="append", required=True)
+    p.add_argument("--expect", action="append", default=[])
+    p.add_argument("--eof", action="store_true", help="then half-close and expect EOF")
+    p = add("many", "many clients at once")
+    p.add_argument("--clients", type=int, default=50)
+    p = add("reset-mid-job", "SLEEP, then reset")
+    p.add_argument("--ms", type=int, default=300)
+    p = add("long-line", "a line over the limit")
+    p.add_argument("--size", type=int, default=70000)
+    p = add("inflight", "a job running when the server stops")
+    p.add_argument("--ms", type=int, default=800)
+    p = add("demo", "ECHO latency while other clients keep jobs running")
+    p.add_argument("--busy", type=int, default=4)
+    p.add_argument("--busy-line", default="SLEEP 500")
+    p.add_argument("--probes", type=int, default=5)
+    p.add_argument("--under", type=float)
+    p.add_argument("--over", type=float)
+    p.add_argument("--warm", action="store_true", help="wait for one reply per busy client first")
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "talk":
+            msg = talk(a.host, a.port, a.line, a.expect, a.eof, a.timeout)
+        elif a.cmd == "many":
+            msg = many(a.host, a.port, a.clients, a.timeout)
+        elif a.cmd == "reset-mid-job":
+            msg = reset_mid_job(a.host, a.port, a.ms, a.timeout)
+        elif a.cmd == "long-line":
+            msg = long_line(a.host, a.port, a.size, a.timeout)
+        elif a.cmd == "inflight":
+            msg = inflight(a.host, a.port, a.ms, a.timeout)
+        else:
+            msg = demo(a.host, a.port, a.busy, a.busy_line, a.probes, a.under, a.over, a.warm,
+                       a.timeout)
+    except (Failure, OSError) as e:
+        print("FAIL: %s: %s" % (a.cmd, e), flush=True)
+        return 1
+    print("ok: %s: %s" % (a.cmd, msg), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
