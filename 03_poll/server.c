@@ -20,6 +20,9 @@
 //  4. One read buffer for everyone (scratch): echo reads into it and sends
 //     from it, and only what the kernel did not take is copied into the
 //     connection's own output buffer. A reading client costs no allocation.
+//  5. The wait is ppoll(), with SIGINT and SIGTERM blocked everywhere else,
+//     so a stop signal cannot slip in between checking the flag and going
+//     to sleep (poll_once says how).
 //
 // One turn of the loop, poll_once():
 //   1. ppoll() sleeps until a descriptor is ready (or a stop signal
@@ -213,11 +216,23 @@ static ssize_t send_some(int fd, const char *p, size_t n)
     return sent;
 }
 
+// Appends the N bytes at P that the kernel did not take to C's queue, behind
+// what is there already. Returns 0, or -1 after logging why C must be dropped.
+static int conn_queue(struct conn *c, int fd, const char *p, size_t n)
+{
+    if (n > 0 && buf_append(&c->out, p, n) == -1) {
+        log_msg("fd %d: out of memory for %zu bytes of output, dropping", fd, n);
+        return -1;
+    }
+    return 0;
+}
+
 // Sends N bytes at P to client C: straight away if nothing is queued ahead
 // of them (the usual case: no copy, no allocation), and queues whatever the
 // kernel did not take. Returns 0, or -1 after logging why C must be dropped.
 static int conn_write(struct conn *c, int fd, const char *p, size_t n)
 {
+    // LAB BEGIN conn_write: if nothing is queued, send_some() the bytes now and skip what the kernel took; conn_queue() the rest (all of it when something was queued already)
     // With bytes already queued, these must wait their turn behind them;
     // and the kernel said "full" last time, so trying again now is pointless.
     if (buf_len(&c->out) == 0) {
@@ -227,11 +242,8 @@ static int conn_write(struct conn *c, int fd, const char *p, size_t n)
         p += sent;
         n -= (size_t)sent;
     }
-    if (n > 0 && buf_append(&c->out, p, n) == -1) {
-        log_msg("fd %d: out of memory for %zu bytes of output, dropping", fd, n);
-        return -1;
-    }
-    return 0;
+    return conn_queue(c, fd, p, n);
+    // LAB END
 }
 
 // Sends what client C has queued, as much as the kernel takes. Returns 0,
