@@ -4,43 +4,30 @@
 // Read this file first, then buffer.h (the queues) and net.c (the plumbing).
 //
 // What changed since 03_poll, and why:
-//  1. epoll instead of poll(). The interest list lives in the kernel: we
-//     add a socket once (epoll_ctl ADD), change what we wait for only when
-//     it changes (MOD), and epoll_wait() returns just the ready sockets. An
-//     idle connection costs nothing per turn; 03 paid for it on every poll().
-//  2. Each connection is its own allocation, and epoll hands its address
-//     back with every event (epoll_event.data.ptr): no array to scan, no
-//     lookup from descriptor to connection.
-//  3. The interest we registered is remembered (conn.events) and epoll_ctl
-//     is called only when it must change. Each call is a system call; a
-//     loop that re-registers on every message pays one more per message.
-//  4. -m et: edge-triggered client sockets. epoll then reports "something
-//     new arrived" once, not "there is something to read" on every turn,
-//     so we must read until the kernel has nothing left (the drain rule,
-//     conn_handle), or stop early only where something is sure to bring us
-//     back.
-//  5. Out of descriptors (EMFILE), a spare descriptor refuses one waiting
-//     client at a time instead of spinning or sleeping (spare_fd says why).
-//  6. struct conn is smaller: a state instead of a copy of the peer's
-//     address (log lines name the descriptor): 64 bytes, 80 on the heap.
+//  1. epoll instead of poll(): the interest list lives in the kernel. We add
+//     a socket once (epoll_ctl ADD), change what we wait for only when that
+//     changes (MOD, conn_watch), and epoll_wait() returns just the ready
+//     sockets, each with its struct conn (data.ptr): no array to scan.
+//  2. -m et: edge-triggered client sockets. epoll reports "new bytes
+//     arrived" once, so we read until the kernel has nothing left (the
+//     drain rule, conn_handle), or stop where something will bring us back.
+//  3. Out of descriptors (EMFILE), a spare descriptor refuses one waiting
+//     client at a time instead of spinning or sleeping (spare_fd).
 //
 // One turn of the loop, epoll_once():
-//   1. epoll_pwait() sleeps until a watched socket is ready (or a stop
-//      signal arrives: SIGINT and SIGTERM are blocked everywhere but inside
-//      it, or a back-off ends: pause_accepting) and returns up to MAX_EVENTS
-//      ready ones, nothing else
-//   2. for each: the listening socket -> accept_clients(); a client ->
-//      conn_handle(): flush queued output, read and echo (LT: once; ET:
-//      until the kernel is empty, at most --read-budget reads), close it if
-//      it is finished, otherwise tell epoll what it waits for next, if that
-//      changed
-//   3. back to 1
+//   1. epoll_pwait() sleeps until a watched socket is ready, a stop signal
+//      arrives (SIGINT and SIGTERM are blocked everywhere else), or a
+//      back-off ends (pause_accepting)
+//   2. for each ready socket: the listening one -> accept_clients(); a
+//      client -> conn_handle(): flush queued output, read and echo (LT: once;
+//      ET: until the kernel is empty, at most --read-budget reads), close it
+//      if it is finished, else conn_watch() tells epoll what it waits for,
+//      if that changed
 // On SIGINT/SIGTERM, drain_and_close_all() stops accepting and finishes
 // the clients we have, for at most DRAIN_MS.
 //
-// What is still not solved: one thread does the I/O and all the work, so
-// a client whose request takes long to handle stalls every other one
-// (05_threads_queue hands the work to a pool).
+// Still not solved: one thread does the I/O and all the work, so a slow
+// request stalls every client (05_threads_queue hands the work to a pool).
 
 #include "buffer.h"
 #include "net.h"
@@ -57,35 +44,29 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-// How much one recv() may read: the size of `scratch`. Bigger means fewer
-// calls per megabyte; it is also the most one client can add to its output
-// buffer per read.
+// How much one recv() may read: the size of `scratch`, and the most one
+// read can add to a client's output queue.
 #define READ_CHUNK (64 * 1024)
 
-// How many clients one turn may accept. A flood of new connections must
-// not keep the loop from serving the ones it already has. The listening
-// socket is level-triggered in both modes, so epoll reports the rest of
-// the backlog again on the next turn (see main).
+// How many clients one turn may accept: a flood of new connections must not
+// starve the ones we have. The rest of the backlog is reported next turn
+// (the listening socket is level-triggered: main).
 #define ACCEPTS_PER_TURN 64
 
-// Out of descriptors with no spare descriptor to refuse a client with, how
-// long the listening socket stays out of the epoll set (pause_accepting).
+// Out of descriptors and without a spare: how long the listening socket
+// stays out of the epoll set (pause_accepting).
 #define ACCEPT_BACKOFF_MS 100
 
-// How many ready sockets one epoll_wait() returns at most. Not a limit on
-// clients: the others stay on the kernel's ready list for the next call.
-// Bigger means fewer epoll_wait() calls under load; 128 events are 1.5 KiB
-// of stack.
+// Ready sockets per epoll_wait(), at most; the others wait on the kernel's
+// ready list for the next call. 128 events are 1.5 KiB of stack.
 #define MAX_EVENTS 128
 
-// After SIGINT/SIGTERM, how long pending echoes get to leave. The contract
-// gives a server 2 s to exit; this leaves the other second as margin.
+// After SIGINT/SIGTERM, how long pending echoes get to leave: the contract
+// gives a server 2 s to exit, this keeps one as margin. And once only
+// lingering clients are left (echo and FIN sent), how long a turn may pass
+// with nothing happening before we close them anyway: a client that went
+// quiet without closing need not hold the exit up for all of DRAIN_MS.
 #define DRAIN_MS 1000
-
-// Stopping, once every client left has had its echo and our FIN: how long
-// a turn may pass with nothing at all happening before we close them
-// anyway (drain_and_close_all). A client that went quiet without closing
-// need not hold the exit up for the whole DRAIN_MS.
 #define LINGER_QUIET_MS 100
 
 // ---------------------------------------------------------------- connections
@@ -100,9 +81,10 @@ enum conn_state {
     CONN_LINGERING,  // stopping, queue sent, our FIN sent: discard input until EOF (conn_linger)
 };
 
-// One client. Idle, it owns nothing but this struct: its output buffer
-// holds NULL until bytes have to wait in it (buffer.h, rule 1). There is
-// no input buffer: echo handles every byte as it is read (conn_read).
+// One client: its own allocation, so that its address can live in the
+// kernel as data.ptr. Idle, it owns nothing else: its output buffer holds
+// NULL until bytes must wait in it (buffer.h, rule 1), and there is no input
+// buffer (echo handles each byte as it is read: conn_read). 64 bytes.
 struct conn {
     struct buffer out;         // echo the kernel has not taken yet
     struct conn *prev, *next;  // every open connection, for drain_and_close_all
@@ -124,9 +106,8 @@ static struct conn *conns;   // every open connection (a doubly linked list)
 static size_t nconns;
 
 // Every recv() reads here, and echo sends from here. One is enough: one
-// thread serves one client at a time, and whatever the kernel does not take
-// is copied into that client's `out` before the next recv(). No allocation
-// per read, and none per idle client.
+// thread serves one client at a time, and what the kernel does not take is
+// copied into that client's `out` before the next recv(). No allocation per read.
 static char scratch[READ_CHUNK];
 
 // The signal mask epoll_pwait() waits with (epoll_once): ours at start,
@@ -156,13 +137,10 @@ static int conn_add(int fd)
         return -1;
     }
     c->fd = fd;
-    // EPOLLIN only: there is nothing to send yet. In ET mode a client that
-    // sent before we got here is not lost: ADD checks the socket at once
-    // and reports what is already waiting, as the first edge. (EPOLLRDHUP:
-    // see conn_read.)
+    // EPOLLIN only: nothing to send yet. In ET mode, bytes the client sent
+    // before we got here are not lost: ADD checks the socket at once and
+    // reports them as the first edge. (EPOLLRDHUP: conn_read.)
     c->events = EPOLLIN | (edge ? EPOLLET | EPOLLRDHUP : 0);
-    // data.ptr comes back with every event for this socket: that is how
-    // epoll_once finds the connection without searching for it.
     struct epoll_event ev = {.events = c->events, .data.ptr = c};
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
         log_msg("fd %d: epoll_ctl(ADD): %s, closing", fd, strerror(errno));
@@ -223,11 +201,10 @@ static void conn_check_backpressure(struct conn *c)
 // why C must be dropped.
 static int conn_modify(struct conn *c, uint32_t want)
 {
-    // A MOD also re-checks the socket at once, and queues an event if it is
-    // ready: a change that happened between our last EAGAIN and this call
-    // (room freed, bytes arrived) is reported, not missed, even in ET mode.
-    // That is also what `rearm` relies on: bytes we left unread are reported
-    // again, after the sockets that were already waiting their turn.
+    // A MOD re-checks the socket at once and queues an event if it is ready:
+    // what changed since our last EAGAIN is reported, even in ET mode. That
+    // is what `rearm` relies on: bytes we left unread are reported again,
+    // behind the sockets already waiting their turn.
     if (c->rearm)
         n_rearms++;
     c->rearm = false;
@@ -249,20 +226,17 @@ static int conn_watch(struct conn *c)
     // LAB BEGIN conn_watch: choose the events C waits for (EPOLLIN while it may read, EPOLLOUT only while output is queued, EPOLLET|EPOLLRDHUP in -m et) and call conn_modify only when they differ from c->events or c->rearm is set
     uint32_t want = 0;
     if (c->state >= CONN_STOPPING) {
-        // First the queued output, then whatever the client still sends,
-        // read only to be thrown away (conn_linger).
+        // The queued output, then what the client still sends (conn_linger).
         want = buf_len(&c->out) > 0 ? EPOLLOUT : EPOLLIN;
     } else {
-        // Level-triggered, a socket with unread bytes is reported on every
-        // turn: while paused we must stop asking, or epoll_wait() returns at
-        // once, forever (a busy loop). Edge-triggered, it is reported once
-        // per arrival, so not reading is enough, and it saves two MODs per
-        // pause (the kernel stops the client anyway once its buffer is full).
+        // Level-triggered, unread bytes are reported on every turn: paused,
+        // we must stop asking, or epoll_wait() returns at once, forever (a
+        // busy loop). Edge-triggered, they are reported once per arrival, so
+        // not reading is enough, and saves two MODs per pause.
         if (c->state == CONN_READING || (edge && c->state == CONN_PAUSED))
             want |= EPOLLIN;
-        // EPOLLOUT only while something is queued: a socket with room in its
-        // send buffer is writable nearly all the time, and (level-triggered)
-        // would wake us on every turn with nothing to send.
+        // EPOLLOUT only while something is queued: a socket is writable
+        // nearly all the time, and (LT) would wake us every turn for nothing.
         if (buf_len(&c->out) > 0)
             want |= EPOLLOUT;
     }
@@ -276,11 +250,10 @@ static int conn_watch(struct conn *c)
 
 // One send() of N bytes at P to C, which is non-blocking: the kernel takes
 // what fits in its send buffer and returns at once. Returns how many bytes
-// it took (0: none, the buffer is full: EAGAIN), or -1 after logging why C
-// must be dropped. Taking less than N is a short send: the buffer is full
-// now, so trying again before EPOLLOUT says there is room would only earn
-// an EAGAIN. Edge-triggered too: a full buffer is the condition whose end
-// EPOLLOUT reports, so one short send is the drain rule's "until EAGAIN".
+// it took (0: the buffer is full, EAGAIN), or -1 after logging why C must be
+// dropped. A short send means the buffer is full now: trying again before
+// EPOLLOUT would only earn an EAGAIN. Edge-triggered too: EPOLLOUT reports
+// the end of exactly that condition, so one short send is as good as EAGAIN.
 static ssize_t send_some(struct conn *c, const char *p, size_t n)
 {
     ssize_t sent;
@@ -304,8 +277,8 @@ static ssize_t send_some(struct conn *c, const char *p, size_t n)
 // kernel did not take. Returns 0, or -1 after logging why C must be dropped.
 static int conn_write(struct conn *c, const char *p, size_t n)
 {
-    // With bytes already queued, these must wait their turn behind them;
-    // and the kernel said "full" last time, so trying again now is pointless.
+    // With bytes already queued, these wait behind them (and the kernel
+    // said "full" last time).
     if (buf_len(&c->out) == 0) {
         ssize_t sent = send_some(c, p, n);
         if (sent == -1)
@@ -325,9 +298,8 @@ static int conn_write(struct conn *c, const char *p, size_t n)
 static int conn_flush(struct conn *c)
 {
     // LAB BEGIN conn_flush: send the queued output (buf_peek, buf_len) with send_some; consume what the kernel took; return -1 if send_some says the client must be dropped
-    // One send_some: the queue is one contiguous run of bytes, so one call
-    // offers all of it, and a short send means the kernel is full (EPOLLOUT
-    // calls us back).
+    // One send_some offers the whole queue (one contiguous run of bytes); a
+    // short send means the kernel is full, and EPOLLOUT calls us back.
     ssize_t sent = send_some(c, buf_peek(&c->out), buf_len(&c->out));
     if (sent == -1)
         return -1;
@@ -362,12 +334,11 @@ static int conn_read(struct conn *c, bool fin_seen)
         c->unread = false;
         return 0;
     }
-    // A short read on a TCP socket: recv() copies everything queued, up to
-    // what we asked, so the queue was empty when it returned, and whatever
-    // arrives later is a new edge. That saves the recv() that would only say
-    // EAGAIN (one per message for small messages). Not when the FIN has
-    // arrived: it arrived with no new edge to come, so we read on to EOF.
-    // (Not for every kind of descriptor either: README.md, section 4.)
+    // A short read on a TCP socket: recv() copies all that is queued, up to
+    // what we asked, so the queue was empty, and what arrives later is a new
+    // edge. That saves the recv() that would only say EAGAIN (one per small
+    // message). Not once the FIN is in: no edge will follow it, so we read
+    // on to EOF. (Not for every kind of descriptor: README.md, section 4.)
     if ((size_t)n < sizeof scratch && !fin_seen)
         c->unread = false;
     // The application: echo. A protocol would handle the whole messages here
@@ -379,15 +350,14 @@ static int conn_read(struct conn *c, bool fin_seen)
 }
 
 // The server is stopping and client C has had all its echo: may we close?
-// Not while its bytes are still arriving. close() on a socket with unread
-// input sends a reset (RST) instead of a FIN, and a reset makes the kernel
-// throw away the echo still queued in our send buffer: the client would
-// lose the very bytes the drain was for. So: send our FIN first (the client
-// reads its echo, then EOF), and read and discard what it still sends,
-// until EAGAIN or for --read-budget reads at most (then re-armed, as in
-// conn_handle). Returns true to keep waiting, false when closing is safe
-// now: EOF, an error, or nothing unread at this moment (a quiet client is
-// closed at once; one that goes quiet later, at LINGER_QUIET_MS).
+// Not while its bytes still arrive: close() with unread input sends a reset
+// instead of a FIN, and the reset throws away the echo still in our send
+// buffer, the very bytes the drain was for. So: send our FIN (the client
+// reads its echo, then EOF), then read and discard what it still sends,
+// until EAGAIN or for --read-budget reads (then re-armed, as in
+// conn_handle). Returns true to keep waiting, false when closing is safe:
+// EOF, an error, or nothing unread (a quiet client is closed at once; one
+// that goes quiet later, after LINGER_QUIET_MS: drain_and_close_all).
 static bool conn_linger(struct conn *c)
 {
     if (c->state != CONN_LINGERING) {
@@ -414,11 +384,8 @@ static bool conn_linger(struct conn *c)
 // the client is finished (EOF and all echoed) or failed: the caller closes it.
 static bool conn_handle(struct conn *c, uint32_t revents)
 {
-    // epoll reports EPOLLERR and EPOLLHUP even unasked. As in 03 they are
-    // handled by doing the I/O we were going to do anyway: the failing
-    // send() or recv() then says exactly what went wrong, and the client is
-    // dropped. (Ignoring them would be a busy loop: level-triggered, they
-    // are reported on every turn until the socket is closed.)
+    // EPOLLERR and EPOLLHUP come unasked. As in 03, we do the I/O we would
+    // do anyway, and the failing send() or recv() says what went wrong.
     bool readable = (revents & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0;
     bool fin_seen = (revents & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0;
     if (edge && readable)
@@ -439,16 +406,14 @@ static bool conn_handle(struct conn *c, uint32_t revents)
     }
     conn_check_backpressure(c);
 
-    // The drain rule, for -m et. An edge means "new bytes arrived", once.
-    // Stop before the kernel is empty and the rest stays there with no
-    // further event: the client waits for an echo that never comes. Two ways
-    // to stop early are safe, because something will bring us back: back-
-    // pressure (`unread` stays set, and the flush that lifts the pause, above
-    // on EPOLLOUT, reads on), and the budget: a client that sends as fast as
-    // we read never lets the kernel empty, and would keep the loop to itself
-    // (another client's 64-byte echo waited over a second: README.md, section
-    // 5); after --read-budget reads we stop and set `rearm`, conn_watch
-    // re-registers, and epoll reports the socket again.
+    // The drain rule, for -m et. An edge means "new bytes arrived", once:
+    // stop before the kernel is empty and the rest stays there with no
+    // further event. Two early stops are safe, because something brings us
+    // back: back-pressure (`unread` stays set; the flush that lifts the pause,
+    // on EPOLLOUT, reads on), and the budget: a client sending as fast as we
+    // read never lets the kernel empty and would keep the loop to itself
+    // (README.md, section 5), so after --read-budget reads we set `rearm` and
+    // conn_watch's MOD has epoll report the socket again.
     // LAB BEGIN conn_read_echo: read and echo with conn_read: LT, once per event (epoll reports what is left next turn); ET, while c->unread, until EOF, back-pressure pauses us, or read_budget reads are spent (then set c->rearm)
     if (edge) {
         for (int budget = read_budget; c->unread && c->state == CONN_READING; budget--) {
@@ -460,17 +425,15 @@ static bool conn_handle(struct conn *c, uint32_t revents)
                 return false;
         }
     } else if (readable && c->state == CONN_READING) {
-        // Once per turn, not until EAGAIN: level-triggered, what we leave in
-        // the kernel is reported again next turn, and meanwhile every other
-        // ready client gets its turn too. (EOF also reads as "readable", so
-        // after it we must not ask again: conn_watch drops EPOLLIN.)
+        // Once per turn: level-triggered, what we leave is reported again next
+        // turn, and meanwhile the other clients get theirs. (EOF is
+        // "readable" too, forever: after it conn_watch drops EPOLLIN.)
         if (conn_read(c, fin_seen) == -1)
             return false;
     }
     // LAB END
 
-    // EOF and nothing left to send: a half-closed client has now had every
-    // byte back, so we close our side too.
+    // EOF and nothing left to send: a half-closed client has had every byte.
     if (c->state == CONN_CLOSING && buf_len(&c->out) == 0) {
         log_msg("fd %d closed", c->fd);
         return false;
@@ -481,33 +444,29 @@ static bool conn_handle(struct conn *c, uint32_t revents)
 // ---------------------------------------------------------------- out of descriptors
 
 // Out of descriptors, accept() fails with EMFILE (this process is at its
-// limit) or ENFILE (the system is). The waiting client stays in the
-// backlog and the listening socket stays readable: level-triggered, epoll
-// reports it on every turn and every accept() fails again, 100% CPU doing
-// nothing. (Edge-triggered, the opposite: no new edge, so the backlog is
-// not looked at again until yet another client connects.) Either way the
-// waiting clients hang. The answer is this descriptor, kept open on
-// /dev/null for one purpose: closing it frees exactly one descriptor;
-// accept() takes the waiting client into it, we close that at once, and
-// reopen the spare, which gets the same number back (nothing else can take
-// it in between: this process has one thread). That is refuse_one_client.
-// The client sees EOF, a clear "no" it can act on; or a reset, if it had
-// already sent bytes: closing a socket with unread input resets it.
+// limit) or ENFILE (the system is), and the client stays in the backlog. The
+// listening socket stays readable: level-triggered, epoll reports it on
+// every turn and every accept() fails again, 100% CPU doing nothing (edge-
+// triggered, the backlog would not be looked at again until yet another
+// client connects). Either way the waiting clients hang. The answer is this
+// descriptor, open on /dev/null for one purpose (refuse_one_client): close
+// it, which frees exactly one descriptor; accept the waiting client into it
+// and close that at once; reopen the spare, which gets the same number back
+// (nothing can take it in between: one thread). The client sees EOF, a
+// clear "no" it can act on (or a reset, if it had already sent bytes:
+// closing a socket with unread input resets it).
 //
-// If the spare itself is missing (it could not be opened, or another
-// process took the number: ENFILE), we back off instead: the listening
-// socket leaves the epoll set for ACCEPT_BACKOFF_MS (pause_accepting),
-// through epoll_wait's timeout, not a sleep, so the clients we have are
-// served meanwhile. That is the worse answer for the waiting clients (they
-// hang in the backlog, unanswered: README.md, section 4), so only the
-// fallback; each resume tries to reopen the spare first.
+// If the spare is missing (it could not be reopened: another process took
+// the number, ENFILE), we back off instead: the listening socket leaves the
+// epoll set for ACCEPT_BACKOFF_MS, through epoll_wait's timeout, not a
+// sleep (pause_accepting). Worse for the waiting clients, who hang in the
+// backlog unanswered (README.md, section 4), so only the fallback.
 static int spare_fd = -1;
 static long long accept_resume_at = -1;  // backing off: when to resume (now_ms); else -1
 static unsigned long accept_pauses;      // back-offs in a row: one log line as they
                                          // start, one as they end, not ten a second
 
-// Opens the spare descriptor unless it is open already. Returns 0, or -1
-// with errno set (the caller logs, or not).
+// Opens the spare unless it is open. Returns 0, or -1 with errno set.
 static int open_spare(void)
 {
     if (spare_fd != -1)
@@ -524,8 +483,7 @@ static int open_spare(void)
 }
 
 // Out of descriptors, with the spare open: refuses one waiting client
-// (spare_fd says why and how). Returns 0, or -1 with errno set by accept
-// (EAGAIN: the client gave up meanwhile and the backlog is empty).
+// (spare_fd). Returns 0, or -1 with accept's errno (EAGAIN: nobody waits).
 static int refuse_one_client(int listen_fd)
 {
     // LAB BEGIN refuse_one_client: close the spare (close_or_log), accept the waiting client and close it at once, reopen the spare with open_spare; return -1 with accept's errno if accept failed
@@ -542,8 +500,8 @@ static int refuse_one_client(int listen_fd)
     // LAB END
 }
 
-// Out of descriptors with no spare (ERR is accept's errno): take the
-// listening socket out of the epoll set; resume_accepting puts it back.
+// Out of descriptors with no spare (ERR is accept's errno): the listening
+// socket leaves the epoll set until resume_accepting puts it back.
 static void pause_accepting(int listen_fd, int err)
 {
     if (epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1) {
@@ -556,8 +514,8 @@ static void pause_accepting(int listen_fd, int err)
                 strerror(err), ACCEPT_BACKOFF_MS);
 }
 
-// How long epoll_wait may sleep: as long as it takes (-1), or while
-// accepting is paused, until it resumes.
+// How long epoll_wait may sleep: -1 (as long as it takes), or until a
+// paused accept resumes.
 static int accept_timeout_ms(void)
 {
     if (accept_resume_at == -1)
@@ -567,8 +525,7 @@ static int accept_timeout_ms(void)
 }
 
 // Once a pause is over: reopen the spare if a descriptor is free now, and
-// put the listening socket back; if clients are still waiting, the next
-// epoll_wait reports it at once.
+// watch the listening socket again.
 static void resume_accepting(int listen_fd)
 {
     if (accept_resume_at == -1 || now_ms() < accept_resume_at)
@@ -598,9 +555,7 @@ static void accept_clients(int listen_fd)
         int err = errno;
         if (err != EMFILE && err != ENFILE)
             return;  // EAGAIN (nobody left), EINTR, or logged already
-        // No spare: it could not be opened at start, or the last reopen
-        // failed. A client may have left since, so try again, quietly.
-        if (open_spare() == -1) {
+        if (open_spare() == -1) {  // a client may have left since the last try
             pause_accepting(listen_fd, err);
             return;
         }
@@ -623,16 +578,14 @@ static void accept_clients(int listen_fd)
 static int epoll_once(int listen_fd, int timeout_ms)
 {
     struct epoll_event events[MAX_EVENTS];
-    // Only the ready sockets come back, however many are watched: this is
-    // the O(ready) that 03's poll() could not give. epoll_pwait() is
-    // epoll_wait() plus a signal mask: for as long as it waits, and only
-    // then, the process has wait_mask, in which SIGINT and SIGTERM are
-    // unblocked. A stop signal sent while we were busy has waited, pending,
-    // and is delivered the moment the wait starts: the handler sets
-    // stop_requested and epoll_pwait() returns EINTR. With the flag checked
-    // before a plain epoll_wait(), a signal landing between the check and
-    // the call would set the flag too late, and the wait would sleep until
-    // the next event: on an idle server, forever.
+    // Only the ready sockets come back, however many are watched: the
+    // O(ready) that 03's poll() could not give. epoll_pwait() is epoll_wait()
+    // plus a signal mask: while it waits, and only then, SIGINT and SIGTERM
+    // are unblocked (wait_mask). A stop signal sent while we were busy waited,
+    // pending, and is delivered as the wait starts: the handler sets
+    // stop_requested, and epoll_pwait() returns EINTR. With the flag checked
+    // before a plain epoll_wait(), a signal landing between the check and the
+    // call would set it too late: an idle server would sleep on, forever.
     n_waits++;
     int ready = epoll_pwait(epfd, events, MAX_EVENTS, timeout_ms, &wait_mask);
     if (ready == -1) {
@@ -648,12 +601,10 @@ static int epoll_once(int listen_fd, int timeout_ms)
             accept_clients(listen_fd);
             continue;
         }
-        // Freeing C here is safe although events[i+1..] are still to be
-        // served: one epoll_wait() reports a socket at most once, and
-        // serving one client never closes another, so no later event in
-        // this batch can carry C's address. (A server where one client can
-        // close another, a chat, must defer the free to the end of the
-        // batch: README.md, Exercises.)
+        // Freeing C here is safe with events[i+1..] still to serve: a batch
+        // reports a socket once, and serving one client never closes
+        // another. (Where it can, a chat, the free must wait for the end of
+        // the batch: README.md, Exercises.)
         if (!conn_handle(c, events[i].events))
             conn_close(c);
     }
@@ -673,9 +624,8 @@ static bool all_lingering(void)
 // echoes up to DRAIN_MS to leave, then close whatever is left.
 static void drain_and_close_all(int listen_fd)
 {
-    // Stop watching the listening socket: no new clients from here on. The
-    // kernel still completes handshakes until main closes it. (If accepting
-    // is paused, it is out of the set already.)
+    // No new clients from here on (if accepting is paused, the listening
+    // socket is out of the set already).
     if (accept_resume_at == -1 && epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1)
         log_msg("epoll_ctl(DEL) listening socket: %s", strerror(errno));
 
@@ -702,8 +652,8 @@ static void drain_and_close_all(int listen_fd)
 
     // The same turns as before, with a deadline; conn_handle() closes each
     // connection once its queue is empty and conn_linger() agrees. A quiet
-    // turn with only lingering clients left means they have gone quiet
-    // without closing: waiting for the deadline would change nothing.
+    // turn with only lingering clients left: they went quiet without
+    // closing, and waiting for the deadline would change nothing.
     long long deadline = now_ms() + DRAIN_MS;
     while (nconns > 0) {
         long long left = deadline - now_ms();
@@ -732,18 +682,16 @@ int main(int argc, char **argv)
     edge = opt.edge_triggered;
     read_budget = opt.read_budget;
 
-    // Handlers first, so that a SIGTERM sent as soon as we print
-    // "listening on" already finds them in place. Then block SIGINT and
-    // SIGTERM: from here on they are delivered only inside epoll_pwait()
-    // (epoll_once says why). One that arrives before the block just sets
-    // the flag, which the loop checks first.
+    // Handlers first, so that a SIGTERM sent as soon as we print "listening
+    // on" finds them. Then SIGINT and SIGTERM are delivered only inside
+    // epoll_pwait() (epoll_once says why); one that arrives before the block
+    // just sets the flag, which the loop checks first.
     install_signal_handlers();
     if (block_stop_signals(&wait_mask) == -1)
         return 1;
     raise_fd_limit();  // we use epoll, not select: fds past 1023 are fine
 
-    // EPOLL_CLOEXEC: were we ever to exec a program, it should not inherit
-    // our epoll instance (nor, below, the spare descriptor).
+    // EPOLL_CLOEXEC: a program we might exec must not inherit it.
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (epfd == -1) {
         log_msg("epoll_create1: %s", strerror(errno));
@@ -755,11 +703,10 @@ int main(int argc, char **argv)
         return 1;
     }
     // The listening socket is level-triggered even with -m et, on purpose:
-    // accept_clients stops after ACCEPTS_PER_TURN (fairness) or when out of
-    // descriptors, and level-triggered epoll reports the rest of the backlog
-    // next turn. With EPOLLET here, every early stop would strand the
-    // waiting clients until yet another one connected. data.ptr == NULL
-    // tags it: no connection has that address.
+    // accept_clients stops early (ACCEPTS_PER_TURN, out of descriptors), and
+    // level-triggered epoll reports the rest of the backlog next turn; with
+    // EPOLLET, every early stop would strand the waiting clients until yet
+    // another one connected. data.ptr == NULL tags it: no conn has that address.
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     bool ok = set_nonblocking(listen_fd) == 0;
     if (ok && epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == -1) {
@@ -784,8 +731,7 @@ int main(int argc, char **argv)
     }
 
     drain_and_close_all(listen_fd);
-    // Closing the listening socket makes the kernel reset every connection
-    // still waiting in the backlog: those clients see "connection reset".
+    // Closing the listening socket resets the connections still in its backlog.
     if (close(listen_fd) == -1) {
         log_msg("close: %s", strerror(errno));
         ok = false;
