@@ -15,9 +15,12 @@ stretches them all.
                       resets the connection (SO_LINGER 0)
   long-line --size B  sends `ECHO before`, then B bytes with no newline: wants `before`,
                       `ERR line too long`, then EOF (a FIN, not a reset)
-  inflight --ms M     connection A sends SLEEP M; connection B's `SLEEP 0` reply then proves
-                      A's job is running (the job queue is FIFO: needs -w 2 or more); prints
-                      `inflight: ready`, then A must get `slept M` and EOF (the server stops)
+  inflight --ms M [--more K]
+                      connection A sends SLEEP M; connection B's `SLEEP 0` reply then proves
+                      A's job is running (the job queue is FIFO: needs -w 2); then K more
+                      SLEEPs (one runs, K-1 wait); prints `inflight: ready`; the server is
+                      stopped: A must get `slept M` for the running ones, `ERR stopping`
+                      for the queued ones, then EOF
   demo --busy N --busy-line L --probes K (--under MS | --over MS)
                       N clients keep L running in a loop; meanwhile K `ECHO` probes measure
                       the round trip: all under MS, or (a server that waits) the first over MS
@@ -207,17 +210,26 @@ def long_line(host, port, size, timeout):
     return "a %d-byte line: 'ERR line too long', then EOF" % (size + 5)
 
 
-def inflight(host, port, ms, timeout):
+def inflight(host, port, ms, more, timeout):
     a = LineConn(host, port)
     a.send_lines(["SLEEP %d" % ms])
     job_running(host, port, timeout)
+    # With -w 2: the first of MORE runs on the worker the probe just freed, the others wait
+    # in the queue (a worker takes a job within microseconds; the stop comes milliseconds
+    # after `ready`, and the server's `stopping:` line says what it found).
+    want = ["slept %d" % ms]
+    if more:
+        a.send_lines(["SLEEP %d" % ms] * more)
+        want += ["slept %d" % ms] + ["ERR stopping"] * (more - 1)
     print("inflight: ready", flush=True)
-    r = a.read_line(timeout)
-    if r != "slept %d" % ms:
-        raise Failure("connection A got %r, want 'slept %d'" % (r, ms))
+    got = []
+    for _ in want:
+        got.append(a.read_line(timeout))
+    if got != want:
+        raise Failure("connection A got %r, want %r" % (got, want))
     a.expect_eof(timeout)
     a.close()
-    return "the running job's reply arrived, then EOF"
+    return "replies %r, then EOF" % got
 
 
 def demo(host, port, busy, busy_line, probes, under, over, warm, timeout):
@@ -303,6 +315,7 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=70000)
     p = add("inflight", "a job running when the server stops")
     p.add_argument("--ms", type=int, default=800)
+    p.add_argument("--more", type=int, default=0, help="then MORE SLEEPs: 1 runs, the rest queue")
     p = add("demo", "ECHO latency while other clients keep jobs running")
     p.add_argument("--busy", type=int, default=4)
     p.add_argument("--busy-line", default="SLEEP 500")
@@ -321,7 +334,7 @@ def main(argv=None):
         elif a.cmd == "long-line":
             msg = long_line(a.host, a.port, a.size, a.timeout)
         elif a.cmd == "inflight":
-            msg = inflight(a.host, a.port, a.ms, a.timeout)
+            msg = inflight(a.host, a.port, a.ms, a.more, a.timeout)
         else:
             msg = demo(a.host, a.port, a.busy, a.busy_line, a.probes, a.under, a.over, a.warm,
                        a.timeout)

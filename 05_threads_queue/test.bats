@@ -1,0 +1,206 @@
+#!/usr/bin/env bats
+# 05_threads_queue: an epoll I/O thread plus a worker pool, joined by a bounded job queue and a
+# completion queue woken through an eventfd. Not an echo server: a line protocol (ECHO, SLEEP,
+# PRIMES), driven by tests/lib/lineproto.py. The tests prove the paths from the server's stop
+# line (`stopped after ... N dropped, N busy, ...`), and every one runs under SAN=thread too.
+
+load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
+
+# lineproto SUBCMD [ARGS...]: the line-protocol client against the running server.
+lineproto() {
+    python3 "$KIT_ROOT/tests/lib/lineproto.py" "$1" --port "$PORT" "${@:2}"
+}
+
+# counter NAME: the number before NAME in the server's stop line (after stop_server).
+counter() {
+    local line
+    line=$(grep -m1 'stopped after' "$SERVER_ERR") || fail "no 'stopped after' line in the server's stderr" || return
+    sed -n "s/.* \([0-9][0-9]*\) $1[,]*.*/\1/p" <<<"$line"
+}
+
+# The request of each kind and error, and the reply it must get, in one pipelined write.
+REQUESTS=(--line "ECHO hello world" --expect "hello world"
+    --line "ECHO" --expect ""
+    --line $'ECHO crlf\r' --expect "crlf"
+    --line "SLEEP 0" --expect "slept 0"
+    --line "SLEEP 30" --expect "slept 30"
+    --line "PRIMES 1" --expect "0"
+    --line "PRIMES 100" --expect "25"
+    --line "PRIMES 1000000" --expect "78498"
+    --line "PRIMES 50000000" --expect "3001134"
+    --line "HELLO" --expect "ERR unknown command"
+    --line "" --expect "ERR unknown command"
+    --line "echo lower case" --expect "ERR unknown command"
+    --line "SLEEP" --expect "ERR bad argument"
+    --line "SLEEP -1" --expect "ERR bad argument"
+    --line "SLEEP 10001" --expect "ERR bad argument"
+    --line "SLEEP 12abc" --expect "ERR bad argument"
+    --line "PRIMES 0" --expect "ERR bad argument"
+    --line "PRIMES 50000001" --expect "ERR bad argument")
+
+@test "--help prints usage and exits 0; bad options exit 2" {
+    run "$(stage_bin server)" --help
+    [[ $status -eq 0 && $output == *"-w, --workers"* && $output == *"--queue"* ]] || fail "--help: status $status: $output"
+    local bad
+    for bad in "-w x" "-w 257" "--queue 0" "--queue -3" "--max-output nope" "--reply-delay-ms 1x" "--nope" "extra"; do
+        # shellcheck disable=SC2086
+        run "$(stage_bin server)" $bad
+        [[ $status -eq 2 ]] || fail "'$bad' exited $status, want 2: $output"
+    done
+}
+
+@test "every command and every error reply, with workers (-w 2)" {
+    start_server server -w 2
+    lineproto talk "${REQUESTS[@]}"
+    stop_server
+    (($(counter "jobs queued") == 6)) || fail "want 6 jobs handed to the pool: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "every command and every error reply, inline (-w 0)" {
+    start_server server -w 0
+    lineproto talk "${REQUESTS[@]}"
+    stop_server
+    (($(counter inline) == 6 && $(counter "jobs queued") == 0)) || fail "want 6 jobs inline, none queued: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "pipelined replies come back in request order, even when a later job finishes first" {
+    start_server server -w 2
+    # Two workers: SLEEP 300 runs on one while SLEEP 0 and PRIMES finish on the other;
+    # their replies, and the ECHOs answered on the I/O thread, must wait for it.
+    lineproto talk --line "SLEEP 300" --expect "slept 300" --line "ECHO x" --expect "x" \
+        --line "SLEEP 0" --expect "slept 0" --line "PRIMES 10" --expect "4" --line "ECHO y" --expect "y"
+    lineproto talk --line "SLEEP 200" --expect "slept 200" --line "ECHO x" --expect "x"
+    stop_server
+}
+
+@test "hundreds of ECHOs behind one SLEEP: reading pauses, then every reply in order" {
+    start_server server -w 2
+    local args=(--line "SLEEP 200" --expect "slept 200") i
+    for ((i = 0; i < 300; i++)); do args+=(--line "ECHO $i" --expect "$i"); done
+    lineproto talk "${args[@]}"
+    stop_server
+    # More than MAX_WAITING (64) replies could not wait behind the SLEEP: the server must
+    # have stopped reading, and resumed with the lines already in its input buffer.
+    (($(counter pauses) >= 1)) || fail "the server never paused reading: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "50 clients at once, each with jobs and echoes pipelined" {
+    raise_nofile 300
+    start_server server -w 2
+    lineproto many --clients 50
+    stop_server
+    (($(counter results) == 100)) || fail "want 100 results back from the workers: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "half-close: every reply still arrives, then EOF" {
+    start_server server -w 2
+    lineproto talk --line "SLEEP 100" --expect "slept 100" --line "PRIMES 1000" --expect "168" \
+        --line "ECHO last" --expect "last" --eof
+    stop_server
+}
+
+@test "a client that disconnects mid-job: its result is dropped, nothing else breaks" {
+    start_server server -w 2
+    lineproto reset-mid-job --ms 300
+    assert_log 'connection reset, dropping \(replies pending\)'
+    # The other clients carry on meanwhile, and after.
+    lineproto talk --line "ECHO still here" --expect "still here" --line "SLEEP 400" --expect "slept 400"
+    stop_server
+    (($(counter dropped) == 1)) || fail "want 1 result dropped for a closed connection: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "a full job queue answers ERR busy at once, in order" {
+    start_server server -w 1 --queue 2
+    # One worker and room for 2 waiting: of 6 SLEEPs read together at most 3 are taken
+    # (1 running, 2 queued), at least 2; the rest are refused, not queued.
+    run lineproto talk --line "SLEEP 200" --line "SLEEP 200" --line "SLEEP 200" --line "SLEEP 200" \
+        --line "SLEEP 200" --line "SLEEP 200"
+    [[ $status -eq 0 ]] || fail "$output"
+    local slept busy
+    slept=$(grep -c '^reply: slept 200$' <<<"$output")
+    busy=$(grep -c '^reply: ERR busy$' <<<"$output")
+    ((slept >= 2 && slept <= 3 && slept + busy == 6)) || fail "want 2-3 'slept 200' and the rest 'ERR busy': $output"
+    [[ $(grep -m1 '^reply:' <<<"$output") == "reply: slept 200" ]] || fail "the first SLEEP was refused: $output"
+    stop_server
+    (($(counter busy) == busy)) || fail "the server counted $(counter busy) busy replies, the client got $busy"
+}
+
+@test "SIGTERM with jobs in flight: running jobs' replies arrive, queued ones are cancelled, then EOF" {
+    start_server server -w 2
+    start_bg inflight lineproto inflight --ms 800
+    local bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/inflight.out" '^inflight: ready'
+    stop_server
+    wait_bg "$bg" inflight
+    grep -qE 'stopping: [0-9]+ connections?, 1 job running' "$SERVER_ERR" ||
+        fail "no job was running when SIGTERM arrived: $(grep stopping "$SERVER_ERR")"
+
+    start_server server -w 2
+    start_bg inflight2 lineproto inflight --ms 800 --more 2
+    bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/inflight2.out" '^inflight: ready'
+    stop_server
+    wait_bg "$bg" inflight2
+    grep -qE 'stopping: [0-9]+ connections?, 2 jobs running, 1 queued job cancelled' "$SERVER_ERR" ||
+        fail "want 2 jobs running and 1 cancelled at SIGTERM: $(grep stopping "$SERVER_ERR")"
+}
+
+@test "a line over 64 KiB: ERR line too long, then the server closes (FIN, not reset)" {
+    start_server server -w 2
+    lineproto long-line --size 70000
+    lineproto long-line --size 1000000
+    lineproto talk --line "ECHO next client" --expect "next client"
+    stop_server
+}
+
+@test "demonstration: with -w 4, an ECHO is answered at once while 4 clients keep SLEEP 500 running" {
+    start_server server -w 4
+    lineproto demo --busy 4 --busy-line "SLEEP 500" --warm --probes 5 --under 100
+    stop_server
+}
+
+@test "demonstration: with -w 0, the same ECHO waits for a SLEEP to finish" {
+    start_server server -w 0
+    lineproto demo --busy 4 --busy-line "SLEEP 500" --probes 1 --over 250
+    stop_server
+}
+
+@test "the I/O thread holds the completion lock only for the swap: a slow reply path does not block the workers" {
+    # --reply-delay-ms 150: the I/O thread spends 150 ms on each result it delivers. The
+    # workers finish a SLEEP 20 every 20 ms meanwhile and push it on the completion queue;
+    # each push measures how long it waited for the lock (the stop line's longest wait).
+    start_server server -w 2 --reply-delay-ms 150
+    lineproto talk --line "SLEEP 20" --expect "slept 20" --line "SLEEP 20" --expect "slept 20" \
+        --line "SLEEP 20" --expect "slept 20" --line "SLEEP 20" --expect "slept 20" \
+        --line "SLEEP 20" --expect "slept 20" --line "SLEEP 20" --expect "slept 20"
+    stop_server
+    local waited
+    waited=$(counter "us longest lock wait")
+    ((waited < 50000)) || fail "a worker waited $waited us for the completion lock (want < 50 ms): the lock is held while results are handled"
+}
+
+@test "SIGTERM with a client connected exits 0 within 2 s" {
+    start_server server -w 2
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'ECHO hello\n' >&5
+    local reply
+    read -r -t "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2*k}')" reply <&5 || true
+    [[ $reply == hello ]] || { exec 5>&-; fail "expected 'hello', got '$reply'"; } || return
+    stop_server || { exec 5>&-; return 1; }
+    exec 5>&-
+}
+
+@test "SIGTERM that lands just before the first wait still stops it" {
+    start_server_delayed server
+    scenario_sigterm_in_window
+}
+
+@test "SIGTERM that lands just before the first wait still stops it (-w 0)" {
+    start_server_delayed server -w 0
+    scenario_sigterm_in_window
+}
+
+@test "buffer_test: the buffer's growth and shrink policy keeps its promises" {
+    run "$(stage_bin buffer_test)"
+    [[ $status -eq 0 ]] || fail "$output"
+}
