@@ -302,10 +302,11 @@ int accept_client(int listen_fd, char *peer, size_t peer_len)
     }
     // TCP_NODELAY turns off Nagle's algorithm, which holds back a small
     // segment while an earlier one is unacknowledged. An echo that leaves in
-    // several send()s (a short send, then the rest on POLLOUT) would then
-    // have its last short piece wait for the client's ACK, which the client
-    // delays by up to 40 ms: measured 22-28 messages/s instead of 6000 for
-    // 200 KB messages on one connection. Failing costs speed only, not data.
+    // several send()s (one per read, or a short send and the rest on
+    // POLLOUT) would then have its last short piece wait for the client's
+    // ACK, which a client may delay by up to 40 ms: a round trip that took
+    // microseconds takes tens of milliseconds (README.md, section 4, has the
+    // figures). Failing costs speed only, not data: log it and carry on.
     int one = 1;
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1)
         log_msg("fd %d: setsockopt(TCP_NODELAY): %s", fd, strerror(errno));
