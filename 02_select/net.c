@@ -266,8 +266,6 @@ int listen_on(const char *host, const char *port)
 
 void close_or_log(int fd)
 {
-    // close() fails only on a bad descriptor (a bug) or EIO; either way the
-    // number is released, so there is nothing to retry: say so and go on.
     if (close(fd) == -1)
         log_msg("fd %d: close: %s", fd, strerror(errno));
 }
@@ -315,11 +313,11 @@ int accept_client(int listen_fd, char *peer, size_t peer_len)
     // ends with a short piece, and Nagle's algorithm holds a short piece
     // back until the peer ACKs what went before; the peer delays that ACK
     // (up to 40 ms on Linux) hoping to piggyback it on a reply. Measured on
-    // one connection with 200 KB messages: 22-28 messages/s with Nagle,
-    // 6000 without. If it fails we are only slower, so we keep the client.
+    // one connection with 16500-byte messages (two sends each): 44 ms per
+    // message with Nagle, 0.03 ms without (README, section 5).
     int one = 1;
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1)
-        log_msg("fd %d: setsockopt(TCP_NODELAY): %s", fd, strerror(errno));
+        log_msg("fd %d: TCP_NODELAY: %s (serving it anyway)", fd, strerror(errno));
     format_addr((struct sockaddr *)&ss, len, peer, peer_len);
     log_msg("%s connected (fd %d)", peer, fd);
     return fd;

@@ -54,7 +54,9 @@ int listen_on(const char *host, const char *port);
 // EAGAIN instead. Returns 0, or -1 after logging why.
 int set_nonblocking(int fd);
 
-// Closes FD; logs (and otherwise ignores) a failure: there is no retry.
+// Closes FD, logging a failure. For a socket, close() fails only on a bad
+// descriptor (a bug of ours) or EINTR (the descriptor is closed anyway on
+// Linux): worth a log line, never a reason to stop.
 void close_or_log(int fd);
 
 // Takes the next client off LISTEN_FD's queue. Returns its descriptor (and
