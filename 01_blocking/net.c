@@ -334,6 +334,14 @@ int accept_client(int listen_fd, char *peer, size_t peer_len)
     return fd;
 }
 
+// ---------------------------------------------------------------- closing
+
+void close_or_log(int fd)
+{
+    if (close(fd) == -1)
+        log_msg("fd %d: close: %s", fd, strerror(errno));
+}
+
 // ---------------------------------------------------------------- echo
 
 int send_all(int fd, const void *buf, size_t len)

@@ -60,6 +60,11 @@ int accept_client(int listen_fd, char *peer, size_t peer_len);
 // (EINTR once stop_requested is set).
 int send_all(int fd, const void *buf, size_t len);
 
+// Closes FD, logging a failure. For a socket, close() fails only on a bad
+// descriptor (a bug of ours) or EINTR (the descriptor is closed anyway on
+// Linux): worth a log line, never a reason to stop.
+void close_or_log(int fd);
+
 // Echoes everything FD sends until EOF, an error, or a stop request, and
 // logs how it ended. It does not close FD: the caller owns the descriptor.
 void echo_client(int fd, const char *peer);

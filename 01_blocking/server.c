@@ -58,8 +58,7 @@ static void serve_forever(int listen_fd)
         // close() frees the descriptor and, as this was the last reference
         // to the socket, sends the client our FIN (or a reset if unread data
         // was still queued for us). Its result is worth checking even here.
-        if (close(fd) == -1)
-            log_msg("fd %d: close: %s", fd, strerror(errno));
+        close_or_log(fd);
     }
     // LAB END
     // A note on the flag check: the while test alone is not enough. A signal

@@ -121,6 +121,39 @@ static void stop_children(void)
     }
 }
 
+// After fork(), in the parent: PID is the new child (recorded for reaping and
+// for stop_children), or -1 if fork() failed (the client is dropped: the
+// parent closes its socket next).
+static void track_child(pid_t pid, const char *peer)
+{
+    if (pid == -1) {
+        log_msg("%s: fork: %s, dropping", peer, strerror(errno));
+    } else if (add_child(pid) == -1) {
+        // A child we cannot track is one we could not stop on shutdown.
+        log_msg("%s: out of memory, dropping", peer);
+        if (kill(pid, SIGTERM) == -1)
+            log_msg("kill %d: %s", (int)pid, strerror(errno));
+    }
+}
+
+#ifdef KIT_COVERAGE
+void __gcov_dump(void);  // libgcov: write this process's line counts now
+#endif
+
+// How a child ends: _exit, not exit(). exit() would run atexit handlers and
+// flush stdio buffers inherited from the parent, doing the parent's work a
+// second time. (Under SAN=address it would also run a leak check in every
+// child: slow enough to fail the 1100-client test.) The coverage build
+// (make coverage) keeps its counts in memory until exit() writes them, so
+// there a child writes its own first, or its lines would count as never run.
+_Noreturn static void child_exit(void)
+{
+#ifdef KIT_COVERAGE
+    __gcov_dump();
+#endif
+    _exit(0);
+}
+
 // ---------------------------------------------------------------- the loop
 
 static void serve_forever(int listen_fd)
@@ -140,31 +173,16 @@ static void serve_forever(int listen_fd)
         if (pid == 0) {
             // The child. The listening socket is the parent's business: close
             // our copy so the port closes as soon as the parent closes its own.
-            if (close(listen_fd) == -1)
-                log_msg("close: %s", strerror(errno));
+            close_or_log(listen_fd);
             echo_client(fd, peer);
-            if (close(fd) == -1)
-                log_msg("fd %d: close: %s", fd, strerror(errno));
-            // _exit, not return: the child must never go back to the accept
-            // loop. And not exit(): that would run atexit handlers and flush
-            // stdio buffers inherited from the parent, doing the parent's work
-            // a second time. (Under SAN=address it would also run a leak check
-            // in every child: slow enough to fail the 1100-client test.)
-            _exit(0);
+            close_or_log(fd);
+            child_exit();  // never back to the accept loop
         }
-        if (pid == -1)
-            log_msg("%s: fork: %s, dropping", peer, strerror(errno));
-        else if (add_child(pid) == -1) {
-            // A child we cannot track is one we could not stop on shutdown.
-            log_msg("%s: out of memory, dropping", peer);
-            if (kill(pid, SIGTERM) == -1)
-                log_msg("kill %d: %s", (int)pid, strerror(errno));
-        }
+        track_child(pid, peer);  // the parent: remember the child (or say fork failed)
         // The parent's copy of the client socket: the child has its own. If we
         // kept it, the client would never see EOF when the child closes, and
         // the parent would run out of descriptors after ~1000 clients.
-        if (close(fd) == -1)
-            log_msg("fd %d: close: %s", fd, strerror(errno));
+        close_or_log(fd);
     }
     // LAB END
 }

@@ -53,8 +53,7 @@ static void *worker_main(void *arg)
     // main could call shutdown() on this number just after we closed it and
     // the kernel reused it for a new client: main would hang up on a stranger.
     pthread_mutex_lock(&registry_lock);
-    if (close(w->fd) == -1)
-        log_msg("fd %d: close: %s", w->fd, strerror(errno));
+    close_or_log(w->fd);
     w->fd = -1;
     w->done = true;
     pthread_mutex_unlock(&registry_lock);
@@ -90,6 +89,15 @@ static void join_finished(void)
     }
 }
 
+// Ends the connection on FD in both directions (see stop_workers). ENOTCONN:
+// the client already reset it, so there is nothing to wake; any other error
+// (a bad descriptor: a bug of ours) is logged.
+static void shutdown_or_log(int fd)
+{
+    if (shutdown(fd, SHUT_RDWR) == -1 && errno != ENOTCONN)
+        log_msg("fd %d: shutdown: %s", fd, strerror(errno));
+}
+
 // Wakes every worker still serving a client, then joins them all.
 static void stop_workers(void)
 {
@@ -100,9 +108,8 @@ static void stop_workers(void)
     // and its send() fails with EPIPE, and it closes the fd as usual.
     pthread_mutex_lock(&registry_lock);
     for (struct worker *w = workers; w != NULL; w = w->next) {
-        // ENOTCONN: the client already reset the connection; nothing to wake.
-        if (w->fd != -1 && shutdown(w->fd, SHUT_RDWR) == -1 && errno != ENOTCONN)
-            log_msg("fd %d: shutdown: %s", w->fd, strerror(errno));
+        if (w->fd != -1)
+            shutdown_or_log(w->fd);
         w->done = true;  // not yet, but it will be: join_finished() waits
     }
     pthread_mutex_unlock(&registry_lock);
@@ -118,7 +125,7 @@ static void start_worker(int fd, const char *peer)
     struct worker *w = calloc(1, sizeof *w);
     if (w == NULL) {
         log_msg("%s: out of memory, dropping", peer);
-        close(fd);
+        close_or_log(fd);
         return;
     }
     w->fd = fd;
@@ -135,7 +142,7 @@ static void start_worker(int fd, const char *peer)
     if (rc != 0) {
         // The worker would inherit a mask that lets it take SIGTERM.
         log_msg("%s: pthread_sigmask: %s, dropping", peer, strerror(rc));
-        close(fd);
+        close_or_log(fd);
         free(w);
         return;
     }
@@ -150,7 +157,7 @@ static void start_worker(int fd, const char *peer)
 
     if (rc != 0) {
         log_msg("%s: pthread_create: %s, dropping", peer, strerror(rc));
-        close(fd);
+        close_or_log(fd);
         free(w);
         return;
     }

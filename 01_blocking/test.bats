@@ -66,6 +66,17 @@ SERVERS=(server server_fork server_thread)
     done
 }
 
+# The reset lands while the server (or its child, or its worker) sleeps in recv(): recv()
+# fails with ECONNRESET and that client alone is dropped, with a log line that says why.
+@test "a client that resets while the server waits in recv() is dropped with a log line" {
+    for s in "${SERVERS[@]}"; do
+        start_server "$s"
+        netkit reset-idle
+        assert_log "$s: fd [0-9]+: recv: Connection reset by peer, dropping"
+        stop_server
+    done
+}
+
 @test "SIGTERM with a client connected: every server exits 0 within 2 s" {
     for s in "${SERVERS[@]}"; do
         start_server "$s"

@@ -789,6 +789,18 @@ def pause_read(host, port, size, resume_file, seed, timeout=10.0):
     return "%d bytes sent before reading, all echoed in order after the pause" % sent
 
 
+def reset_idle(host, port, seed, timeout=5.0):
+    """Echo one byte, then reset (SO_LINGER 0) while the server waits in recv() for more:
+    its recv() fails with ECONNRESET. Then a new client must be served."""
+    with connect(host, port, timeout) as s:
+        s.sendall(b"r")
+        if s.recv(1) != b"r":
+            raise Failure("no echo of the first byte")
+        reset_close(s)
+    detail = echo(host, port, 1, 4096, 4096, seed, timeout)
+    return "reset an idle connection; next client served (%s)" % detail
+
+
 def round_trips(host, port, size, count, within):
     """`count` messages of `size` bytes, one at a time on one connection (send one, read its
     whole echo, send the next); FAIL if they take more than `within` seconds (scaled).
@@ -1063,6 +1075,7 @@ def main(argv=None):
     p = add("pause-read", "send without reading until the server stalls, wait for a file, then read: every byte back")
     p.add_argument("--size", type=int, default=64 << 20)
     p.add_argument("--resume-file", required=True)
+    p = add("reset-idle", "echo a byte, reset while the server waits in recv(), then a new client must be served")
     p = add("round-trips", "N messages one at a time on one connection, within S seconds (Nagle check)")
     p.add_argument("--size", type=int, default=16500)
     p.add_argument("--count", type=int, default=50)
@@ -1128,6 +1141,8 @@ def main(argv=None):
             msg = stopped_burst(h, port, a.pid, a.size, seed)
         elif a.cmd == "pause-read":
             msg = pause_read(h, port, a.size, a.resume_file, seed)
+        elif a.cmd == "reset-idle":
+            msg = reset_idle(h, port, seed)
         elif a.cmd == "round-trips":
             msg = round_trips(h, port, a.size, a.count, a.within)
     except Failure as e:
