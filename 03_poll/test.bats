@@ -134,6 +134,16 @@ counter() {
     stop_server
 }
 
+@test "clients that reset right after sending are dropped when their echo fails; the others carry on" {
+    start_server server
+    # Each client's bytes are still unread in the server's socket when its reset arrives:
+    # the server reads them, and the send() of the echo fails.
+    netkit reset-after-send --count 20 --size 1000
+    stop_server
+    grep -qE 'send: .*, dropping' "$SERVER_ERR" ||
+        fail "no send() failed: the reset never landed before an echo (the test proved nothing)"
+}
+
 @test "a client that stops reading no longer stalls the others" {
     start_server server
     netkit slow-reader

@@ -317,6 +317,22 @@ def reset(host, port, size, seed, timeout=10.0):
     return "reset after sending %d bytes; next client served (%s)" % (sent, detail)
 
 
+def reset_after_send(host, port, count, size, seed, timeout=10.0):
+    """`count` clients in turn each send `size` bytes and reset (SO_LINGER 0) at once, before
+    any echo can come back; then a new client must be served.
+
+    The reset reaches the server with the bytes still unread in its socket: it reads them,
+    and the send() of their echo fails (ECONNRESET or EPIPE). A server that mishandles that
+    failure crashes, spins or stops serving."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        s = connect(host, port)
+        s.sendall(make_payload(rng, size))
+        reset_close(s)
+    detail = echo(host, port, 1, 4096, 4096, seed, timeout)
+    return "%d clients reset right after sending %d bytes; next client served (%s)" % (count, size, detail)
+
+
 def slow_reader(host, port, size, seed, expect_stall=False, timeout=3.0):
     """Client A sends up to `size` bytes and never reads; is client B still served?
 
@@ -1033,6 +1049,9 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=1 << 20)
     p = add("reset", "reset (SO_LINGER 0) mid-stream, then a new client must be served")
     p.add_argument("--size", type=int, default=8 << 20)
+    p = add("reset-after-send", "K clients each send B bytes and reset at once; then a new client must be served")
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--size", type=int, default=1000)
     p = add("slow-reader", "client A never reads; client B must be served (or, --expect-stall, must not)")
     p.add_argument("--size", type=int, default=64 << 20)
     p.add_argument("--expect-stall", action="store_true")
@@ -1099,6 +1118,8 @@ def main(argv=None):
             msg = half_close(h, port, a.size, seed)
         elif a.cmd == "reset":
             msg = reset(h, port, a.size, seed)
+        elif a.cmd == "reset-after-send":
+            msg = reset_after_send(h, port, a.count, a.size, seed)
         elif a.cmd == "slow-reader":
             served, msg = slow_reader(h, port, a.size, seed)
             if served == a.expect_stall:
