@@ -73,6 +73,7 @@
 
 // Where a connection is in its life. READING and PAUSED alternate (back-
 // pressure, conn_check_backpressure); the others only lead to the close.
+// The last two are the server's stop: code tests them with >= CONN_STOPPING.
 enum conn_state {
     CONN_READING,    // reading and echoing
     CONN_PAUSED,     // more than --max-output unsent: not reading until half has left

@@ -848,15 +848,36 @@ def round_trips(host, port, size, count, within):
     return "%d round trips of %d bytes in %.3f s (%.2f ms each)" % (count, size, took, took * 1000 / count)
 
 
-def stopped_burst(host, port, pid, size, seed, timeout=3.0):
-    """A burst that must wait in the kernel until the server reads it: connect, prove the
-    server serves us (a 1-byte echo), SIGSTOP the server, send `size` bytes, wait until the
-    server's socket holds them all unread (/proc/net/tcp), SIGCONT it, then expect the whole
-    echo within `timeout` seconds while sending nothing more.
+def server_tcp_state(server_port, client_port):
+    """The TCP state (hex, as in /proc/net/tcp: "01" ESTABLISHED, "08" CLOSE_WAIT) of the
+    server-side socket of this connection, or None if not found."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if (int(fields[1].rsplit(":", 1)[1], 16) == server_port
+                            and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
+                        return fields[3]
+        except OSError:
+            pass
+    return None
 
-    For an edge-triggered server with a read budget smaller than the burst: the bytes
-    arrived as one edge, so the ones left after the budget are reported again only if the
-    server re-arms; without that they stay unread and the echo never completes.
+
+def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
+    """A burst that must wait in the kernel until the server reads it: connect, prove the
+    server serves us (a 1-byte echo), SIGSTOP the server, send `size` bytes (and, with
+    `then_eof`, our FIN), wait until the server's socket holds them all unread
+    (/proc/net/tcp: the bytes in its receive queue, CLOSE_WAIT once the FIN is in), SIGCONT
+    it, then expect the whole echo (and then EOF) within `timeout` seconds while sending
+    nothing more.
+
+    For an edge-triggered server: the bytes (and the FIN) arrived as one edge. With a read
+    budget smaller than the burst, the bytes left after the budget are reported again only
+    if the server re-arms. With a burst smaller than one read, the read comes back short,
+    and a server that takes that as "empty" must know the FIN is in (EPOLLRDHUP) or it
+    never reads the EOF. Either way, nothing else will wake it.
     """
     rng = random.Random(seed)
     payload = make_payload(rng, size)
@@ -871,11 +892,16 @@ def stopped_burst(host, port, pid, size, seed, timeout=3.0):
         os.kill(pid, 19)  # SIGSTOP
         stopped = True
         s.sendall(payload)  # fits in the server's receive buffer, or times out
+        if then_eof:
+            s.shutdown(socket.SHUT_WR)
+        # The FIN takes one sequence number: the receive queue then counts it too.
+        queued = size + (1 if then_eof else 0)
         deadline = time.monotonic() + scaled(timeout)
-        while server_rx_queue(port, client_port) != size:
+        while (server_rx_queue(port, client_port) != queued
+               or (then_eof and server_tcp_state(port, client_port) != "08")):
             if time.monotonic() > deadline:
                 raise Failure("the stopped server's socket holds %s of the %d bytes sent: send fewer"
-                              % (server_rx_queue(port, client_port), size))
+                              % (server_rx_queue(port, client_port), queued))
             time.sleep(0.01)  # poll interval of a loop with a deadline
         os.kill(pid, 18)  # SIGCONT
         stopped = False
@@ -890,6 +916,14 @@ def stopped_burst(host, port, pid, size, seed, timeout=3.0):
                 raise Failure("%d of the %d bytes of the burst came back within %.1f s (%s)"
                               % (len(got), size, scaled(timeout), "EOF" if chunk == b"" else "then nothing"))
             got += chunk
+        if then_eof:
+            try:
+                extra = s.recv(1)
+            except socket.timeout:
+                raise Failure("the whole echo came back, but no EOF within %.1f s: the server never read ours"
+                              % scaled(timeout))
+            if extra:
+                raise Failure("more bytes than were sent came back")
     finally:
         if stopped:
             os.kill(pid, 18)
@@ -897,7 +931,8 @@ def stopped_burst(host, port, pid, size, seed, timeout=3.0):
     if bytes(got) != payload:
         bad = next(i for i in range(size) if got[i] != payload[i])
         raise Failure(describe_mismatch(payload, bytes(got), bad))
-    return "%d bytes sent while the server was stopped, all echoed after SIGCONT" % size
+    return "%d bytes%s sent while the server was stopped, all echoed after SIGCONT%s" % (
+        size, " and our FIN" if then_eof else "", ", then EOF" if then_eof else "")
 
 
 # ---------------------------------------------------------------------------
@@ -1102,6 +1137,7 @@ def main(argv=None):
     p = add("stopped-burst", "SIGSTOP the server, send a burst it must find in the kernel, SIGCONT: all echoed")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=100000)
+    p.add_argument("--then-eof", action="store_true", help="send our FIN with the burst; expect EOF after the echo")
     p = add("mem", "memory (PSS of PID and children) per idle connection")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--conns", type=int, default=100)
@@ -1159,7 +1195,7 @@ def main(argv=None):
         elif a.cmd == "mem":
             _, msg = mem(h, port, a.pid, a.conns)
         elif a.cmd == "stopped-burst":
-            msg = stopped_burst(h, port, a.pid, a.size, seed)
+            msg = stopped_burst(h, port, a.pid, a.size, seed, a.then_eof)
         elif a.cmd == "pause-read":
             msg = pause_read(h, port, a.size, a.resume_file, seed)
         elif a.cmd == "reset-idle":
