@@ -345,9 +345,9 @@ int accept_client(int listen_fd)
     // TCP_NODELAY turns off Nagle's algorithm, which holds back a small
     // segment while an earlier one is unacknowledged. An echo that leaves in
     // several send()s (a short send, then the rest on EPOLLOUT) would then
-    // have its last short piece wait for the client's ACK, which the client
-    // delays by up to 40 ms: measured 22-28 messages/s instead of 6000 for
-    // 200 KB messages on one connection. Failing costs speed only, not data.
+    // have its last short piece wait for the client's ACK, which a client
+    // may delay by up to 40 ms (README.md, section 4, measures what it costs
+    // here). Failing costs speed only, not data.
     int one = 1;
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1)
         log_msg("fd %d: setsockopt(TCP_NODELAY): %s", fd, strerror(errno));
