@@ -111,6 +111,7 @@ struct conn {
     struct reply *waiting, *waiting_tail;  // replies not in `out` yet, in request order
     size_t nwaiting;
     struct conn *prev, *next;     // every open connection, for stop_serving
+    struct conn *touched_next;    // deliver_results: the connections one batch touched
     uint64_t id;                  // unique for the life of the process (conn_find)
     uint64_t next_seq;            // the seq of its next job
     int fd;
@@ -118,6 +119,7 @@ struct conn {
     enum conn_state state;
     bool eof;                     // the client's FIN has arrived: nothing more to read
     bool paused;                  // too much waiting (conn_check_backpressure): not reading
+    bool touched;                 // on deliver_results' list
 };
 
 static int epfd = -1;
@@ -642,7 +644,9 @@ static bool conn_handle(struct conn *c, uint32_t revents)
 // ---------------------------------------------------------------- results
 
 // The eventfd woke us: take every finished job in one swap and deliver each
-// result to its connection, if it still exists.
+// result to its connection, if it still exists. Each connection the batch
+// touched is then updated once: one send() for all its replies, not one per
+// result (a pipelining client gets many results per wakeup).
 static void deliver_results(void)
 {
     struct job *list = cq_take_all(&pool.done);
@@ -650,6 +654,7 @@ static void deliver_results(void)
         return;  // a wakeup for results an earlier swap took already
     n_wakeups++;
     unsigned long long batch = 0;
+    struct conn *touched = NULL;
     for (struct job *j = list, *next; j != NULL; j = next) {
         next = j->next;
         batch++;
@@ -668,13 +673,24 @@ static void deliver_results(void)
             n_dropped++;  // it closed while the job ran: nobody to tell
         } else {
             conn_fill_reply(c, j);
-            if (!conn_update(c))
-                conn_close(c);
+            if (!c->touched) {
+                c->touched = true;
+                c->touched_next = touched;
+                touched = c;
+            }
         }
         free(j);
     }
     if (batch > n_max_batch)
         n_max_batch = batch;
+    // Only now may a connection close (conn_update): the jobs above looked
+    // connections up by id, and none of them may have been freed meanwhile.
+    for (struct conn *c = touched, *next; c != NULL; c = next) {
+        next = c->touched_next;
+        c->touched = false;
+        if (!conn_update(c))
+            conn_close(c);
+    }
 }
 
 // ---------------------------------------------------------------- accepting
