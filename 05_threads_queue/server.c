@@ -837,12 +837,9 @@ static void stop_serving(void)
             pool_abort(&pool);
         }
         pool_join(&pool);
-        // What finished since the last delivery (or was aborted) is dropped
-        // with the connections: closing now.
-        for (struct job *j = cq_take_all(&pool.done), *next; j != NULL; j = next) {
-            next = j->next;
-            free(j);
-        }
+        // What finished since the last turn, or was aborted ("ERR stopping"):
+        // one last delivery and send() attempt before everything closes.
+        deliver_results();
     }
     while (conns != NULL) {
         log_msg("fd %d: %zu replies not sent, closing", conns->fd,

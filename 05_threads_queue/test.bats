@@ -145,6 +145,16 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
         fail "want 2 jobs running and 1 cancelled at SIGTERM: $(grep stopping "$SERVER_ERR")"
 }
 
+@test "SIGTERM with a job that outlasts the drain: it is aborted (ERR stopping), exit 0 within 2 s" {
+    start_server server -w 2
+    start_bg inflight lineproto inflight --ms 8000 --first "ERR stopping"
+    local bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/inflight.out" '^inflight: ready'
+    stop_server
+    wait_bg "$bg" inflight
+    assert_log '1 job still running after [0-9]+ ms: aborting'
+}
+
 @test "a line over 64 KiB: ERR line too long, then the server closes (FIN, not reset)" {
     start_server server -w 2
     lineproto long-line --size 70000

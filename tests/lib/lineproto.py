@@ -20,7 +20,7 @@ stretches them all.
                       A's job is running (the job queue is FIFO: needs -w 2); then K more
                       SLEEPs (one runs, K-1 wait); prints `inflight: ready`; the server is
                       stopped: A must get `slept M` for the running ones, `ERR stopping`
-                      for the queued ones, then EOF
+                      for the queued ones, then EOF (--first R: the first reply must be R)
   demo --busy N --busy-line L --probes K (--under MS | --over MS)
                       N clients keep L running in a loop; meanwhile K `ECHO` probes measure
                       the round trip: all under MS, or (a server that waits) the first over MS
@@ -210,14 +210,14 @@ def long_line(host, port, size, timeout):
     return "a %d-byte line: 'ERR line too long', then EOF" % (size + 5)
 
 
-def inflight(host, port, ms, more, timeout):
+def inflight(host, port, ms, more, timeout, first=None):
     a = LineConn(host, port)
     a.send_lines(["SLEEP %d" % ms])
     job_running(host, port, timeout)
     # With -w 2: the first of MORE runs on the worker the probe just freed, the others wait
     # in the queue (a worker takes a job within microseconds; the stop comes milliseconds
     # after `ready`, and the server's `stopping:` line says what it found).
-    want = ["slept %d" % ms]
+    want = [first if first is not None else "slept %d" % ms]
     if more:
         a.send_lines(["SLEEP %d" % ms] * more)
         want += ["slept %d" % ms] + ["ERR stopping"] * (more - 1)
@@ -316,6 +316,7 @@ def main(argv=None):
     p = add("inflight", "a job running when the server stops")
     p.add_argument("--ms", type=int, default=800)
     p.add_argument("--more", type=int, default=0, help="then MORE SLEEPs: 1 runs, the rest queue")
+    p.add_argument("--first", help="the reply the first SLEEP must get (default: slept MS)")
     p = add("demo", "ECHO latency while other clients keep jobs running")
     p.add_argument("--busy", type=int, default=4)
     p.add_argument("--busy-line", default="SLEEP 500")
@@ -334,7 +335,7 @@ def main(argv=None):
         elif a.cmd == "long-line":
             msg = long_line(a.host, a.port, a.size, a.timeout)
         elif a.cmd == "inflight":
-            msg = inflight(a.host, a.port, a.ms, a.more, a.timeout)
+            msg = inflight(a.host, a.port, a.ms, a.more, a.timeout, a.first)
         else:
             msg = demo(a.host, a.port, a.busy, a.busy_line, a.probes, a.under, a.over, a.warm,
                        a.timeout)
