@@ -152,9 +152,9 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
 
 void log_msg(const char *fmt, ...)
 {
-    // Build the whole line first and hand it to stdio in one call: the
-    // workers log too (jobs.c), and one call per line means threads never
-    // interleave halves of their lines (stdio locks the stream per call).
+    // Build the whole line first and hand it to stdio in one call: stdio
+    // locks the stream per call, so lines from several threads (jobs.c's
+    // pool) never interleave halves.
     char line[512];
     int n = snprintf(line, sizeof line, "%s: ", prog_name);
     if (n < 0 || (size_t)n >= sizeof line)

@@ -106,7 +106,7 @@ enum conn_state {
 };
 
 struct conn {
-    struct buffer in;             // a partial request line (only that: see conn_read)
+    struct buffer in;             // a partial request line, or lines a pause left (conn_read)
     struct buffer out;            // replies the kernel has not taken yet
     struct reply *waiting, *waiting_tail;  // replies not in `out` yet, in request order
     size_t nwaiting;
