@@ -1,5 +1,5 @@
 // buffer.h: a byte queue that grows on demand and gives its memory back as it empties.
-// Each connection owns two: bytes read but not yet handled, and bytes the kernel has not yet taken.
+// Each connection owns one, for the echo the kernel has not taken yet (a protocol adds one for input).
 #ifndef BUFFER_H
 #define BUFFER_H
 
