@@ -8,7 +8,8 @@
 // below read buf_stats afterwards:
 //   1. bytes moved per byte appended stay at most 1 (rule 2), whatever the reader's pace;
 //   2. pause/resume cycles reallocate nothing once the buffer has grown (rule 4);
-//   3. an empty buffer owns no memory (rules 1 and 3).
+//   3. an empty buffer owns no memory (rules 1 and 3);
+//   4. a growing queue moves no more bytes than its reader consumed (rule 2).
 #include "buffer.h"
 
 #include <stdio.h>
@@ -154,11 +155,43 @@ static void test_empty_owns_nothing(void)
     buf_free(&b);
 }
 
+// 4. Rule 2's promise where growing is the temptation: a queue that keeps
+// growing while its reader takes only a little (1 KiB per 64 KiB appended,
+// up to 32 MiB). Every byte moved must be paid for by a byte consumed.
+// Compacting before each doubling would move the whole queue every time
+// (about 64 MiB in all) to reclaim a dead prefix of a few KiB that realloc
+// keeps at no cost anyway.
+static void test_growth_moves_only_what_was_consumed(void)
+{
+    static char chunk[CHUNK];
+    struct buffer b = BUFFER_EMPTY;
+    unsigned long long moved0 = buf_stats.moved, appended = 0, consumed = 0;
+    while (buf_len(&b) < (size_t)32 << 20) {
+        if (buf_append(&b, chunk, CHUNK) == -1) {
+            check(0, "buf_append: out of memory");
+            buf_free(&b);
+            return;
+        }
+        appended += CHUNK;
+        buf_consume(&b, 1024);
+        consumed += 1024;
+    }
+    unsigned long long moved = buf_stats.moved - moved0;
+    char what[200];
+    snprintf(what, sizeof what,
+             "a queue growing to %zu bytes, its reader taking 1 KiB per 64 KiB: %llu bytes moved "
+             "for %llu appended and %llu consumed (want <= consumed)",
+             buf_len(&b), moved, appended, consumed);
+    check(moved <= consumed, what);
+    buf_free(&b);
+}
+
 int main(void)
 {
     test_empty_owns_nothing();
     test_moved_per_byte();
     test_pause_resume();
+    test_growth_moves_only_what_was_consumed();
     printf("buffer_test: %s (%llu allocations, %llu reallocations, %llu bytes moved in all)\n",
            failures ? "FAILED" : "passed", buf_stats.allocs, buf_stats.resizes, buf_stats.moved);
     return failures ? 1 : 0;

@@ -194,6 +194,37 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     ((batch >= 3)) || fail "at most $batch results per wakeup (want >= 3): the workers did not progress while results were handled"
 }
 
+@test "EMFILE: out of descriptors, the server neither spins nor stops serving" {
+    raise_nofile 300
+    # 32 descriptors: 0-2, the epoll instance, the listening socket, the eventfd and the
+    # spare leave 25 for clients; the flood of 100 runs out of them.
+    SERVER_NOFILE=32 start_server server -w 2
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    start_bg flood python3 "$NETKIT" flood --port "$PORT" --conns 100 --hold "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 4*k}')"
+    local flood=$BG_PID
+    # Generous: the flood client is a fresh Python process, slow to start on a busy machine.
+    assert_log 'accept: out of descriptors; dropped one pending connection' 10
+    # A server that retries accept() in a tight loop burns ~100 ticks a second; ours ~0.
+    local t0 t1
+    t0=$(cpu_ticks "$SERVER_PID")
+    sleep 1   # the measurement window itself, not a readiness wait
+    t1=$(cpu_ticks "$SERVER_PID")
+    printf 'SLEEP 10\nECHO ping\n' >&5
+    local r1 r2
+    read -r -t "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2*k}')" r1 <&5 || true
+    read -r -t "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2*k}')" r2 <&5 || true
+    exec 5>&-
+    wait_bg "$flood" flood
+    (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s while out of fds: it is spinning"
+    [[ $r1 == "slept 10" && $r2 == ping ]] || fail "the client connected before the flood got '$r1' '$r2', want 'slept 10' 'ping'"
+    # Refused clients hear "no" at once (EOF), not a hang in the backlog.
+    local closed
+    closed=$(sed -n 's/.*the server closed \([0-9]*\) of them.*/\1/p' "$BATS_TEST_TMPDIR/flood.out")
+    ((closed > 0)) || fail "no flooding client was closed by the server: $(cat "$BATS_TEST_TMPDIR/flood.out")"
+    lineproto talk --line "ECHO after" --expect "after"
+    stop_server
+}
+
 @test "SIGTERM with a client connected exits 0 within 2 s" {
     start_server server -w 2
     exec 5<>"/dev/tcp/127.0.0.1/$PORT"

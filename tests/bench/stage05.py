@@ -14,7 +14,8 @@ Two measurements, each against a fresh `05_threads_queue/server -p 0 -w W`:
    is installed.
 
 All clients run in one thread on one selectors loop (no GIL contention between clients).
-Writes tests/bench/results/stage05.md and stage05.csv and prints the markdown.
+Writes tests/bench/results/stage05.md, stage05.csv and stage05_latency.svg (a bar chart of the
+latency table, log scale) and prints the markdown.
 
   python3 tests/bench/stage05.py [--seconds S] [--quick]
 """
@@ -203,6 +204,35 @@ def strace_run(workers, line, seconds):
             "top": ", ".join("%s %.2f" % (k, v / total) for k, v in top)}
 
 
+def svg_latency(rows, path):
+    """A bar chart of ECHO p50 and p99 per -w, log scale (no gnuplot needed)."""
+    import math
+    w, h, left, bottom, top = 520, 300, 60, 40, 30
+    lo, hi = 0.01, 1000.0  # ms, the log axis
+    def y(v):
+        v = min(max(v, lo), hi)
+        return top + (h - top - bottom) * (1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)))
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (w, h),
+           '<text x="%d" y="18" font-size="13">05: ECHO latency while 4 clients loop PRIMES 2000000</text>' % left]
+    for e in range(-2, 4):
+        yy = y(10 ** e)
+        out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>' % (left, w - 10, yy, yy))
+        out.append('<text x="%d" y="%.1f" text-anchor="end">%g ms</text>' % (left - 4, yy + 4, 10 ** e))
+    slot = (w - left - 10) / len(rows)
+    for i, r in enumerate(rows):
+        x0 = left + i * slot + slot * 0.15
+        for k, (key, colour) in enumerate((("p50_ms", "#4477aa"), ("p99_ms", "#ee6677"))):
+            yy = y(r[key])
+            out.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %.2f ms</title></rect>'
+                       % (x0 + k * slot * 0.35, yy, slot * 0.33, h - bottom - yy, colour, key[:3], r[key]))
+        out.append('<text x="%.1f" y="%d" text-anchor="middle">-w %d</text>' % (x0 + slot * 0.35, h - bottom + 15, r["workers"]))
+    out.append('<text x="%d" y="%d" fill="#4477aa">p50</text><text x="%d" y="%d" fill="#ee6677">p99</text>'
+               % (w - 80, top + 10, w - 50, top + 10))
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
 def machine():
     cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()
     return "%d cores, Linux %s, %s, -O2 -g" % (os.cpu_count(), platform.release(),
@@ -240,6 +270,7 @@ def main():
         for r in sc:
             md.append("| `%s` | %d | %d | %.2f | %s |" % (r["request"], r["workers"], r["requests"], r["calls_per_req"], r["top"]))
     text = "\n".join(md) + "\n"
+    svg_latency(lat, os.path.join(RESULTS, "stage05_latency.svg"))
     with open(os.path.join(RESULTS, "stage05.md"), "w") as f:
         f.write(text)
     with open(os.path.join(RESULTS, "stage05.csv"), "w", newline="") as f:
