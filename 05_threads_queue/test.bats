@@ -236,6 +236,12 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     exec 5>&-
 }
 
+@test "SIGINT stops it as SIGTERM does" {
+    start_server server -w 2
+    lineproto talk --line "SLEEP 10" --expect "slept 10"
+    stop_server INT
+}
+
 @test "SIGTERM that lands just before the first wait still stops it" {
     start_server_delayed server
     scenario_sigterm_in_window
