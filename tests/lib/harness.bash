@@ -61,14 +61,31 @@ require_proc_children() {
     proc_children_ok || skip "this kernel has no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN): cannot see child processes"
 }
 
-# descendants PID: every process below PID, one per line.
+# descendants PID: every process below PID, one per line. From /proc/PID/task/*/children
+# where the kernel has it; otherwise from the parent pid in every /proc/N/stat (slower,
+# but never an empty answer that would let a check pass without looking).
 descendants() {
     local p child
-    for p in /proc/"$1"/task/*/children; do
-        for child in $(cat "$p" 2>/dev/null); do
+    if proc_children_ok; then
+        for p in /proc/"$1"/task/*/children; do
+            for child in $(cat "$p" 2>/dev/null); do
+                echo "$child"
+                descendants "$child"
+            done
+        done
+        return
+    fi
+    local stat rest
+    for p in /proc/[0-9]*/stat; do
+        stat=$(cat "$p" 2>/dev/null) || continue
+        rest=${stat##*) }
+        set -- "$1" $rest
+        if [[ $3 == "$1" ]]; then
+            child=${p#/proc/}
+            child=${child%/stat}
             echo "$child"
             descendants "$child"
-        done
+        fi
     done
 }
 
@@ -138,8 +155,7 @@ start_server() {
 stop_server() {
     local sig=${1:-TERM} pid=$SERVER_PID kids status deadline
     [[ -n $pid ]] || fail "stop_server: no server running" || return
-    kids=
-    if proc_children_ok; then kids=$(descendants "$pid"); fi
+    kids=$(descendants "$pid")
     kill -"$sig" "$pid" 2>/dev/null || true
     deadline=$(($(now_ms) + $(scaled_ms 2)))
     while ! has_exited "$pid"; do
