@@ -73,6 +73,20 @@ scaled_s() {
     done
 }
 
+@test "lt and et: accepted sockets have TCP_NODELAY (an echo in pieces is not held back by Nagle)" {
+    # Asked from inside the server (netkit copies its descriptor with pidfd_getfd): on
+    # loopback a missing TCP_NODELAY shows only as noise in the timings (README.md, section 4).
+    local m st out
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m"
+        st=0
+        out=$(netkit nodelay --pid "$SERVER_PID") || st=$?
+        stop_server
+        ((st != 3)) || skip "cannot look inside the server here: $out"
+        ((st == 0)) || fail "$m: $out"
+    done
+}
+
 @test "lt: queued output: a slow reader gets every byte, through short sends and EPOLLOUT flushes" {
     start_server server -m lt
     # 8 MiB through a 4 KiB receive buffer: more than the kernel buffers hold (its send

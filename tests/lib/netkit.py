@@ -935,6 +935,66 @@ def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
         size, " and our FIN" if then_eof else "", ", then EOF" if then_eof else "")
 
 
+class CannotInspect(Exception):
+    """This machine does not let us look at another process's socket (no pidfd_getfd, or
+    not permitted): the caller skips rather than fails."""
+
+
+def server_socket_option(pid, server_port, client_port, level, option):
+    """getsockopt(level, option) on the server-side socket of this connection, read from
+    inside process `pid`: find the socket's inode in /proc/net/tcp, the descriptor with that
+    inode in /proc/PID/fd, take a copy of it with pidfd_getfd(2) (Linux 5.6; needs the right
+    to ptrace PID), ask, and close the copy (the server's own descriptor is untouched). Call
+    it while the connection is open: a copy still alive when the server closes its own
+    descriptor would keep the socket, and its epoll registration, alive."""
+    import ctypes
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16) == server_port
+                        and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
+                    inode = fields[9]
+    if inode is None:
+        raise Failure("no server-side socket for client port %d in /proc/net/tcp" % client_port)
+    target = None
+    for name in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, name)) == "socket:[%s]" % inode:
+                target = int(name)
+        except OSError:
+            pass
+    if target is None:
+        raise Failure("the server (pid %d) holds no descriptor for socket inode %s" % (pid, inode))
+    if not hasattr(os, "pidfd_open"):
+        raise CannotInspect("this Python has no os.pidfd_open")
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = libc.syscall(438, pidfd, target, 0)  # SYS_pidfd_getfd
+        if copy < 0:
+            raise CannotInspect("pidfd_getfd: %s" % os.strerror(ctypes.get_errno()))
+    finally:
+        os.close(pidfd)
+    with socket.socket(fileno=copy) as sk:
+        return sk.getsockopt(level, option)
+
+
+def nodelay(host, port, pid):
+    """A connection the server has served once: its server-side socket must have
+    TCP_NODELAY set (asked from inside the server: server_socket_option)."""
+    with connect(host, port) as s:
+        s.sendall(b"!")
+        if s.recv(1) != b"!":
+            raise Failure("no 1-byte echo")
+        value = server_socket_option(pid, port, s.getsockname()[1], socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    if not value:
+        raise Failure("the server's socket for this client has TCP_NODELAY off (Nagle's algorithm on)")
+    return "the server's socket for this client has TCP_NODELAY on"
+
+
 # ---------------------------------------------------------------------------
 # Capability probes (the matrix): each answers yes or no
 # ---------------------------------------------------------------------------
@@ -1138,6 +1198,8 @@ def main(argv=None):
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=100000)
     p.add_argument("--then-eof", action="store_true", help="send our FIN with the burst; expect EOF after the echo")
+    p = add("nodelay", "the server's socket for a served client must have TCP_NODELAY (looked at with pidfd_getfd)")
+    p.add_argument("--pid", type=int, required=True)
     p = add("mem", "memory (PSS of PID and children) per idle connection")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--conns", type=int, default=100)
@@ -1194,6 +1256,12 @@ def main(argv=None):
             return 0
         elif a.cmd == "mem":
             _, msg = mem(h, port, a.pid, a.conns)
+        elif a.cmd == "nodelay":
+            try:
+                msg = nodelay(h, port, a.pid)
+            except CannotInspect as e:
+                print("cannot inspect: %s" % e)
+                return 3
         elif a.cmd == "stopped-burst":
             msg = stopped_burst(h, port, a.pid, a.size, seed, a.then_eof)
         elif a.cmd == "pause-read":
