@@ -37,7 +37,7 @@ scaled_s() {
     [[ $status -eq 2 ]] || fail "--read-budget 0 exited $status, want 2"
 }
 
-@test "buffer unit test: at most 1 byte moved per byte appended, none to grow, no reallocation per pause/resume cycle" {
+@test "buffer unit test: at most 1 byte moved per byte appended, none to grow, no reallocation per pause/resume cycle, any append fits" {
     run "$(stage_bin buffer_test)"
     [[ $status -eq 0 ]] || fail "buffer_test exited $status:" "$output"
 }
