@@ -212,3 +212,9 @@ counter() {
     assert_matrix_row 03_poll/server
     stop_server
 }
+
+@test "accepted sockets are close-on-exec (accept4 with SOCK_CLOEXEC)" {
+    start_server server
+    scenario_cloexec
+    stop_server
+}

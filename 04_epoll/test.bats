@@ -344,3 +344,9 @@ s.close()' "$PORT"
     assert_matrix_row 04_epoll/server
     stop_server
 }
+
+@test "accepted sockets are close-on-exec (accept4 with SOCK_CLOEXEC)" {
+    start_server server
+    scenario_cloexec
+    stop_server
+}

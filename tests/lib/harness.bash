@@ -394,3 +394,9 @@ scenario_sigterm_in_window() {
     grep -q '^delay-shim: a signal arrived during the delay' "$SERVER_ERR" ||
         fail "the SIGTERM did not land inside the delayed wait; the server's stderr:" "$(tail -n 10 "$SERVER_ERR")" || return
 }
+
+# scenario_cloexec: the server's descriptor for a new connection is close-on-exec (checked
+# in /proc/PID/fdinfo of the server and its children; sends nothing, so any stage).
+scenario_cloexec() {
+    netkit cloexec --pid "$SERVER_PID"
+}

@@ -982,6 +982,54 @@ def server_socket_option(pid, server_port, client_port, level, option):
         return sk.getsockopt(level, option)
 
 
+def cloexec(host, port, pid, timeout=5.0):
+    """The server's descriptor for a new connection must be close-on-exec (accept4 with
+    SOCK_CLOEXEC): read from /proc/P/fdinfo/FD, in the server or any of its children (a fork
+    server's child holds it). Nothing is sent, so any protocol will do."""
+    with connect(host, port) as s:
+        client_port = s.getsockname()[1]
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            inode = None
+            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+                with open(table) as f:
+                    next(f)
+                    for line in f:
+                        fields = line.split()
+                        if (int(fields[1].rsplit(":", 1)[1], 16) == port
+                                and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
+                            inode = fields[9]
+            found = []
+            if inode is not None:
+                for p in process_tree(pid):
+                    try:
+                        names = os.listdir("/proc/%d/fd" % p)
+                    except OSError:
+                        continue
+                    for name in names:
+                        try:
+                            if os.readlink("/proc/%d/fd/%s" % (p, name)) == "socket:[%s]" % inode:
+                                found.append((p, int(name)))
+                        except OSError:
+                            pass
+            if found:
+                break
+            if time.monotonic() > deadline:
+                raise Failure("the server (pid %d) never took this connection: no descriptor for it" % pid)
+            time.sleep(0.01)  # poll interval of a loop with a deadline
+        bad = []
+        for p, fd in found:
+            with open("/proc/%d/fdinfo/%d" % (p, fd)) as f:
+                flags = next(int(line.split()[1], 8) for line in f if line.startswith("flags:"))
+            if not flags & 0o2000000:   # O_CLOEXEC
+                bad.append("pid %d fd %d (flags %o)" % (p, fd, flags))
+    if bad:
+        raise Failure("the server's descriptor for this connection is not close-on-exec: %s" % ", ".join(bad))
+    return "the server's descriptor%s for this connection %s close-on-exec (%s)" % (
+        "s" if len(found) > 1 else "", "are" if len(found) > 1 else "is",
+        ", ".join("pid %d fd %d" % pf for pf in found))
+
+
 def nodelay(host, port, pid):
     """A connection the server has served once: its server-side socket must have
     TCP_NODELAY set (asked from inside the server: server_socket_option)."""
@@ -1198,6 +1246,8 @@ def main(argv=None):
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=100000)
     p.add_argument("--then-eof", action="store_true", help="send our FIN with the burst; expect EOF after the echo")
+    p = add("cloexec", "the server's descriptor for a new connection is close-on-exec (/proc fdinfo)")
+    p.add_argument("--pid", type=int, required=True)
     p = add("nodelay", "the server's socket for a served client must have TCP_NODELAY (looked at with pidfd_getfd)")
     p.add_argument("--pid", type=int, required=True)
     p = add("mem", "memory (PSS of PID and children) per idle connection")
@@ -1268,6 +1318,8 @@ def main(argv=None):
             msg = pause_read(h, port, a.size, a.resume_file, seed)
         elif a.cmd == "reset-idle":
             msg = reset_idle(h, port, seed)
+        elif a.cmd == "cloexec":
+            msg = cloexec(h, port, a.pid)
         elif a.cmd == "round-trips":
             msg = round_trips(h, port, a.size, a.count, a.within)
     except Failure as e:
