@@ -218,3 +218,14 @@ counter() {
     scenario_cloexec
     stop_server
 }
+
+@test "accepted sockets have TCP_NODELAY (an echo in pieces is not held back by Nagle)" {
+    # Asked from inside the server (netkit copies its descriptor with pidfd_getfd): on
+    # loopback a missing TCP_NODELAY shows only as noise in the timings.
+    local st=0 out
+    start_server server
+    out=$(netkit nodelay --pid "$SERVER_PID") || st=$?
+    stop_server
+    ((st != 3)) || skip "cannot look inside the server here: $out"
+    ((st == 0)) || fail "$out"
+}
