@@ -50,7 +50,7 @@ char *buf_reserve(struct buffer *b, size_t n, size_t *room)
         b->start = b->end = 0;
     }
     if (b->cap - b->end < n) {
-        if (n > SIZE_MAX / 4 - len || b->cap > SIZE_MAX / 4)
+        if (n > SIZE_MAX / 4 - b->end || b->cap > SIZE_MAX / 4)
             return NULL;  // would overflow size_t: as good as out of memory
         if (b->cap - len >= n && len <= b->start) {
             // Rule 2: reclaiming the dead prefix makes room, and moves no
@@ -62,13 +62,17 @@ char *buf_reserve(struct buffer *b, size_t n, size_t *room)
             // frees little and would have to be done again soon: a full
             // 4 MiB queue drained by a slow reader would move 4 MiB for
             // every 64 KiB appended.
+            // Growing keeps the dead prefix (buf_resize), so the room is what
+            // lies past `end`, not past `len`: sizing for len + n would write
+            // past the block when a consumed prefix is still in front.
             size_t new_cap = b->cap > 0 ? b->cap * 2 : BUF_MIN_CAP;
-            while (new_cap - len < n)
-                new_cap *= 2;  // cannot overflow: len + n <= SIZE_MAX / 4
+            while (new_cap - b->end < n)
+                new_cap *= 2;  // cannot overflow: end + n <= SIZE_MAX / 4
             if (buf_resize(b, new_cap) == -1)
                 return NULL;
         }
     }
+    assert(b->cap - b->end >= n);
     *room = b->cap - b->end;
     return b->data + b->end;
 }

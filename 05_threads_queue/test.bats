@@ -256,3 +256,9 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     run "$(stage_bin buffer_test)"
     [[ $status -eq 0 ]] || fail "$output"
 }
+
+@test "accepted sockets are close-on-exec (accept4 with SOCK_CLOEXEC)" {
+    start_server server -w 1
+    scenario_cloexec
+    stop_server
+}
