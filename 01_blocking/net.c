@@ -25,7 +25,9 @@ atomic_int stop_requested = 0;
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler may only touch lock-free atomics");
 
 // The signals whose handlers must end the wait for a client (wait_for_client): SIGINT and
-// SIGTERM, and in server_fork SIGCHLD. set_handler adds every signal it gives a handler.
+// SIGTERM, and in server_fork SIGCHLD. install_signal_handlers empties it (a sigset_t is
+// opaque: POSIX wants sigemptyset before first use, even for a zeroed static one), and
+// set_handler adds every signal it gives a handler.
 static sigset_t wake_signals;
 
 static const char *prog_name = "server";
@@ -127,6 +129,18 @@ static void on_stop_signal(int sig)
     stop_requested = 1;
 }
 
+// pthread_sigmask, not sigprocmask: server_thread has threads, and there sigprocmask is
+// undefined. It fails only on a bad argument; it is checked anyway, because a mask left
+// wrong would silently make the server deaf to SIGTERM.
+static void set_signal_mask(int how, const sigset_t *set, sigset_t *old)
+{
+    int rc = pthread_sigmask(how, set, old);
+    if (rc != 0) {
+        log_msg("pthread_sigmask: %s", strerror(rc));
+        exit(1);
+    }
+}
+
 void set_handler(int sig, void (*fn)(int))
 {
     struct sigaction sa;
@@ -143,24 +157,23 @@ void set_handler(int sig, void (*fn)(int))
         log_msg("sigaction(%d): %s", sig, strerror(errno));
         exit(1);
     }
-    if (fn != SIG_IGN && fn != SIG_DFL)
+    if (fn != SIG_IGN && fn != SIG_DFL) {
         sigaddset(&wake_signals, sig);
-}
-
-// pthread_sigmask, not sigprocmask: server_thread has threads, and there sigprocmask is
-// undefined. It fails only on a bad argument; it is checked anyway, because a mask left
-// wrong would silently make the server deaf to SIGTERM.
-static void set_signal_mask(int how, const sigset_t *set, sigset_t *old)
-{
-    int rc = pthread_sigmask(how, set, old);
-    if (rc != 0) {
-        log_msg("pthread_sigmask: %s", strerror(rc));
-        exit(1);
+        // A blocked signal mask is inherited through fork() and exec(): a shell, a
+        // supervisor or a test may start us with SIGTERM blocked. Then wait_for_client
+        // would hand ppoll() that mask (it unblocks only what it blocked itself), recv()
+        // would never see EINTR, and no SIGTERM could ever stop us. A signal we give a
+        // handler must be able to arrive: unblock it here, once.
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, sig);
+        set_signal_mask(SIG_UNBLOCK, &one, NULL);
     }
 }
 
 void install_signal_handlers(void)
 {
+    sigemptyset(&wake_signals);
     set_handler(SIGINT, on_stop_signal);
     set_handler(SIGTERM, on_stop_signal);
     // Writing to a socket whose peer has gone raises SIGPIPE, and SIGPIPE's
@@ -175,7 +188,7 @@ void install_signal_handlers(void)
 // "127.0.0.1:53122" or "[::1]:53122": numeric, so no DNS lookup can block us.
 static void format_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t out_len)
 {
-    char host[48], port[8];
+    char host[NI_MAXHOST], port[NI_MAXSERV];
     int rc = getnameinfo(sa, len, host, sizeof host, port, sizeof port,
                          NI_NUMERICHOST | NI_NUMERICSERV);
     if (rc != 0)
@@ -354,9 +367,10 @@ int send_all(int fd, const void *buf, size_t len)
         // we write) a blocking send() sleeps until there is room. A signal
         // that arrives while it sleeps (its handler installed without
         // SA_RESTART) wakes it: it returns the bytes it took so far (a short
-        // count), or -1 with EINTR if it took none. (So does a shutdown() of
-        // the socket from another thread: server_thread's way to stop.) The
-        // rest is ours to send again, which is why this is a loop. We log each
+        // count), or -1 with EINTR if it took none. (A shutdown() of the
+        // socket from another thread, server_thread's way to stop, wakes it
+        // too: with a short count, or -1 with EPIPE, never EINTR.) The rest
+        // is ours to send again, which is why this is a loop. We log each
         // time: it is rare, and the tests use the line to prove it happened.
         ssize_t n = send(fd, p, len, 0);
         if (n == -1 && errno != EINTR)

@@ -87,10 +87,15 @@ static void on_sigchld(int sig)
     (void)sig;
 }
 
+// Milliseconds since T0, or -1 if the clock cannot be read. clock_gettime fails only for a
+// clock the system lacks; every Linux has CLOCK_MONOTONIC, so that is a bug worth a line.
 static long ms_since(const struct timespec *t0)
 {
     struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (clock_gettime(CLOCK_MONOTONIC, &now) == -1) {
+        log_msg("clock_gettime: %s", strerror(errno));
+        return -1;
+    }
     return (now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
 }
 
@@ -102,12 +107,18 @@ static void stop_children(void)
         if (kill(children[i], SIGTERM) == -1)
             log_msg("kill %d: %s", (int)children[i], strerror(errno));
 
+    // No clock, no grace (waited -1): straight to SIGKILL below.
     struct timespec start, tick = {0, 10 * 1000 * 1000};
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    while (n_children > 0 && ms_since(&start) < CHILD_GRACE_MS) {
+    long waited = 0;
+    if (clock_gettime(CLOCK_MONOTONIC, &start) == -1) {
+        log_msg("clock_gettime: %s", strerror(errno));
+        waited = -1;
+    }
+    while (n_children > 0 && waited >= 0 && waited < CHILD_GRACE_MS) {
         reap_children();
         if (n_children > 0)
             nanosleep(&tick, NULL);  // EINTR (a SIGCHLD) just ends it early
+        waited = ms_since(&start);
     }
     // A child that ignored SIGTERM for 1.5 s is stuck; SIGKILL cannot be ignored.
     while (n_children > 0) {

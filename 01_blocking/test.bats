@@ -85,8 +85,22 @@ SERVERS=(server server_fork server_thread)
 }
 
 @test "SIGINT exits 0 too" {
-    start_server server_thread
-    stop_server INT
+    for s in "${SERVERS[@]}"; do
+        start_server "$s"
+        stop_server INT
+    done
+}
+
+# A signal mask is inherited through exec: a server started with SIGTERM and SIGINT blocked
+# (by a supervisor, a shell, here a wrapper) must unblock them itself, or wait_for_client's
+# ppoll() would sleep with them blocked and nothing could stop it. Each server also serves a
+# client first, so the echo loop runs with that mask too.
+@test "started with SIGTERM and SIGINT blocked, every server still stops on SIGTERM" {
+    for s in "${SERVERS[@]}"; do
+        start_server_masked "$s"
+        netkit echo --count 2 --max-size 4096
+        stop_server
+    done
 }
 
 # The lost-signal window: the shim delays each server's first wait for a client by 500 ms and
@@ -104,6 +118,26 @@ SERVERS=(server server_fork server_thread)
 
 @test "server_thread: SIGTERM that lands just before the first wait still stops it" {
     start_server_delayed server_thread
+    scenario_sigterm_in_window
+}
+
+# The same window one step earlier: the shim delays the first call that blocks SIGTERM
+# (wait_for_client's pthread_sigmask) and the signal lands before the block. A
+# wait_for_client that checked stop_requested first and blocked after would miss the flag the
+# handler set in the delay and sleep in ppoll(); checked after the block, it sees it set.
+# (No call before `listening on` blocks SIGTERM: set_handler only unblocks.)
+@test "server: SIGTERM that lands just before the signals are blocked still stops it" {
+    start_server_delayed_at sigmask server
+    scenario_sigterm_in_window
+}
+
+@test "server_fork: SIGTERM that lands just before the signals are blocked still stops it" {
+    start_server_delayed_at sigmask server_fork
+    scenario_sigterm_in_window
+}
+
+@test "server_thread: SIGTERM that lands just before the signals are blocked still stops it" {
+    start_server_delayed_at sigmask server_thread
     scenario_sigterm_in_window
 }
 

@@ -127,10 +127,12 @@ void set_handler(int sig, void (*fn)(int))
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = fn;
     sigemptyset(&sa.sa_mask);
-    // No SA_RESTART, on purpose. With it, the kernel would restart the
-    // pselect() the signal interrupted and the server would sleep on, never
-    // looking at stop_requested. Without it pselect() fails with EINTR and
-    // the loop gets a chance to notice.
+    // No SA_RESTART, as in 01, where it kept recv() and send() asleep after
+    // a handler ran. Here it would change nothing: the stop handlers run only
+    // inside pselect() (the signals are blocked everywhere else), and
+    // select(), pselect(), poll() and ppoll() are never restarted after a
+    // handler, SA_RESTART or not (signal(7)): they always fail with EINTR.
+    // Left out anyway, so that a call added later cannot sleep through a stop.
     sa.sa_flags = 0;
     if (sigaction(sig, &sa, NULL) == -1) {
         log_msg("sigaction(%d): %s", sig, strerror(errno));
@@ -180,7 +182,7 @@ void block_stop_signals(sigset_t *wait_mask)
 // "127.0.0.1:53122" or "[::1]:53122": numeric, so no DNS lookup can block us.
 static void format_addr(const struct sockaddr *sa, socklen_t len, char *out, size_t out_len)
 {
-    char host[48], port[8];
+    char host[NI_MAXHOST], port[NI_MAXSERV];
     int rc = getnameinfo(sa, len, host, sizeof host, port, sizeof port,
                          NI_NUMERICHOST | NI_NUMERICSERV);
     if (rc != 0)

@@ -156,15 +156,26 @@ static int send_all(int fd, const char *p, size_t len)
         // stop signals are unblocked while we sleep, so SIGTERM still ends
         // it: their handlers are the only ones that can interrupt us, so
         // EINTR means "stop" (other errors cannot happen on a valid fd).
-        stats.send_waits++;
-        fd_set writable;
-        FD_ZERO(&writable);
-        FD_SET(fd, &writable);
-        if (pselect(fd + 1, NULL, &writable, NULL, NULL, &wait_mask) == -1) {
-            if (errno == EINTR)
-                log_msg("fd %d: %zu bytes not sent (server stopping)", fd, len);
-            return -1;
+        // But look at the flag first: the SIGTERM that set it may have been
+        // taken already, by this client's earlier wait or by another
+        // client's in the same turn of the loop, and none is left to wake
+        // this one. (No window between this test and the sleep: the signals
+        // are blocked here, so one that comes now stays pending until
+        // pselect() unblocks it.)
+        if (!stop_requested) {
+            stats.send_waits++;
+            fd_set writable;
+            FD_ZERO(&writable);
+            FD_SET(fd, &writable);
+            if (pselect(fd + 1, NULL, &writable, NULL, NULL, &wait_mask) != -1)
+                continue;  // room again: send the rest
+            if (errno != EINTR)
+                return -1;
         }
+        log_msg("fd %d: %zu bytes not sent (server stopping)", fd, len);
+        // log_msg's fprintf may have changed errno: the caller reads it.
+        errno = EINTR;
+        return -1;
     }
     return 0;
     // LAB END

@@ -9,6 +9,14 @@
 // that waits with the signal blocked outside the wait (pselect, ppoll, epoll_pwait), or
 // wakes through a self-pipe or signalfd, still sees it once the real wait starts.
 //
+// DELAY_SHIM_AT=sigmask moves the delay (the waits then run untouched): to the first
+// sigprocmask or pthread_sigmask call that BLOCKS SIGTERM (SIG_BLOCK, or SIG_SETMASK with
+// SIGTERM in the set), before the real call. That is where a server that checks its flag
+// first and blocks the signals after it loses the signal: the handler runs in the delay and
+// sets the flag after the check, and the wait that follows sleeps. A server that blocks first
+// and then checks sees the flag set. (Calls that unblock, or restore a mask without SIGTERM,
+// pass untouched, so a server may unblock the stop signals before it listens.)
+//
 // Built by the harness (tests/lib/harness.bash, delay_shim_path); not part of any stage.
 
 #define _GNU_SOURCE
@@ -27,6 +35,13 @@
 #include <unistd.h>
 
 static atomic_int delayed;  // the first wait only: later ones run untouched
+
+// 1 when DELAY_SHIM_AT=sigmask: delay the first call that blocks SIGTERM instead of a wait.
+static int at_sigmask(void)
+{
+    const char *at = getenv("DELAY_SHIM_AT");
+    return at != NULL && strcmp(at, "sigmask") == 0;
+}
 
 static void say(const char *msg)
 {
@@ -63,50 +78,77 @@ static void delay_first(const char *name)
 
 #define REAL(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
 
+// A wait: delayed in the default mode only.
+static void delay_wait(const char *name)
+{
+    if (!at_sigmask())
+        delay_first(name);
+}
+
+// A mask change: delayed in the sigmask mode, when it blocks SIGTERM.
+static void delay_mask(const char *name, int how, const sigset_t *set)
+{
+    if (at_sigmask() && set != NULL && (how == SIG_BLOCK || how == SIG_SETMASK) &&
+        sigismember(set, SIGTERM) == 1)
+        delay_first(name);
+}
+
+int sigprocmask(int how, const sigset_t *set, sigset_t *old)
+{
+    delay_mask("sigprocmask", how, set);
+    return REAL(sigprocmask)(how, set, old);
+}
+
+int pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
+{
+    delay_mask("pthread_sigmask", how, set);
+    return REAL(pthread_sigmask)(how, set, old);
+}
+
 int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
-    delay_first("accept");
+    delay_wait("accept");
     return REAL(accept)(fd, addr, len);
 }
 
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
-    delay_first("accept4");
+    delay_wait("accept4");
     return REAL(accept4)(fd, addr, len, flags);
 }
 
 int select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *t)
 {
-    delay_first("select");
+    delay_wait("select");
     return REAL(select)(n, r, w, e, t);
 }
 
 int pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t, const sigset_t *m)
 {
-    delay_first("pselect");
+    delay_wait("pselect");
     return REAL(pselect)(n, r, w, e, t, m);
 }
 
 int poll(struct pollfd *fds, nfds_t n, int t)
 {
-    delay_first("poll");
+    delay_wait("poll");
     return REAL(poll)(fds, n, t);
 }
 
 int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *t, const sigset_t *m)
 {
-    delay_first("ppoll");
+    delay_wait("ppoll");
     return REAL(ppoll)(fds, n, t, m);
 }
 
 int epoll_wait(int ep, struct epoll_event *ev, int n, int t)
 {
-    delay_first("epoll_wait");
+    delay_wait("epoll_wait");
     return REAL(epoll_wait)(ep, ev, n, t);
 }
 
 int epoll_pwait(int ep, struct epoll_event *ev, int n, int t, const sigset_t *m)
 {
-    delay_first("epoll_pwait");
+    delay_wait("epoll_pwait");
     return REAL(epoll_pwait)(ep, ev, n, t, m);
 }

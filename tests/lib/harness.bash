@@ -400,3 +400,48 @@ scenario_sigterm_in_window() {
 scenario_cloexec() {
     netkit cloexec --pid "$SERVER_PID"
 }
+
+# --- added for 01_blocking and 02_select: the mask a server inherits, and the delay before the block ---
+
+# start_server_delayed_at POINT NAME [ARGS...]: start_server_delayed with the delay moved to
+# POINT (DELAY_SHIM_AT in tests/lib/delay_shim.c). POINT `sigmask`: the first sigprocmask or
+# pthread_sigmask call that blocks SIGTERM is delayed, before it blocks anything; a server that
+# checks its stop flag before blocking the signals then misses the SIGTERM sent inside it.
+# A call that blocks SIGTERM before `listening on` would be delayed before the test could
+# send the signal: scenario_sigterm_in_window then fails (the signal came after the delay).
+start_server_delayed_at() {
+    local at=$1
+    shift
+    DELAY_SHIM_AT=$at start_server_delayed "$@"
+}
+
+# start_server_masked NAME [ARGS...]: start_server with SIGTERM and SIGINT blocked in the
+# server's signal mask from its first instruction on (a mask is inherited through exec, as
+# when a supervisor or a shell starts a server with them blocked). The wrapper is checked
+# first: a program it starts must see both blocked (SigBlk in /proc/self/status).
+start_server_masked() {
+    local name=$1
+    shift
+    local real dir
+    real=$(stage_bin "$name")
+    [[ -x $real ]] || fail "no binary $real: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
+    dir="$BATS_TEST_TMPDIR/masked"
+    mkdir -p "$dir"
+    # sh, then python (to block the signals), then exec of the server: one pid all along.
+    cat >"$dir/run-masked" <<'WRAP'
+#!/bin/sh
+exec python3 -c 'import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+os.execv(sys.argv[1], sys.argv[1:])' "$@"
+WRAP
+    chmod +x "$dir/run-masked"
+    local blk
+    blk=$("$dir/run-masked" /bin/cat /proc/self/status | sed -n 's/^SigBlk:[[:space:]]*//p') ||
+        fail "the masking wrapper did not run" || return
+    [[ $blk =~ ^[0-9a-fA-F]+$ ]] || fail "cannot read the mask the wrapper gives (SigBlk '$blk')" || return
+    # SIGINT is 2 and SIGTERM 15: bits 1 and 14 of the mask, 0x4002.
+    (((16#$blk & 16#4002) == 16#4002)) || fail "the wrapper did not block SIGTERM and SIGINT (SigBlk $blk)" || return
+    printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$dir/run-masked" "$real" >"$dir/$name"
+    chmod +x "$dir/$name"
+    STAGE_DIR=$dir STAGE_BUILD= SAN= start_server "$name" "$@"
+}
