@@ -130,6 +130,25 @@ scaled_s() {
     (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s with one idle client: a busy loop"
 }
 
+@test "lt: a paused client costs no CPU (EPOLLIN is off while its output is over --max-output)" {
+    start_server server -m lt --max-output 1048576
+    # The client sends until every buffer is full and reads nothing: the server pauses it,
+    # with its unread bytes still in the kernel. Level-triggered, a socket with unread
+    # bytes is reported on every turn, so a server still asking for EPOLLIN spins (~100 ticks).
+    start_bg stuck netkit stuck --size 67108864 --hold "$(scaled_s 2.5)"
+    local stuck=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/stuck.out" '^stuck:' 30
+    assert_log 'not reading until it drains'
+    local t0 t1
+    t0=$(cpu_ticks "$SERVER_PID")
+    sleep 1   # the measurement window itself, not a readiness wait
+    t1=$(cpu_ticks "$SERVER_PID")
+    has_exited "$stuck" && fail "the stuck client left before the window ended: the measurement proves nothing"
+    wait_bg "$stuck" stuck
+    stop_server
+    (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s with one paused client: a busy loop"
+}
+
 @test "lt and et: a tiny --max-output pauses and resumes reading, and still delivers every byte" {
     local m pauses resumes
     for m in "${MODES[@]}"; do
