@@ -36,7 +36,8 @@ void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // Installs FN for SIG with sigaction() and without SA_RESTART, so that a
 // blocking call in progress returns EINTR when the signal arrives. A signal
-// given a handler (not SIG_IGN) also ends accept_client's wait.
+// given a handler (not SIG_IGN) is unblocked (it may have been inherited
+// blocked) and also ends accept_client's wait. Call install_signal_handlers first.
 void set_handler(int sig, void (*fn)(int));
 
 // SIGINT/SIGTERM set stop_requested; SIGPIPE is ignored.
