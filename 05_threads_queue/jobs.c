@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -102,6 +103,19 @@ void jq_destroy(struct job_queue *q)
     pthread_mutex_destroy(&q->lock);
 }
 
+// Wakes a worker sleeping in jq_pop (Q's lock held). One job, one worker:
+// signal, not broadcast (which would wake them all to find one job).
+// --wake-all broadcasts instead: a test knob that makes every idle worker
+// wake for one job, as spurious wakeups and stolen signals can, so that a
+// jq_pop that tests its condition once (`if`, not `while`) is caught.
+static void jq_wake(struct job_queue *q)
+{
+    if (q->wake_all)
+        pthread_cond_broadcast(&q->not_empty);
+    else
+        pthread_cond_signal(&q->not_empty);
+}
+
 bool jq_try_push(struct job_queue *q, struct job *j)
 {
     // LAB BEGIN job_queue_push: under the lock, refuse the job if the queue is closed or holds cap jobs already; otherwise append it at the tail and wake one sleeping worker
@@ -117,10 +131,10 @@ bool jq_try_push(struct job_queue *q, struct job *j)
         q->head = j;
     q->tail = j;
     q->len++;
-    // One job, one worker: signal, not broadcast (which would wake them all
-    // to find one job). Signalling before or after unlocking are both
-    // correct; before is the form a reader checks most easily.
-    pthread_cond_signal(&q->not_empty);
+    // Wake one worker (jq_wake: pthread_cond_signal). Signalling before or
+    // after unlocking are both correct; before is the form a reader checks
+    // most easily.
+    jq_wake(q);
     pthread_mutex_unlock(&q->lock);
     return true;
     // LAB END
@@ -190,13 +204,45 @@ static long long now_us(void)
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-// Adds 1 to the eventfd's counter. The only failure that matters would be
-// EAGAIN (the counter at its maximum, 2^64-2): then it is nonzero, readable,
-// and the I/O thread will wake anyway.
+// Adds 1 to the eventfd's counter. EAGAIN (the counter at its maximum,
+// 2^64-2) is harmless: the counter is nonzero, readable, and the I/O thread
+// will wake anyway. Any other error (EBADF: the descriptor is gone) means
+// this wakeup is lost and the result may wait for an unrelated event: say so.
 static void wake(int fd)
 {
     uint64_t one = 1;
-    while (write(fd, &one, sizeof one) == -1 && errno == EINTR)
+    ssize_t n;
+    do
+        n = write(fd, &one, sizeof one);
+    while (n == -1 && errno == EINTR);
+    if (n == -1 && errno != EAGAIN)
+        log_msg("eventfd write: %s (a wakeup is lost)", strerror(errno));
+}
+
+// Resets the eventfd (reads its counter). EAGAIN means nothing was written
+// since the last read (we were woken for a socket, or an earlier swap took
+// the results already). Any other error (EBADF, EINVAL) means the counter
+// stays set and epoll reports it again on every turn: say so.
+static void wake_reset(int fd)
+{
+    uint64_t count;
+    ssize_t n;
+    do
+        n = read(fd, &count, sizeof count);
+    while (n == -1 && errno == EINTR);
+    if (n == -1 && errno != EAGAIN)
+        log_msg("eventfd read: %s", strerror(errno));
+}
+
+// --swap-delay-ms: a pause between cq_take_all's two steps, 0 normally. A
+// test widens the window in which a worker pushes, so that the wrong order
+// (swap, then read) loses that worker's wakeup every time, not once a week.
+static void between_steps(const struct completion_queue *q)
+{
+    if (q->swap_delay_ms <= 0)
+        return;
+    struct timespec d = {q->swap_delay_ms / 1000, (q->swap_delay_ms % 1000) * 1000000L};
+    while (nanosleep(&d, &d) == -1 && errno == EINTR)
         ;
 }
 
@@ -230,15 +276,11 @@ void cq_push(struct completion_queue *q, struct job *j)
 
 struct job *cq_take_all(struct completion_queue *q)
 {
-    // LAB BEGIN completion_swap: reset the eventfd (read it; EAGAIN means nothing was written), then take the whole list in one swap under the lock and return it
-    uint64_t count;
-    ssize_t n;
-    do
-        n = read(q->wake_fd, &count, sizeof count);
-    while (n == -1 && errno == EINTR);
-    // n == -1 with EAGAIN: nothing was written since the last read (we were
-    // woken for a socket). The list may still hold jobs: a worker that
+    // LAB BEGIN completion_swap: reset the eventfd first (wake_reset), then (after between_steps, the test knob) take the whole list in one swap under the lock and return it
+    wake_reset(q->wake_fd);
+    // Nothing read (EAGAIN) does not mean an empty list: a worker that
     // pushed after our last swap but found the list non-empty did not write.
+    between_steps(q);
     pthread_mutex_lock(&q->lock);
     struct job *list = q->head;
     q->head = q->tail = NULL;
@@ -259,6 +301,9 @@ static void *worker_main(void *arg)
 {
     struct pool *p = arg;
     struct job *j;
+    // "worker" in ps -L, top -H and /proc/PID/task/*/comm (a test finds the
+    // workers by it). Linux-only, as epoll is; failing costs only the name.
+    (void)prctl(PR_SET_NAME, "worker", 0, 0, 0);
     // No lock is held while the job runs: that is the whole point.
     while ((j = jq_pop(&p->jobs)) != NULL) {
         job_run(j, pool_aborted, p);

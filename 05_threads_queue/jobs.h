@@ -83,6 +83,8 @@ struct job_queue {
     size_t len;                // jobs waiting (not counting the ones running)
     size_t cap;                // --queue
     bool closed;               // jq_close: pops return NULL from now on
+    bool wake_all;             // --wake-all (a test knob): jq_wake broadcasts; set and
+                               // read by the I/O thread only (the one that pushes)
 };
 
 // Returns 0, or an error number (pthread_*_init can fail, in theory).
@@ -112,6 +114,8 @@ struct completion_queue {
     pthread_mutex_t lock;
     struct job *head, *tail;
     int wake_fd;  // the eventfd (non-blocking, close-on-exec)
+    int swap_delay_ms;  // --swap-delay-ms (a test knob): cq_take_all pauses between its
+                        // two steps; set and read by the I/O thread only
 
     // Counted under `lock`, read by the I/O thread (under it too, or after
     // the workers were joined): for the server's stop line and the tests.

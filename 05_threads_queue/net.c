@@ -46,6 +46,11 @@ static void usage(FILE *to)
             "      --reply-delay-ms MS\n"
             "                       test knob: spend MS on the I/O thread per job result\n"
             "                       delivered, a stand-in for a slow reply path (default 0)\n"
+            "      --swap-delay-ms MS\n"
+            "                       test knob: pause MS between cq_take_all's two steps (the\n"
+            "                       eventfd read and the swap), to widen a race (default 0)\n"
+            "      --wake-all       test knob: a push wakes every idle worker (broadcast), as\n"
+            "                       spurious wakeups may; jq_pop must still be right\n"
             "protocol: one request per line; replies in request order:\n"
             "  ECHO <text>  -> <text>          SLEEP <ms> (0..10000) -> slept <ms>\n"
             "  PRIMES <n> (1..50000000) -> how many primes are <= n\n",
@@ -82,7 +87,7 @@ long default_workers(void)
 
 // The long options with no one-letter form; getopt_long returns these for
 // them (any values that are not characters of the short-option string).
-enum { OPT_MAX_OUTPUT = 256, OPT_QUEUE, OPT_REPLY_DELAY };
+enum { OPT_MAX_OUTPUT = 256, OPT_QUEUE, OPT_REPLY_DELAY, OPT_SWAP_DELAY, OPT_WAKE_ALL };
 
 void parse_options(int argc, char **argv, const char *prog, struct options *opt)
 {
@@ -94,6 +99,8 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
         {"queue", required_argument, NULL, OPT_QUEUE},
         {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
         {"reply-delay-ms", required_argument, NULL, OPT_REPLY_DELAY},
+        {"swap-delay-ms", required_argument, NULL, OPT_SWAP_DELAY},
+        {"wake-all", no_argument, NULL, OPT_WAKE_ALL},
         {NULL, 0, NULL, 0},
     };
     prog_name = prog;
@@ -103,6 +110,8 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
     opt->workers = (int)default_workers();
     opt->queue_cap = DEFAULT_QUEUE;
     opt->reply_delay_ms = 0;
+    opt->swap_delay_ms = 0;
+    opt->wake_all = false;
 
     // The leading ':' and opterr = 0: we print the errors ourselves, in the
     // same "PROG: ..." form as every other message.
@@ -129,6 +138,12 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
             break;
         case OPT_REPLY_DELAY:
             opt->reply_delay_ms = (int)number_arg(optarg, 0, 10000, "bad delay (want 0 to 10000)");
+            break;
+        case OPT_SWAP_DELAY:
+            opt->swap_delay_ms = (int)number_arg(optarg, 0, 10000, "bad delay (want 0 to 10000)");
+            break;
+        case OPT_WAKE_ALL:
+            opt->wake_all = true;
             break;
         case 'h':
             usage(stdout);

@@ -30,6 +30,8 @@ struct options {
     size_t queue_cap;    // --queue: jobs that may wait for a worker
     int reply_delay_ms;  // --reply-delay-ms: a test knob, 0 normally (server.c,
                          // deliver_results, says what it stands for)
+    int swap_delay_ms;   // --swap-delay-ms: a test knob, 0 normally (jobs.c, cq_take_all)
+    bool wake_all;       // --wake-all: a test knob, false normally (jobs.c, jq_wake)
 };
 
 // Set to 1 by the SIGINT/SIGTERM handler, which runs only inside
@@ -41,7 +43,7 @@ struct options {
 extern volatile sig_atomic_t stop_requested;
 
 // Parses -H/--host, -p/--port, -h/--help, -w/--workers, --queue,
-// --max-output and --reply-delay-ms. PROG names the binary in the usage text and in every log
+// --max-output, --reply-delay-ms and the test knobs --swap-delay-ms and --wake-all. PROG names the binary in the usage text and in every log
 // line. --help exits 0; a bad option exits 2.
 void parse_options(int argc, char **argv, const char *prog, struct options *opt);
 

@@ -79,6 +79,22 @@
 // aborting the jobs that are still running (jobs.h, pool_abort) and joining.
 #define DRAIN_MS 1000
 
+// Stopping, with every running job finished and every client sent its
+// replies and our FIN (CONN_LINGERING): a turn this long with nothing from
+// any of them ends the drain early (as in 04): a client that is connected
+// but quiet would otherwise hold the exit up for all of DRAIN_MS.
+#define LINGER_QUIET_MS 100
+
+// After the aborted jobs are joined, how long their "ERR stopping" replies
+// get to leave and the clients' EOF to arrive (FIN first, then discarding
+// input: CONN_LINGERING), before everything closes. DRAIN_MS + this + the
+// join stay inside the contract's 2 s.
+#define FINAL_LINGER_MS 300
+
+// Out of descriptors with no spare: how long the listening socket stays
+// out of the epoll set before we try again (pause_accepting, as in 04).
+#define ACCEPT_BACKOFF_MS 100
+
 // ---------------------------------------------------------------- connections
 
 // One reply that cannot be written yet: its job is still running, or an
@@ -136,8 +152,6 @@ static int reply_delay_ms;        // --reply-delay-ms
 static bool use_pool;             // -w 1 or more
 static struct pool pool;
 static unsigned long in_flight;   // jobs handed to the pool and not back yet
-static bool stopping;             // SIGINT/SIGTERM seen: stop_serving has begun
-static bool listen_paused;        // out of descriptors with no spare (accept_clients)
 static int listen_fd = -1;
 static sigset_t wait_mask;        // the signal mask inside epoll_pwait
 
@@ -234,13 +248,6 @@ static void conn_close(struct conn *c)
         c->next->prev = c->prev;
     nconns--;
     free(c);
-    // A descriptor is free again: if we had stopped accepting for want of
-    // one (accept_clients), start again.
-    if (listen_paused && !stopping) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-        if (epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == 0)
-            listen_paused = false;
-    }
 }
 
 // Tells epoll what C waits for next, from its state alone, if that differs
@@ -511,22 +518,26 @@ static ssize_t conn_take_lines(struct conn *c, const char *p, size_t n)
     while (c->state == CONN_OPEN && !c->paused && used < n) {
         const char *line = p + used;
         size_t left = n - used;
-        const char *nl = memchr(line, '\n', left > MAX_LINE + 1 ? MAX_LINE + 1 : left);
-        if (nl == NULL) {
-            if (left <= MAX_LINE)
-                break;  // a partial line: wait for the rest
-            // No "\n" in the first MAX_LINE + 1 bytes: too long. Answer (in
-            // order, after the replies still due) and close, reading no more.
+        // The longest request, MAX_LINE bytes, may end in "\r\n": its "\n"
+        // can be the (MAX_LINE + 2)th byte, so that is how far we look.
+        const char *nl = memchr(line, '\n', left > MAX_LINE + 2 ? MAX_LINE + 2 : left);
+        // The request's length: up to the "\n" (or all we have of it), less a
+        // "\r" before it (without a "\n" yet, it may come in the next read).
+        size_t len = nl != NULL ? (size_t)(nl - line) : left;
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        if (len > MAX_LINE) {
+            // Too long, with its "\n" or without (still coming): answer, in
+            // order after the replies still due, and close, reading no more.
             log_msg("fd %d: request line over %d bytes, closing", c->fd, MAX_LINE);
             if (REPLY(c, "ERR line too long") == -1)
                 return -1;
             c->state = CONN_CLOSING;
             return (ssize_t)n;  // the rest is thrown away
         }
-        size_t len = (size_t)(nl - line);
-        used += len + 1;
-        if (len > 0 && line[len - 1] == '\r')
-            len--;
+        if (nl == NULL)
+            break;  // a partial line: wait for the rest
+        used += (size_t)(nl - line) + 1;
         if (conn_request(c, line, len) == -1)
             return -1;
         conn_check_backpressure(c);
@@ -698,25 +709,90 @@ static void deliver_results(void)
 // As in 04: a descriptor kept open on /dev/null, closed when we run out of
 // descriptors so that one waiting client can be taken and refused (EOF),
 // instead of the listening socket being reported ready forever.
+//
+// If the spare is missing (it could not be reopened: ENFILE, or the limit
+// was lowered under us), we back off instead: the listening socket leaves
+// the epoll set for ACCEPT_BACKOFF_MS, through epoll_pwait's timeout, not a
+// sleep (pause_accepting), and then comes back whether or not a connection
+// closed meanwhile (resume_accepting): the descriptor we lacked may have
+// been freed by anyone, or the shortage may be the whole system's.
 static int spare_fd = -1;
+static long long accept_resume_at = -1;  // backing off: when to resume (now_ms); else -1
+static unsigned long accept_pauses;      // back-offs in a row: one log line as they
+                                         // start, one as they end, not ten a second
 
-// accept() failed with EMFILE/ENFILE. Returns 0 after refusing one waiting
-// client, -1 if there was nobody to refuse or no spare.
+// Opens the spare unless it is open. Returns 0, or -1 with errno set.
+static int open_spare(void)
+{
+    if (spare_fd != -1)
+        return 0;
+    spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (spare_fd == -1)
+        return -1;
+    if (accept_pauses > 0) {
+        log_msg("spare descriptor open again after %lu accept pause%s", accept_pauses,
+                accept_pauses == 1 ? "" : "s");
+        accept_pauses = 0;
+    }
+    return 0;
+}
+
+// Out of descriptors, with the spare open: refuses one waiting client.
+// Returns 0, or -1 with accept's errno (EAGAIN: nobody waits).
 static int refuse_one_client(void)
 {
-    if (spare_fd == -1 && (spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) == -1)
-        return -1;
     close_or_log(spare_fd, "spare descriptor");
+    spare_fd = -1;
     // Plain accept(): this descriptor is closed again at once, by this one
     // thread, so no exec can inherit it.
     int fd = accept(listen_fd, NULL, NULL);
+    int accept_err = errno;
     if (fd != -1)
         close_or_log(fd, "refused client");
-    spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd == -1)
+    (void)open_spare();  // if it fails, the next EMFILE backs off, and says so
+    errno = accept_err;
+    return fd == -1 ? -1 : 0;
+}
+
+// Out of descriptors with no spare (ERR is accept's errno): the listening
+// socket leaves the epoll set until resume_accepting puts it back.
+static void pause_accepting(int err)
+{
+    if (epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1) {
+        log_msg("epoll_ctl(DEL) listening socket: %s", strerror(errno));
+        return;
+    }
+    accept_resume_at = now_ms() + ACCEPT_BACKOFF_MS;
+    if (accept_pauses++ == 0)
+        log_msg("accept: %s, and no spare descriptor: accepting paused, retrying every %d ms",
+                strerror(err), ACCEPT_BACKOFF_MS);
+}
+
+// How long epoll_pwait may sleep when it would wait forever: -1, or until a
+// paused accept resumes.
+static int accept_timeout_ms(void)
+{
+    if (accept_resume_at == -1)
         return -1;
-    log_msg("accept: out of descriptors; dropped one pending connection");
-    return 0;
+    long long left = accept_resume_at - now_ms();
+    return left > 0 ? (int)left : 0;
+}
+
+// Once a pause is over: reopen the spare if a descriptor is free now, and
+// watch the listening socket again (the next EMFILE pauses again).
+static void resume_accepting(void)
+{
+    if (accept_resume_at == -1 || now_ms() < accept_resume_at)
+        return;
+    (void)open_spare();  // failing is expected here: the next EMFILE pauses again
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};  // as in main
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == -1) {
+        // ENOMEM or ENOSPC (max_user_watches): try again after another pause.
+        log_msg("epoll_ctl(ADD) listening socket: %s", strerror(errno));
+        accept_resume_at = now_ms() + ACCEPT_BACKOFF_MS;
+        return;
+    }
+    accept_resume_at = -1;
 }
 
 // Accepts up to ACCEPTS_PER_TURN waiting clients.
@@ -724,29 +800,36 @@ static void accept_clients(void)
 {
     for (int k = 0; k < ACCEPTS_PER_TURN; k++) {
         int fd = accept_client(listen_fd);
-        if (fd == -1) {
-            if (errno != EMFILE && errno != ENFILE)
-                return;  // EAGAIN (nobody left), EINTR, or logged already
-            if (refuse_one_client() == 0)
-                continue;
-            // No spare either: stop watching the listening socket until a
-            // connection closes (conn_close), instead of spinning on it.
-            if (spare_fd == -1 && epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == 0) {
-                listen_paused = true;
-                log_msg("accept: out of descriptors and no spare: accepting paused");
-            }
+        if (fd != -1) {
+            if (conn_add(fd) == -1)
+                close_or_log(fd, "client");
+            continue;
+        }
+        int err = errno;
+        if (err != EMFILE && err != ENFILE)
+            return;  // EAGAIN (nobody left), EINTR, or logged already
+        if (open_spare() == -1) {  // a client may have left since the last try
+            pause_accepting(err);
             return;
         }
-        if (conn_add(fd) == -1)
-            close_or_log(fd, "client");
+        if (refuse_one_client() == -1) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_msg("accept: %s", strerror(errno));
+            if (spare_fd == -1)
+                pause_accepting(err);
+            return;
+        }
+        log_msg("accept: out of descriptors; dropped one pending connection");
     }
 }
 
 // ---------------------------------------------------------------- the loop
 
 // One turn: wait up to TIMEOUT_MS (-1: as long as it takes), then serve
-// whatever is ready. Returns false only if epoll_pwait() itself failed.
-static bool epoll_once(int timeout_ms)
+// whatever is ready. Returns how many descriptors were ready (0: the wait
+// timed out, a quiet turn; a signal counts as 1, the turn was not quiet),
+// or -1 only if epoll_pwait() itself failed.
+static int epoll_once(int timeout_ms)
 {
     struct epoll_event events[MAX_EVENTS];
     n_waits++;
@@ -758,9 +841,9 @@ static bool epoll_once(int timeout_ms)
     int ready = epoll_pwait(epfd, events, MAX_EVENTS, timeout_ms, &wait_mask);
     if (ready == -1) {
         if (errno == EINTR)
-            return true;  // the caller looks at stop_requested
+            return 1;  // the caller looks at stop_requested
         log_msg("epoll_pwait: %s", strerror(errno));
-        return false;
+        return -1;
     }
     bool results = false;
     for (int i = 0; i < ready; i++) {
@@ -783,7 +866,31 @@ static bool epoll_once(int timeout_ms)
     // Delivered first, events[] would hold a freed pointer.
     if (results)
         deliver_results();
+    return ready;
+}
+
+// Stopping: has every client left had its replies and our FIN?
+static bool all_lingering(void)
+{
+    for (struct conn *c = conns; c != NULL; c = c->next)
+        if (c->state != CONN_LINGERING)
+            return false;
     return true;
+}
+
+// Stopping, the workers joined: turns until every connection has closed
+// (the client's EOF after our FIN), a quiet turn with all of them
+// lingering, or DEADLINE (now_ms).
+static void linger_until(long long deadline)
+{
+    while (nconns > 0) {
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            return;
+        int ready = epoll_once(left < LINGER_QUIET_MS ? (int)left : LINGER_QUIET_MS);
+        if (ready == -1 || (ready == 0 && all_lingering()))
+            return;
+    }
 }
 
 // After SIGINT/SIGTERM: accept no one and read no new request; cancel the
@@ -791,8 +898,8 @@ static bool epoll_once(int timeout_ms)
 // finish and their replies to leave; then abort what is left and join.
 static void stop_serving(void)
 {
-    stopping = true;
-    if (!listen_paused && epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1)
+    // (If accepting is paused, the listening socket is out of the set already.)
+    if (accept_resume_at == -1 && epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1)
         log_msg("epoll_ctl(DEL) listening socket: %s", strerror(errno));
 
     unsigned long cancelled = 0;
@@ -824,11 +931,22 @@ static void stop_serving(void)
             n == 1 ? "" : "s", in_flight, in_flight == 1 ? "" : "s", cancelled,
             cancelled == 1 ? "" : "s");
 
-    long long deadline = now_ms() + DRAIN_MS;
+    // The same turns as before, with a deadline. A quiet turn with no job
+    // running and only lingering clients left (replies and FIN sent): they
+    // went quiet without closing, and waiting for the deadline would change
+    // nothing (as in 04).
+    long long t0 = now_ms(), deadline = t0 + DRAIN_MS;
     while (in_flight > 0 || nconns > 0) {
         long long left = deadline - now_ms();
-        if (left <= 0 || !epoll_once((int)left))
+        if (left <= 0)
             break;
+        int ready = epoll_once(left < LINGER_QUIET_MS ? (int)left : LINGER_QUIET_MS);
+        if (ready == -1)
+            break;
+        if (ready == 0 && in_flight == 0 && all_lingering()) {
+            log_msg("stopping: every client quiet after %lld ms, closing", now_ms() - t0);
+            break;
+        }
     }
     if (use_pool) {
         if (in_flight > 0) {
@@ -838,8 +956,12 @@ static void stop_serving(void)
         }
         pool_join(&pool);
         // What finished since the last turn, or was aborted ("ERR stopping"):
-        // one last delivery and send() attempt before everything closes.
+        // delivered like any result (conn_update sends it, then our FIN).
         deliver_results();
+        // And then lingered on like any reply, for a short bounded while: a
+        // close() now, with unread input, would reset the connection and
+        // could destroy the replies just sent (CONN_LINGERING).
+        linger_until(now_ms() + FINAL_LINGER_MS);
     }
     while (conns != NULL) {
         log_msg("fd %d: %zu replies not sent, closing", conns->fd,
@@ -884,6 +1006,11 @@ int main(int argc, char **argv)
         close(epfd);
         return 1;
     }
+    if (use_pool) {
+        // The test knobs (net.h): read by this thread only, so set here freely.
+        pool.jobs.wake_all = opt.wake_all;
+        pool.done.swap_delay_ms = opt.swap_delay_ms;
+    }
     // The listening socket (tag NULL) and, with workers, the eventfd (tag
     // &wake_tag): level-triggered both, so a wakeup not yet taken is
     // reported again on every turn until cq_take_all reads it.
@@ -893,8 +1020,7 @@ int main(int argc, char **argv)
               (!use_pool || epoll_ctl(epfd, EPOLL_CTL_ADD, pool.done.wake_fd, &wev) == 0);
     if (!ok)
         log_msg("epoll_ctl(ADD): %s", strerror(errno));
-    spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (spare_fd == -1)
+    if (open_spare() == -1)
         log_msg("open /dev/null (spare descriptor): %s", strerror(errno));
     if (use_pool)
         log_msg("%d worker thread%s, job queue of %zu, --max-output %zu", opt.workers,
@@ -903,8 +1029,10 @@ int main(int argc, char **argv)
         log_msg("no worker threads (-w 0): every job runs on the I/O thread, --max-output %zu",
                 max_output);
 
-    while (ok && !stop_requested)
-        ok = epoll_once(-1);
+    while (ok && !stop_requested) {
+        ok = epoll_once(accept_timeout_ms()) != -1;
+        resume_accepting();
+    }
 
     stop_serving();  // joins the workers: nothing but this thread touches the pool after it
     unsigned long long wakes = use_pool ? pool.done.wakes : 0;
