@@ -18,6 +18,40 @@ counter() {
     sed -n "s/.* \([0-9][0-9]*\) $1[,]*.*/\1/p" <<<"$line"
 }
 
+# worker_sleeping: true when a thread of the server named "worker" (jobs.c, worker_main) is
+# inside clock_nanosleep, i.e. running a SLEEP job, not waiting for one (futex). Read from
+# /proc: wchan names the kernel function it sleeps in; where that is hidden ("0"), the
+# system call number (230 on x86_64, 115 on aarch64).
+worker_sleeping() {
+    local t nr
+    case $(uname -m) in x86_64) nr=230 ;; aarch64) nr=115 ;; *) nr=none ;; esac
+    for t in /proc/"$SERVER_PID"/task/*; do
+        [[ $(cat "$t/comm" 2>/dev/null) == worker ]] || continue
+        grep -q nanosleep "$t/wchan" 2>/dev/null && return 0
+        [[ $(cut -d' ' -f1 "$t/syscall" 2>/dev/null) == "$nr" ]] && return 0
+    done
+    return 1
+}
+
+# wait_worker_sleeping: polls worker_sleeping with a deadline.
+wait_worker_sleeping() {
+    local deadline=$((SECONDS + 5))
+    until worker_sleeping; do
+        ((SECONDS < deadline)) || fail "no worker thread started its SLEEP within 5 s" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+}
+
+# set_soft_nofile PID N: sets PID's soft open-file limit to N (the hard one stays), prints
+# the old soft limit.
+set_soft_nofile() {
+    python3 -c 'import resource, sys
+pid, n = int(sys.argv[1]), int(sys.argv[2])
+soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+resource.prlimit(pid, resource.RLIMIT_NOFILE, (n, hard))
+print(soft)' "$1" "$2"
+}
+
 # The request of each kind and error, and the reply it must get, in one pipelined write.
 REQUESTS=(--line "ECHO hello world" --expect "hello world"
     --line "ECHO" --expect ""
@@ -109,6 +143,20 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     (($(counter dropped) == 1)) || fail "want 1 result dropped for a closed connection: $(grep 'stopped after' "$SERVER_ERR")"
 }
 
+@test "ERR busy is exact: one SLEEP running, --queue 3 takes 3 more and refuses the rest, in order" {
+    start_server server -w 1 --queue 3
+    start_bg runner lineproto talk --line "SLEEP 1500" --expect "slept 1500"
+    local bg=$BG_PID
+    # Proved from the server: its one worker sits in clock_nanosleep, so the queue is empty.
+    wait_worker_sleeping || return
+    lineproto talk --line "SLEEP 0" --expect "slept 0" --line "SLEEP 0" --expect "slept 0" \
+        --line "SLEEP 0" --expect "slept 0" --line "SLEEP 0" --expect "ERR busy" \
+        --line "SLEEP 0" --expect "ERR busy" --line "ECHO in order" --expect "in order"
+    wait_bg "$bg" runner
+    stop_server
+    (($(counter busy) == 2 && $(counter "jobs queued") == 4)) || fail "want 2 busy, 4 queued: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
 @test "a full job queue answers ERR busy at once, in order" {
     start_server server -w 1 --queue 2
     # One worker and room for 2 waiting: of 6 SLEEPs read together at most 3 are taken
@@ -148,6 +196,69 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
 @test "SIGTERM with a job that outlasts the drain: it is aborted (ERR stopping), exit 0 within 2 s" {
     start_server server -w 2
     start_bg inflight lineproto inflight --ms 8000 --first "ERR stopping"
+    local bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/inflight.out" '^inflight: ready'
+    stop_server
+    wait_bg "$bg" inflight
+    assert_log '1 job still running after [0-9]+ ms: aborting'
+}
+
+@test "a request of exactly 64 KiB is accepted ending in \\n or \\r\\n; one byte more is refused either way" {
+    start_server server -w 1
+    lineproto line-at --len 65536 --accepted
+    lineproto line-at --len 65536 --crlf --accepted
+    lineproto line-at --len 65537 --refused
+    lineproto line-at --len 65537 --crlf --refused
+    stop_server
+}
+
+@test "the eventfd is read before the swap: a result pushed between the two steps still wakes the I/O thread" {
+    # --swap-delay-ms 300 widens the window between cq_take_all's two steps. SLEEP 0's
+    # result wakes the I/O thread; SLEEP 50 finishes on the other worker inside the window.
+    # Read then swap: the swap takes both. Swap then read: SLEEP 50 was pushed onto the
+    # emptied list and wrote the eventfd, the read then reset it, and nothing ever wakes
+    # the I/O thread for it again (no worker writes while the list is not empty).
+    start_server server -w 2 --swap-delay-ms 300
+    lineproto talk --line "SLEEP 0" --expect "slept 0" --line "SLEEP 50" --expect "slept 50" \
+        --line "ECHO done" --expect "done" --timeout 3
+    stop_server
+    (($(counter results) == 2)) || fail "want 2 results: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "a worker woken with nothing to take waits again (--wake-all: every push wakes every worker)" {
+    # --wake-all makes each push a broadcast: 4 idle workers wake for one job, as spurious
+    # wakeups or a stolen signal can make them; three find the queue empty and must wait
+    # again (a while around pthread_cond_wait), not take a job that is not there.
+    raise_nofile 300
+    start_server server -w 4 --wake-all
+    lineproto many --clients 20
+    lineproto talk --line "SLEEP 0" --expect "slept 0" --line "PRIMES 10" --expect "4"
+    stop_server
+    (($(counter results) == 42)) || fail "want 42 results: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "a client that floods ECHOs and never reads: reading pauses at --max-output, memory stays bounded" {
+    start_server server -w 1 --max-output 1048576
+    local rss0 rss1 sent
+    rss0=$(awk '/^VmRSS/ {print $2}' /proc/"$SERVER_PID"/status)
+    start_bg flood lineproto echo-flood --bytes $((64 << 20)) --line-bytes 4096 --hold 2
+    local bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/flood.out" '^echo-flood: sent' 20
+    rss1=$(awk '/^VmRSS/ {print $2}' /proc/"$SERVER_PID"/status)
+    sent=$(sed -n 's/^echo-flood: sent \([0-9]*\) bytes.*/\1/p' "$BATS_TEST_TMPDIR/flood.out")
+    wait_bg "$bg" flood
+    stop_server
+    (($(counter pauses) >= 1)) || fail "the server never paused reading the client that does not read: $(grep 'stopped after' "$SERVER_ERR")"
+    ((sent < (64 << 20))) || fail "the server took all $sent bytes from a client that reads none of its replies"
+    (((rss1 - rss0) < 16384)) || fail "the server grew by $((rss1 - rss0)) KiB for one client that does not read (want < 16 MiB with --max-output 1 MiB)"
+}
+
+@test "SIGTERM after a job outlasts the drain, with unread input: its ERR stopping and the replies before the pause arrive, then FIN, not reset" {
+    start_server server -w 2
+    # SLEEP 8000, then 300 KB of ECHOs: the server pauses at 64 replies waiting and leaves
+    # the rest unread in the kernel. At SIGTERM the SLEEP is aborted after DRAIN_MS; its
+    # reply and the echoes leave, then our FIN; a close() now would reset the connection.
+    start_bg inflight lineproto inflight --ms 8000 --first "ERR stopping" --unread 300000
     local bg=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/inflight.out" '^inflight: ready'
     stop_server
@@ -225,6 +336,27 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     stop_server
 }
 
+@test "out of descriptors with no spare: accepting backs off and resumes by itself, though no connection closes" {
+    start_server server -w 1
+    # Lower the server's soft limit to its spare's number (opened right after the eventfd,
+    # every lower number in use): it can open nothing more, and once the spare is spent,
+    # not even that (as under ENFILE).
+    local fd spare="" old
+    for fd in /proc/"$SERVER_PID"/fd/*; do
+        [[ $(readlink "$fd") == "anon_inode:[eventfd]" ]] && spare=$((${fd##*/} + 1))
+    done
+    [[ -n $spare && $(readlink /proc/"$SERVER_PID"/fd/"$spare") == /dev/null ]] || fail "no spare descriptor after the eventfd" || return
+    old=$(set_soft_nofile "$SERVER_PID" "$spare") || fail "prlimit failed" || return
+    start_bg waiter lineproto talk --line "ECHO back" --expect "back" --timeout 10
+    local bg=$BG_PID
+    assert_log 'no spare descriptor: accepting paused, retrying every [0-9]+ ms' 10
+    # Descriptors again, with no connection closing: the retry must find them.
+    set_soft_nofile "$SERVER_PID" "$old" >/dev/null
+    wait_bg "$bg" waiter
+    assert_log 'spare descriptor open again after [0-9]+ accept pause'
+    stop_server
+}
+
 @test "SIGTERM with a client connected exits 0 within 2 s" {
     start_server server -w 2
     exec 5<>"/dev/tcp/127.0.0.1/$PORT"
@@ -234,6 +366,11 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     [[ $reply == hello ]] || { exec 5>&-; fail "expected 'hello', got '$reply'"; } || return
     stop_server || { exec 5>&-; return 1; }
     exec 5>&-
+    # The client stayed connected and quiet: the drain ends after one quiet turn
+    # (LINGER_QUIET_MS), not after all of DRAIN_MS.
+    local ms
+    ms=$(sed -n 's/.*every client quiet after \([0-9]*\) ms.*/\1/p' "$SERVER_ERR")
+    [[ -n $ms ]] && ((ms < 500)) || fail "the drain did not end early for a quiet client: $(grep stopping "$SERVER_ERR")"
 }
 
 @test "SIGINT stops it as SIGTERM does" {

@@ -15,12 +15,24 @@ stretches them all.
                       resets the connection (SO_LINGER 0)
   long-line --size B  sends `ECHO before`, then B bytes with no newline: wants `before`,
                       `ERR line too long`, then EOF (a FIN, not a reset)
-  inflight --ms M [--more K]
+  line-at --len N [--crlf] (--accepted | --refused)
+                      one `ECHO x...` request of exactly N bytes (without its ending), ended
+                      by "\n" or "\r\n": --accepted wants its echo, --refused wants
+                      `ERR line too long`, then EOF
+  echo-flood --bytes B --line-bytes L --hold S
+                      sends ECHO lines of L bytes, B bytes in all, and never reads: stops when
+                      B are sent or the server has taken nothing for 1 s; prints
+                      `echo-flood: sent N bytes, holding`, holds the connection S s, closes
+  inflight --ms M [--more K] [--unread B]
                       connection A sends SLEEP M; connection B's `SLEEP 0` reply then proves
                       A's job is running (the job queue is FIFO: needs -w 2); then K more
                       SLEEPs (one runs, K-1 wait); prints `inflight: ready`; the server is
                       stopped: A must get `slept M` for the running ones, `ERR stopping`
                       for the queued ones, then EOF (--first R: the first reply must be R)
+                      --unread B: after `SLEEP M`, B bytes of `ECHO <n>` lines, more than
+                      the server reads (it pauses at 64 replies waiting): A must get its
+                      first reply, then the echoes it did read, in order, then a FIN (EOF),
+                      not a reset
   demo --busy N --busy-line L --probes K (--under MS | --over MS)
                       N clients keep L running in a loop; meanwhile K `ECHO` probes measure
                       the round trip: all under MS, or (a server that waits) the first over MS
@@ -210,9 +222,11 @@ def long_line(host, port, size, timeout):
     return "a %d-byte line: 'ERR line too long', then EOF" % (size + 5)
 
 
-def inflight(host, port, ms, more, timeout, first=None):
+def inflight(host, port, ms, more, timeout, first=None, unread=0):
     a = LineConn(host, port)
     a.send_lines(["SLEEP %d" % ms])
+    if unread:
+        return inflight_unread(a, host, port, ms, unread, timeout, first)
     job_running(host, port, timeout)
     # With -w 2: the first of MORE runs on the worker the probe just freed, the others wait
     # in the queue (a worker takes a job within microseconds; the stop comes milliseconds
@@ -230,6 +244,86 @@ def inflight(host, port, ms, more, timeout, first=None):
     a.expect_eof(timeout)
     a.close()
     return "replies %r, then EOF" % got
+
+
+def inflight_unread(a, host, port, ms, unread, timeout, first):
+    lines, size, k = [], 0, 0
+    while size < unread:
+        lines.append("ECHO %d" % k)
+        size += len(lines[-1]) + 1
+        k += 1
+    # Sent from a thread: the server stops reading, so sendall may block until our FIN
+    # lets the server read (and discard) the rest.
+    sender = threading.Thread(target=lambda: _send_quietly(a, lines), daemon=True)
+    sender.start()
+    job_running(host, port, timeout)
+    print("inflight: ready", flush=True)
+    want_first = first if first is not None else "slept %d" % ms
+    r = a.read_line(timeout)
+    if r != want_first:
+        raise Failure("connection A's first reply is %r, want %r" % (r, want_first))
+    echoes = 0
+    while True:
+        try:
+            r = a.read_line(timeout)
+        except ConnectionResetError:
+            raise Failure("the connection was reset (RST) after %d echoes, not closed (FIN)" % echoes)
+        except Failure as e:
+            if "EOF" in str(e) and not a.pending:
+                break
+            raise
+        if r != str(echoes):
+            raise Failure("echo %d is %r, want %r" % (echoes, r, str(echoes)))
+        echoes += 1
+    a.close()
+    if echoes == 0 or echoes >= k:
+        raise Failure("%d of %d echoes came back: the server was meant to read some, not all" % (echoes, k))
+    return "reply %r, then %d of %d echoes in order, then EOF (FIN)" % (want_first, echoes, k)
+
+
+def _send_quietly(conn, lines):
+    try:
+        conn.send_lines(lines)
+    except OSError:
+        pass  # the server closed: the reader says whether that was right
+
+
+def line_at(host, port, length, crlf, accepted, timeout):
+    c = LineConn(host, port)
+    text = "x" * (length - 5)
+    c.send_raw(("ECHO " + text).encode() + (b"\r\n" if crlf else b"\n") + b"ECHO after\n")
+    r = c.read_line(timeout)
+    ending = "\\r\\n" if crlf else "\\n"
+    if accepted:
+        if r != text or c.read_line(timeout) != "after":
+            raise Failure("a %d-byte line ending in %s: got %r..., want its echo" % (length, ending, r[:40]))
+        c.close()
+        return "a %d-byte line ending in %s: echoed" % (length, ending)
+    if r != "ERR line too long":
+        raise Failure("a %d-byte line ending in %s: got %r..., want 'ERR line too long'" % (length, ending, r[:40]))
+    c.expect_eof(timeout)
+    c.close()
+    return "a %d-byte line ending in %s: ERR line too long, then EOF" % (length, ending)
+
+
+def echo_flood(host, port, total, line_bytes, hold, timeout):
+    c = LineConn(host, port)
+    line = ("ECHO " + "y" * max(0, line_bytes - 6) + "\n").encode()
+    chunk = line * max(1, 65536 // len(line))
+    c.sock.setblocking(False)
+    sent, last_progress = 0, time.monotonic()
+    while sent < total:
+        try:
+            sent += c.sock.send(chunk)
+            last_progress = time.monotonic()
+        except BlockingIOError:
+            if time.monotonic() - last_progress > scaled(1.0):
+                break  # the server takes nothing more: it stopped reading
+            time.sleep(0.01)  # poll interval of a loop with a deadline
+    print("echo-flood: sent %d bytes, holding" % sent, flush=True)
+    time.sleep(scaled(hold))  # the hold itself: the test measures the server meanwhile
+    c.reset()  # unread replies: a reset, whatever we do
+    return "sent %d bytes of ECHO lines, read none" % sent
 
 
 def demo(host, port, busy, busy_line, probes, under, over, warm, timeout):
@@ -317,6 +411,17 @@ def main(argv=None):
     p.add_argument("--ms", type=int, default=800)
     p.add_argument("--more", type=int, default=0, help="then MORE SLEEPs: 1 runs, the rest queue")
     p.add_argument("--first", help="the reply the first SLEEP must get (default: slept MS)")
+    p.add_argument("--unread", type=int, default=0, help="then B bytes of ECHOs the server leaves unread")
+    p = add("line-at", "one request line of exactly N bytes")
+    p.add_argument("--len", type=int, required=True)
+    p.add_argument("--crlf", action="store_true")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--accepted", action="store_true")
+    g.add_argument("--refused", action="store_true")
+    p = add("echo-flood", "ECHO lines from a client that never reads")
+    p.add_argument("--bytes", type=int, default=64 << 20)
+    p.add_argument("--line-bytes", type=int, default=4096)
+    p.add_argument("--hold", type=float, default=2.0)
     p = add("demo", "ECHO latency while other clients keep jobs running")
     p.add_argument("--busy", type=int, default=4)
     p.add_argument("--busy-line", default="SLEEP 500")
@@ -335,7 +440,11 @@ def main(argv=None):
         elif a.cmd == "long-line":
             msg = long_line(a.host, a.port, a.size, a.timeout)
         elif a.cmd == "inflight":
-            msg = inflight(a.host, a.port, a.ms, a.more, a.timeout, a.first)
+            msg = inflight(a.host, a.port, a.ms, a.more, a.timeout, a.first, a.unread)
+        elif a.cmd == "line-at":
+            msg = line_at(a.host, a.port, a.len, a.crlf, a.accepted, a.timeout)
+        elif a.cmd == "echo-flood":
+            msg = echo_flood(a.host, a.port, a.bytes, a.line_bytes, a.hold, a.timeout)
         else:
             msg = demo(a.host, a.port, a.busy, a.busy_line, a.probes, a.under, a.over, a.warm,
                        a.timeout)
