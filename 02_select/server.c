@@ -169,12 +169,14 @@ static int send_all(int fd, const char *p, size_t len)
             FD_SET(fd, &writable);
             if (pselect(fd + 1, NULL, &writable, NULL, NULL, &wait_mask) != -1)
                 continue;  // room again: send the rest
-            if (errno != EINTR)
-                return -1;
         }
-        log_msg("fd %d: %zu bytes not sent (server stopping)", fd, len);
+        // A stop (the flag, or EINTR: only the stop handlers can interrupt us), or
+        // pselect() failing by itself (ENOMEM), which drops just this client.
+        int err = stop_requested ? EINTR : errno;
+        if (err == EINTR)
+            log_msg("fd %d: %zu bytes not sent (server stopping)", fd, len);
         // log_msg's fprintf may have changed errno: the caller reads it.
-        errno = EINTR;
+        errno = err;
         return -1;
     }
     return 0;
