@@ -190,8 +190,23 @@ stop_server() {
     done
 }
 
-# cpu_ticks PID: user + system CPU time of PID so far, in clock ticks (1/100 s here).
+# cpu_ticks PID: how long PID (all its threads) has wanted a CPU so far, in ticks of 10 ms:
+# the time it ran plus the time it sat runnable waiting for one (/proc/PID/task/*/schedstat,
+# in ns). A busy loop wants the CPU all the time, so it scores ~100 ticks per second however
+# many other processes share the machine; measured by CPU time alone (utime + stime), a
+# starved busy loop on a loaded 2-core machine can score 25 and pass for idle. An idle
+# server scores ~0 either way. Without schedstat: utime + stime from /proc/PID/stat.
 cpu_ticks() {
+    local f run wait n total=0 found=
+    for f in /proc/"$1"/task/*/schedstat; do
+        read -r run wait n <"$f" 2>/dev/null || continue
+        total=$((total + run + wait))
+        found=1
+    done
+    if [[ -n $found ]]; then
+        echo $((total / 10000000))
+        return
+    fi
     local stat
     stat=$(cat "/proc/$1/stat") || return
     stat=${stat##*) }
