@@ -10,6 +10,7 @@ Environment knobs (all optional):
   BENCH_THREADS=1       loadgen client threads (-t)
   BENCH_IDLE_MEM=5000   idle connections opened to measure resident memory per connection
   BENCH_SERVERS=a,b     only these servers (names as in the table, e.g. 03_poll,04_epoll_lt)
+  BENCH_POINTS=a,b      only these loads (e.g. 50x64; the headline 04-vs-min_echo point)
   BENCH_STRACE=0|1      syscalls per message with strace -c -f (default: 1 when strace exists)
   BENCH_STRACE_CONNS=50 connections during the strace run
   BENCH_LOADGEN=path    another loadgen binary (e.g. build-address-undefined/loadgen)
@@ -749,6 +750,13 @@ def main():
         print("run.py: no server to measure", file=sys.stderr)
         return 1
 
+    global POINTS
+    points_wanted = [x for x in os.environ.get("BENCH_POINTS", "").split(",") if x]
+    if points_wanted:
+        POINTS = [p for p in POINTS if p[0] in points_wanted]
+        if not POINTS:
+            print("run.py: BENCH_POINTS names no known load", file=sys.stderr)
+            return 1
     runs_per_pass = len(servers) * len(POINTS)
     # Per run: warm-up + measure, setup and the closing drain, settling; per server: strace
     # and memory.
