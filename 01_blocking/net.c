@@ -218,7 +218,7 @@ int listen_on(const char *host, const char *port)
 
     int fd = -1, err = 0;
     for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd == -1) {
             err = errno;
             continue;

@@ -280,3 +280,12 @@ wait_log_count() {
     assert_matrix_row 01_blocking/server_thread
     stop_server
 }
+
+@test "accepted sockets are close-on-exec (accept4 with SOCK_CLOEXEC), in every server" {
+    local b
+    for b in server server_fork server_thread; do
+        start_server "$b"
+        scenario_cloexec
+        stop_server
+    done
+}

@@ -253,3 +253,9 @@ for s in socks:
     assert_matrix_row 02_select/server
     stop_server
 }
+
+@test "accepted sockets are close-on-exec (accept4 with SOCK_CLOEXEC)" {
+    start_server server
+    scenario_cloexec
+    stop_server
+}
