@@ -138,12 +138,45 @@ counter() {
 
 @test "clients that reset right after sending are dropped when their echo fails; the others carry on" {
     start_server server
-    # Each client's bytes are still unread in the server's socket when its reset arrives:
-    # the server reads them, and the send() of the echo fails.
-    netkit reset-after-send --count 20 --size 1000
+    # The server is stopped (SIGSTOP) while each client, already accepted, sends 1000 bytes
+    # and resets: the bytes wait unread in the server's socket with the reset behind them.
+    # Linux still hands such bytes to recv(), so once the server runs again it reads them,
+    # and the send() of their echo fails (ECONNRESET): every time, not only when the reset
+    # happens to win a race with the server's read.
+    python3 - "$PORT" "$SERVER_PID" "$KIT_ROOT/tests/lib" <<'PY' || fail "the stopped-reset client failed" || return
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[3])
+import netkit
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+
+def wait_state(want, timeout=5.0):
+    deadline = time.monotonic() + netkit.scaled(timeout)
+    while True:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if (state == "T") == want:
+            return
+        if time.monotonic() > deadline:
+            sys.exit("server state %s, wanted %s" % (state, "stopped" if want else "running"))
+        time.sleep(0.005)  # poll interval of a loop with a deadline
+
+for i in range(5):
+    s = netkit.connect("127.0.0.1", port)
+    s.sendall(b"!")
+    if s.recv(1) != b"!":          # accepted and served: the server holds the socket
+        sys.exit("no 1-byte echo")
+    os.kill(pid, signal.SIGSTOP)
+    wait_state(True)
+    s.sendall(b"x" * 1000)
+    netkit.reset_close(s)           # the RST follows the bytes into the server's socket
+    os.kill(pid, signal.SIGCONT)
+    wait_state(False)
+print(netkit.echo("127.0.0.1", port, 1, 4096, 4096, 1))
+PY
     stop_server
-    grep -qE 'send: .*, dropping' "$SERVER_ERR" ||
-        fail "no send() failed: the reset never landed before an echo (the test proved nothing)"
+    local fails
+    fails=$(grep -cE 'send: .*, dropping' "$SERVER_ERR")
+    ((fails == 5)) || fail "$fails of 5 clients were dropped on a failed send(), want all 5"
 }
 
 @test "a client that stops reading no longer stalls the others" {
