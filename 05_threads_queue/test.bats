@@ -255,10 +255,13 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
 
 @test "SIGTERM after a job outlasts the drain, with unread input: its ERR stopping and the replies before the pause arrive, then FIN, not reset" {
     start_server server -w 2
-    # SLEEP 8000, then 300 KB of ECHOs: the server pauses at 64 replies waiting and leaves
-    # the rest unread in the kernel. At SIGTERM the SLEEP is aborted after DRAIN_MS; its
-    # reply and the echoes leave, then our FIN; a close() now would reset the connection.
-    start_bg inflight lineproto inflight --ms 8000 --first "ERR stopping" --unread 300000
+    # SLEEP 8000, then 2 MB of 4 KB ECHOs: the server pauses at 64 replies waiting (63
+    # echoes, about 250 KB, held behind the SLEEP) and leaves the rest unread in the kernel.
+    # At SIGTERM the SLEEP is aborted after DRAIN_MS; its reply and the echoes leave, more
+    # than the client's 32 KiB receive buffer holds, then our FIN. A close() right after
+    # the send, with input unread, resets the connection and the kernel throws away the
+    # replies it had not sent yet: the client gets a few echoes, then the reset.
+    start_bg inflight lineproto inflight --ms 8000 --first "ERR stopping" --unread 2000000 --echo-bytes 4000
     local bg=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/inflight.out" '^inflight: ready'
     stop_server

@@ -29,10 +29,11 @@ stretches them all.
                       SLEEPs (one runs, K-1 wait); prints `inflight: ready`; the server is
                       stopped: A must get `slept M` for the running ones, `ERR stopping`
                       for the queued ones, then EOF (--first R: the first reply must be R)
-                      --unread B: after `SLEEP M`, B bytes of `ECHO <n>` lines, more than
-                      the server reads (it pauses at 64 replies waiting): A must get its
-                      first reply, then the echoes it did read, in order, then a FIN (EOF),
-                      not a reset
+                      --unread B [--echo-bytes L]: after `SLEEP M`, B bytes of `ECHO <n> z...`
+                      lines (L bytes of z each, default 0), more than the server reads (it
+                      pauses at 64 replies waiting), through a 32 KiB SO_RCVBUF: A must get its
+                      first reply, then the echoes the server did read, whole and in order,
+                      then a FIN (EOF), not a reset
   demo --busy N --busy-line L --probes K (--under MS | --over MS)
                       N clients keep L running in a loop; meanwhile K `ECHO` probes measure
                       the round trip: all under MS, or (a server that waits) the first over MS
@@ -222,11 +223,11 @@ def long_line(host, port, size, timeout):
     return "a %d-byte line: 'ERR line too long', then EOF" % (size + 5)
 
 
-def inflight(host, port, ms, more, timeout, first=None, unread=0):
+def inflight(host, port, ms, more, timeout, first=None, unread=0, echo_bytes=0):
+    if unread:
+        return inflight_unread(host, port, ms, unread, echo_bytes, timeout, first)
     a = LineConn(host, port)
     a.send_lines(["SLEEP %d" % ms])
-    if unread:
-        return inflight_unread(a, host, port, ms, unread, timeout, first)
     job_running(host, port, timeout)
     # With -w 2: the first of MORE runs on the worker the probe just freed, the others wait
     # in the queue (a worker takes a job within microseconds; the stop comes milliseconds
@@ -246,10 +247,20 @@ def inflight(host, port, ms, more, timeout, first=None, unread=0):
     return "replies %r, then EOF" % got
 
 
-def inflight_unread(a, host, port, ms, unread, timeout, first):
+def inflight_unread(host, port, ms, unread, echo_bytes, timeout, first):
+    # A small receive buffer, set before connecting: the replies cannot all fit in the
+    # kernel's buffers at once, so some are still the server's to send when it stops.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    s.settimeout(scaled(timeout))
+    s.connect((host, port))
+    a = LineConn.__new__(LineConn)
+    a.sock, a.pending = s, b""
+    a.send_lines(["SLEEP %d" % ms])
+    pad = (" " + "z" * echo_bytes) if echo_bytes else ""
     lines, size, k = [], 0, 0
     while size < unread:
-        lines.append("ECHO %d" % k)
+        lines.append("ECHO %d%s" % (k, pad))
         size += len(lines[-1]) + 1
         k += 1
     # Sent from a thread: the server stops reading, so sendall may block until our FIN
@@ -272,8 +283,8 @@ def inflight_unread(a, host, port, ms, unread, timeout, first):
             if "EOF" in str(e) and not a.pending:
                 break
             raise
-        if r != str(echoes):
-            raise Failure("echo %d is %r, want %r" % (echoes, r, str(echoes)))
+        if r != "%d%s" % (echoes, pad):
+            raise Failure("echo %d is %r..., want %r..." % (echoes, r[:20], str(echoes)))
         echoes += 1
     a.close()
     if echoes == 0 or echoes >= k:
@@ -412,6 +423,7 @@ def main(argv=None):
     p.add_argument("--more", type=int, default=0, help="then MORE SLEEPs: 1 runs, the rest queue")
     p.add_argument("--first", help="the reply the first SLEEP must get (default: slept MS)")
     p.add_argument("--unread", type=int, default=0, help="then B bytes of ECHOs the server leaves unread")
+    p.add_argument("--echo-bytes", type=int, default=0, help="with --unread: bytes of padding per ECHO")
     p = add("line-at", "one request line of exactly N bytes")
     p.add_argument("--len", type=int, required=True)
     p.add_argument("--crlf", action="store_true")
@@ -440,7 +452,8 @@ def main(argv=None):
         elif a.cmd == "long-line":
             msg = long_line(a.host, a.port, a.size, a.timeout)
         elif a.cmd == "inflight":
-            msg = inflight(a.host, a.port, a.ms, a.more, a.timeout, a.first, a.unread)
+            msg = inflight(a.host, a.port, a.ms, a.more, a.timeout, a.first, a.unread,
+                           a.echo_bytes)
         elif a.cmd == "line-at":
             msg = line_at(a.host, a.port, a.len, a.crlf, a.accepted, a.timeout)
         elif a.cmd == "echo-flood":
