@@ -865,6 +865,30 @@ def server_tcp_state(server_port, client_port):
     return None
 
 
+def wait_stopped(pid, timeout=3.0):
+    """Waits until every thread of process PID is stopped (state T in
+    /proc/PID/task/*/stat). kill(SIGSTOP) returns before the stop takes effect: the
+    process stops only when it next runs, and until then a busy machine may let it take
+    one more event. epoll_wait, woken by the signal, harvests any ready event before it
+    looks at the signal: bytes sent right after kill() could be taken as one edge before
+    the stop and the rest as a second edge after it, hiding a missing re-arm."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        states = []
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                pass  # a thread that just exited
+        if states and all(st in ("T", "t") for st in states):
+            return
+        if time.monotonic() > deadline:
+            raise Failure("process %d did not stop within %.1f s of SIGSTOP (states %s)"
+                          % (pid, scaled(timeout), " ".join(states)))
+        time.sleep(0.001)  # poll interval of a loop with a deadline
+
+
 def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
     """A burst that must wait in the kernel until the server reads it: connect, prove the
     server serves us (a 1-byte echo), SIGSTOP the server, send `size` bytes (and, with
@@ -891,6 +915,7 @@ def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
         client_port = s.getsockname()[1]
         os.kill(pid, 19)  # SIGSTOP
         stopped = True
+        wait_stopped(pid)  # then the whole burst is one edge
         s.sendall(payload)  # fits in the server's receive buffer, or times out
         if then_eof:
             s.shutdown(socket.SHUT_WR)
