@@ -965,6 +965,19 @@ class CannotInspect(Exception):
     not permitted): the caller skips rather than fails."""
 
 
+def server_socket_inode(server_port, client_port):
+    """The inode of the server-side socket of this connection (/proc/net/tcp{,6}), or None."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16) == server_port
+                        and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
+                    return fields[9]
+    return None
+
+
 def server_socket_option(pid, server_port, client_port, level, option):
     """getsockopt(level, option) on the server-side socket of this connection, read from
     inside process `pid`: find the socket's inode in /proc/net/tcp, the descriptor with that
@@ -973,15 +986,7 @@ def server_socket_option(pid, server_port, client_port, level, option):
     it while the connection is open: a copy still alive when the server closes its own
     descriptor would keep the socket, and its epoll registration, alive."""
     import ctypes
-    inode = None
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if (int(fields[1].rsplit(":", 1)[1], 16) == server_port
-                        and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
-                    inode = fields[9]
+    inode = server_socket_inode(server_port, client_port)
     if inode is None:
         raise Failure("no server-side socket for client port %d in /proc/net/tcp" % client_port)
     target = None
@@ -1015,15 +1020,7 @@ def cloexec(host, port, pid, timeout=5.0):
         client_port = s.getsockname()[1]
         deadline = time.monotonic() + scaled(timeout)
         while True:
-            inode = None
-            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-                with open(table) as f:
-                    next(f)
-                    for line in f:
-                        fields = line.split()
-                        if (int(fields[1].rsplit(":", 1)[1], 16) == port
-                                and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
-                            inode = fields[9]
+            inode = server_socket_inode(port, client_port)
             found = []
             if inode is not None:
                 for p in process_tree(pid):
