@@ -8,6 +8,8 @@
 #   make bench-deps              install the optional benchmark peers (libevent, gnuplot)
 #   make bugs                    every stage's bug gallery: each bugs/*.patch must fail its tests
 #   make coverage                every stage's LAB regions: lines its tests run (gcov)
+#   make lab STAGE=04 OUT=dir    starter code: stage 04 with its LAB regions cut out (LABS="a b": only those)
+#   make grade STAGE=04 DIR=dir  run stage 04's tests on a student's folder: `Score: N/M`
 #   make SAN=address,undefined   sanitized builds, in each stage's build-address-undefined/
 #   make test SAN=thread         the tests against the ThreadSanitizer builds
 #   make CC=clang                any C11 compiler
@@ -47,8 +49,16 @@ bugs:
 coverage:
 	@st=0; for d in $(STAGES); do tests/coverage $$d || st=1; done; exit $$st
 
+lab:
+	@[ -n "$(STAGE)" ] && [ -n "$(OUT)" ] || { echo 'usage: make lab STAGE=04 OUT=dir [LABS="name ..."]' >&2; exit 2; }
+	tests/lab $(STAGE) $(OUT) $(LABS)
+
+grade:
+	@[ -n "$(STAGE)" ] && [ -n "$(DIR)" ] || { echo 'usage: make grade STAGE=04 DIR=dir' >&2; exit 2; }
+	tests/grade $(STAGE) $(DIR)
+
 clean:
 	for d in $(SUBDIRS); do $(MAKE) -C $$d clean || exit 1; done
 	rm -rf tests/.out
 
-.PHONY: all test tour matrix bench bench-deps bugs coverage clean $(SUBDIRS)
+.PHONY: all test tour matrix bench bench-deps bugs coverage lab grade clean $(SUBDIRS)
