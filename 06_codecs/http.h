@@ -55,7 +55,8 @@ struct http_decoder {
     size_t lines;                   // head: complete lines so far
     unsigned long long body_left;   // body: bytes still to deliver
     struct http_request req;
-    int failed;                     // codec.h rule 5
+    int failed;                     // codec.h rule 5: the status it failed with (0: none)
+    const char *error;              // and its message
 };
 
 // Sets D up (0 for any limit: its default; max_headers is at most HTTP_MAX_HEADERS).

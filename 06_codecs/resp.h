@@ -40,6 +40,7 @@ struct resp_decoder {
     size_t argv_cap;
     unsigned long long allocs;  // allocations made so far (the benchmark reads it)
     int failed;               // codec.h rule 5
+    const char *error;        // the error it failed with (returned again, rule 5)
 };
 
 // Sets D up with the limits (0: the defaults). No allocation yet; resp_free releases what
@@ -56,7 +57,8 @@ void resp_free(struct resp_decoder *d);
 //                (the messages are redis's own): "invalid multibulk length",
 //                "invalid bulk length", "expected '$'", "bulk not followed by CRLF",
 //                "too big inline request", "too big mbulk count string",
-//                "too big bulk count string", "out of memory".
+//                "too big bulk count string", "too many arguments in inline request",
+//                "out of memory".
 // A request of exactly max_bulk / max_args is accepted; one more is an error.
 struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t len);
 
