@@ -1,0 +1,771 @@
+#!/usr/bin/env python3
+"""codecs: encoders, decoders and a test client for 06_codecs' five codecs, a library and a CLI.
+
+Python 3 standard library only. Every subcommand prints `ok: ...` and exits 0, or prints
+`FAIL: ...` and exits 1. Every wait has a deadline; TIMEOUT_SCALE (environment, default 1)
+stretches them all. The codecs, as the server speaks them:
+
+  fixed:N  frames of exactly N bytes
+  line     a frame, then "\\n" (the server also accepts "\\r\\n" and answers "\\n")
+  len      a 4-byte big-endian length, then that many bytes
+  resp     RESP2 (Redis): requests are arrays of bulk strings; replies +simple, -error,
+           :integer, $bulk (or $-1, null), *array
+  http     HTTP/1.1 requests; responses with a Content-Length body
+
+Subcommands (all take --port, --host, --timeout):
+  echo --codec C --frames N --max-size B [--splits random|bytes|none] [--seed S] [--pause-ms M]
+                      N frames of random sizes (1..B bytes; fixed:N always N), encoded back to
+                      back into one stream and sent cut at random points (bytes: one byte per
+                      send; none: the whole stream in one send, frames back to back in one
+                      write), with random pauses up to M ms between pieces, while the echo is
+                      read and decoded: every frame must come back equal, in order
+  frame-at --codec line|len --size N (--accepted | --refused)
+                      one frame of exactly N bytes: --accepted wants its echo; --refused wants
+                      the codec's error (line: `ERR line too long`; len: nothing), then EOF
+  big-len --size B    one len frame of B bytes, sent while its echo is read and checked
+  resp [--splits random|bytes|none] [--seed S]
+                      a script of commands (PING, PING x, ECHO, SET, GET hit and miss, an
+                      unknown command, wrong argument counts, an inline command), all
+                      pipelined in one stream cut at random points; checks every reply
+  http                on one connection, keep-alive requests (HTTP/1.1 default, a 405 whose
+                      body is read and skipped, a 404, a pipelined pair), then
+                      `Connection: close` (the server must close after the response); on
+                      others, HTTP/1.0 (closes by default; keeps the connection with
+                      `Connection: keep-alive`)
+  bad --codec C --case NAME [--max-frame B]
+                      connection A is served once; connection B sends one malformed input
+                      (cases: see BAD_CASES) and must get exactly the protocol's error (or none),
+                      then EOF; A must then be served again: the bad client hurt nobody else
+  stall --codec len --size B --hold S
+                      sends one len frame of B bytes and never reads; prints `stall: sent`,
+                      holds the connection S s
+"""
+
+import argparse
+import os
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+
+TIMEOUT_SCALE = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
+
+
+class Failure(Exception):
+    """A check did not hold; the message says what was expected and what happened."""
+
+
+def scaled(seconds):
+    return seconds * TIMEOUT_SCALE
+
+
+def connect(host, port, timeout=5.0, rcvbuf=None):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(scaled(timeout))
+    s.connect((host, port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def show(data, n=40):
+    return repr(bytes(data[:n])) + ("..." if len(data) > n else "")
+
+
+# ---------------------------------------------------------------------------
+# The codecs. Each decoder is fed bytes as they come (feed) and hands back the whole
+# frames they complete (a list): the same split-anywhere contract as the C library's.
+# ---------------------------------------------------------------------------
+
+class FixedCodec:
+    def __init__(self, size):
+        self.size = size
+        self.pending = bytearray()
+
+    def encode(self, frame):
+        assert len(frame) == self.size
+        return bytes(frame)
+
+    def feed(self, data):
+        self.pending += data
+        n = len(self.pending) // self.size * self.size
+        frames = [bytes(self.pending[i:i + self.size]) for i in range(0, n, self.size)]
+        del self.pending[:n]
+        return frames
+
+
+class LineCodec:
+    """Lines end with "\\n"; a "\\r" before it is part of the ending, not of the frame."""
+
+    def __init__(self):
+        self.pending = bytearray()
+
+    def encode(self, frame, crlf=False):
+        return bytes(frame) + (b"\r\n" if crlf else b"\n")
+
+    def feed(self, data):
+        self.pending += data
+        frames = []
+        start = 0
+        while True:
+            nl = self.pending.find(b"\n", start)
+            if nl < 0:
+                break
+            end = nl - 1 if nl > start and self.pending[nl - 1] == 13 else nl
+            frames.append(bytes(self.pending[start:end]))
+            start = nl + 1
+        del self.pending[:start]
+        return frames
+
+
+class LenCodec:
+    def __init__(self):
+        self.pending = bytearray()
+
+    def encode(self, frame):
+        return struct.pack(">I", len(frame)) + bytes(frame)
+
+    def feed(self, data):
+        self.pending += data
+        frames = []
+        pos = 0
+        while len(self.pending) - pos >= 4:
+            (n,) = struct.unpack_from(">I", self.pending, pos)
+            if len(self.pending) - pos - 4 < n:
+                break
+            frames.append(bytes(self.pending[pos + 4:pos + 4 + n]))
+            pos += 4 + n
+        del self.pending[:pos]
+        return frames
+
+
+def resp_command(*args):
+    """A RESP2 request: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a.encode() if isinstance(a, str) else bytes(a)
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class RespReplyDecoder:
+    """Decodes RESP2 replies into Python values: ('+', str), ('-', str), (':', int),
+    ('$', bytes or None), ('*', list or None)."""
+
+    def __init__(self):
+        self.pending = bytearray()
+
+    def _parse(self, pos):
+        """(value, next position), or None when more bytes are needed."""
+        nl = self.pending.find(b"\r\n", pos)
+        if nl < 0:
+            return None
+        kind = chr(self.pending[pos])
+        line = bytes(self.pending[pos + 1:nl])
+        pos = nl + 2
+        if kind in "+-":
+            return (kind, line.decode(errors="replace")), pos
+        if kind == ":":
+            return (":", int(line)), pos
+        if kind == "$":
+            n = int(line)
+            if n < 0:
+                return ("$", None), pos
+            if len(self.pending) < pos + n + 2:
+                return None
+            if self.pending[pos + n:pos + n + 2] != b"\r\n":
+                raise Failure("bulk reply of %d bytes not followed by CRLF: %s" % (n, show(self.pending[pos:])))
+            return ("$", bytes(self.pending[pos:pos + n])), pos + n + 2
+        if kind == "*":
+            n = int(line)
+            if n < 0:
+                return ("*", None), pos
+            items = []
+            for _ in range(n):
+                r = self._parse(pos)
+                if r is None:
+                    return None
+                items.append(r[0])
+                pos = r[1]
+            return ("*", items), pos
+        raise Failure("not a RESP reply: %s" % show(self.pending[pos - len(line) - 3:]))
+
+    def feed(self, data):
+        self.pending += data
+        replies = []
+        while self.pending:
+            r = self._parse(0)
+            if r is None:
+                break
+            replies.append(r[0])
+            del self.pending[:r[1]]
+        return replies
+
+
+def http_request(method, path, version="1.1", headers=(), body=b""):
+    lines = ["%s %s HTTP/%s" % (method, path, version), "Host: 127.0.0.1"]
+    lines += ["%s: %s" % h for h in headers]
+    if body:
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class HttpResponseDecoder:
+    """Decodes responses: (status, {lowercased header: value}, body). Every response of
+    this server has a Content-Length (a response without one would end only at EOF)."""
+
+    def __init__(self):
+        self.pending = bytearray()
+
+    def feed(self, data):
+        self.pending += data
+        out = []
+        while True:
+            end = self.pending.find(b"\r\n\r\n")
+            if end < 0:
+                break
+            head = bytes(self.pending[:end]).decode("latin-1").split("\r\n")
+            parts = head[0].split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+                raise Failure("bad status line %r" % head[0])
+            headers = {}
+            for h in head[1:]:
+                k, _, v = h.partition(":")
+                headers[k.strip().lower()] = v.strip()
+            if "content-length" not in headers:
+                raise Failure("response without Content-Length: %r" % head)
+            n = int(headers["content-length"])
+            if len(self.pending) < end + 4 + n:
+                break
+            body = bytes(self.pending[end + 4:end + 4 + n])
+            del self.pending[:end + 4 + n]
+            out.append((int(parts[1]), headers, body))
+        return out
+
+
+def make_codec(name):
+    if name.startswith("fixed:"):
+        return FixedCodec(int(name[6:]))
+    if name == "line":
+        return LineCodec()
+    if name == "len":
+        return LenCodec()
+    raise SystemExit("codecs: echo codecs are fixed:N, line and len, not %r" % name)
+
+
+# ---------------------------------------------------------------------------
+# Sending in pieces while reading
+# ---------------------------------------------------------------------------
+
+def cut(rng, stream, splits):
+    """The stream as a list of pieces: random cut points, one byte each, or whole."""
+    if splits == "none":
+        return [stream]
+    if splits == "bytes":
+        return [stream[i:i + 1] for i in range(len(stream))]
+    pieces = []
+    i = 0
+    while i < len(stream):
+        # Mostly small pieces (a header split from its body, a CRLF cut in two), some large.
+        n = rng.choice([1, 2, 3, rng.randint(1, 64), rng.randint(1, 4096), rng.randint(1, 65536)])
+        pieces.append(stream[i:i + n])
+        i += n
+    return pieces
+
+
+class Sender(threading.Thread):
+    """Sends the pieces, one send each, with a random pause up to pause_ms between some."""
+
+    def __init__(self, sock, pieces, rng, pause_ms):
+        super().__init__(daemon=True)
+        self.sock, self.pieces, self.rng, self.pause_ms = sock, pieces, rng, pause_ms
+        self.error = None
+
+    def run(self):
+        try:
+            for k, p in enumerate(self.pieces):
+                self.sock.sendall(p)
+                if self.pause_ms and self.rng.random() < 0.05:
+                    time.sleep(self.rng.uniform(0, self.pause_ms) / 1000.0)  # the pacing under test
+        except OSError as e:
+            self.error = e
+
+
+def read_frames(sock, decoder, want, timeout, name, check=None):
+    """Reads until WANT decoded items arrived (CHECK(index, item) raises Failure on a wrong
+    one, as it comes); returns them. Failure on EOF or when the deadline passes."""
+    got = []
+    deadline = time.monotonic() + scaled(timeout)
+    while len(got) < want:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure("%s: %d of %d replies within %.1f s" % (name, len(got), want, scaled(timeout)))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(262144)
+        except socket.timeout:
+            continue
+        if not chunk:
+            raise Failure("%s: EOF after %d of %d replies" % (name, len(got), want))
+        for item in decoder.feed(chunk):
+            if check:
+                check(len(got), item)
+            got.append(item)
+    return got
+
+
+def expect_eof(sock, timeout, name, allow_reset=False):
+    """The server must close: EOF (a FIN), nothing more before it."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure("%s: the server did not close within %.1f s" % (name, scaled(timeout)))
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            if allow_reset:
+                return "reset"
+            raise Failure("%s: the connection was reset (RST), not closed (FIN)" % name)
+        if not chunk:
+            return "EOF"
+        raise Failure("%s: unexpected bytes before EOF: %s" % (name, show(chunk)))
+
+
+def frame_mismatch(k, want, got):
+    off = next((i for i in range(min(len(want), len(got))) if want[i] != got[i]), min(len(want), len(got)))
+    lo = max(0, off - 8)
+    return ("frame %d (%d bytes) came back as %d bytes, first difference at offset %d: "
+            "expected %s ... got %s" % (k, len(want), len(got), off,
+                                        want[lo:off + 8].hex(" "), got[lo:off + 8].hex(" ")))
+
+
+# ---------------------------------------------------------------------------
+# The scenarios
+# ---------------------------------------------------------------------------
+
+def random_frame(rng, codec, max_size):
+    if isinstance(codec, FixedCodec):
+        return rng.randbytes(codec.size)
+    size = rng.choice([0 if not isinstance(codec, LineCodec) else 1, 1, max_size,
+                       rng.randint(1, max_size), rng.randint(1, min(max_size, 64))])
+    if isinstance(codec, LineCodec):
+        # No "\n" inside a line, and no "\r" (one at the end would read as CRLF).
+        return bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz0123456789 \t\x00\xff") for _ in range(size))
+    return rng.randbytes(size)
+
+
+def echo(host, port, codec_name, frames, max_size, splits, seed, pause_ms, timeout):
+    rng = random.Random(seed)
+    codec = make_codec(codec_name)
+    sent = [random_frame(rng, codec, max_size) for _ in range(frames)]
+    crlf = isinstance(codec, LineCodec)
+    stream = b"".join(codec.encode(f, crlf=rng.random() < 0.3) if crlf else codec.encode(f) for f in sent)
+    pieces = cut(rng, stream, splits)
+    s = connect(host, port)
+    try:
+        sender = Sender(s, pieces, rng, pause_ms)
+        sender.start()
+
+        def check(k, frame):
+            if frame != sent[k]:
+                raise Failure(frame_mismatch(k, sent[k], frame))
+
+        read_frames(s, make_codec(codec_name), frames, timeout, "echo", check)
+        sender.join(scaled(timeout))
+        if sender.error:
+            raise Failure("echo: send failed: %s" % sender.error)
+    finally:
+        s.close()
+    return "%d %s frames (%d bytes, %d pieces, splits %s) echoed, every one equal" % (
+        frames, codec_name, len(stream), len(pieces), splits)
+
+
+def frame_at(host, port, codec_name, size, accepted, timeout):
+    codec = make_codec(codec_name)
+    frame = b"x" * size
+    s = connect(host, port)
+    try:
+        s.sendall(codec.encode(frame))
+        if accepted:
+            got = read_frames(s, make_codec(codec_name), 1, timeout, "frame-at")[0]
+            if got != frame:
+                raise Failure(frame_mismatch(0, frame, got))
+            return "a %s frame of %d bytes was echoed" % (codec_name, size)
+        want = b"ERR line too long\n" if codec_name == "line" else b""
+        got = bytearray()
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("frame-at: not closed within %.1f s (got %s)" % (scaled(timeout), show(got)))
+            s.settimeout(left)
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                # Closed with our unread bytes in its socket: a reset, but only after the reply.
+                break
+            if not chunk:
+                break
+            got += chunk
+        if bytes(got) != want:
+            raise Failure("frame-at: a %d-byte %s frame got %s, want %s then EOF" % (size, codec_name, show(got), show(want)))
+        return "a %s frame of %d bytes was refused (%s), then the connection closed" % (
+            codec_name, size, show(want) if want else "no reply")
+    finally:
+        s.close()
+
+
+def big_len(host, port, size, seed, timeout):
+    rng = random.Random(seed)
+    body = rng.randbytes(size)
+    s = connect(host, port)
+    try:
+        sender = Sender(s, cut(rng, struct.pack(">I", size) + body, "random"), rng, 0)
+        sender.start()
+        # Read the echo as it comes (the server streams it through in pieces), checking
+        # every byte against the body: keeping it all is 10 MiB, comparing as we go is cheaper.
+        header = bytearray()
+        off = 0
+        deadline = time.monotonic() + scaled(timeout)
+        while off < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("big-len: %d of %d body bytes back within %.1f s" % (off, size, scaled(timeout)))
+            s.settimeout(left)
+            try:
+                chunk = s.recv(262144)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise Failure("big-len: EOF after %d of %d body bytes" % (off, size))
+            if len(header) < 4:
+                take = 4 - len(header)
+                header += chunk[:take]
+                chunk = chunk[take:]
+                if len(header) == 4 and struct.unpack(">I", header)[0] != size:
+                    raise Failure("big-len: echoed header says %d bytes, want %d" % (struct.unpack(">I", header)[0], size))
+            if chunk:
+                if off + len(chunk) > size:
+                    raise Failure("big-len: more than %d body bytes came back" % size)
+                if chunk != body[off:off + len(chunk)]:
+                    bad = next(i for i in range(len(chunk)) if chunk[i] != body[off + i])
+                    raise Failure(frame_mismatch(0, body[off:off + len(chunk)], chunk) + " (at body offset %d)" % (off + bad))
+                off += len(chunk)
+        sender.join(scaled(timeout))
+        if sender.error:
+            raise Failure("big-len: send failed: %s" % sender.error)
+    finally:
+        s.close()
+    return "one len frame of %d bytes echoed, header and every byte equal" % size
+
+
+def short(v, n=60):
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "...(%d chars)" % len(r)
+
+
+# The resp script: (command, expected reply). Expected errors are exact. The keys carry TAG,
+# so that runs against one server (the table lives as long as the server) do not meet.
+def resp_script(tag):
+    big = "v" * 5000
+    k = "k:" + tag
+    bk = b"bin\x00key:" + tag.encode()
+    return [
+        (resp_command("PING"), ("+", "PONG")),
+        (resp_command("ping", "hello"), ("$", b"hello")),
+        (resp_command("ECHO", "hi there\r\n"), ("$", b"hi there\r\n")),
+        (resp_command("GET", k), ("$", None)),
+        (resp_command("SET", k, "v1"), ("+", "OK")),
+        (resp_command("GET", k), ("$", b"v1")),
+        (resp_command("SET", k, big), ("+", "OK")),
+        (resp_command("get", k), ("$", big.encode())),
+        (resp_command("SET", bk, b"\x00\xff\r\n"), ("+", "OK")),
+        (resp_command("GET", bk), ("$", b"\x00\xff\r\n")),
+        (resp_command("ECHO", ""), ("$", b"")),
+        (resp_command("FLUSHALL"), ("-", "ERR unknown command 'FLUSHALL'")),
+        (resp_command("SET", "k"), ("-", "ERR wrong number of arguments for 'set' command")),
+        (resp_command("GET"), ("-", "ERR wrong number of arguments for 'get' command")),
+        (resp_command("ECHO", "a", "b"), ("-", "ERR wrong number of arguments for 'echo' command")),
+        (resp_command("PING", "a", "b"), ("-", "ERR wrong number of arguments for 'ping' command")),
+        (b"PING\r\n", ("+", "PONG")),  # an inline command, as telnet or nc would send it
+        (b"ECHO inline\r\n", ("$", b"inline")),
+    ]
+
+
+def resp(host, port, splits, seed, timeout):
+    rng = random.Random(seed)
+    script = resp_script("%d.%d.%s" % (os.getpid(), seed, splits))
+    stream = b"".join(c for c, _ in script)
+    s = connect(host, port)
+    try:
+        sender = Sender(s, cut(rng, stream, splits), rng, 0)
+        sender.start()
+
+        def check(k, reply):
+            if reply != script[k][1]:
+                raise Failure("reply %d to %s: got %s, want %s" % (k, show(script[k][0]), short(reply), short(script[k][1])))
+
+        read_frames(s, RespReplyDecoder(), len(script), timeout, "resp", check)
+        sender.join(scaled(timeout))
+    finally:
+        s.close()
+    return "%d RESP commands pipelined (splits %s), every reply as expected" % (len(script), splits)
+
+
+def http_exchange(s, request, want, timeout, name):
+    s.sendall(request)
+    return http_read(s, want, timeout, name)
+
+
+def http_read(s, want, timeout, name, decoder=None):
+    decoder = decoder or HttpResponseDecoder()
+    got = read_frames(s, decoder, len(want), timeout, name)
+    for k, ((status, headers, body), (wstatus, wconn)) in enumerate(zip(got, want)):
+        if status != wstatus:
+            raise Failure("%s: response %d has status %d, want %d (%r)" % (name, k, status, wstatus, body[:80]))
+        if wconn is not None and headers.get("connection", "").lower() != wconn:
+            raise Failure("%s: response %d says Connection: %r, want %r" % (name, k, headers.get("connection"), wconn))
+    return got
+
+
+def http(host, port, timeout):
+    s = connect(host, port)
+    try:
+        r = http_exchange(s, http_request("GET", "/"), [(200, "keep-alive")], timeout, "1.1 GET /")
+        if not r[0][2]:
+            raise Failure("GET / answered with an empty body")
+        http_exchange(s, http_request("GET", "/nothing-here"), [(404, "keep-alive")], timeout, "1.1 404")
+        # A body the server does not want must still be read past, or it would be taken
+        # for the next request.
+        http_exchange(s, http_request("POST", "/", body=b"GET /evil HTTP/1.1\r\n\r\n"),
+                      [(405, "keep-alive")], timeout, "1.1 POST")
+        # Two requests in one write: two responses, in order.
+        http_exchange(s, http_request("GET", "/") + http_request("GET", "/x"),
+                      [(200, "keep-alive"), (404, "keep-alive")], timeout, "1.1 pipelined")
+        http_exchange(s, http_request("GET", "/", headers=[("Connection", "close")]),
+                      [(200, "close")], timeout, "1.1 Connection: close")
+        expect_eof(s, timeout, "after Connection: close")
+    finally:
+        s.close()
+    with connect(host, port) as s:
+        http_exchange(s, http_request("GET", "/", version="1.0"), [(200, "close")], timeout, "1.0 GET /")
+        expect_eof(s, timeout, "after an HTTP/1.0 request")
+    with connect(host, port) as s:
+        http_exchange(s, http_request("GET", "/", version="1.0", headers=[("Connection", "keep-alive")]),
+                      [(200, "keep-alive")], timeout, "1.0 keep-alive")
+        http_exchange(s, http_request("GET", "/", version="1.0"), [(200, "close")], timeout, "1.0 then")
+        expect_eof(s, timeout, "after the second HTTP/1.0 request")
+    return ("1.1 keep-alive (200, 404, 405 with its body skipped, a pipelined pair), "
+            "Connection: close, 1.0 default close and 1.0 keep-alive all answered as they should")
+
+
+# bad cases: codec -> name -> (bytes to send (a function of max_frame), the exact reply, or
+# for http the status; None: no reply at all)
+def _too_long_line(max_frame):
+    return b"y" * (max_frame + 1)
+
+
+BAD_CASES = {
+    "line": {
+        "too-long": (_too_long_line, b"ERR line too long\n"),
+    },
+    "len": {
+        "huge-header": (lambda m: b"\xff\xff\xff\xff", None),
+        "over-limit": (lambda m: struct.pack(">I", m + 1) + b"z" * 100, None),
+    },
+    "resp": {
+        "bad-bulk-length": (lambda m: b"*1\r\n$abc\r\n", b"-ERR Protocol error"),
+        "huge-bulk": (lambda m: b"*1\r\n$2147483648\r\n", b"-ERR Protocol error"),
+        "huge-array": (lambda m: b"*2147483647\r\n", b"-ERR Protocol error"),
+        "no-crlf-after-bulk": (lambda m: b"*1\r\n$4\r\nPINGxx", b"-ERR Protocol error"),
+        "not-bulk": (lambda m: b"*1\r\n:5\r\n", b"-ERR Protocol error"),
+    },
+    "http": {
+        "garbage": (lambda m: b"\x01\x02 not http at all\r\n\r\n", 400),
+        "bad-content-length": (lambda m: b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 12x\r\n\r\n", 400),
+        "huge-body": (lambda m: b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n", 413),
+        "huge-head": (lambda m: b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        "chunked": (lambda m: b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501),
+        "bad-version": (lambda m: b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        "no-host": (lambda m: b"GET / HTTP/1.1\r\n\r\n", 400),
+        "smuggling": (lambda m: b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+    },
+    "fixed": {
+        # No bad frame exists in fixed:N; EOF inside a frame is the only mistake.
+        "truncated": (lambda m: b"t", None),
+    },
+}
+
+
+def served_once(s, codec_name, timeout, name):
+    """One request and its reply on S, in CODEC_NAME: proves the connection is served."""
+    if codec_name == "resp":
+        s.sendall(resp_command("PING"))
+        r = read_frames(s, RespReplyDecoder(), 1, timeout, name)[0]
+        if r != ("+", "PONG"):
+            raise Failure("%s: PING got %r" % (name, r))
+    elif codec_name == "http":
+        http_exchange(s, http_request("GET", "/"), [(200, "keep-alive")], timeout, name)
+    else:
+        codec = make_codec(codec_name)
+        frame = b"f" * codec.size if isinstance(codec, FixedCodec) else b"hello"
+        s.sendall(codec.encode(frame))
+        got = read_frames(s, make_codec(codec_name), 1, timeout, name)[0]
+        if got != frame:
+            raise Failure(frame_mismatch(0, frame, got))
+
+
+def bad(host, port, codec_name, case, max_frame, timeout):
+    family = codec_name.split(":")[0]
+    if case not in BAD_CASES.get(family, {}):
+        raise SystemExit("codecs: no bad case %r for %s (have: %s)" % (
+            case, codec_name, ", ".join(BAD_CASES.get(family, {}))))
+    make, want = BAD_CASES[family][case]
+    a = connect(host, port)
+    b = connect(host, port)
+    try:
+        served_once(a, codec_name, timeout, "the good client, before")
+        b.sendall(make(max_frame))
+        if family == "fixed":
+            b.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        how = None
+        deadline = time.monotonic() + scaled(timeout)
+        while how is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("bad %s: not closed within %.1f s (got %s)" % (case, scaled(timeout), show(got)))
+            b.settimeout(left)
+            try:
+                chunk = b.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                how = "reset"  # closed with our bytes unread; the reply must have come first
+                break
+            if not chunk:
+                how = "EOF"
+            got += chunk
+        if family == "http":
+            line = bytes(got).split(b"\r\n", 1)[0]
+            parts = line.split(b" ")
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+                raise Failure("bad %s: want an HTTP error status line, got %s" % (case, show(got)))
+            status = int(parts[1])
+            if want is not None and status != want:
+                raise Failure("bad %s: got status %d (%s), want %d" % (case, status, show(line), want))
+            if want is None and status < 400:
+                raise Failure("bad %s: got status %d, want an error" % (case, status))
+            resps = HttpResponseDecoder().feed(bytes(got))
+            if len(resps) != 1 or resps[0][1].get("connection", "").lower() != "close":
+                raise Failure("bad %s: want one whole response with Connection: close, got %s" % (case, show(got, 200)))
+            said = "HTTP %d" % status
+        elif want is None:
+            if got:
+                raise Failure("bad %s: want no reply, got %s" % (case, show(got)))
+            said = "no reply"
+        else:
+            if not bytes(got).startswith(want):
+                raise Failure("bad %s: got %s, want %s..." % (case, show(got, 80), show(want)))
+            if family == "resp" and (not got.endswith(b"\r\n") or got.count(b"\r\n") != 1):
+                raise Failure("bad %s: want one error line, got %s" % (case, show(got, 120)))
+            said = show(got, 80)
+        served_once(a, codec_name, timeout, "the good client, after")
+    finally:
+        a.close()
+        b.close()
+    return "bad client (%s) got %s, then %s; the other client was served before and after" % (case, said, how)
+
+
+def stall(host, port, size, hold, timeout):
+    s = connect(host, port, rcvbuf=4096)
+    try:
+        s.settimeout(scaled(timeout))
+        s.setblocking(False)
+        data = struct.pack(">I", size) + b"s" * size
+        sent = 0
+        quiet_since = time.monotonic()
+        while sent < len(data) and time.monotonic() - quiet_since < 1.0:
+            try:
+                n = s.send(data[sent:sent + 65536])
+                sent += n
+                quiet_since = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)  # the server stopped taking bytes: wait up to 1 s more
+        print("stall: sent %d of %d bytes, holding" % (sent, len(data)), flush=True)
+        time.sleep(hold)  # holding the connection is the point
+    finally:
+        s.close()
+    return "held a connection that never reads for %.1f s" % hold
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def add(name, help_):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds per wait (scaled)")
+        p.add_argument("--seed", type=int, default=int(os.environ.get("SEED", "1")))
+        return p
+
+    p = add("echo", "random frames in random pieces, every echo checked")
+    p.add_argument("--codec", required=True)
+    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--max-size", type=int, default=4096)
+    p.add_argument("--splits", choices=["random", "bytes", "none"], default="random")
+    p.add_argument("--pause-ms", type=float, default=0)
+    p = add("frame-at", "one frame of exactly N bytes")
+    p.add_argument("--codec", required=True, choices=["line", "len"])
+    p.add_argument("--size", type=int, required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--accepted", action="store_true")
+    g.add_argument("--refused", action="store_true")
+    p = add("big-len", "one big len frame, streamed")
+    p.add_argument("--size", type=int, default=10 << 20)
+    p = add("resp", "a pipelined RESP script")
+    p.add_argument("--splits", choices=["random", "bytes", "none"], default="random")
+    add("http", "keep-alive and close rules")
+    p = add("bad", "one malformed input, while another client is served")
+    p.add_argument("--codec", required=True)
+    p.add_argument("--case", required=True)
+    p.add_argument("--max-frame", type=int, default=65536)
+    p = add("stall", "a len frame from a client that never reads")
+    p.add_argument("--size", type=int, default=16 << 20)
+    p.add_argument("--hold", type=float, default=2.0)
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "echo":
+            msg = echo(a.host, a.port, a.codec, a.frames, a.max_size, a.splits, a.seed, a.pause_ms, a.timeout)
+        elif a.cmd == "frame-at":
+            msg = frame_at(a.host, a.port, a.codec, a.size, a.accepted, a.timeout)
+        elif a.cmd == "big-len":
+            msg = big_len(a.host, a.port, a.size, a.seed, a.timeout)
+        elif a.cmd == "resp":
+            msg = resp(a.host, a.port, a.splits, a.seed, a.timeout)
+        elif a.cmd == "http":
+            msg = http(a.host, a.port, a.timeout)
+        elif a.cmd == "bad":
+            msg = bad(a.host, a.port, a.codec, a.case, a.max_frame, a.timeout)
+        else:
+            msg = stall(a.host, a.port, a.size, a.hold, a.timeout)
+    except (Failure, OSError) as e:
+        print("FAIL: %s: %s" % (a.cmd, e), flush=True)
+        return 1
+    print("ok: %s: %s" % (a.cmd, msg), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
