@@ -630,6 +630,36 @@ static void parse_options(int argc, char **argv)
 // main: connect, join, publish, report
 // ---------------------------------------------------------------------------------------------
 
+// Leaves politely, as loadgen does: half-close every connection and read (and discard) what
+// still comes, the other sessions' `* userN left` lines, until the server closes each one.
+// Closing with unread data would make the kernel send a reset, and every run would end with
+// the server failing sends to dead sockets. Bounded: DRAIN_TIMEOUT_MS, then close anyway.
+#define DRAIN_TIMEOUT_MS 2000
+
+static void goodbye(long opened)
+{
+    long open_left = 0;
+    for (long i = 0; i < opened; i++)
+        if (conns[i].fd >= 0 && shutdown(conns[i].fd, SHUT_WR) == 0)
+            open_left++;
+    uint64_t deadline = now_ns() + (uint64_t)DRAIN_TIMEOUT_MS * 1000000u;
+    char sink[65536];
+    while (open_left > 0 && now_ns() < deadline) {
+        struct epoll_event evs[256];
+        int n = epoll_wait(epfd, evs, 256, 50);
+        for (int i = 0; i < n; i++) {
+            struct conn *c = evs[i].data.ptr;
+            ssize_t r = recv(c->fd, sink, sizeof sink, 0);
+            if (r > 0 || (r < 0 && (errno == EINTR || errno == EAGAIN)))
+                continue;
+            epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL); // the server closed it (or reset it)
+            close(c->fd);
+            c->fd = -1;
+            open_left--;
+        }
+    }
+}
+
 static int joined(void)
 {
     if (opt.mode == MODE_CHAT)
@@ -756,6 +786,7 @@ int main(int argc, char **argv)
     printf("\n");
     fflush(stdout);
 
+    goodbye(opened);
     for (long i = 0; i < opened; i++) {
         if (conns[i].fd >= 0)
             close(conns[i].fd);

@@ -431,7 +431,7 @@ def main():
     for s in servers:
         if s.name in stops:
             rc, last = stops[s.name]
-            md.append(f"- {s.name}: exit status {rc} on SIGTERM; last log line: `{last[:200]}`")
+            md.append(f"- {s.name}: exit status {rc} on SIGTERM; last log line: `{last}`")
     md += [f"- {n}" for n in notes]
     md += [f"- FAILED: {f}" for f in failures]
     text = "\n".join(md) + "\n"
