@@ -1,0 +1,1322 @@
+// server.c: a chat room. One thread, epoll (level-triggered), a session table, broadcasts fanned
+// out through reference-counted buffers, a timer heap for idle sessions, and a cap on slow consumers.
+//
+// Read this file first, then line.h (the line codec, from 06_codecs), buffer.h and net.c.
+//
+// What changed since 04_epoll (and 06_codecs, whose line codec is copied in), and why:
+//  1. State shared across connections. Until now every connection was on its
+//     own; here a line from one session goes to every other one. The session
+//     table (the room) is a list in join order; a broadcast walks it (fan_out).
+//  2. Sessions leave in the middle of things: a recipient can be dropped
+//     while a broadcast is still walking the table. Nothing is freed during a
+//     turn: a session that leaves is marked and freed at the end of the turn
+//     (the lifetime rules, just before session_free).
+//  3. One message, many queues. A broadcast is encoded once into a
+//     reference-counted buffer (struct refbuf) that every recipient's output
+//     queue points to; it is freed when the last recipient has sent it.
+//     --broadcast copy copies it into each recipient's own buffer instead,
+//     so the difference can be measured (README.md, section 5).
+//  4. Time. Every session has one timer (idle, or the last chance to leave
+//     cleanly) in a binary min-heap; epoll_pwait's timeout is computed from
+//     the earliest one (next_timeout_ms).
+//  5. Slow consumers are dropped, not waited for: a session with more than
+//     --max-output queued is closed, and the room is told (session_deliver).
+//  6. Fairness: a session gets at most LINES_PER_TURN lines per turn; the
+//     rest waits for the next turn (session_read).
+//
+// One turn of the loop, loop_once():
+//   1. epoll_pwait() sleeps until a socket is ready, a stop signal arrives,
+//      or the earliest timer is due (its timeout: next_timeout_ms; 0 while a
+//      session yielded lines it still holds)
+//   2. run the expired timers (run_timers: idle timeouts, leaving sessions
+//      that ran out of time)
+//   3. the ready sockets: accept, read lines and act on them (broadcasts and
+//      replies are only queued here), flush on EPOLLOUT; then the sessions
+//      that yielded last turn and were not served yet
+//   4. tell the room who left this turn (announce_leavers), then send what
+//      every session got this turn, one writev each (flush_pending)
+//   5. free the sessions that closed this turn (reap_closed)
+//
+// Still one thread: every session, the table and the timers live in it, so
+// nothing needs a lock (README.md, section 3; 08 splits the I/O off).
+
+#include "buffer.h"
+#include "line.h"
+#include "net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+// The longest line a client may send, without its "\n" or "\r\n"; longer:
+// `* line too long`, then the session is closed.
+#define MAX_LINE 4096
+
+// The longest name (/nick): short enough that a line never gets much longer
+// than MAX_LINE once the name is put in front of it.
+#define MAX_NAME 32
+
+// How much one recv() may read into a session's input buffer.
+#define READ_CHUNK (16 * 1024)
+
+// Fairness: how many lines one session may have handled per turn. Each line
+// may be a broadcast to every session, so a turn costs up to
+// LINES_PER_TURN x sessions deliveries per ready session, and a quiet
+// session waits at most one such turn. The lines left over wait in the
+// session's input buffer, and the session on the yield list (session_read).
+#define LINES_PER_TURN 16
+
+// Output entries offered to one writev(): 64 iovecs are 1 KiB of stack and
+// 64 queued lines, plenty to fill a socket's send buffer in one call.
+#define IOV_PER_WRITE 64
+
+// How many clients one turn may accept (04: a flood of connections must not
+// starve the sessions we have).
+#define ACCEPTS_PER_TURN 64
+
+// Out of descriptors and without a spare: how long the listening socket
+// stays out of the epoll set (pause_accepting).
+#define ACCEPT_BACKOFF_NS (100LL * 1000000)
+
+// Ready sockets per epoll_wait(), at most.
+#define MAX_EVENTS 128
+
+// A session that leaves (/quit, idle, line too long, EOF, server stopping)
+// gets this long to take its last lines and close: its timer moves to now +
+// LEAVE_NS when it leaves, and when that fires, it is closed, sent or not.
+#define LEAVE_NS (1000LL * 1000000)
+
+// After SIGINT/SIGTERM, how long the sessions get to take `* server shutting
+// down` and what was queued before it: the contract gives a server 2 s.
+#define DRAIN_NS (1000LL * 1000000)
+
+// ---------------------------------------------------------------- shared buffers
+
+// One message, encoded once, shared by every output queue that holds it.
+//
+//   refs: how many holders: the code that made it (until it has handed it
+//   out: refbuf_release at the end of fan_out) plus one per output queue
+//   entry that points to it. The last release frees it.
+struct refbuf {
+    unsigned refs;
+    size_t len;
+    char data[];  // len bytes, the "\n" included
+};
+
+static unsigned long long n_refbufs;        // refbufs allocated
+static unsigned long long n_refbufs_alive;  // ... and not freed yet (0 at exit)
+
+// A new refbuf of LEN bytes (uninitialised), held once, by the caller.
+// NULL if out of memory.
+static struct refbuf *refbuf_new(size_t len)
+{
+    struct refbuf *rb = malloc(sizeof *rb + len);
+    if (rb == NULL)
+        return NULL;
+    rb->refs = 1;  // the caller's reference
+    rb->len = len;
+    n_refbufs++;
+    n_refbufs_alive++;
+    return rb;
+}
+
+// A new refbuf holding the formatted line (FMT, and the "\n" added).
+static struct refbuf *refbuf_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static struct refbuf *refbuf_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    struct refbuf *rb = refbuf_new((size_t)n + 1);
+    if (rb == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(rb->data, (size_t)n + 1, fmt, ap);  // writes the '\0' where the '\n' goes
+    va_end(ap);
+    rb->data[n] = '\n';
+    return rb;
+}
+
+static void refbuf_hold(struct refbuf *rb)
+{
+    rb->refs++;
+}
+
+// Drops one reference; the last one frees RB.
+static void refbuf_release(struct refbuf *rb)
+{
+    // LAB BEGIN refbuf_release: drop one reference to RB and free it (counting n_refbufs_alive down) when that was the last one
+    if (--rb->refs == 0) {
+        n_refbufs_alive--;
+        free(rb);
+    }
+    // LAB END
+}
+
+// ---------------------------------------------------------------- output queues
+
+// A session's output in --broadcast shared: a ring of (refbuf, offset)
+// entries, oldest first; `off` is how much of the oldest one was sent.
+struct out_entry {
+    struct refbuf *rb;
+    size_t off;
+};
+
+struct outq {
+    struct out_entry *v;  // NULL while cap == 0
+    size_t head;          // the oldest entry
+    size_t n;             // entries queued
+    size_t cap;           // entries allocated (a power of two, or 0)
+};
+
+// An empty ring keeps its memory up to this many entries (1 KiB): a session
+// that gets a line every turn would otherwise allocate and free it every turn.
+#define OUTQ_KEEP 64
+
+// Appends an entry for RB (the caller has taken the reference it holds).
+// Returns 0, or -1 if out of memory.
+static int outq_push(struct outq *q, struct refbuf *rb)
+{
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 8;
+        struct out_entry *v = malloc(cap * sizeof *v);
+        if (v == NULL)
+            return -1;
+        for (size_t i = 0; i < q->n; i++)  // unwrap the ring into the new block
+            v[i] = q->v[(q->head + i) & (q->cap - 1)];
+        free(q->v);
+        q->v = v;
+        q->head = 0;
+        q->cap = cap;
+    }
+    q->v[(q->head + q->n) & (q->cap - 1)] = (struct out_entry){rb, 0};
+    q->n++;
+    return 0;
+}
+
+static struct out_entry *outq_at(struct outq *q, size_t i)
+{
+    return &q->v[(q->head + i) & (q->cap - 1)];
+}
+
+// Drops the oldest entry (and its reference).
+static void outq_pop(struct outq *q)
+{
+    refbuf_release(q->v[q->head].rb);
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->n--;
+    if (q->n == 0 && q->cap > OUTQ_KEEP) {
+        free(q->v);
+        *q = (struct outq){NULL, 0, 0, 0};
+    }
+}
+
+static void outq_free(struct outq *q)
+{
+    while (q->n > 0)
+        outq_pop(q);
+    free(q->v);
+    *q = (struct outq){NULL, 0, 0, 0};
+}
+
+// ---------------------------------------------------------------- sessions
+
+// Where a session is in its life. OPEN -> LEAVING -> CLOSED, or OPEN ->
+// CLOSED; never back. Only OPEN sessions are in the room: they get
+// broadcasts, and their lines are read and acted on.
+enum session_state {
+    S_OPEN,     // chatting
+    S_LEAVING,  // left the room (why): its last output goes, then our FIN,
+                // then we wait for its EOF (input is read and discarded: a
+                // close with unread input would reset the connection and
+                // could destroy that last output), at most LEAVE_NS
+    S_CLOSED,   // done: nothing more is sent or read; freed at the end of the turn
+};
+
+// Why a session left the room: what the others are told (announce_leavers).
+enum leave_reason {
+    LEFT_QUIT,      // /quit
+    LEFT_EOF,       // the client closed (or half-closed) the connection
+    LEFT_IDLE,      // --idle-timeout
+    LEFT_TOO_LONG,  // a line over MAX_LINE
+    LEFT_ERROR,     // recv or send failed, or out of memory
+    LEFT_SLOW,      // more than --max-output queued: dropped
+    LEFT_SHUTDOWN,  // the server is stopping (no one is told: everyone is leaving)
+};
+
+struct session {
+    int fd;
+    enum session_state state;
+    enum leave_reason why;  // once not S_OPEN
+    // Independent of the state:
+    bool eof;          // the client's FIN arrived: nothing more to read
+    bool fin_sent;     // S_LEAVING: all sent, and shutdown(SHUT_WR) done
+    bool announced;    // its leaving was told to the room (announce_leavers)
+    bool on_flush;     // on the flush list: got output this turn
+    bool on_yield;     // on the yield list: holds lines it was not given time for
+    uint32_t events;   // what epoll watches for it now (session_watch)
+    unsigned long long id;
+    unsigned long long served_turn;  // the last turn its input was handled
+    char name[MAX_NAME + 1];
+
+    struct buffer in;        // bytes of a line not complete yet
+    struct line_decoder dec; // where the line codec resumes its scan of `in`
+    struct outq q;           // --broadcast shared: queued output
+    struct buffer out;       // --broadcast copy: queued output
+    size_t queued;           // bytes queued, either way (the --max-output check)
+
+    long long deadline;  // its timer (now_ns): idle, or the end of LEAVE_NS
+    size_t heap_idx;     // where it is in `heap`
+
+    struct session *prev, *next;  // the room (every session not freed yet), join order
+    struct session *flush_next;   // the flush list
+    struct session *yield_next;   // the yield list
+};
+
+static int epfd = -1;
+static size_t max_output;             // --max-output
+static long long idle_ns;             // --idle-timeout
+static enum broadcast_mode broadcast;  // --broadcast
+static bool stopping;                 // SIGINT/SIGTERM seen: draining
+
+static struct session *room_head, *room_tail;  // every session, OPEN or not, join order
+static size_t nsessions;
+static unsigned long long next_id;
+static unsigned long long turn;
+
+static struct session *flush_list;  // sessions with output queued this turn
+static struct session *yield_list;  // sessions holding lines for the next turn
+static size_t nleft;                // sessions that left and are not announced yet
+
+// The signal mask epoll_pwait() waits with: ours, with SIGINT and SIGTERM
+// unblocked. Outside the wait they are blocked (04, epoll_once).
+static sigset_t wait_mask;
+
+// Counted for the "stopped after" line, so that a test can prove from the
+// server which paths ran. Plain increments on the path.
+static unsigned long long n_waits;        // epoll_pwait() calls
+static unsigned long long n_sessions;     // sessions opened
+static unsigned long long n_lines;        // lines received (empty ones included)
+static unsigned long long n_deliveries;   // lines queued to a session (every recipient counts)
+static unsigned long long n_slow;         // sessions dropped for --max-output
+static unsigned long long n_idle;         // idle timeouts
+static unsigned long long n_yields;       // a session stopped at LINES_PER_TURN with lines left
+static unsigned long long n_writes;       // writev()/send() calls flushing output
+static unsigned long long n_copied;       // bytes copied into per-session buffers (copy mode)
+static unsigned long long n_timers;       // timers expired
+static size_t peak_queued;                // the most one session had queued
+
+// ---------------------------------------------------------------- the timer heap
+
+// Every session has one timer: its deadline, in a binary min-heap ordered
+// by deadline, so the earliest is heap[0]. Each session knows its index
+// (heap_idx), so moving a timer (a session spoke: its idle deadline moves
+// on) is a sift from where it is: O(log n), no search. README.md, section
+// 3, compares this with a timing wheel.
+static struct session **heap;
+static size_t heap_n, heap_cap;
+
+static void heap_set(size_t i, struct session *s)
+{
+    heap[i] = s;
+    s->heap_idx = i;
+}
+
+// Restores the heap order around heap[I], whose deadline just changed:
+// up while it is earlier than its parent, else down while a child is earlier.
+static void heap_sift(size_t i)
+{
+    // LAB BEGIN heap_sift: move heap[i] up while its deadline is earlier than its parent's (parent (i-1)/2), else down while a child's (2i+1, 2i+2) is earlier, keeping heap_idx right (heap_set)
+    struct session *s = heap[i];
+    while (i > 0 && heap[(i - 1) / 2]->deadline > s->deadline) {
+        heap_set(i, heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= heap_n)
+            break;
+        if (c + 1 < heap_n && heap[c + 1]->deadline < heap[c]->deadline)
+            c++;
+        if (heap[c]->deadline >= s->deadline)
+            break;
+        heap_set(i, heap[c]);
+        i = c;
+    }
+    heap_set(i, s);
+    // LAB END
+}
+
+// Adds S's timer at DEADLINE. Returns 0, or -1 if out of memory.
+static int heap_add(struct session *s, long long deadline)
+{
+    if (heap_n == heap_cap) {
+        size_t cap = heap_cap ? heap_cap * 2 : 64;
+        struct session **h = realloc(heap, cap * sizeof *h);
+        if (h == NULL)
+            return -1;
+        heap = h;
+        heap_cap = cap;
+    }
+    s->deadline = deadline;
+    heap_set(heap_n++, s);
+    heap_sift(s->heap_idx);
+    return 0;
+}
+
+// Removes S's timer: the last entry takes its place and is sifted.
+static void heap_del(struct session *s)
+{
+    size_t i = s->heap_idx;
+    struct session *last = heap[--heap_n];
+    if (last != s) {
+        heap_set(i, last);
+        heap_sift(i);
+    }
+}
+
+// Moves S's timer to DEADLINE.
+static void heap_move(struct session *s, long long deadline)
+{
+    s->deadline = deadline;
+    heap_sift(s->heap_idx);
+}
+
+// ---------------------------------------------------------------- leaving, and the lifetime rules
+
+// Puts S on the flush list: flush_pending sends its output at the end of
+// the turn (and a LEAVING session's FIN once nothing is left).
+static void flush_later(struct session *s)
+{
+    if (!s->on_flush) {
+        s->on_flush = true;
+        s->flush_next = flush_list;
+        flush_list = s;
+    }
+}
+
+// The lifetime rules of a struct session (what makes the fan-out safe):
+//  1. A session is freed only by reap_closed, at the end of a turn, never
+//     while anything may still hold its address: the turn's events array,
+//     a fan_out walking the room, the flush list.
+//  2. Leaving (session_leave, session_close) only changes its state and
+//     queues it to be announced; a loop that meets a session not S_OPEN
+//     skips it. So a broadcast may drop a recipient (too slow) and walk on
+//     to r->next: r is still there.
+//  3. A CLOSED session is never made OPEN again, and nothing is queued to it.
+
+// S leaves the room for WHY: no more broadcasts to it; the room is told at
+// the end of the turn. Its queued output still goes (S_LEAVING), for at
+// most LEAVE_NS.
+static void session_leave(struct session *s, enum leave_reason why)
+{
+    if (s->state != S_OPEN)
+        return;
+    s->state = S_LEAVING;
+    s->why = why;
+    nleft++;
+    heap_move(s, now_ns() + LEAVE_NS);
+    flush_later(s);  // its last output, then its FIN (session_flush)
+}
+
+// S is done: nothing more is sent or read. If it was still in the room, it
+// leaves it for WHY.
+static void session_close(struct session *s, enum leave_reason why)
+{
+    if (s->state == S_OPEN) {
+        s->why = why;
+        nleft++;
+    }
+    s->state = S_CLOSED;
+}
+
+// ---------------------------------------------------------------- output
+
+// Tells epoll what S waits for: EPOLLIN until the client's EOF (an OPEN
+// session's lines, a LEAVING one's EOF; after it, level-triggered, a socket
+// at EOF would be reported readable on every turn), EPOLLOUT only while
+// output is queued (a writable socket would wake us on every turn, too).
+// Returns 0, or -1 after logging why S must be closed.
+static int session_watch(struct session *s)
+{
+    uint32_t want = (s->eof ? 0 : EPOLLIN) | (s->queued > 0 ? EPOLLOUT : 0);
+    if (want == s->events)
+        return 0;
+    struct epoll_event ev = {.events = want, .data.ptr = s};
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, s->fd, &ev) == -1) {
+        log_msg("fd %d: epoll_ctl(MOD): %s, closing", s->fd, strerror(errno));
+        return -1;
+    }
+    s->events = want;
+    return 0;
+}
+
+// Queues RB (a whole line) for S, which must be S_OPEN or S_LEAVING; puts S
+// on the flush list. The caller keeps its own reference.
+static void session_deliver(struct session *s, struct refbuf *rb)
+{
+    // LAB BEGIN output_cap: drop S (session_close, LEFT_SLOW, n_slow++) instead of queueing when its queued bytes plus rb->len would pass max_output; count a shared buffer by its length per recipient
+    if (s->queued + rb->len > max_output) {
+        log_msg("fd %d (%s): %zu bytes queued, %zu more would pass --max-output %zu: "
+                "dropped (too slow)",
+                s->fd, s->name, s->queued, rb->len, max_output);
+        n_slow++;
+        session_close(s, LEFT_SLOW);
+        return;
+    }
+    // LAB END
+    int rc;
+    if (broadcast == BROADCAST_SHARED) {
+        refbuf_hold(rb);  // the queue's reference, released once it is sent
+        rc = outq_push(&s->q, rb);
+        if (rc == -1)
+            refbuf_release(rb);
+    } else {
+        rc = buf_append(&s->out, rb->data, rb->len);
+        if (rc == 0)
+            n_copied += rb->len;
+    }
+    if (rc == -1) {
+        log_msg("fd %d: out of memory for its output, closing", s->fd);
+        session_close(s, LEFT_ERROR);
+        return;
+    }
+    n_deliveries++;
+    s->queued += rb->len;
+    if (s->queued > peak_queued)
+        peak_queued = s->queued;
+    flush_later(s);
+}
+
+// Queues the formatted line (FMT, "\n" added) for S alone.
+static void session_printf(struct session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void session_printf(struct session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char line[MAX_NAME * 2 + 128];  // every reply fits: a name or two and a few words
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    struct refbuf *rb = refbuf_printf("%s", line);
+    if (rb == NULL) {
+        session_close(s, LEFT_ERROR);
+        return;
+    }
+    session_deliver(s, rb);
+    refbuf_release(rb);  // ours: the queue holds its own
+}
+
+// Sends RB to every session in the room but FROM (NULL: to all of them).
+// The message was encoded once; each recipient's queue holds a reference
+// (--broadcast copy: a copy). A recipient may be dropped on the way (too
+// slow): it stays linked until the end of the turn, so r->next is valid.
+static void fan_out(struct session *from, struct refbuf *rb)
+{
+    // LAB BEGIN fan_out: deliver RB to every S_OPEN session of the room (room_head, r->next) except FROM, with session_deliver
+    for (struct session *r = room_head; r != NULL; r = r->next) {
+        if (r == from || r->state != S_OPEN)
+            continue;
+        session_deliver(r, rb);
+    }
+    // LAB END
+}
+
+// fan_out of the formatted line, then the creator's reference dropped.
+static void broadcast_printf(struct session *from, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void broadcast_printf(struct session *from, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    struct refbuf *rb = n < 0 ? NULL : refbuf_new((size_t)n + 1);
+    if (rb == NULL) {
+        log_msg("out of memory for a broadcast: not sent");
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(rb->data, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    rb->data[n] = '\n';
+    fan_out(from, rb);
+    refbuf_release(rb);  // the creator's reference: the queues hold theirs
+}
+
+// One writev()/send() of what S has queued, as much as the kernel takes;
+// *OFFERED gets how many bytes it offered. Returns how many it took (0: the
+// kernel is full, EAGAIN), or -1 after logging why S must be closed.
+static ssize_t session_write_some(struct session *s, size_t *offered)
+{
+    ssize_t sent;
+    *offered = 0;
+    if (broadcast == BROADCAST_SHARED) {
+        // One iovec per queued line, each pointing into its shared buffer:
+        // the lines go out with no copy on our side.
+        struct iovec iov[IOV_PER_WRITE];
+        int n = 0;
+        for (size_t i = 0; i < s->q.n && n < IOV_PER_WRITE; i++, n++) {
+            struct out_entry *e = outq_at(&s->q, i);
+            iov[n] = (struct iovec){e->rb->data + e->off, e->rb->len - e->off};
+            *offered += iov[n].iov_len;
+        }
+        do
+            sent = writev(s->fd, iov, n);
+        while (sent == -1 && errno == EINTR);
+    } else {
+        *offered = buf_len(&s->out);
+        do
+            sent = send(s->fd, buf_peek(&s->out), *offered, 0);
+        while (sent == -1 && errno == EINTR);
+    }
+    n_writes++;
+    if (sent == -1) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        log_msg("fd %d: send: %s, closing", s->fd, strerror(errno));
+        return -1;
+    }
+    return sent;
+}
+
+// Drops the first N queued bytes of S (they were sent).
+static void session_consume(struct session *s, size_t n)
+{
+    s->queued -= n;
+    if (broadcast == BROADCAST_COPY) {
+        buf_consume(&s->out, n);
+        return;
+    }
+    while (n > 0) {
+        struct out_entry *e = outq_at(&s->q, 0);
+        size_t left = e->rb->len - e->off;
+        if (n < left) {
+            e->off += n;
+            return;
+        }
+        n -= left;
+        outq_pop(&s->q);  // sent whole: the queue's reference goes
+    }
+}
+
+// Sends what S has queued until it is empty or the kernel is full; then a
+// LEAVING session with nothing left sends its FIN, and is closed if the
+// client's EOF came already. Returns 0, or -1 after logging why S must be closed.
+static int session_flush(struct session *s)
+{
+    while (s->queued > 0) {
+        size_t offered;
+        ssize_t sent = session_write_some(s, &offered);
+        if (sent == -1)
+            return -1;
+        session_consume(s, (size_t)sent);
+        if ((size_t)sent < offered)
+            break;  // the kernel is full: EPOLLOUT brings us back (session_watch)
+    }
+    if (s->state == S_LEAVING && s->queued == 0 && !s->fin_sent) {
+        s->fin_sent = true;
+        if (shutdown(s->fd, SHUT_WR) == -1 || s->eof)
+            s->state = S_CLOSED;  // gone already, or nothing more will come from it
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------- names and commands
+
+static struct session *find_by_name(const char *name)
+{
+    // A walk of the room: O(sessions) per /nick or /msg, cheap next to the
+    // broadcast, which is O(sessions) per line anyway.
+    for (struct session *s = room_head; s != NULL; s = s->next)
+        if (s->state == S_OPEN && strcmp(s->name, name) == 0)
+            return s;
+    return NULL;
+}
+
+// 1 to MAX_NAME letters, digits, '_' or '-'.
+static bool valid_name(const char *p, size_t n)
+{
+    if (n == 0 || n > MAX_NAME)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+// "user" and digits: the names new sessions get. Nobody may take one by
+// /nick, or the next session to get that number would share it.
+static bool reserved_name(const char *name)
+{
+    if (strncmp(name, "user", 4) != 0 || name[4] == '\0')
+        return false;
+    for (const char *p = name + 4; *p != '\0'; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return true;
+}
+
+static void cmd_nick(struct session *s, const char *arg, size_t n)
+{
+    char name[MAX_NAME + 1];
+    if (!valid_name(arg, n)) {
+        session_printf(s, "* bad name (1-%d letters, digits, _ or -)", MAX_NAME);
+        return;
+    }
+    memcpy(name, arg, n);
+    name[n] = '\0';
+    if (strcmp(name, s->name) == 0) {
+        session_printf(s, "* you are %s already", name);
+        return;
+    }
+    if (find_by_name(name) != NULL || reserved_name(name)) {
+        session_printf(s, "* %s is taken", name);
+        return;
+    }
+    broadcast_printf(s, "* %s is now %s", s->name, name);
+    memcpy(s->name, name, n + 1);
+    session_printf(s, "* you are now %s", name);
+}
+
+static void cmd_who(struct session *s)
+{
+    // One line, however many sessions: built in a buffer, then one refbuf.
+    struct buffer b = BUFFER_EMPTY;
+    bool ok = buf_append(&b, "* users:", 8) == 0;
+    for (struct session *r = room_head; ok && r != NULL; r = r->next)
+        if (r->state == S_OPEN)
+            ok = buf_append(&b, " ", 1) == 0 && buf_append(&b, r->name, strlen(r->name)) == 0;
+    ok = ok && buf_append(&b, "\n", 1) == 0;
+    struct refbuf *rb = ok ? refbuf_new(buf_len(&b)) : NULL;
+    if (rb != NULL) {
+        memcpy(rb->data, buf_peek(&b), buf_len(&b));
+        session_deliver(s, rb);
+        refbuf_release(rb);
+    } else {
+        session_close(s, LEFT_ERROR);
+    }
+    buf_free(&b);
+}
+
+static void cmd_msg(struct session *s, const char *arg, size_t n)
+{
+    const char *sp = memchr(arg, ' ', n);
+    if (sp == NULL || sp == arg || sp + 1 == arg + n) {
+        session_printf(s, "* usage: /msg NAME text");
+        return;
+    }
+    size_t name_len = (size_t)(sp - arg);
+    char name[MAX_NAME + 1];
+    struct session *to = NULL;
+    if (name_len <= MAX_NAME) {
+        memcpy(name, arg, name_len);
+        name[name_len] = '\0';
+        to = find_by_name(name);
+    }
+    if (to == NULL) {
+        session_printf(s, "* no such user %.*s", name_len <= MAX_NAME ? (int)name_len : MAX_NAME,
+                       arg);
+        return;
+    }
+    const char *text = sp + 1;
+    struct refbuf *rb = refbuf_printf("%s (private): %.*s", s->name, (int)(arg + n - text), text);
+    if (rb == NULL) {
+        session_close(s, LEFT_ERROR);
+        return;
+    }
+    session_deliver(to, rb);
+    refbuf_release(rb);
+}
+
+// One line from S (without its ending), N bytes at P.
+static void session_line(struct session *s, const char *p, size_t n)
+{
+    n_lines++;
+    heap_move(s, now_ns() + idle_ns);  // it spoke: its idle timer starts again
+    if (n == 0)
+        return;  // empty lines are ignored
+    if (p[0] != '/') {
+        broadcast_printf(s, "%s: %.*s", s->name, (int)n, p);
+        return;
+    }
+    const char *sp = memchr(p, ' ', n);
+    size_t cmd_len = sp != NULL ? (size_t)(sp - p) : n;
+    const char *arg = sp != NULL ? sp + 1 : p + n;
+    size_t arg_len = (size_t)(p + n - arg);
+#define IS(c) (cmd_len == sizeof(c) - 1 && memcmp(p, c, cmd_len) == 0)
+    if (IS("/nick")) {
+        cmd_nick(s, arg, arg_len);
+    } else if (IS("/who") && arg_len == 0) {
+        cmd_who(s);
+    } else if (IS("/msg")) {
+        cmd_msg(s, arg, arg_len);
+    } else if (IS("/quit") && arg_len == 0) {
+        session_printf(s, "* bye");
+        session_leave(s, LEFT_QUIT);
+    } else {
+        session_printf(s, "* unknown command");
+    }
+#undef IS
+}
+
+// ---------------------------------------------------------------- input
+
+// Puts S on the yield list: it holds lines the turn had no time for.
+static void session_yield(struct session *s)
+{
+    n_yields++;
+    if (!s->on_yield) {
+        s->on_yield = true;
+        s->yield_next = yield_list;
+        yield_list = s;
+    }
+}
+
+// One recv() into S's input buffer. Returns 1 (bytes came), 0 (nothing
+// now, or EOF: s->eof), or -1 after logging why S must be closed.
+static int session_recv(struct session *s)
+{
+    size_t room;
+    char *at = buf_reserve(&s->in, READ_CHUNK, &room);
+    if (at == NULL) {
+        log_msg("fd %d: out of memory for input, closing", s->fd);
+        return -1;
+    }
+    ssize_t n;
+    do
+        n = recv(s->fd, at, room, 0);
+    while (n == -1 && errno == EINTR);
+    if (n == -1) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        log_msg("fd %d: recv: %s, closing", s->fd, strerror(errno));
+        return -1;
+    }
+    if (n == 0) {
+        s->eof = true;
+        return 0;
+    }
+    buf_commit(&s->in, (size_t)n);
+    return 1;
+}
+
+// Reads and handles S's lines: at most LINES_PER_TURN this turn (fairness),
+// reading from the kernel only when no whole line is buffered.
+static void session_read(struct session *s)
+{
+    s->served_turn = turn;
+    int handled = 0;
+    while (s->state == S_OPEN) {
+        // The codec (06_codecs, copied in) finds the next line in what is
+        // buffered, resuming its scan where the last one stopped.
+        struct codec_result r = line_decode(&s->dec, buf_peek(&s->in), buf_len(&s->in));
+        if (r.status == CODEC_ERROR) {
+            session_printf(s, "* line too long");
+            session_leave(s, LEFT_TOO_LONG);
+            return;
+        }
+        if (r.status == CODEC_FRAME) {
+            // LAB BEGIN fairness_cap: handle the line; after LINES_PER_TURN lines this turn, stop and session_yield if bytes are still buffered (the kernel's bytes LT epoll reports again)
+            session_line(s, r.frame, r.len);  // a view into `in`: used before the consume
+            buf_consume(&s->in, r.consumed);
+            if (++handled == LINES_PER_TURN) {
+                if (buf_len(&s->in) > 0)
+                    session_yield(s);
+                return;
+            }
+            // LAB END
+            continue;
+        }
+        // LINE_NEED_MORE: ask the kernel.
+        if (s->eof)
+            break;
+        int got = session_recv(s);
+        if (got == -1) {
+            session_close(s, LEFT_ERROR);
+            return;
+        }
+        if (got == 0)
+            break;
+    }
+    if (s->state == S_OPEN && s->eof)
+        session_leave(s, LEFT_EOF);  // a partial last line is dropped with it
+}
+
+// S left: read and discard what the client still sends, until EOF (then,
+// once our FIN is out too, it is closed) or the kernel is empty.
+static void session_discard(struct session *s)
+{
+    for (int k = 0; k < LINES_PER_TURN && !s->eof; k++) {
+        buf_free(&s->in);
+        int got = session_recv(s);
+        if (got == -1) {
+            session_close(s, LEFT_ERROR);
+            return;
+        }
+        if (got == 0)
+            break;
+    }
+    buf_free(&s->in);
+    if (s->eof && s->fin_sent)
+        s->state = S_CLOSED;
+}
+
+// Serves S after epoll reported REVENTS for it.
+static void session_io(struct session *s, uint32_t revents)
+{
+    if (s->state == S_CLOSED)
+        return;  // closed earlier this turn (rule 1: still allocated)
+    // Output first: it frees room in the kernel and in our queue.
+    if ((revents & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && s->queued > 0 && session_flush(s) == -1) {
+        session_close(s, LEFT_ERROR);
+        return;
+    }
+    if (!(revents & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+        return;
+    if (s->state == S_OPEN && s->served_turn != turn)  // not had its share this turn yet
+        session_read(s);
+    else if (s->state == S_LEAVING)
+        session_discard(s);
+    // At EOF, level-triggered, the socket is readable on every turn: stop
+    // asking now (a LEAVING session may wait a while for EPOLLOUT).
+    if (s->eof && s->state != S_CLOSED && session_watch(s) == -1)
+        session_close(s, LEFT_ERROR);
+}
+
+// ---------------------------------------------------------------- joining
+
+static struct session *session_add(int fd)
+{
+    struct session *s = calloc(1, sizeof *s);  // zeroed: empty buffers and queue, S_OPEN
+    if (s == NULL) {
+        log_msg("fd %d: out of memory, closing", fd);
+        return NULL;
+    }
+    s->fd = fd;
+    s->id = ++next_id;
+    snprintf(s->name, sizeof s->name, "user%llu", s->id);
+    line_init(&s->dec, MAX_LINE);
+    s->events = EPOLLIN;
+    struct epoll_event ev = {.events = s->events, .data.ptr = s};
+    if (heap_add(s, now_ns() + idle_ns) == -1) {
+        log_msg("fd %d: out of memory, closing", fd);
+        free(s);
+        return NULL;
+    }
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
+        log_msg("fd %d: epoll_ctl(ADD): %s, closing", fd, strerror(errno));
+        heap_del(s);
+        free(s);
+        return NULL;
+    }
+    s->prev = room_tail;
+    if (room_tail != NULL)
+        room_tail->next = s;
+    else
+        room_head = s;
+    room_tail = s;
+    nsessions++;
+    n_sessions++;
+    session_printf(s, "* welcome %s", s->name);
+    broadcast_printf(s, "* %s joined", s->name);
+    return s;
+}
+
+// Frees S and everything it owns. Only reap_closed and the last lines of
+// main call it (the lifetime rules, above session_leave).
+static void session_free(struct session *s)
+{
+    // No EPOLL_CTL_DEL first: closing the last descriptor of the socket takes
+    // it out of the epoll set, and ours is the last one (close-on-exec, no
+    // dup, no fork: 04, conn_close).
+    close_or_log(s->fd, "client");
+    heap_del(s);
+    buf_free(&s->in);
+    buf_free(&s->out);
+    outq_free(&s->q);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        room_head = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    else
+        room_tail = s->prev;
+    nsessions--;
+    free(s);
+}
+
+// ---------------------------------------------------------------- the end of a turn
+
+// Tells the room about every session that left since the last call. A
+// broadcast may drop another session (too slow): it is announced by the
+// same walk, since it is further along or the walk starts again.
+static void announce_leavers(void)
+{
+    while (nleft > 0) {
+        nleft = 0;
+        for (struct session *s = room_head; s != NULL; s = s->next) {
+            if (s->state == S_OPEN || s->announced)
+                continue;
+            s->announced = true;
+            if (s->why == LEFT_SLOW)
+                broadcast_printf(s, "* %s dropped (too slow)", s->name);
+            else if (s->why != LEFT_SHUTDOWN)
+                broadcast_printf(s, "* %s left", s->name);
+        }
+    }
+}
+
+// Sends what every session on the flush list got this turn: one writev
+// per session for up to IOV_PER_WRITE lines, however many senders they came from.
+static void flush_pending(void)
+{
+    while (flush_list != NULL) {
+        struct session *s = flush_list;
+        flush_list = s->flush_next;
+        s->on_flush = false;
+        if (s->state == S_CLOSED)
+            continue;
+        if (session_flush(s) == -1 || session_watch(s) == -1)
+            session_close(s, LEFT_ERROR);
+    }
+}
+
+// Frees the sessions that closed this turn (rule 1: the turn is over).
+static void reap_closed(void)
+{
+    for (struct session *s = room_head, *next; s != NULL; s = next) {
+        next = s->next;  // session_free(s) frees s: read it first
+        if (s->state != S_CLOSED)
+            continue;
+        if (s->why != LEFT_SHUTDOWN)
+            log_msg("fd %d (%s) closed", s->fd, s->name);
+        session_free(s);
+    }
+}
+
+// ---------------------------------------------------------------- timers
+
+// Runs every timer due at NOW: an OPEN session idle that long is told and
+// leaves; a LEAVING one ran out of LEAVE_NS and is closed.
+static void run_timers(long long now)
+{
+    while (heap_n > 0 && heap[0]->deadline <= now) {
+        struct session *s = heap[0];
+        n_timers++;
+        if (s->state == S_OPEN) {
+            n_idle++;
+            log_msg("fd %d (%s): idle for %.3f s, closing", s->fd, s->name, idle_ns / 1e9);
+            session_printf(s, "* idle timeout");
+            session_leave(s, LEFT_IDLE);  // moves its timer to now + LEAVE_NS
+        } else {
+            session_close(s, s->why);
+        }
+        // Not due again before reap_closed frees it: a far deadline, so the
+        // loop goes on to the next timer.
+        if (s->state == S_CLOSED)
+            heap_move(s, LLONG_MAX);
+    }
+}
+
+// ---------------------------------------------------------------- out of descriptors
+
+// As in 04: out of descriptors, a spare descriptor open on /dev/null is
+// closed to accept one waiting client and close it at once (it sees EOF, a
+// clear "no"), then reopened; without a spare, the listening socket leaves
+// the epoll set for ACCEPT_BACKOFF_NS (04's README.md, section 4).
+static int spare_fd = -1;
+static long long accept_resume_at = -1;  // backing off: when to resume (now_ns); else -1
+static unsigned long accept_pauses;
+
+static int open_spare(void)
+{
+    if (spare_fd != -1)
+        return 0;
+    spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (spare_fd == -1)
+        return -1;
+    if (accept_pauses > 0) {
+        log_msg("spare descriptor open again after %lu accept pause%s", accept_pauses,
+                accept_pauses == 1 ? "" : "s");
+        accept_pauses = 0;
+    }
+    return 0;
+}
+
+static int refuse_one_client(int listen_fd)
+{
+    close_or_log(spare_fd, "spare descriptor");
+    spare_fd = -1;
+    int fd = accept(listen_fd, NULL, NULL);
+    int accept_err = errno;
+    if (fd != -1)
+        close_or_log(fd, "refused client");
+    (void)open_spare();
+    errno = accept_err;
+    return fd == -1 ? -1 : 0;
+}
+
+static void pause_accepting(int listen_fd, int err)
+{
+    if (epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1) {
+        log_msg("epoll_ctl(DEL) listening socket: %s", strerror(errno));
+        return;
+    }
+    accept_resume_at = now_ns() + ACCEPT_BACKOFF_NS;
+    if (accept_pauses++ == 0)
+        log_msg("accept: %s, and no spare descriptor: accepting paused, retrying every %lld ms",
+                strerror(err), ACCEPT_BACKOFF_NS / 1000000);
+}
+
+static void resume_accepting(int listen_fd)
+{
+    if (accept_resume_at == -1 || now_ns() < accept_resume_at || stopping)
+        return;
+    (void)open_spare();
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == -1) {
+        log_msg("epoll_ctl(ADD) listening socket: %s", strerror(errno));
+        accept_resume_at = now_ns() + ACCEPT_BACKOFF_NS;
+        return;
+    }
+    accept_resume_at = -1;
+}
+
+static void accept_clients(int listen_fd)
+{
+    for (int k = 0; k < ACCEPTS_PER_TURN; k++) {
+        int fd = accept_client(listen_fd);  // non-blocking, close-on-exec, TCP_NODELAY
+        if (fd != -1) {
+            if (session_add(fd) == NULL)
+                close_or_log(fd, "client");
+            continue;
+        }
+        int err = errno;
+        if (err != EMFILE && err != ENFILE)
+            return;  // EAGAIN (nobody left), EINTR, or logged already
+        if (open_spare() == -1) {
+            pause_accepting(listen_fd, err);
+            return;
+        }
+        if (refuse_one_client(listen_fd) == -1) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_msg("accept: %s", strerror(errno));
+            if (spare_fd == -1)
+                pause_accepting(listen_fd, err);
+            return;
+        }
+        log_msg("accept: %s; dropped one pending connection", strerror(err));
+    }
+}
+
+// ---------------------------------------------------------------- the loop
+
+// How long epoll_pwait may sleep: until the earliest deadline (a timer, a
+// paused accept resuming, the end of the drain), rounded UP to the
+// millisecond: rounded down, the wait would end just before the deadline,
+// the timer would not be due yet, and the loop would spin on 0 ms waits
+// until it is. 0 while a session yielded lines it still holds; -1 with no
+// deadline at all.
+static int next_timeout_ms(long long drain_deadline)
+{
+    if (yield_list != NULL)
+        return 0;
+    // LAB BEGIN next_timeout: the earliest of heap[0]'s deadline (if heap_n > 0), accept_resume_at and DRAIN_DEADLINE (each -1 or LLONG_MAX when unset), as milliseconds from now rounded up; -1 if there is none
+    long long next = LLONG_MAX;
+    if (heap_n > 0)
+        next = heap[0]->deadline;
+    if (accept_resume_at != -1 && accept_resume_at < next)
+        next = accept_resume_at;
+    if (drain_deadline != -1 && drain_deadline < next)
+        next = drain_deadline;
+    if (next == LLONG_MAX)
+        return -1;
+    long long left = next - now_ns();
+    if (left <= 0)
+        return 0;
+    long long ms = (left + 999999) / 1000000;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+    // LAB END
+}
+
+// One turn (the steps are numbered at the top of this file). Returns 0, or
+// -1 only if epoll_pwait() itself failed (a bug).
+static int loop_once(int listen_fd, long long drain_deadline)
+{
+    struct epoll_event events[MAX_EVENTS];
+    int timeout = next_timeout_ms(drain_deadline);
+    n_waits++;
+    turn++;
+    // 1. The wait. SIGINT and SIGTERM are unblocked only inside it (04).
+    int ready = epoll_pwait(epfd, events, MAX_EVENTS, timeout, &wait_mask);
+    if (ready == -1) {
+        if (errno != EINTR) {
+            log_msg("epoll_wait: %s", strerror(errno));
+            return -1;
+        }
+        ready = 0;  // a signal: the caller looks at stop_requested
+    }
+    // 2. Timers before I/O. The wait's timeout was the earliest deadline, so
+    // when it ends by timeout, the timers are what woke us: they run now,
+    // late by the wait's rounding only, not by a batch of I/O that could
+    // take MAX_EVENTS x LINES_PER_TURN broadcasts. And a session whose
+    // time ran out is closed before we spend time reading it (README.md,
+    // section 3).
+    run_timers(now_ns());
+    // 3. I/O: first the sessions that yielded last turn (their lines wait
+    // in our buffers, where epoll cannot see them), then the ready sockets.
+    struct session *yielded = yield_list;
+    yield_list = NULL;  // session_read puts a session that yields again on a new list
+    while (yielded != NULL) {
+        struct session *s = yielded;
+        yielded = s->yield_next;
+        s->on_yield = false;
+        if (s->state == S_OPEN)
+            session_read(s);
+    }
+    for (int i = 0; i < ready; i++) {
+        struct session *s = events[i].data.ptr;
+        if (s == NULL)  // the listening socket's tag
+            accept_clients(listen_fd);
+        else
+            session_io(s, events[i].events);
+    }
+    // 4. Who left, then the output of the whole turn; a failing send closes
+    // a session, which is announced, which is output: until nothing changes.
+    do {
+        announce_leavers();
+        flush_pending();
+    } while (nleft > 0);
+    // 5. Frees.
+    reap_closed();
+    return 0;
+}
+
+// After SIGINT/SIGTERM: accept no one, tell everyone, give the output up to
+// DRAIN_NS to leave (each session also has LEAVE_NS), then close what is left.
+static void drain_and_close_all(int listen_fd)
+{
+    stopping = true;
+    if (accept_resume_at == -1 && epoll_ctl(epfd, EPOLL_CTL_DEL, listen_fd, NULL) == -1)
+        log_msg("epoll_ctl(DEL) listening socket: %s", strerror(errno));
+    accept_resume_at = -1;
+
+    // How much was queued when the signal came: the drain test checks it
+    // was more than nothing, then that it all arrived.
+    size_t pending = 0;
+    for (struct session *s = room_head; s != NULL; s = s->next)
+        pending += s->queued;
+    log_msg("stopping: %zu session%s, %zu bytes pending, for up to %lld ms", nsessions,
+            nsessions == 1 ? "" : "s", pending, DRAIN_NS / 1000000);
+
+    for (struct session *s = room_head; s != NULL; s = s->next) {
+        if (s->state != S_OPEN)
+            continue;
+        session_printf(s, "* server shutting down");
+        session_leave(s, LEFT_SHUTDOWN);
+    }
+    yield_list = NULL;  // no more lines are handled
+    do {
+        announce_leavers();
+        flush_pending();
+    } while (nleft > 0);
+    reap_closed();
+
+    long long deadline = now_ns() + DRAIN_NS;
+    while (room_head != NULL && now_ns() < deadline)
+        if (loop_once(listen_fd, deadline) == -1)
+            break;
+    while (room_head != NULL) {
+        if (room_head->queued > 0)
+            log_msg("fd %d: %zu bytes still unsent, closing", room_head->fd, room_head->queued);
+        session_free(room_head);
+    }
+}
+
+// ---------------------------------------------------------------- main
+
+int main(int argc, char **argv)
+{
+    struct options opt;
+    parse_options(argc, argv, "server", &opt);
+    max_output = opt.max_output;
+    idle_ns = opt.idle_timeout_ns;
+    broadcast = opt.broadcast;
+
+    // Handlers first, then SIGINT and SIGTERM are delivered only inside
+    // epoll_pwait() (04, epoll_once, says why).
+    install_signal_handlers();
+    if (block_stop_signals(&wait_mask) == -1)
+        return 1;
+    raise_fd_limit();
+
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd == -1) {
+        log_msg("epoll_create1: %s", strerror(errno));
+        return 1;
+    }
+    int listen_fd = listen_on(opt.host, opt.port);
+    if (listen_fd == -1) {
+        close(epfd);
+        return 1;
+    }
+    // Level-triggered, as every socket here: data.ptr == NULL tags it.
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    bool ok = set_nonblocking(listen_fd) == 0;
+    if (ok && epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &ev) == -1) {
+        log_msg("epoll_ctl(ADD) listening socket: %s", strerror(errno));
+        ok = false;
+    }
+    if (!ok) {
+        close(listen_fd);
+        close(epfd);
+        return 1;
+    }
+    if (open_spare() == -1)
+        log_msg("open /dev/null (spare descriptor): %s", strerror(errno));
+    log_msg("chat: --max-output %zu, --idle-timeout %.3f s, --broadcast %s, %d lines per "
+            "session per turn",
+            max_output, idle_ns / 1e9, broadcast == BROADCAST_SHARED ? "shared" : "copy",
+            LINES_PER_TURN);
+
+    while (ok && !stop_requested) {
+        ok = loop_once(listen_fd, -1) == 0;
+        resume_accepting(listen_fd);
+    }
+
+    drain_and_close_all(listen_fd);
+    if (close(listen_fd) == -1) {
+        log_msg("close: %s", strerror(errno));
+        ok = false;
+    }
+    if (spare_fd != -1)
+        close_or_log(spare_fd, "spare descriptor");
+    close_or_log(epfd, "epoll");
+    free(heap);
+    log_msg("stopped after %llu epoll_wait; %llu sessions, %llu lines in, %llu deliveries, "
+            "%llu dropped (too slow), %llu idle timeouts, %llu timers, %llu fairness yields, "
+            "%zu peak queued bytes, %llu writes, %llu bytes copied, %llu refbufs, "
+            "%llu refbufs alive",
+            n_waits, n_sessions, n_lines, n_deliveries, n_slow, n_idle, n_timers, n_yields,
+            peak_queued, n_writes, n_copied, n_refbufs, n_refbufs_alive);
+    return ok ? 0 : 1;
+}
