@@ -1,0 +1,408 @@
+// test_util.h: what the codec unit tests (*_test.c) and codec_bench.c share: an input buffer
+// that behaves like a server's (append, decode, drop, compact), a driver that feeds a byte
+// stream to a decoder in a given split and writes what came out as a transcript, and the
+// split patterns (whole, byte by byte, every two-piece split, random splits).
+//
+// Honest by construction: the driver feeds a decoder exactly as a server does, so
+//   - a decoder that keeps a pointer into the buffer between calls reads freed memory:
+//     in "moving" mode every append moves the unread bytes to a NEW block and poisons and
+//     frees the old one (ASan reports it; without ASan the poison shows in the transcript);
+//   - a decoder that resets its state on every call loses the split frame: the transcript
+//     differs from the one-read transcript;
+//   - the buffer has a fixed capacity and never grows: a decoder that waits for a frame
+//     bigger than it gets "buffer full" in its transcript.
+// Header only (static functions): each test program includes it once.
+#ifndef TEST_UTIL_H
+#define TEST_UTIL_H
+
+#include "codec.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---- results: "ok N - name" / "not ok N - name", exit status 1 on any failure ----
+
+static int t_count, t_failures;
+
+static void t_check(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s %d - ", ok ? "ok" : "not ok", ++t_count);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (!ok)
+        t_failures++;
+    fflush(stdout);
+}
+
+static int t_done(void)
+{
+    printf("# %d tests, %d failed\n", t_count, t_failures);
+    return t_failures == 0 ? 0 : 1;
+}
+
+// Out of memory in a test is not a result: stop.
+static void *t_alloc(size_t n)
+{
+    void *p = malloc(n == 0 ? 1 : n);
+    if (p == NULL) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return p;
+}
+
+// ---- a growable string (transcripts, test streams) ----
+
+struct tstr {
+    char *p;
+    size_t len, cap;
+};
+
+static void ts_add(struct tstr *s, const void *p, size_t n)
+{
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap == 0 ? 256 : s->cap;
+        while (cap < s->len + n + 1)
+            cap *= 2;
+        char *q = realloc(s->p, cap);
+        if (q == NULL) {
+            fprintf(stderr, "out of memory\n");
+            exit(2);
+        }
+        s->p = q;
+        s->cap = cap;
+    }
+    if (n > 0)
+        memcpy(s->p + s->len, p, n);
+    s->len += n;
+    s->p[s->len] = '\0';
+}
+
+static void ts_printf(struct tstr *s, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    ts_add(s, tmp, n < (int)sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void ts_free(struct tstr *s)
+{
+    free(s->p);
+    *s = (struct tstr){0};
+}
+
+// ---- the input buffer: a server's per-connection input, fixed capacity ----
+
+struct inbuf {
+    char *data;
+    size_t cap;          // fixed: it never grows
+    size_t start, end;   // the unread bytes are data[start, end)
+    int moving;          // every append moves the unread bytes to a new block
+    size_t high;         // most bytes it ever held (never above cap)
+    unsigned long long copied;  // bytes moved by compactions (the benchmark reports it)
+};
+
+static void inbuf_init(struct inbuf *b, size_t cap, int moving)
+{
+    *b = (struct inbuf){.data = t_alloc(cap), .cap = cap, .moving = moving};
+}
+
+static void inbuf_free(struct inbuf *b)
+{
+    free(b->data);
+    b->data = NULL;
+}
+
+static const char *inbuf_peek(const struct inbuf *b) { return b->data + b->start; }
+static size_t inbuf_len(const struct inbuf *b) { return b->end - b->start; }
+
+static void inbuf_drop(struct inbuf *b, size_t n)
+{
+    b->start += n;
+    if (b->start == b->end)
+        b->start = b->end = 0;  // empty: the next append starts at the front, no copy
+}
+
+// Appends up to N bytes of P (what fits); returns how many. Compacts first, as a server does
+// before a read: the unread bytes go to the front (a new block, in moving mode).
+static size_t inbuf_append(struct inbuf *b, const char *p, size_t n)
+{
+    size_t unread = inbuf_len(b);
+    if (b->moving) {
+        char *fresh = t_alloc(b->cap);
+        memcpy(fresh, b->data + b->start, unread);
+        memset(b->data, 0xA5, b->cap);  // poison what a kept pointer would read
+        free(b->data);
+        b->data = fresh;
+        b->copied += unread;
+        b->start = 0;
+        b->end = unread;
+    } else if (b->start > 0 && b->cap - b->end < n) {
+        memmove(b->data, b->data + b->start, unread);
+        b->copied += unread;
+        b->start = 0;
+        b->end = unread;
+    }
+    size_t room = b->cap - b->end;
+    size_t k = n < room ? n : room;
+    memcpy(b->data + b->end, p, k);
+    b->end += k;
+    if (inbuf_len(b) > b->high)
+        b->high = inbuf_len(b);
+    return k;
+}
+
+// ---- the driver: a stream, a split, a decoder -> a transcript ----
+
+// A decoder under test. describe() writes a CODEC_FRAME's content into the transcript (NULL:
+// its bytes); pieces_are_frames: a piece sequence BEGIN..END is the same frame as a CODEC_FRAME
+// (lenframe: whether a long frame comes whole or in pieces depends on the split).
+struct codec_ops {
+    void *dec;
+    void (*reset)(void *dec);
+    struct codec_result (*decode)(void *dec, const char *data, size_t len);
+    void (*describe)(void *dec, const char *data, const struct codec_result *r, struct tstr *out);
+    int pieces_are_frames;
+};
+
+struct feed_stats {
+    unsigned long long calls, frames, pieces;
+    unsigned long long copied;  // bytes the buffer's compactions moved
+    size_t high;                // most bytes the buffer held at once
+};
+
+// Feeds STREAM (N bytes) to OPS in pieces of the sizes CUTS[0..NCUTS-1] (then the rest in one
+// piece), through a buffer of CAP bytes, and writes the transcript to OUT:
+//   "F<len>:<content>\n" a frame;  "P<total>:<bytes>\n" a piece sequence (its bytes joined);
+//   "E<code>:<message>\n" an error (the stream stops there);  "X buffer full\n";
+//   "R<n> bytes left\n" unread at the end;  "T piece sequence cut short\n";
+//   "! <what>\n" a broken rule of codec.h (consumed past the data, a view outside it, ...).
+static void feed(const struct codec_ops *ops, const char *stream, size_t n, const size_t *cuts,
+                 size_t ncuts, size_t cap, int moving, struct tstr *out, struct feed_stats *st)
+{
+    struct inbuf b;
+    inbuf_init(&b, cap, moving);
+    ops->reset(ops->dec);
+    struct tstr piece = {0};
+    int in_piece = 0, stop = 0;
+    unsigned long long total = 0;
+    size_t off = 0, cut = 0;
+    while (!stop && off < n) {
+        size_t want = cut < ncuts ? cuts[cut++] : n - off;
+        if (want > n - off)
+            want = n - off;
+        while (want > 0 && !stop) {
+            size_t k = inbuf_append(&b, stream + off, want);
+            off += k;
+            want -= k;
+            for (;;) {
+                const char *data = inbuf_peek(&b);
+                size_t len = inbuf_len(&b);
+                struct codec_result r = ops->decode(ops->dec, data, len);
+                if (st != NULL)
+                    st->calls++;
+                if (r.consumed > len) {
+                    ts_printf(out, "! consumed %zu of %zu\n", r.consumed, len);
+                    stop = 1;
+                    break;
+                }
+                if ((r.status == CODEC_FRAME || r.status == CODEC_PIECE) &&
+                    (r.frame < data || r.len > len || r.frame + r.len > data + len)) {
+                    ts_printf(out, "! view outside the data\n");
+                    stop = 1;
+                    break;
+                }
+                if (r.status == CODEC_NEED_MORE) {
+                    if (r.consumed != 0)
+                        ts_printf(out, "! NEED_MORE consumed %zu\n", r.consumed);
+                    if (k == 0 && len == b.cap) {
+                        ts_printf(out, "X buffer full\n");
+                        stop = 1;
+                    }
+                    break;
+                }
+                if (r.status == CODEC_ERROR) {
+                    ts_printf(out, "E%d:%s\n", r.code, r.error ? r.error : "(null)");
+                    stop = 1;
+                    break;
+                }
+                if (r.status == CODEC_FRAME) {
+                    if (st != NULL)
+                        st->frames++;
+                    if (in_piece)
+                        ts_printf(out, "! a frame inside a piece sequence\n");
+                    ts_printf(out, "F%zu:", r.len);
+                    if (ops->describe != NULL)
+                        ops->describe(ops->dec, data, &r, out);
+                    else
+                        ts_add(out, r.frame, r.len);
+                    ts_add(out, "\n", 1);
+                } else if (r.status == CODEC_PIECE) {
+                    if (st != NULL)
+                        st->pieces++;
+                    int begin = (r.flags & CODEC_PIECE_BEGIN) != 0;
+                    if (begin == in_piece || (in_piece && r.total != total) || r.len == 0)
+                        ts_printf(out, "! piece flags %u (in a sequence: %d), len %zu\n",
+                                  r.flags, in_piece, r.len);
+                    in_piece = 1;
+                    total = r.total;
+                    ts_add(&piece, r.frame, r.len);
+                    if (r.flags & CODEC_PIECE_END) {
+                        if (piece.len != total)
+                            ts_printf(out, "! pieces joined: %zu bytes, total said %llu\n",
+                                      piece.len, total);
+                        ts_printf(out, "%c%llu:", ops->pieces_are_frames ? 'F' : 'P', total);
+                        ts_add(out, piece.p, piece.len);
+                        ts_add(out, "\n", 1);
+                        piece.len = 0;
+                        in_piece = 0;
+                    }
+                } else {
+                    ts_printf(out, "! status %d\n", (int)r.status);
+                    stop = 1;
+                    break;
+                }
+                inbuf_drop(&b, r.consumed);
+                // A caller with no byte left stops calling; a decoder that consumed nothing
+                // after a result would loop forever: that is a broken rule too.
+                if (r.consumed == 0) {
+                    ts_printf(out, "! a result that consumed nothing\n");
+                    stop = 1;
+                    break;
+                }
+            }
+        }
+    }
+    if (!stop && in_piece)
+        ts_printf(out, "T piece sequence cut short\n");
+    if (!stop && inbuf_len(&b) > 0)
+        ts_printf(out, "R%zu bytes left\n", inbuf_len(&b));
+    if (b.high > b.cap)
+        ts_printf(out, "! the buffer grew\n");
+    if (st != NULL) {
+        st->copied += b.copied;
+        st->high = b.high;
+    }
+    ts_free(&piece);
+    inbuf_free(&b);
+}
+
+// The first offset where A and B differ, with the bytes around it, for a failure message.
+static void t_show_diff(const char *what, const struct tstr *got, const struct tstr *want)
+{
+    size_t i = 0;
+    while (i < got->len && i < want->len && got->p[i] == want->p[i])
+        i++;
+    size_t from = i > 40 ? i - 40 : 0;
+    int gl = (int)((got->len - from) < 80 ? got->len - from : 80);
+    int wl = (int)((want->len - from) < 80 ? want->len - from : 80);
+    printf("# %s: transcripts differ at offset %zu (got %zu bytes, want %zu)\n"
+           "#   got:  ...%.*s...\n#   want: ...%.*s...\n",
+           what, i, got->len, want->len, gl, got->p + from, wl, want->p + from);
+}
+
+// A small deterministic generator: the same seed, the same splits on every machine.
+static unsigned long long t_rand_state = 0x06c0dec5ULL;
+
+static unsigned long long t_rand(void)
+{
+    unsigned long long x = t_rand_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return t_rand_state = x;
+}
+
+// Feeds STREAM to OPS in every split pattern and checks each transcript equals WANT:
+// one read; byte by byte; every two-piece split (streams up to 4096 bytes); RANDOM random
+// splits (pieces of 1..64 bytes, then 1..4096), seed printed. CAP: the buffer's size;
+// MOVING: move the buffer on every append. WANT_LEN: the transcript's length (it may hold
+// NUL bytes; check_splits takes a C string). Returns the number of patterns that differed.
+static int check_splits_n(const char *name, const struct codec_ops *ops, const char *stream,
+                          size_t n, const char *want_text, size_t want_len, size_t cap,
+                          int moving, int random)
+{
+    struct tstr want = {0}, got = {0};
+    ts_add(&want, want_text, want_len);
+    size_t *cuts = t_alloc((n + 1) * sizeof *cuts);
+    int bad = 0, patterns = 0;
+    char what[200];
+
+    feed(ops, stream, n, NULL, 0, cap, moving, &got, NULL);
+    patterns++;
+    if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0) {
+        snprintf(what, sizeof what, "%s, one read", name);
+        t_show_diff(what, &got, &want);
+        bad++;
+    }
+
+    for (size_t i = 0; i < n; i++)
+        cuts[i] = 1;
+    got.len = 0;
+    feed(ops, stream, n, cuts, n, cap, moving, &got, NULL);
+    patterns++;
+    if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0) {
+        snprintf(what, sizeof what, "%s, byte by byte", name);
+        t_show_diff(what, &got, &want);
+        bad++;
+    }
+
+    if (n <= 4096) {
+        for (size_t k = 1; k < n; k++) {
+            cuts[0] = k;
+            got.len = 0;
+            feed(ops, stream, n, cuts, 1, cap, moving, &got, NULL);
+            patterns++;
+            if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0) {
+                if (bad < 3) {
+                    snprintf(what, sizeof what, "%s, split at %zu", name, k);
+                    t_show_diff(what, &got, &want);
+                }
+                bad++;
+            }
+        }
+    }
+
+    unsigned long long seed = t_rand_state;
+    for (int r = 0; r < random; r++) {
+        size_t nc = 0, sum = 0;
+        size_t maxpiece = r % 2 == 0 ? 64 : 4096;
+        while (sum < n) {
+            cuts[nc] = 1 + (size_t)(t_rand() % maxpiece);
+            sum += cuts[nc++];
+        }
+        got.len = 0;
+        feed(ops, stream, n, cuts, nc, cap, moving, &got, NULL);
+        patterns++;
+        if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0) {
+            if (bad < 3) {
+                snprintf(what, sizeof what, "%s, random split %d (seed %#llx)", name, r, seed);
+                t_show_diff(what, &got, &want);
+            }
+            bad++;
+        }
+    }
+    t_check(bad == 0, "%s: the same frames in all %d splits (%zu bytes; %d random, seed %#llx)",
+            name, patterns, n, random, seed);
+    free(cuts);
+    ts_free(&want);
+    ts_free(&got);
+    return bad;
+}
+
+static int check_splits(const char *name, const struct codec_ops *ops, const char *stream,
+                        size_t n, const char *want_text, size_t cap, int moving, int random)
+{
+    return check_splits_n(name, ops, stream, n, want_text, strlen(want_text), cap, moving,
+                          random);
+}
+
+#endif
