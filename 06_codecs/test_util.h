@@ -26,7 +26,7 @@
 
 static int t_count, t_failures;
 
-static void t_check(int ok, const char *fmt, ...)
+static inline void t_check(int ok, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -39,14 +39,14 @@ static void t_check(int ok, const char *fmt, ...)
     fflush(stdout);
 }
 
-static int t_done(void)
+static inline int t_done(void)
 {
     printf("# %d tests, %d failed\n", t_count, t_failures);
     return t_failures == 0 ? 0 : 1;
 }
 
 // Out of memory in a test is not a result: stop.
-static void *t_alloc(size_t n)
+static inline void *t_alloc(size_t n)
 {
     void *p = malloc(n == 0 ? 1 : n);
     if (p == NULL) {
@@ -63,7 +63,7 @@ struct tstr {
     size_t len, cap;
 };
 
-static void ts_add(struct tstr *s, const void *p, size_t n)
+static inline void ts_add(struct tstr *s, const void *p, size_t n)
 {
     if (s->len + n + 1 > s->cap) {
         size_t cap = s->cap == 0 ? 256 : s->cap;
@@ -83,7 +83,7 @@ static void ts_add(struct tstr *s, const void *p, size_t n)
     s->p[s->len] = '\0';
 }
 
-static void ts_printf(struct tstr *s, const char *fmt, ...)
+static inline void ts_printf(struct tstr *s, const char *fmt, ...)
 {
     char tmp[512];
     va_list ap;
@@ -93,7 +93,7 @@ static void ts_printf(struct tstr *s, const char *fmt, ...)
     ts_add(s, tmp, n < (int)sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
-static void ts_free(struct tstr *s)
+static inline void ts_free(struct tstr *s)
 {
     free(s->p);
     *s = (struct tstr){0};
@@ -110,21 +110,21 @@ struct inbuf {
     unsigned long long copied;  // bytes moved by compactions (the benchmark reports it)
 };
 
-static void inbuf_init(struct inbuf *b, size_t cap, int moving)
+static inline void inbuf_init(struct inbuf *b, size_t cap, int moving)
 {
     *b = (struct inbuf){.data = t_alloc(cap), .cap = cap, .moving = moving};
 }
 
-static void inbuf_free(struct inbuf *b)
+static inline void inbuf_free(struct inbuf *b)
 {
     free(b->data);
     b->data = NULL;
 }
 
-static const char *inbuf_peek(const struct inbuf *b) { return b->data + b->start; }
-static size_t inbuf_len(const struct inbuf *b) { return b->end - b->start; }
+static inline const char *inbuf_peek(const struct inbuf *b) { return b->data + b->start; }
+static inline size_t inbuf_len(const struct inbuf *b) { return b->end - b->start; }
 
-static void inbuf_drop(struct inbuf *b, size_t n)
+static inline void inbuf_drop(struct inbuf *b, size_t n)
 {
     b->start += n;
     if (b->start == b->end)
@@ -133,7 +133,7 @@ static void inbuf_drop(struct inbuf *b, size_t n)
 
 // Appends up to N bytes of P (what fits); returns how many. Compacts first, as a server does
 // before a read: the unread bytes go to the front (a new block, in moving mode).
-static size_t inbuf_append(struct inbuf *b, const char *p, size_t n)
+static inline size_t inbuf_append(struct inbuf *b, const char *p, size_t n)
 {
     size_t unread = inbuf_len(b);
     if (b->moving) {
@@ -185,8 +185,9 @@ struct feed_stats {
 //   "E<code>:<message>\n" an error (the stream stops there);  "X buffer full\n";
 //   "R<n> bytes left\n" unread at the end;  "T piece sequence cut short\n";
 //   "! <what>\n" a broken rule of codec.h (consumed past the data, a view outside it, ...).
-static void feed(const struct codec_ops *ops, const char *stream, size_t n, const size_t *cuts,
-                 size_t ncuts, size_t cap, int moving, struct tstr *out, struct feed_stats *st)
+static inline void feed(const struct codec_ops *ops, const char *stream, size_t n,
+                        const size_t *cuts, size_t ncuts, size_t cap, int moving,
+                        struct tstr *out, struct feed_stats *st)
 {
     struct inbuf b;
     inbuf_init(&b, cap, moving);
@@ -296,7 +297,8 @@ static void feed(const struct codec_ops *ops, const char *stream, size_t n, cons
 }
 
 // The first offset where A and B differ, with the bytes around it, for a failure message.
-static void t_show_diff(const char *what, const struct tstr *got, const struct tstr *want)
+static inline void t_show_diff(const char *what, const struct tstr *got,
+                               const struct tstr *want)
 {
     size_t i = 0;
     while (i < got->len && i < want->len && got->p[i] == want->p[i])
@@ -312,7 +314,7 @@ static void t_show_diff(const char *what, const struct tstr *got, const struct t
 // A small deterministic generator: the same seed, the same splits on every machine.
 static unsigned long long t_rand_state = 0x06c0dec5ULL;
 
-static unsigned long long t_rand(void)
+static inline unsigned long long t_rand(void)
 {
     unsigned long long x = t_rand_state;
     x ^= x << 13;
@@ -326,9 +328,9 @@ static unsigned long long t_rand(void)
 // splits (pieces of 1..64 bytes, then 1..4096), seed printed. CAP: the buffer's size;
 // MOVING: move the buffer on every append. WANT_LEN: the transcript's length (it may hold
 // NUL bytes; check_splits takes a C string). Returns the number of patterns that differed.
-static int check_splits_n(const char *name, const struct codec_ops *ops, const char *stream,
-                          size_t n, const char *want_text, size_t want_len, size_t cap,
-                          int moving, int random)
+static inline int check_splits_n(const char *name, const struct codec_ops *ops,
+                                 const char *stream, size_t n, const char *want_text,
+                                 size_t want_len, size_t cap, int moving, int random)
 {
     struct tstr want = {0}, got = {0};
     ts_add(&want, want_text, want_len);
@@ -398,8 +400,9 @@ static int check_splits_n(const char *name, const struct codec_ops *ops, const c
     return bad;
 }
 
-static int check_splits(const char *name, const struct codec_ops *ops, const char *stream,
-                        size_t n, const char *want_text, size_t cap, int moving, int random)
+static inline int check_splits(const char *name, const struct codec_ops *ops,
+                               const char *stream, size_t n, const char *want_text, size_t cap,
+                               int moving, int random)
 {
     return check_splits_n(name, ops, stream, n, want_text, strlen(want_text), cap, moving,
                           random);
