@@ -1,0 +1,188 @@
+// http_test.c: the HTTP/1.1 request-head decoder (http.h): every request of a vector set in
+// every split (heads and Content-Length bodies back to back, keep-alive rules of 1.0 and 1.1,
+// header lookup in any case, bare-LF lines), each error with its status (400, 413, 431, 501,
+// 505), the head size and header count limits exactly at and one past, smuggling-shaped
+// requests, and garbage.
+// A test binary (make http_test; test.bats runs it): "ok N - ..." lines, exit 1 on failure.
+#include "http.h"
+#include "test_util.h"
+
+static size_t test_head = 256, test_headers = 4;
+static unsigned long long test_body = 64;
+
+static struct codec_result op_decode(void *dec, const char *data, size_t len)
+{
+    return http_decode(dec, data, len);
+}
+
+static void op_reset(void *dec) { http_init(dec, test_head, test_headers, test_body); }
+
+static void add_span(struct tstr *out, const char *data, struct http_span s)
+{
+    ts_add(out, data + s.off, s.len);
+}
+
+// A head in the transcript: "F<len>:METHOD TARGET 1.x ka=K cl=N host=H [name=value]...".
+// host= is looked up as "HOST": the lookup must ignore case.
+static void op_describe(void *dec, const char *data, const struct codec_result *r,
+                        struct tstr *out)
+{
+    struct http_decoder *d = dec;
+    const struct http_request *q = &d->req;
+    (void)r;
+    add_span(out, data, q->method);
+    ts_add(out, " ", 1);
+    add_span(out, data, q->target);
+    ts_printf(out, " 1.%d ka=%d cl=%llu host=", q->minor, q->keep_alive, q->content_length);
+    size_t hl;
+    const char *h = http_header(d, data, "HOST", &hl);
+    ts_add(out, h != NULL ? h : "-", h != NULL ? hl : 1);
+    for (size_t i = 0; i < q->nheaders; i++) {
+        ts_add(out, " [", 2);
+        add_span(out, data, q->headers[i].name);
+        ts_add(out, "=", 1);
+        add_span(out, data, q->headers[i].value);
+        ts_add(out, "]", 1);
+    }
+}
+
+int main(void)
+{
+    struct http_decoder d;
+    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = op_decode,
+                            .describe = op_describe};
+
+    // 1. The vectors, back to back (a keep-alive connection).
+    static const char vec[] =
+        "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        "POST /form HTTP/1.1\r\nhost: b\r\ncontent-length: 5\r\n\r\nhello"
+        "GET /x?y=1 HTTP/1.1\r\nHost:c\r\nConnection: close\r\n\r\n"
+        "GET / HTTP/1.0\r\n\r\n"
+        "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"
+        "HEAD / HTTP/1.1\nHost: lf-only \t\nCONNECTION: upgrade, keep-alive\n\n"
+        "PUT /p HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
+        "GET /trunc";
+    static const char want[] =
+        "F27:GET / 1.1 ka=1 cl=0 host=a [Host=a]\n"
+        "F51:POST /form 1.1 ka=1 cl=5 host=b [host=b] [content-length=5]\n"
+        "P5:hello\n"
+        "F50:GET /x?y=1 1.1 ka=0 cl=0 host=c [Host=c] [Connection=close]\n"
+        "F18:GET / 1.0 ka=0 cl=0 host=-\n"
+        "F42:GET / 1.0 ka=1 cl=0 host=- [Connection=Keep-Alive]\n"
+        "F65:HEAD / 1.1 ka=1 cl=0 host=lf-only [Host=lf-only] [CONNECTION=upgrade, keep-alive]\n"
+        "F66:PUT /p 1.1 ka=1 cl=3 host=e [Host=e] [Content-Length=3] [Content-Length=3]\n"
+        "P3:abc\n"
+        "R10 bytes left\n";
+    check_splits("vectors", &ops, vec, sizeof vec - 1, want, 512, 0, 300);
+    check_splits("vectors, the buffer moved on every read", &ops, vec, sizeof vec - 1, want, 512,
+                 1, 300);
+
+    // 2. Errors and their statuses, each after a good request (which still comes out).
+    static const char ok_req[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    static const struct {
+        const char *what, *in, *want;
+    } errs[] = {
+        {"Transfer-Encoding: chunked is 501", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n", "E501:Transfer-Encoding not implemented\n"},
+        {"Content-Length with Transfer-Encoding is 400 (smuggling)",
+         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+         "E400:both Transfer-Encoding and Content-Length\n"},
+        {"two different Content-Length is 400 (smuggling)",
+         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ncontent-length: 4\r\n\r\n",
+         "E400:conflicting Content-Length headers\n"},
+        {"Content-Length not a number is 400", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Content-Length: 3x\r\n\r\n", "E400:bad Content-Length\n"},
+        {"Content-Length one past the body limit is 413", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Content-Length: 65\r\n\r\n", "E413:body too large\n"},
+        {"a space before the colon is 400", "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+         "E400:malformed header line\n"},
+        {"a folded header line is 400", "GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n",
+         "E400:folded header line\n"},
+        {"HTTP/1.1 without Host is 400", "GET / HTTP/1.1\r\n\r\n",
+         "E400:HTTP/1.1 request without Host\n"},
+        {"a request line with two spaces is 400", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+         "E400:malformed request line\n"},
+        {"a request line without a version is 400", "GET /\r\nHost: a\r\n\r\n",
+         "E400:malformed request line\n"},
+        {"HTTP/2.0 is 505", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", "E505:HTTP version not supported\n"},
+        {"an empty line where the request line belongs is 400", "\r\nGET / HTTP/1.1\r\n\r\n",
+         "E400:empty request line\n"},
+        {"5 header lines (1 past the limit) is 431",
+         "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
+         "E431:too many header lines\n"},
+        {"a control character in a value is 400", "GET / HTTP/1.1\r\nHost: a\1b\r\n\r\n",
+         "E400:control character in header value\n"},
+    };
+    for (size_t i = 0; i < sizeof errs / sizeof *errs; i++) {
+        struct tstr in = {0}, w = {0};
+        ts_printf(&in, "%s%s", ok_req, errs[i].in);
+        ts_printf(&w, "F27:GET / 1.1 ka=1 cl=0 host=a [Host=a]\n%s", errs[i].want);
+        check_splits(errs[i].what, &ops, in.p, in.len, w.p, 512, 1, 30);
+        ts_free(&in);
+        ts_free(&w);
+    }
+
+    // 3. Limits exactly at and one past: 4 header lines; a body of exactly 64; a head of
+    // exactly 256 bytes, and 257.
+    static const char limits[] =
+        "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nContent-Length: 64\r\n\r\n"
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    check_splits("4 header lines (the limit) and a 64-byte body (the limit)", &ops, limits,
+                 sizeof limits - 1,
+                 "F59:GET / 1.1 ka=1 cl=64 host=a [Host=a] [A=1] [B=2] [Content-Length=64]\n"
+                 "P64:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+                 512, 1, 50);
+    struct tstr h = {0}, w = {0};
+    ts_printf(&h, "GET / HTTP/1.1\r\nHost: a\r\nX: ");
+    size_t value_at = h.len;
+    while (h.len < 256 - 4)
+        ts_add(&h, "v", 1);
+    ts_add(&h, "\r\n\r\n", 4);
+    ts_printf(&w, "F256:GET / 1.1 ka=1 cl=0 host=a [Host=a] [X=%.*s]\n", (int)(256 - 4 - value_at),
+              h.p + value_at);
+    check_splits("a head of exactly max_head (256) bytes", &ops, h.p, h.len, w.p, 512, 1, 50);
+    h.len = 256 - 4;
+    ts_add(&h, "v\r\n\r\n", 5);
+    check_splits("a head of max_head + 1 bytes is 431", &ops, h.p, h.len,
+                 "E431:request head too large\n", 512, 1, 50);
+    check_splits("a head with no end in sight is 431 once max_head bytes are in", &ops, h.p, 256,
+                 "E431:request head too large\n", 512, 1, 50);
+    ts_free(&h);
+    ts_free(&w);
+
+    // 4. Garbage: random bytes of HTTP's alphabet, one read against random splits.
+    unsigned long long seed = t_rand_state;
+    int bad = 0;
+    for (int run = 0; run < 300; run++) {
+        static const char alpha[] = "GET / HTTP/1.1\r\n\r\nHost: aContent-Length: 3\n";
+        size_t len = 1 + (size_t)(t_rand() % 400);
+        struct tstr g = {0}, one = {0}, split = {0};
+        for (size_t i = 0; i < len; i++)
+            ts_add(&g, &alpha[t_rand() % (sizeof alpha - 1)], 1);
+        size_t cuts[32];
+        for (int k = 0; k < 32; k++)
+            cuts[k] = 1 + (size_t)(t_rand() % 20);
+        feed(&ops, g.p, g.len, NULL, 0, 512, 0, &one, NULL);
+        feed(&ops, g.p, g.len, cuts, 32, 512, 1, &split, NULL);
+        if ((one.len != split.len || memcmp(one.p, split.p, one.len) != 0) && bad++ < 3)
+            t_show_diff("random HTTP-ish bytes", &split, &one);
+        ts_free(&g);
+        ts_free(&one);
+        ts_free(&split);
+    }
+    t_check(bad == 0, "300 random streams: random splits agree with one read (seed %#llx)", seed);
+
+    // 5. Sticky errors; the defaults; the reasons.
+    http_init(&d, 0, 0, 0);
+    struct codec_result r = http_decode(&d, "BAD\r\n\r\n", 7);
+    struct codec_result r2 = http_decode(&d, ok_req, sizeof ok_req - 1);
+    t_check(r.status == CODEC_ERROR && r.code == 400 && r2.status == CODEC_ERROR &&
+                r2.code == 400 && d.max_head == HTTP_MAX_HEAD_DEFAULT &&
+                d.max_headers == HTTP_MAX_HEADERS && d.max_body == HTTP_MAX_BODY_DEFAULT,
+            "an error is sticky (400 again); http_init(0, 0, 0) gives the defaults");
+    t_check(strcmp(http_reason(431), "Request Header Fields Too Large") == 0 &&
+                strcmp(http_reason(501), "Not Implemented") == 0 &&
+                strcmp(http_reason(999), "Unknown") == 0,
+            "http_reason names the statuses");
+    return t_done();
+}
