@@ -18,7 +18,7 @@ strace exists. Writes tests/bench/results/stage07.md and stage07.csv (every run,
 medians) and prints the markdown. A lost delivery is an error, never a figure: the run is
 reported in the notes and the script exits 1.
 
-  python3 tests/bench/stage07.py [--quick] [--repeat N] [--deliveries D] [--window W]
+  python3 tests/bench/stage07.py [--quick] [--repeat N] [--deliveries D] [--window W] [--size B]
 """
 
 import argparse
@@ -44,7 +44,7 @@ RESULTS = os.environ.get("BENCH_OUT", os.path.join(HERE, "results"))
 CHATLOAD = os.path.join(HERE, "chatload")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KS = (10, 100, 500)
-SIZE = 64            # payload bytes, the same for every server
+SIZE = 64            # payload bytes, the same for every server (--size)
 STRACE_K = 100       # the K of the syscall count
 FD_SPARE = 64        # descriptors a server or chatload needs besides the K sockets
 
@@ -292,13 +292,16 @@ def fmt(v, digits=2):
 
 
 def main():
+    global SIZE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 run per point, 300k deliveries")
     ap.add_argument("--repeat", type=int, default=5, help="runs per (server, K); default 5")
     ap.add_argument("--deliveries", type=int, default=3000000, help="per run; default 3M")
     ap.add_argument("--window", type=int, default=32, help="messages in flight; default 32")
     ap.add_argument("--timeout", type=float, default=120, help="chatload's deadline per run")
+    ap.add_argument("--size", type=int, default=SIZE, help="payload bytes (24-4000); default 64")
     a = ap.parse_args()
+    SIZE = a.size
     if a.quick:
         a.repeat, a.deliveries = 1, 300000
     started = datetime.datetime.now()
@@ -390,7 +393,10 @@ def main():
             rs = [r for r in runs if r["server"] == s.name and r["k"] == k]
             if rs:
                 med[(s.name, k)] = {key: statistics.median(r[key] for r in rs)
-                                    for key in ("dps", "srv_us", "cli_us")} | {"n": len(rs), "m": rs[0]["m"]}
+                                    for key in ("dps", "srv_us", "cli_us")}
+                med[(s.name, k)].update(n=len(rs), m=rs[0]["m"],
+                                        lo=min(r["srv_us"] for r in rs),
+                                        hi=max(r["srv_us"] for r in rs))
 
     names = [s.name for s in servers]
     md = ["# 07_chat broadcast benchmark (chatload, beside redis PUBLISH/SUBSCRIBE)", "",
@@ -408,6 +414,14 @@ def main():
                     v = med.get((n, k), {}).get("srv_us")
                     row.append(fmt(v / base if v and base else None, 2))
         md.append("| " + " | ".join(row) + " |")
+    md += ["", "Spread of the server CPU figure (lowest - highest run):", "",
+           "| K | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for k in ks:
+        cells = []
+        for n in names:
+            v = med.get((n, k))
+            cells.append(f"{v['lo']:.3f} - {v['hi']:.3f}" if v else "-")
+        md.append("| %d | %s |" % (k, " | ".join(cells)))
     md += ["", "## Deliveries per second (median)", "",
            "| K | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for k in ks:
