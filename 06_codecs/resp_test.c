@@ -110,6 +110,7 @@ int main(void)
     memset(big, 'a', n);
     big[RESP_MAX_INLINE] = '\r';
     big[RESP_MAX_INLINE + 1] = '\n';
+    resp_free(&d);
     resp_init(&d, MAX_BULK, MAX_ARGS);
     struct codec_result r = resp_decode(&d, big, n);
     int at_limit = r.status == CODEC_FRAME && d.argc == 1 && d.argv[0].len == RESP_MAX_INLINE;
