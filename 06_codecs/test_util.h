@@ -93,6 +93,12 @@ static inline void ts_printf(struct tstr *s, const char *fmt, ...)
     ts_add(s, tmp, n < (int)sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
+// 1 if A and B hold the same bytes (an empty tstr has p == NULL).
+static inline int ts_eq(const struct tstr *a, const struct tstr *b)
+{
+    return a->len == b->len && (a->len == 0 || memcmp(a->p, b->p, a->len) == 0);
+}
+
 static inline void ts_free(struct tstr *s)
 {
     free(s->p);
@@ -162,6 +168,18 @@ static inline size_t inbuf_append(struct inbuf *b, const char *p, size_t n)
 
 // ---- the driver: a stream, a split, a decoder -> a transcript ----
 
+// A broken rule of codec.h: a "! <what>" line in the transcript, and one more in *BROKEN.
+static inline void t_broke(struct tstr *out, int *broken, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    ts_printf(out, "! %s", tmp);
+    (*broken)++;
+}
+
 // A decoder under test. describe() writes a CODEC_FRAME's content into the transcript (NULL:
 // its bytes); pieces_are_frames: a piece sequence BEGIN..END is the same frame as a CODEC_FRAME
 // (lenframe: whether a long frame comes whole or in pieces depends on the split).
@@ -177,6 +195,7 @@ struct feed_stats {
     unsigned long long calls, frames, pieces;
     unsigned long long copied;  // bytes the buffer's compactions moved
     size_t high;                // most bytes the buffer held at once
+    int broken;                 // "!" lines: rules of codec.h the decoder broke
 };
 
 // Feeds STREAM (N bytes) to OPS in pieces of the sizes CUTS[0..NCUTS-1] (then the rest in one
@@ -193,7 +212,7 @@ static inline void feed(const struct codec_ops *ops, const char *stream, size_t 
     inbuf_init(&b, cap, moving);
     ops->reset(ops->dec);
     struct tstr piece = {0};
-    int in_piece = 0, stop = 0;
+    int in_piece = 0, stop = 0, broken = 0;
     unsigned long long total = 0;
     size_t off = 0, cut = 0;
     while (!stop && off < n) {
@@ -211,19 +230,19 @@ static inline void feed(const struct codec_ops *ops, const char *stream, size_t 
                 if (st != NULL)
                     st->calls++;
                 if (r.consumed > len) {
-                    ts_printf(out, "! consumed %zu of %zu\n", r.consumed, len);
+                    t_broke(out, &broken, "consumed %zu of %zu\n", r.consumed, len);
                     stop = 1;
                     break;
                 }
                 if ((r.status == CODEC_FRAME || r.status == CODEC_PIECE) &&
                     (r.frame < data || r.len > len || r.frame + r.len > data + len)) {
-                    ts_printf(out, "! view outside the data\n");
+                    t_broke(out, &broken, "view outside the data\n");
                     stop = 1;
                     break;
                 }
                 if (r.status == CODEC_NEED_MORE) {
                     if (r.consumed != 0)
-                        ts_printf(out, "! NEED_MORE consumed %zu\n", r.consumed);
+                        t_broke(out, &broken, "NEED_MORE consumed %zu\n", r.consumed);
                     if (k == 0 && len == b.cap) {
                         ts_printf(out, "X buffer full\n");
                         stop = 1;
@@ -239,7 +258,7 @@ static inline void feed(const struct codec_ops *ops, const char *stream, size_t 
                     if (st != NULL)
                         st->frames++;
                     if (in_piece)
-                        ts_printf(out, "! a frame inside a piece sequence\n");
+                        t_broke(out, &broken, "a frame inside a piece sequence\n");
                     ts_printf(out, "F%zu:", r.len);
                     if (ops->describe != NULL)
                         ops->describe(ops->dec, data, &r, out);
@@ -251,14 +270,14 @@ static inline void feed(const struct codec_ops *ops, const char *stream, size_t 
                         st->pieces++;
                     int begin = (r.flags & CODEC_PIECE_BEGIN) != 0;
                     if (begin == in_piece || (in_piece && r.total != total) || r.len == 0)
-                        ts_printf(out, "! piece flags %u (in a sequence: %d), len %zu\n",
+                        t_broke(out, &broken, "piece flags %u (in a sequence: %d), len %zu\n",
                                   r.flags, in_piece, r.len);
                     in_piece = 1;
                     total = r.total;
                     ts_add(&piece, r.frame, r.len);
                     if (r.flags & CODEC_PIECE_END) {
                         if (piece.len != total)
-                            ts_printf(out, "! pieces joined: %zu bytes, total said %llu\n",
+                            t_broke(out, &broken, "pieces joined: %zu bytes, total said %llu\n",
                                       piece.len, total);
                         ts_printf(out, "%c%llu:", ops->pieces_are_frames ? 'F' : 'P', total);
                         ts_add(out, piece.p, piece.len);
@@ -267,7 +286,7 @@ static inline void feed(const struct codec_ops *ops, const char *stream, size_t 
                         in_piece = 0;
                     }
                 } else {
-                    ts_printf(out, "! status %d\n", (int)r.status);
+                    t_broke(out, &broken, "status %d\n", (int)r.status);
                     stop = 1;
                     break;
                 }
@@ -275,7 +294,7 @@ static inline void feed(const struct codec_ops *ops, const char *stream, size_t 
                 // A caller with no byte left stops calling; a decoder that consumed nothing
                 // after a result would loop forever: that is a broken rule too.
                 if (r.consumed == 0) {
-                    ts_printf(out, "! a result that consumed nothing\n");
+                    t_broke(out, &broken, "a result that consumed nothing\n");
                     stop = 1;
                     break;
                 }
@@ -287,8 +306,9 @@ static inline void feed(const struct codec_ops *ops, const char *stream, size_t 
     if (!stop && inbuf_len(&b) > 0)
         ts_printf(out, "R%zu bytes left\n", inbuf_len(&b));
     if (b.high > b.cap)
-        ts_printf(out, "! the buffer grew\n");
+        t_broke(out, &broken, "the buffer grew\n");
     if (st != NULL) {
+        st->broken += broken;
         st->copied += b.copied;
         st->high = b.high;
     }
@@ -340,7 +360,7 @@ static inline int check_splits_n(const char *name, const struct codec_ops *ops,
 
     feed(ops, stream, n, NULL, 0, cap, moving, &got, NULL);
     patterns++;
-    if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0) {
+    if (!ts_eq(&got, &want)) {
         snprintf(what, sizeof what, "%s, one read", name);
         t_show_diff(what, &got, &want);
         bad++;
@@ -351,7 +371,7 @@ static inline int check_splits_n(const char *name, const struct codec_ops *ops,
     got.len = 0;
     feed(ops, stream, n, cuts, n, cap, moving, &got, NULL);
     patterns++;
-    if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0) {
+    if (!ts_eq(&got, &want)) {
         snprintf(what, sizeof what, "%s, byte by byte", name);
         t_show_diff(what, &got, &want);
         bad++;
@@ -363,7 +383,7 @@ static inline int check_splits_n(const char *name, const struct codec_ops *ops,
             got.len = 0;
             feed(ops, stream, n, cuts, 1, cap, moving, &got, NULL);
             patterns++;
-            if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0) {
+            if (!ts_eq(&got, &want)) {
                 if (bad < 3) {
                     snprintf(what, sizeof what, "%s, split at %zu", name, k);
                     t_show_diff(what, &got, &want);
@@ -384,7 +404,7 @@ static inline int check_splits_n(const char *name, const struct codec_ops *ops,
         got.len = 0;
         feed(ops, stream, n, cuts, nc, cap, moving, &got, NULL);
         patterns++;
-        if (got.len != want.len || memcmp(got.p, want.p, got.len) != 0) {
+        if (!ts_eq(&got, &want)) {
             if (bad < 3) {
                 snprintf(what, sizeof what, "%s, random split %d (seed %#llx)", name, r, seed);
                 t_show_diff(what, &got, &want);
@@ -406,6 +426,44 @@ static inline int check_splits(const char *name, const struct codec_ops *ops,
 {
     return check_splits_n(name, ops, stream, n, want_text, strlen(want_text), cap, moving,
                           random);
+}
+
+// ---- the fuzz targets' differential check (fuzz/fuzz_*.c) ----
+
+// Feeds STREAM (N bytes) to OPS three ways: in one read; split in two at a point derived from
+// SEED; in pieces of 1..16 bytes (sizes derived from SEED) through a buffer that moves on
+// every read. All three transcripts must be identical and no rule of codec.h broken: else it
+// prints both and aborts (libFuzzer then saves the input as a crash).
+static inline void fuzz_differential(const struct codec_ops *ops, const char *stream, size_t n,
+                                     unsigned seed, size_t cap)
+{
+    struct tstr one = {0}, two = {0}, many = {0};
+    struct feed_stats st = {0};
+    size_t cut = n == 0 ? 0 : seed % (n + 1);
+    size_t cuts[256];
+    unsigned x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        x = x * 1103515245u + 12345u;
+        cuts[i] = 1 + (x >> 16) % 16;
+    }
+    feed(ops, stream, n, NULL, 0, cap, 0, &one, &st);
+    feed(ops, stream, n, &cut, 1, cap, 0, &two, &st);
+    feed(ops, stream, n, cuts, sizeof cuts / sizeof *cuts, cap, 1, &many, &st);
+    const struct tstr *bad = NULL;
+    if (!ts_eq(&two, &one))
+        bad = &two;
+    else if (!ts_eq(&many, &one))
+        bad = &many;
+    if (bad != NULL || st.broken > 0) {
+        t_show_diff(bad == &two ? "split in two" : "small pieces", bad ? bad : &one, &one);
+        fprintf(stderr, "differential check failed: %s (split at %zu, %d broken rules)\n",
+                bad != NULL ? "transcripts differ" : "a rule of codec.h broken", cut,
+                st.broken);
+        abort();
+    }
+    ts_free(&one);
+    ts_free(&two);
+    ts_free(&many);
 }
 
 #endif
