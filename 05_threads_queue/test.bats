@@ -255,18 +255,26 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
 
 @test "SIGTERM after a job outlasts the drain, with unread input: its ERR stopping and the replies before the pause arrive, then FIN, not reset" {
     start_server server -w 2
-    # SLEEP 8000, then 2 MB of 4 KB ECHOs: the server pauses at 64 replies waiting (63
-    # echoes, about 250 KB, held behind the SLEEP) and leaves the rest unread in the kernel.
-    # At SIGTERM the SLEEP is aborted after DRAIN_MS; its reply and the echoes leave, more
-    # than the client's 32 KiB receive buffer holds, then our FIN. A close() right after
-    # the send, with input unread, resets the connection and the kernel throws away the
-    # replies it had not sent yet: the client gets a few echoes, then the reset.
-    start_bg inflight lineproto inflight --ms 8000 --first "ERR stopping" --unread 2000000 --echo-bytes 4000
+    # SLEEP 8000, then 400 KB of 4 KB ECHOs: the server pauses at 64 replies waiting (63
+    # echoes, about 250 KB, held behind the SLEEP) and leaves the rest unread in the kernel
+    # (the client has sent it all before `ready`). At SIGTERM the SLEEP is aborted after
+    # DRAIN_MS; its reply and the echoes leave, more than the client's 32 KiB receive
+    # buffer holds, then our FIN. A close() right after the send, with input unread,
+    # resets the connection: the kernel throws away the replies it had not sent yet (the
+    # client gets a few echoes, then the reset), or, when the client was quick enough to
+    # take them all and the FIN first, the reset comes after the FIN (recv still says EOF;
+    # --server-pid: once the server has exited, the socket must still be in CLOSE_WAIT).
+    start_bg inflight lineproto inflight --ms 8000 --first "ERR stopping" --unread 400000 --echo-bytes 4000 \
+        --server-pid "$SERVER_PID"
     local bg=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/inflight.out" '^inflight: ready'
     stop_server
     wait_bg "$bg" inflight
     assert_log '1 job still running after [0-9]+ ms: aborting'
+    # Every request the server read was answered: the SLEEP, the probe's SLEEP 0, the echoes.
+    local echoes
+    echoes=$(sed -n 's/^ok: .*, then \([0-9]*\) of [0-9]* echoes in order.*/\1/p' "$BATS_TEST_TMPDIR/inflight.out")
+    ((echoes + 2 == $(counter requests))) || fail "$echoes echoes came back, the server read $(($(counter requests) - 2)): $(grep 'stopped after' "$SERVER_ERR")"
 }
 
 @test "a line over 64 KiB: ERR line too long, then the server closes (FIN, not reset)" {

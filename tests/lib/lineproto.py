@@ -33,7 +33,8 @@ stretches them all.
                       lines (L bytes of z each, default 0), more than the server reads (it
                       pauses at 64 replies waiting), through a 32 KiB SO_RCVBUF: A must get its
                       first reply, then the echoes the server did read, whole and in order,
-                      then a FIN (EOF), not a reset
+                      then a FIN (EOF), not a reset; --server-pid PID: and once PID (the
+                      server) has exited, the socket must not have been reset since the FIN
   demo --busy N --busy-line L --probes K (--under MS | --over MS)
                       N clients keep L running in a loop; meanwhile K `ECHO` probes measure
                       the round trip: all under MS, or (a server that waits) the first over MS
@@ -223,9 +224,9 @@ def long_line(host, port, size, timeout):
     return "a %d-byte line: 'ERR line too long', then EOF" % (size + 5)
 
 
-def inflight(host, port, ms, more, timeout, first=None, unread=0, echo_bytes=0):
+def inflight(host, port, ms, more, timeout, first=None, unread=0, echo_bytes=0, server_pid=None):
     if unread:
-        return inflight_unread(host, port, ms, unread, echo_bytes, timeout, first)
+        return inflight_unread(host, port, ms, unread, echo_bytes, timeout, first, server_pid)
     a = LineConn(host, port)
     a.send_lines(["SLEEP %d" % ms])
     job_running(host, port, timeout)
@@ -247,7 +248,7 @@ def inflight(host, port, ms, more, timeout, first=None, unread=0, echo_bytes=0):
     return "replies %r, then EOF" % got
 
 
-def inflight_unread(host, port, ms, unread, echo_bytes, timeout, first):
+def inflight_unread(host, port, ms, unread, echo_bytes, timeout, first, server_pid=None):
     # A small receive buffer, set before connecting: the replies cannot all fit in the
     # kernel's buffers at once, so some are still the server's to send when it stops.
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -268,6 +269,12 @@ def inflight_unread(host, port, ms, unread, echo_bytes, timeout, first):
     sender = threading.Thread(target=lambda: _send_quietly(a, lines), daemon=True)
     sender.start()
     job_running(host, port, timeout)
+    if server_pid is not None:
+        # All of it in the kernel's buffers before the stop (UNREAD small enough): no send()
+        # of ours is left to take the reset's error, nor to reach the server after its close.
+        sender.join(scaled(timeout))
+        if sender.is_alive():
+            raise Failure("%d bytes of ECHOs did not fit in the kernel's buffers: send less" % size)
     print("inflight: ready", flush=True)
     want_first = first if first is not None else "slept %d" % ms
     r = a.read_line(timeout)
@@ -286,10 +293,41 @@ def inflight_unread(host, port, ms, unread, echo_bytes, timeout, first):
         if r != "%d%s" % (echoes, pad):
             raise Failure("echo %d is %r..., want %r..." % (echoes, r[:20], str(echoes)))
         echoes += 1
+    if server_pid is not None:
+        _no_reset_after_exit(a.sock, server_pid, timeout, echoes)
     a.close()
     if echoes == 0 or echoes >= k:
         raise Failure("%d of %d echoes came back: the server was meant to read some, not all" % (echoes, k))
     return "reply %r, then %d of %d echoes in order, then EOF (FIN)" % (want_first, echoes, k)
+
+
+TCP_CLOSE, TCP_CLOSE_WAIT = 7, 8  # tcpi_state values (include/net/tcp_states.h)
+
+
+def _no_reset_after_exit(sock, pid, timeout, echoes):
+    """After our EOF: once process PID (the server) has exited, and so closed its socket,
+    SOCK must still be in CLOSE_WAIT (the server's FIN, nothing after it), not CLOSE. A
+    close() with our input unread sends a reset even after the FIN and every reply have
+    arrived (recv then still says EOF), and a reset that a blocked send() in another
+    thread took reads as EOF too: the socket's state says which it was."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            break  # gone, reaped
+        if state in ("Z", "X"):
+            break  # exited: its descriptors are closed
+        if time.monotonic() > deadline:
+            raise Failure("the server (pid %d) did not exit within %.1f s of our EOF" % (pid, scaled(timeout)))
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    st = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    if st != TCP_CLOSE_WAIT:
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        raise Failure("the connection was reset (RST) after %d echoes and EOF, once the server "
+                      "closed it (TCP state %d, want CLOSE_WAIT %d; SO_ERROR %s)"
+                      % (echoes, st, TCP_CLOSE_WAIT, os.strerror(err) if err else "0"))
 
 
 def _send_quietly(conn, lines):
@@ -424,6 +462,7 @@ def main(argv=None):
     p.add_argument("--first", help="the reply the first SLEEP must get (default: slept MS)")
     p.add_argument("--unread", type=int, default=0, help="then B bytes of ECHOs the server leaves unread")
     p.add_argument("--echo-bytes", type=int, default=0, help="with --unread: bytes of padding per ECHO")
+    p.add_argument("--server-pid", type=int, help="with --unread: after EOF, wait for PID to exit, then want no reset")
     p = add("line-at", "one request line of exactly N bytes")
     p.add_argument("--len", type=int, required=True)
     p.add_argument("--crlf", action="store_true")
@@ -453,7 +492,7 @@ def main(argv=None):
             msg = long_line(a.host, a.port, a.size, a.timeout)
         elif a.cmd == "inflight":
             msg = inflight(a.host, a.port, a.ms, a.more, a.timeout, a.first, a.unread,
-                           a.echo_bytes)
+                           a.echo_bytes, a.server_pid)
         elif a.cmd == "line-at":
             msg = line_at(a.host, a.port, a.len, a.crlf, a.accepted, a.timeout)
         elif a.cmd == "echo-flood":
