@@ -446,6 +446,12 @@ def main():
         if s.name in stops:
             rc, last = stops[s.name]
             md.append(f"- {s.name}: exit status {rc} on SIGTERM; last log line: `{last}`")
+            # 07's own counters over its whole life (every run, joins and leaves included):
+            # writes per delivery without strace slowing it down.
+            d, w = re.search(r"(\d+) deliveries", last), re.search(r"(\d+) writes", last)
+            if d and w and int(d.group(1)):
+                md.append(f"  ({int(w.group(1)) / int(d.group(1)):.3f} writes per delivery, "
+                          "from these counters)")
     md += [f"- {n}" for n in notes]
     md += [f"- FAILED: {f}" for f in failures]
     text = "\n".join(md) + "\n"
