@@ -735,18 +735,14 @@ static bool conn_handle(struct conn *c, uint32_t revents)
     bool readable = (revents & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0;
 
     // Output first: it frees room, and may lift the back-pressure on input.
+    bool kernel_full = false;  // a send this turn came up short: no point in another
     if ((revents & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && buf_len(&c->out) > 0) {
         n_flushes++;
         if (conn_flush(c) == -1)
             return false;
+        kernel_full = buf_len(&c->out) > 0;
     }
-    if (c->state == CONN_PAUSED) {
-        conn_check_backpressure(c);
-        // Resumed: what is already in c->in is decoded now, not after the next read (the
-        // client may be waiting for these very replies before it sends anything more).
-        if (c->state == CONN_READING && conn_decode(c) == -1)
-            return false;
-    } else if (c->state == CONN_READING && readable) {
+    if (c->state == CONN_READING && readable) {
         // Once per turn: level-triggered, what we leave is reported again next turn, and
         // meanwhile the other clients get theirs.
         if (conn_read(c) == -1)
@@ -757,9 +753,26 @@ static bool conn_handle(struct conn *c, uint32_t revents)
             return false;
         }
     }
-    // The replies to what we just decoded: one send for all of them.
-    if (buf_len(&c->out) > 0 && !(c->events & EPOLLOUT) && conn_flush(c) == -1)
-        return false;
+    // LAB BEGIN conn_replies: send the replies just queued (conn_flush, unless a send came up short this turn); while that lifts a pause (conn_check_backpressure), decode the requests still waiting in c->in (conn_decode) and send again
+    // The replies to what we decoded: one send for all of them. If that lifts a pause,
+    // the requests already in c->in are decoded now, not after the next read: the client
+    // may be waiting for these very replies before it sends anything more, and then no
+    // read would ever come. Each round decodes bytes that were waiting, so it ends.
+    for (;;) {
+        if (buf_len(&c->out) > 0 && !kernel_full) {
+            if (conn_flush(c) == -1)
+                return false;
+            kernel_full = buf_len(&c->out) > 0;
+        }
+        if (c->state != CONN_PAUSED)
+            break;
+        conn_check_backpressure(c);
+        if (c->state != CONN_READING)
+            break;  // still paused: EPOLLOUT brings us back
+        if (conn_decode(c) == -1)
+            return false;
+    }
+    // LAB END
     if (c->state == CONN_CLOSING && buf_len(&c->out) == 0) {
         log_msg("fd %d closed", c->fd);
         return false;
@@ -1054,7 +1067,7 @@ int main(int argc, char **argv)
     table_free();
     log_msg("stopped after %llu epoll_wait, %llu recv, %llu epoll_ctl(MOD) calls; "
             "%llu short sends, %llu flushes, %llu pauses, %llu resumes; "
-            "%llu frames, %llu frames in pieces, %llu pieces, %llu bad clients; "
+            "%llu frames, %llu streamed in %llu pieces, %llu bad clients; "
             "input buffer peak %zu bytes; "
             "%llu buffer allocations, %llu reallocations, %llu bytes moved",
             n_waits, n_recvs, n_mods, n_short_sends, n_flushes, n_pauses, n_resumes, n_frames,

@@ -22,7 +22,10 @@ Subcommands (all take --port, --host, --timeout):
   frame-at --codec line|len --size N (--accepted | --refused)
                       one frame of exactly N bytes: --accepted wants its echo; --refused wants
                       the codec's error (line: `ERR line too long`; len: nothing), then EOF
-  big-len --size B    one len frame of B bytes, sent while its echo is read and checked
+  big-len --size B [--rcvbuf R]
+                      one len frame of B bytes, sent while its echo is read and checked
+                      (through an R-byte SO_RCVBUF: a slow reader, which the server must
+                      pause for)
   resp [--splits random|bytes|none] [--seed S]
                       a script of commands (PING, PING x, ECHO, SET, GET hit and miss, an
                       unknown command, wrong argument counts, an inline command), all
@@ -36,9 +39,6 @@ Subcommands (all take --port, --host, --timeout):
                       connection A is served once; connection B sends one malformed input
                       (cases: see BAD_CASES) and must get exactly the protocol's error (or none),
                       then EOF; A must then be served again: the bad client hurt nobody else
-  stall --codec len --size B --hold S
-                      sends one len frame of B bytes and never reads; prints `stall: sent`,
-                      holds the connection S s
 """
 
 import argparse
@@ -424,10 +424,10 @@ def frame_at(host, port, codec_name, size, accepted, timeout):
         s.close()
 
 
-def big_len(host, port, size, seed, timeout):
+def big_len(host, port, size, seed, timeout, rcvbuf=None):
     rng = random.Random(seed)
     body = rng.randbytes(size)
-    s = connect(host, port)
+    s = connect(host, port, rcvbuf=rcvbuf)
     try:
         sender = Sender(s, cut(rng, struct.pack(">I", size) + body, "random"), rng, 0)
         sender.start()
@@ -491,6 +491,10 @@ def resp_script(tag):
         (resp_command("SET", bk, b"\x00\xff\r\n"), ("+", "OK")),
         (resp_command("GET", bk), ("$", b"\x00\xff\r\n")),
         (resp_command("ECHO", ""), ("$", b"")),
+        (resp_command("SET", k, "x" * 65536), ("+", "OK")),  # the largest value the table takes
+        (resp_command("SET", k, "x" * 65537), ("-", "ERR value too long (at most 65536 bytes)")),
+        (resp_command("SET", "y" * 257, "v"), ("-", "ERR key too long (at most 256 bytes)")),
+        (resp_command("STRLEN", k), ("-", "ERR unknown command 'STRLEN'")),
         (resp_command("FLUSHALL"), ("-", "ERR unknown command 'FLUSHALL'")),
         (resp_command("SET", "k"), ("-", "ERR wrong number of arguments for 'set' command")),
         (resp_command("GET"), ("-", "ERR wrong number of arguments for 'get' command")),
@@ -686,28 +690,6 @@ def bad(host, port, codec_name, case, max_frame, timeout):
     return "bad client (%s) got %s, then %s; the other client was served before and after" % (case, said, how)
 
 
-def stall(host, port, size, hold, timeout):
-    s = connect(host, port, rcvbuf=4096)
-    try:
-        s.settimeout(scaled(timeout))
-        s.setblocking(False)
-        data = struct.pack(">I", size) + b"s" * size
-        sent = 0
-        quiet_since = time.monotonic()
-        while sent < len(data) and time.monotonic() - quiet_since < 1.0:
-            try:
-                n = s.send(data[sent:sent + 65536])
-                sent += n
-                quiet_since = time.monotonic()
-            except BlockingIOError:
-                time.sleep(0.01)  # the server stopped taking bytes: wait up to 1 s more
-        print("stall: sent %d of %d bytes, holding" % (sent, len(data)), flush=True)
-        time.sleep(hold)  # holding the connection is the point
-    finally:
-        s.close()
-    return "held a connection that never reads for %.1f s" % hold
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -734,6 +716,7 @@ def main(argv=None):
     g.add_argument("--refused", action="store_true")
     p = add("big-len", "one big len frame, streamed")
     p.add_argument("--size", type=int, default=10 << 20)
+    p.add_argument("--rcvbuf", type=int, help="SO_RCVBUF: a small one makes a slow reader")
     p = add("resp", "a pipelined RESP script")
     p.add_argument("--splits", choices=["random", "bytes", "none"], default="random")
     add("http", "keep-alive and close rules")
@@ -741,9 +724,6 @@ def main(argv=None):
     p.add_argument("--codec", required=True)
     p.add_argument("--case", required=True)
     p.add_argument("--max-frame", type=int, default=65536)
-    p = add("stall", "a len frame from a client that never reads")
-    p.add_argument("--size", type=int, default=16 << 20)
-    p.add_argument("--hold", type=float, default=2.0)
     a = ap.parse_args(argv)
     try:
         if a.cmd == "echo":
@@ -751,15 +731,13 @@ def main(argv=None):
         elif a.cmd == "frame-at":
             msg = frame_at(a.host, a.port, a.codec, a.size, a.accepted, a.timeout)
         elif a.cmd == "big-len":
-            msg = big_len(a.host, a.port, a.size, a.seed, a.timeout)
+            msg = big_len(a.host, a.port, a.size, a.seed, a.timeout, a.rcvbuf)
         elif a.cmd == "resp":
             msg = resp(a.host, a.port, a.splits, a.seed, a.timeout)
         elif a.cmd == "http":
             msg = http(a.host, a.port, a.timeout)
-        elif a.cmd == "bad":
-            msg = bad(a.host, a.port, a.codec, a.case, a.max_frame, a.timeout)
         else:
-            msg = stall(a.host, a.port, a.size, a.hold, a.timeout)
+            msg = bad(a.host, a.port, a.codec, a.case, a.max_frame, a.timeout)
     except (Failure, OSError) as e:
         print("FAIL: %s: %s" % (a.cmd, e), flush=True)
         return 1
