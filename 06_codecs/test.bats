@@ -49,3 +49,299 @@ fuzz_smoke() {
 @test "fuzz: fuzz_http" { fuzz_smoke fuzz_http; }
 
 # ---- network tests (server helper) ----
+# The server: 04's level-triggered epoll loop with an input buffer and a decoder per
+# connection. Each codec's echo (or protocol) over real sockets, split at random points, one
+# byte at a time, and all in one write; the limits at and one past; a 10 MiB len frame
+# through the 64 KiB input buffer, proved from the server's stop line; a bad client dropped
+# (its protocol's error, a log line, the close) while another carries on; then 04's contract:
+# options, stop signals, queued output, back-pressure, the drain at SIGTERM, EMFILE.
+
+# srv_counter NAME: the number just before NAME in the server's stop line (call after
+# stop_server), e.g. `srv_counter "streamed"` for `... 1 streamed in 161 pieces, ...`.
+srv_counter() {
+    local line n
+    line=$(grep -m1 'stopped after' "$SERVER_ERR") || fail "no 'stopped after' line in the server's stderr" || return
+    n=$(sed -n "s/.*[^0-9]\([0-9][0-9]*\) $1[,;]*.*/\1/p" <<<"$line")
+    [[ -n $n ]] || fail "no '$1' counter in: $line" || return
+    echo "$n"
+}
+
+# codecs SUBCMD [ARGS...]: the codec client (tests/lib/codecs.py) against the running server.
+codecs() {
+    python3 "$KIT_ROOT/tests/lib/codecs.py" "$1" --port "$PORT" "${@:2}"
+}
+
+srv_scaled_s() {
+    awk -v s="$1" -v k="$TIMEOUT_SCALE" 'BEGIN { print s * k }'
+}
+
+@test "server: --help prints usage and exits 0; bad options exit 2" {
+    run "$(stage_bin server)" --help
+    [[ $status -eq 0 && $output == *--codec* && $output == *--max-frame* && $output == *fixed:N* ]] || fail "--help: status $status: $output"
+    local bad
+    for bad in "--codec xml" "--codec fixed:0" "--codec fixed:x" "--codec fixed:" "--max-frame 0" \
+        "--max-frame 2000000000" "--max-output -1" "-p 70000" "--nope" "extra"; do
+        run "$(stage_bin server)" $bad
+        [[ $status -eq 2 ]] || fail "'$bad' exited $status, want 2: $output"
+    done
+}
+
+@test "server: line: echo of random lines in random pieces, 1-byte writes and one write" {
+    start_server server --codec line
+    codecs echo --codec line --frames 300 --max-size 65536 --splits random --pause-ms 5
+    codecs echo --codec line --frames 200 --max-size 300 --splits bytes
+    codecs echo --codec line --frames 2000 --max-size 200 --splits none
+    stop_server
+}
+
+@test "server: fixed:N: echo of frames in random pieces, 1-byte writes and one write (N = 1, 7, 4096, 100000)" {
+    local n
+    for n in 1 7 4096 100000; do
+        start_server server --codec "fixed:$n"
+        codecs echo --codec "fixed:$n" --frames $((n > 4096 ? 20 : 300)) --splits random --pause-ms 5
+        codecs echo --codec "fixed:$n" --frames $((n > 4096 ? 1 : 30)) --splits bytes
+        codecs echo --codec "fixed:$n" --frames $((n > 4096 ? 20 : 1000)) --splits none
+        stop_server
+    done
+}
+
+@test "server: len: echo of random frames in random pieces, 1-byte writes and one write" {
+    start_server server --codec len
+    codecs echo --codec len --frames 300 --max-size 200000 --splits random --pause-ms 5
+    codecs echo --codec len --frames 200 --max-size 300 --splits bytes
+    codecs echo --codec len --frames 2000 --max-size 300 --splits none
+    stop_server
+    local frames
+    frames=$(srv_counter "frames") || return
+    ((frames >= 2200)) || fail "$frames frames counted for 2500 sent"
+}
+
+@test "server: line: a line of exactly --max-frame bytes is echoed; one byte more gets 'ERR line too long', a log line, the close" {
+    start_server server --codec line --max-frame 1000
+    codecs frame-at --codec line --size 1000 --accepted
+    codecs frame-at --codec line --size 1001 --refused
+    assert_log 'client 127\.0\.0\.1:[0-9]+: line too long, closing'
+    stop_server
+    start_server server --codec line
+    codecs frame-at --codec line --size 65536 --accepted
+    codecs frame-at --codec line --size 65537 --refused
+    stop_server
+}
+
+@test "server: len: a frame of exactly --max-frame bytes is echoed; one byte more is refused before its body, and closed" {
+    start_server server --codec len --max-frame 1000
+    codecs frame-at --codec len --size 1000 --accepted
+    codecs frame-at --codec len --size 1001 --refused
+    assert_log 'client 127\.0\.0\.1:[0-9]+: frame too large, closing'
+    stop_server
+    # Past the input buffer: 100000 bytes stream through in pieces, and the limit still holds.
+    start_server server --codec len --max-frame 100000
+    codecs frame-at --codec len --size 100000 --accepted
+    codecs frame-at --codec len --size 100001 --refused
+    stop_server
+}
+
+@test "server: len: a 10 MiB frame passes through the 64 KiB input buffer, in pieces" {
+    start_server server --codec len
+    codecs big-len --size 10485760 --timeout 30
+    stop_server
+    local peak frames pieces
+    peak=$(sed -n 's/.*input buffer peak \([0-9]*\) bytes.*/\1/p' "$SERVER_ERR")
+    frames=$(srv_counter "streamed") && pieces=$(srv_counter "pieces") || return
+    [[ -n $peak ]] || fail "no 'input buffer peak' in the stop line" || return
+    ((peak <= 65536)) || fail "the input buffer grew to $peak bytes for a 10 MiB frame (want <= 65536)"
+    ((frames == 1)) || fail "$frames frames delivered in pieces, want 1 (the 10 MiB one)"
+    ((pieces >= 160)) || fail "only $pieces pieces for 10 MiB through 64 KiB (want >= 160)"
+}
+
+@test "server: resp: a pipelined script (PING, ECHO, SET, GET, errors, inline) in random pieces, 1-byte writes and one write" {
+    start_server server --codec resp
+    codecs resp --splits random
+    codecs resp --splits bytes
+    codecs resp --splits none
+    stop_server
+}
+
+@test "server: resp: a bad request gets '-ERR Protocol error: ...', then the close; another client carries on" {
+    start_server server --codec resp
+    local k
+    for k in bad-bulk-length huge-bulk huge-array no-crlf-after-bulk not-bulk; do
+        codecs bad --codec resp --case "$k"
+    done
+    assert_log "client 127\.0\.0\.1:[0-9]+: invalid bulk length, closing"
+    stop_server
+    local bad
+    bad=$(srv_counter "bad clients") || return
+    ((bad == 5)) || fail "$bad bad clients counted, want 5"
+}
+
+@test "server: http: keep-alive (1.1 default, 1.0 with the header), Connection: close, 404, 405 with its body skipped" {
+    start_server server --codec http
+    codecs http
+    stop_server
+}
+
+@test "server: http: bad requests get 400, 413, 431, 501, 505 with Connection: close, then the close; another client carries on" {
+    start_server server --codec http
+    local k
+    for k in garbage bad-content-length no-host smuggling huge-body huge-head chunked bad-version; do
+        codecs bad --codec http --case "$k"
+    done
+    stop_server
+}
+
+@test "server: a bad client is dropped with a log line while another carries on (line, len, fixed)" {
+    start_server server --codec line --max-frame 4096
+    codecs bad --codec line --case too-long --max-frame 4096
+    assert_log 'client 127\.0\.0\.1:[0-9]+: line too long, closing'
+    stop_server
+    start_server server --codec len --max-frame 65536
+    codecs bad --codec len --case huge-header
+    codecs bad --codec len --case over-limit --max-frame 65536
+    stop_server
+    start_server server --codec fixed:8
+    codecs bad --codec fixed:8 --case truncated
+    assert_log 'client 127\.0\.0\.1:[0-9]+: EOF in the middle of a frame \(1 bytes of it unread\), closing'
+    stop_server
+}
+
+@test "server: redis-cli talks to --codec resp" {
+    command -v redis-cli >/dev/null || skip "redis-cli not installed (apt-get install redis-tools)"
+    start_server server --codec resp
+    local out
+    out=$(redis-cli -p "$PORT" PING) && [[ $out == PONG ]] || fail "PING: '$out'" || return
+    out=$(redis-cli -p "$PORT" SET greeting "hello world") && [[ $out == OK ]] || fail "SET: '$out'" || return
+    out=$(redis-cli -p "$PORT" GET greeting) && [[ $out == "hello world" ]] || fail "GET: '$out'" || return
+    out=$(redis-cli -p "$PORT" GET missing) && [[ -z $out ]] || fail "GET missing: '$out' (want an empty line: nil)" || return
+    out=$(redis-cli -p "$PORT" ECHO "a b") && [[ $out == "a b" ]] || fail "ECHO: '$out'" || return
+    out=$(redis-cli -p "$PORT" NOSUCH 2>&1) && [[ $out == *"unknown command 'NOSUCH'"* ]] || fail "NOSUCH: '$out'" || return
+    # Several commands on one connection: redis-cli pipes them from stdin.
+    out=$(printf 'SET a 1\nGET a\nPING\n' | redis-cli -p "$PORT") && [[ $out == $'OK\n1\nPONG' ]] || fail "piped: '$out'" || return
+    stop_server
+}
+
+@test "server: curl talks to --codec http, and reuses the connection" {
+    command -v curl >/dev/null || skip "curl not installed (apt-get install curl)"
+    start_server server --codec http
+    local out
+    out=$(curl -sS --max-time 5 "http://127.0.0.1:$PORT/") || fail "curl GET /: $out" || return
+    [[ $out == *"hello from 06_codecs"* ]] || fail "GET / body: '$out'" || return
+    out=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/nope")
+    [[ $out == 404 ]] || fail "GET /nope: status '$out', want 404" || return
+    out=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -d 'some=body' "http://127.0.0.1:$PORT/")
+    [[ $out == 405 ]] || fail "POST /: status '$out', want 405" || return
+    # Two URLs, one connection: keep-alive honoured ("Re-using existing connection").
+    out=$(curl -sSv --max-time 5 "http://127.0.0.1:$PORT/" "http://127.0.0.1:$PORT/" 2>&1)
+    [[ $out == *"Re-using existing connection"* || $out == *"Reusing existing connection"* ]] || fail "curl did not reuse the connection: $out" || return
+    stop_server
+    local accepted
+    accepted=$(grep -c ' connected (fd' "$SERVER_ERR")
+    ((accepted == 4)) || fail "$accepted connections for 4 curl runs (the last with 2 requests on one), want 4"
+}
+
+@test "server: accepted sockets have TCP_NODELAY and are close-on-exec" {
+    local st=0 out
+    start_server server --codec fixed:1
+    out=$(netkit nodelay --pid "$SERVER_PID") || st=$?
+    scenario_cloexec
+    stop_server
+    ((st != 3)) || skip "cannot look inside the server here: $out"
+    ((st == 0)) || fail "$out"
+}
+
+@test "server: SIGTERM with a client connected exits 0 within 2 s" {
+    start_server server --codec line
+    scenario_sigterm
+}
+
+@test "server: SIGTERM that lands just before the first wait still stops it" {
+    start_server_delayed server
+    scenario_sigterm_in_window
+}
+
+@test "server: 100 clients at once, half-close, a reset mid-reply (fixed:1 is a plain echo)" {
+    start_server server --codec fixed:1
+    scenario_concurrent 100
+    scenario_half_close
+    scenario_reset
+    stop_server
+}
+
+@test "server: queued output: a slow reader gets every byte, through short sends, EPOLLOUT flushes and back-pressure" {
+    start_server server --codec fixed:4096 --max-output 65536
+    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 65536 --pause-ms 0
+    stop_server
+    local short flushes pauses resumes
+    short=$(srv_counter "short sends") && flushes=$(srv_counter "flushes") || return
+    pauses=$(srv_counter "pauses") && resumes=$(srv_counter "resumes") || return
+    ((short > 0)) || fail "no short send: the server never had to queue (the test proved nothing)"
+    ((flushes > 0)) || fail "no flush on EPOLLOUT: queued output was never sent from the queue"
+    ((pauses > 0 && resumes > 0)) || fail "$pauses pauses, $resumes resumes: back-pressure never engaged"
+}
+
+@test "server: a pipelined burst in one write past a tiny --max-output: paused with requests waiting in the input buffer, resumed, every reply" {
+    # 20000 fixed:64 frames (1.25 MiB) in one write, 2000 len frames, 3000 resp commands:
+    # each read brings 64 KiB of requests, whose replies pass --max-output 4096 long before
+    # the read is decoded; the rest waits in the input buffer. The client reads all along,
+    # so the replies leave at once, and the bytes still waiting must be decoded then, with
+    # no new read to trigger it (the client sends nothing more until it has its replies).
+    start_server server --codec fixed:64 --max-output 4096
+    codecs echo --codec fixed:64 --frames 20000 --splits none
+    stop_server
+    local pauses resumes
+    pauses=$(srv_counter "pauses") && resumes=$(srv_counter "resumes") || return
+    ((pauses > 10 && resumes > 10)) || fail "$pauses pauses, $resumes resumes: the burst never paused the server (the test proved nothing)"
+    start_server server --codec len --max-output 4096
+    codecs echo --codec len --frames 2000 --max-size 3000 --splits none
+    stop_server
+}
+
+@test "server: len: a 10 MiB frame to a slow reader: back-pressure, and the input buffer still 64 KiB" {
+    start_server server --codec len --max-output 262144
+    codecs big-len --size 10485760 --rcvbuf 4096 --timeout 60
+    stop_server
+    local pauses peak
+    pauses=$(srv_counter "pauses") || return
+    peak=$(sed -n 's/.*input buffer peak \([0-9]*\) bytes.*/\1/p' "$SERVER_ERR")
+    ((pauses > 0)) || fail "the server never paused: the reader was not slow enough (the test proved nothing)"
+    ((peak <= 65536)) || fail "the input buffer grew to $peak bytes (want <= 65536)"
+}
+
+@test "server: SIGTERM flushes replies still pending in the server, every byte" {
+    # As in 04: 8 MiB sent, none read until SIGTERM, then read through a 4 KiB window.
+    start_server server --codec fixed:64 --max-output 16777216
+    netkit drain-on-term --pid "$SERVER_PID" --size 8388608
+    stop_server
+    local pending
+    pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
+    [[ -n $pending ]] || fail "no 'stopping: ... N bytes pending' line:" "$(tail -n 5 "$SERVER_ERR")" || return
+    ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
+}
+
+@test "server: EMFILE: out of descriptors, the server refuses the extra clients at once and goes on serving" {
+    raise_nofile 300
+    SERVER_NOFILE=32 start_server server --codec line
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    local reply=
+    printf 'before\n' >&5
+    read -r -t "$(srv_scaled_s 2)" reply <&5 || true
+    [[ $reply == before ]] || { exec 5>&-; fail "the client connected before the flood got '$reply', want 'before'"; } || return
+    start_bg flood python3 "$NETKIT" flood --port "$PORT" --conns 100 --hold "$(srv_scaled_s 4)"
+    local flood=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/flood.out" '^flood: 100 connections opened' 10
+    assert_log 'Too many open files' 5
+    local t0 t1
+    t0=$(cpu_ticks "$SERVER_PID")
+    sleep 1   # the measurement window itself, not a readiness wait
+    t1=$(cpu_ticks "$SERVER_PID")
+    ! has_exited "$flood" || { exec 5>&-; fail "the flood client ended before the measurement window did"; } || return
+    printf 'ping\n' >&5
+    reply=
+    read -r -t "$(srv_scaled_s 2)" reply <&5 || true
+    exec 5>&-
+    wait_bg "$flood" flood
+    (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s while out of fds: it is spinning"
+    [[ $reply == ping ]] || fail "the client connected before the flood got '$reply' during it, want 'ping'"
+    grep -q 'dropped one pending connection' "$SERVER_ERR" || fail "no 'dropped one pending connection' line in the log"
+    stop_server
+}
