@@ -355,6 +355,7 @@ static inline int check_splits_n(const char *name, const struct codec_ops *ops,
     struct tstr want = {0}, got = {0};
     ts_add(&want, want_text, want_len);
     size_t *cuts = t_alloc((n + 1) * sizeof *cuts);
+    memset(cuts, 0, (n + 1) * sizeof *cuts);
     int bad = 0, patterns = 0;
     char what[200];
 
