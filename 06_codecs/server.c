@@ -94,6 +94,7 @@ enum conn_state {
     CONN_FINISHING,  // no more requests (a bad frame, "Connection: close", the server
                      // stopping): send what is queued, then our FIN
     CONN_LINGERING,  // our FIN sent: discard input until EOF (conn_linger)
+    CONN_BROKEN,     // out of memory for its replies: close at once (conn_handle)
 };
 
 // One client. The decoder is a union: one codec per server. Its size is the largest
@@ -275,25 +276,30 @@ static void conn_close(struct conn *c)
     free(c);
 }
 
-// Room for N more bytes of output at the end of C's queue, or NULL after logging (drop C).
-// The encoders write there, then buf_commit() says how much they wrote.
+// Out of memory for C's replies: C is closed as soon as conn_handle sees it. The reply
+// writers below then need no error returns: the decode loop stops on the state change.
+static void conn_broken(struct conn *c, size_t n)
+{
+    log_msg("fd %d: out of memory for %zu bytes of output, dropping", c->fd, n);
+    c->state = CONN_BROKEN;
+}
+
+// Room for N more bytes of output at the end of C's queue, or NULL (C is broken). The
+// encoders write there, then buf_commit() says how much they wrote.
 static char *out_reserve(struct conn *c, size_t n)
 {
     size_t room;
     char *p = buf_reserve(&c->out, n, &room);
     if (p == NULL)
-        log_msg("fd %d: out of memory for %zu bytes of output, dropping", c->fd, n);
+        conn_broken(c, n);
     return p;
 }
 
-// Appends N bytes at P to C's output. Returns 0, or -1 after logging (drop C).
-static int out_append(struct conn *c, const void *p, size_t n)
+// Appends N1 bytes at P1, then N2 at P2 (a header and a body), to C's output.
+static void out_append2(struct conn *c, const void *p1, size_t n1, const void *p2, size_t n2)
 {
-    if (buf_append(&c->out, p, n) == -1) {
-        log_msg("fd %d: out of memory for %zu bytes of output, dropping", c->fd, n);
-        return -1;
-    }
-    return 0;
+    if (buf_append(&c->out, p1, n1) == -1 || buf_append(&c->out, p2, n2) == -1)
+        conn_broken(c, n1 + n2);
 }
 
 // Pauses decoding C's input once its queued replies pass --max-output, and resumes once
@@ -363,8 +369,7 @@ static int conn_flush(struct conn *c)
 
 // A bad frame from C (REASON, and for http the status CODE): queue the protocol's error
 // where it has one, log, and finish C: no more requests, our FIN once the error is out.
-// Returns 0, or -1 (out of memory: drop C).
-static int conn_fail(struct conn *c, const char *reason, int code)
+static void conn_fail(struct conn *c, const char *reason, int code)
 {
     n_bad++;
     log_msg("client %s: %s, closing", c->peer, reason);
@@ -389,75 +394,89 @@ static int conn_fail(struct conn *c, const char *reason, int code)
     case CODEC_LEN:    // no error frame in the protocol: the close is the answer
         break;
     }
-    return n > 0 ? out_append(c, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) : 0;
+    if (n > 0)
+        out_append2(c, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, "", 0);
 }
 
-// fixed, line, len: echo FRAME (LEN bytes) re-encoded with the same codec. Returns 0 or -1.
-static int echo_frame(struct conn *c, const char *frame, size_t len)
+// fixed, line, len: how many bytes FRAME (LEN bytes) takes re-encoded with the codec, and
+// the encoding itself into OUT (NEED bytes, from echo_size). Returns the bytes written.
+// LAB BEGIN echo_encode: the size of a frame of LEN bytes re-encoded with the server's codec (fixed: LEN; line: LEN + 1; len: the 4-byte header + LEN), and the encoding with the codec's encoder (fixed_encode, line_encode, lenframe_encode)
+static size_t echo_size(size_t len)
 {
-    // LAB BEGIN echo_frame: encode FRAME into c->out with the codec's encoder (fixed_encode, line_encode, lenframe_encode): reserve the bytes it needs with out_reserve, then buf_commit what it wrote
-    size_t need = opt.codec == CODEC_FIXED ? len
-                  : opt.codec == CODEC_LINE ? len + 1
-                                            : LENFRAME_HEADER + len;
-    char *p = out_reserve(c, need);
-    if (p == NULL)
-        return -1;
+    return opt.codec == CODEC_FIXED ? len
+           : opt.codec == CODEC_LINE ? len + 1
+                                     : LENFRAME_HEADER + len;
+}
+
+static size_t echo_encode(struct conn *c, char *out, size_t need, const char *frame, size_t len)
+{
     if (opt.codec == CODEC_FIXED)
-        buf_commit(&c->out, fixed_encode(&c->dec.fixed, p, need, frame, len));
-    else if (opt.codec == CODEC_LINE)
-        buf_commit(&c->out, line_encode(p, need, frame, len));
-    else
-        buf_commit(&c->out, lenframe_encode(p, need, frame, (uint32_t)len));
-    return 0;
-    // LAB END
+        return fixed_encode(&c->dec.fixed, out, need, frame, len);
+    if (opt.codec == CODEC_LINE)
+        return line_encode(out, need, frame, len);
+    return lenframe_encode(out, need, frame, (uint32_t)len);
+}
+// LAB END
+
+// Echoes FRAME (LEN bytes) re-encoded: written straight into C's output queue, one copy.
+static void echo_frame(struct conn *c, const char *frame, size_t len)
+{
+    size_t need = echo_size(len);
+    char *p = out_reserve(c, need);
+    if (p != NULL)
+        buf_commit(&c->out, echo_encode(c, p, need, frame, len));
 }
 
 // len: one piece of a frame too long to wait for. The echo streams too: the header (the
 // whole frame's length, known from the first piece) before the first piece's bytes, then
 // each piece's bytes as they come. The input buffer never holds more than one piece.
-static int echo_piece(struct conn *c, const struct codec_result *r)
+static void echo_piece(struct conn *c, const struct codec_result *r)
 {
-    // LAB BEGIN echo_piece: on the BEGIN piece, count the frame and queue the 4-byte header for the whole frame (r->total, lenframe_header); then queue the piece's bytes
+    // LAB BEGIN echo_piece: on the BEGIN piece, count the frame and queue the 4-byte header for the whole frame (r->total, lenframe_header); then queue the piece's bytes (out_append2)
     n_pieces++;
+    unsigned char hdr[LENFRAME_HEADER];
+    size_t hlen = 0;
     if (r->flags & CODEC_PIECE_BEGIN) {
         n_piece_frames++;
-        unsigned char hdr[LENFRAME_HEADER];
         lenframe_header(hdr, (uint32_t)r->total);
-        if (out_append(c, hdr, sizeof hdr) == -1)
-            return -1;
+        hlen = sizeof hdr;
     }
-    return out_append(c, r->frame, r->len);
+    out_append2(c, hdr, hlen, r->frame, r->len);
     // LAB END
 }
 
 // resp: the reply helpers. Each sizes its reply (an encoder called with CAP 0 writes
-// nothing and says how much it needs: resp.h), reserves it, writes it. Return 0 or -1.
-static int reply_simple(struct conn *c, const char *s)
+// nothing and says how much it needs: resp.h), reserves it, writes it.
+static void reply_simple(struct conn *c, const char *s)
 {
     size_t n = resp_simple(NULL, 0, s);
     char *p = out_reserve(c, n);
-    return p == NULL ? -1 : (buf_commit(&c->out, resp_simple(p, n, s)), 0);
+    if (p != NULL)
+        buf_commit(&c->out, resp_simple(p, n, s));
 }
 
-static int reply_error(struct conn *c, const char *s)
+static void reply_error(struct conn *c, const char *s)
 {
     size_t n = resp_error(NULL, 0, s);
     char *p = out_reserve(c, n);
-    return p == NULL ? -1 : (buf_commit(&c->out, resp_error(p, n, s)), 0);
+    if (p != NULL)
+        buf_commit(&c->out, resp_error(p, n, s));
 }
 
-static int reply_bulk(struct conn *c, const char *s, size_t len)
+static void reply_bulk(struct conn *c, const char *s, size_t len)
 {
     size_t n = resp_bulk(NULL, 0, s, len);
     char *p = out_reserve(c, n);
-    return p == NULL ? -1 : (buf_commit(&c->out, resp_bulk(p, n, s, len)), 0);
+    if (p != NULL)
+        buf_commit(&c->out, resp_bulk(p, n, s, len));
 }
 
-static int reply_null(struct conn *c)
+static void reply_null(struct conn *c)
 {
     size_t n = resp_null(NULL, 0);
     char *p = out_reserve(c, n);
-    return p == NULL ? -1 : (buf_commit(&c->out, resp_null(p, n)), 0);
+    if (p != NULL)
+        buf_commit(&c->out, resp_null(p, n));
 }
 
 // Is argument 0 (N bytes at P) the command NAME, in any case (as redis takes them)?
@@ -467,39 +486,45 @@ static bool is_command(const char *p, size_t n, const char *name)
 }
 
 // resp: answers the request just decoded from DATA (d->argc arguments, resp.h).
-static int resp_answer(struct conn *c, const char *data)
+static void resp_answer(struct conn *c, const char *data)
 {
     const struct resp_decoder *d = &c->dec.resp;
     if (d->argc == 0)
-        return 0;  // an empty line or "*0": redis answers nothing, and so do we
+        return;  // an empty line or "*0": redis answers nothing, and so do we
     size_t n0, n1, n2;
     const char *cmd = resp_arg(d, data, 0, &n0);
     // LAB BEGIN resp_commands: PING (0 or 1 argument), ECHO x, SET k v (+OK), GET k (bulk, or null when missing); the wrong number of arguments and unknown commands get redis's -ERR replies
     const char *name = NULL;  // the command, for the wrong-arguments error
     if (is_command(cmd, n0, "PING")) {
-        if (d->argc == 1)
-            return reply_simple(c, "PONG");
-        if (d->argc == 2) {
-            const char *x = resp_arg(d, data, 1, &n1);
-            return reply_bulk(c, x, n1);
+        if (d->argc <= 2) {
+            if (d->argc == 1) {
+                reply_simple(c, "PONG");
+            } else {
+                const char *x = resp_arg(d, data, 1, &n1);
+                reply_bulk(c, x, n1);
+            }
+            return;
         }
         name = "ping";
     } else if (is_command(cmd, n0, "ECHO")) {
         if (d->argc == 2) {
             const char *x = resp_arg(d, data, 1, &n1);
-            return reply_bulk(c, x, n1);
+            reply_bulk(c, x, n1);
+            return;
         }
         name = "echo";
     } else if (is_command(cmd, n0, "SET")) {
         if (d->argc == 3) {
             const char *k = resp_arg(d, data, 1, &n1);
             const char *v = resp_arg(d, data, 2, &n2);
-            if (n1 > TABLE_MAX_KEY)
-                return reply_error(c, "ERR key too long (at most 256 bytes)");
-            if (n2 > TABLE_MAX_VALUE)
-                return reply_error(c, "ERR value too long (at most 65536 bytes)");
-            const char *err = table_set(k, n1, v, n2);
-            return err != NULL ? reply_error(c, err) : reply_simple(c, "OK");
+            const char *err = n1 > TABLE_MAX_KEY     ? "ERR key too long (at most 256 bytes)"
+                              : n2 > TABLE_MAX_VALUE ? "ERR value too long (at most 65536 bytes)"
+                                                     : table_set(k, n1, v, n2);
+            if (err != NULL)
+                reply_error(c, err);
+            else
+                reply_simple(c, "OK");
+            return;
         }
         name = "set";
     } else if (is_command(cmd, n0, "GET")) {
@@ -507,7 +532,11 @@ static int resp_answer(struct conn *c, const char *data)
             bool found;
             const char *k = resp_arg(d, data, 1, &n1);
             size_t i = table_find(k, n1, &found);
-            return found ? reply_bulk(c, table[i].value, table[i].vlen) : reply_null(c);
+            if (found)
+                reply_bulk(c, table[i].value, table[i].vlen);
+            else
+                reply_null(c);
+            return;
         }
         name = "get";
     }
@@ -524,13 +553,13 @@ static int resp_answer(struct conn *c, const char *data)
         shown[k] = '\0';
         snprintf(msg, sizeof msg, "ERR unknown command '%s'", shown);
     }
-    return reply_error(c, msg);
+    reply_error(c, msg);
     // LAB END
 }
 
 // http: queues a response with a text body. KEEP_ALIVE decides the Connection header; a
 // response that closes also finishes C (no more requests are read).
-static int http_respond(struct conn *c, int status, bool keep_alive, const char *body)
+static void http_respond(struct conn *c, int status, bool keep_alive, const char *body)
 {
     // LAB BEGIN http_respond: status line, Content-Type, Content-Length, Connection (keep-alive or close), the empty line, the body; when not keep-alive, finish the connection after it
     char head[256];
@@ -540,20 +569,24 @@ static int http_respond(struct conn *c, int status, bool keep_alive, const char 
                      "Connection: %s\r\n%s\r\n",
                      status, http_reason(status), blen, keep_alive ? "keep-alive" : "close",
                      status == 405 ? "Allow: GET\r\n" : "");
-    if (out_append(c, head, (size_t)n) == -1 || out_append(c, body, blen) == -1)
-        return -1;
     if (!keep_alive)
         c->state = CONN_FINISHING;
-    return 0;
+    out_append2(c, head, (size_t)n, body, blen);
     // LAB END
 }
 
-static const char http_hello[] = "hello from 06_codecs: one HTTP/1.1 request head, decoded\n";
+// The text each status we answer carries as its body.
+static const char *http_body(int status)
+{
+    return status == 200   ? "hello from 06_codecs: one HTTP/1.1 request head, decoded\n"
+           : status == 404 ? "not found\n"
+                           : "method not allowed\n";
+}
 
 // http: the head just decoded from DATA. Decides the response; sends it now, or, when a body
 // follows, once the body has been read past (http_body_piece): the response comes after the
 // whole request, and the body's bytes are never taken for the next request.
-static int http_answer(struct conn *c, const char *data)
+static void http_answer(struct conn *c, const char *data)
 {
     const struct http_request *req = &c->dec.http.req;
     const char *method = data + req->method.off;
@@ -568,22 +601,19 @@ static int http_answer(struct conn *c, const char *data)
     c->http_status = status;
     c->http_keep_alive = req->keep_alive != 0;
     if (req->content_length > 0)
-        return 0;  // the body's END piece sends it
+        return;  // the body's END piece sends it
     c->http_status = 0;
-    return http_respond(c, status, c->http_keep_alive,
-                        status == 200 ? http_hello : status == 404 ? "not found\n" : "method not allowed\n");
+    http_respond(c, status, c->http_keep_alive, http_body(status));
 }
 
 // http: a piece of a request body. We serve no request with a body, so it is skipped.
-static int http_body_piece(struct conn *c, const struct codec_result *r)
+static void http_body_piece(struct conn *c, const struct codec_result *r)
 {
     n_pieces++;
-    if (!(r->flags & CODEC_PIECE_END))
-        return 0;
-    int status = c->http_status;
-    c->http_status = 0;
-    return http_respond(c, status, c->http_keep_alive,
-                        status == 200 ? http_hello : status == 404 ? "not found\n" : "method not allowed\n");
+    if (r->flags & CODEC_PIECE_END) {
+        http_respond(c, c->http_status, c->http_keep_alive, http_body(c->http_status));
+        c->http_status = 0;
+    }
 }
 
 // Runs C's decoder once over DATA (LEN bytes: c->in's unread bytes).
@@ -604,29 +634,26 @@ static struct codec_result decode_once(struct conn *c, const char *data, size_t 
     return codec_error("no codec", 0);  // not reached: main sets one
 }
 
-// Handles one frame or piece R, decoded from DATA. Returns 0, or -1 (drop C).
-static int handle_frame(struct conn *c, const char *data, const struct codec_result *r)
+// Handles one frame or piece R, decoded from DATA: queues its reply.
+static void handle_frame(struct conn *c, const char *data, const struct codec_result *r)
 {
     if (r->status == CODEC_FRAME)
         n_frames++;
-    switch (opt.codec) {
-    case CODEC_RESP:
-        return resp_answer(c, data);
-    case CODEC_HTTP:
-        return r->status == CODEC_FRAME ? http_answer(c, data) : http_body_piece(c, r);
-    case CODEC_LEN:
-        if (r->status == CODEC_PIECE)
-            return echo_piece(c, r);
-        return echo_frame(c, r->frame, r->len);
-    default:
-        return echo_frame(c, r->frame, r->len);
-    }
+    if (opt.codec == CODEC_RESP)
+        resp_answer(c, data);
+    else if (opt.codec == CODEC_HTTP && r->status == CODEC_FRAME)
+        http_answer(c, data);
+    else if (opt.codec == CODEC_HTTP)
+        http_body_piece(c, r);
+    else if (r->status == CODEC_PIECE)
+        echo_piece(c, r);
+    else
+        echo_frame(c, r->frame, r->len);
 }
 
 // Decodes every whole frame (and piece) in C's input buffer and queues the replies, until
-// the decoder needs more bytes, C is paused or finished, or a frame is bad. Returns 0, or -1
-// after logging why C must be dropped.
-static int conn_decode(struct conn *c)
+// the decoder needs more bytes, or C is paused, finished (a bad frame: conn_fail) or broken.
+static void conn_decode(struct conn *c)
 {
     // LAB BEGIN conn_decode: while C is READING, feed the decoder c->in's unread bytes (buf_peek, buf_len, decode_once); NEED_MORE: stop (and a full buffer is an error: the request is larger than in_limit); FRAME or PIECE: handle_frame, THEN drop r.consumed (buf_consume: codec.h rule 1), then conn_check_backpressure; ERROR: conn_fail
     while (c->state == CONN_READING) {
@@ -635,19 +662,19 @@ static int conn_decode(struct conn *c)
         struct codec_result r = decode_once(c, data, len);
         if (r.status == CODEC_NEED_MORE) {
             if (len >= in_limit)
-                return conn_fail(c, "request larger than the input buffer", 431);
-            return 0;
+                conn_fail(c, "request larger than the input buffer", 431);
+            return;
         }
-        if (r.status == CODEC_ERROR)
-            return conn_fail(c, r.error, r.code);
+        if (r.status == CODEC_ERROR) {
+            conn_fail(c, r.error, r.code);
+            return;
+        }
         // The frame is a view into c->in: handle it before the bytes are dropped
         // (buf_consume may move or free the buffer).
-        if (handle_frame(c, data, &r) == -1)
-            return -1;
+        handle_frame(c, data, &r);
         buf_consume(&c->in, r.consumed);
         conn_check_backpressure(c);
     }
-    return 0;
     // LAB END
 }
 
@@ -677,8 +704,10 @@ static int conn_read(struct conn *c)
     }
     if (c->in.cap > in_peak)
         in_peak = c->in.cap;
-    if (room == 0)  // cannot happen: conn_decode fails a client whose buffer is full
-        return conn_fail(c, "request larger than the input buffer", 431);
+    if (room == 0) {  // cannot happen: conn_decode fails a client whose buffer is full
+        conn_fail(c, "request larger than the input buffer", 431);
+        return 0;
+    }
     ssize_t n;
     do {
         n_recvs++;
@@ -698,7 +727,8 @@ static int conn_read(struct conn *c)
         return 0;
     }
     buf_commit(&c->in, (size_t)n);
-    return conn_decode(c);
+    conn_decode(c);
+    return 0;
 }
 
 // Client C is FINISHING or LINGERING: once its output is out, send our FIN, then read and
@@ -769,10 +799,11 @@ static bool conn_handle(struct conn *c, uint32_t revents)
         conn_check_backpressure(c);
         if (c->state != CONN_READING)
             break;  // still paused: EPOLLOUT brings us back
-        if (conn_decode(c) == -1)
-            return false;
+        conn_decode(c);
     }
     // LAB END
+    if (c->state == CONN_BROKEN)
+        return false;
     if (c->state == CONN_CLOSING && buf_len(&c->out) == 0) {
         log_msg("fd %d closed", c->fd);
         return false;

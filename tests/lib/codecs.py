@@ -592,6 +592,9 @@ BAD_CASES = {
         "huge-array": (lambda m: b"*2147483647\r\n", b"-ERR Protocol error"),
         "no-crlf-after-bulk": (lambda m: b"*1\r\n$4\r\nPINGxx", b"-ERR Protocol error"),
         "not-bulk": (lambda m: b"*1\r\n:5\r\n", b"-ERR Protocol error"),
+        # Two bulks of 1 MiB (each within resp.h's limit), more than the 2 MiB input buffer.
+        "too-big-request": (lambda m: b"*3\r\n$4\r\nECHO\r\n" + (b"$1048576\r\n" + b"b" * 1048576 + b"\r\n") * 2,
+                            b"-ERR Protocol error: request larger than the input buffer\r\n"),
     },
     "http": {
         "garbage": (lambda m: b"\x01\x02 not http at all\r\n\r\n", 400),
