@@ -197,8 +197,10 @@ struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t
             // meant it. Without this check a wrong length silently shifts every later byte.
             if (data[d->pos + n] != '\r' || data[d->pos + n + 1] != '\n')
                 return resp_fail(d, "bulk not followed by CRLF");
+            // LAB END
             if (resp_push(d, d->pos, n) == -1)
                 return resp_fail(d, "out of memory");
+            // LAB BEGIN resp_next: step past the bulk and its CRLF; is the request whole?
             d->pos += n + 2;
             if ((long long)d->argc < d->nargs) {
                 d->state = RS_BULKLEN;
