@@ -7,17 +7,12 @@
 
 static size_t test_size = 5;
 
-static struct codec_result op_decode(void *dec, const char *data, size_t len)
-{
-    return fixed_decode(dec, data, len);
-}
-
 static void op_reset(void *dec) { fixed_init(dec, test_size); }
 
 int main(void)
 {
     struct fixed_decoder d;
-    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = op_decode};
+    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = fixed_decode_op};
 
     // 16 bytes (one a NUL): three frames, then one byte of a fourth.
     static const char vec[] = "hello\nworld\r\n\0xy";

@@ -10,47 +10,13 @@
 static size_t test_head = 256, test_headers = 4;
 static unsigned long long test_body = 64;
 
-static struct codec_result op_decode(void *dec, const char *data, size_t len)
-{
-    return http_decode(dec, data, len);
-}
-
 static void op_reset(void *dec) { http_init(dec, test_head, test_headers, test_body); }
-
-static void add_span(struct tstr *out, const char *data, struct http_span s)
-{
-    ts_add(out, data + s.off, s.len);
-}
-
-// A head in the transcript: "F<len>:METHOD TARGET 1.x ka=K cl=N host=H [name=value]...".
-// host= is looked up as "HOST": the lookup must ignore case.
-static void op_describe(void *dec, const char *data, const struct codec_result *r,
-                        struct tstr *out)
-{
-    struct http_decoder *d = dec;
-    const struct http_request *q = &d->req;
-    (void)r;
-    add_span(out, data, q->method);
-    ts_add(out, " ", 1);
-    add_span(out, data, q->target);
-    ts_printf(out, " 1.%d ka=%d cl=%llu host=", q->minor, q->keep_alive, q->content_length);
-    size_t hl;
-    const char *h = http_header(d, data, "HOST", &hl);
-    ts_add(out, h != NULL ? h : "-", h != NULL ? hl : 1);
-    for (size_t i = 0; i < q->nheaders; i++) {
-        ts_add(out, " [", 2);
-        add_span(out, data, q->headers[i].name);
-        ts_add(out, "=", 1);
-        add_span(out, data, q->headers[i].value);
-        ts_add(out, "]", 1);
-    }
-}
 
 int main(void)
 {
     struct http_decoder d;
-    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = op_decode,
-                            .describe = op_describe};
+    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = http_decode_op,
+                            .describe = http_describe};
 
     // 1. The vectors, back to back (a keep-alive connection).
     static const char vec[] =
@@ -104,7 +70,8 @@ int main(void)
          "E400:malformed request line\n"},
         {"a request line without a version is 400", "GET /\r\nHost: a\r\n\r\n",
          "E400:malformed request line\n"},
-        {"HTTP/2.0 is 505", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", "E505:HTTP version not supported\n"},
+        {"HTTP/2.0 is 505", "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+         "E505:HTTP version not supported\n"},
         {"an empty line where the request line belongs is 400", "\r\nGET / HTTP/1.1\r\n\r\n",
          "E400:empty request line\n"},
         {"5 header lines (1 past the limit) is 431",
@@ -151,26 +118,8 @@ int main(void)
     ts_free(&w);
 
     // 4. Garbage: random bytes of HTTP's alphabet, one read against random splits.
-    unsigned long long seed = t_rand_state;
-    int bad = 0;
-    for (int run = 0; run < 300; run++) {
-        static const char alpha[] = "GET / HTTP/1.1\r\n\r\nHost: aContent-Length: 3\n";
-        size_t len = 1 + (size_t)(t_rand() % 400);
-        struct tstr g = {0}, one = {0}, split = {0};
-        for (size_t i = 0; i < len; i++)
-            ts_add(&g, &alpha[t_rand() % (sizeof alpha - 1)], 1);
-        size_t cuts[32];
-        for (int k = 0; k < 32; k++)
-            cuts[k] = 1 + (size_t)(t_rand() % 20);
-        feed(&ops, g.p, g.len, NULL, 0, 512, 0, &one, NULL);
-        feed(&ops, g.p, g.len, cuts, 32, 512, 1, &split, NULL);
-        if ((one.len != split.len || memcmp(one.p, split.p, one.len) != 0) && bad++ < 3)
-            t_show_diff("random HTTP-ish bytes", &split, &one);
-        ts_free(&g);
-        ts_free(&one);
-        ts_free(&split);
-    }
-    t_check(bad == 0, "300 random streams: random splits agree with one read (seed %#llx)", seed);
+    check_random_streams("random HTTP-ish bytes", &ops,
+                         "GET / HTTP/1.1\r\n\r\nHost: aContent-Length: 3\n", 300, 400, 20, 512);
 
     // 5. Sticky errors; the defaults; the reasons.
     http_init(&d, 0, 0, 0);

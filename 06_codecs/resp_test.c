@@ -9,11 +9,6 @@
 #define MAX_BULK 16
 #define MAX_ARGS 8
 
-static struct codec_result op_decode(void *dec, const char *data, size_t len)
-{
-    return resp_decode(dec, data, len);
-}
-
 // A fresh decoder per run (the table from the previous run is freed first).
 static void op_reset(void *dec)
 {
@@ -21,28 +16,12 @@ static void op_reset(void *dec)
     resp_init(dec, MAX_BULK, MAX_ARGS);
 }
 
-// A request in the transcript: "F<len>:<argc>[arg][arg]...".
-static void op_describe(void *dec, const char *data, const struct codec_result *r,
-                        struct tstr *out)
-{
-    struct resp_decoder *d = dec;
-    (void)r;
-    ts_printf(out, "%zu", d->argc);
-    for (size_t i = 0; i < d->argc; i++) {
-        size_t n;
-        const char *a = resp_arg(d, data, i, &n);
-        ts_add(out, "[", 1);
-        ts_add(out, a, n);
-        ts_add(out, "]", 1);
-    }
-}
-
 int main(void)
 {
     struct resp_decoder d;
     resp_init(&d, MAX_BULK, MAX_ARGS);
-    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = op_decode,
-                            .describe = op_describe};
+    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = resp_decode_op,
+                            .describe = resp_describe};
 
     // 1. The vectors, back to back in one stream.
     static const char vec[] = "*1\r\n$4\r\nPING\r\n"
@@ -174,26 +153,7 @@ int main(void)
     ts_free(&many);
 
     // 6. Garbage: random bytes from RESP's alphabet, one read against random splits.
-    unsigned long long seed = t_rand_state;
-    int bad = 0;
-    for (int run = 0; run < 300; run++) {
-        static const char alpha[] = "*$\r\n0123-x :+";
-        size_t len = 1 + (size_t)(t_rand() % 300);
-        struct tstr g = {0}, one = {0}, split = {0};
-        for (size_t i = 0; i < len; i++)
-            ts_add(&g, &alpha[t_rand() % (sizeof alpha - 1)], 1);
-        size_t cuts[32];
-        for (int k = 0; k < 32; k++)
-            cuts[k] = 1 + (size_t)(t_rand() % 20);
-        feed(&ops, g.p, g.len, NULL, 0, 512, 0, &one, NULL);
-        feed(&ops, g.p, g.len, cuts, 32, 512, 1, &split, NULL);
-        if ((one.len != split.len || memcmp(one.p, split.p, one.len) != 0) && bad++ < 3)
-            t_show_diff("random RESP-ish bytes", &split, &one);
-        ts_free(&g);
-        ts_free(&one);
-        ts_free(&split);
-    }
-    t_check(bad == 0, "300 random streams: random splits agree with one read (seed %#llx)", seed);
+    check_random_streams("random RESP-ish bytes", &ops, "*$\r\n0123-x :+", 300, 300, 20, 512);
 
     // 7. An error is sticky.
     resp_free(&d);

@@ -429,6 +429,116 @@ static inline int check_splits(const char *name, const struct codec_ops *ops,
                           random);
 }
 
+// Feeds RUNS random streams of 1..MAXLEN bytes to OPS, each in one read and in random pieces
+// of 1..MAXPIECE bytes through a buffer of CAP bytes that moves on every read: the two
+// transcripts must agree (errors included) and no rule of codec.h may break. The bytes come
+// from ALPHA (a C string), or with ALPHA NULL are any byte, a NUL one time in four (small
+// length headers). Prints one result line, with the seed.
+static inline void check_random_streams(const char *name, const struct codec_ops *ops,
+                                        const char *alpha, int runs, size_t maxlen,
+                                        size_t maxpiece, size_t cap)
+{
+    unsigned long long seed = t_rand_state;
+    int bad = 0;
+    for (int run = 0; run < runs; run++) {
+        size_t n = 1 + (size_t)(t_rand() % maxlen);
+        struct tstr g = {0}, one = {0}, split = {0};
+        struct feed_stats st = {0};
+        for (size_t i = 0; i < n; i++) {
+            unsigned long long x = t_rand();
+            char c = alpha != NULL ? alpha[x % strlen(alpha)] : (char)(x % 4 == 0 ? 0 : x >> 8);
+            ts_add(&g, &c, 1);
+        }
+        size_t cuts[64];
+        for (int k = 0; k < 64; k++)
+            cuts[k] = 1 + (size_t)(t_rand() % maxpiece);
+        feed(ops, g.p, g.len, NULL, 0, cap, 0, &one, &st);
+        feed(ops, g.p, g.len, cuts, 64, cap, 1, &split, &st);
+        if ((!ts_eq(&one, &split) || st.broken > 0) && bad++ < 3)
+            t_show_diff(name, &split, &one);
+        ts_free(&g);
+        ts_free(&one);
+        ts_free(&split);
+    }
+    t_check(bad == 0, "%s: %d random streams, random splits agree with one read (seed %#llx)",
+            name, runs, seed);
+}
+
+// ---- each decoder as a codec_ops.decode (each where its header came first) ----
+
+#define T_DECODE_OP(codec)                                                                  \
+    static inline struct codec_result codec##_decode_op(void *dec, const char *data,       \
+                                                        size_t len)                        \
+    {                                                                                       \
+        return codec##_decode(dec, data, len);                                              \
+    }
+#ifdef FIXED_H
+T_DECODE_OP(fixed)
+#endif
+#ifdef LINE_H
+T_DECODE_OP(line)
+#endif
+#ifdef LENFRAME_H
+T_DECODE_OP(lenframe)
+#endif
+#ifdef RESP_H
+T_DECODE_OP(resp)
+#endif
+#ifdef HTTP_H
+T_DECODE_OP(http)
+#endif
+
+// ---- transcript writers of the two protocols (each where its header came first) ----
+
+#ifdef RESP_H
+// A request: "<argc>[arg][arg]..." (resp_test.c and fuzz/fuzz_resp.c).
+static inline void resp_describe(void *dec, const char *data, const struct codec_result *r,
+                                 struct tstr *out)
+{
+    struct resp_decoder *d = dec;
+    (void)r;
+    ts_printf(out, "%zu", d->argc);
+    for (size_t i = 0; i < d->argc; i++) {
+        size_t n;
+        const char *a = resp_arg(d, data, i, &n);
+        ts_add(out, "[", 1);
+        ts_add(out, a, n);
+        ts_add(out, "]", 1);
+    }
+}
+#endif
+
+#ifdef HTTP_H
+static inline void http_add_span(struct tstr *out, const char *data, struct http_span s)
+{
+    ts_add(out, data + s.off, s.len);
+}
+
+// A head: "METHOD TARGET 1.x ka=K cl=N host=H [name=value]..." (http_test.c and
+// fuzz/fuzz_http.c). host= is looked up as "HOST": the lookup must ignore case.
+static inline void http_describe(void *dec, const char *data, const struct codec_result *r,
+                                 struct tstr *out)
+{
+    struct http_decoder *d = dec;
+    const struct http_request *q = &d->req;
+    (void)r;
+    http_add_span(out, data, q->method);
+    ts_add(out, " ", 1);
+    http_add_span(out, data, q->target);
+    ts_printf(out, " 1.%d ka=%d cl=%llu host=", q->minor, q->keep_alive, q->content_length);
+    size_t hl;
+    const char *h = http_header(d, data, "HOST", &hl);
+    ts_add(out, h != NULL ? h : "-", h != NULL ? hl : 1);
+    for (size_t i = 0; i < q->nheaders; i++) {
+        ts_add(out, " [", 2);
+        http_add_span(out, data, q->headers[i].name);
+        ts_add(out, "=", 1);
+        http_add_span(out, data, q->headers[i].value);
+        ts_add(out, "]", 1);
+    }
+}
+#endif
+
 // ---- the fuzz targets' differential check (fuzz/fuzz_*.c) ----
 
 // Feeds STREAM (N bytes) to OPS three ways: in one read; split in two at a point derived from

@@ -7,11 +7,6 @@ static size_t fuzz_size;
 
 static void op_reset(void *dec) { fixed_init(dec, fuzz_size); }
 
-static struct codec_result op_decode(void *dec, const char *data, size_t len)
-{
-    return fixed_decode(dec, data, len);
-}
-
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
@@ -19,7 +14,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     if (size < 2)
         return 0;
     struct fixed_decoder d;
-    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = op_decode};
+    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = fixed_decode_op};
     fuzz_size = 1 + data[0] % 32;
     fuzz_differential(&ops, (const char *)data + 2, size - 2, data[1], 64);
     return 0;

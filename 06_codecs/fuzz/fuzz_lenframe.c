@@ -9,11 +9,6 @@ static uint32_t fuzz_max;
 
 static void op_reset(void *dec) { lenframe_init(dec, fuzz_max, 64 - LENFRAME_HEADER); }
 
-static struct codec_result op_decode(void *dec, const char *data, size_t len)
-{
-    return lenframe_decode(dec, data, len);
-}
-
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
@@ -21,7 +16,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     if (size < 2)
         return 0;
     struct lenframe_decoder d;
-    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = op_decode,
+    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = lenframe_decode_op,
                             .pieces_are_frames = 1};
     fuzz_max = data[0] == 0 ? 1 : data[0];  // 0 would mean the 16 MiB default
     fuzz_differential(&ops, (const char *)data + 2, size - 2, data[1], 64);

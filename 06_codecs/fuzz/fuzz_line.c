@@ -8,11 +8,6 @@ static size_t fuzz_max;
 
 static void op_reset(void *dec) { line_init(dec, fuzz_max); }
 
-static struct codec_result op_decode(void *dec, const char *data, size_t len)
-{
-    return line_decode(dec, data, len);
-}
-
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
@@ -20,7 +15,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     if (size < 2)
         return 0;
     struct line_decoder d;
-    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = op_decode};
+    struct codec_ops ops = {.dec = &d, .reset = op_reset, .decode = line_decode_op};
     fuzz_max = 1 + data[0] % 64;
     fuzz_differential(&ops, (const char *)data + 2, size - 2, data[1], 128);
     return 0;
