@@ -309,8 +309,10 @@ int main(int argc, char **argv)
     for (;;) {
         // The end: stdin is over, and nothing is left to send (and, if we
         // were connected, the server has closed: client_recv returns false).
-        if (c.stdin_eof && buf_len(&c.pending) == 0 && c.state == WAITING)
+        if (c.stdin_eof && buf_len(&c.pending) == 0 && c.state == WAITING) {
+            buf_free(&c.pending);
             return 0;
+        }
         struct pollfd p[2] = {{.fd = -1}, {.fd = -1}};
         if (!c.stdin_eof && buf_len(&c.pending) < PENDING_MAX)
             p[0] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
@@ -357,8 +359,11 @@ int main(int argc, char **argv)
             if (c.state == CONNECTING)
                 client_connected(&c);
             else if (c.state == CONNECTED && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
-                     !client_recv(&c))
+                     !client_recv(&c)) {
+                close_or_log(c.fd, "socket");
+                buf_free(&c.pending);
                 return 0;
+            }
         }
         if (c.state == CONNECTED)
             client_send(&c);

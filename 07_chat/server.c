@@ -412,7 +412,8 @@ static void flush_later(struct session *s)
 // The lifetime rules of a struct session (what makes the fan-out safe):
 //  1. A session is freed only by reap_closed, at the end of a turn, never
 //     while anything may still hold its address: the turn's events array,
-//     a fan_out walking the room, the flush list.
+//     a fan_out walking the room, the flush list. The yield list outlives
+//     the turn: session_free takes the session off it.
 //  2. Leaving (session_leave, session_close) only changes its state and
 //     queues it to be announced; a loop that meets a session not S_OPEN
 //     skips it. So a broadcast may drop a recipient (too slow) and walk on
@@ -949,6 +950,12 @@ static void session_free(struct session *s)
     // dup, no fork: 04, conn_close).
     close_or_log(s->fd, "client");
     heap_del(s);
+    // The yield list is the one that outlives a turn: take S off it.
+    for (struct session **p = &yield_list; *p != NULL; p = &(*p)->yield_next)
+        if (*p == s) {
+            *p = s->yield_next;
+            break;
+        }
     buf_free(&s->in);
     buf_free(&s->out);
     outq_free(&s->q);
