@@ -77,6 +77,42 @@ char *buf_reserve(struct buffer *b, size_t n, size_t *room)
     return b->data + b->end;
 }
 
+char *buf_reserve_capped(struct buffer *b, size_t n, size_t limit, size_t *room)
+{
+    size_t len = buf_len(b);
+    if (limit < BUF_MIN_CAP)
+        limit = BUF_MIN_CAP;
+    if (len >= limit) {
+        *room = 0;
+        return b->data + b->end;  // not NULL: len > 0, so the buffer owns memory
+    }
+    if (n > limit - len)
+        n = limit - len;
+    if (len == 0)
+        b->start = b->end = 0;
+    if (b->cap - b->end < n) {
+        if (b->cap - len >= n && (len <= b->start || b->cap >= limit)) {
+            // Rule 2's compaction; or at the cap, the only way to make room.
+            buf_compact(b);
+        } else {
+            size_t new_cap = b->cap > 0 ? b->cap * 2 : BUF_MIN_CAP;
+            while (new_cap < limit && new_cap - b->end < n)
+                new_cap *= 2;
+            if (new_cap >= limit) {
+                // The last growth: every byte of it may be needed, the dead prefix too.
+                new_cap = limit;
+                buf_compact(b);
+            }
+            if (buf_resize(b, new_cap) == -1)
+                return NULL;
+        }
+    }
+    assert(b->cap - b->end >= n && b->cap <= limit);
+    size_t free_space = b->cap - b->end;
+    *room = free_space < limit - len ? free_space : limit - len;
+    return b->data + b->end;
+}
+
 void buf_commit(struct buffer *b, size_t n)
 {
     assert(n <= b->cap - b->end);

@@ -1,5 +1,5 @@
 // buffer.h: a byte queue that grows on demand and gives its memory back as it empties.
-// Each connection owns one, for the echo the kernel has not taken yet (a protocol adds one for input).
+// Each connection owns two: bytes read but not yet handled, and bytes the kernel has not yet taken.
 #ifndef BUFFER_H
 #define BUFFER_H
 
@@ -73,6 +73,15 @@ static inline const char *buf_peek(const struct buffer *b)
 // then buf_commit() how many you wrote. Returns NULL if out of memory
 // (the buffer is unchanged).
 char *buf_reserve(struct buffer *b, size_t n, size_t *room);
+
+// buf_reserve for an input buffer, whose holding is bounded by the protocol: room for up to
+// N more bytes (fewer when LIMIT - buf_len() is less), with the capacity kept at or below
+// max(LIMIT, BUF_MIN_CAP). Below it, rule 2 as in buf_reserve; at it, the dead prefix is
+// reclaimed whatever it costs (growing is not allowed, so moving is the only way left: at
+// most LIMIT bytes moved per call). Returns where to write, with *ROOM >= 1; or, when the
+// buffer already holds LIMIT bytes, a non-NULL pointer with *ROOM == 0 (the caller's
+// request is larger than its limit); NULL if out of memory (the buffer is unchanged).
+char *buf_reserve_capped(struct buffer *b, size_t n, size_t limit, size_t *room);
 
 // Adds N bytes just written into the space buf_reserve() returned.
 void buf_commit(struct buffer *b, size_t n);

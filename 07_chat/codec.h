@@ -8,7 +8,8 @@
 //                      r = X_decode(&dec, unread_bytes, unread_len)
 //                      NEED_MORE -> stop looping; read again (compact the buffer if you like)
 //                      FRAME     -> handle r.frame / r.len, then drop r.consumed bytes
-//                      PIECE     -> handle one piece of a frame too big to wait for, drop r.consumed
+//                      PIECE     -> handle one piece of a frame too long to wait for, drop
+//                                   r.consumed
 //                      ERROR     -> send the protocol's error (r.error, r.code), close
 //
 // The rules every decoder here keeps (codec_test programs hold them to it):
