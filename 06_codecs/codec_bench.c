@@ -56,7 +56,7 @@ void *__wrap_realloc(void *p, size_t n)
 enum kind { K_FIXED, K_LINE, K_LEN, K_LEN_BIG, K_RESP, K_HTTP, K_KINDS };
 
 static const char *kind_name[K_KINDS] = {
-    "fixed:64", "line (~70 B lines)", "len (~500 B frames)", "len (1 MiB frames, in pieces)",
+    "fixed:64", "line (9..128 B lines)", "len (48..524 B frames)", "len (1 MiB frames, in pieces)",
     "resp (SET k v)", "http (GET heads)",
 };
 
