@@ -77,9 +77,11 @@
 // session's input buffer, and the session on the yield list (session_read).
 #define LINES_PER_TURN 16
 
-// Output entries offered to one writev(): 64 iovecs are 1 KiB of stack and
-// 64 queued lines, plenty to fill a socket's send buffer in one call.
-#define IOV_PER_WRITE 64
+// Output entries offered to one writev(): IOV_MAX on Linux (16 KiB of stack).
+// A busy turn queues one entry per line per recipient (up to LINES_PER_TURN
+// from every sender): with 64 a recipient of 100 senders needed 25 writev()
+// calls per turn where --broadcast copy needs one send() (README.md, section 5).
+#define IOV_PER_WRITE 1024
 
 // How many clients one turn may accept (04: a flood of connections must not
 // starve the sessions we have).
@@ -1147,20 +1149,19 @@ static int next_timeout_ms(long long drain_deadline)
 {
     if (yield_list != NULL)
         return 0;
-    // LAB BEGIN next_timeout: the earliest of heap[0]'s deadline (if heap_n > 0), accept_resume_at and DRAIN_DEADLINE (each -1 or LLONG_MAX when unset), as milliseconds from now rounded up; -1 if there is none
+    // The deadlines that are not timers: a paused accept resuming, the end of the drain.
     long long next = LLONG_MAX;
-    if (heap_n > 0)
-        next = heap[0]->deadline;
-    if (accept_resume_at != -1 && accept_resume_at < next)
+    if (accept_resume_at != -1)
         next = accept_resume_at;
     if (drain_deadline != -1 && drain_deadline < next)
         next = drain_deadline;
+    // LAB BEGIN next_timeout: the earliest of NEXT and the first timer's deadline (heap[0], if heap_n > 0), as milliseconds from now rounded up (0 if it is due); -1 if there is no deadline at all
+    if (heap_n > 0 && heap[0]->deadline < next)
+        next = heap[0]->deadline;
     if (next == LLONG_MAX)
         return -1;
     long long left = next - now_ns();
-    if (left <= 0)
-        return 0;
-    long long ms = (left + 999999) / 1000000;
+    long long ms = left <= 0 ? 0 : (left + 999999) / 1000000;
     return ms > INT_MAX ? INT_MAX : (int)ms;
     // LAB END
 }

@@ -106,6 +106,10 @@ vm_kib() {
     chat script --step 'A+' --step 'B+' --step 'A< * {B} joined' \
         --step "B> $ok4096" --step "A< {B}: $ok4096" \
         --step "B> $long4097" --step 'B< * line too long' --step 'B.' --step 'A< * {B} left'
+    # 4097 bytes and a '\r' with no '\n' yet: too long already, whatever comes next (the
+    # decoder does not wait for the end of a line it will refuse).
+    chat script --step 'A+' --step "A raw $(python3 -c 'print("62" * 4097 + "0d")')" \
+        --step 'A< * line too long' --step 'A.'
     stop_server
 }
 
