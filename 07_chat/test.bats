@@ -35,6 +35,11 @@ wait_exit() {
     wait_bg "$1" "$2"
 }
 
+# scaled_s SECONDS: SECONDS stretched by TIMEOUT_SCALE, for `read -t` and client options.
+scaled_s() {
+    awk -v s="$1" -v k="$TIMEOUT_SCALE" 'BEGIN { print s * k }'
+}
+
 # vm_kib PID FIELD: a field of /proc/PID/status in KiB (VmRSS, VmHWM).
 vm_kib() {
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
@@ -291,6 +296,42 @@ PY
     stop_server
 }
 
+@test "EMFILE: out of descriptors, the server refuses the extra clients at once, neither spins nor stops serving" {
+    raise_nofile 300
+    # 32 descriptors: 0-2, the epoll instance, the listening socket and the spare leave 26
+    # for sessions; the one below takes one, the flood 25, and the other 75 are refused.
+    SERVER_NOFILE=32 start_server server
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    local reply=
+    read -r -t "$(scaled_s 2)" reply <&5 || true
+    [[ $reply == "* welcome user1" ]] || { exec 5>&-; fail "the client connected before the flood got '$reply'"; } || return
+    start_bg flood python3 "$NETKIT" flood --port "$PORT" --conns 100 --hold "$(scaled_s 4)"
+    local flood=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/flood.out" '^flood: 100 connections opened' 10 || { exec 5>&-; return 1; }
+    assert_log 'Too many open files' 5 || { exec 5>&-; return 1; }
+    local t0 t1
+    t0=$(cpu_ticks "$SERVER_PID")
+    sleep 1   # the measurement window itself, not a readiness wait
+    t1=$(cpu_ticks "$SERVER_PID")
+    ! has_exited "$flood" || { exec 5>&-; fail "the flood client ended before the measurement window did: it measured nothing"; } || return
+    # Still served: its /who reply comes, after the joins of the sessions the flood got in.
+    printf '/who\n' >&5
+    local deadline=$(($(now_ms) + $(scaled_ms 2)))
+    reply=
+    while [[ $reply != "* users:"* ]] && (($(now_ms) < deadline)); do
+        read -r -t "$(scaled_s 2)" reply <&5 || break
+    done
+    exec 5>&-
+    wait_bg "$flood" flood
+    (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s while out of fds: it is spinning"
+    [[ $reply == "* users: user1 "* ]] || fail "the client connected before the flood got '$reply' for /who, want '* users: user1 ...'"
+    local closed
+    closed=$(sed -n 's/.*the server closed \([0-9]*\) of them.*/\1/p' "$BATS_TEST_TMPDIR/flood.out")
+    ((closed > 0)) || fail "no flooding client was closed by the server: $(cat "$BATS_TEST_TMPDIR/flood.out")"
+    grep -q 'dropped one pending connection' "$SERVER_ERR" || fail "no 'dropped one pending connection' line in the log"
+    stop_server
+}
+
 @test "SIGTERM with clients connected: each is told * server shutting down, then EOF; exit 0 within 2 s" {
     start_server server
     start_bg shut python3 "$CHAT" shutdown --port "$PORT" --clients 3 --timeout 5
@@ -299,6 +340,20 @@ PY
     stop_server
     wait_bg "$shut" shut
     assert_log 'stopping: 3 sessions'
+}
+
+@test "SIGTERM flushes output still queued in the server: a slow reader gets every line, then * server shutting down, then EOF" {
+    # 8 MiB of lines for a reader that reads nothing until the SIGTERM, through a 4 KiB
+    # receive buffer: most of it waits in the server's queue for it (--max-output 16 MiB,
+    # so it is not dropped first). The drain has 1 s to send it all.
+    start_server server --max-output 16777216
+    chat drain --pid "$SERVER_PID" --lines 2048 --size 4000 --timeout 10
+    stop_server
+    local pending
+    pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
+    [[ -n $pending ]] || fail "no 'stopping: ... N bytes pending' line:" "$(tail -n 5 "$SERVER_ERR")" || return
+    ((pending > 0)) || fail "nothing was queued in the server at SIGTERM: the drain was not tested"
+    echo "# $pending bytes were queued in the server at SIGTERM" >&3
 }
 
 @test "SIGTERM that lands just before the first wait still stops it" {

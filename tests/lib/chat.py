@@ -33,6 +33,11 @@ TIMEOUT_SCALE (environment, default 1) stretches them all.
                       N clients connect, print `shutdown: N connected`, and wait: each must
                       receive `* server shutting down`, then EOF (the test sends SIGTERM)
   idle --wait S       one client, silent: must get `* idle timeout`, then EOF, within S s
+  drain --pid PID --lines L --size B
+                      a reader that reads nothing yet (SO_RCVBUF 4 KiB) and a sender of L
+                      lines of B bytes; once a `/who` reply proves the server has queued them
+                      all, SIGTERM to PID; then the reader must get every line, in order,
+                      then `* server shutting down`, then EOF
 """
 
 import argparse
@@ -479,6 +484,46 @@ def idle(host, port, wait, timeout):
     return "'* idle timeout' after %.3f s of silence, then EOF" % took
 
 
+def drain(host, port, pid, nlines, size, timeout):
+    import signal
+    room = Room(host, port)
+    reader = Client(room, "reader", rcvbuf=4096)
+    room.welcome(reader, timeout)
+    reader.reading = False
+    room.update(reader)
+    sender = Client(room, "sender")
+    room.welcome(sender, timeout)
+    pad = "y" * max(0, size - 12)
+    sender.send(b"".join(("%d %s" % (i, pad)).encode() + b"\n" for i in range(nlines)))
+    sender.send_line("/who")
+    while True:
+        line = room.next_line(sender, timeout)
+        if line.startswith("* users:"):
+            break
+    os.kill(pid, signal.SIGTERM)
+    reader.reading = True
+    room.update(reader)
+    seq = 0
+    while True:
+        line = room.next_line(reader, timeout)
+        if line.startswith("* "):
+            if line == "* server shutting down":
+                break
+            continue  # the sender's join
+        name, _, text = line.partition(": ")
+        got = int(text.split(" ", 1)[0])
+        if name != sender.name or got != seq:
+            raise Failure("reader: got line %d from %s, want line %d from %s" % (got, name, seq, sender.name))
+        seq += 1
+    if seq != nlines:
+        raise Failure("reader: '* server shutting down' after %d of %d lines" % (seq, nlines))
+    room.run_until(lambda: reader.lines or reader.eof, timeout, "reader: no EOF after shutting down")
+    if reader.lines:
+        raise Failure("reader: got %r after '* server shutting down', want EOF" % reader.lines[0])
+    return "all %d lines (%d bytes) queued at SIGTERM arrived, then '* server shutting down', then EOF" % (
+        nlines, nlines * size)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -506,6 +551,10 @@ def main(argv=None):
     p.add_argument("--under", type=float, default=250.0)
     p = add("shutdown", "clients told the server is shutting down")
     p.add_argument("--clients", type=int, default=3)
+    p = add("drain", "output queued at SIGTERM still arrives")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--lines", type=int, default=2048)
+    p.add_argument("--size", type=int, default=4000)
     p = add("idle", "a silent client is timed out")
     p.add_argument("--wait", type=float, default=3.0)
     a = ap.parse_args(argv)
@@ -518,6 +567,8 @@ def main(argv=None):
             msg = slow(a.host, a.port, a.flooders, a.lines, a.size, a.window, a.timeout)
         elif a.cmd == "latency":
             msg = latency(a.host, a.port, a.bytes, a.probes, a.under, a.timeout)
+        elif a.cmd == "drain":
+            msg = drain(a.host, a.port, a.pid, a.lines, a.size, a.timeout)
         elif a.cmd == "shutdown":
             msg = shutdown(a.host, a.port, a.clients, a.timeout)
         else:
