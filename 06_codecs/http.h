@@ -10,7 +10,9 @@
 //   Content-Length: digits, at most max_body                              else 400 / 413
 //   Transfer-Encoding (chunked or any other)                                          501
 //   Content-Length and Transfer-Encoding together, or two different Content-Length    400
-//   HTTP/1.1 without Host                                                             400
+//   HTTP/1.1 without Host, or with two Host lines                                     400
+//   an empty line where the request line belongs (RFC 9112 2.2 lets a server skip one:
+//   this one does not)                                                                400
 // (The two 400s against request smuggling: a proxy in front of us may pick one of two
 // conflicting lengths and we the other; the bytes it thinks are body we would read as a
 // second request, hidden from the proxy. RFC 9112 6.3 says to reject such a message.)
@@ -20,7 +22,7 @@
 
 #include "codec.h"
 
-#define HTTP_MAX_HEAD_DEFAULT 8192         // bytes of head (nginx's default buffer is 1 KiB..8 KiB)
+#define HTTP_MAX_HEAD_DEFAULT 8192         // bytes of head (nginx: 8 KiB per line at most)
 #define HTTP_MAX_HEADERS 100               // header lines per request
 #define HTTP_MAX_BODY_DEFAULT (1024 * 1024) // Content-Length accepted
 

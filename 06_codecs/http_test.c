@@ -66,6 +66,8 @@ int main(void)
          "E400:folded header line\n"},
         {"HTTP/1.1 without Host is 400", "GET / HTTP/1.1\r\n\r\n",
          "E400:HTTP/1.1 request without Host\n"},
+        {"two Host lines is 400", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+         "E400:more than one Host\n"},
         {"a request line with two spaces is 400", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
          "E400:malformed request line\n"},
         {"a request line without a version is 400", "GET /\r\nHost: a\r\n\r\n",
