@@ -44,7 +44,8 @@ static void usage(FILE *to)
             "                         http     HTTP/1.1: GET / answers a short text\n"
             "      --max-frame BYTES\n"
             "                       line and len: the longest frame a client may send\n"
-            "                       (default: line %zu = 64 KiB, len %zu = 16 MiB; at most %zu)\n"
+            "                       (default: line %zu = 64 KiB, len %zu = 16 MiB;\n"
+            "                       at most %zu)\n"
             "      --max-output BYTES\n"
             "                       stop reading from a client while more than BYTES of its\n"
             "                       replies wait to be sent (default %zu = 4 MiB)\n",
@@ -91,7 +92,8 @@ static void codec_arg(const char *arg, struct options *opt)
     }
     if (strncmp(arg, "fixed:", 6) == 0) {
         opt->codec = CODEC_FIXED;
-        opt->fixed_size = (size_t)number_arg(arg + 6, 1, MAX_FIXED_SIZE, "bad fixed size (want fixed:1 to fixed:1048576)");
+        opt->fixed_size = (size_t)number_arg(arg + 6, 1, MAX_FIXED_SIZE,
+                                             "bad fixed size (want fixed:1 to fixed:1048576)");
         return;
     }
     usage_error("bad codec (want fixed:N, line, len, resp or http)", arg);
@@ -137,7 +139,8 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
             codec_arg(optarg, opt);
             break;
         case OPT_MAX_FRAME:
-            opt->max_frame = (size_t)number_arg(optarg, 1, MAX_MAX_FRAME, "bad frame size (want 1 to 1073741824)");
+            opt->max_frame = (size_t)number_arg(optarg, 1, MAX_MAX_FRAME,
+                                                "bad frame size (want 1 to 1073741824)");
             break;
         case OPT_MAX_OUTPUT:
             // The cap keeps sums of sizes far from overflow.
