@@ -14,7 +14,8 @@ stretches them all. The codecs, as the server speaks them:
 
 Subcommands (all take --port, --host, --timeout):
   echo --codec C --frames N --max-size B [--splits random|bytes|none] [--seed S] [--pause-ms M]
-                      N frames of random sizes (1..B bytes; fixed:N always N), encoded back to
+                      N frames of random sizes (1..B bytes, 0..B for len; fixed:N always N,
+                      and the largest size always among them), encoded back to
                       back into one stream and sent cut at random points (bytes: one byte per
                       send; none: the whole stream in one send, frames back to back in one
                       write), with random pauses up to M ms between pieces, while the echo is
@@ -37,8 +38,14 @@ Subcommands (all take --port, --host, --timeout):
                       `Connection: keep-alive`)
   bad --codec C --case NAME [--max-frame B]
                       connection A is served once; connection B sends one malformed input
-                      (cases: see BAD_CASES) and must get exactly the protocol's error (or none),
-                      then EOF; A must then be served again: the bad client hurt nobody else
+                      and must get exactly the protocol's error (or none), then EOF; A must then
+                      be served again: the bad client hurt nobody else. Cases (BAD_CASES):
+                        line: too-long            len: huge-header, over-limit
+                        fixed:N: truncated (one byte, then EOF: no error frame exists)
+                        resp: bad-bulk-length, huge-bulk, huge-array, no-crlf-after-bulk,
+                              not-bulk, too-big-request
+                        http: garbage, bad-content-length, no-host, smuggling (400),
+                              huge-body (413), huge-head (431), chunked (501), bad-version (505)
 """
 
 import argparse
@@ -286,7 +293,7 @@ class Sender(threading.Thread):
 
     def run(self):
         try:
-            for k, p in enumerate(self.pieces):
+            for p in self.pieces:
                 self.sock.sendall(p)
                 if self.pause_ms and self.rng.random() < 0.05:
                     time.sleep(self.rng.uniform(0, self.pause_ms) / 1000.0)  # the pacing under test
