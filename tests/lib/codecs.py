@@ -15,7 +15,7 @@ stretches them all. The codecs, as the server speaks them:
 Subcommands (all take --port, --host, --timeout):
   echo --codec C --frames N --max-size B [--splits random|bytes|none] [--seed S] [--pause-ms M]
                       N frames of random sizes (1..B bytes, 0..B for len; fixed:N always N,
-                      and the largest size always among them), encoded back to
+                      B itself one size in five), encoded back to
                       back into one stream and sent cut at random points (bytes: one byte per
                       send; none: the whole stream in one send, frames back to back in one
                       write), with random pauses up to M ms between pieces, while the echo is
