@@ -31,6 +31,9 @@ Subcommands (all take --port, --host, --timeout):
                       a script of commands (PING, PING x, ECHO, SET, GET hit and miss, an
                       unknown command, wrong argument counts, an inline command), all
                       pipelined in one stream cut at random points; checks every reply
+  resp-fill --keys N --limit L
+                      on a fresh server: N SETs of new keys, pipelined: the first L get +OK,
+                      the rest `-ERR table full (at most L keys)`; a replacement still works
   http                on one connection, keep-alive requests (HTTP/1.1 default, a 405 whose
                       body is read and skipped, a 404, a pipelined pair), then
                       `Connection: close` (the server must close after the response); on
@@ -532,6 +535,27 @@ def resp(host, port, splits, seed, timeout):
     return "%d RESP commands pipelined (splits %s), every reply as expected" % (len(script), splits)
 
 
+def resp_fill(host, port, keys, limit, timeout):
+    """On a fresh server: KEYS SETs of new keys, pipelined; the first LIMIT must get +OK, the
+    rest the table-full error; then a SET of a key already there (a replacement, not a new
+    key) must still get +OK, and a GET of the first and of the last accepted key their values."""
+    cmds = [resp_command("SET", "fill:%d" % i, "v%d" % i) for i in range(keys)]
+    want = [("+", "OK")] * min(keys, limit) + [("-", "ERR table full (at most %d keys)" % limit)] * max(0, keys - limit)
+    cmds += [resp_command("SET", "fill:0", "again"), resp_command("GET", "fill:0"),
+             resp_command("GET", "fill:%d" % (min(keys, limit) - 1))]
+    want += [("+", "OK"), ("$", b"again"), ("$", b"v%d" % (min(keys, limit) - 1))]
+    with connect(host, port) as s:
+        s.sendall(b"".join(cmds))
+
+        def check(k, reply):
+            if reply != want[k]:
+                raise Failure("reply %d: got %s, want %s" % (k, short(reply), short(want[k])))
+
+        read_frames(s, RespReplyDecoder(), len(want), timeout, "resp-fill", check)
+    return "%d SETs: %d stored, %d refused (table full); a replacement and two GETs still answered" % (
+        keys, min(keys, limit), max(0, keys - limit))
+
+
 def http_exchange(s, request, want, timeout, name):
     s.sendall(request)
     return http_read(s, want, timeout, name)
@@ -729,6 +753,9 @@ def main(argv=None):
     p.add_argument("--rcvbuf", type=int, help="SO_RCVBUF: a small one makes a slow reader")
     p = add("resp", "a pipelined RESP script")
     p.add_argument("--splits", choices=["random", "bytes", "none"], default="random")
+    p = add("resp-fill", "SETs past the table's key limit")
+    p.add_argument("--keys", type=int, required=True)
+    p.add_argument("--limit", type=int, required=True)
     add("http", "keep-alive and close rules")
     p = add("bad", "one malformed input, while another client is served")
     p.add_argument("--codec", required=True)
@@ -744,6 +771,8 @@ def main(argv=None):
             msg = big_len(a.host, a.port, a.size, a.seed, a.timeout, a.rcvbuf)
         elif a.cmd == "resp":
             msg = resp(a.host, a.port, a.splits, a.seed, a.timeout)
+        elif a.cmd == "resp-fill":
+            msg = resp_fill(a.host, a.port, a.keys, a.limit, a.timeout)
         elif a.cmd == "http":
             msg = http(a.host, a.port, a.timeout)
         else:
