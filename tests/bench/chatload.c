@@ -341,7 +341,6 @@ static void delivered(struct conn *c, const char *payload, size_t len)
     memcpy(copy, payload, k);
     copy[k] = '\0';
     char *end;
-    errno = 0;
     long p = strtol(copy, &end, 10);
     uint64_t s = end != copy && *end == ' ' ? strtoull(end + 1, &end, 10) : UINT64_MAX;
     long publishers = opt.mode == MODE_CHAT ? opt.conns : 1;
