@@ -1,8 +1,9 @@
 #!/bin/sh
 # run.sh: `make bench` calls this: builds the load generator and the peers, runs run.py (the
 # echo benchmark of every stage), then each stage's own benchmark where it has one
-# (stage05.py: latency under CPU-heavy load, and the cost of the hop to a worker; stage07.py:
-# broadcast fan-out beside redis PUBLISH/SUBSCRIBE).
+# (stage05.py: latency under CPU-heavy load, and the cost of the hop to a worker; 06's
+# codec_bench: each decoder's MB/s and bytes copied per input byte; stage07.py: broadcast
+# fan-out beside redis PUBLISH/SUBSCRIBE).
 # All the work (and every knob: BENCH_REPEAT, BENCH_SECS, ...) is in run.py; see README.md.
 set -e
 here=$(dirname "$0")
@@ -10,6 +11,9 @@ make -s -C "$here" SAN= >&2
 python3 "$here/run.py" "$@"
 if [ -x "$here/../../05_threads_queue/server" ]; then
     python3 "$here/stage05.py"
+fi
+if [ -f "$here/../../06_codecs/Makefile" ]; then
+    make -s -C "$here/../../06_codecs" SAN= bench
 fi
 if [ -x "$here/../../07_chat/server" ]; then
     python3 "$here/stage07.py"
