@@ -79,8 +79,8 @@
 
 // Output entries offered to one writev(): IOV_MAX on Linux (16 KiB of stack).
 // A busy turn queues one entry per line per recipient (up to LINES_PER_TURN
-// from every sender): with 64 a recipient of 100 senders needed 25 writev()
-// calls per turn where --broadcast copy needs one send() (README.md, section 5).
+// from every sender), and they should all leave in one call, as the copy
+// buffer of --broadcast copy leaves in one send().
 #define IOV_PER_WRITE 1024
 
 // How many clients one turn may accept (04: a flood of connections must not
