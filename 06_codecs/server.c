@@ -11,8 +11,8 @@
 //     says "need more", "a frame" (or a piece of a long one) or "an error", and we drop
 //     exactly the bytes it consumed (conn_decode).
 //  3. Replies are encoded into the output buffer, all the replies to one read together, and
-//     sent with one send() (conn_decode, then conn_flush): a client that pipelines 100
-//     requests gets its 100 replies in one system call, not 100.
+//     sent with one send() (conn_decode, then the replies loop in conn_handle): a client
+//     that pipelines 100 requests gets its 100 replies in one system call, not 100.
 //  4. A bad frame ends the connection: the protocol's error where it has one (conn_fail),
 //     our FIN, and the rest of what the client sends read and thrown away (conn_linger).
 //
