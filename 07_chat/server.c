@@ -1,7 +1,7 @@
 // server.c: a chat room. One thread, epoll (level-triggered), a session table, broadcasts fanned
 // out through reference-counted buffers, a timer heap for idle sessions, and a cap on slow consumers.
 //
-// Read this file first, then line.h (the line codec, from 06_codecs), buffer.h and net.c.
+// Read this file first, then line.h (the line codec, from 06_codecs), timer.h, buffer.h and net.c.
 //
 // What changed since 04_epoll (and 06_codecs, whose line codec is copied in), and why:
 //  1. State shared across connections. Until now every connection was on its
@@ -17,8 +17,8 @@
 //     --broadcast copy copies it into each recipient's own buffer instead,
 //     so the difference can be measured (README.md, section 5).
 //  4. Time. Every session has one timer (idle, or the last chance to leave
-//     cleanly) in a binary min-heap; epoll_pwait's timeout is computed from
-//     the earliest one (next_timeout_ms).
+//     cleanly) in a binary min-heap (timer.c); epoll_pwait's timeout is
+//     computed from the earliest one (next_timeout_ms).
 //  5. Slow consumers are dropped, not waited for: a session with more than
 //     --max-output queued is closed, and the room is told (session_deliver).
 //  6. Fairness: a session gets at most LINES_PER_TURN lines per turn; the
@@ -43,12 +43,14 @@
 #include "buffer.h"
 #include "line.h"
 #include "net.h"
+#include "timer.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -281,8 +283,7 @@ struct session {
     struct buffer out;       // --broadcast copy: queued output
     size_t queued;           // bytes queued, either way (the --max-output check)
 
-    long long deadline;  // its timer (now_ns): idle, or the end of LEAVE_NS
-    size_t heap_idx;     // where it is in `heap`
+    struct timer timer;  // in `timers` (now_ns): idle, or the end of LEAVE_NS
 
     struct session *prev, *next;  // the room (every session not freed yet), join order
     struct session *flush_next;   // the flush list
@@ -324,78 +325,16 @@ static size_t peak_queued;                // the most one session had queued
 
 // ---------------------------------------------------------------- the timer heap
 
-// Every session has one timer: its deadline, in a binary min-heap ordered
-// by deadline, so the earliest is heap[0]. Each session knows its index
-// (heap_idx), so moving a timer (a session spoke: its idle deadline moves
-// on) is a sift from where it is: O(log n), no search. README.md, section
-// 3, compares this with a timing wheel.
-static struct session **heap;
-static size_t heap_n, heap_cap;
+// Every session has one timer (struct timer, in timer.h's binary min-heap):
+// idle, or the end of LEAVE_NS. Moving it (a session spoke: its idle
+// deadline moves on) is a sift from where it is: O(log n), no search.
+// README.md, section 3, compares this with a timing wheel.
+static struct timer_heap timers = TIMER_HEAP_EMPTY;
 
-static void heap_set(size_t i, struct session *s)
+// The session whose timer T is.
+static struct session *timer_session(struct timer *t)
 {
-    heap[i] = s;
-    s->heap_idx = i;
-}
-
-// Restores the heap order around heap[I], whose deadline just changed:
-// up while it is earlier than its parent, else down while a child is earlier.
-static void heap_sift(size_t i)
-{
-    // LAB BEGIN heap_sift: move heap[i] up while its deadline is earlier than its parent's (parent (i-1)/2), else down while a child's (2i+1, 2i+2) is earlier, keeping heap_idx right (heap_set)
-    struct session *s = heap[i];
-    while (i > 0 && heap[(i - 1) / 2]->deadline > s->deadline) {
-        heap_set(i, heap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= heap_n)
-            break;
-        if (c + 1 < heap_n && heap[c + 1]->deadline < heap[c]->deadline)
-            c++;
-        if (heap[c]->deadline >= s->deadline)
-            break;
-        heap_set(i, heap[c]);
-        i = c;
-    }
-    heap_set(i, s);
-    // LAB END
-}
-
-// Adds S's timer at DEADLINE. Returns 0, or -1 if out of memory.
-static int heap_add(struct session *s, long long deadline)
-{
-    if (heap_n == heap_cap) {
-        size_t cap = heap_cap ? heap_cap * 2 : 64;
-        struct session **h = realloc(heap, cap * sizeof *h);
-        if (h == NULL)
-            return -1;
-        heap = h;
-        heap_cap = cap;
-    }
-    s->deadline = deadline;
-    heap_set(heap_n++, s);
-    heap_sift(s->heap_idx);
-    return 0;
-}
-
-// Removes S's timer: the last entry takes its place and is sifted.
-static void heap_del(struct session *s)
-{
-    size_t i = s->heap_idx;
-    struct session *last = heap[--heap_n];
-    if (last != s) {
-        heap_set(i, last);
-        heap_sift(i);
-    }
-}
-
-// Moves S's timer to DEADLINE.
-static void heap_move(struct session *s, long long deadline)
-{
-    s->deadline = deadline;
-    heap_sift(s->heap_idx);
+    return (struct session *)((char *)t - offsetof(struct session, timer));
 }
 
 // ---------------------------------------------------------------- leaving, and the lifetime rules
@@ -432,7 +371,7 @@ static void session_leave(struct session *s, enum leave_reason why)
     s->state = S_LEAVING;
     s->why = why;
     nleft++;
-    heap_move(s, now_ns() + LEAVE_NS);
+    timer_heap_move(&timers, &s->timer, now_ns() + LEAVE_NS);
     flush_later(s);  // its last output, then its FIN (session_flush)
 }
 
@@ -753,7 +692,7 @@ static void cmd_msg(struct session *s, const char *arg, size_t n)
 static void session_line(struct session *s, const char *p, size_t n)
 {
     n_lines++;
-    heap_move(s, now_ns() + idle_ns);  // it spoke: its idle timer starts again
+    timer_heap_move(&timers, &s->timer, now_ns() + idle_ns);  // it spoke: its idle timer starts again
     if (n == 0)
         return;  // empty lines are ignored
     if (p[0] != '/') {
@@ -919,14 +858,14 @@ static struct session *session_add(int fd)
     line_init(&s->dec, MAX_LINE);
     s->events = EPOLLIN;
     struct epoll_event ev = {.events = s->events, .data.ptr = s};
-    if (heap_add(s, now_ns() + idle_ns) == -1) {
+    if (timer_heap_add(&timers, &s->timer, now_ns() + idle_ns) == -1) {
         log_msg("fd %d: out of memory, closing", fd);
         free(s);
         return NULL;
     }
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
         log_msg("fd %d: epoll_ctl(ADD): %s, closing", fd, strerror(errno));
-        heap_del(s);
+        timer_heap_del(&timers, &s->timer);
         free(s);
         return NULL;
     }
@@ -951,7 +890,7 @@ static void session_free(struct session *s)
     // it out of the epoll set, and ours is the last one (close-on-exec, no
     // dup, no fork: 04, conn_close).
     close_or_log(s->fd, "client");
-    heap_del(s);
+    timer_heap_del(&timers, &s->timer);
     // The yield list is the one that outlives a turn: take S off it.
     for (struct session **p = &yield_list; *p != NULL; p = &(*p)->yield_next)
         if (*p == s) {
@@ -1028,8 +967,9 @@ static void reap_closed(void)
 // leaves; a LEAVING one ran out of LEAVE_NS and is closed.
 static void run_timers(long long now)
 {
-    while (heap_n > 0 && heap[0]->deadline <= now) {
-        struct session *s = heap[0];
+    struct timer *t;
+    while ((t = timer_heap_first(&timers)) != NULL && t->deadline <= now) {
+        struct session *s = timer_session(t);
         n_timers++;
         if (s->state == S_OPEN) {
             n_idle++;
@@ -1042,7 +982,7 @@ static void run_timers(long long now)
         // Not due again before reap_closed frees it: a far deadline, so the
         // loop goes on to the next timer.
         if (s->state == S_CLOSED)
-            heap_move(s, LLONG_MAX);
+            timer_heap_move(&timers, &s->timer, LLONG_MAX);
     }
 }
 
@@ -1155,9 +1095,10 @@ static int next_timeout_ms(long long drain_deadline)
         next = accept_resume_at;
     if (drain_deadline != -1 && drain_deadline < next)
         next = drain_deadline;
-    // LAB BEGIN next_timeout: the earliest of NEXT and the first timer's deadline (heap[0], if heap_n > 0), as milliseconds from now rounded up (0 if it is due); -1 if there is no deadline at all
-    if (heap_n > 0 && heap[0]->deadline < next)
-        next = heap[0]->deadline;
+    // LAB BEGIN next_timeout: the earliest of NEXT and the first timer's deadline (timer_heap_first, if any), as milliseconds from now rounded up (0 if it is due); -1 if there is no deadline at all
+    struct timer *first = timer_heap_first(&timers);
+    if (first != NULL && first->deadline < next)
+        next = first->deadline;
     if (next == LLONG_MAX)
         return -1;
     long long left = next - now_ns();
@@ -1319,7 +1260,7 @@ int main(int argc, char **argv)
     if (spare_fd != -1)
         close_or_log(spare_fd, "spare descriptor");
     close_or_log(epfd, "epoll");
-    free(heap);
+    timer_heap_free(&timers);
     log_msg("stopped after %llu epoll_wait; %llu sessions, %llu lines in, %llu deliveries, "
             "%llu dropped (too slow), %llu idle timeouts, %llu timers, %llu fairness yields, "
             "%zu peak queued bytes, %llu writes, %llu bytes copied, %llu refbufs, "

@@ -66,6 +66,11 @@ vm_kib() {
     [[ $status -eq 0 ]] || fail "buffer_test exited $status:" "$output"
 }
 
+@test "timer unit test: timers come out in deadline order; move, remove and 200000 random operations keep the heap and every index right" {
+    run "$(stage_bin timer_test)"
+    [[ $status -eq 0 ]] || fail "timer_test exited $status:" "$output"
+}
+
 @test "commands and replies: welcome, join, broadcast to the others only, /nick, /who, /msg, unknown, /quit, left" {
     start_server server
     chat script \
