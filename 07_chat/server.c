@@ -831,15 +831,18 @@ static void session_io(struct session *s, uint32_t revents)
         session_close(s, LEFT_ERROR);
         return;
     }
-    if (!(revents & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-        return;
-    if (s->state == S_OPEN && s->served_turn != turn)  // not had its share this turn yet
-        session_read(s);
-    else if (s->state == S_LEAVING)
-        session_discard(s);
-    // At EOF, level-triggered, the socket is readable on every turn: stop
-    // asking now (a LEAVING session may wait a while for EPOLLOUT).
-    if (s->eof && s->state != S_CLOSED && session_watch(s) == -1)
+    if (revents & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        if (s->state == S_OPEN && s->served_turn != turn)  // not had its share this turn yet
+            session_read(s);
+        else if (s->state == S_LEAVING)
+            session_discard(s);
+    }
+    // Level-triggered, a socket at EOF is readable and one with nothing to
+    // send is writable on every turn: once the flush above emptied the queue,
+    // or the client's EOF came, stop asking (session_watch), or the loop
+    // spins. A session with output from this turn is on the flush list, and
+    // flush_pending sets its interest after the send: one epoll_ctl, not two.
+    if (s->state != S_CLOSED && !s->on_flush && session_watch(s) == -1)
         session_close(s, LEFT_ERROR);
 }
 

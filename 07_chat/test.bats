@@ -173,6 +173,22 @@ vm_kib() {
     assert_log 'dropped \(too slow\)'
 }
 
+@test "a slow reader that catches up: once its queue is sent on EPOLLOUT, the server stops watching EPOLLOUT (no busy loop)" {
+    # 8 MiB of lines for a reader that reads nothing at first, through a 4 KiB receive buffer:
+    # most of it waits in the server's queue, and leaves on EPOLLOUT as the reader catches up.
+    # Then a second of silence: a server still watching EPOLLOUT with nothing queued is woken
+    # at once on every turn (level-triggered) and spins.
+    start_server server --max-output 16777216
+    chat catchup --pid "$SERVER_PID" --lines 2048 --size 4000 --quiet 1 --timeout 10
+    stop_server
+    local peak waits writes
+    peak=$(counter "peak queued bytes") && waits=$(counter "epoll_wait") && writes=$(counter "writes") || return
+    ((peak > 1048576)) || fail "only $peak bytes were ever queued: the EPOLLOUT path was not forced"
+    # One turn per write, about, and a turn per 16 lines of the sender: far fewer than 10 000.
+    echo "# $peak bytes queued at most; $waits epoll_wait calls, $writes writes" >&3
+    ((waits < 10000)) || fail "$waits epoll_wait calls for $writes writes: the loop spun"
+}
+
 @test "idle timeout: with --idle-timeout 0.5 on an otherwise quiet server, a silent client gets * idle timeout, then EOF" {
     # Nothing else happens in the server: only epoll_pwait's timeout, computed from the
     # timer heap, can wake it up to time the client out.

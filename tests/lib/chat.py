@@ -32,6 +32,13 @@ TIMEOUT_SCALE (environment, default 1) stretches them all.
   shutdown --clients N
                       N clients connect, print `shutdown: N connected`, and wait: each must
                       receive `* server shutting down`, then EOF (the test sends SIGTERM)
+  catchup --pid PID --lines L --size B --quiet S
+                      a reader that reads nothing yet (SO_RCVBUF 4 KiB) and a sender of L
+                      lines of B bytes; once a `/who` reply proves the server has queued them
+                      all, the reader reads every line, in order (the server sends the queue
+                      on EPOLLOUT); then both stay connected and silent for S s, and PID's
+                      CPU time over that window must stay under a third of it: a server that
+                      kept EPOLLOUT armed with nothing queued would spin
   idle --wait S       one client, silent: must get `* idle timeout`, then EOF, within S s
   drain --pid PID --lines L --size B
                       a reader that reads nothing yet (SO_RCVBUF 4 KiB) and a sender of L
@@ -524,6 +531,57 @@ def drain(host, port, pid, nlines, size, timeout):
         nlines, nlines * size)
 
 
+def cpu_ticks(pid):
+    """utime + stime of PID, in clock ticks (/proc/PID/stat, fields 14 and 15)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def catchup(host, port, pid, nlines, size, quiet, timeout):
+    room = Room(host, port)
+    reader = Client(room, "reader", rcvbuf=4096)
+    room.welcome(reader, timeout)
+    reader.reading = False
+    room.update(reader)
+    sender = Client(room, "sender")
+    room.welcome(sender, timeout)
+    pad = "y" * max(0, size - 12)
+    sender.send(b"".join(("%d %s" % (i, pad)).encode() + b"\n" for i in range(nlines)))
+    sender.send_line("/who")
+    while True:
+        line = room.next_line(sender, timeout)
+        if line.startswith("* users:"):
+            break
+    reader.reading = True
+    room.update(reader)
+    seq = 0
+    while seq < nlines:
+        line = room.next_line(reader, timeout)
+        if line.startswith("* "):
+            continue  # the sender's join
+        name, _, text = line.partition(": ")
+        got = int(text.split(" ", 1)[0])
+        if name != sender.name or got != seq:
+            raise Failure("reader: got line %d from %s, want line %d from %s" % (got, name, seq, sender.name))
+        seq += 1
+    # Both connected, nothing to send or read: the server has no reason to run.
+    hz = os.sysconf("SC_CLK_TCK")
+    t0, w0 = cpu_ticks(pid), time.monotonic()
+    end = w0 + quiet
+    while time.monotonic() < end:  # the measurement window itself, not a readiness wait
+        room.pump(end - time.monotonic())
+    ticks, wall = cpu_ticks(pid) - t0, time.monotonic() - w0
+    if reader.eof or sender.eof or reader.lines or sender.lines:
+        raise Failure("the quiet window was not quiet: eof %s/%s, lines %r %r" % (
+            reader.eof, sender.eof, reader.lines[:1], sender.lines[:1]))
+    if ticks > wall * hz / 3:
+        raise Failure("the server used %d CPU ticks in %.2f s of silence (%d ticks/s): it spins"
+                      % (ticks, wall, hz))
+    return "all %d lines (%d bytes) were queued, then read; then %d CPU ticks in %.2f s of silence" % (
+        nlines, nlines * size, ticks, wall)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -555,6 +613,11 @@ def main(argv=None):
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--lines", type=int, default=2048)
     p.add_argument("--size", type=int, default=4000)
+    p = add("catchup", "a slow reader catches up; then the server is idle")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--lines", type=int, default=2048)
+    p.add_argument("--size", type=int, default=4000)
+    p.add_argument("--quiet", type=float, default=1.0)
     p = add("idle", "a silent client is timed out")
     p.add_argument("--wait", type=float, default=3.0)
     a = ap.parse_args(argv)
@@ -569,6 +632,8 @@ def main(argv=None):
             msg = latency(a.host, a.port, a.bytes, a.probes, a.under, a.timeout)
         elif a.cmd == "drain":
             msg = drain(a.host, a.port, a.pid, a.lines, a.size, a.timeout)
+        elif a.cmd == "catchup":
+            msg = catchup(a.host, a.port, a.pid, a.lines, a.size, a.quiet, a.timeout)
         elif a.cmd == "shutdown":
             msg = shutdown(a.host, a.port, a.clients, a.timeout)
         else:
