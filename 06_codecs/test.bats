@@ -281,7 +281,7 @@ srv_scaled_s() {
 
 @test "server: queued output: a slow reader gets every byte, through short sends, EPOLLOUT flushes and back-pressure" {
     start_server server --codec fixed:4096 --max-output 65536
-    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 65536 --pause-ms 0
+    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 16384 --pause-ms 1
     stop_server
     local short flushes pauses resumes
     short=$(srv_counter "short sends") && flushes=$(srv_counter "flushes") || return
