@@ -135,23 +135,31 @@ static struct refbuf *refbuf_new(size_t len)
     return rb;
 }
 
-// A new refbuf holding the formatted line (FMT, and the "\n" added).
+// A new refbuf holding the formatted line (FMT, and the "\n" added), held
+// once, by the caller. NULL if out of memory. Formatted twice (once for the
+// length, once into the buffer), so the buffer is exactly the line's size.
+static struct refbuf *refbuf_vprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+static struct refbuf *refbuf_vprintf(const char *fmt, va_list ap)
+{
+    va_list again;
+    va_copy(again, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    struct refbuf *rb = n < 0 ? NULL : refbuf_new((size_t)n + 1);
+    if (rb != NULL) {
+        vsnprintf(rb->data, (size_t)n + 1, fmt, again);  // writes the '\0' where the '\n' goes
+        rb->data[n] = '\n';
+    }
+    va_end(again);
+    return rb;
+}
+
 static struct refbuf *refbuf_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static struct refbuf *refbuf_printf(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    struct refbuf *rb = refbuf_vprintf(fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return NULL;
-    struct refbuf *rb = refbuf_new((size_t)n + 1);
-    if (rb == NULL)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(rb->data, (size_t)n + 1, fmt, ap);  // writes the '\0' where the '\n' goes
-    va_end(ap);
-    rb->data[n] = '\n';
     return rb;
 }
 
@@ -451,10 +459,8 @@ static void session_printf(struct session *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char line[MAX_NAME * 2 + 128];  // every reply fits: a name or two and a few words
-    vsnprintf(line, sizeof line, fmt, ap);
+    struct refbuf *rb = refbuf_vprintf(fmt, ap);
     va_end(ap);
-    struct refbuf *rb = refbuf_printf("%s", line);
     if (rb == NULL) {
         session_close(s, LEFT_ERROR);
         return;
@@ -485,17 +491,12 @@ static void broadcast_printf(struct session *from, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    struct refbuf *rb = refbuf_vprintf(fmt, ap);
     va_end(ap);
-    struct refbuf *rb = n < 0 ? NULL : refbuf_new((size_t)n + 1);
     if (rb == NULL) {
         log_msg("out of memory for a broadcast: not sent");
         return;
     }
-    va_start(ap, fmt);
-    vsnprintf(rb->data, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    rb->data[n] = '\n';
     fan_out(from, rb);
     refbuf_release(rb);  // the creator's reference: the queues hold theirs
 }
