@@ -8,6 +8,7 @@
 #   make bench-deps              install the optional benchmark peers (libevent, gnuplot)
 #   make bugs                    every stage's bug gallery: each bugs/*.patch must fail its tests
 #   make coverage                every stage's LAB regions: lines its tests run (gcov)
+#   make fuzz                    every stage's libFuzzer targets, FUZZ_SECS (default 60) s each (needs clang)
 #   make lab STAGE=04 OUT=dir    starter code: stage 04 with its LAB regions cut out (LABS="a b": only those)
 #   make grade STAGE=04 DIR=dir  run stage 04's tests on a student's folder: `Score: N/M`
 #   make SAN=address,undefined   sanitized builds, in each stage's build-address-undefined/
@@ -49,6 +50,10 @@ bugs:
 coverage:
 	@st=0; for d in $(STAGES); do tests/coverage $$d || st=1; done; exit $$st
 
+# Stages with fuzz targets (06_codecs) have a `fuzz` target of their own.
+fuzz:
+	@st=0; for d in $(STAGES); do grep -q '^fuzz:' $$d/Makefile || continue; $(MAKE) -C $$d fuzz || st=1; done; exit $$st
+
 lab:
 	@[ -n "$(STAGE)" ] && [ -n "$(OUT)" ] || { echo 'usage: make lab STAGE=04 OUT=dir [LABS="name ..."]' >&2; exit 2; }
 	tests/lab $(STAGE) $(OUT) $(LABS)
@@ -61,4 +66,4 @@ clean:
 	for d in $(SUBDIRS); do $(MAKE) -C $$d clean || exit 1; done
 	rm -rf tests/.out
 
-.PHONY: all test tour matrix bench bench-deps bugs coverage lab grade clean $(SUBDIRS)
+.PHONY: all test tour matrix bench bench-deps bugs coverage fuzz lab grade clean $(SUBDIRS)
