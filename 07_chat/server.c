@@ -1,7 +1,8 @@
 // server.c: a chat room. One thread, epoll (level-triggered), a session table, broadcasts fanned
 // out through reference-counted buffers, a timer heap for idle sessions, and a cap on slow consumers.
 //
-// Read this file first, then line.h (the line codec, from 06_codecs), timer.h, buffer.h and net.c.
+// Read this file first, then refbuf.h, line.h (the line codec, from 06_codecs), timer.h, buffer.h
+// and net.c.
 //
 // What changed since 04_epoll (and 06_codecs, whose line codec is copied in), and why:
 //  1. State shared across connections. Until now every connection was on its
@@ -12,7 +13,7 @@
 //     turn: a session that leaves is marked and freed at the end of the turn
 //     (the lifetime rules, just before session_free).
 //  3. One message, many queues. A broadcast is encoded once into a
-//     reference-counted buffer (struct refbuf) that every recipient's output
+//     reference-counted buffer (struct refbuf, refbuf.c) that every recipient's output
 //     queue points to; it is freed when the last recipient has sent it.
 //     --broadcast copy copies it into each recipient's own buffer instead,
 //     so the difference can be measured (README.md, section 5).
@@ -43,6 +44,7 @@
 #include "buffer.h"
 #include "line.h"
 #include "net.h"
+#include "refbuf.h"
 #include "timer.h"
 
 #include <errno.h>
@@ -104,146 +106,6 @@
 // After SIGINT/SIGTERM, how long the sessions get to take `* server shutting
 // down` and what was queued before it: the contract gives a server 2 s.
 #define DRAIN_NS (1000LL * 1000000)
-
-// ---------------------------------------------------------------- shared buffers
-
-// One message, encoded once, shared by every output queue that holds it.
-//
-//   refs: how many holders: the code that made it (until it has handed it
-//   out: refbuf_release at the end of fan_out) plus one per output queue
-//   entry that points to it. The last release frees it.
-struct refbuf {
-    unsigned refs;
-    size_t len;
-    char data[];  // len bytes, the "\n" included
-};
-
-static unsigned long long n_refbufs;        // refbufs allocated
-static unsigned long long n_refbufs_alive;  // ... and not freed yet (0 at exit)
-
-// A new refbuf of LEN bytes (uninitialised), held once, by the caller.
-// NULL if out of memory.
-static struct refbuf *refbuf_new(size_t len)
-{
-    struct refbuf *rb = malloc(sizeof *rb + len);
-    if (rb == NULL)
-        return NULL;
-    rb->refs = 1;  // the caller's reference
-    rb->len = len;
-    n_refbufs++;
-    n_refbufs_alive++;
-    return rb;
-}
-
-// A new refbuf holding the formatted line (FMT, and the "\n" added), held
-// once, by the caller. NULL if out of memory. Formatted twice (once for the
-// length, once into the buffer), so the buffer is exactly the line's size.
-static struct refbuf *refbuf_vprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
-static struct refbuf *refbuf_vprintf(const char *fmt, va_list ap)
-{
-    va_list again;
-    va_copy(again, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    struct refbuf *rb = n < 0 ? NULL : refbuf_new((size_t)n + 1);
-    if (rb != NULL) {
-        vsnprintf(rb->data, (size_t)n + 1, fmt, again);  // writes the '\0' where the '\n' goes
-        rb->data[n] = '\n';
-    }
-    va_end(again);
-    return rb;
-}
-
-static struct refbuf *refbuf_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static struct refbuf *refbuf_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    struct refbuf *rb = refbuf_vprintf(fmt, ap);
-    va_end(ap);
-    return rb;
-}
-
-static void refbuf_hold(struct refbuf *rb)
-{
-    rb->refs++;
-}
-
-// Drops one reference; the last one frees RB.
-static void refbuf_release(struct refbuf *rb)
-{
-    // LAB BEGIN refbuf_release: drop one reference to RB and free it (counting n_refbufs_alive down) when that was the last one
-    if (--rb->refs == 0) {
-        n_refbufs_alive--;
-        free(rb);
-    }
-    // LAB END
-}
-
-// ---------------------------------------------------------------- output queues
-
-// A session's output in --broadcast shared: a ring of (refbuf, offset)
-// entries, oldest first; `off` is how much of the oldest one was sent.
-struct out_entry {
-    struct refbuf *rb;
-    size_t off;
-};
-
-struct outq {
-    struct out_entry *v;  // NULL while cap == 0
-    size_t head;          // the oldest entry
-    size_t n;             // entries queued
-    size_t cap;           // entries allocated (a power of two, or 0)
-};
-
-// An empty ring keeps its memory up to this many entries (1 KiB): a session
-// that gets a line every turn would otherwise allocate and free it every turn.
-#define OUTQ_KEEP 64
-
-// Appends an entry for RB (the caller has taken the reference it holds).
-// Returns 0, or -1 if out of memory.
-static int outq_push(struct outq *q, struct refbuf *rb)
-{
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 8;
-        struct out_entry *v = malloc(cap * sizeof *v);
-        if (v == NULL)
-            return -1;
-        for (size_t i = 0; i < q->n; i++)  // unwrap the ring into the new block
-            v[i] = q->v[(q->head + i) & (q->cap - 1)];
-        free(q->v);
-        q->v = v;
-        q->head = 0;
-        q->cap = cap;
-    }
-    q->v[(q->head + q->n) & (q->cap - 1)] = (struct out_entry){rb, 0};
-    q->n++;
-    return 0;
-}
-
-static struct out_entry *outq_at(struct outq *q, size_t i)
-{
-    return &q->v[(q->head + i) & (q->cap - 1)];
-}
-
-// Drops the oldest entry (and its reference).
-static void outq_pop(struct outq *q)
-{
-    refbuf_release(q->v[q->head].rb);
-    q->head = (q->head + 1) & (q->cap - 1);
-    q->n--;
-    if (q->n == 0 && q->cap > OUTQ_KEEP) {
-        free(q->v);
-        *q = (struct outq){NULL, 0, 0, 0};
-    }
-}
-
-static void outq_free(struct outq *q)
-{
-    while (q->n > 0)
-        outq_pop(q);
-    free(q->v);
-    *q = (struct outq){NULL, 0, 0, 0};
-}
 
 // ---------------------------------------------------------------- sessions
 
