@@ -60,6 +60,22 @@ int main(void)
          "Content-Length: 3x\r\n\r\n", "E400:bad Content-Length\n"},
         {"Content-Length one past the body limit is 413", "POST / HTTP/1.1\r\nHost: a\r\n"
          "Content-Length: 65\r\n\r\n", "E413:body too large\n"},
+        // Well-formed but too large is 413 however many digits (RFC 9110 8.6: 1*DIGIT, and
+        // "anticipate potentially large decimal numerals"): a parser that overflows or caps
+        // the digit count answers 400, or worse, wraps to a small length.
+        {"a 12-digit Content-Length is 413", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Content-Length: 100000000000\r\n\r\n", "E413:body too large\n"},
+        {"a 20-digit Content-Length (past 2^64) is 413, not wrapped", "POST / HTTP/1.1\r\n"
+         "Host: a\r\nContent-Length: 18446744073709551617\r\n\r\n", "E413:body too large\n"},
+        {"a 40-digit Content-Length is 413", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Content-Length: 1234567890123456789012345678901234567890\r\n\r\n",
+         "E413:body too large\n"},
+        {"leading zeros count for nothing: 22 digits of 65 is 413", "POST / HTTP/1.1\r\n"
+         "Host: a\r\nContent-Length: 0000000000000000000065\r\n\r\n", "E413:body too large\n"},
+        {"a negative Content-Length is 400", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Content-Length: -1\r\n\r\n", "E400:bad Content-Length\n"},
+        {"an empty Content-Length is 400", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Content-Length:\r\n\r\n", "E400:bad Content-Length\n"},
         {"a space before the colon is 400", "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
          "E400:malformed header line\n"},
         {"a folded header line is 400", "GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n",

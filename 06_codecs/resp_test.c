@@ -66,6 +66,18 @@ int main(void)
         {"a count line without \\r", "*1\r\n$4\r\nPING\r\n*1\n", "E0:invalid multibulk length\n"},
         {"a bulk length that is negative", "*1\r\n$4\r\nPING\r\n*1\r\n$-1\r\n",
          "E0:invalid bulk length\n"},
+        // Long numbers: resp_number takes at most 18 digits, so nothing it accepts can
+        // overflow a long long; 19 digits (2^63 here) is garbage, not a huge length.
+        {"a bulk length of 2^63 (19 digits)", "*1\r\n$4\r\nPING\r\n*1\r\n$9223372036854775808\r\n",
+         "E0:invalid bulk length\n"},
+        {"a bulk length of 18 nines (no overflow, over the limit)",
+         "*1\r\n$4\r\nPING\r\n*1\r\n$999999999999999999\r\n", "E0:invalid bulk length\n"},
+        {"a count of 2^63 (19 digits)", "*1\r\n$4\r\nPING\r\n*9223372036854775808\r\n",
+         "E0:invalid multibulk length\n"},
+        {"a bulk length that is only a sign", "*1\r\n$4\r\nPING\r\n*1\r\n$-\r\n",
+         "E0:invalid bulk length\n"},
+        {"a bulk length with a '+'", "*1\r\n$4\r\nPING\r\n*1\r\n$+3\r\n",
+         "E0:invalid bulk length\n"},
         {"an integer where a bulk belongs", "*1\r\n$4\r\nPING\r\n*1\r\n:1\r\n",
          "E0:expected '$'\n"},
         {"a count line that never ends", "*1\r\n$4\r\nPING\r\n*11111111111111111111111",

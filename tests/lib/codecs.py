@@ -48,7 +48,7 @@ Subcommands (all take --port, --host, --timeout):
                         resp: bad-bulk-length, huge-bulk, huge-array, no-crlf-after-bulk,
                               not-bulk, too-big-request
                         http: garbage, bad-content-length, no-host, smuggling (400),
-                              huge-body (413), huge-head (431), chunked (501), bad-version (505)
+                              huge-body, huge-body-20-digits (413), huge-head (431), chunked (501), bad-version (505)
 """
 
 import argparse
@@ -631,6 +631,8 @@ BAD_CASES = {
         "garbage": (lambda m: b"\x01\x02 not http at all\r\n\r\n", 400),
         "bad-content-length": (lambda m: b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 12x\r\n\r\n", 400),
         "huge-body": (lambda m: b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n", 413),
+        # Well-formed, just too large, however many digits (RFC 9110 8.6): 413, never a wrap.
+        "huge-body-20-digits": (lambda m: b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551617\r\n\r\n", 413),
         "huge-head": (lambda m: b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
         "chunked": (lambda m: b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501),
         "bad-version": (lambda m: b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
