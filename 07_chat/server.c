@@ -31,9 +31,10 @@
 //      session yielded lines it still holds)
 //   2. run the expired timers (run_timers: idle timeouts, leaving sessions
 //      that ran out of time)
-//   3. the ready sockets: accept, read lines and act on them (broadcasts and
-//      replies are only queued here), flush on EPOLLOUT; then the sessions
-//      that yielded last turn and were not served yet
+//   3. first the sessions that yielded last turn (their lines wait in our
+//      buffers, where epoll cannot see them), then the ready sockets: accept,
+//      read lines and act on them (broadcasts and replies are only queued
+//      here), flush on EPOLLOUT
 //   4. tell the room who left this turn (announce_leavers), then send what
 //      every session got this turn, one writev each (flush_pending)
 //   5. free the sessions that closed this turn (reap_closed)
