@@ -38,6 +38,7 @@
 #include "line.h"
 #include "net.h"
 #include "resp.h"
+#include "table.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -75,13 +76,6 @@
 // and discard it until its EOF, so that our close() never resets the connection before it
 // has read our reply. At most this many bytes: past them, close anyway.
 #define LINGER_MAX_BYTES (1024 * 1024)
-
-// The SET/GET table (resp). Bounded, because every byte of it is a client's to fill: without
-// a limit one client's SETs could take all our memory. At most TABLE_MAX_KEYS entries of at
-// most TABLE_MAX_KEY + TABLE_MAX_VALUE bytes: about 65 MiB at worst.
-#define TABLE_MAX_KEYS 1000
-#define TABLE_MAX_KEY 256
-#define TABLE_MAX_VALUE (64 * 1024)
 
 // ---------------------------------------------------------------- connections
 
@@ -145,70 +139,8 @@ static unsigned long long n_pieces;       // pieces of those frames
 static unsigned long long n_bad;          // clients dropped for a bad frame (conn_fail)
 static size_t in_peak;                    // the largest capacity any c->in reached
 
-// ---------------------------------------------------------------- the SET/GET table
-
-// A sorted array: GET is a binary search, SET an insertion (a memmove of at most
-// TABLE_MAX_KEYS pointers-and-sizes). At this size that is as fast as a hash table, and a
-// reader sees the whole of it at once.
-struct entry {
-    char *key, *value;   // one allocation: the key, then the value
-    size_t klen, vlen;
-};
-static struct entry table[TABLE_MAX_KEYS];
-static size_t table_len;
-
-// The index of KEY, or where it would go (*FOUND says which).
-static size_t table_find(const char *key, size_t klen, bool *found)
-{
-    size_t lo = 0, hi = table_len;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const struct entry *e = &table[mid];
-        size_t n = e->klen < klen ? e->klen : klen;
-        int cmp = memcmp(e->key, key, n);
-        if (cmp == 0)
-            cmp = e->klen < klen ? -1 : e->klen > klen;
-        if (cmp == 0) {
-            *found = true;
-            return mid;
-        }
-        if (cmp < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = false;
-    return lo;
-}
-
-// Sets KEY to VALUE. Returns NULL, or the error to answer (sizes checked by the caller).
-static const char *table_set(const char *key, size_t klen, const char *value, size_t vlen)
-{
-    bool found;
-    size_t i = table_find(key, klen, &found);
-    if (!found && table_len == TABLE_MAX_KEYS)
-        return "ERR table full (at most 1000 keys)";
-    char *block = malloc(klen + vlen + 1);  // + 1: malloc(0) may return NULL
-    if (block == NULL)
-        return "ERR out of memory";
-    memcpy(block, key, klen);
-    memcpy(block + klen, value, vlen);
-    if (found) {
-        free(table[i].key);
-    } else {
-        memmove(&table[i + 1], &table[i], (table_len - i) * sizeof table[0]);
-        table_len++;
-    }
-    table[i] = (struct entry){block, block + klen, klen, vlen};
-    return NULL;
-}
-
-static void table_free(void)
-{
-    for (size_t i = 0; i < table_len; i++)
-        free(table[i].key);
-    table_len = 0;
-}
+// The SET/GET table (resp): bounded, because every byte of it is a client's to fill (table.h).
+static struct table table;
 
 // ---------------------------------------------------------------- connections, continued
 
@@ -517,9 +449,7 @@ static void resp_answer(struct conn *c, const char *data)
         if (d->argc == 3) {
             const char *k = resp_arg(d, data, 1, &n1);
             const char *v = resp_arg(d, data, 2, &n2);
-            const char *err = n1 > TABLE_MAX_KEY     ? "ERR key too long (at most 256 bytes)"
-                              : n2 > TABLE_MAX_VALUE ? "ERR value too long (at most 65536 bytes)"
-                                                     : table_set(k, n1, v, n2);
+            const char *err = table_set(&table, k, n1, v, n2);
             if (err != NULL)
                 reply_error(c, err);
             else
@@ -529,11 +459,10 @@ static void resp_answer(struct conn *c, const char *data)
         name = "set";
     } else if (is_command(cmd, n0, "GET")) {
         if (d->argc == 2) {
-            bool found;
             const char *k = resp_arg(d, data, 1, &n1);
-            size_t i = table_find(k, n1, &found);
-            if (found)
-                reply_bulk(c, table[i].value, table[i].vlen);
+            const char *v;
+            if (table_get(&table, k, n1, &v, &n2))
+                reply_bulk(c, v, n2);
             else
                 reply_null(c);
             return;
@@ -1095,7 +1024,7 @@ int main(int argc, char **argv)
     if (spare_fd != -1)
         close_or_log(spare_fd, "spare descriptor");
     close_or_log(epfd, "epoll");
-    table_free();
+    table_free(&table);
     log_msg("stopped after %llu epoll_wait, %llu recv, %llu epoll_ctl(MOD) calls; "
             "%llu short sends, %llu flushes, %llu pauses, %llu resumes; "
             "%llu frames, %llu streamed in %llu pieces, %llu bad clients; "

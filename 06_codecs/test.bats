@@ -40,6 +40,7 @@ fuzz_smoke() {
 @test "unit: binio_test" { unit binio_test; }
 @test "unit: resp_test" { unit resp_test; }
 @test "unit: http_test" { unit http_test; }
+@test "unit: table_test" { unit table_test; }
 
 @test "fuzz: fuzz_fixed" { fuzz_smoke fuzz_fixed; }
 @test "fuzz: fuzz_line" { fuzz_smoke fuzz_line; }
