@@ -145,12 +145,12 @@ static int parse_headers(struct http_decoder *d, const char *data, size_t from, 
         const char *name = data + i, *val = data + v;
         size_t nlen = n - i, vlen = ve - v;
         if (name_eq(name, nlen, "Content-Length")) {
-            // 1*DIGIT (RFC 9110 8.6), however many digits: a well-formed length too big for
-            // us is 413, a malformed one (empty, a sign, a space) is 400 (RFC 9112 6.3). The
-            // value saturates just above max_body, so 20 or 200 digits cannot overflow it
-            // ("MUST anticipate potentially large decimal numerals", 8.6) and still read as
-            // too large. (nginx answers 400 past 2^63 - 1; we keep the one answer for "too
-            // large" wherever the number stops.)
+            // 1*DIGIT (RFC 9110 8.6), however many digits: a well-formed length too big
+            // for us is 413; a malformed one (empty, a sign, a space inside) is 400 (RFC
+            // 9112 6.3). The value stops growing once it passes max_body, so 20 or 200
+            // digits cannot overflow it ("MUST anticipate potentially large decimal
+            // numerals", 8.6) and still read as too large. (nginx answers 400 past 2^63 - 1;
+            // we keep one answer for "too large", wherever the number ends.)
             unsigned long long x = 0;
             if (vlen == 0)
                 return *msg = "bad Content-Length", 400;
