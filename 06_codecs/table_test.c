@@ -62,7 +62,8 @@ int main(void)
                 get_is("k", 1, big, TABLE_MAX_VALUE),
             "a value of exactly TABLE_MAX_VALUE bytes is taken");
     e = table_set(&t, "k", 1, big, TABLE_MAX_VALUE + 1);
-    t_check(e != NULL && strstr(e, "value too long") != NULL && get_is("k", 1, big, TABLE_MAX_VALUE),
+    t_check(e != NULL && strstr(e, "value too long") != NULL &&
+                get_is("k", 1, big, TABLE_MAX_VALUE),
             "one byte more: 'value too long', the old value kept (%s)", e ? e : "NULL");
     table_free(&t);
 
