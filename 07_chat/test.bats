@@ -245,7 +245,9 @@ PY
     # a session until the kernel is empty serves the flood first: about a second.
     # --max-output 256 MiB: this test is about turns, not the slow-consumer policy.
     start_server server --max-output 268435456
-    chat latency --bytes $((64 << 20)) --probes 10 --under 250 --timeout 60
+    local out
+    out=$(chat latency --bytes $((64 << 20)) --probes 10 --under 250 --timeout 60) || fail "$out" || return
+    echo "# $out" >&3   # the figure the notes quote (worst and median round trip)
     stop_server
     local yields
     yields=$(counter "fairness yields") || return
