@@ -42,6 +42,15 @@ fuzz_smoke() {
 @test "unit: http_test" { unit http_test; }
 @test "unit: table_test" { unit table_test; }
 
+@test "buffer unit test: the growth and shrink policy keeps its promises, and buf_reserve_capped its ceiling" {
+    local bin
+    bin=$(stage_bin buffer_test)
+    [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
+    run "$bin"
+    [[ $status -eq 0 ]] || fail "buffer_test failed:" "$(grep -v '^ok: ' <<<"$output")" || return
+    grep -q '^ok: buf_reserve_capped' <<<"$output" || fail "buffer_test checked no ceiling:" "$output" || return
+}
+
 @test "fuzz: fuzz_fixed" { fuzz_smoke fuzz_fixed; }
 @test "fuzz: fuzz_line" { fuzz_smoke fuzz_line; }
 @test "fuzz: fuzz_lenframe" { fuzz_smoke fuzz_lenframe; }
