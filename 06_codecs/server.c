@@ -134,8 +134,9 @@ static unsigned long long n_flushes;      // conn_flush() calls on EPOLLOUT (or 
 static unsigned long long n_pauses;       // back-pressure: stopped decoding a client
 static unsigned long long n_resumes;      // ... and started again
 static unsigned long long n_frames;       // whole frames (requests) decoded
-static unsigned long long n_piece_frames; // frames delivered in pieces (a BEGIN piece)
-static unsigned long long n_pieces;       // pieces of those frames
+static unsigned long long n_piece_frames; // frames streamed in pieces, counted at their BEGIN
+                                          // piece: len frames too long to wait for, http bodies
+static unsigned long long n_pieces;       // pieces of those frames (echo_piece, http_body_piece)
 static unsigned long long n_bad;          // clients dropped for a bad frame (conn_fail)
 static size_t in_peak;                    // the largest capacity any c->in reached
 
@@ -539,6 +540,8 @@ static void http_answer(struct conn *c, const char *data)
 static void http_body_piece(struct conn *c, const struct codec_result *r)
 {
     n_pieces++;
+    if (r->flags & CODEC_PIECE_BEGIN)
+        n_piece_frames++;  // a body is a frame streamed in pieces, as a long len frame is
     if (r->flags & CODEC_PIECE_END) {
         http_respond(c, c->http_status, c->http_keep_alive, http_body(c->http_status));
         c->http_status = 0;

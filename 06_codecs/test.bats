@@ -201,6 +201,10 @@ srv_scaled_s() {
     start_server server --codec http
     codecs http
     stop_server
+    # The one body (the POST's) streamed past: one frame in pieces, counted as a len frame is.
+    local streamed pieces
+    streamed=$(srv_counter "streamed") && pieces=$(srv_counter "pieces") || return
+    ((streamed == 1 && pieces >= 1)) || fail "$streamed streamed in $pieces pieces, want 1 (the POST's body) in at least 1"
 }
 
 @test "server: http: bad requests get 400, 413, 431, 501, 505 with Connection: close, then the close; another client carries on" {
