@@ -1011,8 +1011,12 @@ int main(int argc, char **argv)
     }
     if (open_spare() == -1)
         log_msg("open /dev/null (spare descriptor): %s", strerror(errno));
-    log_msg("--codec %s, --max-frame %zu, input buffer up to %zu bytes, --max-output %zu",
-            codec_name(), opt.max_frame, in_limit, opt.max_output);
+    // --max-frame applies to line and len alone (net.h): named only for them.
+    char max_frame[48] = "";
+    if (opt.codec == CODEC_LINE || opt.codec == CODEC_LEN)
+        snprintf(max_frame, sizeof max_frame, ", --max-frame %zu", opt.max_frame);
+    log_msg("--codec %s%s, input buffer up to %zu bytes, --max-output %zu", codec_name(),
+            max_frame, in_limit, opt.max_output);
 
     while (ok && !stop_requested) {
         ok = epoll_once(listen_fd, accept_timeout_ms()) >= 0;
