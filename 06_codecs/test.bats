@@ -307,10 +307,11 @@ srv_scaled_s() {
 
 @test "server: a pipelined burst in one write past a tiny --max-output: paused with requests waiting in the input buffer, resumed, every reply" {
     # 20000 fixed:64 frames (1,280,000 bytes) in one write, then 2000 len frames of up to
-    # 3000 bytes in one write: each read brings up to 64 KiB of requests, whose replies pass --max-output 4096 long before
-    # the read is decoded; the rest waits in the input buffer. The client reads all along,
-    # so the replies leave at once, and the bytes still waiting must be decoded then, with
-    # no new read to trigger it (the client sends nothing more until it has its replies).
+    # 3000 bytes in one write: each read brings up to 64 KiB of requests, whose replies pass
+    # --max-output 4096 long before the read is decoded; the rest waits in the input buffer.
+    # The client reads all along, so the replies leave at once, and the bytes still waiting
+    # must be decoded then, with no new read to trigger it (the client sends nothing more
+    # until it has its replies).
     start_server server --codec fixed:64 --max-output 4096
     codecs echo --codec fixed:64 --frames 20000 --splits none
     stop_server
