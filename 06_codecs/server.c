@@ -12,7 +12,12 @@
 //     exactly the bytes it consumed (conn_decode).
 //  3. Replies are encoded into the output buffer, all the replies to one read together, and
 //     sent with one send() (conn_decode, then the replies loop in conn_handle): a client
-//     that pipelines 100 requests gets its 100 replies in one system call, not 100.
+//     that pipelines 100 requests gets its 100 replies in one system call, not 100. One
+//     send per read, exactly, while the replies stay within --max-output and the kernel
+//     takes them all. Past --max-output, decoding pauses, and each send that lifts the
+//     pause is followed by more decoding and another send (several per read); a short send
+//     leaves the rest to EPOLLOUT flushes on later turns; and after a short send in this
+//     turn, the replies wait for EPOLLOUT with no send at all.
 //  4. A bad frame ends the connection: the protocol's error where it has one (conn_fail),
 //     our FIN, and the rest of what the client sends read and thrown away (conn_linger).
 //
@@ -129,6 +134,7 @@ static sigset_t wait_mask;
 static unsigned long long n_waits;        // epoll_pwait() calls
 static unsigned long long n_recvs;        // recv() calls (conn_linger's included)
 static unsigned long long n_mods;         // epoll_ctl(MOD) calls
+static unsigned long long n_sends;        // send() calls (conn_flush; an EINTR retry is one more)
 static unsigned long long n_short_sends;  // send() took less than offered: the rest waited
 static unsigned long long n_flushes;      // conn_flush() calls on EPOLLOUT (or ERR/HUP)
 static unsigned long long n_pauses;       // back-pressure: stopped decoding a client
@@ -282,9 +288,10 @@ static int conn_flush(struct conn *c)
 {
     size_t n = buf_len(&c->out);
     ssize_t sent;
-    do
+    do {
+        n_sends++;
         sent = send(c->fd, buf_peek(&c->out), n, 0);
-    while (sent == -1 && errno == EINTR);
+    } while (sent == -1 && errno == EINTR);
     if (sent == -1) {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             log_msg("fd %d: send: %s, dropping", c->fd, strerror(errno));
@@ -716,10 +723,11 @@ static bool conn_handle(struct conn *c, uint32_t revents)
         }
     }
     // LAB BEGIN conn_replies: send the replies just queued (conn_flush, unless a send came up short this turn); while that lifts a pause (conn_check_backpressure), decode the requests still waiting in c->in (conn_decode) and send again
-    // The replies to what we decoded: one send for all of them. If that lifts a pause,
-    // the requests already in c->in are decoded now, not after the next read: the client
-    // may be waiting for these very replies before it sends anything more, and then no
-    // read would ever come. Each round decodes bytes that were waiting, so it ends.
+    // The replies to what we decoded: one send for all of them (unless a send came up short
+    // this turn: then EPOLLOUT brings us back). If that lifts a pause, the requests already
+    // in c->in are decoded now, not after the next read: the client may be waiting for
+    // these very replies before it sends anything more, and then no read would ever come.
+    // Each round decodes bytes that were waiting, so it ends.
     for (;;) {
         if (buf_len(&c->out) > 0 && !kernel_full) {
             if (conn_flush(c) == -1)
@@ -1033,12 +1041,12 @@ int main(int argc, char **argv)
     close_or_log(epfd, "epoll");
     table_free(&table);
     log_msg("stopped after %llu epoll_wait, %llu recv, %llu epoll_ctl(MOD) calls; "
-            "%llu short sends, %llu flushes, %llu pauses, %llu resumes; "
+            "%llu sends, %llu short sends, %llu flushes, %llu pauses, %llu resumes; "
             "%llu frames, %llu streamed in %llu pieces, %llu bad clients; "
             "input buffer peak %zu bytes; "
             "%llu buffer allocations, %llu reallocations, %llu bytes moved",
-            n_waits, n_recvs, n_mods, n_short_sends, n_flushes, n_pauses, n_resumes, n_frames,
-            n_piece_frames, n_pieces, n_bad, in_peak, buf_stats.allocs, buf_stats.resizes,
-            buf_stats.moved);
+            n_waits, n_recvs, n_mods, n_sends, n_short_sends, n_flushes, n_pauses, n_resumes,
+            n_frames, n_piece_frames, n_pieces, n_bad, in_peak, buf_stats.allocs,
+            buf_stats.resizes, buf_stats.moved);
     return ok ? 0 : 1;
 }

@@ -305,6 +305,21 @@ srv_scaled_s() {
     ((pauses > 0 && resumes > 0)) || fail "$pauses pauses, $resumes resumes: back-pressure never engaged"
 }
 
+@test "server: line: 100 pipelined lines in one write, read back fast: one send per read at most, not one per reply" {
+    # Under --max-output, with a client that reads as fast as the replies come, all the
+    # replies to one read leave in one send() (server.c, change 3): sends <= recvs. The
+    # 100 lines (at most 6500 bytes) come in a few reads at most, so a send per reply
+    # (100 sends) fails the test.
+    start_server server --codec line
+    codecs echo --codec line --frames 100 --max-size 64 --splits none
+    stop_server
+    local frames recvs sends
+    frames=$(srv_counter "frames") && recvs=$(srv_counter "recv") && sends=$(srv_counter "sends") || return
+    ((frames == 100)) || fail "$frames frames decoded, want 100"
+    ((recvs < 100)) || fail "$recvs recv calls for 100 lines in one write: the test proved nothing"
+    ((sends >= 1 && sends <= recvs)) || fail "$sends sends for $recvs recv calls: more than one send per read"
+}
+
 @test "server: a pipelined burst in one write past a tiny --max-output: paused with requests waiting in the input buffer, resumed, every reply" {
     # 20000 fixed:64 frames (1,280,000 bytes) in one write, then 2000 len frames of up to
     # 3000 bytes in one write: each read brings up to 64 KiB of requests, whose replies pass
