@@ -491,8 +491,11 @@ def idle(host, port, wait, timeout):
     return "'* idle timeout' after %.3f s of silence, then EOF" % took
 
 
-def drain(host, port, pid, nlines, size, timeout):
-    import signal
+def stalled_reader(host, port, nlines, size, timeout):
+    """A reader with a 4 KiB SO_RCVBUF that stops reading, and a sender that sends it NLINES
+    lines of SIZE bytes, then waits for its own /who reply: by then the server has read every
+    line and queued what the reader's kernel buffers could not take. Returns (room, reader,
+    sender, pad); the reader is not reading yet."""
     room = Room(host, port)
     reader = Client(room, "reader", rcvbuf=4096)
     room.welcome(reader, timeout)
@@ -507,6 +510,12 @@ def drain(host, port, pid, nlines, size, timeout):
         line = room.next_line(sender, timeout)
         if line.startswith("* users:"):
             break
+    return room, reader, sender, pad
+
+
+def drain(host, port, pid, nlines, size, timeout):
+    import signal
+    room, reader, sender, pad = stalled_reader(host, port, nlines, size, timeout)
     os.kill(pid, signal.SIGTERM)
     reader.reading = True
     room.update(reader)
@@ -539,20 +548,7 @@ def cpu_ticks(pid):
 
 
 def catchup(host, port, pid, nlines, size, quiet, timeout):
-    room = Room(host, port)
-    reader = Client(room, "reader", rcvbuf=4096)
-    room.welcome(reader, timeout)
-    reader.reading = False
-    room.update(reader)
-    sender = Client(room, "sender")
-    room.welcome(sender, timeout)
-    pad = "y" * max(0, size - 12)
-    sender.send(b"".join(("%d %s" % (i, pad)).encode() + b"\n" for i in range(nlines)))
-    sender.send_line("/who")
-    while True:
-        line = room.next_line(sender, timeout)
-        if line.startswith("* users:"):
-            break
+    room, reader, sender, pad = stalled_reader(host, port, nlines, size, timeout)
     reader.reading = True
     room.update(reader)
     seq = 0
