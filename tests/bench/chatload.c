@@ -14,7 +14,7 @@
 //            foreign line, a close, or the deadline is an error: stderr says which, exit 1
 //
 // The measured window is the publish phase: the server's CPU (utime+stime from /proc/PID/stat,
-// as in loadgen.c) and ours (getrusage) are read at its two edges.
+// proc_cpu_ticks in benchutil.c) and ours (getrusage) are read at its two edges.
 //
 // Every payload is SIZE bytes of text: "<publisher> <seq> " then filler. A receiver knows
 // which messages it must see, and in which order (each publisher's, in the order it sent
@@ -41,6 +41,8 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "benchutil.h"
 
 #define PROG "chatload"
 
@@ -119,125 +121,6 @@ static void fail(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers: time, descriptors, /proc (the last two as in loadgen.c)
-// ---------------------------------------------------------------------------------------------
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int ensure_fd_limit(rlim_t need)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        fprintf(stderr, "%s: getrlimit(RLIMIT_NOFILE): %s\n", PROG, strerror(errno));
-        return -1;
-    }
-    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
-        return 0;
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
-        fprintf(stderr,
-                "%s: needs %llu file descriptors but the hard limit is %llu; "
-                "raise it (ulimit -Hn, as root) or ask for fewer connections\n",
-                PROG, (unsigned long long)need, (unsigned long long)rl.rlim_max);
-        return -1;
-    }
-    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? need : rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        fprintf(stderr, "%s: setrlimit(RLIMIT_NOFILE, %llu): %s\n", PROG,
-                (unsigned long long)rl.rlim_cur, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-// utime+stime+cutime+cstime of PID (fields 14-17 of /proc/PID/stat), in clock ticks, or -1.
-// Counted from the last ')' because the command name may contain spaces. All threads of
-// the process are included (redis has background threads).
-static long long proc_cpu_ticks(long pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t n;
-    do
-        n = read(fd, buf, sizeof buf - 1);
-    while (n < 0 && errno == EINTR);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (p == NULL)
-        return -1;
-    long long total = 0;
-    int field = 2;
-    for (char *tok = strtok(p + 1, " "); tok != NULL; tok = strtok(NULL, " ")) {
-        field++;
-        if (field >= 14 && field <= 17)
-            total += strtoll(tok, NULL, 10);
-        if (field == 17)
-            return total;
-    }
-    return -1;
-}
-
-static double cpu_seconds_self(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0)
-        return 0;
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-// A blocking-with-deadline connect, then non-blocking for the run (as in loadgen.c).
-static int connect_to(const struct addrinfo *ai, char *err, size_t errlen)
-{
-    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-        snprintf(err, errlen, "fcntl(O_NONBLOCK): %s", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        if (errno != EINPROGRESS && errno != EINTR) {
-            snprintf(err, errlen, "connect: %s", strerror(errno));
-            close(fd);
-            return -1;
-        }
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        int r;
-        do
-            r = poll(&pfd, 1, CONNECT_TIMEOUT_MS);
-        while (r < 0 && errno == EINTR);
-        int soerr = 0;
-        socklen_t len = sizeof soerr;
-        if (r <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0) {
-            snprintf(err, errlen, "connect: %s",
-                     r == 0 ? "timed out (is the server accepting?)"
-                            : strerror(r < 0 ? errno : soerr));
-            close(fd);
-            return -1;
-        }
-    }
-    // A publisher's lines go out as they are allowed, never held back by Nagle.
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -682,7 +565,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s:%s: %s\n", PROG, opt.host, opt.port, gai_strerror(gai));
         return 1;
     }
-    if (ensure_fd_limit((rlim_t)opt.conns + FD_HEADROOM) != 0)
+    if (ensure_fd_limit(PROG, (rlim_t)opt.conns + FD_HEADROOM) != 0)
         return 1;
     conns = calloc((size_t)opt.conns, sizeof *conns);
     ring = calloc((size_t)opt.window, sizeof *ring);
@@ -700,11 +583,15 @@ int main(int argc, char **argv)
         c->id = opened;
         c->frame_line = -1;
         c->seen = calloc((size_t)publishers, sizeof *c->seen);
-        c->fd = connect_to(ai, err, sizeof err);
+        c->fd = connect_nonblocking(ai, CONNECT_TIMEOUT_MS, err, sizeof err);
         if (c->seen == NULL || c->fd < 0) {
             fail("conn %ld: %s", opened, c->seen ? err : "out of memory");
             break;
         }
+        // A publisher's lines go out as they are allowed, never held back by Nagle.
+        int one = 1;
+        if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+            fail("conn %ld: TCP_NODELAY: %s", opened, strerror(errno));
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
         if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0)
             fail("conn %ld: epoll_ctl(ADD): %s", opened, strerror(errno));

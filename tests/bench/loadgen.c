@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
+
 #define PROG "loadgen"
 
 // How long one connect() may take before it counts as a failure. On loopback a connect
@@ -188,17 +190,8 @@ enum { PHASE_WARMUP, PHASE_MEASURE, PHASE_STOP };
 static atomic_int phase = PHASE_WARMUP;
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: time, payload, descriptors, /proc
+// Helpers: sleep, payload, server CPU (the clock, descriptors and /proc: benchutil.c)
 // ---------------------------------------------------------------------------------------------
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    // CLOCK_MONOTONIC never jumps, unlike the wall clock; clock_gettime cannot fail with
-    // this clock id and a valid pointer, so its result is not checked.
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void sleep_seconds(double s)
 {
@@ -232,80 +225,6 @@ static void fill_payload(unsigned char *buf, size_t len, unsigned conn_id, uint6
     }
 }
 
-static int set_nonblocking(int fd)
-{
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0)
-        return -1;
-    return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-}
-
-// Makes sure the soft RLIMIT_NOFILE allows NEED descriptors, raising it to the hard limit
-// if it does not (a desktop's default soft limit is often 1024). Returns 0, or -1 after
-// saying why on stderr.
-static int ensure_fd_limit(rlim_t need)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        fprintf(stderr, "%s: getrlimit(RLIMIT_NOFILE): %s\n", PROG, strerror(errno));
-        return -1;
-    }
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= need)
-        return 0;
-    if (rl.rlim_cur == RLIM_INFINITY)
-        return 0;
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
-        fprintf(stderr,
-                "%s: needs %llu file descriptors but the hard limit is %llu; "
-                "raise it (ulimit -Hn, as root) or ask for fewer connections\n",
-                PROG, (unsigned long long)need, (unsigned long long)rl.rlim_max);
-        return -1;
-    }
-    // An unlimited hard limit may still be capped by the kernel (fs.nr_open): ask only for NEED.
-    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? need : rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        fprintf(stderr, "%s: setrlimit(RLIMIT_NOFILE, %llu): %s\n", PROG,
-                (unsigned long long)rl.rlim_cur, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-// Fields 14..17 of /proc/PID/stat (utime, stime, cutime, cstime) added up, in clock ticks.
-// cutime/cstime hold the time of children the process has already waited for; returns -1
-// if the file cannot be read (the process is gone, or this is not Linux).
-static long long proc_cpu_ticks(long pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t n;
-    do
-        n = read(fd, buf, sizeof buf - 1);
-    while (n < 0 && errno == EINTR);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    // Field 2 is the command name in parentheses and may itself contain spaces or ')':
-    // the fields we want are counted from the last ')'.
-    char *p = strrchr(buf, ')');
-    if (p == NULL)
-        return -1;
-    long long total = 0;
-    int field = 2;
-    for (char *tok = strtok(p + 1, " "); tok != NULL; tok = strtok(NULL, " ")) {
-        field++;
-        if (field >= 14 && field <= 17)
-            total += strtoll(tok, NULL, 10);
-        if (field == 17)
-            return total;
-    }
-    return -1;
-}
-
 // CPU ticks of PID plus those of its live children (a fork-per-client server's work is done
 // in them). Children are listed in /proc/PID/task/PID/children on kernels that have it.
 static long long server_cpu_ticks(long pid)
@@ -326,59 +245,6 @@ static long long server_cpu_ticks(long pid)
     }
     fclose(f);
     return total;
-}
-
-static double cpu_seconds_self(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) != 0)
-        return 0;
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-// Connects to AI within CONNECT_TIMEOUT_MS. Returns a non-blocking socket, or -1 with a
-// reason in ERR. The connect is non-blocking so that a server that never accepts cannot
-// hold us past our deadline.
-static int connect_nonblocking(const struct addrinfo *ai, char *err, size_t errlen)
-{
-    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    if (set_nonblocking(fd) != 0) {
-        snprintf(err, errlen, "fcntl(O_NONBLOCK): %s", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        if (errno != EINPROGRESS && errno != EINTR) {
-            snprintf(err, errlen, "connect: %s", strerror(errno));
-            close(fd);
-            return -1;
-        }
-        // In progress: it is done when the socket is writable; SO_ERROR says how it ended.
-        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-        int r;
-        do
-            r = poll(&pfd, 1, CONNECT_TIMEOUT_MS);
-        while (r < 0 && errno == EINTR);
-        if (r <= 0) {
-            snprintf(err, errlen, "connect: %s",
-                     r == 0 ? "timed out (is the server accepting?)" : strerror(errno));
-            close(fd);
-            return -1;
-        }
-        int soerr = 0;
-        socklen_t len = sizeof soerr;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0) {
-            snprintf(err, errlen, "connect: %s", strerror(soerr ? soerr : errno));
-            close(fd);
-            return -1;
-        }
-    }
-    return fd;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -834,7 +700,7 @@ static int open_idle(struct run *r)
 {
     char err[160];
     for (; r->nidle < r->o.idle; r->nidle++) {
-        r->idle_fds[r->nidle] = connect_nonblocking(r->ai, err, sizeof err);
+        r->idle_fds[r->nidle] = connect_nonblocking(r->ai, CONNECT_TIMEOUT_MS, err, sizeof err);
         if (r->idle_fds[r->nidle] < 0) {
             fprintf(stderr, "%s: idle conn %ld: %s\n", PROG, r->nidle, err);
             return -1;
@@ -855,7 +721,7 @@ static int open_active(struct run *r)
     char err[160];
     for (; r->nconn < r->o.conns; r->nconn++) {
         struct conn *c = &r->conns[r->nconn];
-        c->fd = connect_nonblocking(r->ai, err, sizeof err);
+        c->fd = connect_nonblocking(r->ai, CONNECT_TIMEOUT_MS, err, sizeof err);
         if (c->fd < 0) {
             fprintf(stderr, "%s: conn %ld: %s\n", PROG, r->nconn, err);
             return -1;
@@ -1022,7 +888,7 @@ int main(int argc, char **argv)
     }
     alarm((unsigned)(r.o.warmup + r.o.duration) + DRAIN_TIMEOUT_MS / 1000 + WATCHDOG_GRACE_S);
 
-    if (ensure_fd_limit((rlim_t)(r.o.conns + r.o.idle + r.o.threads + FD_HEADROOM)) != 0 ||
+    if (ensure_fd_limit(PROG, (rlim_t)(r.o.conns + r.o.idle + r.o.threads + FD_HEADROOM)) != 0 ||
         run_init(&r) != 0) {
         run_free(&r);
         return 1;
