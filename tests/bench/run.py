@@ -474,16 +474,20 @@ def sh(cmd):
         return ""
 
 
-def machine_lines(started):
-    model = ""
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, or "" (stage07.py uses it too)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return ""
+
+
+def machine_lines(started):
+    model = cpu_model()
     cc = os.environ.get("CC", "cc")
     libevent = sh("pkg-config --modversion libevent 2>/dev/null") or "not installed"
     return [

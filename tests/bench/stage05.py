@@ -33,6 +33,10 @@ import subprocess
 import sys
 import time
 
+# Shared with the echo benchmark (run.py is importable: its work is under __main__).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import parse_strace_summary  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGE = os.path.join(ROOT, "05_threads_queue")
 RESULTS = os.path.join(ROOT, "tests", "bench", "results")
@@ -189,15 +193,7 @@ def strace_run(workers, line, seconds):
         st.send_signal(signal.SIGINT)
         st.wait(timeout=10)
         stop_server(p)
-    calls = {}
-    with open(out) as f:
-        for row in f:
-            parts = row.split()
-            if len(parts) >= 5 and parts[-1] != "total" and parts[0][0].isdigit():
-                try:
-                    calls[parts[-1]] = int(parts[3])
-                except ValueError:
-                    pass
+    _, calls = parse_strace_summary(out)
     top = sorted(calls.items(), key=lambda kv: -kv[1])[:6]
     return {"workers": workers, "request": line, "requests": total,
             "calls_per_req": sum(calls.values()) / total if total else float("nan"),

@@ -37,6 +37,10 @@ import sys
 import tempfile
 import time
 
+# Shared with the echo benchmark (run.py is importable: its work is under __main__).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import cpu_model, parse_strace_summary, sh  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 STAGE = os.path.join(ROOT, "07_chat")
@@ -92,13 +96,6 @@ def wait_at_rest(pid, timeout=10.0):
         if now is None or now == last:
             return
         last = now
-
-
-def sh(cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, shell=True).stdout.strip()
-    except OSError:
-        return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,15 +234,7 @@ def strace_count(server, k, m, window, timeout):
         st.wait(timeout=10)
     if r is None:
         return None, err
-    calls = {}
-    with open(out) as f:
-        for row in f:
-            parts = row.split()
-            if len(parts) >= 5 and parts[-1] != "total" and parts[0][0].isdigit():
-                try:
-                    calls[parts[-1]] = int(parts[3])
-                except ValueError:
-                    pass
+    _, calls = parse_strace_summary(out)
     # The join phase and the leaves of the connections also happen under strace; they are
     # K(K-1)/2 + K(K-1)/2 short lines, small next to the run's deliveries, and included.
     d = r["deliveries"]
@@ -260,15 +249,7 @@ def strace_count(server, k, m, window, timeout):
 
 
 def machine_lines(started, a, nofile):
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = cpu_model()
     cc = os.environ.get("CC", "cc")
     redis = sh("redis-server --version 2>/dev/null") or "not installed"
     return [
