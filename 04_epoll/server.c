@@ -333,6 +333,8 @@ static int conn_read(struct conn *c, bool fin_seen)
     if (n == 0) {
         c->state = CONN_CLOSING;  // EOF: the echo still queued will follow
         c->unread = false;
+        if (buf_len(&c->out) > 0)
+            log_msg("fd %d: EOF with %zu bytes of echo still to send", c->fd, buf_len(&c->out));
         return 0;
     }
     // A short read on a TCP socket: recv() copies all that is queued, up to

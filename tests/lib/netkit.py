@@ -960,6 +960,152 @@ def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
         size, " and our FIN" if then_eof else "", ", then EOF" if then_eof else "")
 
 
+def server_established(server_port, client_ports):
+    """How many of `client_ports` have a server-side socket in ESTABLISHED (or CLOSE_WAIT)
+    state on `server_port` (/proc/net/tcp{,6}): connections the kernel has completed, whether
+    or not the server has accepted them yet."""
+    found = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if (int(fields[1].rsplit(":", 1)[1], 16) == server_port
+                            and int(fields[2].rsplit(":", 1)[1], 16) in client_ports
+                            and fields[3] in ("01", "08")):
+                        found += 1
+        except OSError:
+            pass
+    return found
+
+
+def backlog(host, port, pid, conns, timeout=5.0):
+    """The listen backlog, seen from outside: SIGSTOP the server (so it accepts nobody),
+    start `conns` connects at once, and require the kernel to complete every one of them
+    (each has a server-side socket in /proc/net/tcp) while the server is stopped; then
+    SIGCONT it, close them all, and require one more client to be served.
+
+    A connection the kernel completed waits in the listening socket's accept queue, whose
+    length is the backlog given to listen() (capped by net.core.somaxconn). A server that
+    asked for a short one (listen(fd, 1)) has its queue full after two: the kernel drops
+    the SYNs of the rest, which retry after 1 s, 3 s, 7 s..., and a burst of clients stalls
+    even though the server is only busy for a moment."""
+    raise_nofile(conns + 64)
+    socks = []
+    stopped = False
+    try:
+        os.kill(pid, 19)  # SIGSTOP
+        stopped = True
+        wait_stopped(pid)
+        for _ in range(conns):
+            socks.append(nonblocking_connect(host, port))
+        ports = set()
+        deadline = time.monotonic() + scaled(timeout)
+        done = 0
+        while True:
+            if not ports or len(ports) < conns:
+                for s in socks:
+                    try:
+                        ports.add(s.getsockname()[1])
+                    except OSError:
+                        pass
+            done = server_established(port, ports)
+            if done >= conns:
+                break
+            if time.monotonic() > deadline:
+                raise Failure("with the server stopped, the kernel completed %d of %d connections "
+                              "within %.1f s: the listen backlog is too short" % (done, conns, scaled(timeout)))
+            time.sleep(0.01)  # poll interval of a loop with a deadline
+        os.kill(pid, 18)  # SIGCONT
+        stopped = False
+    finally:
+        if stopped:
+            os.kill(pid, 18)
+        for s in socks:
+            s.close()
+    detail = echo(host, port, 1, 4096, 4096, 1, timeout=10.0)
+    return "%d connections completed by the kernel while the server was stopped; then %s" % (conns, detail)
+
+
+def drain_on_term_many(host, port, pid, clients, size, seed, timeout=10.0):
+    """drain-on-term for several clients at once, one of them gone before the signal: a
+    client that connected first is served and leaves (the server has closed its socket),
+    then `clients` clients each send `size` bytes reading nothing (a 4 KiB receive window
+    keeps most of each echo in the server), SIGTERM once the server has read every byte,
+    then every client reads: each must get its own echo, every byte in order, then EOF.
+
+    A drain that walks its connections and skips one (an index off by one, a list broken by
+    the close of the one that left) leaves that client without its echo."""
+    rng = random.Random(seed)
+    leaver = connect(host, port)
+    socks, payloads = [], []
+    try:
+        leaver.sendall(b"!")
+        if leaver.recv(1) != b"!":
+            raise Failure("no 1-byte echo for the first client")
+        for i in range(clients):
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(scaled(timeout))
+            s.connect((host, port))
+            payloads.append(make_payload(rng, size))
+        # The one that connected first leaves, and the server must have closed it (its
+        # side of the connection is past CLOSE_WAIT) before the signal.
+        lport = leaver.getsockname()[1]
+        leaver.close()
+        leaver = None
+        deadline = time.monotonic() + scaled(timeout)
+        while server_tcp_state(port, lport) in ("01", "08"):
+            if time.monotonic() > deadline:
+                raise Failure("the server did not close the connection of the client that left")
+            time.sleep(0.01)  # poll interval of a loop with a deadline
+        for s, payload in zip(socks, payloads):
+            s.sendall(payload)
+        for s in socks:
+            wait_server_read_all(port, s.getsockname()[1], timeout)
+        os.kill(pid, 15)
+        results = [None] * clients
+
+        def read_all(i):
+            got = bytearray()
+            try:
+                while True:
+                    chunk = socks[i].recv(262144)
+                    if not chunk:
+                        break
+                    got += chunk
+            except OSError as e:
+                results[i] = "client %d: %s after %d of %d bytes" % (i, e, len(got), size)
+                return
+            if bytes(got) != payloads[i]:
+                n = min(len(got), size)
+                off = next((j for j in range(n) if got[j] != payloads[i][j]), n)
+                if off < n:
+                    results[i] = "client %d: %s" % (i, describe_mismatch(payloads[i], bytes(got), off))
+                else:
+                    results[i] = "client %d: %d of %d pending bytes, then EOF" % (i, len(got), size)
+
+        threads = [threading.Thread(target=read_all, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(scaled(timeout) + 1)
+        bad = [r for r in results if r]
+        if any(t.is_alive() for t in threads):
+            bad.append("a reader did not finish within %.1f s" % scaled(timeout))
+        if bad:
+            raise Failure("after SIGTERM: " + "; ".join(bad))
+    finally:
+        if leaver is not None:
+            leaver.close()
+        for s in socks:
+            s.close()
+    return "%d clients with %d bytes pending each at SIGTERM (one client gone before it): every byte arrived, then EOF" % (
+        clients, size)
+
+
 class CannotInspect(Exception):
     """This machine does not let us look at another process's socket (no pidfd_getfd, or
     not permitted): the caller skips rather than fails."""
@@ -1272,6 +1418,13 @@ def main(argv=None):
     p.add_argument("--pid", type=int, required=True)
     p = add("nodelay", "the server's socket for a served client must have TCP_NODELAY (looked at with pidfd_getfd)")
     p.add_argument("--pid", type=int, required=True)
+    p = add("backlog", "SIGSTOP the server, connect N at once: the kernel must complete all N (listen backlog)")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--conns", type=int, default=100)
+    p = add("drain-on-term-many", "one client leaves, N leave output pending, SIGTERM: each gets every byte, then EOF")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--clients", type=int, default=3)
+    p.add_argument("--size", type=int, default=2 << 20)
     p = add("mem", "memory (PSS of PID and children) per idle connection")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--conns", type=int, default=100)
@@ -1342,6 +1495,10 @@ def main(argv=None):
             msg = reset_idle(h, port, seed)
         elif a.cmd == "cloexec":
             msg = cloexec(h, port, a.pid)
+        elif a.cmd == "backlog":
+            msg = backlog(h, port, a.pid, a.conns)
+        elif a.cmd == "drain-on-term-many":
+            msg = drain_on_term_many(h, port, a.pid, a.clients, a.size, seed)
         elif a.cmd == "round-trips":
             msg = round_trips(h, port, a.size, a.count, a.within)
     except Failure as e:
