@@ -31,14 +31,19 @@ static const char *prog_name = "server";
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: %s [-H HOST] [-p PORT] [--max-output BYTES] [--idle-timeout SEC]\n"
-            "          [--broadcast shared|copy]\n"
+            "usage: %s [-H HOST] [-p PORT] [--max-output BYTES] [--soft-output BYTES]\n"
+            "          [--soft-seconds SEC] [--idle-timeout SEC] [--broadcast shared|copy]\n"
             "  -H, --host HOST   address to listen on (default 127.0.0.1)\n"
             "  -p, --port PORT   TCP port, 0 = any free port (default " DEFAULT_PORT ")\n"
             "  -h, --help        print this help and exit\n"
             "      --max-output BYTES\n"
-            "                    drop a session (too slow) once more than BYTES of its\n"
-            "                    output wait to be sent (default %zu = 1 MiB)\n"
+            "                    the hard cap: drop a session (too slow) when a line would\n"
+            "                    leave more than BYTES of its output waiting even after a\n"
+            "                    write (default %zu = 1 MiB)\n"
+            "      --soft-output BYTES, --soft-seconds SEC\n"
+            "                    the soft cap: drop a session that still has more than BYTES\n"
+            "                    waiting after the writes of every turn for SEC seconds\n"
+            "                    (default %zu = 256 KiB for %.0f s)\n"
             "      --idle-timeout SEC\n"
             "                    close a session that sends nothing for SEC seconds\n"
             "                    (fractions allowed; default %.0f)\n"
@@ -46,7 +51,8 @@ static void usage(FILE *to)
             "                    shared (default): one reference-counted buffer per message,\n"
             "                    queued by every recipient; copy: the bytes copied into each\n"
             "                    recipient's own output buffer (to measure the difference)\n",
-            prog_name, DEFAULT_MAX_OUTPUT, DEFAULT_IDLE_TIMEOUT_S);
+            prog_name, DEFAULT_MAX_OUTPUT, DEFAULT_SOFT_OUTPUT, DEFAULT_SOFT_SECONDS,
+            DEFAULT_IDLE_TIMEOUT_S);
 }
 
 // A bad command line is the user's mistake, not a crash: say what, show the
@@ -60,7 +66,7 @@ _Noreturn static void usage_error(const char *what, const char *arg)
 
 // The long options with no one-letter form; getopt_long returns these for
 // them (any values that are not characters of the short-option string).
-enum { OPT_MAX_OUTPUT = 256, OPT_IDLE_TIMEOUT, OPT_BROADCAST };
+enum { OPT_MAX_OUTPUT = 256, OPT_SOFT_OUTPUT, OPT_SOFT_SECONDS, OPT_IDLE_TIMEOUT, OPT_BROADCAST };
 
 void set_prog_name(const char *prog)
 {
@@ -74,6 +80,8 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
         {"port", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
+        {"soft-output", required_argument, NULL, OPT_SOFT_OUTPUT},
+        {"soft-seconds", required_argument, NULL, OPT_SOFT_SECONDS},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"broadcast", required_argument, NULL, OPT_BROADCAST},
         {NULL, 0, NULL, 0},
@@ -82,6 +90,8 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
     opt->host = "127.0.0.1";
     opt->port = DEFAULT_PORT;
     opt->max_output = DEFAULT_MAX_OUTPUT;
+    opt->soft_output = DEFAULT_SOFT_OUTPUT;
+    opt->soft_ns = (long long)(DEFAULT_SOFT_SECONDS * 1e9);
     opt->idle_timeout_ns = (long long)(DEFAULT_IDLE_TIMEOUT_S * 1e9);
     opt->broadcast = BROADCAST_SHARED;
 
@@ -103,7 +113,8 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
             opt->port = optarg;
             break;
         }
-        case OPT_MAX_OUTPUT: {
+        case OPT_MAX_OUTPUT:
+        case OPT_SOFT_OUTPUT: {
             char *end;
             errno = 0;
             unsigned long long bytes = strtoull(optarg, &end, 10);
@@ -112,9 +123,13 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
             if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0' ||
                 bytes > SIZE_MAX / 4)
                 usage_error("bad byte count", optarg);
-            opt->max_output = (size_t)bytes;
+            if (c == OPT_MAX_OUTPUT)
+                opt->max_output = (size_t)bytes;
+            else
+                opt->soft_output = (size_t)bytes;
             break;
         }
+        case OPT_SOFT_SECONDS:
         case OPT_IDLE_TIMEOUT: {
             char *end;
             errno = 0;
@@ -123,8 +138,11 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
             // digit first, so no "inf", "nan" or " 5".
             if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0' ||
                 !(sec >= 0.001 && sec <= 365.0 * 86400))
-                usage_error("bad idle timeout (want seconds, 0.001 to 31536000)", optarg);
-            opt->idle_timeout_ns = (long long)(sec * 1e9);
+                usage_error("bad time (want seconds, 0.001 to 31536000)", optarg);
+            if (c == OPT_IDLE_TIMEOUT)
+                opt->idle_timeout_ns = (long long)(sec * 1e9);
+            else
+                opt->soft_ns = (long long)(sec * 1e9);
             break;
         }
         case OPT_BROADCAST:

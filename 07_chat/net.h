@@ -8,11 +8,22 @@
 #include <stddef.h>
 
 #define DEFAULT_PORT "7007"
-// --max-output: how much output one session may have queued before it is
-// dropped as too slow. 1 MiB is hundreds of chat lines: a client that reads
-// at all never gets near it; one that stopped reading reaches it in a
-// fraction of a second in a busy room, and then costs the server no more.
+// The two output caps (redis's client-output-buffer-limit, hard and soft;
+// server.c, session_deliver and session_judge, says how they are judged).
+// --max-output, the hard cap: a session's queue never holds more; a line
+// that would pass it is written first, and the session dropped as too slow
+// if the kernel refuses enough of it. 1 MiB is hundreds of chat lines on
+// top of the several MiB the kernel buffers: a client that reads at all
+// never gets near it; one that stopped reading reaches it in a fraction of
+// a second in a busy room, and then costs the server no more.
 #define DEFAULT_MAX_OUTPUT ((size_t)1 << 20)
+// --soft-output and --soft-seconds, the soft cap: a session whose queue
+// stays over it, after the turn's writes, for that long is dropped too. It
+// bounds what a stalled reader holds for long in a quiet room (the hard cap
+// only bounds the peak), and forgives a reader that falls behind for a
+// moment and catches up.
+#define DEFAULT_SOFT_OUTPUT ((size_t)256 << 10)
+#define DEFAULT_SOFT_SECONDS 10.0
 
 // --idle-timeout: a session that sends nothing for this long is closed.
 #define DEFAULT_IDLE_TIMEOUT_S 300.0
@@ -28,7 +39,9 @@ enum broadcast_mode {
 struct options {
     const char *host;
     const char *port;
-    size_t max_output;            // drop a session with more than this queued
+    size_t max_output;            // --max-output, the hard cap
+    size_t soft_output;           // --soft-output, the soft cap ...
+    long long soft_ns;            // ... held this long (--soft-seconds)
     long long idle_timeout_ns;    // --idle-timeout, in nanoseconds
     enum broadcast_mode broadcast;
 };
@@ -41,8 +54,8 @@ struct options {
 // volatile stops the compiler from keeping it in a register across the loop.
 extern volatile sig_atomic_t stop_requested;
 
-// Parses -H/--host, -p/--port, -h/--help, --max-output, --idle-timeout and
-// --broadcast. PROG names the binary in the usage text and in every log
+// Parses -H/--host, -p/--port, -h/--help, --max-output, --soft-output,
+// --soft-seconds, --idle-timeout and --broadcast. PROG names the binary in the usage text and in every log
 // line. --help exits 0; a bad option exits 2.
 void parse_options(int argc, char **argv, const char *prog, struct options *opt);
 

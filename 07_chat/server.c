@@ -20,10 +20,13 @@
 //  4. Time. Every session has one timer (idle, or the last chance to leave
 //     cleanly) in a binary min-heap (timer.c); epoll_pwait's timeout is
 //     computed from the earliest one (next_timeout_ms).
-//  5. Slow consumers are dropped, not waited for: a session with more than
-//     --max-output queued is closed, and the room is told (session_deliver).
-//  6. Fairness: a session gets at most LINES_PER_TURN lines per turn; the
-//     rest waits for the next turn (session_read).
+//  5. Slow consumers are dropped, not waited for, judged on what the kernel
+//     refused: a session whose queue would pass --max-output even after a
+//     write, or stays over --soft-output for --soft-seconds, is closed, and
+//     the room is told (session_deliver, session_judge).
+//  6. Fairness: a session's lines are read up to TURN_BYTES per turn; the
+//     rest waits for the next turn (session_read). The budget is in bytes,
+//     so it does not decide how many lines one writev carries.
 //
 // One turn of the loop, loop_once():
 //   1. epoll_pwait() sleeps until a socket is ready, a stop signal arrives,
@@ -59,6 +62,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -75,17 +79,25 @@
 // How much one recv() may read into a session's input buffer.
 #define READ_CHUNK (16 * 1024)
 
-// Fairness: how many lines one session may have handled per turn. Each line
-// may be a broadcast to every session, so a turn costs up to
-// LINES_PER_TURN x sessions deliveries per ready session, and a quiet
-// session waits at most one such turn. The lines left over wait in the
-// session's input buffer, and the session on the yield list (session_read).
-#define LINES_PER_TURN 16
+// Fairness: how many bytes of lines one session may have handled per turn,
+// each line charged at least LINE_MIN_COST. A quiet session waits at most
+// one turn, and a turn serves at most TURN_BYTES of every ready session's
+// lines: 8 lines of 4 KiB, or 128 short ones. The lines left over wait in
+// the session's input buffer, and the session on the yield list
+// (session_read). A budget, not a count of lines, because a count also set
+// how many lines a recipient's writev carries per turn (a publisher's burst
+// of short lines cost one write per 16 lines, whatever the window).
+#define TURN_BYTES (32 * 1024)
+
+// What a line costs of TURN_BYTES at least: its fan-out costs a queue entry
+// and a reference per recipient whatever its length, so a flood of short
+// lines gets at most TURN_BYTES / LINE_MIN_COST = 128 lines a turn.
+#define LINE_MIN_COST 256
 
 // Output entries offered to one writev(): IOV_MAX on Linux (16 KiB of stack).
-// A busy turn queues one entry per line per recipient (up to LINES_PER_TURN
-// from every sender), and they should all leave in one call, as the copy
-// buffer of --broadcast copy leaves in one send().
+// A busy turn queues one entry per line per recipient (up to
+// TURN_BYTES / LINE_MIN_COST from every sender), and they should all leave
+// in one call, as the copy buffer of --broadcast copy leaves in one send().
 #define IOV_PER_WRITE 1024
 
 // How many clients one turn may accept (04: a flood of connections must not
@@ -152,9 +164,11 @@ struct session {
     struct line_decoder dec; // where the line codec resumes its scan of `in`
     struct outq q;           // --broadcast shared: queued output
     struct buffer out;       // --broadcast copy: queued output
-    size_t queued;           // bytes queued, either way (the --max-output check)
+    size_t queued;           // bytes queued, either way (the output caps)
 
     struct timer timer;  // in `timers` (now_ns): idle, or the end of LEAVE_NS
+    struct timer soft;   // in `soft_timers` while over_soft: the end of --soft-seconds
+    bool over_soft;      // its queue was over --soft-output after a turn's writes
 
     struct session *prev, *next;  // the room (every session not freed yet), join order
     struct session *flush_next;   // the flush list
@@ -162,7 +176,9 @@ struct session {
 };
 
 static int epfd = -1;
-static size_t max_output;             // --max-output
+static size_t max_output;             // --max-output, the hard cap
+static size_t soft_output;            // --soft-output, the soft cap ...
+static long long soft_ns;             // ... held this long (--soft-seconds)
 static long long idle_ns;             // --idle-timeout
 static enum broadcast_mode broadcast;  // --broadcast
 static bool stopping;                 // SIGINT/SIGTERM seen: draining
@@ -185,10 +201,14 @@ static sigset_t wait_mask;
 static unsigned long long n_waits;        // epoll_pwait() calls
 static unsigned long long n_sessions;     // sessions opened
 static unsigned long long n_lines;        // lines received (empty ones included)
+static unsigned long long n_refused;      // lines refused for a control character (text_refusal)
+static unsigned long long n_recvs;        // recv() calls on sessions (session_recv)
 static unsigned long long n_deliveries;   // lines queued to a session (every recipient counts)
-static unsigned long long n_slow;         // sessions dropped for --max-output
+static unsigned long long n_slow;         // sessions dropped as too slow (either cap)
+static unsigned long long n_cap_writes;   // writes made mid-turn because a queue met --max-output
+static unsigned long long n_soft;         // times a queue went over --soft-output (its clock started)
 static unsigned long long n_idle;         // idle timeouts
-static unsigned long long n_yields;       // a session stopped at LINES_PER_TURN with lines left
+static unsigned long long n_yields;       // a session stopped at TURN_BYTES with lines left
 static unsigned long long n_writes;       // writev()/send() calls flushing output
 static unsigned long long n_copied;       // bytes copied into per-session buffers (copy mode)
 static unsigned long long n_timers;       // timers expired
@@ -206,6 +226,16 @@ static struct timer_heap timers = TIMER_HEAP_EMPTY;
 static struct session *timer_session(struct timer *t)
 {
     return (struct session *)((char *)t - offsetof(struct session, timer));
+}
+
+// The soft cap's clocks (session_judge): a second heap, so that a session's
+// idle or leaving timer and its soft-cap clock never stand in for each other.
+// A session is in it only while over_soft.
+static struct timer_heap soft_timers = TIMER_HEAP_EMPTY;
+
+static struct session *soft_session(struct timer *t)
+{
+    return (struct session *)((char *)t - offsetof(struct session, soft));
 }
 
 // ---------------------------------------------------------------- leaving, and the lifetime rules
@@ -278,20 +308,22 @@ static int session_watch(struct session *s)
     return 0;
 }
 
+static int session_flush(struct session *s);
+
 // Queues RB (a whole line) for S, which must be S_OPEN or S_LEAVING; puts S
-// on the flush list. The caller keeps its own reference.
-static void session_deliver(struct session *s, struct refbuf *rb)
+// on the flush list. The caller keeps its own reference. A NOTICE is a line
+// the session is told on its way out (`* idle timeout`, `* server shutting
+// down`, `* bye`, `* line too long`; it leaves right after): it is queued
+// whatever the caps, so that a notice is never what drops a session.
+//
+// The hard cap (--max-output) is judged on what the kernel refuses, not on
+// what this turn queued: one busy turn can queue more than the cap for a
+// reader whose socket is empty (20 senders x 16 lines of 4 KiB), and the
+// turn's own writes would take it all. So a queue that passes the cap is
+// written at once, here, and the session is dropped only if more than the
+// cap is still queued after that write. Below the cap, a turn only queues.
+static void session_queue(struct session *s, struct refbuf *rb, bool notice)
 {
-    // LAB BEGIN output_cap: drop S (session_close, LEFT_SLOW, n_slow++) instead of queueing when its queued bytes plus rb->len would pass max_output; count a shared buffer by its length per recipient
-    if (s->queued + rb->len > max_output) {
-        log_msg("fd %d (%s): %zu bytes queued, %zu more would pass --max-output %zu: "
-                "dropped (too slow)",
-                s->fd, s->name, s->queued, rb->len, max_output);
-        n_slow++;
-        session_close(s, LEFT_SLOW);
-        return;
-    }
-    // LAB END
     int rc;
     if (broadcast == BROADCAST_SHARED) {
         refbuf_hold(rb);  // the queue's reference, released once it is sent
@@ -313,6 +345,66 @@ static void session_deliver(struct session *s, struct refbuf *rb)
     if (s->queued > peak_queued)
         peak_queued = s->queued;
     flush_later(s);
+    // LAB BEGIN output_cap: unless NOTICE, once S's queue passes max_output, write it now (session_flush, n_cap_writes++); drop S (session_close, LEFT_SLOW, n_slow++) if more than max_output is still queued after that write
+    if (notice || s->queued <= max_output)
+        return;
+    n_cap_writes++;
+    if (session_flush(s) == -1) {
+        session_close(s, LEFT_ERROR);
+        return;
+    }
+    if (s->queued > max_output) {
+        log_msg("fd %d (%s): %zu bytes still queued after a write, over --max-output %zu: "
+                "dropped (too slow)",
+                s->fd, s->name, s->queued, max_output);
+        n_slow++;
+        session_close(s, LEFT_SLOW);
+    }
+    // LAB END
+}
+
+// Queues RB for S under the caps: a reply or a broadcast.
+static void session_deliver(struct session *s, struct refbuf *rb)
+{
+    session_queue(s, rb, false);
+}
+
+// The soft cap (--soft-output, --soft-seconds), judged after every write of
+// S (session_flush): what the kernel refused is what is still queued. Over
+// it, S's clock starts (a timer in soft_timers, run_timers drops S when it
+// fires); back under it, or no longer OPEN, the clock is stopped, so that
+// it measures one unbroken stretch over the cap. Returns 0, or -1 if out
+// of memory.
+static int session_judge(struct session *s)
+{
+    bool over = s->state == S_OPEN && s->queued > soft_output;
+    if (over && !s->over_soft) {
+        if (timer_heap_add(&soft_timers, &s->soft, now_ns() + soft_ns) == -1) {
+            log_msg("fd %d: out of memory for its soft-cap clock, closing", s->fd);
+            return -1;
+        }
+        s->over_soft = true;
+        n_soft++;
+        log_msg("fd %d (%s): %zu bytes still queued after the writes, over --soft-output %zu: "
+                "dropped in %.3f s unless it drains",
+                s->fd, s->name, s->queued, soft_output, soft_ns / 1e9);
+    } else if (!over && s->over_soft) {
+        timer_heap_del(&soft_timers, &s->soft);
+        s->over_soft = false;
+    }
+    return 0;
+}
+
+// Queues a notice for S (session_queue): never dropped for it.
+static void session_notice(struct session *s, const char *text)
+{
+    struct refbuf *rb = refbuf_printf("%s", text);
+    if (rb == NULL) {
+        session_close(s, LEFT_ERROR);
+        return;
+    }
+    session_queue(s, rb, true);
+    refbuf_release(rb);  // ours: the queue holds its own
 }
 
 // Queues the formatted line (FMT, "\n" added) for S alone.
@@ -434,6 +526,8 @@ static int session_flush(struct session *s)
         if ((size_t)sent < offered)
             break;  // the kernel is full: EPOLLOUT brings us back (session_watch)
     }
+    if (session_judge(s) == -1)
+        return -1;
     if (s->state == S_LEAVING && s->queued == 0 && !s->fin_sent) {
         s->fin_sent = true;
         if (shutdown(s->fd, SHUT_WR) == -1 || s->eof)
@@ -444,12 +538,27 @@ static int session_flush(struct session *s)
 
 // ---------------------------------------------------------------- names and commands
 
-static struct session *find_by_name(const char *name)
+// Names are compared without regard to case (ASCII: a name is letters, digits, '_' and '-'),
+// so `Alice` and `alice` cannot both be in the room, nor `User2` beside `user2`. Finding one
+// is a walk of the room: O(sessions) per /nick or /msg, cheap next to the broadcast, which is
+// O(sessions) per line anyway.
+
+// The session that holds NAME: one in the room, or one that left and whose `* NAME left`
+// (or `dropped`) has not been queued yet (announce_leavers sets `announced`). A leaving
+// session keeps its name until then, so nobody can see `* X is now NAME` before `* NAME left`.
+static struct session *name_holder(const char *name)
 {
-    // A walk of the room: O(sessions) per /nick or /msg, cheap next to the
-    // broadcast, which is O(sessions) per line anyway.
     for (struct session *s = room_head; s != NULL; s = s->next)
-        if (s->state == S_OPEN && strcmp(s->name, name) == 0)
+        if (!s->announced && strcasecmp(s->name, name) == 0)
+            return s;
+    return NULL;
+}
+
+// The session in the room called NAME (/msg): a session that left gets nothing more.
+static struct session *find_in_room(const char *name)
+{
+    for (struct session *s = room_head; s != NULL; s = s->next)
+        if (s->state == S_OPEN && strcasecmp(s->name, name) == 0)
             return s;
     return NULL;
 }
@@ -468,11 +577,11 @@ static bool valid_name(const char *p, size_t n)
     return true;
 }
 
-// "user" and digits: the names new sessions get. Nobody may take one by
+// "user" and digits, in any case: the names new sessions get. Nobody may take one by
 // /nick, or the next session to get that number would share it.
 static bool reserved_name(const char *name)
 {
-    if (strncmp(name, "user", 4) != 0 || name[4] == '\0')
+    if (strncasecmp(name, "user", 4) != 0 || name[4] == '\0')
         return false;
     for (const char *p = name + 4; *p != '\0'; p++)
         if (*p < '0' || *p > '9')
@@ -493,7 +602,10 @@ static void cmd_nick(struct session *s, const char *arg, size_t n)
         session_printf(s, "* you are %s already", name);
         return;
     }
-    if (find_by_name(name) != NULL || reserved_name(name)) {
+    // Its own name in another case is S's to take (`/nick Alice` for alice); a userN name is
+    // nobody's, not even the session that got it on joining.
+    struct session *holder = name_holder(name);
+    if ((holder != NULL && holder != s) || reserved_name(name)) {
         session_printf(s, "* %s is taken", name);
         return;
     }
@@ -535,7 +647,7 @@ static void cmd_msg(struct session *s, const char *arg, size_t n)
     if (name_len <= MAX_NAME) {
         memcpy(name, arg, name_len);
         name[name_len] = '\0';
-        to = find_by_name(name);
+        to = find_in_room(name);
     }
     if (to == NULL) {
         session_printf(s, "* no such user %.*s", name_len <= MAX_NAME ? (int)name_len : MAX_NAME,
@@ -552,6 +664,38 @@ static void cmd_msg(struct session *s, const char *arg, size_t n)
     refbuf_release(rb);
 }
 
+// The text policy: a line that holds a control character is refused whole, with a notice to
+// its sender, before it is read as a command; nothing of it reaches anyone. Lines reach other
+// people's terminals, and a control character there is an instruction, not text: ESC starts
+// a sequence that can retitle the window, clear the screen or move the cursor over another
+// user's line; a bare CR returns to the start of the line to overwrite it; BEL rings; NUL
+// would cut a C string short (`/msg alice\0zzz secret`). The control characters are every C0
+// byte but TAB (0x00-0x1f), DEL (0x7f), and the C1 controls in UTF-8, C2 80 to C2 9F
+// (U+0080-U+009F: U+009B is CSI to a terminal that decodes C1). Every other byte passes as
+// it came: UTF-8 text, its continuation bytes 0x80-0xbf included, and bytes that are not
+// UTF-8 at all (a terminal shows them as U+FFFD; this server does not check UTF-8).
+// Refused, not escaped: what passes is exactly what the sender typed, and the sender learns
+// at once why a line went nowhere (an escaped ESC would have to be told apart from a typed
+// backslash, so backslashes would change too).
+// Returns the offset of the first control character in P (N bytes), *CP its code point; or
+// N if there is none.
+static size_t text_refusal(const char *p, size_t n, unsigned *cp)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            *cp = c;
+            return i;
+        }
+        if (c == 0xc2 && i + 1 < n && (unsigned char)p[i + 1] >= 0x80 &&
+            (unsigned char)p[i + 1] <= 0x9f) {
+            *cp = (unsigned char)p[i + 1];  // C2 xx encodes U+00xx
+            return i;
+        }
+    }
+    return n;
+}
+
 // One line from S (without its ending), N bytes at P.
 static void session_line(struct session *s, const char *p, size_t n)
 {
@@ -559,6 +703,13 @@ static void session_line(struct session *s, const char *p, size_t n)
     timer_heap_move(&timers, &s->timer, now_ns() + idle_ns);  // it spoke: its idle timer starts again
     if (n == 0)
         return;  // empty lines are ignored
+    unsigned cp;
+    size_t at = text_refusal(p, n, &cp);
+    if (at < n) {
+        n_refused++;
+        session_printf(s, "* refused: control character U+%04X at offset %zu", cp, at);
+        return;
+    }
     if (p[0] != '/') {
         broadcast_printf(s, "%s: %.*s", s->name, (int)n, p);
         return;
@@ -575,7 +726,7 @@ static void session_line(struct session *s, const char *p, size_t n)
     } else if (IS("/msg")) {
         cmd_msg(s, arg, arg_len);
     } else if (IS("/quit") && arg_len == 0) {
-        session_printf(s, "* bye");
+        session_notice(s, "* bye");
         session_leave(s, LEFT_QUIT);
     } else {
         session_printf(s, "* unknown command");
@@ -596,17 +747,26 @@ static void session_yield(struct session *s)
     }
 }
 
-// One recv() into S's input buffer. Returns 1 (bytes came), 0 (nothing
-// now, or EOF: s->eof), or -1 after logging why S must be closed.
+// One recv() into S's input buffer, of at most READ_CHUNK bytes, into a buffer that never
+// grows past READ_CHUNK (buf_reserve_capped: what it holds when we read is at most a partial
+// line, MAX_LINE + 2 bytes). Returns 2 (the recv filled the room it was offered: the kernel
+// may hold more), 1 (fewer bytes came: the kernel had no more), 0 (nothing now, or EOF:
+// s->eof), or -1 after logging why S must be closed.
+//
+// Why 1 and 2: a stream socket's recv returns less than it was offered only when the kernel
+// had no more, so after a short read, asking again would cost a recv that returns EAGAIN on
+// almost every input event (a line at a time, the common case). Level-triggered epoll
+// reports the socket again if more came meanwhile.
 static int session_recv(struct session *s)
 {
     size_t room;
-    char *at = buf_reserve(&s->in, READ_CHUNK, &room);
-    if (at == NULL) {
-        log_msg("fd %d: out of memory for input, closing", s->fd);
+    char *at = buf_reserve_capped(&s->in, READ_CHUNK, READ_CHUNK, &room);
+    if (at == NULL || room == 0) {
+        log_msg("fd %d: %s for input, closing", s->fd, at == NULL ? "out of memory" : "no room");
         return -1;
     }
     ssize_t n;
+    n_recvs++;
     do
         n = recv(s->fd, at, room, 0);
     while (n == -1 && errno == EINTR);
@@ -621,29 +781,31 @@ static int session_recv(struct session *s)
         return 0;
     }
     buf_commit(&s->in, (size_t)n);
-    return 1;
+    return (size_t)n == room ? 2 : 1;
 }
 
-// Reads and handles S's lines: at most LINES_PER_TURN this turn (fairness),
+// Reads and handles S's lines: at most TURN_BYTES this turn (fairness),
 // reading from the kernel only when no whole line is buffered.
 static void session_read(struct session *s)
 {
     s->served_turn = turn;
-    int handled = 0;
+    size_t spent = 0;  // of TURN_BYTES
+    int got = 2;       // the last session_recv's answer: 2 = ask again (no read yet this turn)
     while (s->state == S_OPEN) {
         // The codec (06_codecs, copied in) finds the next line in what is
         // buffered, resuming its scan where the last one stopped.
         struct codec_result r = line_decode(&s->dec, buf_peek(&s->in), buf_len(&s->in));
         if (r.status == CODEC_ERROR) {
-            session_printf(s, "* line too long");
+            session_notice(s, "* line too long");
             session_leave(s, LEFT_TOO_LONG);
             return;
         }
         if (r.status == CODEC_FRAME) {
-            // LAB BEGIN fairness_cap: handle the line; after LINES_PER_TURN lines this turn, stop and session_yield if bytes are still buffered (the kernel's bytes LT epoll reports again)
+            // LAB BEGIN fairness_cap: handle the line and charge it (its bytes with the ending, at least LINE_MIN_COST); once TURN_BYTES are spent this turn, stop and session_yield if bytes are still buffered (the kernel's bytes LT epoll reports again)
             session_line(s, r.frame, r.len);  // a view into `in`: used before the consume
             buf_consume(&s->in, r.consumed);
-            if (++handled == LINES_PER_TURN) {
+            spent += r.consumed > LINE_MIN_COST ? r.consumed : LINE_MIN_COST;
+            if (spent >= TURN_BYTES) {
                 if (buf_len(&s->in) > 0)
                     session_yield(s);
                 return;
@@ -651,34 +813,36 @@ static void session_read(struct session *s)
             // LAB END
             continue;
         }
-        // LINE_NEED_MORE: ask the kernel.
-        if (s->eof)
+        // LINE_NEED_MORE: ask the kernel, unless it said it had no more (got < 2).
+        if (s->eof || got < 2)
             break;
-        int got = session_recv(s);
+        got = session_recv(s);
         if (got == -1) {
             session_close(s, LEFT_ERROR);
             return;
         }
-        if (got == 0)
-            break;
     }
     if (s->state == S_OPEN && s->eof)
         session_leave(s, LEFT_EOF);  // a partial last line is dropped with it
+    // An idle session holds no input buffer (buffer.h, rule 1): buf_consume freed it when its
+    // last line went; this frees one a recv found nothing for.
+    if (buf_len(&s->in) == 0)
+        buf_free(&s->in);
 }
 
 // S left: read and discard what the client still sends, until EOF (then,
 // once our FIN is out too, it is closed) or the kernel is empty.
 static void session_discard(struct session *s)
 {
-    for (int k = 0; k < LINES_PER_TURN && !s->eof; k++) {
+    for (int k = 0; k < TURN_BYTES / READ_CHUNK && !s->eof; k++) {
         buf_free(&s->in);
         int got = session_recv(s);
         if (got == -1) {
             session_close(s, LEFT_ERROR);
             return;
         }
-        if (got == 0)
-            break;
+        if (got < 2)
+            break;  // the kernel had no more (session_recv)
     }
     buf_free(&s->in);
     if (s->eof && s->fin_sent)
@@ -758,6 +922,8 @@ static void session_free(struct session *s)
     // dup, no fork: 04, conn_close).
     close_or_log(s->fd, "client");
     timer_heap_del(&timers, &s->timer);
+    if (s->over_soft)
+        timer_heap_del(&soft_timers, &s->soft);
     // The yield list is the one that outlives a turn: take S off it.
     for (struct session **p = &yield_list; *p != NULL; p = &(*p)->yield_next)
         if (*p == s) {
@@ -841,7 +1007,7 @@ static void run_timers(long long now)
         if (s->state == S_OPEN) {
             n_idle++;
             log_msg("fd %d (%s): idle for %.3f s, closing", s->fd, s->name, idle_ns / 1e9);
-            session_printf(s, "* idle timeout");
+            session_notice(s, "* idle timeout");
             session_leave(s, LEFT_IDLE);  // moves its timer to now + LEAVE_NS
         } else {
             session_close(s, s->why);
@@ -850,6 +1016,22 @@ static void run_timers(long long now)
         // loop goes on to the next timer.
         if (s->state == S_CLOSED)
             timer_heap_move(&timers, &s->timer, LLONG_MAX);
+    }
+    // The soft cap's clocks: a session still over --soft-output after every
+    // turn's writes since its clock started (session_judge stops the clock
+    // when it drains under) is dropped.
+    while ((t = timer_heap_first(&soft_timers)) != NULL && t->deadline <= now) {
+        struct session *s = soft_session(t);
+        n_timers++;
+        timer_heap_del(&soft_timers, t);
+        s->over_soft = false;
+        if (s->state != S_OPEN)
+            continue;
+        log_msg("fd %d (%s): %zu bytes queued, over --soft-output %zu for %.3f s: "
+                "dropped (too slow)",
+                s->fd, s->name, s->queued, soft_output, soft_ns / 1e9);
+        n_slow++;
+        session_close(s, LEFT_SLOW);
     }
 }
 
@@ -962,6 +1144,9 @@ static int next_timeout_ms(long long drain_deadline)
         next = accept_resume_at;
     if (drain_deadline != -1 && drain_deadline < next)
         next = drain_deadline;
+    struct timer *soft = timer_heap_first(&soft_timers);  // the soft cap's clocks
+    if (soft != NULL && soft->deadline < next)
+        next = soft->deadline;
     // LAB BEGIN next_timeout: the earliest of NEXT and the first timer's deadline (timer_heap_first, if any), as milliseconds from now rounded up (0 if it is due); -1 if there is no deadline at all
     struct timer *first = timer_heap_first(&timers);
     if (first != NULL && first->deadline < next)
@@ -994,7 +1179,7 @@ static int loop_once(int listen_fd, long long drain_deadline)
     // 2. Timers before I/O. The wait's timeout was the earliest deadline, so
     // when it ends by timeout, the timers are what woke us: they run now,
     // late by the wait's rounding only, not by a batch of I/O that could
-    // take MAX_EVENTS x LINES_PER_TURN broadcasts. And a session whose
+    // take MAX_EVENTS x TURN_BYTES of broadcasts. And a session whose
     // time ran out is closed before we spend time reading it (README.md,
     // section 3).
     run_timers(now_ns());
@@ -1037,17 +1222,21 @@ static void drain_and_close_all(int listen_fd)
     accept_resume_at = -1;
 
     // How much was queued when the signal came: the drain test checks it
-    // was more than nothing, then that it all arrived.
-    size_t pending = 0;
-    for (struct session *s = room_head; s != NULL; s = s->next)
+    // was more than nothing, then that it all arrived. And how much input
+    // buffer the sessions held: 0 when they are idle (session_read).
+    size_t pending = 0, input = 0;
+    for (struct session *s = room_head; s != NULL; s = s->next) {
         pending += s->queued;
-    log_msg("stopping: %zu session%s, %zu bytes pending, for up to %lld ms", nsessions,
-            nsessions == 1 ? "" : "s", pending, DRAIN_NS / 1000000);
+        input += s->in.cap;
+    }
+    log_msg("stopping: %zu session%s, %zu bytes pending, %zu bytes of input buffers, for up "
+            "to %lld ms",
+            nsessions, nsessions == 1 ? "" : "s", pending, input, DRAIN_NS / 1000000);
 
     for (struct session *s = room_head; s != NULL; s = s->next) {
         if (s->state != S_OPEN)
             continue;
-        session_printf(s, "* server shutting down");
+        session_notice(s, "* server shutting down");
         session_leave(s, LEFT_SHUTDOWN);
     }
     yield_list = NULL;  // no more lines are handled
@@ -1075,6 +1264,8 @@ int main(int argc, char **argv)
     struct options opt;
     parse_options(argc, argv, "server", &opt);
     max_output = opt.max_output;
+    soft_output = opt.soft_output;
+    soft_ns = opt.soft_ns;
     idle_ns = opt.idle_timeout_ns;
     broadcast = opt.broadcast;
 
@@ -1109,10 +1300,10 @@ int main(int argc, char **argv)
     }
     if (open_spare() == -1)
         log_msg("open /dev/null (spare descriptor): %s", strerror(errno));
-    log_msg("chat: --max-output %zu, --idle-timeout %.3f s, --broadcast %s, %d lines per "
-            "session per turn",
-            max_output, idle_ns / 1e9, broadcast == BROADCAST_SHARED ? "shared" : "copy",
-            LINES_PER_TURN);
+    log_msg("chat: --max-output %zu, --soft-output %zu for %.3f s, --idle-timeout %.3f s, "
+            "--broadcast %s, %d bytes of lines per session per turn",
+            max_output, soft_output, soft_ns / 1e9, idle_ns / 1e9,
+            broadcast == BROADCAST_SHARED ? "shared" : "copy", TURN_BYTES);
 
     while (ok && !stop_requested) {
         ok = loop_once(listen_fd, -1) == 0;
@@ -1128,11 +1319,14 @@ int main(int argc, char **argv)
         close_or_log(spare_fd, "spare descriptor");
     close_or_log(epfd, "epoll");
     timer_heap_free(&timers);
+    timer_heap_free(&soft_timers);
     log_msg("stopped after %llu epoll_wait; %llu sessions, %llu lines in, %llu deliveries, "
             "%llu dropped (too slow), %llu idle timeouts, %llu timers, %llu fairness yields, "
             "%zu peak queued bytes, %llu writes, %llu bytes copied, %llu refbufs, "
-            "%llu refbufs alive",
+            "%llu refbufs alive, %llu soft-cap clocks, %llu cap writes, %llu lines refused, "
+            "%llu recv calls",
             n_waits, n_sessions, n_lines, n_deliveries, n_slow, n_idle, n_timers, n_yields,
-            peak_queued, n_writes, n_copied, n_refbufs, n_refbufs_alive);
+            peak_queued, n_writes, n_copied, n_refbufs, n_refbufs_alive, n_soft, n_cap_writes,
+            n_refused, n_recvs);
     return ok ? 0 : 1;
 }

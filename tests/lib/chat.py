@@ -14,6 +14,8 @@ TIMEOUT_SCALE (environment, default 1) stretches them all.
                         `A.`        A receives EOF next (nothing else first)
                         `A!`        A closes its connection
                         `A raw HEX` A sends these bytes (hex), no newline added
+                        `A got HEX` the next line A receives is exactly these bytes (hex,
+                                    without its "\n"): for bytes that are not UTF-8 text
                       `{A}` in a LINE or REGEX is replaced by A's name from its welcome
   storm --clients N --lines M
                       N clients connect (each waits for its welcome, so all N are in the
@@ -40,6 +42,15 @@ TIMEOUT_SCALE (environment, default 1) stretches them all.
                       CPU time over that window must stay under a third of it: a server that
                       kept EPOLLOUT armed with nothing queued would spin
   idle --wait S       one client, silent: must get `* idle timeout`, then EOF, within S s
+  namehold --pid PID  alice leaves (/quit, then close) and another asks for her name in the
+                      same turn (PID stopped while both send): taken until `* alice left`
+                      went out, an observer sees nothing else; free after
+  idlemem --pid PID --sessions N --size B --bound-kib K
+                      N sessions each read one B-byte line, then go quiet: PID's RSS growth
+                      per session must stay under K KiB (an idle session holds no input buffer)
+  text                the text policy: a line with a control character (C0 but TAB, DEL,
+                      UTF-8 C1) is refused with a notice to its sender, every other line
+                      passes byte for byte (every byte value, every C2 xx, in commands too)
   drain --pid PID --lines L --size B
                       a reader that reads nothing yet (SO_RCVBUF 4 KiB) and a sender of L
                       lines of B bytes; once a `/who` reply proves the server has queued them
@@ -117,7 +128,9 @@ class Client:
             return
         *whole, self.inbuf = self.inbuf.split(b"\n")
         for raw in whole:
-            line = raw.decode("utf-8", "replace")
+            # surrogateescape: bytes that are not UTF-8 survive the round trip, so a test can
+            # compare every byte (line.encode("utf-8", "surrogateescape")).
+            line = raw.decode("utf-8", "surrogateescape")
             if self.on_line is not None:
                 self.on_line(self, line)
             else:
@@ -222,7 +235,7 @@ def script(host, port, steps, timeout):
         return re.sub(r"\{(\w+)\}", lambda m: names.get(m.group(1), m.group(0)), text)
 
     for i, step in enumerate(steps, 1):
-        m = re.match(r"(\w+?)(\+|> |< |~ |\.|!| raw )(.*)$", step, re.S)
+        m = re.match(r"(\w+?)(\+|> |< |~ |\.|!| raw | got )(.*)$", step, re.S)
         if not m:
             raise Failure("step %d %r: not a step" % (i, step))
         who, op, arg = m.groups()
@@ -238,6 +251,10 @@ def script(host, port, steps, timeout):
             c.send_line(subst(arg))
         elif op == " raw ":
             c.send(bytes.fromhex(arg))
+        elif op == " got ":
+            line = room.next_line(c, timeout).encode("utf-8", "surrogateescape")
+            if line != bytes.fromhex(arg):
+                raise Failure("%s: %s got %r, want %r" % (where, who, line, bytes.fromhex(arg)))
         elif op in ("< ", "~ "):
             line = room.next_line(c, timeout)
             want = subst(arg)
@@ -540,6 +557,254 @@ def drain(host, port, pid, nlines, size, timeout):
         nlines, nlines * size)
 
 
+# --------------------------------------------------------------------------- text policy
+
+def refusal(cp, offset):
+    """The notice a line with a control character gets (07_chat's text policy)."""
+    return b"* refused: control character U+%04X at offset %d" % (cp, offset)
+
+
+def control_at(line):
+    """(code point, offset) of the first control character of LINE (bytes) under 07's text
+    policy: a C0 byte but TAB, DEL, or a UTF-8 C1 control (C2 80..C2 9F); None if none.
+    Written apart from the server's code, byte by byte, to compare against it."""
+    for i, b in enumerate(line):
+        if (b < 0x20 and b != 0x09) or b == 0x7F:
+            return b, i
+        if b == 0xC2 and i + 1 < len(line) and 0x80 <= line[i + 1] <= 0x9F:
+            return line[i + 1], i
+    return None
+
+
+def text(host, port, timeout):
+    """A sends lines holding every byte value, every C2 xx pair, multi-byte UTF-8 around the
+    C1 range, control characters first, last, at the 4096th byte, in /nick, /msg, /who and
+    /quit, CR before CRLF; B must receive exactly the lines that pass, byte for byte, in order,
+    and A exactly one refusal notice per refused line, in order, and nothing else."""
+    room = Room(host, port)
+    a = Client(room, "A")
+    room.welcome(a, timeout)
+    b = Client(room, "B")
+    room.welcome(b, timeout)
+    want_join = "* %s joined" % b.name
+    line = room.next_line(a, timeout)
+    if line != want_join:
+        raise Failure("A got %r, want %r" % (line, want_join))
+    an, bn = a.name.encode(), b.name.encode()
+    lines = []      # (what A sends: a line without its ending, ending)
+    for v in range(256):
+        if v != 0x0A:
+            lines.append(b"x" + bytes([v]) + b"y")
+    for v in range(256):
+        if v != 0x0A:
+            lines.append(b"a\xc2" + bytes([v]) + b"b")
+    lines += [
+        b"\x1bz", b"z\x1b", b"\x00", b"\x7f", b"z\x7f", b"\x1b]0;pwned\x07\x1b[2Jbob: password?",
+        b"\xc2\x9b2J", b"ab\xc2\x85", b"ab\xc2", b"\xc2\xc2\x9b", b"\xc3\xa9t\xc3\xa9 \xe2\x82\xac",
+        b"\xe2\x80\x9b quote", b"\xc4\x80\xc3\x80\xc3\x9f", b"\xc2\xa0nbsp\xc2\xbf", b"\x9b\x80\xbf raw",
+        b"\xc1\x9b overlong", b"tab\there",
+        b"/nick al\x1bice", b"/nick bob\x7f", b"/who\x00", b"/quit\x1b", b"/dance\x07",
+        b"/msg " + bn + b"\x00zzz secret", b"/msg " + bn + b" hi\x07", b"/msg " + bn + b" \xc2\x9b",
+        b"/msg " + bn + b" tab\there \xc3\xa9\x9b",
+        b"\xc3\xa9" * 2048, b"e" * 4095 + b"\x1b", b"e" * 4094 + b"\xc2\x9b", b"e" * 4095 + b"\xc2",
+    ]
+    endings = [b"\n"] * len(lines)
+    # The codec takes one '\r' before the '\n' as part of the ending, never two.
+    lines += [b"crlf", b"cr\r", b"", b"", b"\r"]
+    endings += [b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r\n"]
+    want_a, want_b = [], []
+    for ln in lines:
+        if ln == b"":
+            continue  # an empty line: ignored, no reply
+        hit = control_at(ln)
+        if hit is not None:
+            want_a.append(refusal(*hit))
+        elif ln.startswith(b"/msg " + bn + b" "):
+            want_b.append(an + b" (private): " + ln[len(b"/msg " + bn + b" "):])
+        elif ln.startswith(b"/"):
+            raise Failure("test bug: %r" % ln)
+        else:
+            want_b.append(an + b": " + ln)
+    a.send(b"".join(ln + e for ln, e in zip(lines, endings)) + b"last\n/who\n")
+    want_b.append(an + b": last")
+    want_a.append(b"* users: " + an + b" " + bn)
+    for c, want in ((a, want_a), (b, want_b)):
+        for k, w in enumerate(want):
+            got = room.next_line(c, timeout).encode("utf-8", "surrogateescape")
+            if got != w:
+                raise Failure("%s: line %d of %d: got %r, want %r" % (c.label, k + 1, len(want), got[:120], w[:120]))
+    if a.lines or b.lines:
+        raise Failure("more lines than expected: A %r, B %r" % (a.lines[:2], b.lines[:2]))
+    return "%d lines sent: %d passed byte for byte, %d refused with their notice" % (
+        len(lines), len(want_b) - 1, len(want_a) - 1)
+
+
+# --------------------------------------------------------------------------- a leaving session's name
+
+def server_side(port, sock):
+    """(state, rx_queue) of the server's end of SOCK's connection to PORT, from /proc/net/tcp
+    (state 1 ESTABLISHED, 8 CLOSE_WAIT: the client's FIN came); None if not found."""
+    cport = sock.getsockname()[1]
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and int(fields[2].split(":")[1], 16) == cport:
+                return int(fields[3], 16), int(fields[4].split(":")[1], 16)
+    return None
+
+
+def proc_state(pid):
+    """The state letter of /proc/PID/stat (R, S, T, ...)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def namehold(host, port, pid, timeout):
+    """A leaving session keeps its name until its `* NAME left` has gone out. alice leaves
+    (by /quit, then by closing) and, in the same turn of the server, B asks for her name (in
+    another case the second time): B must be told it is taken, and an observer must see
+    `* alice left` and nothing else; once that went out, the name is free. The same turn is
+    forced: the server is stopped (SIGSTOP) while both lines are sent, alice's first, so one
+    epoll_wait reports both sockets, hers first."""
+    import signal
+    room = Room(host, port)
+    obs = Client(room, "observer")
+    room.welcome(obs, timeout)
+    b = Client(room, "B")
+    bname = room.welcome(b, timeout)
+    for how, ask in (("/quit", "alice"), ("close", "ALICE")):
+        a = Client(room, "alice")
+        room.welcome(a, timeout)
+        a.send_line("/nick alice")
+        want = {obs: ["* %s joined" % a.name, "* %s is now alice" % a.name],
+                b: ["* %s joined" % a.name, "* %s is now alice" % a.name],
+                a: ["* you are now alice"]}
+        if how == "/quit" and obs.lines[:1] == ["* %s joined" % b.name]:
+            obs.lines.pop(0)
+        for c, lines in want.items():
+            for w in lines:
+                got = room.next_line(c, timeout)
+                if got != w:
+                    raise Failure("%s: %s got %r, want %r" % (how, c.label, got, w))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # The signal takes effect when the server next enters the kernel: wait until it
+            # is stopped (state T), or its own turn could read alice's line first.
+            deadline = time.monotonic() + scaled(timeout)
+            while proc_state(pid) not in "Tt":
+                if time.monotonic() > deadline:
+                    raise Failure("the server did not stop on SIGSTOP")
+                time.sleep(0.001)  # a poll with a deadline
+            aport = a.sock.getsockname()[1]
+            if how == "/quit":
+                a.sock.sendall(b"/quit\n")
+            else:
+                a.close()
+            b.sock.sendall(("/nick %s\n" % ask).encode())
+
+            class Gone:  # a closed socket's address, for server_side
+                def getsockname(self):
+                    return ("127.0.0.1", aport)
+
+            # Both must be in the server's kernel before it runs again: alice's line (or FIN)
+            # and B's, as /proc/net/tcp shows the server's ends.
+            def queued():
+                sa, sb = server_side(port, Gone()), server_side(port, b.sock)
+                return (sa is not None and (sa[1] > 0 if how == "/quit" else sa[0] == 8)
+                        and sb is not None and sb[1] > 0)
+            while not queued():
+                if time.monotonic() > deadline:
+                    raise Failure("alice's and B's lines never reached the server's sockets")
+                time.sleep(0.001)  # a poll with a deadline
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        want = {b: ["* %s is taken" % ask, "* alice left"], obs: ["* alice left"]}
+        if how == "/quit":
+            want[a] = ["* bye"]
+        for c, lines in want.items():
+            for w in lines:
+                got = room.next_line(c, timeout)
+                if got != w:
+                    raise Failure("%s, then %s's /nick %s in the same turn: %s got %r, want %r"
+                                  % (how, b.label, ask, c.label, got, w))
+        if how == "/quit":
+            room.run_until(lambda: a.lines or a.eof, timeout, "alice: no EOF after * bye")
+            if a.lines:
+                raise Failure("alice got %r after * bye, want EOF" % a.lines[0])
+            a.close()
+        # Now that `* alice left` went out, the name is free; B gives it back after.
+        for old, new in ((bname, ask), (ask, "b-" + how[-4:])):
+            b.send_line("/nick %s" % new)
+            for c, w in ((b, "* you are now %s" % new), (obs, "* %s is now %s" % (old, new))):
+                got = room.next_line(c, timeout)
+                if got != w:
+                    raise Failure("after alice left: %s got %r, want %r" % (c.label, got, w))
+        bname = "b-" + how[-4:]
+    return "alice's name stayed hers until * alice left went out (/quit, and close), then was free"
+
+
+# --------------------------------------------------------------------------- idle memory
+
+def vm_kib(pid, field):
+    """A field of /proc/PID/status in KiB (VmRSS, VmHWM)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise Failure("no %s in /proc/%d/status" % (field, pid))
+
+
+def idlemem(host, port, pid, n, size, bound_kib, hold, timeout):
+    """N sessions join, each sends itself one /msg of SIZE bytes (so each has read a long
+    line), gets it back whole, and goes quiet. The server's RSS growth from before the first
+    connection, per session, must stay under BOUND_KIB (a bound derived in 07's notes from
+    what an idle session holds: its struct, its output ring, its timer's slot); 0: only
+    report it. HOLD: then print the figure and keep every session until the server closes
+    it (`* server shutting down`, EOF), so the test can stop it while they are idle."""
+    rss0 = vm_kib(pid, "VmRSS")
+    room = Room(host, port)
+    clients = []
+    for i in range(n):
+        c = Client(room, "c%d" % i)
+        clients.append(c)
+        room.welcome(c, timeout)
+    got = {}
+
+    def on_line(c, line):
+        if line.startswith(c.name + " (private): "):
+            got[c.name] = len(line.encode("utf-8", "surrogateescape"))
+
+    for c in clients:
+        c.lines = []
+        c.on_line = on_line
+    for c in clients:
+        c.send(("/msg %s " % c.name).encode() + b"p" * size + b"\n")
+    room.run_until(lambda: len(got) == n, timeout, lambda: "%d of %d sessions got their /msg back" % (len(got), n))
+    bad = [name for name, ln in got.items() if ln != len(name) + len(" (private): ") + size]
+    if bad:
+        raise Failure("%s got a /msg of the wrong length" % bad[0])
+    rss1 = vm_kib(pid, "VmRSS")
+    per = (rss1 - rss0) * 1024.0 / n
+    desc = "%d idle sessions (each read a %d-byte line): server RSS %d -> %d KiB, %.0f bytes per session" % (
+        n, size, rss0, rss1, per)
+    if bound_kib > 0 and per > bound_kib * 1024:
+        raise Failure(desc + "; want at most %g KiB per session" % bound_kib)
+    desc += " (bound %g KiB)" % bound_kib if bound_kib > 0 else " (not checked)"
+    if hold:
+        print("idlemem: " + desc, flush=True)
+        for c in clients:
+            c.on_line = None
+        room.run_until(lambda: all(c.eof for c in clients), hold,
+                       lambda: "%d of %d sessions not closed by the server" % (
+                           sum(not c.eof for c in clients), n))
+        for c in clients:
+            if c.lines != ["* server shutting down"]:
+                raise Failure("%s got %r while idle, want '* server shutting down' then EOF" % (c.name, c.lines[:3]))
+    for c in clients:
+        c.close()
+    return desc
+
+
 def cpu_ticks(pid):
     """utime + stime of PID, in clock ticks (/proc/PID/stat, fields 14 and 15)."""
     with open("/proc/%d/stat" % pid) as f:
@@ -578,6 +843,391 @@ def catchup(host, port, pid, nlines, size, quiet, timeout):
         nlines, nlines * size, ticks, wall)
 
 
+# --------------------------------------------------------------------------- output caps and coalescing
+
+def pad_text(seq, size, tag=0):
+    """The text of line SEQ: "SEQ " and a filler up to SIZE bytes, whose letter depends on SEQ
+    and TAG (the sender): a line in the wrong place, or one changed byte, is seen."""
+    head = "%d " % seq
+    return (head + chr(97 + (seq * 7 + tag) % 26) * max(0, size - len(head)))[:size]
+
+
+def first_difference(who, got, want):
+    """Failure naming the first offset where GOT and WANT (lines) differ, and the bytes around it."""
+    n = min(len(got), len(want))
+    i = next((k for k in range(n) if got[k] != want[k]), n)
+    return Failure("%s: line differs at offset %d (lengths %d, want %d): got %r, want %r" % (
+        who, i, len(got), len(want), got[max(0, i - 16):i + 16], want[max(0, i - 16):i + 16]))
+
+
+def burst(host, port, nsenders, nlines, size, warm, timeout):
+    """NSENDERS clients, each reading everything as fast as it can. First WARM bytes of lines
+    from the first client to all (so the kernel's buffers of every connection have grown,
+    as a busy room's have), then every client sends NLINES lines of SIZE bytes at once. Each
+    must receive every other client's lines, every byte, in each sender's order, and nobody
+    may be disconnected."""
+    room = Room(host, port)
+    clients = [Client(room, "c%d" % i) for i in range(nsenders)]
+    for c in clients:
+        room.welcome(c, timeout)
+    tag = {c.name: i for i, c in enumerate(clients)}
+    expect = {c.name: {} for c in clients}   # receiver -> sender -> its next line
+    got = {c.name: 0 for c in clients}
+    errors = []
+
+    def on_line(c, line):
+        if errors:
+            return
+        if line.startswith("* ") and line.endswith(" joined"):
+            return
+        name, sep, text = line.partition(": ")
+        if not sep or name not in tag or name == c.name:
+            errors.append(Failure("%s (%s) got %r" % (c.label, c.name, line)))
+            return
+        seq = expect[c.name].get(name, 0)
+        want = pad_text(seq, size, tag[name])
+        if text != want:
+            errors.append(first_difference("%s from %s, line %d" % (c.name, name, seq), text, want))
+            return
+        expect[c.name][name] = seq + 1
+        got[c.name] += 1
+
+    for c in clients:
+        c.on_line = on_line
+        for line in c.lines:
+            on_line(c, line)
+        c.lines = []
+    w = -(-warm // size) if warm > 0 else 0
+    if w:
+        clients[0].send(b"".join(pad_text(k, size, 0).encode() + b"\n" for k in range(w)))
+        room.run_until(lambda: errors or all(got[c.name] == w for c in clients[1:]), timeout,
+                       lambda: "warm-up: not every client got the %d lines" % w)
+    for i, c in enumerate(clients):
+        first = w if i == 0 else 0
+        c.send(b"".join(pad_text(k, size, i).encode() + b"\n" for k in range(first, first + nlines)))
+    total = (nsenders - 1) * nlines
+    want_got = {c.name: total + (w if i > 0 else 0) for i, c in enumerate(clients)}
+
+    def done():
+        return errors or any(c.eof for c in clients) or all(got[n] == want_got[n] for n in got)
+
+    room.run_until(done, timeout, lambda: "not every line arrived within %.0f s: fewest %s" % (
+        scaled(timeout), min(got.values())))
+    if errors:
+        raise errors[0]
+    gone = [c.name for c in clients if c.eof]
+    if gone:
+        raise Failure("%d of %d readers were disconnected: %s" % (len(gone), nsenders, " ".join(gone)))
+    return "%d senders x %d lines of %d bytes: every reader got all %d lines, every byte, in order" % (
+        nsenders, nlines, size, total)
+
+
+class Unarranged(Exception):
+    """A precondition the test could not arrange (the kernel took more than it could know):
+    not a failure of the server; the caller may retry (exit status 3)."""
+
+
+def log_matches(path, regex):
+    """Every match of REGEX in the server's log at PATH, in order."""
+    with open(path, errors="replace") as f:
+        return [m for m in (re.search(regex, line) for line in f) if m]
+
+
+def stalled_pair(host, port, size, timeout):
+    """A reader (SO_RCVBUF 4 KiB) that has read its welcome and the sender's arrival, then
+    stops reading, and a sender named `s`. Returns room, reader, sender, send(n, size) (the
+    sender's next N lines of text SIZE, numbered on) and ping() (a /who round trip; two,
+    so that the turn that queued the lines has finished its writes)."""
+    room = Room(host, port)
+    reader = Client(room, "reader", rcvbuf=4096)
+    room.welcome(reader, timeout)
+    sender = Client(room, "sender")
+    room.welcome(sender, timeout)
+    sender.send_line("/nick s")
+    if room.next_line(sender, timeout) != "* you are now s":
+        raise Failure("sender: /nick s refused")
+    for want in ("* %s joined" % sender.name, "* %s is now s" % sender.name):
+        line = room.next_line(reader, timeout)
+        if line != want:
+            raise Failure("reader: got %r, want %r" % (line, want))
+    sender.name = "s"
+    reader.reading = False
+    room.update(reader)
+    state = {"seq": 0, "texts": []}
+
+    def send(n, tsize):
+        data = []
+        for _ in range(n):
+            t = pad_text(state["seq"], tsize)
+            state["texts"].append(t)
+            data.append(t.encode() + b"\n")
+            state["seq"] += 1
+        sender.send(b"".join(data))
+
+    def ping():
+        for _ in range(2):
+            sender.send_line("/who")
+            while True:
+                line = room.next_line(sender, timeout)
+                if line.startswith("* users:"):
+                    break
+                if "dropped" in line or " left" in line:
+                    raise Failure("sender: %r while filling the reader's queue" % line)
+
+    return room, reader, sender, send, ping, state["texts"]
+
+
+def read_lines(room, reader, texts, start, timeout):
+    """The reader reads lines START.. of TEXTS, checking every byte; returns the next index."""
+    i = start
+    while i < len(texts):
+        line = room.next_line(reader, timeout)
+        want = "s: " + texts[i]
+        if line != want:
+            raise first_difference("reader, line %d" % i, line, want)
+        i += 1
+    return i
+
+
+def softcap(host, port, log, soft_s, size, timeout):
+    """The soft cap's clock: the reader's queue goes over --soft-output (the server logs it),
+    the reader catches up and stops again, its queue goes over a second time: it must be
+    dropped SOFT_S after the second crossing, not SOFT_S after the first (a clock that was
+    not stopped when it drained), and not before."""
+    room, reader, sender, send, ping, texts = stalled_pair(host, port, size, timeout)
+    crossing = r"\(user1\): (\d+) bytes still queued after the writes, over --soft-output"
+
+    def fill(k):
+        for _ in range(4096):
+            if len(log_matches(log, crossing)) >= k:
+                return
+            send(8, size)
+            ping()
+        raise Failure("the reader's queue never went over --soft-output (%d lines sent)" % len(texts))
+
+    t_a0 = time.monotonic()
+    fill(1)
+    reader.reading = True
+    room.update(reader)
+    done = read_lines(room, reader, texts, 0, timeout)
+    ping()  # its queue was sent: the clock is stopped by now
+    t_caught = time.monotonic()
+    if t_caught - t_a0 > soft_s * 0.8:
+        raise Unarranged("the reader took %.2f s to catch up (the clock runs %.2f s)" % (
+            t_caught - t_a0, soft_s))
+    reader.reading = False
+    room.update(reader)
+    t_b0 = time.monotonic()
+    fill(2)
+    t_b1 = time.monotonic()
+    want = "* user1 dropped (too slow)"
+    line = room.next_line(sender, soft_s + scaled(5))
+    t_drop = time.monotonic()
+    if line != want:
+        raise Failure("sender: got %r, want %r" % (line, want))
+    if t_drop < t_b0 + soft_s - 0.005:
+        raise Failure("dropped %.3f s after its queue went over the soft cap the second time "
+                      "(at most %.3f s after the first), want %.3f s: the clock was not stopped "
+                      "when it drained, or fired early" % (t_drop - t_b0, t_drop - t_a0, soft_s))
+    if t_drop > t_b1 + soft_s + scaled(1.0):
+        raise Failure("dropped %.3f s after its queue went over the soft cap, want %.3f s" % (
+            t_drop - t_b1, soft_s))
+    # What it got before the drop: a prefix of the lines, every byte right, then EOF.
+    reader.reading = True
+    room.update(reader)
+    room.run_until(lambda: reader.eof, timeout, "reader: no EOF after it was dropped")
+    for i, line in enumerate(reader.lines):
+        want = "s: " + texts[done + i] if done + i < len(texts) else None
+        if line != want:
+            raise first_difference("reader after the drop, line %d" % (done + i), line, want or "")
+    return ("dropped %.3f s after its queue went over --soft-output again (soft %.3f s), "
+            "%.3f s after the first time" % (t_drop - t_b1, soft_s, t_drop - t_a0))
+
+
+def kernel_held(server_port, reader_port):
+    """Bytes the kernel holds between the server and the reader: the server side's send queue
+    (not yet acknowledged) plus the reader side's receive queue (not yet read), from one read
+    of /proc/net/tcp; None if either socket is not there."""
+    tx = rx = None
+    with open("/proc/net/tcp") as f:
+        for row in f.read().splitlines()[1:]:
+            fields = row.split()
+            local, remote = int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)
+            txq, rxq = (int(v, 16) for v in fields[4].split(":"))
+            if local == server_port and remote == reader_port:
+                tx = txq
+            elif local == reader_port and remote == server_port:
+                rx = rxq
+    return None if tx is None or rx is None else tx + rx
+
+
+def capfill(host, port, log, pid, cap, then, timeout):
+    """The hard cap at its boundary. The reader's queue in the server is filled to exactly CAP
+    bytes: what was sent to it since it stopped reading, less what the kernel holds
+    (/proc/net/tcp, read until it is steady, ACKs included). Then `over`: one more line of
+    5 bytes drops it, with CAP + 5 queued (the server's log says); or `notice`: SIGTERM, and
+    `* server shutting down` is queued beyond the cap: the reader still gets every line, the
+    notice, then EOF, and the server's `stopping:` line says CAP bytes were pending."""
+    import signal
+    room, reader, sender, send, ping, texts = stalled_pair(host, port, 4000, timeout)
+    reader_port = reader.sock.getsockname()[1]
+
+    def queued():
+        last = None
+        for _ in range(100):
+            room.pump(0.06)  # ACKs settle (a delayed ACK waits up to 40 ms)
+            held = kernel_held(port, reader_port)
+            if held is None:
+                raise Failure("the reader's connection is not in /proc/net/tcp")
+            if held == last:
+                return sum(len(t) + 4 for t in texts) - held
+            last = held
+        raise Unarranged("the kernel's queues never held still")
+
+    def top_up(left):       # lines of 5..4004 bytes ("s: " TEXT "\n") adding up to LEFT
+        while left > 0:
+            n = min(left, 4004)
+            if 0 < left - n < 5:
+                n = left - 5
+            send(1, n - 4)
+            left -= n
+        ping()
+
+    for _ in range(4096):   # until the kernel refuses: the server holds some of it
+        send(16, 4000)
+        ping()
+        held = kernel_held(port, reader_port)
+        if held is not None and sum(len(t) + 4 for t in texts) > held:
+            q = queued()
+            break
+    else:
+        raise Failure("the kernel took %d lines without refusing any" % len(texts))
+    for _ in range(20):
+        if q > cap:
+            raise Unarranged("%d bytes queued at first, over --max-output %d" % (q, cap))
+        if q == cap:
+            break
+        if cap - q < 5:
+            raise Unarranged("%d bytes queued, within 5 of --max-output %d" % (q, cap))
+        top_up(cap - q)
+        q = queued()
+    else:
+        raise Unarranged("the queue never held still at %d bytes (last %d)" % (cap, q))
+    if log_matches(log, r"dropped \(too slow\)|over --max-output"):
+        raise Failure("the reader was dropped with its queue at most --max-output %d" % cap)
+    if then == "over":
+        send(1, 1)
+        want = "* user1 dropped (too slow)"
+        line = room.next_line(sender, timeout)
+        if line != want:
+            raise Failure("sender: got %r after one more line, want %r" % (line, want))
+        m = log_matches(log, r"\(user1\): (\d+) bytes still queued after a write, over --max-output")
+        q = int(m[0].group(1)) if m else -1
+        if q != cap + 5:
+            if cap < q < cap + 5:
+                raise Unarranged("the kernel took %d bytes more of the queue" % (cap + 5 - q))
+            raise Failure("dropped with %d bytes queued after the write, want exactly %d "
+                          "(--max-output %d, then a line of 5)" % (q, cap + 5, cap))
+        reader.reading = True
+        room.update(reader)
+        room.run_until(lambda: reader.eof, timeout, "reader: no EOF after it was dropped")
+        for i, line in enumerate(reader.lines):
+            if i >= len(texts) or line != "s: " + texts[i]:
+                raise first_difference("reader after the drop, line %d" % i, line,
+                                       "s: " + texts[i] if i < len(texts) else "")
+        return "kept with exactly %d bytes queued, dropped with %d" % (cap, cap + 5)
+    os.kill(pid, signal.SIGTERM)
+    reader.reading = True
+    room.update(reader)
+    read_lines(room, reader, texts, 0, timeout)
+    line = room.next_line(reader, timeout)
+    if line != "* server shutting down":
+        raise Failure("reader: got %r after its %d lines, want '* server shutting down'" % (
+            line, len(texts)))
+    room.run_until(lambda: reader.lines or reader.eof, timeout, "reader: no EOF after the notice")
+    if reader.lines:
+        raise Failure("reader: got %r after '* server shutting down', want EOF" % reader.lines[0])
+    m = log_matches(log, r"stopping: \d+ sessions?, (\d+) bytes pending")
+    q = int(m[0].group(1)) if m else -1
+    if q != cap:
+        if cap - 23 < q < cap:
+            raise Unarranged("the kernel took %d bytes more of the queue" % (cap - q))
+        raise Failure("%d bytes pending at SIGTERM, want exactly --max-output %d" % (q, cap))
+    return "with exactly %d bytes queued (--max-output), SIGTERM: every line, the notice, EOF" % cap
+
+
+def leaving(host, port, log, timeout):
+    """LEAVE_NS: the reader stops reading until the kernel refuses, then sends /quit and
+    neither reads nor closes: its `* bye` and its FIN cannot go, so only its leaving timer can
+    close it: 1 s after the /quit, not before (the server logs the close). The sender is told
+    `* user1 left` at once (not `dropped`)."""
+    room, reader, sender, send, ping, texts = stalled_pair(host, port, 4000, timeout)
+    reader_port = reader.sock.getsockname()[1]
+    for _ in range(4096):
+        send(16, 4000)
+        ping()
+        held = kernel_held(port, reader_port)
+        if held is not None and sum(len(t) + 4 for t in texts) > held:
+            break
+    else:
+        raise Failure("the kernel took %d lines without refusing any" % len(texts))
+    closed = r"\(user1\) closed"
+    t0 = time.monotonic()
+    reader.send_line("/quit")
+    room.run_until(lambda: not reader.outbuf, timeout, "reader: /quit not sent")
+    line = room.next_line(sender, timeout)
+    if line != "* user1 left":
+        raise Failure("sender: got %r after the reader's /quit, want '* user1 left'" % line)
+    deadline = time.monotonic() + 1.0 + scaled(2.0)
+    while not log_matches(log, closed):
+        if time.monotonic() > deadline:
+            raise Failure("the leaving reader was not closed within %.1f s of its /quit" % (
+                deadline - t0))
+        room.pump(0.005)
+    took = time.monotonic() - t0
+    if took < 1.0 - 0.005:
+        raise Failure("the leaving reader was closed %.3f s after its /quit, before its 1 s" % took)
+    # What it was sent: a prefix of the lines, every byte right, maybe its `* bye`, then EOF
+    # (or a reset: it was closed with its input unread).
+    reader.reading = True
+    room.update(reader)
+    room.run_until(lambda: reader.eof, timeout, "reader: no EOF after it was closed")
+    for i, line in enumerate(reader.lines):
+        want = "s: " + texts[i] if i < len(texts) else "* bye"
+        if line != want:
+            raise first_difference("reader, line %d" % i, line, want)
+    return "closed %.3f s after its /quit (LEAVE_NS is 1 s), %d of %d lines read" % (
+        took, len(reader.lines), len(texts))
+
+
+OUTPUT_CMDS = {
+    "burst": lambda a: burst(a.host, a.port, a.senders, a.lines, a.size, a.warm, a.timeout),
+    "softcap": lambda a: softcap(a.host, a.port, a.log, a.soft, a.size, a.timeout),
+    "capfill": lambda a: capfill(a.host, a.port, a.log, a.pid, a.cap, a.then, a.timeout),
+    "leaving": lambda a: leaving(a.host, a.port, a.log, a.timeout),
+}
+
+
+def add_output_cmds(add):
+    p = add("burst", "many senders at once to readers that keep up: nobody dropped")
+    p.add_argument("--senders", type=int, default=20)
+    p.add_argument("--lines", type=int, default=16)
+    p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--warm", type=int, default=0, help="bytes of warm-up lines first")
+    p = add("softcap", "the soft cap's clock: stopped when the queue drains, fires on time")
+    p.add_argument("--log", required=True, help="the server's stderr")
+    p.add_argument("--soft", type=float, required=True, help="the server's --soft-seconds")
+    p.add_argument("--pid", type=int, help="(not used)")
+    p.add_argument("--size", type=int, default=4000)
+    p = add("capfill", "the hard cap at its boundary; a notice beyond it")
+    p.add_argument("--log", required=True, help="the server's stderr")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--cap", type=int, required=True, help="the server's --max-output")
+    p.add_argument("--then", choices=("over", "notice"), required=True)
+    p = add("leaving", "a leaving session that cannot be sent to is closed after 1 s")
+    p.add_argument("--log", required=True, help="the server's stderr")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -614,11 +1264,23 @@ def main(argv=None):
     p.add_argument("--lines", type=int, default=2048)
     p.add_argument("--size", type=int, default=4000)
     p.add_argument("--quiet", type=float, default=1.0)
+    p = add("text", "control characters refused, every other byte passes")
+    p = add("namehold", "a leaving session keeps its name until it is announced")
+    p.add_argument("--pid", type=int, required=True)
+    p = add("idlemem", "memory per idle session")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--sessions", type=int, default=400)
+    p.add_argument("--size", type=int, default=4000)
+    p.add_argument("--bound-kib", type=float, default=2.0)
+    p.add_argument("--hold", type=float, default=0, help="then wait up to this long (scaled) for the server to close them")
+    add_output_cmds(add)
     p = add("idle", "a silent client is timed out")
     p.add_argument("--wait", type=float, default=3.0)
     a = ap.parse_args(argv)
     try:
-        if a.cmd == "script":
+        if a.cmd in OUTPUT_CMDS:
+            msg = OUTPUT_CMDS[a.cmd](a)
+        elif a.cmd == "script":
             msg = script(a.host, a.port, a.step, a.timeout)
         elif a.cmd == "storm":
             msg = storm(a.host, a.port, a.clients, a.lines, a.timeout)
@@ -630,10 +1292,19 @@ def main(argv=None):
             msg = drain(a.host, a.port, a.pid, a.lines, a.size, a.timeout)
         elif a.cmd == "catchup":
             msg = catchup(a.host, a.port, a.pid, a.lines, a.size, a.quiet, a.timeout)
+        elif a.cmd == "namehold":
+            msg = namehold(a.host, a.port, a.pid, a.timeout)
+        elif a.cmd == "idlemem":
+            msg = idlemem(a.host, a.port, a.pid, a.sessions, a.size, a.bound_kib, a.hold, a.timeout)
+        elif a.cmd == "text":
+            msg = text(a.host, a.port, a.timeout)
         elif a.cmd == "shutdown":
             msg = shutdown(a.host, a.port, a.clients, a.timeout)
         else:
             msg = idle(a.host, a.port, a.wait, a.timeout)
+    except Unarranged as e:
+        print("UNARRANGED: %s: %s" % (a.cmd, e), flush=True)
+        return 3
     except (Failure, OSError) as e:
         print("FAIL: %s: %s" % (a.cmd, e), flush=True)
         return 1
