@@ -3,6 +3,15 @@
 // signal-mask variants) is delayed by DELAY_SHIM_MS (default 500) milliseconds, after a line
 // on stderr that the test waits for before it sends SIGTERM.
 //
+// DELAY_SHIM_MAX_MS (default: DELAY_SHIM_MS) lets the window stay open longer for a signal
+// that is late: when DELAY_SHIM_MS has passed with no SIGTERM or SIGINT yet, the delay goes
+// on until one arrives, at most DELAY_SHIM_MAX_MS in all, and ends as soon as it does. On a
+// busy machine the test may need more than 500 ms between reading the line and sending the
+// signal; the window then waits for it instead of closing before it comes. Either way the
+// shim says on stderr whether a signal arrived in the window, and the test requires it. It
+// knows from its wrapper around the server's SIGTERM/SIGINT handlers (sigaction, below),
+// which sees a handler run in any thread, or from the signal pending while blocked.
+//
 // A server that checks a stop flag and then blocks loses a signal that lands between the
 // two: the handler sets the flag, and the wait that follows sleeps until the next event,
 // which on an idle server never comes. The delay puts the signal exactly there. A server
@@ -50,30 +59,94 @@ static void say(const char *msg)
     (void)r;
 }
 
-// Sleeps the delay out (a handler interrupting nanosleep does not shorten it), then
-// says whether a signal arrived meanwhile, so that the test can prove it hit the window.
+// seen_handler: set by the wrapper around the server's SIGTERM/SIGINT handlers (sigaction,
+// below), so that a handler run by any thread counts, not only one that interrupts our sleep.
+static atomic_int seen_handler;
+
+static long env_ms(const char *name, long fallback)
+{
+    const char *env = getenv(name);
+    return env != NULL && *env != '\0' ? strtol(env, NULL, 10) : fallback;
+}
+
+static long elapsed_ms(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+// Did SIGTERM or SIGINT arrive? Its handler ran (in any thread: seen_handler; in this one it
+// also interrupted nanosleep), or it is blocked and pending.
+static const char *signal_seen(int interrupted)
+{
+    if (interrupted || atomic_load(&seen_handler))
+        return "its handler ran";
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT))
+        return "blocked, pending";
+    return NULL;
+}
+
+// Sleeps DELAY_SHIM_MS out (a handler interrupting nanosleep does not shorten it), then, while
+// no signal has come, goes on in 5 ms steps up to DELAY_SHIM_MAX_MS; then says whether a signal
+// arrived meanwhile, so that the test can prove it hit the window.
 static void delay_first(const char *name)
 {
     if (atomic_exchange(&delayed, 1))
         return;
-    const char *env = getenv("DELAY_SHIM_MS");
-    long ms = env ? strtol(env, NULL, 10) : 500;
-    char line[160];
-    snprintf(line, sizeof line, "delay-shim: delaying the first %s by %ld ms\n", name, ms);
+    long ms = env_ms("DELAY_SHIM_MS", 500);
+    long max_ms = env_ms("DELAY_SHIM_MAX_MS", ms);
+    if (max_ms < ms)
+        max_ms = ms;
+    char line[200];
+    if (max_ms > ms)
+        snprintf(line, sizeof line,
+                 "delay-shim: delaying the first %s by %ld ms (up to %ld ms until a signal comes)\n",
+                 name, ms, max_ms);
+    else
+        snprintf(line, sizeof line, "delay-shim: delaying the first %s by %ld ms\n", name, ms);
     say(line);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     struct timespec left = {ms / 1000, (ms % 1000) * 1000000L};
     int interrupted = 0;
     while (nanosleep(&left, &left) == -1 && errno == EINTR)
         interrupted = 1;  // a handler ran: the signal landed in the window
-    sigset_t pending;
-    sigemptyset(&pending);
-    sigpending(&pending);
-    int blocked = sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT);
-    if (interrupted || blocked) {
-        snprintf(line, sizeof line, "delay-shim: a signal arrived during the delay (%s)\n",
-                 interrupted ? "its handler ran" : "blocked, pending");
-        say(line);
+    const char *how;
+    while ((how = signal_seen(interrupted)) == NULL && elapsed_ms(&start) < max_ms) {
+        struct timespec step = {0, 5 * 1000000L};
+        if (nanosleep(&step, NULL) == -1 && errno == EINTR)
+            interrupted = 1;
     }
+    if (how != NULL)
+        snprintf(line, sizeof line, "delay-shim: a signal arrived during the delay (%s)\n", how);
+    else
+        snprintf(line, sizeof line, "delay-shim: no signal arrived during the delay (%ld ms)\n",
+                 elapsed_ms(&start));
+    say(line);
+}
+
+// The server's own handlers for SIGTERM and SIGINT, each called through handler_wrapper,
+// which first notes that a stop signal's handler ran. sigaction() is wrapped so that the
+// server sees its own handler when it asks, and this stays invisible to it.
+static struct sigaction server_action[2];  // [0] SIGTERM, [1] SIGINT
+
+static int stop_slot(int sig)
+{
+    return sig == SIGTERM ? 0 : sig == SIGINT ? 1 : -1;
+}
+
+static void handler_wrapper(int sig, siginfo_t *info, void *ctx)
+{
+    atomic_store(&seen_handler, 1);
+    const struct sigaction *sa = &server_action[stop_slot(sig)];
+    if (sa->sa_flags & SA_SIGINFO)
+        sa->sa_sigaction(sig, info, ctx);
+    else if (sa->sa_handler != SIG_IGN && sa->sa_handler != SIG_DFL)
+        sa->sa_handler(sig);
 }
 
 #define REAL(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
@@ -91,6 +164,30 @@ static void delay_mask(const char *name, int how, const sigset_t *set)
     if (at_sigmask() && set != NULL && (how == SIG_BLOCK || how == SIG_SETMASK) &&
         sigismember(set, SIGTERM) == 1)
         delay_first(name);
+}
+
+int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+    int slot = stop_slot(sig);
+    if (slot < 0)
+        return REAL(sigaction)(sig, act, old);
+    struct sigaction saved = server_action[slot];
+    // Only a real handler is wrapped: SIG_IGN and SIG_DFL stay what they are.
+    int wrapped = act != NULL && ((act->sa_flags & SA_SIGINFO) ||
+                                  (act->sa_handler != SIG_IGN && act->sa_handler != SIG_DFL));
+    struct sigaction real = act != NULL ? *act : (struct sigaction){0};
+    if (wrapped) {
+        real.sa_flags |= SA_SIGINFO;
+        real.sa_sigaction = handler_wrapper;
+    }
+    if (act != NULL)
+        server_action[slot] = *act;  // before the real call: the handler may run at once
+    int r = REAL(sigaction)(sig, act != NULL ? &real : NULL, old);
+    if (r == -1 && act != NULL)
+        server_action[slot] = saved;
+    if (r == 0 && old != NULL && old->sa_flags & SA_SIGINFO && old->sa_sigaction == handler_wrapper)
+        *old = saved;  // the server's own handler, not the wrapper
+    return r;
 }
 
 int sigprocmask(int how, const sigset_t *set, sigset_t *old)

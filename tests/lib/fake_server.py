@@ -3,7 +3,9 @@
 
 usage: fake_server.py MODE -p PORT
 MODE: good | silent (never prints `listening on`) | bad-exit (exits 3 on SIGTERM)
-      | slow-exit (ignores SIGTERM) | asan (prints a sanitizer report, exits 0)
+      | slow-exit (ignores SIGTERM) | asan (prints a sanitizer report at SIGTERM, exits 0)
+      | asan-crash (on its first connection prints a sanitizer report and dies, exit 66,
+        as an ASan build does on a use-after-free: the test's client fails first)
       | corrupt (echoes every byte but flips one at offset 1000)
       | lossy (its handler sets a flag that the accept loop tests before blocking: a SIGTERM
         landing between the test and accept() is lost, the classic race)
@@ -14,6 +16,50 @@ import signal
 import socket
 import sys
 import threading
+
+# What AddressSanitizer prints on a use-after-free (addresses and frames made up): the head
+# names the bug and where; the shadow-byte map and its legend, which end it, are the same for
+# every bug. The harness must show the head.
+ASAN_REPORT = """=================================================================
+==4242==ERROR: AddressSanitizer: heap-use-after-free on address 0x602000000010 at pc 0x55d0c0de1234 bp 0x7ffd00001000 sp 0x7ffd00000ff0
+READ of size 1 at 0x602000000010 thread T0
+    #0 0x55d0c0de1234 in conn_flush_output fake_server.c:42
+    #1 0x55d0c0de5678 in event_loop fake_server.c:77
+    #2 0x55d0c0de9abc in main fake_server.c:99
+
+0x602000000010 is located 0 bytes inside of 16-byte region [0x602000000010,0x602000000020)
+freed by thread T0 here:
+    #0 0x7f0000001000 in free
+    #1 0x55d0c0de2222 in conn_close fake_server.c:30
+
+previously allocated by thread T0 here:
+    #0 0x7f0000002000 in malloc
+    #1 0x55d0c0de3333 in conn_new fake_server.c:20
+
+SUMMARY: AddressSanitizer: heap-use-after-free fake_server.c:42 in conn_flush_output
+Shadow bytes around the buggy address:
+""" + "".join("  0x0c047fff7f%02x: fa fa 00 00 fa fa 00 00 fa fa 00 00 fa fa 00 00\n" % (i * 16)
+              for i in range(10)) + """Shadow byte legend (one shadow byte represents 8 application bytes):
+  Addressable:           00
+  Partially addressable: 01 02 03 04 05 06 07
+  Heap left redzone:       fa
+  Freed heap region:       fd
+  Stack left redzone:      f1
+  Stack mid redzone:       f2
+  Stack right redzone:     f3
+  Stack after return:      f5
+  Stack use after scope:   f8
+  Global redzone:          f9
+  Global init order:       f6
+  Poisoned by user:        f7
+  Container overflow:      fc
+  Array cookie:            ac
+  Intra object redzone:    bb
+  ASan internal:           fe
+  Left alloca redzone:     ca
+  Right alloca redzone:    cb
+==4242==ABORTING
+"""
 
 
 def main():
@@ -28,7 +74,7 @@ def main():
         if mode == "bad-exit":
             os._exit(3)
         if mode == "asan":
-            sys.stderr.write("==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x1\n")
+            sys.stderr.write(ASAN_REPORT)
             sys.stderr.flush()
         os._exit(0)
 
@@ -41,6 +87,10 @@ def main():
         print("listening on 127.0.0.1:%d" % srv.getsockname()[1], flush=True)
 
     def serve(c):
+        if mode == "asan-crash":
+            sys.stderr.write(ASAN_REPORT)
+            sys.stderr.flush()
+            os._exit(66)
         seen = 0
         while True:
             d = c.recv(65536)
