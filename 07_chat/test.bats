@@ -771,6 +771,95 @@ PY
     stop_server
 }
 
+@test "a leaving session keeps its name until its * NAME left has gone out: asked for in the same turn it is taken, and free after" {
+    start_server server
+    chat namehold --pid "$SERVER_PID" --timeout 10
+    stop_server
+}
+
+@test "one recv per input event: 50 lines sent one at a time (each waits for its reply) cost 50 recv calls, not a second one that returns EAGAIN" {
+    start_server server
+    local steps=(--step 'A+') k
+    for ((k = 0; k < 50; k++)); do
+        steps+=(--step "A> /dance $k" --step 'A< * unknown command')
+    done
+    chat script "${steps[@]}" --step 'A> /quit' --step 'A< * bye' --step 'A.'
+    stop_server
+    local lines recvs
+    lines=$(counter "lines in") && recvs=$(counter "recv calls") || return
+    ((lines == 51)) || fail "$lines lines in, want 51"
+    # One recv per line, and at most one more: the client's EOF after * bye.
+    ((recvs >= lines && recvs <= lines + 1)) || fail "$recvs recv calls for $lines lines that came one at a time: want $lines or $((lines + 1))"
+}
+
+@test "an idle session holds no input buffer: 400 sessions that each read a 4000-byte line cost the server under 2 KiB of RSS each (README, section 5), and 0 bytes of input buffers" {
+    raise_nofile 1000
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:quarantine_size_mb=0" start_server server
+    # A sanitizer's allocator adds redzones and shadow memory: its RSS is not the code's, so
+    # there the figure is printed and the server's own count (below) is the check.
+    local bound=2
+    [[ -z ${SAN:-} ]] || bound=0
+    start_bg idlemem python3 "$CHAT" idlemem --port "$PORT" --pid "$SERVER_PID" --sessions 400 \
+        --size 4000 --bound-kib "$bound" --hold 10 --timeout 30
+    local im=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/idlemem.out" '^(idlemem:|FAIL)' 60 || return
+    grep -q '^idlemem:' "$BATS_TEST_TMPDIR/idlemem.out" || fail "$(cat "$BATS_TEST_TMPDIR/idlemem.out")" || return
+    echo "# $(grep '^idlemem:' "$BATS_TEST_TMPDIR/idlemem.out")" >&3
+    stop_server
+    wait_bg "$im" idlemem
+    assert_log 'stopping: 400 sessions, 0 bytes pending, 0 bytes of input buffers'
+    local recvs lines
+    lines=$(counter "lines in") && recvs=$(counter "recv calls") || return
+    ((lines == 400)) || fail "$lines lines in, want 400"
+}
+
+@test "the close reasons, each with its notices: an idle session is told * idle timeout and the others see * NAME left; too long a line with CRLF at 4096/4097 bytes" {
+    start_server server --idle-timeout 1
+    # B speaks every 0.2 s (so only A goes idle) until it sees A leave.
+    python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import chat
+room = chat.Room("127.0.0.1", int(sys.argv[1]))
+a = chat.Client(room, "A"); room.welcome(a)
+b = chat.Client(room, "B"); room.welcome(b)
+want_b = ["* %s left" % a.name]
+want_a = ["* %s joined" % b.name, "* idle timeout"]
+deadline = time.monotonic() + chat.scaled(5)
+k = 0
+while time.monotonic() < deadline and (len(b.lines) < 1 or not a.eof):
+    b.send_line("/msg %s %d" % (b.name, k))
+    want = "%s (private): %d" % (b.name, k)
+    k += 1
+    line = room.next_line(b)
+    if line != want:
+        want_b.insert(0, want)   # a reply came first: compare below
+        b.lines.insert(0, line)
+        break
+    end = time.monotonic() + 0.2
+    while time.monotonic() < end:   # the pace of B's talk, not a readiness wait
+        room.pump(end - time.monotonic())
+room.run_until(lambda: a.eof, 5, "A: no EOF after * idle timeout")
+room.run_until(lambda: len(b.lines) >= len(want_b), 5, "B: no * A left")
+if a.lines != want_a or b.lines[:len(want_b)] != want_b:
+    sys.exit("FAIL: A got %r (want %r), B got %r (want %r)" % (a.lines, want_a, b.lines, want_b))
+print("ok: A timed out, B saw it leave")
+PY
+    local crlf4096 crlf4097
+    crlf4096=$(python3 -c 'print("c" * 4096 + "\r")')
+    crlf4097=$(python3 -c 'print("d" * 4097 + "\r")')
+    chat script --step 'A+' --step 'B+' --step 'A< * {B} joined' \
+        --step "B> $crlf4096" --step "A< {B}: ${crlf4096%$'\r'}" \
+        --step "B raw $(python3 -c 'print("65" * 4096 + "0d0d0a")')" --step 'B< * line too long' --step 'B.' \
+        --step 'A< * {B} left' --step 'C+' --step 'A< * {C} joined' \
+        --step "C> $crlf4097" --step 'C< * line too long' --step 'C.' --step 'A< * {C} left' \
+        --step 'A> /who' --step 'A< * users: {A}'
+    stop_server
+    local idle
+    idle=$(counter "idle timeouts") || return
+    ((idle == 1)) || fail "$idle idle timeouts, want 1 (only A was silent)"
+}
+
 # --- output caps and coalescing ---
 
 # chat_arranged SUBCMD [ARGS...]: chat SUBCMD --log SERVER_ERR --pid SERVER_PID ARGS against
@@ -862,93 +951,4 @@ chat_arranged() {
     timers=$(counter "timers") && slow=$(counter "dropped (too slow)") || return
     ((timers == 1)) || fail "$timers timers expired, want 1 (the leaving one)"
     ((slow == 0)) || fail "$slow sessions dropped as too slow"
-}
-
-@test "a leaving session keeps its name until its * NAME left has gone out: asked for in the same turn it is taken, and free after" {
-    start_server server
-    chat namehold --pid "$SERVER_PID" --timeout 10
-    stop_server
-}
-
-@test "one recv per input event: 50 lines sent one at a time (each waits for its reply) cost 50 recv calls, not a second one that returns EAGAIN" {
-    start_server server
-    local steps=(--step 'A+') k
-    for ((k = 0; k < 50; k++)); do
-        steps+=(--step "A> /dance $k" --step 'A< * unknown command')
-    done
-    chat script "${steps[@]}" --step 'A> /quit' --step 'A< * bye' --step 'A.'
-    stop_server
-    local lines recvs
-    lines=$(counter "lines in") && recvs=$(counter "recv calls") || return
-    ((lines == 51)) || fail "$lines lines in, want 51"
-    # One recv per line, and at most one more: the client's EOF after * bye.
-    ((recvs >= lines && recvs <= lines + 1)) || fail "$recvs recv calls for $lines lines that came one at a time: want $lines or $((lines + 1))"
-}
-
-@test "an idle session holds no input buffer: 400 sessions that each read a 4000-byte line cost the server under 2 KiB of RSS each (README, section 5), and 0 bytes of input buffers" {
-    raise_nofile 1000
-    ASAN_OPTIONS="${ASAN_OPTIONS:-}:quarantine_size_mb=0" start_server server
-    # A sanitizer's allocator adds redzones and shadow memory: its RSS is not the code's, so
-    # there the figure is printed and the server's own count (below) is the check.
-    local bound=2
-    [[ -z ${SAN:-} ]] || bound=0
-    start_bg idlemem python3 "$CHAT" idlemem --port "$PORT" --pid "$SERVER_PID" --sessions 400 \
-        --size 4000 --bound-kib "$bound" --hold 10 --timeout 30
-    local im=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/idlemem.out" '^(idlemem:|FAIL)' 60 || return
-    grep -q '^idlemem:' "$BATS_TEST_TMPDIR/idlemem.out" || fail "$(cat "$BATS_TEST_TMPDIR/idlemem.out")" || return
-    echo "# $(grep '^idlemem:' "$BATS_TEST_TMPDIR/idlemem.out")" >&3
-    stop_server
-    wait_bg "$im" idlemem
-    assert_log 'stopping: 400 sessions, 0 bytes pending, 0 bytes of input buffers'
-    local recvs lines
-    lines=$(counter "lines in") && recvs=$(counter "recv calls") || return
-    ((lines == 400)) || fail "$lines lines in, want 400"
-}
-
-@test "the close reasons, each with its notices: an idle session is told * idle timeout and the others see * NAME left; too long a line with CRLF at 4096/4097 bytes" {
-    start_server server --idle-timeout 1
-    # B speaks every 0.2 s (so only A goes idle) until it sees A leave.
-    python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
-import sys, time
-sys.path.insert(0, sys.argv[2])
-import chat
-room = chat.Room("127.0.0.1", int(sys.argv[1]))
-a = chat.Client(room, "A"); room.welcome(a)
-b = chat.Client(room, "B"); room.welcome(b)
-want_b = ["* %s left" % a.name]
-want_a = ["* %s joined" % b.name, "* idle timeout"]
-deadline = time.monotonic() + chat.scaled(5)
-k = 0
-while time.monotonic() < deadline and (len(b.lines) < 1 or not a.eof):
-    b.send_line("/msg %s %d" % (b.name, k))
-    want = "%s (private): %d" % (b.name, k)
-    k += 1
-    line = room.next_line(b)
-    if line != want:
-        want_b.insert(0, want)   # a reply came first: compare below
-        b.lines.insert(0, line)
-        break
-    end = time.monotonic() + 0.2
-    while time.monotonic() < end:   # the pace of B's talk, not a readiness wait
-        room.pump(end - time.monotonic())
-room.run_until(lambda: a.eof, 5, "A: no EOF after * idle timeout")
-room.run_until(lambda: len(b.lines) >= len(want_b), 5, "B: no * A left")
-if a.lines != want_a or b.lines[:len(want_b)] != want_b:
-    sys.exit("FAIL: A got %r (want %r), B got %r (want %r)" % (a.lines, want_a, b.lines, want_b))
-print("ok: A timed out, B saw it leave")
-PY
-    local crlf4096 crlf4097
-    crlf4096=$(python3 -c 'print("c" * 4096 + "\r")')
-    crlf4097=$(python3 -c 'print("d" * 4097 + "\r")')
-    chat script --step 'A+' --step 'B+' --step 'A< * {B} joined' \
-        --step "B> $crlf4096" --step "A< {B}: ${crlf4096%$'\r'}" \
-        --step "B raw $(python3 -c 'print("65" * 4096 + "0d0d0a")')" --step 'B< * line too long' --step 'B.' \
-        --step 'A< * {B} left' --step 'C+' --step 'A< * {C} joined' \
-        --step "C> $crlf4097" --step 'C< * line too long' --step 'C.' --step 'A< * {C} left' \
-        --step 'A> /who' --step 'A< * users: {A}'
-    stop_server
-    local idle
-    idle=$(counter "idle timeouts") || return
-    ((idle == 1)) || fail "$idle idle timeouts, want 1 (only A was silent)"
 }
