@@ -39,8 +39,10 @@
 //     client swinging between --max-output and half of it (03's back-
 //     pressure, pause and resume) never makes it flip between two sizes.
 //     (buffer_test.c holds it to both promises.)
-// There is no ceiling here: how much a connection may queue is the
-// caller's decision (03's server stops reading past --max-output).
+// buf_reserve has no ceiling: how much a connection may queue is the
+// caller's decision (the server stops decoding past --max-output). An input
+// buffer, whose holding the protocol bounds, uses buf_reserve_capped, which
+// never grows past its LIMIT (buffer_test.c checks that too).
 
 // Smallest allocation: below this, the allocator's own overhead dominates.
 #define BUF_MIN_CAP 4096

@@ -10,7 +10,9 @@
 //   2. pause/resume cycles reallocate nothing once the buffer has grown (rule 4);
 //   3. an empty buffer owns no memory (rules 1 and 3);
 //   4. a growing queue moves no more bytes than its reader consumed (rule 2);
-//   5. appends of any size onto a consumed prefix fit, and keep every byte in order.
+//   5. appends of any size onto a consumed prefix fit, and keep every byte in order;
+//   6. buf_reserve_capped (06's input buffer) never grows past its ceiling, gives room
+//      until the buffer holds LIMIT bytes and none at LIMIT, and keeps every byte in order.
 #include "buffer.h"
 
 #include <stdio.h>
@@ -229,6 +231,66 @@ static void test_random_append_consume(void)
     check(ok, "random appends (up to 4x the block, onto a consumed prefix) and consumes keep every byte, in order");
 }
 
+// 6. buf_reserve_capped: random reserves (of up to twice the limit), commits of part or all
+// of the room, and consumes, for limits below BUF_MIN_CAP, between, and at a power of two.
+// The capacity must stay at or below max(LIMIT, BUF_MIN_CAP) at every step, the room must be
+// at least 1 and at most LIMIT - buf_len() below the limit, and 0 at it; and the buffer
+// must reach its ceiling (else the test proved nothing about it).
+static void test_reserve_capped(void)
+{
+    static const size_t limits[] = {100, 10000, 65536, 100000};
+    for (size_t l = 0; l < sizeof limits / sizeof *limits; l++) {
+        size_t limit = limits[l], ceiling = limit > BUF_MIN_CAP ? limit : BUF_MIN_CAP;
+        struct buffer b = BUFFER_EMPTY;
+        unsigned long long in = 0, out = 0, seed = 777 + l;
+        size_t max_cap = 0;
+        int ok = 1, full = 0;
+        for (int step = 0; step < 20000 && ok; step++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            if ((seed >> 20) % 3 != 0) {  // two reserves for each consume: it fills up
+                size_t n = (size_t)((seed >> 33) % (2 * ceiling)) + 1, room = 99;
+                char *p = buf_reserve_capped(&b, n, limit, &room);
+                size_t len = buf_len(&b);
+                if (b.cap > max_cap)
+                    max_cap = b.cap;
+                if (p == NULL || b.cap > ceiling) {
+                    ok = 0;
+                    break;
+                }
+                if (len >= ceiling) {
+                    ok = room == 0 && len == ceiling;
+                    full = 1;
+                    continue;
+                }
+                if (room < 1 || room > ceiling - len || b.cap - b.end < room) {
+                    ok = 0;
+                    break;
+                }
+                size_t k = (seed >> 5) & 1 ? room : (size_t)((seed >> 9) % room) + 1;
+                for (size_t i = 0; i < k; i++)
+                    p[i] = (char)byte_at(in + i);
+                buf_commit(&b, k);
+                in += k;
+            } else {
+                size_t k = buf_len(&b) ? (size_t)((seed >> 7) % buf_len(&b)) + 1 : 0;
+                for (size_t i = 0; i < k && ok; i++)
+                    ok = (unsigned char)buf_peek(&b)[i] == byte_at(out + i);
+                buf_consume(&b, k);
+                out += k;
+            }
+        }
+        for (size_t i = 0; i < buf_len(&b) && ok; i++)
+            ok = (unsigned char)buf_peek(&b)[i] == byte_at(out + i);
+        buf_free(&b);
+        char what[200];
+        snprintf(what, sizeof what,
+                 "buf_reserve_capped, limit %zu: capacity at most %zu (largest %zu), room 0 only "
+                 "when full (reached: %s), every byte in order",
+                 limit, ceiling, max_cap, full ? "yes" : "no");
+        check(ok && full && max_cap <= ceiling, what);
+    }
+}
+
 int main(void)
 {
     test_empty_owns_nothing();
@@ -236,6 +298,7 @@ int main(void)
     test_pause_resume();
     test_growth_moves_only_what_was_consumed();
     test_random_append_consume();
+    test_reserve_capped();
     printf("buffer_test: %s (%llu allocations, %llu reallocations, %llu bytes moved in all)\n",
            failures ? "FAILED" : "passed", buf_stats.allocs, buf_stats.resizes, buf_stats.moved);
     return failures ? 1 : 0;

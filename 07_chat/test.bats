@@ -61,7 +61,7 @@ vm_kib() {
     done
 }
 
-@test "buffer unit test (04's buffer, copied)" {
+@test "buffer unit test (06's buffer and its test, copied): every promise of buffer.h, buf_reserve_capped's ceiling included" {
     run "$(stage_bin buffer_test)"
     [[ $status -eq 0 ]] || fail "buffer_test exited $status:" "$output"
 }
