@@ -104,3 +104,12 @@ SECTIONS=("The decision" "Run it" "How it works" "Walk through the code" "Limits
         (($(grep -c 'LAB BEGIN' "$f") == $(grep -c 'LAB END' "$f"))) || fail "$f: LAB BEGIN and LAB END do not pair up"
     done
 }
+
+@test "docs: the top README's set-up commands run as written (no variable the reader never set)" {
+    # A new user pastes these: `git clone "$KIT_URL"` with KIT_URL unset cloned nothing.
+    local block
+    block=$(awk '/^## Set up/ { on = 1; next } /^## / { on = 0 } on && /^```/ { code = !code; next } on && code' "$KIT_ROOT/README.md")
+    [[ -n $block ]] || fail "no shell block in the README's 'Set up' section"
+    if grep -nE '\$[A-Za-z_{]' <<<"$block"; then fail "a set-up command uses a shell variable the reader never set"; fi
+    grep -qE '^cd kit' <<<"$block" || fail "the set-up commands never enter the kit's folder (cd kit)"
+}
