@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""chat_client: stand-in servers and checks for 07_chat's client (07_chat/test.bats, "the client").
+
+Python 3 standard library only. Every subcommand prints `ok: ...` and exits 0, or prints
+`FAIL: ...` and exits 1. Every wait has a deadline; TIMEOUT_SCALE (environment, default 1)
+stretches them all. A stand-in server prints `door: listening on PORT` first (flushed).
+
+  door-close --accepts K
+                      a server that keeps failing: accepts K connections and closes each at
+                      once, before any welcome; prints `door: accept I at MS` for each (ms
+                      since it started listening)
+  door-restart --clients N --retry SEC [--port P] [--min-spread MS]
+                      N clients connect and are welcomed (`* welcome cI`); it prints
+                      `door: N welcomed`, then tells them all `* server shutting down` and
+                      closes them at one instant, as a restarting server would; then it
+                      accepts the N coming back (welcoming each) and requires that none came
+                      back sooner than SEC/2 and that the first and last came back at least
+                      MIN-SPREAD ms apart (jitter: without it they all return in the same
+                      few ms)
+  door-say --step send:HEX|wait:HEX|close [--out FILE]
+                      one connection: sends bytes, waits until FILE (the client's stdout)
+                      holds the given bytes, closes
+  backoff-check --err FILE --door FILE --retry SEC --retry-max SEC --count K
+                      FILE is a client's stderr against `door-close`: its lines
+                      `* disconnected (...); retry I in S s` for I = 1..K must each say a
+                      delay within [D/2, D], D = min(retry-max, retry * 2^(I-1)), reach the
+                      cap, and the door's accepts must be at least that far apart
+  pipe-empty --fifo PATH
+                      waits until the fifo PATH holds no unread bytes (the client read them)
+"""
+
+import argparse
+import fcntl
+import os
+import re
+import socket
+import struct
+import sys
+import termios
+import time
+
+TIMEOUT_SCALE = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
+
+
+class Failure(Exception):
+    """A check did not hold; the message says what was expected and what happened."""
+
+
+def scaled(seconds):
+    return seconds * TIMEOUT_SCALE
+
+
+def listen(port=0):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(128)
+    print("door: listening on %d" % s.getsockname()[1], flush=True)
+    return s
+
+
+def accept(lsock, deadline, what):
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise Failure(what)
+    lsock.settimeout(left)
+    try:
+        conn, _ = lsock.accept()
+    except socket.timeout:
+        raise Failure(what)
+    return conn
+
+
+def door_close(accepts, timeout):
+    lsock = listen()
+    t0 = time.monotonic()
+    deadline = t0 + scaled(timeout)
+    for i in range(accepts):
+        conn = accept(lsock, deadline, "only %d of %d connections within %.1f s" % (i, accepts, scaled(timeout)))
+        at = (time.monotonic() - t0) * 1000
+        conn.close()
+        print("door: accept %d at %.1f" % (i, at), flush=True)
+    return "%d connections accepted and closed at once" % accepts
+
+
+def door_restart(port, nclients, retry, min_spread, timeout):
+    lsock = listen(port)
+    deadline = time.monotonic() + scaled(timeout)
+    conns = []
+    for i in range(nclients):
+        c = accept(lsock, deadline, "only %d of %d clients connected" % (i, nclients))
+        c.sendall(b"* welcome c%d\n" % i)
+        conns.append(c)
+    print("door: %d welcomed" % nclients, flush=True)
+    # Each client prints its `* connected` before we could welcome it; the test waits for
+    # this line, then for nothing else: the restart is now.
+    for c in conns:
+        c.sendall(b"* server shutting down\n")
+    t0 = time.monotonic()
+    for c in conns:
+        c.close()
+    back = []
+    for i in range(nclients):
+        c = accept(lsock, time.monotonic() + scaled(timeout),
+                   "only %d of %d clients came back (at %s ms)" % (i, nclients, back))
+        back.append((time.monotonic() - t0) * 1000)
+        c.sendall(b"* welcome c%d\n" % (nclients + i))
+        conns.append(c)
+    desc = "%d clients came back %.1f to %.1f ms after the restart (spread %.1f ms): %s" % (
+        nclients, back[0], back[-1], back[-1] - back[0], " ".join("%.1f" % t for t in back))
+    # A small allowance below SEC/2: the clients saw the close a little after t0, never before.
+    if back[0] < retry * 1000 / 2 - 1:
+        raise Failure(desc + "; the first came back sooner than --retry/2 = %.0f ms" % (retry * 500))
+    if back[-1] - back[0] < min_spread:
+        raise Failure(desc + "; want them spread over at least %.0f ms (jitter)" % min_spread)
+    for c in conns:
+        c.close()
+    return desc
+
+
+def door_say(steps, out, timeout):
+    lsock = listen()
+    deadline = time.monotonic() + scaled(timeout)
+    conn = accept(lsock, deadline, "the client did not connect")
+    for step in steps:
+        op, _, arg = step.partition(":")
+        if op == "send":
+            conn.sendall(bytes.fromhex(arg))
+        elif op == "wait":
+            want = bytes.fromhex(arg)
+            while True:
+                with open(out, "rb") as f:
+                    have = f.read()
+                if want in have:
+                    break
+                if time.monotonic() > deadline:
+                    raise Failure("the client's stdout never held %r; it holds %r" % (want, have[-200:]))
+                time.sleep(0.01)  # poll interval of a loop with a deadline
+        elif op == "close":
+            conn.close()
+        else:
+            raise Failure("not a step: %r" % step)
+    return "%d steps" % len(steps)
+
+
+RETRY_LINE = re.compile(r"\* disconnected \(the server closed the connection\); retry (\d+) in (\d+\.\d{3}) s")
+
+
+def backoff_check(err, door, retry, retry_max, count):
+    with open(err) as f:
+        lines = f.read().splitlines()
+    delays = []
+    for line in lines:
+        if len(delays) == count:
+            break  # what came later (the door gone: refused) is not this check's
+        if line.startswith("* connected to "):
+            continue
+        m = RETRY_LINE.fullmatch(line)
+        if not m:
+            raise Failure("client stderr: unexpected line %r" % line)
+        if int(m.group(1)) != len(delays) + 1:
+            raise Failure("client stderr: %r, want retry %d" % (line, len(delays) + 1))
+        delays.append(float(m.group(2)))
+    if len(delays) < count:
+        raise Failure("only %d retries in the client's stderr, want %d: %r" % (len(delays), count, lines))
+    with open(door) as f:
+        accepts = [float(m.group(1)) for m in re.finditer(r"door: accept \d+ at (\d+\.\d)", f.read())]
+    if len(accepts) < count + 1:
+        raise Failure("only %d accepts in the door's log, want %d" % (len(accepts), count + 1))
+    capped = 0
+    for i, got in enumerate(delays[:count]):
+        d = min(retry_max, retry * 2 ** i)
+        if not d / 2 - 0.0015 <= got <= d + 0.0005:
+            raise Failure("retry %d: %.3f s, want within [%.3f, %.3f] (D = min(%g, %g * 2^%d))" % (
+                i + 1, got, d / 2, d, retry_max, retry, i))
+        capped += d == retry_max
+        gap = (accepts[i + 1] - accepts[i]) / 1000
+        # The client waited at least what it said (less 2 ms: the two clocks' rounding).
+        if gap < got - 0.002:
+            raise Failure("retry %d said %.3f s, but it came back after %.3f s" % (i + 1, got, gap))
+    if capped < 2:
+        raise Failure("the delays %s never reached the cap twice: count more retries" % delays)
+    return "delays %s s, each within [D/2, D] and waited" % " ".join("%.3f" % d for d in delays[:count])
+
+
+def pipe_empty(path, timeout):
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            n = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            if n == 0:
+                return "the fifo is empty"
+            if time.monotonic() > deadline:
+                raise Failure("%d bytes still unread in %s" % (n, path))
+            time.sleep(0.01)  # poll interval of a loop with a deadline
+    finally:
+        os.close(fd)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def add(name):
+        p = sub.add_parser(name)
+        p.add_argument("--timeout", type=float, default=10.0, help="seconds per wait (scaled)")
+        return p
+
+    p = add("door-close")
+    p.add_argument("--accepts", type=int, required=True)
+    p = add("door-restart")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--clients", type=int, required=True)
+    p.add_argument("--retry", type=float, required=True)
+    p.add_argument("--min-spread", type=float, default=15.0)
+    p = add("door-say")
+    p.add_argument("--step", action="append", required=True)
+    p.add_argument("--out")
+    p = add("backoff-check")
+    p.add_argument("--err", required=True)
+    p.add_argument("--door", required=True)
+    p.add_argument("--retry", type=float, required=True)
+    p.add_argument("--retry-max", type=float, required=True)
+    p.add_argument("--count", type=int, required=True)
+    p = add("pipe-empty")
+    p.add_argument("--fifo", required=True)
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "door-close":
+            msg = door_close(a.accepts, a.timeout)
+        elif a.cmd == "door-restart":
+            msg = door_restart(a.port, a.clients, a.retry, a.min_spread, a.timeout)
+        elif a.cmd == "door-say":
+            msg = door_say(a.step, a.out, a.timeout)
+        elif a.cmd == "backoff-check":
+            msg = backoff_check(a.err, a.door, a.retry, a.retry_max, a.count)
+        else:
+            msg = pipe_empty(a.fifo, a.timeout)
+    except (Failure, OSError) as e:
+        print("FAIL: %s: %s" % (a.cmd, e), flush=True)
+        return 1
+    print("ok: %s: %s" % (a.cmd, msg), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
