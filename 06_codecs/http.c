@@ -103,9 +103,9 @@ static int parse_request_line(struct http_request *q, const char *data, size_t s
     if (stop - i != 8 || memcmp(v, "HTTP/", 5) != 0 || v[6] != '.' || v[5] < '0' ||
         v[5] > '9' || v[7] < '0' || v[7] > '9')
         return 400;
-    if (v[5] != '1' || (v[7] != '0' && v[7] != '1'))
+    if (v[5] != '1')
         return 505;
-    q->minor = v[7] - '0';
+    q->minor = v[7] == '0' ? 0 : 1;  // 1.2 .. 1.9 read as 1.1 (http.h)
     return 0;
 }
 
@@ -174,6 +174,8 @@ static int parse_headers(struct http_decoder *d, const char *data, size_t from, 
             conn_keep |= list_has(val, vlen, "keep-alive");
         } else if (name_eq(name, nlen, "Host")) {
             hosts++;
+        } else if (name_eq(name, nlen, "Expect")) {
+            q->expect_continue |= name_eq(val, vlen, "100-continue");
         }
         i = end + 1;
     }

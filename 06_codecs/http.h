@@ -3,7 +3,9 @@
 // a length-prefixed body (the length is a header). The rules of codec.h hold.
 //
 // What it accepts, and the status the server answers with when not (r.code):
-//   request line "METHOD SP target SP HTTP/1.0|HTTP/1.1"       else 400 (other versions 505)
+//   request line "METHOD SP target SP HTTP/1.x"  else 400; HTTP/1.2 .. 1.9 are read as 1.1
+//                (RFC 9110 2.5: a higher minor version is processed as the highest one we
+//                implement); a major version other than 1 is 505
 //   header lines "name: value" (name a token, no space before ':', no folded lines)  else 400
 //   the head (request line + headers + empty line) at most max_head bytes            else 431
 //   at most max_headers header lines                                                 else 431
@@ -39,10 +41,12 @@ struct http_header {
 // The head just decoded (valid until the next call to http_decode).
 struct http_request {
     struct http_span method, target;
-    int minor;                      // HTTP/1.<minor>: 0 or 1
+    int minor;                      // HTTP/1.<minor>: 0, or 1 for 1.1 .. 1.9 (RFC 9110 2.5)
     int keep_alive;                 // 1.1: 1 unless "Connection: close"; 1.0: 0 unless
                                     // "Connection: keep-alive"
     unsigned long long content_length;  // body bytes that follow the head (0: none)
+    int expect_continue;            // "Expect: 100-continue" (any case): the client waits
+                                    // for "100 Continue" or a final status before its body
     size_t nheaders;
     struct http_header headers[HTTP_MAX_HEADERS];
 };

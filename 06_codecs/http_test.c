@@ -43,6 +43,52 @@ int main(void)
     check_splits("vectors, the buffer moved on every read", &ops, vec, sizeof vec - 1, want, 512,
                  1, 300);
 
+    // 1b. What headers mean: Connection token lists (any case, anywhere in the list, over
+    // several lines; "closed" is another token), HTTP/1.2 .. 1.9 read as 1.1, Expect:
+    // 100-continue in any case (and nothing else).
+    static const struct {
+        const char *what, *in, *want;
+    } meaning[] = {
+        {"Connection: keep-alive, close closes", "GET / HTTP/1.1\r\nHost: a\r\n"
+         "Connection: keep-alive, close\r\n\r\n", "ka=0 cl=0 host=a"},
+        {"Connection: foo, Close closes", "GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, Close\r\n\r\n",
+         "ka=0 cl=0 host=a"},
+        {"Connection: ,close, closes", "GET / HTTP/1.1\r\nHost: a\r\nConnection: ,close,\r\n\r\n",
+         "ka=0 cl=0 host=a"},
+        {"close on a second Connection line closes", "GET / HTTP/1.1\r\nHost: a\r\n"
+         "Connection: keep-alive\r\nConnection: CLOSE\r\n\r\n", "ka=0 cl=0 host=a"},
+        {"Connection: closed is not close", "GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n",
+         "ka=1 cl=0 host=a"},
+        {"Connection: xclose, keep-alive is not close", "GET / HTTP/1.1\r\nHost: a\r\n"
+         "Connection: xclose, keep-alive\r\n\r\n", "ka=1 cl=0 host=a"},
+        {"a Closed: header is not Connection", "GET / HTTP/1.1\r\nHost: a\r\nClosed: close\r\n\r\n",
+         "ka=1 cl=0 host=a"},
+        {"1.0: Connection: foo, Keep-Alive keeps", "GET / HTTP/1.0\r\nConnection: foo, Keep-Alive\r\n\r\n",
+         "ka=1 cl=0 host=-"},
+        {"1.0: Connection: keep-alive, close closes", "GET / HTTP/1.0\r\n"
+         "Connection: keep-alive, close\r\n\r\n", "ka=0 cl=0 host=-"},
+        {"1.0: Connection: keep-alives is not keep-alive", "GET / HTTP/1.0\r\n"
+         "Connection: keep-alives\r\n\r\n", "ka=0 cl=0 host=-"},
+        {"HTTP/1.2 is read as 1.1", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", "1.1 ka=1 cl=0 host=a"},
+        {"HTTP/1.9 is read as 1.1", "GET / HTTP/1.9\r\nHost: a\r\n\r\n", "1.1 ka=1 cl=0 host=a"},
+        {"Expect: 100-Continue (any case) is seen", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "EXPECT: 100-Continue\r\nContent-Length: 1\r\n\r\nx", "ka=1 cl=1 100c host=a"},
+        {"Expect: 100-continued is not 100-continue", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Expect: 100-continued\r\nContent-Length: 1\r\n\r\nx", "ka=1 cl=1 host=a"},
+    };
+    for (size_t i = 0; i < sizeof meaning / sizeof *meaning; i++) {
+        http_init(&d, 0, 0, 0);
+        struct codec_result r = http_decode(&d, meaning[i].in, strlen(meaning[i].in));
+        struct tstr got = {0};
+        if (r.status == CODEC_FRAME)
+            http_describe(&d, meaning[i].in, &r, &got);
+        else
+            ts_printf(&got, "status %d %d %s", r.status, r.code, r.error ? r.error : "");
+        t_check(got.p != NULL && strstr(got.p, meaning[i].want) != NULL, "%s: %s (want ...%s...)",
+                meaning[i].what, got.p ? got.p : "", meaning[i].want);
+        ts_free(&got);
+    }
+
     // 2. Errors and their statuses, each after a good request (which still comes out).
     static const char ok_req[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     static const struct {
@@ -90,6 +136,49 @@ int main(void)
          "E400:malformed request line\n"},
         {"HTTP/2.0 is 505", "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
          "E505:HTTP version not supported\n"},
+        {"HTTP/0.9 is 505", "GET / HTTP/0.9\r\nHost: a\r\n\r\n", "E505:HTTP version not supported\n"},
+        {"HTTP/1.2 without Host is 400, as 1.1", "GET / HTTP/1.2\r\n\r\n",
+         "E400:HTTP/1.1 request without Host\n"},
+        {"HTTP/1.10 is 400", "GET / HTTP/1.10\r\nHost: a\r\n\r\n", "E400:malformed request line\n"},
+        {"HTTP/1.x is 400", "GET / HTTP/1.x\r\nHost: a\r\n\r\n", "E400:malformed request line\n"},
+        {"http/1.1 (lower case) is 400", "GET / http/1.1\r\nHost: a\r\n\r\n",
+         "E400:malformed request line\n"},
+        // Transfer-Encoding: any value, any case, in a list, in HTTP/1.0 too: 501; with a
+        // Content-Length in either order: 400.
+        {"transfer-encoding: CHUNKED is 501", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "transfer-encoding: CHUNKED\r\n\r\n", "E501:Transfer-Encoding not implemented\n"},
+        {"Transfer-Encoding: gzip, chunked is 501", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Transfer-Encoding: gzip, chunked\r\n\r\n", "E501:Transfer-Encoding not implemented\n"},
+        {"Transfer-Encoding: identity is 501", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Transfer-Encoding: identity\r\n\r\n", "E501:Transfer-Encoding not implemented\n"},
+        {"an empty Transfer-Encoding is 501", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Transfer-Encoding:\r\n\r\n", "E501:Transfer-Encoding not implemented\n"},
+        {"Transfer-Encoding in HTTP/1.0 is 501", "POST / HTTP/1.0\r\n"
+         "TRANSFER-ENCODING: chunked\r\n\r\n", "E501:Transfer-Encoding not implemented\n"},
+        {"Transfer-Encoding then Content-Length is 400", "POST / HTTP/1.1\r\nHost: a\r\n"
+         "Transfer-Encoding: gzip, Chunked\r\nContent-Length: 3\r\n\r\nabc",
+         "E400:both Transfer-Encoding and Content-Length\n"},
+        // A bare CR anywhere in a head is invalid (RFC 9112 2.2), and so is any control byte
+        // in a name or a value: 400 with a fixed reason.
+        {"a bare CR in the method", "G\rET / HTTP/1.1\r\nHost: a\r\n\r\n", "E400:malformed request line\n"},
+        {"a bare CR in the target", "GET /\r/ HTTP/1.1\r\nHost: a\r\n\r\n", "E400:malformed request line\n"},
+        {"a bare CR after the version", "GET / HTTP/1.1\r\r\nHost: a\r\n\r\n",
+         "E400:malformed request line\n"},
+        {"a bare CR in a name", "GET / HTTP/1.1\r\nHo\rst: a\r\n\r\n", "E400:malformed header line\n"},
+        {"a bare CR ending a name", "GET / HTTP/1.1\r\nHost: a\r\nX\r: b\r\n\r\n",
+         "E400:malformed header line\n"},
+        {"a bare CR in a value", "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
+         "E400:control character in header value\n"},
+        {"a bare CR ending a value", "GET / HTTP/1.1\r\nHost: a\r\r\n\r\n",
+         "E400:control character in header value\n"},
+        {"a bare CR as a line ending", "GET / HTTP/1.1\r\nHost: a\rX-Evil: 1\r\n\r\n",
+         "E400:control character in header value\n"},
+        {"a bare CR before the empty line", "GET / HTTP/1.1\r\nHost: a\r\n\r\r\n\r\n",
+         "E400:malformed header line\n"},
+        {"an ESC in a name", "GET / HTTP/1.1\r\nHost: a\r\n\33[2J: c\r\n\r\n", "E400:malformed header line\n"},
+        {"a DEL in a value", "GET / HTTP/1.1\r\nHost: a\177\r\n\r\n",
+         "E400:control character in header value\n"},
+
         {"an empty line where the request line belongs is 400", "\r\nGET / HTTP/1.1\r\n\r\n",
          "E400:empty request line\n"},
         {"5 header lines (1 past the limit) is 431",
@@ -106,6 +195,14 @@ int main(void)
         ts_free(&in);
         ts_free(&w);
     }
+
+    // A NUL in a name or a value (written with its length: a C string would end there).
+    static const char nul_name[] = "GET / HTTP/1.1\r\nHost: a\r\nX-\0: c\r\n\r\n";
+    static const char nul_value[] = "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n";
+    check_splits("a NUL in a name is 400", &ops, nul_name, sizeof nul_name - 1,
+                 "E400:malformed header line\n", 512, 1, 30);
+    check_splits("a NUL in a value is 400", &ops, nul_value, sizeof nul_value - 1,
+                 "E400:control character in header value\n", 512, 1, 30);
 
     // 3. Limits exactly at and one past: 4 header lines; a body of exactly 64; a head of
     // exactly 256 bytes, and 257.
@@ -134,6 +231,54 @@ int main(void)
                  "E431:request head too large\n", 512, 1, 50);
     ts_free(&h);
     ts_free(&w);
+
+    // 3b. The default limits (what the server runs with: http_init(d, 0, 0, 0)), at and one
+    // past: an 8192-byte head, 100 header lines, a 1 MiB body.
+    {
+        struct tstr big = {0};
+        ts_printf(&big, "GET / HTTP/1.1\r\nHost: a\r\nX: ");
+        while (big.len < HTTP_MAX_HEAD_DEFAULT - 4)
+            ts_add(&big, "v", 1);
+        ts_add(&big, "\r\n\r\n", 4);
+        http_init(&d, 0, 0, 0);
+        struct codec_result r8k = http_decode(&d, big.p, big.len);
+        big.len = HTTP_MAX_HEAD_DEFAULT - 4;
+        ts_add(&big, "v\r\n\r\n", 5);
+        http_init(&d, 0, 0, 0);
+        struct codec_result r8k1 = http_decode(&d, big.p, big.len);
+        t_check(r8k.status == CODEC_FRAME && r8k.consumed == HTTP_MAX_HEAD_DEFAULT &&
+                    r8k1.status == CODEC_ERROR && r8k1.code == 431,
+                "defaults: a head of exactly %d bytes is a frame, one more is 431",
+                HTTP_MAX_HEAD_DEFAULT);
+        big.len = 0;
+        ts_printf(&big, "GET / HTTP/1.1\r\nHost: a\r\n");
+        for (int i = 1; i < HTTP_MAX_HEADERS; i++)
+            ts_printf(&big, "H%d: v\r\n", i);
+        size_t at_limit = big.len;
+        ts_add(&big, "\r\n", 2);
+        http_init(&d, 0, 0, 0);
+        struct codec_result r100 = http_decode(&d, big.p, big.len);
+        size_t n100 = d.req.nheaders;
+        big.len = at_limit;
+        ts_printf(&big, "H0: v\r\n\r\n");
+        http_init(&d, 0, 0, 0);
+        struct codec_result r101 = http_decode(&d, big.p, big.len);
+        t_check(r100.status == CODEC_FRAME && n100 == HTTP_MAX_HEADERS &&
+                    r101.status == CODEC_ERROR && r101.code == 431,
+                "defaults: %d header lines are a frame, one more is 431", HTTP_MAX_HEADERS);
+        static const char cl_max[] = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048576\r\n\r\n";
+        static const char cl_over[] = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n";
+        http_init(&d, 0, 0, 0);
+        struct codec_result rb = http_decode(&d, cl_max, sizeof cl_max - 1);
+        unsigned long long cl = d.req.content_length;
+        http_init(&d, 0, 0, 0);
+        struct codec_result rb1 = http_decode(&d, cl_over, sizeof cl_over - 1);
+        t_check(rb.status == CODEC_FRAME && cl == HTTP_MAX_BODY_DEFAULT &&
+                    rb1.status == CODEC_ERROR && rb1.code == 413,
+                "defaults: a Content-Length of %d is accepted, one more is 413",
+                HTTP_MAX_BODY_DEFAULT);
+        ts_free(&big);
+    }
 
     // 4. Garbage: random bytes of HTTP's alphabet, one read against random splits.
     check_random_streams("random HTTP-ish bytes", &ops,

@@ -61,13 +61,13 @@ static int resp_push(struct resp_decoder *d, size_t off, size_t len)
     return 0;
 }
 
-// Finds the '\n' that ends the line starting at d->pos, looking at most MAXLINE + 2 bytes
-// from pos and resuming at d->scanned. Returns 1 and sets *END to its offset, 0 if it is not
-// in data yet, or -1 if the line is too long.
-static int resp_line_end(struct resp_decoder *d, const char *data, size_t len, size_t maxline,
+// Finds the '\n' that ends the line starting at d->pos, among the WINDOW bytes from pos on
+// (the '\n' included), resuming at d->scanned. Returns 1 and sets *END to its offset, 0 if it
+// is not in data yet, or -1 if the window is full without one: the line is too long.
+static int resp_line_end(struct resp_decoder *d, const char *data, size_t len, size_t window,
                          size_t *end)
 {
-    size_t limit = d->pos + maxline + 2;
+    size_t limit = d->pos + window;
     if (limit > len)
         limit = len;
     size_t from = d->pos + d->scanned;
@@ -78,11 +78,12 @@ static int resp_line_end(struct resp_decoder *d, const char *data, size_t len, s
         return 1;
     }
     d->scanned = limit - d->pos;
-    return d->scanned >= maxline + 2 ? -1 : 0;
+    return d->scanned >= window ? -1 : 0;
 }
 
-// The number in data[from, to) followed by "\r" at to - 1: strict digits with an optional
-// '-'. Returns 0 and sets *V, or -1 if it is not exactly that.
+// The number in data[from, to) followed by "\r" at to - 1, as strict as redis 7's string2ll:
+// digits with an optional '-', no '+', no leading zero ("$04", "*01") and no "-0". Returns 0
+// and sets *V, or -1 if it is not exactly that.
 static int resp_number(const char *data, size_t from, size_t to, long long *v)
 {
     if (to <= from || data[to - 1] != '\r')
@@ -93,6 +94,8 @@ static int resp_number(const char *data, size_t from, size_t to, long long *v)
         from++;
     if (from == to || to - from > 18)
         return -1;
+    if (data[from] == '0' && (to - from > 1 || neg))
+        return -1;  // "00", "04", "-0": redis refuses them too
     long long n = 0;
     for (size_t i = from; i < to; i++) {
         if (data[i] < '0' || data[i] > '9')
@@ -141,8 +144,10 @@ struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t
             d->state = data[0] == '*' ? RS_COUNT : RS_INLINE;
             break;
         case RS_INLINE: {
+            // At most RESP_MAX_INLINE bytes before the '\n' (a '\r' counts): redis 7 fails
+            // once more than that many bytes are in without one (resp.h).
             size_t end;
-            int found = resp_line_end(d, data, len, RESP_MAX_INLINE, &end);
+            int found = resp_line_end(d, data, len, RESP_MAX_INLINE + 1, &end);
             if (found == -1)
                 return resp_fail(d, "too big inline request");
             if (found == 0)
@@ -151,7 +156,7 @@ struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t
         }
         case RS_COUNT: {
             size_t end;
-            int found = resp_line_end(d, data, len, RESP_COUNT_LINE, &end);
+            int found = resp_line_end(d, data, len, RESP_COUNT_LINE + 2, &end);
             if (found == -1)
                 return resp_fail(d, "too big mbulk count string");
             if (found == 0)
@@ -172,10 +177,16 @@ struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t
         case RS_BULKLEN: {
             if (d->pos >= len)
                 return codec_need_more();
-            if (data[d->pos] != '$')
-                return resp_fail(d, "expected '$'");
+            if (data[d->pos] != '$') {
+                // redis 7's words, with the byte found; one outside printable ASCII as '?'
+                // (redis sends it raw, CR and LF as spaces): it goes into a reply line.
+                unsigned char got = (unsigned char)data[d->pos];
+                snprintf(d->errbuf, sizeof d->errbuf, "expected '$', got '%c'",
+                         got >= 0x20 && got < 0x7f ? got : '?');
+                return resp_fail(d, d->errbuf);
+            }
             size_t end;
-            int found = resp_line_end(d, data, len, RESP_COUNT_LINE, &end);
+            int found = resp_line_end(d, data, len, RESP_COUNT_LINE + 2, &end);
             if (found == -1)
                 return resp_fail(d, "too big bulk count string");
             if (found == 0)

@@ -16,7 +16,8 @@
 
 #define RESP_MAX_BULK_DEFAULT (1024 * 1024)  // 1 MiB per bulk string
 #define RESP_MAX_ARGS_DEFAULT 1024           // elements per request
-#define RESP_MAX_INLINE (64 * 1024)          // an inline command's line (redis: the same)
+#define RESP_MAX_INLINE (64 * 1024)          // bytes before an inline line's '\n' (redis: the
+                                             // same number, judged differently: below)
 
 // An argument: OFF bytes from the start of the request (the data of the call that returned
 // CODEC_FRAME), LEN bytes long. An offset, not a pointer: valid across a compaction; the bytes
@@ -41,6 +42,7 @@ struct resp_decoder {
     unsigned long long allocs;  // allocations made so far (the benchmark reads it)
     int failed;               // codec.h rule 5
     const char *error;        // the error it failed with (returned again, rule 5)
+    char errbuf[32];          // the text of an error that names a byte ("expected '$', ...")
 };
 
 // Sets D up with the limits (0: the defaults). No allocation yet; resp_free releases what
@@ -53,12 +55,22 @@ void resp_free(struct resp_decoder *d);
 //                r.frame = data, r.len = r.consumed = the request's length. argc may be 0
 //                (an empty line, "*0\r\n" or "*-1\r\n": redis ignores those; so should you).
 //   CODEC_NEED_MORE: the request is not complete yet (the part seen so far is remembered).
-//   CODEC_ERROR: r.error, a static message the server sends as "-ERR Protocol error: <msg>"
-//                (the messages are redis's own): "invalid multibulk length",
-//                "invalid bulk length", "expected '$'", "bulk not followed by CRLF",
-//                "too big inline request", "too big mbulk count string",
-//                "too big bulk count string", "too many arguments in inline request",
+//   CODEC_ERROR: r.error, the message the server sends as "-ERR Protocol error: <msg>"
+//                (valid as long as D). Checked against redis 7.0: these are redis's own words,
+//                said for the same input: "invalid multibulk length", "invalid bulk length",
+//                "expected '$', got 'X'" (a byte outside printable ASCII as '?': redis sends
+//                it raw, CR and LF as spaces), "too big inline request"; these are redis's
+//                words at our own, smaller limits (redis: 64 KiB without a '\n'): "too big
+//                mbulk count string", "too big bulk count string"; and these are ours,
+//                redis-style, for checks redis does not make: "bulk not followed by CRLF"
+//                (redis skips the two bytes unread), "too many arguments in inline request",
 //                "out of memory".
+// Numbers are as strict as redis's: "$04", "*01", "$-0", "*-0" and "$+4" are refused.
+// The inline line: at most RESP_MAX_INLINE bytes before its '\n' (a '\r' counts), however it
+// is split. redis fails only when more than that many bytes are in its buffer without a '\n',
+// so it takes longer lines that arrive with their '\n' in one read, and refuses the same
+// line split before its '\n'; this decoder answers the same for every split. No quoting:
+// redis reads `ECHO "a b"` as one argument, this decoder as two ("a and b").
 // A request of exactly max_bulk / max_args is accepted; one more is an error.
 struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t len);
 

@@ -109,6 +109,7 @@ struct conn {
     // http: the response to the request whose body is being skipped, sent at its end.
     int http_status;          // 0: none waiting
     bool http_keep_alive;
+    bool http_head;           // the request was HEAD: its response carries no body
     char peer[64];            // "127.0.0.1:54321", for the log lines
     union {
         struct fixed_decoder fixed;
@@ -307,6 +308,13 @@ static int conn_flush(struct conn *c)
 
 // ---------------------------------------------------------------- answering frames
 
+// http: does the request at DATA (LEN bytes) start with the method HEAD? Methods are
+// case-sensitive (RFC 9110 9.1): "head" is another method, answered 405 with a body.
+static bool http_is_head(const char *data, size_t len)
+{
+    return len >= 5 && memcmp(data, "HEAD ", 5) == 0;
+}
+
 // A bad frame from C (REASON, and for http the status CODE): queue the protocol's error
 // where it has one, log, and finish C: no more requests, our FIN once the error is out.
 static void conn_fail(struct conn *c, const char *reason, int code)
@@ -320,16 +328,20 @@ static void conn_fail(struct conn *c, const char *reason, int code)
     case CODEC_LINE:  // the one error a line can have: 05's reply to it
         n = snprintf(line, sizeof line, "ERR %s\n", reason);
         break;
-    case CODEC_RESP:  // redis's own words (resp.h)
+    case CODEC_RESP:  // redis 7's words where redis has them, redis-style otherwise (resp.h)
         n = snprintf(line, sizeof line, "-ERR Protocol error: %s\r\n", reason);
         break;
-    case CODEC_HTTP:
+    case CODEC_HTTP: {
         code = code != 0 ? code : 400;
+        // A response to HEAD has no body (http_respond); the failed head is c->in's first bytes.
+        bool head = http_is_head(buf_peek(&c->in), buf_len(&c->in));
         n = snprintf(line, sizeof line,
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n%s\n",
-                     code, http_reason(code), strlen(reason) + 1, reason);
+                     "Connection: close\r\n\r\n%s%s",
+                     code, http_reason(code), strlen(reason) + 1, head ? "" : reason,
+                     head ? "" : "\n");
         break;
+    }
     case CODEC_FIXED:  // any N bytes are a frame: no error to send
     case CODEC_LEN:    // no error frame in the protocol: the close is the answer
         break;
@@ -419,6 +431,14 @@ static void reply_null(struct conn *c)
         buf_commit(&c->out, resp_null(p, n));
 }
 
+// Copies the N bytes at P to OUT, each byte outside printable ASCII as '?'. Returns N.
+static size_t shown_bytes(char *out, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?';
+    return n;
+}
+
 // Is argument 0 (N bytes at P) the command NAME, in any case (as redis takes them)?
 static bool is_command(const char *p, size_t n, const char *name)
 {
@@ -477,25 +497,38 @@ static void resp_answer(struct conn *c, const char *data)
         }
         name = "get";
     }
-    char msg[128];
+    char msg[512];
     if (name != NULL) {
         snprintf(msg, sizeof msg, "ERR wrong number of arguments for '%s' command", name);
     } else {
-        // The name as the client sent it, cut short and with anything unprintable (a CR
-        // or LF would end our reply line early) shown as '?'.
-        char shown[33];
-        size_t k = 0;
-        for (; k < n0 && k < sizeof shown - 1; k++)
-            shown[k] = cmd[k] >= 0x20 && cmd[k] < 0x7f ? cmd[k] : '?';
-        shown[k] = '\0';
-        snprintf(msg, sizeof msg, "ERR unknown command '%s'", shown);
+        // redis 7's words and cuts: the name (at most 128 bytes), then the arguments, each
+        // quoted and followed by a space, until 128 bytes of them are shown. Any byte outside
+        // printable ASCII is shown as '?': a CR or LF would end our reply line early, an
+        // escape sequence would reach the client's terminal (redis turns CR and LF into
+        // spaces and sends the others raw).
+        size_t k = (size_t)snprintf(msg, sizeof msg, "ERR unknown command '");
+        k += shown_bytes(msg + k, cmd, n0 < 128 ? n0 : 128);
+        k += (size_t)snprintf(msg + k, sizeof msg - k, "', with args beginning with: ");
+        size_t args_at = k;
+        for (size_t i = 1; i < d->argc && k - args_at < 128; i++) {
+            size_t room = 128 - (k - args_at);
+            const char *a = resp_arg(d, data, i, &n1);
+            msg[k++] = '\'';
+            k += shown_bytes(msg + k, a, n1 < room ? n1 : room);
+            msg[k++] = '\'';
+            msg[k++] = ' ';
+        }
+        msg[k] = '\0';
     }
     reply_error(c, msg);
     // LAB END
 }
 
 // http: queues a response with a text body. KEEP_ALIVE decides the Connection header; a
-// response that closes also finishes C (no more requests are read).
+// response that closes also finishes C (no more requests are read). The response to a HEAD
+// (c->http_head) has the same head, Content-Length included, and never a body (RFC 9112
+// 6.3): a client reads no body after it, so a body sent anyway would be read as the start
+// of the next response (curl: "Excess found").
 static void http_respond(struct conn *c, int status, bool keep_alive, const char *body)
 {
     // LAB BEGIN http_respond: status line, Content-Type, Content-Length, Connection (keep-alive or close), the empty line, the body; when not keep-alive, finish the connection after it
@@ -508,7 +541,7 @@ static void http_respond(struct conn *c, int status, bool keep_alive, const char
                      status == 405 ? "Allow: GET\r\n" : "");
     if (!keep_alive)
         c->state = CONN_FINISHING;
-    out_append2(c, head, (size_t)n, body, blen);
+    out_append2(c, head, (size_t)n, body, c->http_head ? 0 : blen);
     // LAB END
 }
 
@@ -537,6 +570,16 @@ static void http_answer(struct conn *c, const char *data)
         status = 404;
     c->http_status = status;
     c->http_keep_alive = req->keep_alive != 0;
+    c->http_head = http_is_head(data, req->method.len + 1);
+    if (req->content_length > 0 && req->expect_continue) {
+        // The client waits for "100 Continue" before it sends the body (curl: up to 1 s).
+        // We want no body, so we answer now instead; and close, because whether the body
+        // still comes is the client's choice: the bytes after this head can no longer be
+        // framed (RFC 9110 10.1.1).
+        c->http_status = 0;
+        http_respond(c, status, false, http_body(status));
+        return;
+    }
     if (req->content_length > 0)
         return;  // the body's END piece sends it
     c->http_status = 0;

@@ -142,6 +142,31 @@ srv_scaled_s() {
     stop_server
 }
 
+@test "server: line: a line of exactly --max-frame bytes ending in CRLF is echoed (the input buffer holds max + 2); one more is refused" {
+    start_server server --codec line --max-frame 1000
+    codecs frame-at --codec line --size 1000 --accepted --crlf
+    codecs frame-at --codec line --size 1001 --refused --crlf
+    stop_server
+}
+
+@test "server: len: frames whose header plus body fill the 64 KiB input buffer exactly come whole; one byte more streams in pieces" {
+    # 4 + 65532 = 65536 bytes: the largest frame held whole (lenframe_init's whole_max is
+    # in_limit - LENFRAME_HEADER); 65533 is the smallest one streamed.
+    start_server server --codec len
+    codecs frame-at --codec len --size 65531 --accepted
+    codecs frame-at --codec len --size 65532 --accepted
+    stop_server
+    local streamed frames
+    streamed=$(srv_counter "streamed") && frames=$(srv_counter "frames") || return
+    ((streamed == 0 && frames == 2)) || fail "65531 and 65532: $frames whole frames and $streamed streamed, want 2 whole and 0 streamed" || return
+    start_server server --codec len
+    codecs frame-at --codec len --size 65533 --accepted
+    codecs frame-at --codec len --size 65536 --accepted
+    stop_server
+    streamed=$(srv_counter "streamed") && frames=$(srv_counter "frames") || return
+    ((streamed == 2 && frames == 0)) || fail "65533 and 65536: $frames whole frames and $streamed streamed, want 0 whole and 2 streamed"
+}
+
 @test "server: len: a frame of exactly --max-frame bytes is echoed; one byte more is refused before its body, and closed" {
     start_server server --codec len --max-frame 1000
     codecs frame-at --codec len --size 1000 --accepted
@@ -190,6 +215,16 @@ srv_scaled_s() {
     ((bad == 6)) || fail "$bad bad clients counted, want 6"
 }
 
+@test "server: resp: exact replies: redis 7's error texts, strict numbers, CR/LF never in a reply, every limit at and one past" {
+    # Each case on its own connection, whole and cut at random; every reply byte exact, then
+    # the close: unknown commands in redis 7's words, `$04`, `*01`, `$-0` refused as redis
+    # refuses them, the inline line (65,536 bytes before its LF), a 1 MiB bulk, 1024
+    # arguments and a 2 MiB request accepted, one byte (or argument) more refused.
+    start_server server --codec resp
+    codecs resp-exact --timeout 20
+    stop_server
+}
+
 @test "server: resp: the SET/GET table holds at most 1000 keys (bounded memory)" {
     # 1100 new keys: 1000 stored, 100 refused; a replacement is not a new key.
     start_server server --codec resp
@@ -205,6 +240,37 @@ srv_scaled_s() {
     local streamed pieces
     streamed=$(srv_counter "streamed") && pieces=$(srv_counter "pieces") || return
     ((streamed == 1 && pieces >= 1)) || fail "$streamed streamed in $pieces pieces, want 1 (the POST's body) in at least 1"
+}
+
+@test "server: http: exact responses: HEAD never has a body, Connection token lists, Transfer-Encoding in any case and in lists, 1.2 read as 1.1, Expect: 100-continue, bare CRs" {
+    # Every script on its own connection, sent whole, byte by byte and cut at random: the
+    # responses byte for byte, then the server's close (a stray body after a HEAD, or a
+    # second response after "Connection: foo, Close", shows as a difference).
+    start_server server --codec http
+    codecs http-exact --timeout 20
+    stop_server
+}
+
+@test "server: http: the head's 8192 bytes, 100 header lines and 1 MiB body, each at and one past" {
+    start_server server --codec http
+    codecs http-limits --timeout 20
+    stop_server
+}
+
+@test "server: curl: HEAD then GET on one connection without 'Excess found'; Expect: 100-continue answered at once" {
+    command -v curl >/dev/null || skip "curl not installed (apt-get install curl)"
+    start_server server --codec http
+    local out
+    out=$(curl -sSv --max-time "$(srv_scaled_s 10)" -I "http://127.0.0.1:$PORT/" --next "http://127.0.0.1:$PORT/" 2>&1)
+    [[ $out == *"< HTTP/1.1 405 Method Not Allowed"* && $out == *"hello from 06_codecs"* ]] || fail "HEAD then GET: $out" || return
+    [[ $out != *Excess* ]] || fail "curl found body bytes after the HEAD's response: $out" || return
+    [[ $out == *"Re-using existing connection"* || $out == *"Reusing existing connection"* ]] || fail "curl did not reuse the connection after HEAD: $out" || return
+    # curl waits for "100 Continue" up to --expect100-timeout (60 s here) before it sends the
+    # body: a server that ignores the expectation makes it run into --max-time.
+    out=$(curl -sS --max-time "$(srv_scaled_s 10)" --expect100-timeout 60 -H 'Expect: 100-continue' \
+        -d 'some=body' -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/" 2>&1)
+    [[ $out == 405 ]] || fail "POST with Expect: 100-continue: '$out', want 405 at once" || return
+    stop_server
 }
 
 @test "server: http: bad requests get 400, 413, 431, 501, 505 with Connection: close, then the close; another client carries on" {

@@ -514,7 +514,7 @@ static inline void http_add_span(struct tstr *out, const char *data, struct http
     ts_add(out, data + s.off, s.len);
 }
 
-// A head: "METHOD TARGET 1.x ka=K cl=N host=H [name=value]..." (http_test.c and
+// A head: "METHOD TARGET 1.x ka=K cl=N[ 100c] host=H [name=value]..." (100c: Expect: 100-continue) (http_test.c and
 // fuzz/fuzz_http.c). host= is looked up as "HOST": the lookup must ignore case.
 static inline void http_describe(void *dec, const char *data, const struct codec_result *r,
                                  struct tstr *out)
@@ -525,7 +525,8 @@ static inline void http_describe(void *dec, const char *data, const struct codec
     http_add_span(out, data, q->method);
     ts_add(out, " ", 1);
     http_add_span(out, data, q->target);
-    ts_printf(out, " 1.%d ka=%d cl=%llu host=", q->minor, q->keep_alive, q->content_length);
+    ts_printf(out, " 1.%d ka=%d cl=%llu%s host=", q->minor, q->keep_alive, q->content_length,
+              q->expect_continue ? " 100c" : "");
     size_t hl;
     const char *h = http_header(d, data, "HOST", &hl);
     ts_add(out, h != NULL ? h : "-", h != NULL ? hl : 1);

@@ -20,9 +20,10 @@ Subcommands (all take --port, --host, --timeout):
                       send; none: the whole stream in one send, frames back to back in one
                       write), with random pauses up to M ms between pieces, while the echo is
                       read and decoded: every frame must come back equal, in order
-  frame-at --codec line|len --size N (--accepted | --refused)
-                      one frame of exactly N bytes: --accepted wants its echo; --refused wants
-                      the codec's error (line: `ERR line too long`; len: nothing), then EOF
+  frame-at --codec line|len --size N (--accepted | --refused) [--crlf]
+                      one frame of exactly N bytes (line: ended by "\\r\\n" with --crlf):
+                      --accepted wants its echo; --refused wants the codec's error (line:
+                      `ERR line too long`; len: nothing), then EOF
   big-len --size B [--rcvbuf R]
                       one len frame of B bytes, sent while its echo is read and checked
                       (through an R-byte SO_RCVBUF: a slow reader, which the server must
@@ -39,6 +40,14 @@ Subcommands (all take --port, --host, --timeout):
                       `Connection: close` (the server must close after the response); on
                       others, HTTP/1.0 (closes by default; keeps the connection with
                       `Connection: keep-alive`)
+  http-exact          scripts of requests (HEAD then GET pipelined, Connection token lists,
+                      Transfer-Encoding values and lists, HTTP/1.2 and 2.0, Expect:
+                      100-continue, bare CRs and control bytes in heads), each sent whole,
+                      byte by byte and cut at random: every response byte exact, then EOF
+  http-limits         the head's 8192 bytes, 100 header lines and 1 MiB body at and one past
+  resp-exact          redis 7's error texts, RESP numbers as strict as redis's, the inline,
+                      bulk, argument-count and 2 MiB request limits at and one past: every
+                      reply byte exact, then EOF
   bad --codec C --case NAME [--max-frame B]
                       connection A is served once; connection B sends one malformed input
                       and must get exactly the protocol's error (or none), then EOF; A must then
@@ -397,12 +406,12 @@ def echo(host, port, codec_name, frames, max_size, splits, seed, pause_ms, timeo
         frames, codec_name, len(stream), len(pieces), splits)
 
 
-def frame_at(host, port, codec_name, size, accepted, timeout):
+def frame_at(host, port, codec_name, size, accepted, timeout, crlf=False):
     codec = make_codec(codec_name)
     frame = b"x" * size
     s = connect(host, port)
     try:
-        s.sendall(codec.encode(frame))
+        s.sendall(codec.encode(frame, crlf=True) if crlf else codec.encode(frame))
         if accepted:
             got = read_frames(s, make_codec(codec_name), 1, timeout, "frame-at")[0]
             if got != frame:
@@ -726,6 +735,300 @@ def bad(host, port, codec_name, case, max_frame, timeout):
     return "bad client (%s) got %s, then %s; the other client was served before and after" % (case, said, how)
 
 
+
+# ---------------------------------------------------------------------------
+# Exact bytes: every byte a client receives, pinned (http-exact, http-limits, resp-exact)
+# ---------------------------------------------------------------------------
+
+HTTP_BODIES = {
+    200: b"hello from 06_codecs: one HTTP/1.1 request head, decoded\n",
+    404: b"not found\n",
+    405: b"method not allowed\n",
+}
+HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                413: "Content Too Large", 431: "Request Header Fields Too Large",
+                501: "Not Implemented", 505: "HTTP Version Not Supported"}
+
+
+def http_response(status, keep_alive=True, head=False, body=None):
+    """The exact bytes the server answers with: the status line, Content-Type, Content-Length,
+    Connection, Allow on a 405, the empty line, and the body unless HEAD asked (its
+    Content-Length is still the body's). BODY: an error's reason (sent as reason + "\\n")."""
+    body = HTTP_BODIES[status] if body is None else body.encode() + b"\n"
+    return (("HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+             "Connection: %s\r\n%s\r\n") % (status, HTTP_REASONS[status], len(body),
+                                             "keep-alive" if keep_alive else "close",
+                                             "Allow: GET\r\n" if status == 405 else "")).encode() + \
+        (b"" if head else body)
+
+
+def raw(method, target="/", version="1.1", headers=(("Host", "a"),), body=b""):
+    """A request written exactly as given (http_request adds Host and Content-Length)."""
+    h = "".join("%s: %s\r\n" % kv for kv in headers)
+    return ("%s %s HTTP/%s\r\n%s\r\n" % (method, target, version, h)).encode("latin-1") + body
+
+
+CLOSE = (("Host", "a"), ("Connection", "close"))
+
+# (name, request bytes, the exact bytes of every response until the server's EOF, splits):
+# splits "all" sends the requests in one write, then byte by byte, then cut at random; "one"
+# sends them in one write only (for a request whose body is never sent).
+HTTP_EXACT = [
+    ("HEAD then GET, pipelined: no body after the HEAD's head",
+     raw("HEAD") + raw("GET") + raw("HEAD", "/nope") + raw("GET", headers=CLOSE),
+     http_response(405, head=True) + http_response(200) + http_response(405, head=True) +
+     http_response(200, keep_alive=False), "all"),
+    ("HEAD with a body: the body read past, the response still without one",
+     raw("HEAD", headers=(("Host", "a"), ("Content-Length", "5")), body=b"GET /") + raw("GET", headers=CLOSE),
+     http_response(405, head=True) + http_response(200, keep_alive=False), "all"),
+    ("'head' is another method: its 405 has a body",
+     raw("head") + raw("GET", "/x", headers=CLOSE),
+     http_response(405) + http_response(404, keep_alive=False), "all"),
+    ("a 404 and a POST's 405 (its body skipped), then Connection: close",
+     raw("GET", "/nope") + raw("POST", headers=(("Host", "a"), ("Content-Length", "22")),
+                               body=b"GET /evil HTTP/1.1\r\n\r\n") + raw("GET", headers=CLOSE),
+     http_response(404) + http_response(405) + http_response(200, keep_alive=False), "all"),
+    ("Connection: keep-alive, close closes; the pipelined request after it is not answered",
+     raw("GET", headers=(("Host", "a"), ("Connection", "keep-alive, close"))) + raw("GET"),
+     http_response(200, keep_alive=False), "all"),
+    ("Connection: foo, Close closes (tokens in any case, anywhere in the list)",
+     raw("GET", headers=(("Host", "a"), ("Connection", "foo, Close"))) + raw("GET"),
+     http_response(200, keep_alive=False), "all"),
+    ("two Connection lines, close in the second, closes",
+     raw("GET", headers=(("Host", "a"), ("Connection", "keep-alive"), ("connection", "CLOSE"))) + raw("GET"),
+     http_response(200, keep_alive=False), "all"),
+    ("Connection: closed and Connection: xclose are other tokens: the connection stays",
+     raw("GET", headers=(("Host", "a"), ("Connection", "closed"))) +
+     raw("GET", headers=(("Host", "a"), ("Connection", "xclose, keep-alive"))) + raw("GET", headers=CLOSE),
+     http_response(200) + http_response(200) + http_response(200, keep_alive=False), "all"),
+    ("HTTP/1.0 with Connection: foo, Keep-Alive stays; then 1.0 without it closes",
+     raw("GET", version="1.0", headers=(("Connection", "foo, Keep-Alive"),)) + raw("GET", version="1.0") + raw("GET"),
+     http_response(200) + http_response(200, keep_alive=False), "all"),
+    ("HTTP/1.0 with Connection: keep-alive, close closes",
+     raw("GET", version="1.0", headers=(("Connection", "keep-alive, close"),)) + raw("GET"),
+     http_response(200, keep_alive=False), "all"),
+    ("HTTP/1.2 and 1.9 are read as 1.1 (RFC 9110 2.5): kept open, Host required",
+     raw("GET", version="1.2") + raw("GET", version="1.9", headers=()),
+     http_response(200) + http_response(400, keep_alive=False, body="HTTP/1.1 request without Host"), "all"),
+    ("HTTP/2.0 is 505", raw("GET", version="2.0"),
+     http_response(505, keep_alive=False, body="HTTP version not supported"), "all"),
+    ("HTTP/0.9 is 505", raw("GET", version="0.9"),
+     http_response(505, keep_alive=False, body="HTTP version not supported"), "all"),
+    ("a HEAD that fails (no Host) gets its 400 head without the body",
+     raw("HEAD", headers=()),
+     http_response(400, keep_alive=False, head=True, body="HTTP/1.1 request without Host"), "all"),
+    ("a HEAD with a body too large gets its 413 head without the body",
+     raw("HEAD", headers=(("Host", "a"), ("Content-Length", "1048577"))),
+     http_response(413, keep_alive=False, head=True, body="body too large"), "all"),
+    ("Expect: 100-continue with a body we do not want: the final status at once, and the close",
+     raw("POST", headers=(("Host", "a"), ("Expect", "100-Continue"), ("Content-Length", "5"))),
+     http_response(405, keep_alive=False), "one"),
+    ("Expect: 100-continue on a GET with a body: 200 at once, and the close",
+     raw("GET", headers=(("Host", "a"), ("expect", "100-continue"), ("Content-Length", "3"))),
+     http_response(200, keep_alive=False), "one"),
+    ("Expect: 100-continue without a body changes nothing",
+     raw("GET", headers=(("Host", "a"), ("Expect", "100-continue"))) + raw("GET", headers=CLOSE),
+     http_response(200) + http_response(200, keep_alive=False), "all"),
+]
+for _te in ("chunked", "CHUNKED", "gzip, chunked", "chunked, identity", "identity", ""):
+    HTTP_EXACT.append(("Transfer-Encoding: %r is 501, whatever the value or its case" % _te,
+                       raw("POST", headers=(("Host", "a"), ("transfer-ENCODING", _te))) + raw("GET"),
+                       http_response(501, keep_alive=False, body="Transfer-Encoding not implemented"), "all"))
+HTTP_EXACT += [
+    ("Transfer-Encoding after Content-Length is 400",
+     raw("POST", headers=(("Host", "a"), ("Content-Length", "3"), ("Transfer-Encoding", "Chunked"))) + b"abc",
+     http_response(400, keep_alive=False, body="both Transfer-Encoding and Content-Length"), "all"),
+    ("Content-Length after a Transfer-Encoding list is 400",
+     raw("POST", version="1.0", headers=(("TRANSFER-ENCODING", "gzip, chunked"), ("content-length", "3"))) + b"abc",
+     http_response(400, keep_alive=False, body="both Transfer-Encoding and Content-Length"), "all"),
+]
+# A bare CR anywhere in a head (RFC 9112 2.2: invalid), and control bytes in a name: 400, and
+# the reply holds none of the request's bytes (a fixed reason, never the name or the value).
+for _what, _req, _why in [
+        ("in the method", b"G\rET / HTTP/1.1\r\nHost: a\r\n\r\n", "malformed request line"),
+        ("in the target", b"GET /\r/ HTTP/1.1\r\nHost: a\r\n\r\n", "malformed request line"),
+        ("after the version", b"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n", "malformed request line"),
+        ("in a name", b"GET / HTTP/1.1\r\nHo\rst: a\r\n\r\n", "malformed header line"),
+        ("as a name's last byte", b"GET / HTTP/1.1\r\nHost: a\r\nX\r: b\r\n\r\n", "malformed header line"),
+        ("in a value", b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", "control character in header value"),
+        ("at a value's end", b"GET / HTTP/1.1\r\nHost: a\r\r\n\r\n", "control character in header value"),
+        ("as a line ending", b"GET / HTTP/1.1\r\nHost: a\rX-Evil: 1\r\n\r\n", "control character in header value"),
+        ("before the empty line", b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n\r\n", "malformed header line"),
+        ("a LF inside a name (two lines, one without a colon)", b"GET / HTTP/1.1\r\nHost: a\r\nX-A\nB: c\r\n\r\n", "malformed header line"),
+        ("a NUL in a name", b"GET / HTTP/1.1\r\nHost: a\r\nX-\x00: c\r\n\r\n", "malformed header line"),
+        ("an ESC in a name", b"GET / HTTP/1.1\r\nHost: a\r\n\x1b[2J: c\r\n\r\n", "malformed header line"),
+        ("a DEL in a value", b"GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n", "control character in header value"),
+        ("a space before the colon", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", "malformed header line"),
+]:
+    HTTP_EXACT.append(("a bare CR or a control byte %s is 400" % _what, _req, http_response(400, keep_alive=False, body=_why), "all"))
+
+
+def read_to_eof(s, want_len, timeout, name):
+    """Everything the server sends until its EOF (a reset after the last byte is EOF too)."""
+    got = bytearray()
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure("%s: no EOF within %.1f s; got %d bytes (want %d): %s" % (
+                name, scaled(timeout), len(got), want_len, show(got, 300)))
+        s.settimeout(left)
+        try:
+            chunk = s.recv(262144)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return bytes(got)
+        if not chunk:
+            return bytes(got)
+        got += chunk
+
+
+def exact_mismatch(name, got, want):
+    off = next((i for i in range(min(len(want), len(got))) if want[i] != got[i]), min(len(want), len(got)))
+    return ("%s: %d bytes received, want %d; first difference at offset %d:\n  want %r\n  got  %r" % (
+        name, len(got), len(want), off, bytes(want[max(0, off - 40):off + 60]), bytes(got[max(0, off - 40):off + 60])))
+
+
+def exact_session(host, port, request, want, splits, seed, timeout, name):
+    """Sends REQUEST (one write, one byte per send, or random cuts) and requires exactly WANT,
+    then the server's EOF."""
+    rng = random.Random(seed)
+    s = connect(host, port)
+    try:
+        sender = Sender(s, cut(rng, request, splits), rng, 0)
+        sender.start()
+        got = read_to_eof(s, len(want), timeout, name)
+        sender.join(scaled(timeout))
+    finally:
+        s.close()
+    if got != want:
+        raise Failure(exact_mismatch(name, got, want))
+
+
+def http_exact(host, port, seed, timeout):
+    n = 0
+    for name, request, want, splits in HTTP_EXACT:
+        for sp in (["none", "bytes", "random"] if splits == "all" else ["none"]):
+            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
+            n += 1
+    return "%d scripts, %d sessions: every response byte as expected, then the close" % (len(HTTP_EXACT), n)
+
+
+def http_limits(host, port, timeout):
+    """http.h's limits at the server's defaults, each exactly at and one past."""
+    def head_of(size, extra=()):
+        base = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"%s: v\r\n" % h.encode() for h in extra)
+        pad = size - len(base) - len(b"X: \r\n\r\n")
+        return base + b"X: " + b"v" * pad + b"\r\n\r\n"
+    cases = []
+    h = head_of(8192)
+    assert len(h) == 8192
+    cases.append(("a head of exactly 8192 bytes", h + raw("GET", headers=CLOSE),
+                  http_response(200) + http_response(200, keep_alive=False)))
+    cases.append(("a head of 8193 bytes is 431", head_of(8193),
+                  http_response(431, keep_alive=False, body="request head too large")))
+    lines = [("H%d" % i, "v") for i in range(99)]
+    cases.append(("100 header lines (Host and 99 more)", raw("GET", headers=[("Host", "a")] + lines) + raw("GET", headers=CLOSE),
+                  http_response(200) + http_response(200, keep_alive=False)))
+    cases.append(("101 header lines is 431", raw("GET", headers=[("Host", "a")] + lines + [("H99", "v")]),
+                  http_response(431, keep_alive=False, body="too many header lines")))
+    body = b"b" * 1048576
+    cases.append(("a body of exactly 1 MiB is read past (405), the connection kept",
+                  raw("POST", headers=(("Host", "a"), ("Content-Length", "1048576")), body=body) + raw("GET", headers=CLOSE),
+                  http_response(405) + http_response(200, keep_alive=False)))
+    cases.append(("a Content-Length of 1 MiB + 1 is 413 before any body byte",
+                  raw("POST", headers=(("Host", "a"), ("Content-Length", "1048577"))),
+                  http_response(413, keep_alive=False, body="body too large")))
+    for name, request, want in cases:
+        exact_session(host, port, request, want, "none", 1, timeout, name)
+    return "head 8192/8193, 100/101 header lines, body 1 MiB / 1 MiB + 1: exact responses"
+
+
+def resp_err(msg):
+    return b"-" + msg.encode("latin-1") + b"\r\n"
+
+
+def resp_proto(msg):
+    return resp_err("ERR Protocol error: " + msg)
+
+
+def resp_exact_cases():
+    """(name, request bytes, the exact reply bytes until EOF). Every session ends with the
+    server's close: a protocol error closes; otherwise the request ends with QUIT-like bad input."""
+    end = b"*1\r\n$x\r\n"  # a protocol error: the server answers it and closes
+    end_reply = resp_proto("invalid bulk length")
+    nosuch = "ERR unknown command '%s', with args beginning with: %s"
+    c = []
+    c.append(("an unknown command: redis 7's words, its arguments quoted",
+              resp_command("NOSUCH", "a", "b c") + b"nosuch\r\n" + end,
+              resp_err(nosuch % ("NOSUCH", "'a' 'b c' ")) + resp_err(nosuch % ("nosuch", "")) + end_reply))
+    c.append(("an unknown command's name cut at 128 bytes, its arguments at 128",
+              resp_command("N" * 200, "a" * 100, "b" * 40, "c") + end,
+              resp_err(nosuch % ("N" * 128, "'" + "a" * 100 + "' '" + "b" * 25 + "' ")) + end_reply))
+    c.append(("CR, LF, ESC, NUL and 8-bit bytes in a name or an argument never reach the reply",
+              resp_command(b"A\r\nB\x1b[2J\x00\xff", "x\ny") + end,
+              resp_err(nosuch % ("A??B?[2J??", "'x?y' ")) + end_reply))
+    c.append(("wrong argument counts", resp_command("SET", "k") + resp_command("get") +
+              resp_command("ECHO") + resp_command("PING", "a", "b") + end,
+              resp_err("ERR wrong number of arguments for 'set' command") +
+              resp_err("ERR wrong number of arguments for 'get' command") +
+              resp_err("ERR wrong number of arguments for 'echo' command") +
+              resp_err("ERR wrong number of arguments for 'ping' command") + end_reply))
+    c.append(("an integer where a bulk belongs", b"*1\r\n:5\r\n", resp_proto("expected '$', got ':'")))
+    c.append(("an empty line where a bulk belongs", b"*1\r\n\r\n", resp_proto("expected '$', got '?'")))
+    for bad_num, what in [(b"*1\r\n$04\r\nPING\r\n", "invalid bulk length"),
+                          (b"*1\r\n$-0\r\n", "invalid bulk length"),
+                          (b"*1\r\n$+4\r\nPING\r\n", "invalid bulk length"),
+                          (b"*1\r\n$-1\r\n", "invalid bulk length"),
+                          (b"*01\r\n$4\r\nPING\r\n", "invalid multibulk length"),
+                          (b"*-0\r\n", "invalid multibulk length"),
+                          (b"*00\r\n", "invalid multibulk length"),
+                          (b"*1025\r\n", "invalid multibulk length"),
+                          (b"*1\r\n$1048577\r\n", "invalid bulk length"),
+                          (b"*1\r\n$" + b"1" * 21 + b"\r\n", "too big bulk count string"),
+                          (b"*" + b"1" * 21 + b"\r\n", "too big mbulk count string")]:
+        c.append(("%r is refused (redis 7 refuses it too)" % bad_num[:24], resp_command("PING") + bad_num,
+                  b"+PONG\r\n" + resp_proto(what)))
+    c.append(("*0, *-1 and *-5 are empty requests: no reply (redis ignores them)",
+              b"*0\r\n*-1\r\n*-5\r\n\r\nPING\r\n" + end, b"+PONG\r\n" + end_reply))
+    c.append(("a bulk not followed by CRLF", b"*1\r\n$4\r\nPINGxx", resp_proto("bulk not followed by CRLF")))
+    inline = b"a" * 65536
+    c.append(("an inline line of 65,536 bytes then LF is a request",
+              inline + b"\n" + end, resp_err(nosuch % ("a" * 128, "")) + end_reply))
+    c.append(("65,535 bytes then CRLF is a request", inline[1:] + b"\r\n" + end,
+              resp_err(nosuch % ("a" * 128, "")) + end_reply))
+    c.append(("65,536 bytes then CRLF is too big (redis 7 refuses it when the LF comes later)",
+              inline + b"\r\n", resp_proto("too big inline request")))
+    c.append(("65,537 bytes then LF is too big", inline + b"a\n", resp_proto("too big inline request")))
+    c.append(("1024 arguments are a request", resp_command("PING", *(["x"] * 1023)) + end,
+              resp_err("ERR wrong number of arguments for 'ping' command") + end_reply))
+    mib = b"m" * 1048576
+    c.append(("a bulk of exactly 1 MiB", resp_command("ECHO", mib) + end,
+              b"$1048576\r\n" + mib + b"\r\n" + end_reply))
+    # The whole request within RESP_INPUT_MAX (2 MiB): exactly, and one byte past.
+    head = resp_command("NOSUCH")[:-len(b"$6\r\nNOSUCH\r\n")].replace(b"*1", b"*3") + b"$6\r\nNOSUCH\r\n"
+    first = b"$1048576\r\n" + mib + b"\r\n"
+    rest = 2097152 - len(head) - len(first) - len(b"$1048536\r\n\r\n")
+    req = head + first + b"$%d\r\n" % rest + b"z" * rest + b"\r\n"
+    assert len(req) == 2097152, len(req)
+    c.append(("a request of exactly 2 MiB (the input buffer)", req + end,
+              resp_err(nosuch % ("NOSUCH", "'" + "m" * 128 + "' ")) + end_reply))
+    req1 = head + first + b"$%d\r\n" % (rest + 1) + b"z" * (rest + 1) + b"\r\n"
+    c.append(("a request of 2 MiB + 1 byte", req1,
+              resp_proto("request larger than the input buffer")))
+    return c
+
+
+def resp_exact(host, port, seed, timeout):
+    cases = resp_exact_cases()
+    n = 0
+    for name, request, want in cases:
+        for sp in (["none", "random"] if len(request) < 100000 else ["none"]):
+            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
+            n += 1
+    return "%d cases, %d sessions: every reply byte as expected, then the close" % (len(cases), n)
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -750,6 +1053,7 @@ def main(argv=None):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--accepted", action="store_true")
     g.add_argument("--refused", action="store_true")
+    p.add_argument("--crlf", action="store_true", help="line: end the line with \\r\\n")
     p = add("big-len", "one big len frame, streamed")
     p.add_argument("--size", type=int, default=10 << 20)
     p.add_argument("--rcvbuf", type=int, help="SO_RCVBUF: a small one makes a slow reader")
@@ -759,6 +1063,9 @@ def main(argv=None):
     p.add_argument("--keys", type=int, required=True)
     p.add_argument("--limit", type=int, required=True)
     add("http", "keep-alive and close rules")
+    add("http-exact", "every response byte: HEAD, Connection lists, Expect, versions, bad heads")
+    add("http-limits", "head size, header count and body limits at and one past")
+    add("resp-exact", "every reply byte: redis 7's error texts, strict numbers, RESP limits")
     p = add("bad", "one malformed input, while another client is served")
     p.add_argument("--codec", required=True)
     p.add_argument("--case", required=True)
@@ -768,7 +1075,7 @@ def main(argv=None):
         if a.cmd == "echo":
             msg = echo(a.host, a.port, a.codec, a.frames, a.max_size, a.splits, a.seed, a.pause_ms, a.timeout)
         elif a.cmd == "frame-at":
-            msg = frame_at(a.host, a.port, a.codec, a.size, a.accepted, a.timeout)
+            msg = frame_at(a.host, a.port, a.codec, a.size, a.accepted, a.timeout, a.crlf)
         elif a.cmd == "big-len":
             msg = big_len(a.host, a.port, a.size, a.seed, a.timeout, a.rcvbuf)
         elif a.cmd == "resp":
@@ -777,6 +1084,12 @@ def main(argv=None):
             msg = resp_fill(a.host, a.port, a.keys, a.limit, a.timeout)
         elif a.cmd == "http":
             msg = http(a.host, a.port, a.timeout)
+        elif a.cmd == "http-exact":
+            msg = http_exact(a.host, a.port, a.seed, a.timeout)
+        elif a.cmd == "http-limits":
+            msg = http_limits(a.host, a.port, a.timeout)
+        elif a.cmd == "resp-exact":
+            msg = resp_exact(a.host, a.port, a.seed, a.timeout)
         else:
             msg = bad(a.host, a.port, a.codec, a.case, a.max_frame, a.timeout)
     except (Failure, OSError) as e:
