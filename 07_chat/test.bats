@@ -666,8 +666,8 @@ PY
     for i in {1..10}; do kill -TERM "${pids[i - 1]}"; done
     for i in {1..10}; do client_exit "${pids[i - 1]}" "j$i" 2 143 || { exec 6>&-; return 1; }; done
     exec 6>&-
-    # Each said its first wait after the restart: retry 1 (the welcome reset the count),
-    # within [0.1, 0.2] s; and the ten waits differ.
+    # Each said its first wait after the restart: retry 1 (its failed first attempt was
+    # forgotten at the welcome), within [0.1, 0.2] s; and the ten waits differ.
     local delays=()
     for i in {1..10}; do
         local d
@@ -707,6 +707,29 @@ PY
     client_exit "$cl" p 5 0 || return
     file_is "$out" '* welcome u1\nplain, a\ttab\n\\x1b]0;title\\x07\\x1b[2J\\x0dbob: forged\n\\x00\\x7f\n\\xc2\\x9b[31m\\xc2\\x80\\xc2\\x9f\xc2\xa0\né€😀\n\\x80\\xff\\xc0\\xaf\\xed\\xa0\\x80\\xf4\\x90\\x80\\x80\nsplit:€\ncut:\\xf0\\x9f\\x98' || return
     file_is "$BATS_TEST_TMPDIR/p.err" "* connected to 127.0.0.1:$port\n"
+}
+
+@test "client: SIGINT ends it at once even while its stdout is stalled (a full pipe nobody reads)" {
+    # 1 MiB from a stand-in server; the client's stdout is a fifo the test holds open and
+    # never reads: once its 64 KiB are full, the client blocks in write(). A handler with
+    # SA_RESTART would restart that write, and Ctrl-C would wait for a reader for ever.
+    start_bg door python3 "$CHATC" door-say --step fill:1048576 --step hold
+    local door=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
+    local port out="$BATS_TEST_TMPDIR/o.fifo"
+    port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
+    mkfifo "$out"
+    exec 7<>"$out"
+    client_stdin o
+    start_bg o bash -c 'exec "$0" "${@:4}" <"$1" >"$2" 2>"$3" 6>&- 7>&-' "$(stage_bin client)" \
+        "$BATS_TEST_TMPDIR/o.in" "$out" "$BATS_TEST_TMPDIR/o.err" -p "$port"
+    local cl=$BG_PID
+    python3 "$CHATC" pipe-empty --fifo "$out" --full 65536 >/dev/null || { exec 6>&- 7>&-; fail "the client's stdout never filled"; } || return
+    kill -INT "$cl"
+    client_exit "$cl" o 1 130 || { exec 6>&- 7>&-; return 1; }
+    exec 6>&- 7>&-
+    wait_bg "$door" door || return
+    file_is "$BATS_TEST_TMPDIR/o.err" "* connected to 127.0.0.1:$port\nclient: interrupted (SIGINT); nothing was left unsent\n"
 }
 
 # --- input, names, text ---

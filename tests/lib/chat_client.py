@@ -10,23 +10,26 @@ stretches them all. A stand-in server prints `door: listening on PORT` first (fl
                       once, before any welcome; prints `door: accept I at MS` for each (ms
                       since it started listening)
   door-restart --clients N --retry SEC [--port P] [--min-spread MS]
-                      N clients connect and are welcomed (`* welcome cI`); it prints
+                      closes the first N connections at once (a failure on each client's
+                      count); then N clients connect and are welcomed (`* welcome cI`); it prints
                       `door: N welcomed`, then tells them all `* server shutting down` and
                       closes them at one instant, as a restarting server would; then it
                       accepts the N coming back (welcoming each) and requires that none came
                       back sooner than SEC/2 and that the first and last came back at least
                       MIN-SPREAD ms apart (jitter: without it they all return in the same
                       few ms)
-  door-say --step send:HEX|wait:HEX|close [--out FILE]
-                      one connection: sends bytes, waits until FILE (the client's stdout)
-                      holds the given bytes, closes
+  door-say --step send:HEX|wait:HEX|fill:N|hold|close [--out FILE]
+                      one connection: sends bytes (HEX, or N bytes of 64-byte lines),
+                      waits until FILE (the client's stdout) holds the given bytes, holds
+                      the connection until the client closes it, closes
   backoff-check --err FILE --door FILE --retry SEC --retry-max SEC --count K
                       FILE is a client's stderr against `door-close`: its lines
                       `* disconnected (...); retry I in S s` for I = 1..K must each say a
                       delay within [D/2, D], D = min(retry-max, retry * 2^(I-1)), reach the
                       cap, and the door's accepts must be at least that far apart
-  pipe-empty --fifo PATH
-                      waits until the fifo PATH holds no unread bytes (the client read them)
+  pipe-empty --fifo PATH [--full N]
+                      waits until the fifo PATH holds no unread bytes (the client read them),
+                      or with --full, at least N (nobody reads it and it is full)
 """
 
 import argparse
@@ -86,6 +89,10 @@ def door_close(accepts, timeout):
 def door_restart(port, nclients, retry, min_spread, timeout):
     lsock = listen(port)
     deadline = time.monotonic() + scaled(timeout)
+    # First a failure each: the first N connections are closed before any welcome, so
+    # every client has a failed attempt on its count when it is welcomed next.
+    for i in range(nclients):
+        accept(lsock, deadline, "only %d of %d clients connected" % (i, nclients)).close()
     conns = []
     for i in range(nclients):
         c = accept(lsock, deadline, "only %d of %d clients connected" % (i, nclients))
@@ -136,6 +143,18 @@ def door_say(steps, out, timeout):
                 if time.monotonic() > deadline:
                     raise Failure("the client's stdout never held %r; it holds %r" % (want, have[-200:]))
                 time.sleep(0.01)  # poll interval of a loop with a deadline
+        elif op == "fill":
+            line = b"f" * 63 + b"\n"
+            conn.sendall(line * (int(arg) // len(line)))
+        elif op == "hold":
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                while conn.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                raise Failure("the client did not close the connection")
         elif op == "close":
             conn.close()
         else:
@@ -183,16 +202,16 @@ def backoff_check(err, door, retry, retry_max, count):
     return "delays %s s, each within [D/2, D] and waited" % " ".join("%.3f" % d for d in delays[:count])
 
 
-def pipe_empty(path, timeout):
+def pipe_empty(path, full, timeout):
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     try:
         deadline = time.monotonic() + scaled(timeout)
         while True:
             n = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-            if n == 0:
-                return "the fifo is empty"
+            if (n >= full) if full else n == 0:
+                return "the fifo holds %d bytes" % n
             if time.monotonic() > deadline:
-                raise Failure("%d bytes still unread in %s" % (n, path))
+                raise Failure("%d bytes unread in %s, want %s" % (n, path, ">= %d" % full if full else 0))
             time.sleep(0.01)  # poll interval of a loop with a deadline
     finally:
         os.close(fd)
@@ -225,6 +244,7 @@ def main(argv=None):
     p.add_argument("--count", type=int, required=True)
     p = add("pipe-empty")
     p.add_argument("--fifo", required=True)
+    p.add_argument("--full", type=int, default=0)
     a = ap.parse_args(argv)
     try:
         if a.cmd == "door-close":
@@ -236,7 +256,7 @@ def main(argv=None):
         elif a.cmd == "backoff-check":
             msg = backoff_check(a.err, a.door, a.retry, a.retry_max, a.count)
         else:
-            msg = pipe_empty(a.fifo, a.timeout)
+            msg = pipe_empty(a.fifo, a.full, a.timeout)
     except (Failure, OSError) as e:
         print("FAIL: %s: %s" % (a.cmd, e), flush=True)
         return 1
