@@ -62,8 +62,8 @@ struct job {
 };
 
 // Runs J where the caller stands: a worker, or the I/O thread itself with -w 0.
-// SHOULD_STOP(CTX) is asked now and then (every 20 ms of a SLEEP, every few
-// sieve rounds of a PRIMES); when it says true the job ends as JOB_ABORTED.
+// SHOULD_STOP(CTX) is asked now and then (every 20 ms of a SLEEP, every
+// 65,536 steps of a PRIMES); when it says true the job ends as JOB_ABORTED.
 void job_run(struct job *j, bool (*should_stop)(void *ctx), void *ctx);
 
 // ---------------------------------------------------------------- the job queue
@@ -98,6 +98,11 @@ bool jq_try_push(struct job_queue *q, struct job *j);
 // Workers. Sleeps until a job is waiting and returns it (the oldest), or
 // returns NULL once the queue is closed.
 struct job *jq_pop(struct job_queue *q);
+
+// The I/O thread, when connection CONN_ID closes. Removes its jobs that no
+// worker has taken yet and returns them (a list, oldest first), the caller's
+// again. Its jobs already running are not touched (a worker owns them).
+struct job *jq_cancel(struct job_queue *q, uint64_t conn_id);
 
 // Any thread, once. Closes Q, wakes every sleeping worker, and returns the
 // jobs no worker took (a list, oldest first), which are the caller's again.

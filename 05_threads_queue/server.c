@@ -126,6 +126,10 @@ struct conn {
     struct buffer out;            // replies the kernel has not taken yet
     struct reply *waiting, *waiting_tail;  // replies not in `out` yet, in request order
     size_t nwaiting;
+    size_t held;                  // bytes of the ready replies in `waiting` (--max-output
+                                  // counts them with `out`: conn_check_backpressure)
+    size_t njobs;                 // its jobs in the pool (queued or running, not back yet):
+                                  // conn_close walks the job queue only when this is not 0
     struct conn *prev, *next;     // every open connection, for stop_serving
     struct conn *touched_next;    // deliver_results: the connections one batch touched
     uint64_t id;                  // unique for the life of the process (conn_find)
@@ -164,7 +168,8 @@ static char scratch[READ_CHUNK];
 static char wake_tag;
 
 // Counted for the stop line (tests read it): requests parsed; jobs handed to
-// the pool and run inline; "ERR busy" replies; queued jobs cancelled at stop;
+// the pool and run inline; "ERR busy" replies; queued jobs cancelled (their
+// connection closed: conn_cancel_jobs; or the server stopped: stop_serving);
 // results taken back; results dropped because their connection had closed;
 // eventfd wakeups (deliver_results calls that found results) and the most
 // results one of them took; epoll_pwait calls; back-pressure pauses.
@@ -222,11 +227,34 @@ static int conn_add(int fd)
     return 0;
 }
 
-// Closes C's socket and frees everything C owns, C included. Its jobs still
-// running are not touched (a worker owns them): their results will find no
-// connection with C's id and be dropped (deliver_results).
+// C is closing with jobs in the pool: those still queued are taken out and
+// freed, so that a client that leaves does not keep its places in the queue
+// that everyone shares (one that pipelined SLEEP 10000s and reset would
+// otherwise hold them for minutes, and everyone else would hear ERR busy).
+// Those already running are a worker's: they run to their end, and their
+// results find no connection with C's id and are dropped (deliver_results).
+static void conn_cancel_jobs(struct conn *c)
+{
+    unsigned long k = 0;
+    for (struct job *j = jq_cancel(&pool.jobs, c->id), *next; j != NULL; j = next) {
+        next = j->next;
+        free(j);
+        k++;
+    }
+    in_flight -= k;
+    n_cancelled += k;
+    c->njobs -= k;
+    if (k > 0 || c->njobs > 0)
+        log_msg("fd %d: %lu queued job%s cancelled, %zu running (%s dropped)", c->fd, k,
+                k == 1 ? "" : "s", c->njobs, c->njobs == 1 ? "its result" : "their results");
+}
+
+// Closes C's socket and frees everything C owns, C included, and cancels
+// its jobs still queued (conn_cancel_jobs).
 static void conn_close(struct conn *c)
 {
+    if (c->njobs > 0)
+        conn_cancel_jobs(c);
     // No EPOLL_CTL_DEL first: closing the last descriptor of a socket takes
     // it out of the epoll set. Last: a copy inherited across fork() would
     // keep it registered (04's notes); we never fork, and SOCK_CLOEXEC keeps
@@ -312,6 +340,7 @@ static struct reply *conn_add_reply(struct conn *c, uint64_t seq, const char *te
         memcpy(r->text, text, len);
         r->text[len] = '\n';
         r->len = len + 1;
+        c->held += r->len;
     }
     if (c->waiting_tail != NULL)
         c->waiting_tail->next = r;
@@ -356,6 +385,7 @@ static int conn_release_replies(struct conn *c)
         if (c->waiting == NULL)
             c->waiting_tail = NULL;
         c->nwaiting--;
+        c->held -= r->len;
         free(r);
     }
     return rc;
@@ -384,6 +414,7 @@ static void conn_fill_reply(struct conn *c, const struct job *j)
         if (r->seq == j->seq && !r->ready) {
             r->len = job_reply(j, r->text);
             r->ready = true;
+            c->held += r->len;
             return;
         }
     }
@@ -434,6 +465,7 @@ static int conn_submit(struct conn *c, enum job_kind kind, unsigned long arg)
     if (jq_try_push(&pool.jobs, j)) {
         n_pooled++;
         in_flight++;
+        c->njobs++;
         return 0;
     }
     // Full (or closed, when stopping): the slot becomes the refusal, in order.
@@ -441,6 +473,7 @@ static int conn_submit(struct conn *c, enum job_kind kind, unsigned long arg)
     free(j);
     r->len = (size_t)snprintf(r->text, JOB_REPLY_ROOM, "ERR busy\n");
     r->ready = true;
+    c->held += r->len;
     return 0;
 }
 
@@ -495,15 +528,22 @@ static int conn_request(struct conn *c, const char *line, size_t len)
 }
 
 // Stops reading C's requests while too much waits (MAX_WAITING replies, or
-// --max-output bytes unsent), and starts again at half: with one threshold
-// a client at the limit would flip us on every reply.
+// more than --max-output bytes of replies: unsent in c->out, or ready in a
+// slot behind one that is not), and starts again at half: with one
+// threshold a client at the limit would flip us on every reply.
 static void conn_check_backpressure(struct conn *c)
 {
-    bool over = c->nwaiting >= MAX_WAITING || buf_len(&c->out) > max_output;
-    bool under = c->nwaiting <= MAX_WAITING / 2 && buf_len(&c->out) <= max_output / 2;
+    size_t bytes = buf_len(&c->out) + c->held;
+    bool over = c->nwaiting >= MAX_WAITING || bytes > max_output;
+    bool under = c->nwaiting <= MAX_WAITING / 2 && bytes <= max_output / 2;
     if (!c->paused && over) {
         c->paused = true;
         n_pauses++;
+        // Too many slots is a client pipelining deeply, and normal; too
+        // many bytes is one that does not read what it asked for: say so.
+        if (bytes > max_output)
+            log_msg("fd %d: %zu bytes of replies waiting (--max-output %zu), not reading until "
+                    "half have left", c->fd, bytes, max_output);
     } else if (c->paused && under) {
         c->paused = false;
     }
@@ -598,20 +638,29 @@ static bool conn_update(struct conn *c)
         if (conn_release_replies(c) == -1)
             goto oom;
         conn_check_backpressure(c);
-        if (c->state != CONN_OPEN || c->paused || buf_len(&c->in) == 0)
+        if (c->state == CONN_OPEN && !c->paused && buf_len(&c->in) > 0) {
+            // Lines that arrived while we were paused: no event will announce
+            // them again (they are ours, not the kernel's), so handle them now.
+            ssize_t used = conn_take_lines(c, buf_peek(&c->in), buf_len(&c->in));
+            if (used == -1)
+                goto oom;
+            if (used > 0) {
+                buf_consume(&c->in, (size_t)used);
+                continue;
+            }
+        }
+        // All the replies of this turn leave in one send(), not one per line.
+        if (conn_flush(c) == -1)
+            return false;
+        // What the kernel took may end a pause: judged before the send, the
+        // bytes it took still counted. Ended, with lines left in c->in, they
+        // are handled now: no event would come for them (nothing left to
+        // send, no new input), and the connection would wait forever.
+        bool was_paused = c->paused;
+        conn_check_backpressure(c);
+        if (!was_paused || c->paused || c->state != CONN_OPEN || buf_len(&c->in) == 0)
             break;
-        // Lines that arrived while we were paused: no event will announce
-        // them again (they are ours, not the kernel's), so handle them now.
-        ssize_t used = conn_take_lines(c, buf_peek(&c->in), buf_len(&c->in));
-        if (used == -1)
-            goto oom;
-        if (used == 0)
-            break;  // only a partial line
-        buf_consume(&c->in, (size_t)used);
     }
-    // All the replies of this turn leave in one send(), not one per line.
-    if (conn_flush(c) == -1)
-        return false;
     if (c->state == CONN_CLOSING && c->waiting == NULL && buf_len(&c->out) == 0) {
         if (c->eof) {
             log_msg("fd %d closed", c->fd);
@@ -683,6 +732,7 @@ static void deliver_results(void)
         if (c == NULL) {
             n_dropped++;  // it closed while the job ran: nobody to tell
         } else {
+            c->njobs--;
             conn_fill_reply(c, j);
             if (!c->touched) {
                 c->touched = true;
@@ -869,6 +919,15 @@ static int epoll_once(int timeout_ms)
     return ready;
 }
 
+// Stopping: does any connection still wait for a job's result?
+static bool any_job_awaited(void)
+{
+    for (struct conn *c = conns; c != NULL; c = c->next)
+        if (c->njobs > 0)
+            return true;
+    return false;
+}
+
 // Stopping: has every client left had its replies and our FIN?
 static bool all_lingering(void)
 {
@@ -910,13 +969,15 @@ static void stop_serving(void)
             next = j->next;
             j->status = JOB_ABORTED;  // its reply: "ERR stopping"
             struct conn *c = conn_find(j->fd, j->conn_id);
-            if (c != NULL)
+            if (c != NULL) {
+                c->njobs--;
                 conn_fill_reply(c, j);
+            }
             in_flight--;
             cancelled++;
             free(j);
         }
-        n_cancelled = cancelled;
+        n_cancelled += cancelled;
     }
     size_t n = nconns;
     for (struct conn *c = conns, *next; c != NULL; c = next) {
@@ -937,6 +998,13 @@ static void stop_serving(void)
     // nothing (as in 04).
     long long t0 = now_ms(), deadline = t0 + DRAIN_MS;
     while (in_flight > 0 || nconns > 0) {
+        if (in_flight > 0 && !any_job_awaited()) {
+            // Every job still running belongs to a connection that has gone:
+            // waiting for them would deliver nothing to anyone.
+            log_msg("stopping: no client waits for the %lu job%s running: aborting at once",
+                    in_flight, in_flight == 1 ? "" : "s");
+            break;
+        }
         long long left = deadline - now_ms();
         if (left <= 0)
             break;
@@ -950,8 +1018,9 @@ static void stop_serving(void)
     }
     if (use_pool) {
         if (in_flight > 0) {
-            log_msg("%lu job%s still running after %d ms: aborting", in_flight,
-                    in_flight == 1 ? "" : "s", DRAIN_MS);
+            if (any_job_awaited())
+                log_msg("%lu job%s still running after %d ms: aborting", in_flight,
+                        in_flight == 1 ? "" : "s", DRAIN_MS);
             pool_abort(&pool);
         }
         pool_join(&pool);

@@ -18,26 +18,28 @@ counter() {
     sed -n "s/.* \([0-9][0-9]*\) $1[,]*.*/\1/p" <<<"$line"
 }
 
-# worker_sleeping: true when a thread of the server named "worker" (jobs.c, worker_main) is
-# inside clock_nanosleep, i.e. running a SLEEP job, not waiting for one (futex). Read from
-# /proc: wchan names the kernel function it sleeps in; where that is hidden ("0"), the
-# system call number (230 on x86_64, 115 on aarch64).
-worker_sleeping() {
-    local t nr
+# thread_sleeping [COMM]: true when a thread of the server named COMM (default "worker":
+# jobs.c, worker_main; "server" is the I/O thread) is inside clock_nanosleep, i.e. running a
+# SLEEP job, not waiting for one (futex, epoll). Read from /proc: wchan names the kernel
+# function it sleeps in; where that is hidden ("0"), the system call number (230 on x86_64,
+# 115 on aarch64).
+thread_sleeping() {
+    local t nr comm=${1:-worker}
     case $(uname -m) in x86_64) nr=230 ;; aarch64) nr=115 ;; *) nr=none ;; esac
     for t in /proc/"$SERVER_PID"/task/*; do
-        [[ $(cat "$t/comm" 2>/dev/null) == worker ]] || continue
+        [[ $(cat "$t/comm" 2>/dev/null) == "$comm" ]] || continue
         grep -q nanosleep "$t/wchan" 2>/dev/null && return 0
         [[ $(cut -d' ' -f1 "$t/syscall" 2>/dev/null) == "$nr" ]] && return 0
     done
     return 1
 }
 
-# wait_worker_sleeping: polls worker_sleeping with a deadline.
+# wait_worker_sleeping [COMM]: polls thread_sleeping with a deadline (5 s, scaled).
 wait_worker_sleeping() {
-    local deadline=$((SECONDS + 5))
-    until worker_sleeping; do
-        ((SECONDS < deadline)) || fail "no worker thread started its SLEEP within 5 s" || return
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until thread_sleeping "$@"; do
+        (($(now_ms) < deadline)) || fail "no ${1:-worker} thread started its SLEEP within $(scaled_ms 5) ms" || return
         sleep 0.02   # poll interval of a loop with a deadline
     done
 }
@@ -70,7 +72,20 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     --line "SLEEP 10001" --expect "ERR bad argument"
     --line "SLEEP 12abc" --expect "ERR bad argument"
     --line "PRIMES 0" --expect "ERR bad argument"
-    --line "PRIMES 50000001" --expect "ERR bad argument")
+    --line "PRIMES 50000001" --expect "ERR bad argument"
+    --line "ECHO  two  spaces " --expect " two  spaces "
+    --line "ECHOX y" --expect "ERR unknown command"
+    --line $'ECHO\tx' --expect "ERR unknown command"
+    --line "sleep 5" --expect "ERR unknown command"
+    --line "SLEEP 007" --expect "slept 7"
+    --line "SLEEP 000000009" --expect "slept 9"
+    --line "SLEEP +5" --expect "ERR bad argument"
+    --line "SLEEP 5 " --expect "ERR bad argument"
+    --line "SLEEP  5" --expect "ERR bad argument"
+    --line "SLEEP 0x10" --expect "ERR bad argument"
+    --line "PRIMES 2" --expect "1"
+    --line "PRIMES 9" --expect "4"
+    --line "ECHO end" --expect "end")
 
 @test "--help prints usage and exits 0; bad options exit 2" {
     run "$(stage_bin server)" --help
@@ -85,16 +100,17 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
 
 @test "every command and every error reply, with workers (-w 2)" {
     start_server server -w 2
-    lineproto talk "${REQUESTS[@]}"
+    # --eof: after the last reply, nothing but the server's EOF: every byte is accounted for.
+    lineproto talk "${REQUESTS[@]}" --eof
     stop_server
-    (($(counter "jobs queued") == 6)) || fail "want 6 jobs handed to the pool: $(grep 'stopped after' "$SERVER_ERR")"
+    (($(counter "jobs queued") == 10)) || fail "want 10 jobs handed to the pool: $(grep 'stopped after' "$SERVER_ERR")"
 }
 
 @test "every command and every error reply, inline (-w 0)" {
     start_server server -w 0
-    lineproto talk "${REQUESTS[@]}"
+    lineproto talk "${REQUESTS[@]}" --eof
     stop_server
-    (($(counter inline) == 6 && $(counter "jobs queued") == 0)) || fail "want 6 jobs inline, none queued: $(grep 'stopped after' "$SERVER_ERR")"
+    (($(counter inline) == 10 && $(counter "jobs queued") == 0)) || fail "want 10 jobs inline, none queued: $(grep 'stopped after' "$SERVER_ERR")"
 }
 
 @test "pipelined replies come back in request order, even when a later job finishes first" {
@@ -145,7 +161,11 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
 
 @test "ERR busy is exact: one SLEEP running, --queue 3 takes 3 more and refuses the rest, in order" {
     start_server server -w 1 --queue 3
-    start_bg runner lineproto talk --line "SLEEP 1500" --expect "slept 1500"
+    # The running SLEEP must outlast the probe below, however slow the machine: scaled.
+    local ms
+    ms=$(scaled_ms 1.5)
+    ((ms <= 10000)) || ms=10000
+    start_bg runner lineproto talk --line "SLEEP $ms" --expect "slept $ms"
     local bg=$BG_PID
     # Proved from the server: its one worker sits in clock_nanosleep, so the queue is empty.
     wait_worker_sleeping || return
@@ -409,4 +429,197 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     start_server server -w 1
     scenario_cloexec
     stop_server
+}
+
+@test "a closed connection's queued jobs are cancelled: the queue it filled is free again at once" {
+    # -w 1 --queue 4: A's first SLEEP runs, its next 4 fill the queue (a probe gets ERR busy).
+    # A resets: its 4 queued SLEEP 10000s leave the queue, the running one runs to its end
+    # (its result is dropped), and a new client's 4 SLEEP 0s are taken, not refused.
+    start_server server -w 1 --queue 4
+    local ms
+    ms=$(scaled_ms 1.5)
+    ((ms <= 10000)) || ms=10000
+    lineproto cancel-on-close --server-pid "$SERVER_PID" --queue 4 --ms "$ms"
+    assert_log 'fd [0-9]+: 4 queued jobs cancelled, 1 running \(its result dropped\)'
+    stop_server
+    grep -q 'stopping: [0-9]* connections*, 0 jobs running, 0 queued jobs cancelled' "$SERVER_ERR" ||
+        fail "the cancelled jobs are still counted as in flight: $(grep stopping "$SERVER_ERR")"
+    (($(counter cancelled) == 4 && $(counter dropped) == 1 && $(counter busy) == 1)) ||
+        fail "want 4 cancelled, 1 dropped, 1 busy: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "--max-output counts the replies held behind a running job: clients that never read stay bounded" {
+    # 4 clients each send SLEEP 10000, then 16 ECHOs of 64,000 bytes, and read nothing. The
+    # SLEEP's slot is not ready, so every echo waits behind it in a ready slot, not in the
+    # output buffer. With --max-output 262144 the server stops reading each client after the
+    # echo that takes it over: 5 echoes (5 x 64,003 bytes > 262,144 >= 4 x 64,003), not the
+    # 63 that MAX_WAITING alone would allow. Stopped, each client gets ERR stopping, exactly
+    # those 5 echoes, then EOF.
+    start_server server -w 1 --max-output 262144
+    start_bg held lineproto held-flood --clients 4 --ms 10000 --echoes 16 --echo-bytes 64000 --want-echoes 5
+    local bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/held.out" '^held-flood: sent' 20
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until (($(grep -c 'bytes of replies waiting (--max-output 262144), not reading' "$SERVER_ERR") >= 4)); do
+        (($(now_ms) < deadline)) || fail "the server did not stop reading all 4 clients for their held replies: $(grep -c 'bytes of replies' "$SERVER_ERR") of 4" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    # The figure it logs is the exact backlog: 5 echo replies, nothing else.
+    (($(grep -c 'fd [0-9]*: 320015 bytes of replies waiting' "$SERVER_ERR") == 4)) ||
+        fail "want 4 pauses at 320015 bytes (5 replies of 64,003): $(grep 'bytes of replies' "$SERVER_ERR")"
+    stop_server
+    wait_bg "$bg" held
+    (($(counter requests) == 24)) || fail "want 24 requests read (4 x (SLEEP + 5 ECHOs)): $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "the shutdown bound holds with more workers than cores: running PRIMES are aborted, not finished, exit within 2 s" {
+    # 32 workers per core, and 3 PRIMES 50000000 (about 65 ms of CPU each, alone) pipelined
+    # by each of as many clients: at SIGTERM every worker runs one, and in the 1 s of the
+    # drain each gets about a 32nd of a core, too little to finish. Aborted, each must stop
+    # within a fraction of a millisecond of CPU (count_primes asks every 65,536 steps) and
+    # answer ERR stopping, not its full count (an abort noticed only once the work is done
+    # is no abort); the queued ones are cancelled; the server exits within 2 s (stop_server).
+    local w
+    w=$((32 * $(nproc)))
+    ((w <= 256)) || skip "needs -w $w (32 per core) and MAX_WORKERS is 256"
+    raise_nofile $((w * 2 + 64))
+    start_server server -w "$w"
+    start_bg during lineproto stop-during --clients "$w" --line "PRIMES 50000000" --count 3 --want 3001134 --timeout 10
+    local bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/during.out" '^stop-during: sent' 10
+    # The signal from here, timed from here: stop_server first lists the server's children
+    # through /proc (a process per thread, slow under load with this many threads), and the
+    # jobs would be over before its SIGTERM left. It then checks the exit status.
+    local t0 deadline
+    t0=$(now_ms)
+    deadline=$((t0 + $(scaled_ms 2)))
+    kill -TERM "$SERVER_PID"
+    until has_exited "$SERVER_PID"; do
+        (($(now_ms) < deadline)) || fail "the server did not exit within $(scaled_ms 2) ms of SIGTERM: $(grep -E 'stopping|aborting' "$SERVER_ERR")" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    stop_server
+    wait_bg "$bg" during
+    local running cancelled aborted errs full
+    running=$(sed -n 's/.*stopping: [0-9]* connections*, \([0-9]*\) jobs* running.*/\1/p' "$SERVER_ERR")
+    cancelled=$(sed -n 's/.*stopping: .*, \([0-9]*\) queued jobs* cancelled.*/\1/p' "$SERVER_ERR")
+    aborted=$(sed -n 's/.*: \([0-9]*\) jobs* still running after [0-9]* ms: aborting.*/\1/p' "$SERVER_ERR")
+    errs=$(sed -n 's/^stop-during: \([0-9]*\) ERR stopping, .*/\1/p' "$BATS_TEST_TMPDIR/during.out")
+    full=$(sed -n 's/^stop-during: [0-9]* ERR stopping, \([0-9]*\) .*/\1/p' "$BATS_TEST_TMPDIR/during.out")
+    [[ -n $aborted ]] && ((aborted >= 4)) || fail "want at least 4 jobs still running after the drain (the path under test): $(grep -E 'stopping|aborting' "$SERVER_ERR")" || return
+    # Of the jobs running at SIGTERM, those not aborted finished in the drain: full results.
+    # A job may finish in the microseconds between the count and the abort flag: at most one
+    # in ten counted as aborting may still answer in full.
+    ((errs + full == 3 * w && full * 10 <= (running - aborted) * 10 + aborted)) ||
+        fail "$running jobs running at SIGTERM, $cancelled queued ones cancelled, $aborted aborting after the drain; the clients got $full full results (want at most $((running - aborted)) + $((aborted / 10))) and $errs ERR stopping"
+}
+
+@test "SIGTERM with jobs running only for clients that have gone: aborted at once, no drain" {
+    # -w 3: the second client's SLEEP needs a free worker to be proved running
+    # (reset-mid-job's probe), with the first one's still running.
+    start_server server -w 3
+    lineproto reset-mid-job --ms 10000
+    lineproto reset-mid-job --ms 10000
+    assert_log 'fd [0-9]+: 0 queued jobs cancelled, 1 running'
+    stop_server
+    assert_log 'stopping: no client waits for the 2 jobs running: aborting at once'
+    ! grep -q 'still running after' "$SERVER_ERR" || fail "the server waited the drain for jobs nobody waits for: $(grep -E 'stopping|aborting' "$SERVER_ERR")"
+    (($(counter dropped) == 2)) || fail "want 2 results dropped: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "a reply never reaches a new connection that got a closed one's descriptor" {
+    # A's SLEEP runs; A resets; new connections are made until one gets A's fd number (the
+    # server's log says which), and it pipelines its own SLEEP while A's still runs. When
+    # A's result comes back its (fd, seq) match the newcomer's first slot: only the id
+    # tells them apart (conn_find).
+    start_server server -w 2
+    lineproto fd-reuse --server-err "$SERVER_ERR" --ms "$(scaled_ms 1.5)"
+    stop_server
+    (($(counter dropped) >= 1)) || fail "A's result was not dropped: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "-w 0: SIGTERM or SIGINT while a long SLEEP runs on the I/O thread: ERR stopping, then EOF, exit within 2 s" {
+    local sig bg
+    for sig in TERM INT; do
+        start_server server -w 0
+        start_bg "inline$sig" lineproto talk --line "SLEEP 10000" --expect "ERR stopping" --eof
+        bg=$BG_PID
+        wait_worker_sleeping server || return
+        stop_server "$sig"
+        wait_bg "$bg" "inline$sig"
+        (($(counter inline) == 1)) || fail "SIG$sig: want 1 job inline: $(grep 'stopped after' "$SERVER_ERR")" || return
+    done
+}
+
+@test "PRIMES matches a plain sieve for every n up to 300 and around the square of every prime below it" {
+    start_server server -w 2
+    lineproto primes-table --upto 300
+    stop_server
+}
+
+@test "exact bytes: a \\r only before the \\n is dropped, other bytes pass; a partial last line before EOF is ignored" {
+    start_server server -w 1
+    lineproto raw --data 'ECHO a\r\nECHO b\r\r\nECHO c\rd\nECHO \x00z\nSLEEP 1\r\nECHO partial' \
+        --expect a --expect 'b\r' --expect 'c\rd' --expect '\x00z' --expect 'slept 1' --eof
+    stop_server
+    (($(counter requests) == 5)) || fail "want 5 requests (the partial line is not one): $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "the per-connection limit: 64 replies waiting, and the 65th request is not read until some leave" {
+    # SLEEP 10000, then 100 one-byte ECHOs, never read: the server reads the SLEEP and 63
+    # ECHOs (64 replies waiting, MAX_WAITING) and stops; stopped, the client gets ERR
+    # stopping, exactly those 63 echoes, then EOF.
+    start_server server -w 1
+    start_bg held lineproto held-flood --clients 1 --ms 10000 --echoes 100 --echo-bytes 1 --want-echoes 63
+    local bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/held.out" '^held-flood: sent' 10
+    wait_worker_sleeping || return
+    stop_server
+    wait_bg "$bg" held
+    (($(counter requests) == 64 && $(counter pauses) == 1)) || fail "want 64 requests read, 1 pause: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "--max-output at its boundary: exactly that many bytes waiting keeps reading, one reply more stops it" {
+    # --max-output 100: SLEEP 10000, then ECHOs whose replies are 100 bytes each. After the
+    # first, 100 bytes wait (not over: reading goes on); after the second, 200 (over: stop).
+    start_server server -w 1 --max-output 100
+    start_bg held lineproto held-flood --clients 1 --ms 10000 --echoes 10 --echo-bytes 97 --want-echoes 2
+    local bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/held.out" '^held-flood: sent' 10
+    assert_log 'fd [0-9]+: 200 bytes of replies waiting \(--max-output 100\), not reading until half have left' 5
+    stop_server
+    wait_bg "$bg" held
+    (($(counter requests) == 3)) || fail "want 3 requests read: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "--max-output counts bytes that come and go: 30 KB of replies through a 4 KiB limit, every one in order" {
+    # A SLEEP, then 300 ECHOs of 100 bytes: with --max-output 4096 reading pauses and
+    # resumes many times as the held replies leave; a count that forgot the ones that left
+    # would stop reading for good.
+    start_server server -w 1 --max-output 4096
+    local pad args=(--line "SLEEP 50" --expect "slept 50") i
+    pad=$(printf '%0100d' 0)
+    for ((i = 0; i < 300; i++)); do args+=(--line "ECHO $i $pad" --expect "$i $pad"); done
+    lineproto talk "${args[@]}" --eof
+    stop_server
+    (($(counter pauses) >= 2)) || fail "want the reading paused at least twice: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+@test "the default job queue takes exactly 1024 jobs, and refuses the 1025th" {
+    # The one worker runs a SLEEP (proved from /proc); 16 connections then queue 1023
+    # SLEEP 0s (64 each, the last 63: the per-connection limit), a probe the 1024th; a
+    # second probe is refused.
+    raise_nofile 200
+    start_server server -w 1
+    local ms
+    ms=$(scaled_ms 1.5)
+    ((ms <= 10000)) || ms=10000
+    start_bg runner lineproto talk --line "SLEEP $ms" --expect "slept $ms"
+    local bg=$BG_PID
+    wait_worker_sleeping || return
+    lineproto queue-fill --conns 16 --per 64 --timeout 20
+    wait_bg "$bg" runner
+    stop_server
+    (($(counter busy) == 1 && $(counter "jobs queued") == 1025)) || fail "want 1 busy, 1025 queued: $(grep 'stopped after' "$SERVER_ERR")"
 }

@@ -13,11 +13,17 @@ Two measurements, each against a fresh `05_threads_queue/server -p 0 -w W`:
    with -w 1). Then system calls per request from `strace -c -f` over a short run, if strace
    is installed.
 
+3. futex calls per job: `strace -f -e trace=futex` on `-w 1` while one client sends `SLEEP 0`
+   with one request in flight (nothing shared, each job pays its whole trip), counted per
+   thread (the I/O thread, the worker) and per operation (FUTEX_WAIT, FUTEX_WAKE); N rounds,
+   median and range. `--futex-only` runs just this; `--server PATH` measures another build
+   (a patched copy) the same way.
+
 All clients run in one thread on one selectors loop (no GIL contention between clients).
 Writes tests/bench/results/stage05.md, stage05.csv and stage05_latency.svg (a bar chart of the
 latency table, log scale) and prints the markdown.
 
-  python3 tests/bench/stage05.py [--seconds S] [--quick]
+  python3 tests/bench/stage05.py [--seconds S] [--quick] [--futex-only] [--server PATH]
 """
 
 import argparse
@@ -43,9 +49,12 @@ RESULTS = os.path.join(ROOT, "tests", "bench", "results")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+SERVER = os.path.join(STAGE, "server")
+
+
 def start_server(workers, extra=()):
-    binary = os.path.join(STAGE, "server")
-    if not os.path.exists(binary):
+    binary = SERVER
+    if binary == os.path.join(STAGE, "server") and not os.path.exists(binary):
         subprocess.run(["make", "-s", "-C", STAGE], check=True)
     p = subprocess.Popen([binary, "-p", "0", "-w", str(workers), *extra], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
@@ -200,6 +209,54 @@ def strace_run(workers, line, seconds):
             "top": ", ".join("%s %.2f" % (k, v / total) for k, v in top)}
 
 
+def futex_run(seconds):
+    """futex calls per job, by thread and operation, one SLEEP 0 in flight on -w 1."""
+    p, port = start_server(1)
+    out = os.path.join(RESULTS, "stage05.futex.txt")
+    st = subprocess.Popen(["strace", "-f", "-e", "trace=futex", "-o", out, "-p", str(p.pid)],
+                          stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # strace attaches to every thread; give it time before the load starts
+    try:
+        _, total = drive(port, [("SLEEP 0", 1, 1, False)], seconds)
+        time.sleep(0.2)
+    finally:
+        st.send_signal(signal.SIGINT)
+        st.wait(timeout=10)
+        stop_server(p)
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            m = re.match(r"(\d+)\s+futex\(0x[0-9a-f]+, (FUTEX_\w+?)(?:_PRIVATE)?\b", line)
+            if not m:
+                continue
+            who = "I/O thread" if int(m.group(1)) == p.pid else "worker"
+            op = m.group(2).replace("_BITSET", "")
+            counts[(who, op)] = counts.get((who, op), 0) + 1
+    return total, counts
+
+
+def futex_table(rounds, seconds):
+    import statistics
+    per = {}
+    totals = []
+    for _ in range(rounds):
+        total, counts = futex_run(seconds)
+        for k, v in counts.items():
+            per.setdefault(k, []).append(v / total)
+        for k in per:
+            if k not in counts:
+                per[k].append(0.0)
+        totals.append(sum(counts.values()) / total)
+    md = ["", "## futex calls per job (`strace -f -e trace=futex`, -w 1, one `SLEEP 0` in flight, "
+          "%d rounds of %.0f s; median [min-max])" % (rounds, seconds), "",
+          "Server: `%s`" % os.path.relpath(SERVER, ROOT), "",
+          "| thread | operation | per job |", "|---|---|---|"]
+    for (who, op), v in sorted(per.items()):
+        md.append("| %s | %s | %.2f [%.2f-%.2f] |" % (who, op, statistics.median(v), min(v), max(v)))
+    md.append("| all | all | %.2f [%.2f-%.2f] |" % (statistics.median(totals), min(totals), max(totals)))
+    return md
+
+
 def svg_latency(rows, path):
     """A bar chart of ECHO p50 and p99 per -w, log scale (no gnuplot needed)."""
     import math
@@ -239,9 +296,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=4.0, help="per run")
     ap.add_argument("--quick", action="store_true", help="1 s runs")
+    ap.add_argument("--futex-only", action="store_true", help="only the futex count, printed")
+    ap.add_argument("--rounds", type=int, default=5, help="futex count: rounds")
+    ap.add_argument("--server", help="the server binary to measure (default: the stage's)")
     a = ap.parse_args()
     secs = 1.0 if a.quick else a.seconds
     os.makedirs(RESULTS, exist_ok=True)
+    global SERVER
+    if a.server:
+        SERVER = os.path.abspath(a.server)
+    if a.futex_only:
+        if shutil.which("strace") is None:
+            raise SystemExit("strace is not installed")
+        print("\n".join(futex_table(a.rounds, 2.0)))
+        return
 
     lat = [latency_run(w, secs) for w in (0, 1, 2, 4)]
     cpu = [cpu_run(w, line, secs) for line in ("ECHO x", "SLEEP 0") for w in (0, 1)]
@@ -265,6 +333,7 @@ def main():
                "| request | -w | requests | calls/request | most frequent (per request) |", "|---|---|---|---|---|"]
         for r in sc:
             md.append("| `%s` | %d | %d | %.2f | %s |" % (r["request"], r["workers"], r["requests"], r["calls_per_req"], r["top"]))
+        md += futex_table(a.rounds, 2.0)
     text = "\n".join(md) + "\n"
     svg_latency(lat, os.path.join(RESULTS, "stage05_latency.svg"))
     with open(os.path.join(RESULTS, "stage05.md"), "w") as f:

@@ -35,6 +35,36 @@ stretches them all.
                       first reply, then the echoes the server did read, whole and in order,
                       then a FIN (EOF), not a reset; --server-pid PID: and once PID (the
                       server) has exited, the socket must not have been reset since the FIN
+  cancel-on-close --server-pid PID --queue Q --ms M
+                      (-w 1 --queue Q) connection A sends SLEEP M, which runs (proved from
+                      /proc), then Q SLEEP 10000s, which fill the queue (a probe: `ERR busy`);
+                      A resets; then Q `SLEEP 0`s on a new connection must all be taken
+                      (`slept 0`, once A's running SLEEP M is over), not refused
+  held-flood --clients N --ms M --echoes E --echo-bytes L
+                      N connections each send SLEEP M, then E `ECHO <L bytes>` lines, and read
+                      nothing; print `held-flood: sent`; once the server stops, each must get
+                      `ERR stopping`, then --want-echoes K whole echoes in order, then EOF
+  stop-during --clients N --line L [--count K] --want R
+                      N connections each send L (K times, pipelined); print `stop-during:
+                      sent`; once the server stops, each reply must be R or `ERR stopping`,
+                      then EOF; prints
+                      `stop-during: X ERR stopping, Y R`
+  fd-reuse --server-err FILE --ms M
+                      (-w 2) A sends SLEEP M (running) and resets; new connections are made
+                      until one gets A's descriptor number (from the server's log); it
+                      sends `SLEEP M+200` and `ECHO b` while A's job still runs: it must get
+                      exactly `slept M+200`, `b`, then EOF: never A's reply
+  raw --data D [--expect R ...] [--eof]
+                      sends D (Python escapes: \\n, \\r, \\x00) in one write; then the reply
+                      bytes must be exactly the lines R (escapes too), each ended by "\\n"; --eof: then
+                      half-close, and nothing more may come before the server's EOF
+  queue-fill --conns C --per P
+                      (the one worker busy) C connections pipeline P `SLEEP 0`s each, the
+                      last one P-1; then two probes: the first is taken, the second `ERR busy`
+  primes-table --upto N
+                      PRIMES n for every n in 1..N, and at each square of a prime up to
+                      N*N and one either side, pipelined: each reply checked against a
+                      plain sieve
   demo --busy N --busy-line L --probes K (--under MS | --over MS)
                       N clients keep L running in a loop; meanwhile K `ECHO` probes measure
                       the round trip: all under MS, or (a server that waits) the first over MS
@@ -375,6 +405,276 @@ def echo_flood(host, port, total, line_bytes, hold, timeout):
     return "sent %d bytes of ECHO lines, read none" % sent
 
 
+def threads_in_nanosleep(pid, comm):
+    """How many threads of process PID named COMM sit in clock_nanosleep (a SLEEP job),
+    read from /proc: wchan names the kernel function; where it is hidden ("0"), the
+    system call number (230 on x86_64, 115 on aarch64)."""
+    nr = {"x86_64": "230", "aarch64": "115"}.get(os.uname().machine, "none")
+    n = 0
+    for t in os.listdir("/proc/%d/task" % pid):
+        base = "/proc/%d/task/%s/" % (pid, t)
+        try:
+            with open(base + "comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            with open(base + "wchan") as f:
+                wchan = f.read()
+            with open(base + "syscall") as f:
+                sysno = f.read().split(" ")[0]
+        except OSError:
+            continue
+        n += "nanosleep" in wchan or sysno == nr
+    return n
+
+
+def wait_until(what, cond, timeout):
+    """Polls COND (a function) until it is true, or raises Failure after TIMEOUT (scaled)."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not cond():
+        if time.monotonic() > deadline:
+            raise Failure("%s: not within %.1f s" % (what, scaled(timeout)))
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+
+
+def cancel_on_close(host, port, pid, queue, ms, timeout):
+    a = LineConn(host, port)
+    a.send_lines(["SLEEP %d" % ms])
+    # The one worker runs A's first SLEEP (proved from /proc); then A's next Q fill the queue.
+    wait_until("the worker starting A's SLEEP", lambda: threads_in_nanosleep(pid, "worker") == 1,
+               timeout)
+    a.send_lines(["SLEEP 10000"] * queue)
+    b = LineConn(host, port)
+    b.send_lines(["SLEEP 0"])
+    r = b.read_line(timeout)
+    b.close()
+    if r != "ERR busy":
+        raise Failure("with A's %d SLEEPs queued, a probe got %r, want 'ERR busy' (queue not full)"
+                      % (queue, r))
+    t_reset = time.monotonic()
+    a.reset()
+    c = LineConn(host, port)
+    c.send_lines(["SLEEP 0"] * queue + ["ECHO c"])
+    want = ["slept 0"] * queue + ["c"]
+    got = [c.read_line(timeout + ms / 1000.0) for _ in want]
+    if got != want:
+        raise Failure("after A reset, a new client got %r, want %r: A's queued jobs kept their places"
+                      % (got, want))
+    c.sock.shutdown(socket.SHUT_WR)
+    c.expect_eof(timeout)
+    c.close()
+    return "A's %d queued SLEEP 10000s gave way %.2f s after its reset" % (
+        queue, time.monotonic() - t_reset)
+
+
+def _nonblocking_send_all(socks_data, timeout):
+    """Sends each (sock, bytes) without blocking, all side by side, until everything is sent
+    or nothing was taken for 1 s (scaled): the server stopped reading. Returns bytes sent."""
+    left = {s: memoryview(d) for s, d in socks_data}
+    for s in left:
+        s.setblocking(False)
+    sent, last = 0, time.monotonic()
+    while left and time.monotonic() - last < scaled(1.0):
+        progress = False
+        for s in list(left):
+            try:
+                n = s.send(left[s][:65536])
+            except BlockingIOError:
+                continue
+            sent += n
+            progress = True
+            left[s] = left[s][n:]
+            if not left[s]:
+                del left[s]
+        if progress:
+            last = time.monotonic()
+        else:
+            time.sleep(0.01)  # poll interval of a loop with a deadline
+    for s, _ in socks_data:
+        s.setblocking(True)
+    return sent
+
+
+def _read_until_eof(c, want, timeout, who):
+    """Reads C's reply lines until EOF; they must be exactly WANT (compared whole)."""
+    got = []
+    while True:
+        try:
+            got.append(c.read_line(timeout))
+        except Failure as e:
+            if "EOF" in str(e) and not c.pending:
+                break
+            raise Failure("%s: %s after %d replies" % (who, e, len(got)))
+        except ConnectionResetError:
+            raise Failure("%s: reset (RST) after %d replies, not closed (FIN)" % (who, len(got)))
+        if len(got) > len(want):
+            break
+    if got != want:
+        for i, (g, w) in enumerate(zip(got, want)):
+            if g != w:
+                raise Failure("%s: reply %d is %r..., want %r... (%d replies, want %d)"
+                              % (who, i + 1, g[:40], w[:40], len(got), len(want)))
+        raise Failure("%s: %d replies, want %d" % (who, len(got), len(want)))
+
+
+def held_flood(host, port, clients, ms, echoes, echo_bytes, want_echoes, timeout):
+    conns = [LineConn(host, port) for _ in range(clients)]
+    data = []
+    for i, c in enumerate(conns):
+        lines = ["SLEEP %d" % ms] + ["ECHO %d %s" % (k, "z" * echo_bytes) for k in range(echoes)]
+        data.append((c.sock, b"".join(l.encode() + b"\n" for l in lines)))
+    sent = _nonblocking_send_all(data, timeout)
+    print("held-flood: sent %d bytes" % sent, flush=True)
+    want = ["ERR stopping"] + ["%d %s" % (k, "z" * echo_bytes) for k in range(want_echoes)]
+    for i, c in enumerate(conns):
+        _read_until_eof(c, want, timeout + ms / 1000.0, "client %d" % i)
+        c.close()
+    return "%d clients: ERR stopping and %d echoes each, then EOF" % (clients, want_echoes)
+
+
+def stop_during(host, port, clients, line, count, want, timeout):
+    conns = [LineConn(host, port) for _ in range(clients)]
+    for c in conns:
+        c.send_lines([line] * count)
+    print("stop-during: sent", flush=True)
+    counts = {"ERR stopping": 0, want: 0}
+    for i, c in enumerate(conns):
+        for _ in range(count):
+            r = c.read_line(timeout * 4)
+            if r not in counts:
+                raise Failure("client %d got %r, want %r or 'ERR stopping'" % (i, r, want))
+            counts[r] += 1
+        c.sock.shutdown(socket.SHUT_WR)
+        c.expect_eof(timeout)
+        c.close()
+    print("stop-during: %d ERR stopping, %d %s" % (counts["ERR stopping"], counts[want], want),
+          flush=True)
+    return "%d clients, %d replies each" % (clients, count)
+
+
+def _fd_of(server_err, sock, timeout):
+    """The server's descriptor for SOCK, from its log line `ADDR:PORT connected (fd N)`."""
+    port = sock.getsockname()[1]
+    needle = ":%d connected (fd " % port
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        with open(server_err) as f:
+            for line in f:
+                if needle in line:
+                    return int(line.split("(fd ", 1)[1].split(")")[0])
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    raise Failure("the server never logged the connection from port %d" % port)
+
+
+def fd_reuse(host, port, server_err, ms, timeout, tries=20):
+    for attempt in range(3):  # the precondition (B in before A's job ends) on a busy machine
+        a = LineConn(host, port)
+        fd = _fd_of(server_err, a.sock, timeout)
+        t0 = time.monotonic()
+        a.send_lines(["SLEEP %d" % ms])
+        job_running(host, port, timeout)
+        a.reset()
+        wait_until("the server dropping A (fd %d)" % fd,
+                   lambda: ("fd %d: connection reset" % fd) in open(server_err).read(), timeout)
+        b = None
+        for _ in range(tries):
+            b = LineConn(host, port)
+            if _fd_of(server_err, b.sock, timeout) == fd:
+                break
+            b.close()
+            b = None
+        if b is None:
+            raise Failure("%d new connections, none got A's descriptor %d" % (tries, fd))
+        b.send_lines(["SLEEP %d" % (ms + 200), "ECHO b"])
+        if time.monotonic() - t0 > ms / 1000.0 * 0.7:
+            b.close()  # too late to prove anything: A's job may be over; again
+            continue
+        want = ["slept %d" % (ms + 200), "b"]
+        got = [b.read_line(timeout + ms / 1000.0) for _ in want]
+        if got != want:
+            raise Failure("the connection that reused fd %d got %r, want %r" % (fd, got, want))
+        b.sock.shutdown(socket.SHUT_WR)
+        b.expect_eof(timeout)
+        b.close()
+        return "fd %d reused while its old job ran; the new client got only its own replies" % fd
+    raise Failure("3 tries: the new connection never got in while A's SLEEP %d ran" % ms)
+
+
+def raw(host, port, data, expect, eof, timeout):
+    c = LineConn(host, port)
+    c.send_raw(data.encode("latin-1").decode("unicode_escape").encode("latin-1"))
+    want = b"".join(r.encode("latin-1").decode("unicode_escape").encode("latin-1") + b"\n"
+                    for r in expect)
+    deadline = time.monotonic() + scaled(timeout)
+    while len(c.pending) < len(want):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        c.sock.settimeout(left)
+        try:
+            chunk = c.sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        c.pending += chunk
+    got, c.pending = c.pending[:len(want)], c.pending[len(want):]
+    if got != want:
+        raise Failure("got %r, want %r" % (got, want))
+    if eof:
+        c.sock.shutdown(socket.SHUT_WR)
+        c.expect_eof(timeout)
+    c.close()
+    return "%d bytes of replies exactly as expected%s" % (len(want), ", then EOF" if eof else "")
+
+
+def queue_fill(host, port, conns, per, timeout):
+    """CONNS connections each pipeline PER `SLEEP 0`s (the last one PER - 1), all sent before
+    two probes connect, one after the other: the first must be taken, the second refused."""
+    fill = [LineConn(host, port) for _ in range(conns)]
+    for i, c in enumerate(fill):
+        c.send_lines(["SLEEP 0"] * (per - (i == conns - 1)))
+    # Sent before the probes connect: the server reads every fill connection in the turn
+    # that accepts a probe or earlier, and a probe's line only in a later turn.
+    got = []
+    for _ in range(2):
+        p = LineConn(host, port)
+        p.send_lines(["SLEEP 0"])
+        got.append(p)
+    replies = [p.read_line(timeout) for p in got[::-1]][::-1]
+    if replies != ["slept 0", "ERR busy"]:
+        raise Failure("with %d jobs queued, the probes got %r, want ['slept 0', 'ERR busy']"
+                      % (conns * per - 1, replies))
+    for i, c in enumerate(fill):
+        for k in range(per - (i == conns - 1)):
+            r = c.read_line(timeout)
+            if r != "slept 0":
+                raise Failure("connection %d, reply %d: %r, want 'slept 0'" % (i, k + 1, r))
+        c.close()
+    for p in got:
+        p.close()
+    return "%d jobs taken, the next refused" % (conns * per)
+
+
+def primes_table(host, port, upto, timeout):
+    ns = set(range(1, upto + 1))
+    for p in range(2, upto + 1):
+        if count_primes(p) != count_primes(p - 1):  # p is prime
+            ns.update((p * p - 1, p * p, p * p + 1))
+    ns = sorted(n for n in ns if 1 <= n <= 50000000)
+    c = LineConn(host, port)
+    want = [str(count_primes(n)) for n in ns]
+    # In pieces of 60 requests: under the 64 replies one connection may have waiting.
+    for i in range(0, len(ns), 60):
+        part = ns[i:i + 60]
+        c.send_lines(["PRIMES %d" % n for n in part])
+        for n, w in zip(part, want[i:i + 60]):
+            r = c.read_line(timeout)
+            if r != w:
+                raise Failure("PRIMES %d: %r, want %r" % (n, r, w))
+    c.close()
+    return "%d PRIMES answers checked" % len(ns)
+
+
 def demo(host, port, busy, busy_line, probes, under, over, warm, timeout):
     stop = threading.Event()
     sent_first = threading.Barrier(busy + 1)
@@ -473,6 +773,33 @@ def main(argv=None):
     p.add_argument("--bytes", type=int, default=64 << 20)
     p.add_argument("--line-bytes", type=int, default=4096)
     p.add_argument("--hold", type=float, default=2.0)
+    p = add("cancel-on-close", "a reset connection's queued jobs give way")
+    p.add_argument("--server-pid", type=int, required=True)
+    p.add_argument("--queue", type=int, required=True)
+    p.add_argument("--ms", type=int, default=2000)
+    p = add("held-flood", "replies held behind a SLEEP, from clients that do not read")
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--ms", type=int, default=10000)
+    p.add_argument("--echoes", type=int, default=16)
+    p.add_argument("--echo-bytes", type=int, default=64000)
+    p.add_argument("--want-echoes", type=int, required=True)
+    p = add("stop-during", "jobs running when the server stops")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--line", default="PRIMES 50000000")
+    p.add_argument("--count", type=int, default=1, help="that many times, pipelined")
+    p.add_argument("--want", default="3001134")
+    p = add("fd-reuse", "a new connection on a closed one's descriptor")
+    p.add_argument("--server-err", required=True)
+    p.add_argument("--ms", type=int, default=1500)
+    p = add("raw", "raw bytes in, exact reply bytes out")
+    p.add_argument("--data", required=True)
+    p.add_argument("--expect", action="append", default=[])
+    p.add_argument("--eof", action="store_true")
+    p = add("queue-fill", "fill the job queue to its bound exactly")
+    p.add_argument("--conns", type=int, default=16)
+    p.add_argument("--per", type=int, default=64)
+    p = add("primes-table", "PRIMES against a reference sieve")
+    p.add_argument("--upto", type=int, default=200)
     p = add("demo", "ECHO latency while other clients keep jobs running")
     p.add_argument("--busy", type=int, default=4)
     p.add_argument("--busy-line", default="SLEEP 500")
@@ -495,6 +822,21 @@ def main(argv=None):
                            a.echo_bytes, a.server_pid)
         elif a.cmd == "line-at":
             msg = line_at(a.host, a.port, a.len, a.crlf, a.accepted, a.timeout)
+        elif a.cmd == "cancel-on-close":
+            msg = cancel_on_close(a.host, a.port, a.server_pid, a.queue, a.ms, a.timeout)
+        elif a.cmd == "held-flood":
+            msg = held_flood(a.host, a.port, a.clients, a.ms, a.echoes, a.echo_bytes,
+                             a.want_echoes, a.timeout)
+        elif a.cmd == "stop-during":
+            msg = stop_during(a.host, a.port, a.clients, a.line, a.count, a.want, a.timeout)
+        elif a.cmd == "fd-reuse":
+            msg = fd_reuse(a.host, a.port, a.server_err, a.ms, a.timeout)
+        elif a.cmd == "raw":
+            msg = raw(a.host, a.port, a.data, a.expect, a.eof, a.timeout)
+        elif a.cmd == "queue-fill":
+            msg = queue_fill(a.host, a.port, a.conns, a.per, a.timeout)
+        elif a.cmd == "primes-table":
+            msg = primes_table(a.host, a.port, a.upto, a.timeout)
         elif a.cmd == "echo-flood":
             msg = echo_flood(a.host, a.port, a.bytes, a.line_bytes, a.hold, a.timeout)
         else:
