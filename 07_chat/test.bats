@@ -709,6 +709,40 @@ PY
     file_is "$BATS_TEST_TMPDIR/p.err" "* connected to 127.0.0.1:$port\n"
 }
 
+@test "client: a client that fell a full read behind but caught up reconnects when the server goes (it was not too slow)" {
+    # The client is stopped while 192 KiB arrive (so its first read after is a full 64 KiB:
+    # behind), reads them all, then sends a line: by then poll has found its socket empty.
+    # Only then does the stand-in server close, with no farewell: a crash, not a drop.
+    local go="$BATS_TEST_TMPDIR/go"
+    start_bg door python3 "$CHATC" door-say --step "waitfile:$go" --step fill:196608 \
+        --step recv:70696e670a --step close
+    local door=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
+    local port
+    port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
+    client_stdin c
+    client_start c "$BATS_TEST_TMPDIR/c.in" -p "$port" --retry 30
+    local cl=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/c.err" '^\* connected to ' 5 || { exec 6>&-; return 1; }
+    kill -STOP "$cl"
+    touch "$go"
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: filled' 5 || { kill -CONT "$cl"; exec 6>&-; return 1; }
+    kill -CONT "$cl"
+    local deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until (($(stat -c %s "$BATS_TEST_TMPDIR/c.out") >= 196608)); do
+        (($(now_ms) < deadline)) || { exec 6>&-; fail "the client printed $(stat -c %s "$BATS_TEST_TMPDIR/c.out") of 196608 bytes"; } || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    printf 'ping\n' >&6
+    wait_bg "$door" door || { exec 6>&-; return 1; }
+    wait_file_match "$BATS_TEST_TMPDIR/c.err" 'retry 1 in' 5 || { exec 6>&-; return 1; }
+    kill -INT "$cl"
+    client_exit "$cl" c 1 130 || { exec 6>&-; return 1; }
+    exec 6>&-
+    sed -i 's/retry 1 in [0-9.]* s$/retry 1 in S s/' "$BATS_TEST_TMPDIR/c.err"
+    file_is "$BATS_TEST_TMPDIR/c.err" "* connected to 127.0.0.1:$port\n* disconnected (the server closed the connection); retry 1 in S s\nclient: interrupted (SIGINT); nothing was left unsent\n"
+}
+
 @test "client: SIGINT ends it at once even while its stdout is stalled (a full pipe nobody reads)" {
     # 1 MiB from a stand-in server; the client's stdout is a fifo the test holds open and
     # never reads: once its 64 KiB are full, the client blocks in write(). A handler with

@@ -18,9 +18,12 @@ stretches them all. A stand-in server prints `door: listening on PORT` first (fl
                       back sooner than SEC/2 and that the first and last came back at least
                       MIN-SPREAD ms apart (jitter: without it they all return in the same
                       few ms)
-  door-say --step send:HEX|wait:HEX|fill:N|hold|close [--out FILE]
-                      one connection: sends bytes (HEX, or N bytes of 64-byte lines),
-                      waits until FILE (the client's stdout) holds the given bytes, holds
+  door-say --step send:HEX|wait:HEX|fill:N|waitfile:PATH|recv:HEX|hold|close [--out FILE]
+                      one connection: sends bytes (HEX, or N bytes of 64-byte lines, then
+                      prints `door: filled N`: on loopback they are then in the client's
+                      socket, as far as its buffer goes),
+                      waits until FILE (the client's stdout) holds the given bytes, waits
+                      until PATH exists, receives the given bytes from the client, holds
                       the connection until the client closes it, closes
   backoff-check --err FILE --door FILE --retry SEC --retry-max SEC --count K
                       FILE is a client's stderr against `door-close`: its lines
@@ -146,6 +149,25 @@ def door_say(steps, out, timeout):
         elif op == "fill":
             line = b"f" * 63 + b"\n"
             conn.sendall(line * (int(arg) // len(line)))
+            print("door: filled %s" % arg, flush=True)
+        elif op == "waitfile":
+            while not os.path.exists(arg):
+                if time.monotonic() > deadline:
+                    raise Failure("%s never appeared" % arg)
+                time.sleep(0.01)  # poll interval of a loop with a deadline
+        elif op == "recv":
+            want, got = bytes.fromhex(arg), b""
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            while len(got) < len(want):
+                try:
+                    data = conn.recv(len(want) - len(got))
+                except socket.timeout:
+                    data = b""
+                if not data:
+                    raise Failure("received %r from the client, want %r" % (got, want))
+                got += data
+            if got != want:
+                raise Failure("received %r from the client, want %r" % (got, want))
         elif op == "hold":
             conn.settimeout(max(0.01, deadline - time.monotonic()))
             try:
