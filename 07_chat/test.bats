@@ -807,6 +807,8 @@ PY
         --step 'B> /msg alice  two spaces' --step 'A< user (private):  two spaces' \
         --step 'B> /msg user note to self' --step 'B< user (private): note to self' \
         --step 'B> /msg alicE2 hi' --step 'B< * no such user alicE2' \
+        --step 'B> /msg ali hi' --step 'B< * no such user ali' \
+        --step 'B> /msg alice hi' --step 'A< user (private): hi' \
         --step "B> /msg $n33 hi" --step "B< * no such user $n32" \
         --step 'B> /msg  alice hi' --step 'B< * usage: /msg NAME text' \
         --step 'B> /msg alice ' --step 'B< * usage: /msg NAME text' \
