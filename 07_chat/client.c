@@ -539,7 +539,8 @@ static void client_send(struct client *c)
             return;
         }
         buf_consume(&c->pending, (size_t)n);
-        c->quit_len -= (size_t)n < c->quit_len ? (size_t)n : c->quit_len;
+        if (c->quit_len > buf_len(&c->pending))  // the /quit line is the queue's end
+            c->quit_len = buf_len(&c->pending);
     }
     if (c->stdin_done && !c->fin_sent) {
         c->fin_sent = true;
