@@ -299,6 +299,12 @@ scaled_s() {
 
 # --- behaviour pinned at its boundaries (options, the port, the backlog, signals, limits) -----
 
+# bounded CMD...: CMD, ended with SIGTERM after 5 s (scaled; status 124 then): a command line
+# the server wrongly accepts starts a server that would otherwise never return.
+bounded() {
+    timeout "$(scaled_s 5)" "$@"
+}
+
 # Options at their boundaries, for each server. `-H 256.0.0.1` is not an address: a command
 # line the parser accepted then fails in listen_on with status 1, one it refused exits 2 first.
 @test "options at their edges: -p 0..65535; usage errors on stderr, exit 2; --help on stdout, exit 0" {
@@ -306,18 +312,18 @@ scaled_s() {
     for s in "${SERVERS[@]}"; do
         bin=$(stage_bin "$s")
         for arg in "-p 65536" "-p 99999999999999999999" "-p -1" "-p 12x" "extra"; do
-            run --separate-stderr "$bin" $arg
+            run --separate-stderr bounded "$bin" $arg
             [[ $status -eq 2 ]] || fail "$s $arg exited $status, want 2" || return
             [[ -z $output ]] || fail "$s $arg wrote to stdout: $output" || return
             [[ $stderr == *usage:* ]] || fail "$s $arg: no usage on stderr: $stderr" || return
         done
-        run --separate-stderr "$bin" -p
+        run --separate-stderr bounded "$bin" -p
         [[ $status -eq 2 && $stderr == *"missing value"* ]] || fail "$s -p with no value: status $status: $stderr" || return
         for arg in "-p 65535" "-p 0"; do
-            run --separate-stderr "$bin" $arg -H 256.0.0.1
+            run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
             [[ $status -eq 1 ]] || fail "$s $arg -H 256.0.0.1 exited $status, want 1 (options accepted, no such address): $stderr" || return
         done
-        run --separate-stderr "$bin" --help
+        run --separate-stderr bounded "$bin" --help
         [[ $status -eq 0 && $output == usage:* && -z $stderr ]] || fail "$s --help: status $status, stdout '$output', stderr '$stderr'" || return
     done
 }

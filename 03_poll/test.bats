@@ -298,6 +298,12 @@ assert_backpressure_lines() {
     assert_backpressure_lines poll 65536
 }
 
+# bounded CMD...: CMD, ended with SIGTERM after 5 s (scaled; status 124 then): a command line
+# the server wrongly accepts starts a server that would otherwise never return.
+bounded() {
+    timeout "$(scaled_s 5)" "$@"
+}
+
 # Options at their boundaries. `-H 256.0.0.1` is not an address: a command line the parser
 # accepted then fails in listen_on with status 1, one it refused exits 2 before that.
 @test "options at their edges: -p 0..65535, --max-output 0..SIZE_MAX/4; usage errors on stderr, exit 2" {
@@ -305,18 +311,18 @@ assert_backpressure_lines() {
     bin=$(stage_bin server)
     for arg in "-p 65536" "-p 99999999999999999999" "-p -1" "-p 12x" "--max-output -1" "--max-output 1k" \
         "--max-output 4611686018427387904" "-m" "extra"; do
-        run --separate-stderr "$bin" $arg
+        run --separate-stderr bounded "$bin" $arg
         [[ $status -eq 2 ]] || fail "server $arg exited $status, want 2" || return
         [[ -z $output ]] || fail "server $arg wrote to stdout: $output" || return
         [[ $stderr == *usage:* ]] || fail "server $arg: no usage on stderr: $stderr" || return
     done
-    run --separate-stderr "$bin" -p
+    run --separate-stderr bounded "$bin" -p
     [[ $status -eq 2 && $stderr == *"missing value"* ]] || fail "-p with no value: status $status: $stderr"
     for arg in "-p 65535" "-p 0" "--max-output 0" "--max-output 4611686018427387903"; do
-        run --separate-stderr "$bin" $arg -H 256.0.0.1
+        run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
         [[ $status -eq 1 ]] || fail "server $arg -H 256.0.0.1 exited $status, want 1 (options accepted, no such address): $stderr" || return
     done
-    run --separate-stderr "$bin" --help
+    run --separate-stderr bounded "$bin" --help
     [[ $status -eq 0 && $output == usage:* && -z $stderr ]] || fail "--help: status $status, stdout '$output', stderr '$stderr'"
 }
 
