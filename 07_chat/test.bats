@@ -713,7 +713,7 @@ PY
 }
 
 @test "client: a client that fell a full read behind but caught up reconnects when the server goes (it was not too slow)" {
-    # The client is stopped while 192 KiB arrive (so its first read after is a full 64 KiB:
+    # The client is stopped while 128 KiB arrive (so its first read after is a full 64 KiB:
     # behind), reads them all, then sends a line: by then poll has found its socket empty.
     # Only then does the stand-in server close, with no farewell: a crash, not a drop.
     local go="$BATS_TEST_TMPDIR/go"
