@@ -717,7 +717,7 @@ PY
     # behind), reads them all, then sends a line: by then poll has found its socket empty.
     # Only then does the stand-in server close, with no farewell: a crash, not a drop.
     local go="$BATS_TEST_TMPDIR/go"
-    start_bg door python3 "$CHATC" door-say --step "waitfile:$go" --step fill:196608 \
+    start_bg door python3 "$CHATC" door-say --step "waitfile:$go" --step fill:131072 \
         --step recv:70696e670a --step close
     local door=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
@@ -732,8 +732,8 @@ PY
     wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: filled' 5 || { kill -CONT "$cl"; exec 6>&-; return 1; }
     kill -CONT "$cl"
     local deadline=$(($(now_ms) + $(scaled_ms 5)))
-    until (($(stat -c %s "$BATS_TEST_TMPDIR/c.out") >= 196608)); do
-        (($(now_ms) < deadline)) || { exec 6>&-; fail "the client printed $(stat -c %s "$BATS_TEST_TMPDIR/c.out") of 196608 bytes"; } || return
+    until (($(stat -c %s "$BATS_TEST_TMPDIR/c.out") >= 131072)); do
+        (($(now_ms) < deadline)) || { exec 6>&-; fail "the client printed $(stat -c %s "$BATS_TEST_TMPDIR/c.out") of 131072 bytes"; } || return
         sleep 0.02   # poll interval of a loop with a deadline
     done
     printf 'ping\n' >&6
