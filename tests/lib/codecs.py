@@ -810,6 +810,11 @@ HTTP_EXACT = [
     ("HTTP/1.2 and 1.9 are read as 1.1 (RFC 9110 2.5): kept open, Host required",
      raw("GET", version="1.2") + raw("GET", version="1.9", headers=()),
      http_response(200) + http_response(400, keep_alive=False, body="HTTP/1.1 request without Host"), "all"),
+    ("a target in absolute form is taken as a path (a simplification: RFC 9112 3.2.2 says accept it)",
+     raw("GET", "http://a/") + raw("GET", "*", headers=CLOSE),
+     http_response(404) + http_response(404, keep_alive=False), "all"),
+    ("an empty line before the request line is 400 (a simplification: RFC 9112 2.2 says skip it)",
+     b"\r\n" + raw("GET"), http_response(400, keep_alive=False, body="empty request line"), "all"),
     ("HTTP/2.0 is 505", raw("GET", version="2.0"),
      http_response(505, keep_alive=False, body="HTTP version not supported"), "all"),
     ("HTTP/0.9 is 505", raw("GET", version="0.9"),
@@ -969,6 +974,9 @@ def resp_exact_cases():
     c.append(("CR, LF, ESC, NUL and 8-bit bytes in a name or an argument never reach the reply",
               resp_command(b"A\r\nB\x1b[2J\x00\xff", "x\ny") + end,
               resp_err(nosuch % ("A??B?[2J??", "'x?y' ")) + end_reply))
+    c.append(("inline commands have no quoting: ECHO \"a b\" is three words",
+              b'ECHO "a b"\r\nECHO "ab"\r\n' + end,
+              resp_err("ERR wrong number of arguments for 'echo' command") + b'$4\r\n"ab"\r\n' + end_reply))
     c.append(("wrong argument counts", resp_command("SET", "k") + resp_command("get") +
               resp_command("ECHO") + resp_command("PING", "a", "b") + end,
               resp_err("ERR wrong number of arguments for 'set' command") +
