@@ -23,7 +23,8 @@
 //     a later job may finish first, and its reply must wait for the earlier ones.
 //  4. A job names its connection by id (conn_find): the connection may be closed and
 //     freed while its job runs, and its result is then dropped, never delivered to
-//     freed memory or to a new connection that got the same descriptor.
+//     freed memory or to a new connection that got the same descriptor. Its jobs
+//     still queued leave the queue with it (conn_cancel_jobs).
 //  5. A full job queue answers "ERR busy" (back-pressure) instead of growing.
 //  6. A line protocol: input is split into lines, and a partial line waits in c->in.
 //     (06_codecs makes framing a topic of its own.)

@@ -151,7 +151,12 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
 
 @test "a client that disconnects mid-job: its result is dropped, nothing else breaks" {
     start_server server -w 2
-    lineproto reset-mid-job --ms 300
+    # Still running at the reset, however slow the machine (a stopping server aborts it:
+    # dropped all the same).
+    local ms
+    ms=$(scaled_ms 0.3)
+    ((ms <= 10000)) || ms=10000
+    lineproto reset-mid-job --ms "$ms"
     assert_log 'connection reset, dropping \(replies pending\)'
     # The other clients carry on meanwhile, and after.
     lineproto talk --line "ECHO still here" --expect "still here" --line "SLEEP 400" --expect "slept 400"
@@ -534,7 +539,10 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     # A's result comes back its (fd, seq) match the newcomer's first slot: only the id
     # tells them apart (conn_find).
     start_server server -w 2
-    lineproto fd-reuse --server-err "$SERVER_ERR" --ms "$(scaled_ms 1.5)"
+    local ms
+    ms=$(scaled_ms 1.5)
+    ((ms <= 9800)) || ms=9800   # the newcomer's SLEEP is 200 ms longer, at most 10000
+    lineproto fd-reuse --server-err "$SERVER_ERR" --ms "$ms"
     stop_server
     (($(counter dropped) >= 1)) || fail "A's result was not dropped: $(grep 'stopped after' "$SERVER_ERR")"
 }

@@ -47,8 +47,7 @@ stretches them all.
   stop-during --clients N --line L [--count K] --want R
                       N connections each send L (K times, pipelined); print `stop-during:
                       sent`; once the server stops, each reply must be R or `ERR stopping`,
-                      then EOF; prints
-                      `stop-during: X ERR stopping, Y R`
+                      then EOF; prints `stop-during: X ERR stopping, Y R`
   fd-reuse --server-err FILE --ms M
                       (-w 2) A sends SLEEP M (running) and resets; new connections are made
                       until one gets A's descriptor number (from the server's log); it
@@ -56,8 +55,8 @@ stretches them all.
                       exactly `slept M+200`, `b`, then EOF: never A's reply
   raw --data D [--expect R ...] [--eof]
                       sends D (Python escapes: \\n, \\r, \\x00) in one write; then the reply
-                      bytes must be exactly the lines R (escapes too), each ended by "\\n"; --eof: then
-                      half-close, and nothing more may come before the server's EOF
+                      bytes must be exactly the lines R (escapes too), each ended by "\\n";
+                      --eof: then half-close, and nothing more may come before the EOF
   queue-fill --conns C --per P
                       (the one worker busy) C connections pipeline P `SLEEP 0`s each, the
                       last one P-1; then two probes: the first is taken, the second `ERR busy`
