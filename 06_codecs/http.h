@@ -13,12 +13,15 @@
 //   Transfer-Encoding (chunked or any other)                                          501
 //   Content-Length and Transfer-Encoding together, or two different Content-Length    400
 //   HTTP/1.1 without Host, or with two Host lines                                     400
+//   a bare CR anywhere, a control byte in a name (not a token) or in a value           400
 //   an empty line where the request line belongs (RFC 9112 2.2 lets a server skip one:
 //   this one does not)                                                                400
 // (The two 400s against request smuggling: a proxy in front of us may pick one of two
 // conflicting lengths and we the other; the bytes it thinks are body we would read as a
 // second request, hidden from the proxy. RFC 9112 6.3 says to reject such a message.)
 // Lines may end in "\n" alone (RFC 9112 2.2 lets a server accept that).
+// Connection is a list of tokens, in any case (keep_alive); "Expect: 100-continue" is flagged
+// (expect_continue) for the server to decide: this server answers at once and closes.
 #ifndef HTTP_H
 #define HTTP_H
 
