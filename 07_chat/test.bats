@@ -746,6 +746,33 @@ PY
     file_is "$BATS_TEST_TMPDIR/c.err" "* connected to 127.0.0.1:$port\n* disconnected (the server closed the connection); retry 1 in S s\nclient: interrupted (SIGINT); nothing was left unsent\n"
 }
 
+@test "client: with no server it holds at most 1 MiB of typed lines (then stdin waits), and SIGINT counts them exactly" {
+    dead_port
+    client_stdin m
+    client_start m "$BATS_TEST_TMPDIR/m.in" -p "$PORT" --retry 30
+    local cl=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/m.err" '^\* cannot connect \(Connection refused\); retry 1 in ' 5 || { exec 6>&-; return 1; }
+    # What the client has read() so far (the loader's reads): stdin comes on top.
+    local base
+    base=$(awk '$1 == "rchar:" { print $2 }' "/proc/$cl/io")
+    # 2 MiB of 1024-byte lines: the client takes 1 MiB (PENDING_MAX), the writer waits.
+    start_bg writer bash -c 'exec python3 -c "import sys; sys.stdout.buffer.write(b\"%01023d\\n\" % 7 * 2048)" >"$0"' "$BATS_TEST_TMPDIR/m.in"
+    # Ready when the client has read 1 MiB of stdin (its read() bytes, /proc/PID/io) and the
+    # fifo is full.
+    local deadline=$(($(now_ms) + $(scaled_ms 5))) rchar=0
+    until ((rchar >= 1048576)); do
+        (($(now_ms) < deadline)) || { exec 6>&-; fail "the client read only $rchar bytes of stdin"; } || return
+        sleep 0.02   # poll interval of a loop with a deadline
+        rchar=$(($(awk '$1 == "rchar:" { print $2 }' "/proc/$cl/io") - base))
+    done
+    python3 "$CHATC" pipe-empty --fifo "$BATS_TEST_TMPDIR/m.in" --full 65536 >/dev/null || { exec 6>&-; fail "the fifo never filled: the client kept reading"; } || return
+    kill -INT "$cl"
+    client_exit "$cl" m 1 130 || { exec 6>&-; return 1; }
+    exec 6>&-
+    [[ $(sed -n 2,\$p "$BATS_TEST_TMPDIR/m.err") == "client: interrupted (SIGINT); not sent: 1024 lines (1048576 bytes)" ]] ||
+        fail "m's stderr:" "$(cat "$BATS_TEST_TMPDIR/m.err")"
+}
+
 @test "client: SIGINT ends it at once even while its stdout is stalled (a full pipe nobody reads)" {
     # 1 MiB from a stand-in server; the client's stdout is a fifo the test holds open and
     # never reads: once its 64 KiB are full, the client blocks in write(). A handler with
