@@ -1079,3 +1079,15 @@ chat_arranged() {
         done
     done
 }
+
+@test "--help names the output caps; bad --max-output, --soft-output and --soft-seconds exit 2" {
+    run "$(stage_bin server)" --help
+    [[ $status -eq 0 && $output == *--max-output* && $output == *--soft-output* && $output == *--soft-seconds* ]] ||
+        fail "server --help: status $status: $output"
+    local bad
+    for bad in "--soft-output -1" "--soft-output 1k" "--soft-output" "--soft-seconds 0" "--soft-seconds 0.0001" \
+        "--soft-seconds nan" "--soft-seconds 1e9" "--max-output 0x10"; do
+        run "$(stage_bin server)" $bad
+        [[ $status -eq 2 ]] || fail "server $bad exited $status, want 2"
+    done
+}
