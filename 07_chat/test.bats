@@ -443,7 +443,7 @@ dead_port() {
     run "$(stage_bin client)" --help
     ((status == 0)) || fail "client --help exited $status"
     local want
-    for want in '--retry-max SEC' '/quit' '[D/2, D], D = min(retry-max, retry * 2^(N-1))' \
+    for want in '--retry-max SEC' '/quit' '[D/2, D]' 'D = min(retry-max, retry * 2^(N-1))' \
         '\xHH' 'c2 80 to c2 9f' '0x7f' '`* idle timeout`, `* line too long`' 'too slow' \
         '130, 143' 'not sent'; do
         [[ $output == *"$want"* ]] || fail "client --help does not say '$want':" "$output" || return
