@@ -773,6 +773,36 @@ PY
         fail "m's stderr:" "$(cat "$BATS_TEST_TMPDIR/m.err")"
 }
 
+@test "client: a server that reads slowly gets every typed byte, in order: short sends, a full queue, stdin waiting, then EOF" {
+    # The stand-in server reads nothing until told; a writer feeds the client numbered lines
+    # until the kernel's buffers and the client's 1 MiB queue are full and the fifo too (the
+    # client stops reading stdin only then). Then the server reads all, checking every line,
+    # the writer stops, and the end of stdin lets the client finish: FIN, close, exit 0.
+    local go="$BATS_TEST_TMPDIR/go" stop="$BATS_TEST_TMPDIR/stop"
+    start_bg door python3 "$CHATC" door-say --step "waitfile:$go" --step lines --step close --timeout 30
+    local door=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
+    local port
+    port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
+    client_stdin w
+    client_start w "$BATS_TEST_TMPDIR/w.in" -p "$port"
+    local cl=$BG_PID
+    start_bg writer python3 "$CHATC" writer --fifo "$BATS_TEST_TMPDIR/w.in" --stop "$stop" --timeout 30
+    local wr=$BG_PID
+    python3 "$CHATC" pipe-empty --fifo "$BATS_TEST_TMPDIR/w.in" --full 65536 --timeout 20 >/dev/null || { exec 6>&-; fail "the fifo never filled: the client never stopped reading"; } || return
+    touch "$stop" "$go"
+    wait_bg "$wr" writer || { exec 6>&-; return 1; }
+    exec 6>&-
+    client_exit "$cl" w 20 0 || return
+    wait_bg "$door" door || return
+    local wrote got
+    wrote=$(sed -n 's/^writer: \([0-9]*\) lines$/\1/p' "$BATS_TEST_TMPDIR/writer.out")
+    got=$(sed -n 's/^door: \([0-9]*\) lines in order$/\1/p' "$BATS_TEST_TMPDIR/door.out")
+    echo "# $wrote lines of 1024 bytes written, $got received in order" >&3
+    ((wrote > 1024)) && [[ $got == "$wrote" ]] || fail "the writer wrote $wrote lines, the server got $got"
+    file_is "$BATS_TEST_TMPDIR/w.err" "* connected to 127.0.0.1:$port\n"
+}
+
 @test "client: SIGINT ends it at once even while its stdout is stalled (a full pipe nobody reads)" {
     # 1 MiB from a stand-in server; the client's stdout is a fifo the test holds open and
     # never reads: once its 64 KiB are full, the client blocks in write(). A handler with

@@ -18,13 +18,18 @@ stretches them all. A stand-in server prints `door: listening on PORT` first (fl
                       back sooner than SEC/2 and that the first and last came back at least
                       MIN-SPREAD ms apart (jitter: without it they all return in the same
                       few ms)
-  door-say --step send:HEX|wait:HEX|fill:N|waitfile:PATH|recv:HEX|hold|close [--out FILE]
+  door-say --step send:HEX|wait:HEX|fill:N|waitfile:PATH|recv:HEX|lines|hold|close [--out FILE]
                       one connection: sends bytes (HEX, or N bytes of 64-byte lines, then
                       prints `door: filled N`: on loopback they are then in the client's
                       socket, as far as its buffer goes),
                       waits until FILE (the client's stdout) holds the given bytes, waits
-                      until PATH exists, receives the given bytes from the client, holds
-                      the connection until the client closes it, closes
+                      until PATH exists, receives the given bytes from the client, receives
+                      numbered lines (`lines`, as `writer` writes them) until the client's
+                      EOF and prints `door: N lines in order`, holds the connection until
+                      the client closes it, closes
+  writer --fifo PATH --stop FILE
+                      writes numbered 1024-byte lines (`%01023d\\n`) into PATH until FILE
+                      exists, then prints `writer: N lines` and closes it
   backoff-check --err FILE --door FILE --retry SEC --retry-max SEC --count K
                       FILE is a client's stderr against `door-close`: its lines
                       `* disconnected (...); retry I in S s` for I = 1..K must each say a
@@ -168,6 +173,26 @@ def door_say(steps, out, timeout):
                 got += data
             if got != want:
                 raise Failure("received %r from the client, want %r" % (got, want))
+        elif op == "lines":
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            buf, n = b"", 0
+            while True:
+                try:
+                    data = conn.recv(1 << 20)
+                except socket.timeout:
+                    raise Failure("no EOF from the client after %d lines" % n)
+                if not data:
+                    break
+                buf += data
+                whole = len(buf) // 1024 * 1024
+                for off in range(0, whole, 1024):
+                    if buf[off:off + 1024] != b"%01023d\n" % n:
+                        raise Failure("line %d is %r" % (n, buf[off:off + 40]))
+                    n += 1
+                buf = buf[whole:]
+            if buf:
+                raise Failure("after %d lines, %d bytes of a cut line: %r" % (n, len(buf), buf[:40]))
+            print("door: %d lines in order" % n, flush=True)
         elif op == "hold":
             conn.settimeout(max(0.01, deadline - time.monotonic()))
             try:
@@ -224,6 +249,19 @@ def backoff_check(err, door, retry, retry_max, count):
     return "delays %s s, each within [D/2, D] and waited" % " ".join("%.3f" % d for d in delays[:count])
 
 
+def writer(path, stop, timeout):
+    n = 0
+    deadline = time.monotonic() + scaled(timeout)
+    with open(path, "wb", buffering=0) as f:
+        while not os.path.exists(stop):
+            if time.monotonic() > deadline:
+                raise Failure("%s never appeared (%d lines written)" % (stop, n))
+            f.write(b"".join(b"%01023d\n" % i for i in range(n, n + 64)))
+            n += 64
+    print("writer: %d lines" % n, flush=True)
+    return "%d lines" % n
+
+
 def pipe_empty(path, full, timeout):
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     try:
@@ -264,6 +302,9 @@ def main(argv=None):
     p.add_argument("--retry", type=float, required=True)
     p.add_argument("--retry-max", type=float, required=True)
     p.add_argument("--count", type=int, required=True)
+    p = add("writer")
+    p.add_argument("--fifo", required=True)
+    p.add_argument("--stop", required=True)
     p = add("pipe-empty")
     p.add_argument("--fifo", required=True)
     p.add_argument("--full", type=int, default=0)
@@ -277,6 +318,8 @@ def main(argv=None):
             msg = door_say(a.step, a.out, a.timeout)
         elif a.cmd == "backoff-check":
             msg = backoff_check(a.err, a.door, a.retry, a.retry_max, a.count)
+        elif a.cmd == "writer":
+            msg = writer(a.fifo, a.stop, a.timeout)
         else:
             msg = pipe_empty(a.fifo, a.full, a.timeout)
     except (Failure, OSError) as e:
