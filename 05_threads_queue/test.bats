@@ -198,24 +198,42 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     (($(counter busy) == busy)) || fail "the server counted $(counter busy) busy replies, the client got $busy"
 }
 
-@test "SIGTERM with jobs in flight: running jobs' replies arrive, queued ones are cancelled, then EOF" {
-    start_server server -w 2
-    start_bg inflight lineproto inflight --ms 800
-    local bg=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/inflight.out" '^inflight: ready'
-    stop_server
-    wait_bg "$bg" inflight
-    grep -qE 'stopping: [0-9]+ connections?, 1 job running' "$SERVER_ERR" ||
-        fail "no job was running when SIGTERM arrived: $(grep stopping "$SERVER_ERR")"
+# stop_now [SIG]: SIGTERM (or SIG) at once, then stop_server (which sends it again, harmless,
+# and checks the exit). stop_server first lists the server's processes through /proc, which on
+# a loaded machine takes long enough for a short job to end before its signal leaves.
+stop_now() {
+    kill -"${1:-TERM}" "$SERVER_PID" 2>/dev/null
+    stop_server "${1:-TERM}"
+}
 
-    start_server server -w 2
-    start_bg inflight2 lineproto inflight --ms 800 --more 2
-    bg=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/inflight2.out" '^inflight: ready'
-    stop_server
-    wait_bg "$bg" inflight2
-    grep -qE 'stopping: [0-9]+ connections?, 2 jobs running, 1 queued job cancelled' "$SERVER_ERR" ||
-        fail "want 2 jobs running and 1 cancelled at SIGTERM: $(grep stopping "$SERVER_ERR")"
+# inflight_at_stop WANT ARGS...: start a server (-w 2), run `lineproto inflight ARGS`, stop the
+# server once it says ready, and require the server's `stopping:` line to match WANT (the jobs
+# it found running and cancelled) and the client to have got what it wanted. The precondition
+# (a job of M ms still running when the signal lands) is a race with the machine's load:
+# retried up to 3 times, saying so; the client's verdict counts only when it held.
+inflight_at_stop() {
+    local want=$1 try bg st
+    shift
+    for try in 1 2 3; do
+        start_server server -w 2
+        start_bg inflight lineproto inflight "$@"
+        bg=$BG_PID
+        wait_file_match "$BATS_TEST_TMPDIR/inflight.out" '^inflight: ready' || return
+        stop_now || return
+        st=0
+        wait "$bg" || st=$?
+        if grep -qE "$want" "$SERVER_ERR"; then
+            ((st == 0)) || fail "inflight exited with status $st: $(tail -n 5 "$BATS_TEST_TMPDIR/inflight.out")" || return
+            return 0
+        fi
+        echo "# try $try: the server found '$(grep -m1 stopping: "$SERVER_ERR")', not /$want/ (the job ended before the signal landed): again" >&3
+    done
+    fail "3 tries, and the jobs never were in flight when SIGTERM landed: $(grep stopping "$SERVER_ERR")"
+}
+
+@test "SIGTERM with jobs in flight: running jobs' replies arrive, queued ones are cancelled, then EOF" {
+    inflight_at_stop 'stopping: [0-9]+ connections?, 1 job running' --ms 800 || return
+    inflight_at_stop 'stopping: [0-9]+ connections?, 2 jobs running, 1 queued job cancelled' --ms 800 --more 2
 }
 
 @test "SIGTERM with a job that outlasts the drain: it is aborted (ERR stopping), exit 0 within 2 s" {
