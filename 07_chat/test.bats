@@ -369,11 +369,13 @@ PY
 }
 
 @test "SIGTERM flushes output still queued in the server: a slow reader gets every line, then * server shutting down, then EOF" {
-    # 8 MiB of lines for a reader that reads nothing until the SIGTERM, through a 4 KiB
-    # receive buffer: most of it waits in the server's queue for it (--max-output 16 MiB,
-    # so it is not dropped first). The drain has 1 s to send it all.
+    # Lines of 4000 bytes for a reader that reads nothing until the SIGTERM, through a 4 KiB
+    # receive buffer, 16 at a time until the kernel refuses some (/proc/net/tcp): then part
+    # of them waits in the server's queue (--max-output 16 MiB, so it is not dropped first),
+    # little enough for the 1 s drain on a busy machine (8 MiB at once left 5 MB queued,
+    # which a reader under load could not take in 1 s).
     start_server server --max-output 16777216
-    chat drain --pid "$SERVER_PID" --lines 2048 --size 4000 --timeout 10
+    chat drain --pid "$SERVER_PID" --lines 4096 --size 4000 --timeout 10
     stop_server
     local pending
     pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
@@ -478,11 +480,11 @@ dead_port() {
     client_start q2 "$BATS_TEST_TMPDIR/q2.in" -p "$PORT" --retry 0.01
     cl=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/q2.out" '^\* welcome user3$' 5 || { exec 6>&-; return 1; }
-    printf '/quit x\n/quitx\n/quit \r\n' >&6
+    echo -n $'/quit x\n/quitx\n/quit \r\nmore\n' >&6
     client_exit "$cl" q2 3 0 || { exec 6>&-; return 1; }
     exec 6>&-
     file_is "$BATS_TEST_TMPDIR/q2.out" '* welcome user3\n* unknown command\n* unknown command\n* bye\n' || return
-    file_is "$BATS_TEST_TMPDIR/q2.err" "* connected to 127.0.0.1:$PORT\n" || return
+    file_is "$BATS_TEST_TMPDIR/q2.err" "* connected to 127.0.0.1:$PORT\nclient: /quit: 5 bytes typed after it are not sent\n" || return
     wait_bg "$obs" observer
     stop_server
     local sessions
