@@ -176,7 +176,9 @@ vm_kib() {
     # most of it waits in the server's queue, and leaves on EPOLLOUT as the reader catches up.
     # Then a second of silence: a server still watching EPOLLOUT with nothing queued is woken
     # at once on every turn (level-triggered) and spins.
-    start_server server --max-output 16777216
+    # The soft cap as large as the hard one: this test is about EPOLLOUT, and on a busy
+    # machine the reader may stay behind longer than --soft-seconds.
+    start_server server --max-output 16777216 --soft-output 16777216
     chat catchup --pid "$SERVER_PID" --lines 2048 --size 4000 --quiet 1 --timeout 10
     stop_server
     local peak waits writes
@@ -436,9 +438,12 @@ file_is() {
     fail "$(basename "$1") holds:" "$(od -An -c "$1" | head -n 20)" "want:" "$(printf '%b' "$2" | od -An -c | head -n 20)"
 }
 
-# dead_port: sets PORT to a port where nothing listens (a server's, once it has stopped).
+# dead_port: sets PORT to a port where every connect is refused: bound, never listening, held
+# by a stand-in (a stopped server's port could be taken by another test's server meanwhile).
 dead_port() {
-    start_server server && stop_server
+    start_bg refuser python3 "$CHATC" door-refuse --timeout 120
+    wait_file_match "$BATS_TEST_TMPDIR/refuser.out" '^door: refusing on' 5 || return
+    PORT=$(sed -n 's/^door: refusing on //p' "$BATS_TEST_TMPDIR/refuser.out")
 }
 
 @test "client: --help documents /quit, the exit statuses, the backoff and the escaping; bad --retry-max exits 2" {
