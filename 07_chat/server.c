@@ -21,9 +21,9 @@
 //     cleanly) in a binary min-heap (timer.c); epoll_pwait's timeout is
 //     computed from the earliest one (next_timeout_ms).
 //  5. Slow consumers are dropped, not waited for, judged on what the kernel
-//     refused: a session whose queue would pass --max-output even after a
-//     write, or stays over --soft-output for --soft-seconds, is closed, and
-//     the room is told (session_deliver, session_judge).
+//     refused: a session with more than --max-output still queued after a
+//     write, or over --soft-output after every write for --soft-seconds, is
+//     closed, and the room is told (session_queue, session_judge).
 //  6. Fairness: a session's lines are read up to TURN_BYTES per turn; the
 //     rest waits for the next turn (session_read). The budget is in bytes,
 //     so it does not decide how many lines one writev carries.
@@ -168,7 +168,7 @@ struct session {
 
     struct timer timer;  // in `timers` (now_ns): idle, or the end of LEAVE_NS
     struct timer soft;   // in `soft_timers` while over_soft: the end of --soft-seconds
-    bool over_soft;      // its queue was over --soft-output after a turn's writes
+    bool over_soft;      // its queue was over --soft-output after its last write
 
     struct session *prev, *next;  // the room (every session not freed yet), join order
     struct session *flush_next;   // the flush list
