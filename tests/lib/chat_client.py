@@ -5,6 +5,9 @@ Python 3 standard library only. Every subcommand prints `ok: ...` and exits 0, o
 `FAIL: ...` and exits 1. Every wait has a deadline; TIMEOUT_SCALE (environment, default 1)
 stretches them all. A stand-in server prints `door: listening on PORT` first (flushed).
 
+  door-refuse         holds a port bound but not listening, so that every connect to it is
+                      refused and no other program can take it; prints `door: refusing on
+                      PORT`, then waits to be killed (at most --timeout seconds)
   door-close --accepts K
                       a server that keeps failing: accepts K connections and closes each at
                       once, before any welcome; prints `door: accept I at MS` for each (ms
@@ -80,6 +83,14 @@ def accept(lsock, deadline, what):
     except socket.timeout:
         raise Failure(what)
     return conn
+
+
+def door_refuse(timeout):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    print("door: refusing on %d" % s.getsockname()[1], flush=True)
+    time.sleep(scaled(timeout))  # the holding itself: the test kills us when it is done
+    return "held the port for %.0f s" % scaled(timeout)
 
 
 def door_close(accepts, timeout):
@@ -286,6 +297,7 @@ def main(argv=None):
         p.add_argument("--timeout", type=float, default=10.0, help="seconds per wait (scaled)")
         return p
 
+    add("door-refuse")
     p = add("door-close")
     p.add_argument("--accepts", type=int, required=True)
     p = add("door-restart")
@@ -310,7 +322,9 @@ def main(argv=None):
     p.add_argument("--full", type=int, default=0)
     a = ap.parse_args(argv)
     try:
-        if a.cmd == "door-close":
+        if a.cmd == "door-refuse":
+            msg = door_refuse(a.timeout)
+        elif a.cmd == "door-close":
             msg = door_close(a.accepts, a.timeout)
         elif a.cmd == "door-restart":
             msg = door_restart(a.port, a.clients, a.retry, a.min_spread, a.timeout)
