@@ -790,7 +790,7 @@ def idlemem(host, port, pid, n, size, bound_kib, read_bound, hold, timeout):
     room.run_until(lambda: len(got) == n, timeout, lambda: "%d of %d sessions got their answer" % (len(got), n))
     bad = [name for name, line in got.items() if line != "* bad name (1-32 letters, digits, _ or -)"]
     if bad:
-        raise Failure("%s got a /msg of the wrong length" % bad[0])
+        raise Failure("%s got %r" % (bad[0], got[bad[0]]))
     rss1 = vm_kib(pid, "VmRSS")
     per = (rss1 - rss0) * 1024.0 / n
     per_read = (rss1 - rss_joined) * 1024.0 / n
