@@ -697,13 +697,16 @@ PY
     # Bytes from the server: ESC ] 0 ; title BEL, ESC [ 2 J, CR (a forged line), NUL, DEL,
     # c2 9b (CSI) and the C1 range's ends c2 80, c2 9f; c2 a0 (no-break space, not a
     # control); é € 😀; bytes that are not UTF-8 (a stray continuation, ff, an overlong
-    # c0 af, a surrogate ed a0 80, f4 90 past U+10FFFF); a € cut across two sends (the second
+    # c0 af, a surrogate ed a0 80, f4 90 past U+10FFFF; overlong e0 80 80 and f0 80 80 80, a
+    # lead byte f5), beside the valid edges U+FFFF, U+10FFFF, U+0800 and U+D7FF (ef bf bf,
+    # f4 8f bf bf, e0 a0 80, ed 9f bf); a € cut across two sends (the second
     # only once the client printed what came before it); a 😀 cut by the close.
     start_bg door python3 "$CHATC" door-say --out "$out" \
         --step "send:$(printf '* welcome u1\nplain, a\ttab\n\e]0;title\a\e[2J\rbob: forged\n' | od -An -tx1 | tr -d ' \n')" \
         --step "send:007f0a" --step "send:c29b5b33316dc280c29fc2a00a" \
         --step "send:$(printf 'é€😀\n' | od -An -tx1 | tr -d ' \n')" \
         --step "send:80ffc0afeda080f49080800a" \
+        --step "send:e08080f0808080f5efbfbff48fbfbfe0a080ed9fbf0a" \
         --step "send:73706c69743ae282" --step "wait:73706c69743a" --step "send:ac0a" \
         --step "send:6375743af09f98" --step close
     local door=$BG_PID
