@@ -773,6 +773,7 @@ PY
     until ((rchar >= 1048576)); do
         (($(now_ms) < deadline)) || { exec 6>&-; fail "the client read only $rchar bytes of stdin"; } || return
         sleep 0.02   # poll interval of a loop with a deadline
+        ! has_exited "$cl" || { exec 6>&-; fail "the client exited after $rchar bytes of stdin:" "$(cat "$BATS_TEST_TMPDIR/m.err")"; } || return
         rchar=$(($(awk '$1 == "rchar:" { print $2 }' "/proc/$cl/io") - base))
     done
     python3 "$CHATC" pipe-empty --fifo "$BATS_TEST_TMPDIR/m.in" --full 65536 >/dev/null || { exec 6>&-; fail "the fifo never filled: the client kept reading"; } || return
