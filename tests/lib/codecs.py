@@ -513,8 +513,9 @@ def resp_script(tag):
         (resp_command("SET", k, "x" * 65536), ("+", "OK")),  # the largest value the table takes
         (resp_command("SET", k, "x" * 65537), ("-", "ERR value too long (at most 65536 bytes)")),
         (resp_command("SET", "y" * 257, "v"), ("-", "ERR key too long (at most 256 bytes)")),
-        (resp_command("STRLEN", k), ("-", "ERR unknown command 'STRLEN'")),
-        (resp_command("FLUSHALL"), ("-", "ERR unknown command 'FLUSHALL'")),
+        # redis 7's words: the name, then the arguments quoted, each followed by a space.
+        (resp_command("STRLEN", k), ("-", "ERR unknown command 'STRLEN', with args beginning with: '%s' " % k)),
+        (resp_command("FLUSHALL"), ("-", "ERR unknown command 'FLUSHALL', with args beginning with: ")),
         (resp_command("SET", "k"), ("-", "ERR wrong number of arguments for 'set' command")),
         (resp_command("GET"), ("-", "ERR wrong number of arguments for 'get' command")),
         (resp_command("ECHO", "a", "b"), ("-", "ERR wrong number of arguments for 'echo' command")),
