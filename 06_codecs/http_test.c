@@ -57,6 +57,10 @@ int main(void)
          "ka=0 cl=0 host=a"},
         {"close on a second Connection line closes", "GET / HTTP/1.1\r\nHost: a\r\n"
          "Connection: keep-alive\r\nConnection: CLOSE\r\n\r\n", "ka=0 cl=0 host=a"},
+        {"close on a first Connection line closes, whatever the second says", "GET / HTTP/1.1\r\n"
+         "Host: a\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n", "ka=0 cl=0 host=a"},
+        {"1.0: keep-alive on a first Connection line keeps, whatever the second says",
+         "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: foo\r\n\r\n", "ka=1 cl=0 host=-"},
         {"Connection: closed is not close", "GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n",
          "ka=1 cl=0 host=a"},
         {"Connection: xclose, keep-alive is not close", "GET / HTTP/1.1\r\nHost: a\r\n"

@@ -798,6 +798,9 @@ HTTP_EXACT = [
     ("two Connection lines, close in the second, closes",
      raw("GET", headers=(("Host", "a"), ("Connection", "keep-alive"), ("connection", "CLOSE"))) + raw("GET"),
      http_response(200, keep_alive=False), "all"),
+    ("two Connection lines, close in the first, closes (a later line adds tokens, never removes one)",
+     raw("GET", headers=(("Host", "a"), ("Connection", "close"), ("Connection", "keep-alive"))) + raw("GET"),
+     http_response(200, keep_alive=False), "all"),
     ("Connection: closed and Connection: xclose are other tokens: the connection stays",
      raw("GET", headers=(("Host", "a"), ("Connection", "closed"))) +
      raw("GET", headers=(("Host", "a"), ("Connection", "xclose, keep-alive"))) + raw("GET", headers=CLOSE),
