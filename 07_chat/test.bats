@@ -442,7 +442,7 @@ file_is() {
 # by a stand-in (a stopped server's port could be taken by another test's server meanwhile).
 dead_port() {
     start_bg refuser python3 "$CHATC" door-refuse --timeout 120
-    wait_file_match "$BATS_TEST_TMPDIR/refuser.out" '^door: refusing on' 5 || return
+    wait_file_match "$BATS_TEST_TMPDIR/refuser.out" '^door: refusing on' 10 || return
     PORT=$(sed -n 's/^door: refusing on //p' "$BATS_TEST_TMPDIR/refuser.out")
 }
 
@@ -541,7 +541,7 @@ dead_port() {
     # The signal must find the lines read: wait until the fifo is empty.
     python3 "$CHATC" pipe-empty --fifo "$BATS_TEST_TMPDIR/i1.in" >/dev/null || { exec 6>&-; fail "the client never read its stdin"; } || return
     kill -INT "$cl"
-    client_exit "$cl" i1 1 130 || { exec 6>&-; return 1; }
+    client_exit "$cl" i1 2 130 || { exec 6>&-; return 1; }
     exec 6>&-
     [[ $(sed -n 2,\$p "$BATS_TEST_TMPDIR/i1.err") == "client: interrupted (SIGINT); not sent: 2 lines (13 bytes)" ]] ||
         fail "i1's stderr:" "$(cat "$BATS_TEST_TMPDIR/i1.err")" || return
@@ -552,7 +552,7 @@ dead_port() {
     cl=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/i2.out" '^\* welcome user1$' 5 || { exec 6>&-; return 1; }
     kill -TERM "$cl"
-    client_exit "$cl" i2 1 143 || { exec 6>&-; return 1; }
+    client_exit "$cl" i2 2 143 || { exec 6>&-; return 1; }
     exec 6>&-
     stop_server
     file_is "$BATS_TEST_TMPDIR/i2.err" "* connected to 127.0.0.1:$PORT\nclient: terminated (SIGTERM); nothing was left unsent\n"
@@ -640,7 +640,7 @@ PY
 @test "client: reconnects back off: each wait a random point in [D/2, D], D doubling from --retry up to --retry-max, and really waited" {
     start_bg door python3 "$CHATC" door-close --accepts 8
     local door=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 10 || return
     local port
     port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
     client_stdin b1
@@ -649,7 +649,7 @@ PY
     wait_bg "$door" door || { exec 6>&-; return 1; }
     wait_file_match "$BATS_TEST_TMPDIR/b1.err" 'retry 7 in' 5 || { exec 6>&-; return 1; }
     kill -INT "$cl"
-    client_exit "$cl" b1 1 130 || { exec 6>&-; return 1; }
+    client_exit "$cl" b1 2 130 || { exec 6>&-; return 1; }
     exec 6>&-
     python3 "$CHATC" backoff-check --err "$BATS_TEST_TMPDIR/b1.err" --door "$BATS_TEST_TMPDIR/door.out" \
         --retry 0.02 --retry-max 0.08 --count 7 || fail "$(cat "$BATS_TEST_TMPDIR/b1.err")"
@@ -658,7 +658,7 @@ PY
 @test "client: 10 clients that lose their server at once come back spread out (jitter), none sooner than --retry/2, the backoff reset by the welcome" {
     start_bg door python3 "$CHATC" door-restart --clients 10 --retry 0.2 --min-spread 15
     local door=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 10 || return
     local port i pids=()
     port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
     client_stdin j
@@ -710,7 +710,7 @@ PY
         --step "send:73706c69743ae282" --step "wait:73706c69743a" --step "send:ac0a" \
         --step "send:6375743af09f98" --step close
     local door=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 10 || return
     local port
     port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
     # stdin at EOF: after the close, nothing left to send, it exits 0.
@@ -730,7 +730,7 @@ PY
     start_bg door python3 "$CHATC" door-say --step "waitfile:$go" --step fill:131072 \
         --step recv:70696e670a --step close
     local door=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 10 || return
     local port
     port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
     client_stdin c
@@ -750,7 +750,7 @@ PY
     wait_bg "$door" door || { exec 6>&-; return 1; }
     wait_file_match "$BATS_TEST_TMPDIR/c.err" 'retry 1 in' 5 || { exec 6>&-; return 1; }
     kill -INT "$cl"
-    client_exit "$cl" c 1 130 || { exec 6>&-; return 1; }
+    client_exit "$cl" c 2 130 || { exec 6>&-; return 1; }
     exec 6>&-
     sed -i 's/retry 1 in [0-9.]* s$/retry 1 in S s/' "$BATS_TEST_TMPDIR/c.err"
     file_is "$BATS_TEST_TMPDIR/c.err" "* connected to 127.0.0.1:$port\n* disconnected (the server closed the connection); retry 1 in S s\nclient: interrupted (SIGINT); nothing was left unsent\n"
@@ -778,7 +778,7 @@ PY
     done
     python3 "$CHATC" pipe-empty --fifo "$BATS_TEST_TMPDIR/m.in" --full 65536 >/dev/null || { exec 6>&-; fail "the fifo never filled: the client kept reading"; } || return
     kill -INT "$cl"
-    client_exit "$cl" m 1 130 || { exec 6>&-; return 1; }
+    client_exit "$cl" m 2 130 || { exec 6>&-; return 1; }
     exec 6>&-
     [[ $(sed -n 2,\$p "$BATS_TEST_TMPDIR/m.err") == "client: interrupted (SIGINT); not sent: 1024 lines (1048576 bytes)" ]] ||
         fail "m's stderr:" "$(cat "$BATS_TEST_TMPDIR/m.err")"
@@ -792,7 +792,7 @@ PY
     local go="$BATS_TEST_TMPDIR/go" stop="$BATS_TEST_TMPDIR/stop"
     start_bg door python3 "$CHATC" door-say --step "waitfile:$go" --step lines --step close --timeout 30
     local door=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 10 || return
     local port
     port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
     client_stdin w
@@ -820,7 +820,7 @@ PY
     # SA_RESTART would restart that write, and Ctrl-C would wait for a reader for ever.
     start_bg door python3 "$CHATC" door-say --step fill:1048576 --step hold
     local door=$BG_PID
-    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 5 || return
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 10 || return
     local port out="$BATS_TEST_TMPDIR/o.fifo"
     port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
     mkfifo "$out"
@@ -831,7 +831,7 @@ PY
     local cl=$BG_PID
     python3 "$CHATC" pipe-empty --fifo "$out" --full 65536 >/dev/null || { exec 6>&- 7>&-; fail "the client's stdout never filled"; } || return
     kill -INT "$cl"
-    client_exit "$cl" o 1 130 || { exec 6>&- 7>&-; return 1; }
+    client_exit "$cl" o 2 130 || { exec 6>&- 7>&-; return 1; }
     exec 6>&- 7>&-
     wait_bg "$door" door || return
     file_is "$BATS_TEST_TMPDIR/o.err" "* connected to 127.0.0.1:$port\nclient: interrupted (SIGINT); nothing was left unsent\n"
