@@ -1048,13 +1048,16 @@ chat_arranged() {
 }
 
 @test "a notice never pushes a session over the cap: with exactly --max-output queued, SIGTERM's notice still comes after every line, then EOF" {
-    OUTPUT_ARGS=(--max-output 327680)
+    # The soft cap at the hard one: a queue at exactly the cap is not over it either (no
+    # clock starts), and the notice beyond it goes to a leaving session, which is not judged.
+    OUTPUT_ARGS=(--max-output 327680 --soft-output 327680)
     start_server server "${OUTPUT_ARGS[@]}"
     chat_arranged capfill --cap 327680 --then notice --timeout 20 || return
     stop_server
-    local slow peak
-    slow=$(counter "dropped (too slow)") && peak=$(counter "peak queued bytes") || return
+    local slow peak clocks
+    slow=$(counter "dropped (too slow)") && peak=$(counter "peak queued bytes") && clocks=$(counter "soft-cap clocks") || return
     ((slow == 0)) || fail "$slow sessions dropped as too slow: the notice pushed the reader over the cap"
+    ((clocks == 0)) || fail "$clocks soft-cap clocks started with at most --soft-output 327680 queued (or a leaving session judged)"
     # The cap, then '* server shutting down\n' (23 bytes) beyond it.
     ((peak == 327703)) || fail "peak queued $peak bytes, want 327703"
 }
