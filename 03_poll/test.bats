@@ -440,3 +440,21 @@ time_wait_on() {
     netkit echo --count 3 --max-size 65536
     stop_server
 }
+
+# A stopping server accepts nobody: drain_and_close_all takes the listening socket out of the
+# poll set. Client A keeps the drain going (8 MiB pending, read by nobody); client B connects
+# once the server has logged `stopping:` and sends a byte: no echo may come (before that line,
+# the server may rightly take B in the turn that harvests the signal). A run where the drain
+# ended before B could ask proves nothing and is tried again (at most 3 runs).
+@test "a client that connects while the server drains after SIGTERM is not served" {
+    local try out st
+    for try in 1 2 3; do
+        start_server server --max-output 16777216
+        st=0
+        out=$(netkit drain-refuses-new --pid "$SERVER_PID" --size 8388608 --window 0.3 --log "$SERVER_ERR") || st=$?
+        stop_server
+        ((st == 0)) && return 0
+        [[ $out == *"could not ask its question"* ]] || fail "$out" || return
+    done
+    fail "in 3 runs the drain never outlasted the check: $out"
+}

@@ -548,3 +548,23 @@ time_wait_on() {
         [[ $pending =~ ^3\ [1-9] ]] || fail "$m: want 'stopping: finishing 3 connections, N > 0 bytes pending', got '$pending'" || return
     done
 }
+
+# A stopping server accepts nobody: drain_and_close_all takes the listening socket out of the
+# epoll set. Client A keeps the drain going (8 MiB pending, read by nobody); client B connects
+# once the server has logged `stopping:` and sends a byte: no echo may come (before that line,
+# the server may rightly take B in the turn that harvests the signal). A run where the drain
+# ended before B could ask proves nothing and is tried again (at most 3 runs).
+@test "lt and et: a client that connects while the server drains after SIGTERM is not served" {
+    local m try out st
+    for m in "${MODES[@]}"; do
+        for try in 1 2 3; do
+            start_server server -m "$m" --max-output 16777216
+            st=0
+            out=$(netkit drain-refuses-new --pid "$SERVER_PID" --size 8388608 --window 0.3 --log "$SERVER_ERR") || st=$?
+            stop_server
+            ((st == 0)) && break
+            [[ $out == *"could not ask its question"* ]] || fail "$m: $out" || return
+            ((try < 3)) || fail "$m: in 3 runs the drain never outlasted the check: $out" || return
+        done
+    done
+}

@@ -1106,6 +1106,59 @@ def drain_on_term_many(host, port, pid, clients, size, seed, timeout=10.0):
         clients, size)
 
 
+def drain_refuses_new(host, port, pid, size, window, log, timeout=10.0):
+    """A stopping server accepts nobody: client A leaves `size` bytes of echo pending (a 4 KiB
+    receive window, reading none), SIGTERM, and once the server's log (file `log`) says
+    `stopping:` (a client that came before the server saw the signal may rightly be served)
+    client B connects and sends one byte while the server is still draining A (it cannot
+    finish: A reads nothing). For `window` seconds
+    B must get no echo; the server must still be running at the end of the window (else the
+    check proved nothing: ProbeError). Then A and B are closed."""
+    a = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    b = None
+    try:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        a.settimeout(scaled(timeout))
+        a.connect((host, port))
+        a.sendall(b"a" * size)
+        wait_server_read_all(port, a.getsockname()[1], timeout)
+        os.kill(pid, 15)
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            with open(log) as f:
+                if any(line.startswith("server: stopping:") for line in f):
+                    break
+            if time.monotonic() > deadline:
+                raise Failure("no 'stopping:' line in %s within %.1f s of SIGTERM" % (log, scaled(timeout)))
+            time.sleep(0.005)  # poll interval of a loop with a deadline
+        b = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        b.settimeout(scaled(window))
+        try:
+            b.connect((host, port))
+            b.sendall(b"x")
+            got = b.recv(1)
+        except socket.timeout:
+            got = None   # nothing came back: what a stopping server owes a new client
+        except OSError:
+            got = b""    # refused or reset: the listening socket is gone
+        if got:
+            raise Failure("a client that connected after SIGTERM got its byte echoed: the stopping server accepted it")
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            alive = False
+        if got is None and not alive:
+            raise ProbeError("the server exited before the window ended")
+        if got == b"" or not alive:
+            raise ProbeError("the drain ended before client B could ask (B got %s)" % ("EOF" if got == b"" else "nothing"))
+    finally:
+        reset_close(a)
+        if b is not None:
+            b.close()
+    return "client B, connected after SIGTERM while A was still draining, got no echo in %.1f s" % scaled(window)
+
+
 class CannotInspect(Exception):
     """This machine does not let us look at another process's socket (no pidfd_getfd, or
     not permitted): the caller skips rather than fails."""
@@ -1425,6 +1478,11 @@ def main(argv=None):
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--clients", type=int, default=3)
     p.add_argument("--size", type=int, default=2 << 20)
+    p = add("drain-refuses-new", "leave output pending, SIGTERM, then a new client must get no echo while the server drains")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--size", type=int, default=8 << 20)
+    p.add_argument("--window", type=float, default=0.3)
+    p.add_argument("--log", required=True, help="the server's stderr: B connects once it says 'stopping:'")
     p = add("mem", "memory (PSS of PID and children) per idle connection")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--conns", type=int, default=100)
@@ -1499,6 +1557,8 @@ def main(argv=None):
             msg = backlog(h, port, a.pid, a.conns)
         elif a.cmd == "drain-on-term-many":
             msg = drain_on_term_many(h, port, a.pid, a.clients, a.size, seed)
+        elif a.cmd == "drain-refuses-new":
+            msg = drain_refuses_new(h, port, a.pid, a.size, a.window, a.log)
         elif a.cmd == "round-trips":
             msg = round_trips(h, port, a.size, a.count, a.within)
     except Failure as e:
