@@ -1018,6 +1018,9 @@ static void stop_serving(void)
         }
     }
     if (use_pool) {
+        // Results back but not delivered yet are not running: taken first, the
+        // count below names only the jobs a worker still runs.
+        deliver_results();
         if (in_flight > 0) {
             if (any_job_awaited())
                 log_msg("%lu job%s still running after %d ms: aborting", in_flight,
