@@ -64,6 +64,24 @@ int main(void)
     check_splits_n("vectors, the buffer moved on every read", &ops, s.p, s.len, w.p, w.len, CAP,
                    1, 300);
 
+    // 1b. The boundary between whole and in pieces, with the frame cut short: a body of
+    // exactly whole_max (CAP - 4) is waited for (NEED_MORE, nothing consumed), one byte more
+    // starts streaming (a BEGIN piece). Whole reads hide the difference; a cut read shows it.
+    {
+        struct tstr f = {0};
+        add_frame(&f, NULL, CAP - LENFRAME_HEADER, 'w');
+        lenframe_init(&d, MAX, CAP - LENFRAME_HEADER);
+        struct codec_result rw = lenframe_decode(&d, f.p, f.len - 1);
+        f.len = 0;
+        add_frame(&f, NULL, CAP - LENFRAME_HEADER + 1, 'p');
+        lenframe_init(&d, MAX, CAP - LENFRAME_HEADER);
+        struct codec_result rp = lenframe_decode(&d, f.p, f.len - 1);
+        t_check(rw.status == CODEC_NEED_MORE && rw.consumed == 0 && rp.status == CODEC_PIECE &&
+                    (rp.flags & CODEC_PIECE_BEGIN) && rp.total == CAP - LENFRAME_HEADER + 1,
+                "a body of exactly whole_max, one byte short, is waited for; one byte more streams");
+        ts_free(&f);
+    }
+
     // 2. One past the limit, in a stream (the frame before it still comes out).
     s.len = w.len = 0;
     add_frame(&s, &w, 7, 'i');
