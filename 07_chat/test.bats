@@ -8,6 +8,7 @@
 # (`stopped after ...; N sessions, N lines in, N deliveries, N dropped (too slow), ...`).
 
 load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
+bats_require_minimum_version 1.5.0
 
 CHAT="$KIT_ROOT/tests/lib/chat.py"
 
@@ -203,9 +204,12 @@ vm_kib() {
     ((waits < 50)) || fail "$waits epoll_wait calls for one idle session: the loop spun on short timeouts"
 }
 
-@test "idle timeout: a client that speaks is not timed out (speaking moves its timer)" {
+@test "idle timeout: a client that speaks is not timed out (speaking moves its timer), an empty or a refused line too" {
     start_server server --idle-timeout 0.5
     # Eight exchanges 0.25 s apart: 2 s in all, four times the timeout, never 0.5 s silent.
+    # A's lines 1-3 are empty and 4-6 refused (a control character): 0.75 s each stretch,
+    # longer than the timeout, so A stays only if those lines move its timer too (README's
+    # session_line: "the idle timer moves on every line, empty and refused").
     python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
 import sys, time
 sys.path.insert(0, sys.argv[2])
@@ -215,27 +219,33 @@ a = chat.Client(room, "A"); room.welcome(a)
 b = chat.Client(room, "B"); room.welcome(b)
 t0 = time.monotonic()
 for i in range(8):
-    a.send_line("ping %d" % i)
+    kind = "ping" if i in (0, 7) else "empty" if i <= 3 else "refused"
+    a.send_line({"ping": "ping %d" % i, "empty": "", "refused": "bad\x01 %d" % i}[kind])
     b.send_line("pong %d" % i)
-    want_a, want_b = "%s: pong %d" % (b.name, i), "%s: ping %d" % (a.name, i)
+    want_a = {"%s: pong %d" % (b.name, i)}
+    if kind == "refused":
+        want_a.add(chat.refusal(1, 3).decode())
+    want_b = {"%s: ping %d" % (a.name, i)} if kind == "ping" else set()
     for c, want in ((a, want_a), (b, want_b)):
-        while True:
+        while want:
             line = room.next_line(c)
-            if line == want:
-                break
-            if line != "* %s joined" % b.name:
-                sys.exit("FAIL: %s got %r, want %r" % (c.label, line, want))
+            if line in want:
+                want.discard(line)
+            elif line != "* %s joined" % b.name:
+                sys.exit("FAIL: %s got %r, want one of %r (A's line %d was %s)" % (c.label, line, want, i, kind))
     deadline = time.monotonic() + 0.25
     while time.monotonic() < deadline:   # the pace of the conversation, not a readiness wait
         room.pump(deadline - time.monotonic())
     if a.eof or b.eof:
-        sys.exit("FAIL: a talking client was disconnected after %.2f s" % (time.monotonic() - t0))
+        sys.exit("FAIL: a talking client was disconnected after %.2f s (A's line %d was %s): A got %r"
+                 % (time.monotonic() - t0, i, kind, a.lines))
 print("ok: two clients talked for %.2f s with --idle-timeout 0.5" % (time.monotonic() - t0))
 PY
     stop_server
-    local idle
-    idle=$(counter "idle timeouts") || return
-    ((idle == 0)) || fail "$idle idle timeouts for clients that spoke every 0.25 s"
+    local idle refused lines
+    idle=$(counter "idle timeouts") && refused=$(counter "lines refused") && lines=$(counter "lines in") || return
+    ((idle == 0)) || fail "$idle idle timeouts for clients that spoke every 0.25 s" || return
+    ((refused == 3 && lines == 16)) || fail "$refused lines refused of $lines lines in, want 3 of 16 (6 empty lines counted)"
 }
 
 @test "fairness: a flooder does not starve a quiet client (its /who round trip stays short)" {
@@ -1135,4 +1145,133 @@ chat_arranged() {
         run "$(stage_bin server)" $bad
         [[ $status -eq 2 ]] || fail "server $bad exited $status, want 2"
     done
+}
+
+# --- net.c at its edges (the tests 01-04 have for the same code, copied here with it) ---
+
+# bounded CMD...: a usage check that cannot hang: a command line the parser wrongly accepts
+# starts a server (or a client) that would otherwise never return.
+bounded() {
+    timeout "$(scaled_s 5)" "$@"
+}
+
+# Options at their boundaries. `-H 256.0.0.1` is not an address: a command line the parser
+# accepted then fails in listen_on with status 1; one it refused exits 2 before that, with
+# the usage on stderr and nothing on stdout.
+@test "options at their edges: -p 0..65535, byte counts 0..SIZE_MAX/4, times 0.001..31536000 s; usage errors on stderr, exit 2 (server and client)" {
+    local bin arg
+    bin=$(stage_bin server)
+    for arg in "-p 65536" "-p 99999999999999999999" "-p -1" "-p 12x" "-p" "--max-output -1" "--max-output 1k" \
+        "--max-output 4611686018427387904" "--soft-output 4611686018427387904" "--idle-timeout 0.0009" \
+        "--idle-timeout 31536001" "--soft-seconds 0.0009" "--soft-seconds 31536001" "--idle-timeout inf" \
+        "--broadcast SHARED" "--bogus" "extra"; do
+        run --separate-stderr bounded "$bin" $arg
+        [[ $status -eq 2 ]] || fail "server $arg exited $status, want 2" || return
+        [[ -z $output ]] || fail "server $arg wrote to stdout: $output" || return
+        [[ $stderr == *usage:* ]] || fail "server $arg: no usage on stderr: $stderr" || return
+    done
+    run --separate-stderr bounded "$bin" -p
+    [[ $stderr == *"missing value"* ]] || fail "-p with no value: $stderr"
+    for arg in "-p 65535" "-p 0" "--max-output 0" "--max-output 4611686018427387903" "--soft-output 0" \
+        "--soft-output 4611686018427387903" "--idle-timeout 0.001" "--idle-timeout 31536000" \
+        "--soft-seconds 0.001" "--soft-seconds 31536000" "--broadcast copy" "--broadcast shared"; do
+        run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
+        [[ $status -eq 1 ]] || fail "server $arg -H 256.0.0.1 exited $status, want 1 (options accepted, no such address): $stderr" || return
+        [[ -z $output ]] || fail "server $arg -H 256.0.0.1 wrote to stdout: $output" || return
+    done
+    bin=$(stage_bin client)
+    for arg in "-p 65536" "-p 0" "-p -1" "-p 12x" "-p" "--retry 0.0009" "--retry 86401" "--retry-max 86401" \
+        "--retry 2 --retry-max 1" "--every 0.5" "--bot x --every 0" "--bogus" "extra"; do
+        run --separate-stderr bounded "$bin" $arg </dev/null
+        [[ $status -eq 2 ]] || fail "client $arg exited $status, want 2" || return
+        [[ -z $output ]] || fail "client $arg wrote to stdout: $output" || return
+        [[ $stderr == *usage:* ]] || fail "client $arg: no usage on stderr: $stderr" || return
+    done
+    # Accepted: with nothing on stdin and nobody at the port, the client has nothing to send
+    # and exits 0 (the client's table), not 2.
+    for arg in "-p 65535" "-p 1" "--retry 0.001" "--retry 86400" "--retry-max 86400"; do
+        run --separate-stderr bounded "$bin" -H 127.0.0.1 $arg </dev/null
+        [[ $status -eq 0 ]] || fail "client $arg </dev/null exited $status, want 0 (accepted, nothing to send): $stderr" || return
+    done
+}
+
+# time_wait_on PORT: true once a connection on local port PORT is in TIME_WAIT (06).
+time_wait_on() {
+    local hex
+    hex=$(printf '%04X' "$1")
+    awk -v p=":$hex" 'NR > 1 && substr($2, length($2) - 4) == p && $4 == "06" { f = 1 } END { exit !f }' \
+        /proc/net/tcp /proc/net/tcp6
+}
+
+# welcome_on HOST PORT WANT: connect, and the first line is exactly WANT.
+welcome_on() {
+    python3 - "$@" <<'PY'
+import socket, sys
+host, port, want = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.create_connection((host, port), timeout=10)
+got = b""
+while not got.endswith(b"\n") and len(got) < 200:
+    b = s.recv(200 - len(got))
+    if not b:
+        break
+    got += b
+if got != want.encode() + b"\n":
+    sys.exit(f"from {host}:{port} want {want!r}, got {got!r}")
+PY
+}
+
+# The server closes first when it stops with a client connected, so that connection waits
+# in TIME_WAIT on the server's port for a minute. Without SO_REUSEADDR, bind() on that port
+# fails with "Address already in use" until it is gone.
+@test "a restarted server takes its port back at once, with the old connection in TIME_WAIT (SO_REUSEADDR)" {
+    start_server server
+    local port=$PORT deadline line
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    read -r -t "$(scaled_s 5)" line <&5 || true
+    [[ $line == "* welcome user1" ]] || { exec 5>&-; fail "want '* welcome user1', got '$line'"; } || return
+    stop_server || { exec 5>&-; return 1; }
+    # What the server sent last (* server shutting down, then its FIN) is read before the
+    # close: a close with unread bytes would send a reset, and no TIME_WAIT would follow.
+    timeout "$(scaled_s 5)" cat <&5 >/dev/null || true
+    exec 5>&-
+    deadline=$(($(now_ms) + $(scaled_ms 3)))
+    until time_wait_on "$port"; do
+        (($(now_ms) < deadline)) || fail "no connection in TIME_WAIT on port $port: the test proved nothing" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    start_server server -p "$port"
+    [[ $PORT == "$port" ]] || fail "restarted on port $PORT, asked for $port" || return
+    welcome_on 127.0.0.1 "$PORT" "* welcome user1" || fail "the restarted server did not welcome a client" || return
+    stop_server
+}
+
+@test "-H ::1: listens on IPv6, prints listening on [::1]:PORT, logs [::1]:PORT clients, welcomes them" {
+    python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null ||
+        skip "no IPv6 loopback on this machine"
+    start_server server -H ::1
+    grep -qE '^listening on \[::1\]:[0-9]+$' "$SERVER_OUT" || fail "listening line: $(cat "$SERVER_OUT")" || return
+    welcome_on ::1 "$PORT" "* welcome user1" || fail "no welcome over IPv6" || return
+    stop_server
+    grep -qE '^server: \[::1\]:[0-9]+ connected \(fd [0-9]+\)$' "$SERVER_ERR" || fail "no '[::1]:PORT connected' line:" "$(cat "$SERVER_ERR")"
+}
+
+# SIGINT is a stop signal as SIGTERM is: blocked outside the wait, or it can land in the
+# window. The shim's verdict decides; a run where the signal missed the delay (a busy machine
+# can hold the test back past it) proves nothing and is tried again, at most 3 times.
+@test "SIGINT that lands just before the first wait still stops it" {
+    local try
+    for try in 1 2 3; do
+        start_server_delayed server
+        stop_server INT || return
+        grep -q '^delay-shim: a signal arrived during the delay' "$SERVER_ERR" && break
+        ((try < 3)) || fail "in 3 runs the SIGINT never landed inside the delayed wait (TIMEOUT_SCALE=$TIMEOUT_SCALE)" || return
+    done
+    grep -q 'stopped after' "$SERVER_ERR" || fail "no stop line after SIGINT:" "$(tail -n 5 "$SERVER_ERR")"
+}
+
+@test "started with SIGTERM and SIGINT blocked, it still stops on SIGTERM" {
+    start_server_masked server
+    welcome_on 127.0.0.1 "$PORT" "* welcome user1" || fail "no welcome" || return
+    stop_server
+    grep -q 'stopped after' "$SERVER_ERR" || fail "no stop line after SIGTERM:" "$(tail -n 5 "$SERVER_ERR")"
 }
