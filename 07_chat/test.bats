@@ -1125,7 +1125,11 @@ chat_arranged() {
         local want got name
         # Deliveries: 2 welcomes, the join, hello, the /who reply, bye, left = 7 lines of
         # 16 + 16 + 15 + 13 + 21 + 6 + 13 = 100 bytes, each in a turn and a writev of its own.
-        for want in "7 deliveries" "0 dropped (too slow)" "0 idle timeouts" "0 timers" \
+        # 2 sessions; 3 lines in (hello, /who, /quit), none refused; every line the server
+        # made encoded once (a refbuf; copy mode then copies it): the 7 lines, A's join with
+        # nobody to tell, and B's * server shutting down = 9.
+        for want in "2 sessions" "3 lines in" "0 lines refused" "9 refbufs," \
+            "7 deliveries" "0 dropped (too slow)" "0 idle timeouts" "0 timers" \
             "0 fairness yields" "21 peak queued bytes" "7 writes" "0 refbufs alive" \
             "0 soft-cap clocks" "0 cap writes" "$([[ $mode == copy ]] && echo 100 || echo 0) bytes copied"; do
             name=${want#* }
@@ -1274,4 +1278,45 @@ PY
     welcome_on 127.0.0.1 "$PORT" "* welcome user1" || fail "no welcome" || return
     stop_server
     grep -q 'stopped after' "$SERVER_ERR" || fail "no stop line after SIGTERM:" "$(tail -n 5 "$SERVER_ERR")"
+}
+
+# A session that said /quit is LEAVING: it got `* bye` and our FIN, and we wait up to 1 s for
+# its EOF. A SIGTERM in that second tells the sessions in the room, not it: `* bye` is its
+# last line, and the one still in the room hears A leave, then the shutdown, then EOF. A run
+# where A's leaving timer closed it before the signal landed (the log's `stopping: 1 session`)
+# proves nothing and is tried again, at most 3 times.
+@test "SIGTERM while a session is leaving: it gets nothing after * bye; the room gets * A left, * server shutting down, EOF" {
+    local try st out
+    for try in 1 2 3; do
+        start_server server
+        st=0
+        out=$(python3 - "$PORT" "$KIT_ROOT/tests/lib" "$SERVER_PID" <<'PY'
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import chat
+room = chat.Room("127.0.0.1", int(sys.argv[1]))
+a = chat.Client(room, "A"); room.welcome(a)
+b = chat.Client(room, "B"); room.welcome(b)
+a.send_line("/quit")
+while True:
+    line = room.next_line(a)
+    if line == "* bye":
+        break
+    if line != "* %s joined" % b.name:
+        sys.exit("FAIL: A got %r before * bye" % line)
+os.kill(int(sys.argv[3]), signal.SIGTERM)   # A keeps its socket open: still LEAVING
+room.run_until(lambda: a.eof and b.eof, 5, lambda: "no EOF: A %r %r, B %r %r" % (a.lines, a.inbuf, b.lines, b.inbuf))
+if a.lines or a.inbuf:
+    sys.exit("FAIL: A got %r after * bye, want EOF" % (a.lines + [a.inbuf],))
+want = ["* %s left" % a.name, "* server shutting down"]
+if b.lines != want or b.inbuf:
+    sys.exit("FAIL: B got %r %r, want %r then EOF" % (b.lines, b.inbuf, want))
+print("ok")
+PY
+) || st=$?
+        stop_server || return
+        ((st == 0)) || fail "$out" || return
+        grep -q '^server: stopping: 2 sessions' "$SERVER_ERR" && return 0
+        ((try < 3)) || fail "in 3 runs A's leaving timer always closed it before the SIGTERM landed (TIMEOUT_SCALE=$TIMEOUT_SCALE)" || return
+    done
 }
