@@ -1320,3 +1320,34 @@ PY
         ((try < 3)) || fail "in 3 runs A's leaving timer always closed it before the SIGTERM landed (TIMEOUT_SCALE=$TIMEOUT_SCALE)" || return
     done
 }
+
+# The per-turn budget at its edge: a line costs at least LINE_MIN_COST (256) of TURN_BYTES
+# (32 KiB), so one turn handles 128 short lines. 128 found at once: one turn, no yield (none
+# is left over); 129 at once: 128, a yield, then the last one next turn. Every line reaches
+# the other client, byte for byte, in order.
+@test "the per-turn budget at its edge: 128 short lines found at once cost no yield, 129 cost exactly one" {
+    start_server server
+    python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY' || return
+import sys
+sys.path.insert(0, sys.argv[2])
+import chat
+room = chat.Room("127.0.0.1", int(sys.argv[1]))
+a = chat.Client(room, "A"); room.welcome(a)
+b = chat.Client(room, "B"); room.welcome(b)
+seq = 0
+for n in (128, 129):
+    texts = ["m%04d" % (seq + i) for i in range(n)]
+    seq += n
+    a.send(b"".join(t.encode() + b"\n" for t in texts))   # one send: found at once
+    for t in texts:
+        line = room.next_line(b)
+        if line != "%s: %s" % (a.name, t):
+            sys.exit("FAIL: B got %r, want %r" % (line, "%s: %s" % (a.name, t)))
+print("ok")
+PY
+    stop_server
+    local yields lines
+    yields=$(counter "fairness yields") && lines=$(counter "lines in") || return
+    ((lines == 257)) || fail "$lines lines in, want 257" || return
+    ((yields == 1)) || fail "$yields fairness yields, want 1 (none for 128 lines, one for 129)"
+}
