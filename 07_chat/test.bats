@@ -1281,11 +1281,12 @@ PY
 }
 
 # A session that said /quit is LEAVING: it got `* bye` and our FIN, and we wait up to 1 s for
-# its EOF. A SIGTERM in that second tells the sessions in the room, not it: `* bye` is its
-# last line, and the one still in the room hears A leave, then the shutdown, then EOF. A run
+# its EOF. In that second it is out of the room (`/who` does not list it, `/msg` does not
+# find it), and a SIGTERM tells the sessions in the room, not it: `* bye` is its last line,
+# and the one still in the room hears A leave, then the shutdown, then EOF. A run
 # where A's leaving timer closed it before the signal landed (the log's `stopping: 1 session`)
 # proves nothing and is tried again, at most 3 times.
-@test "SIGTERM while a session is leaving: it gets nothing after * bye; the room gets * A left, * server shutting down, EOF" {
+@test "a leaving session is out of the room (/who, /msg) and a SIGTERM sends it nothing after * bye; the room gets * A left, * server shutting down, EOF" {
     local try st out
     for try in 1 2 3; do
         start_server server
@@ -1304,11 +1305,19 @@ while True:
         break
     if line != "* %s joined" % b.name:
         sys.exit("FAIL: A got %r before * bye" % line)
-os.kill(int(sys.argv[3]), signal.SIGTERM)   # A keeps its socket open: still LEAVING
+# A keeps its socket open: LEAVING, out of the room, so /who and /msg no longer find it.
+for send, want in ((None, "* %s left" % a.name), ("/who", "* users: %s" % b.name),
+                   ("/msg %s hi" % a.name, "* no such user %s" % a.name)):
+    if send:
+        b.send_line(send)
+    line = room.next_line(b)
+    if line != want:
+        sys.exit("FAIL: B got %r, want %r (A is leaving)" % (line, want))
+os.kill(int(sys.argv[3]), signal.SIGTERM)
 room.run_until(lambda: a.eof and b.eof, 5, lambda: "no EOF: A %r %r, B %r %r" % (a.lines, a.inbuf, b.lines, b.inbuf))
 if a.lines or a.inbuf:
     sys.exit("FAIL: A got %r after * bye, want EOF" % (a.lines + [a.inbuf],))
-want = ["* %s left" % a.name, "* server shutting down"]
+want = ["* server shutting down"]
 if b.lines != want or b.inbuf:
     sys.exit("FAIL: B got %r %r, want %r then EOF" % (b.lines, b.inbuf, want))
 print("ok")
