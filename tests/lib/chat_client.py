@@ -276,6 +276,10 @@ def writer(path, stop, timeout):
 def pipe_empty(path, full, timeout):
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     try:
+        # Full is at most the pipe's size: a user past fs.pipe-user-pages-soft (a busy machine
+        # with many pipes open) gets new pipes of one page, which never hold 64 KiB.
+        if full:
+            full = min(full, fcntl.fcntl(fd, 1032))  # F_GETPIPE_SZ
         deadline = time.monotonic() + scaled(timeout)
         while True:
             n = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
