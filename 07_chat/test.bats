@@ -1360,3 +1360,31 @@ PY
     ((lines == 257)) || fail "$lines lines in, want 257" || return
     ((yields == 1)) || fail "$yields fairness yields, want 1 (none for 128 lines, one for 129)"
 }
+
+# The idle timer starts again from the time of each line, not from its old deadline: 100
+# lines found at once, then silence, and `* idle timeout` comes --idle-timeout after them,
+# not before and not 100 timeouts later (a deadline pushed on from the old one would say
+# nothing for 101 s; the test waits 5 s, scaled).
+@test "idle timeout: counted from the last line: 100 lines at once, then * idle timeout --idle-timeout after them, not before" {
+    start_server server --idle-timeout 1
+    python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY' || return
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import chat
+room = chat.Room("127.0.0.1", int(sys.argv[1]))
+a = chat.Client(room, "A"); room.welcome(a)   # alone: nobody else goes idle
+a.send(b"".join(b"line %d\n" % i for i in range(99)) + b"/who\n")
+room.run_until(lambda: not a.outbuf, 5, "A: its 100 lines not sent")
+t0 = time.monotonic()
+bound = 5   # seconds, scaled by run_until
+want = ["* users: %s" % a.name, "* idle timeout"]
+room.run_until(lambda: len(a.lines) >= 2 or a.eof, bound, lambda: "A: no * idle timeout within %.1f s of its last line (got %r)" % (chat.scaled(bound), a.lines))
+took = time.monotonic() - t0
+if a.lines[:2] != want:
+    sys.exit("FAIL: A got %r, want %r" % (a.lines, want))
+if took < 1.0:
+    sys.exit("FAIL: * idle timeout %.3f s after A's last line, before --idle-timeout 1" % took)
+print("ok: * idle timeout %.3f s after the last line" % took)
+PY
+    stop_server
+}
