@@ -141,6 +141,8 @@ int main(void)
     const void *s2 = br_str(&r2, &len2);
     t_check(s1 == NULL && len == 0 && !br_ok(&r) && s2 == NULL && len2 == 0 && !br_ok(&r2),
             "a string length of 4 GiB - 1, or one byte more than there is, is an error");
+    t_check(r.pos == r.len && r2.pos == r2.len && br_remaining(&r) == 0 && br_remaining(&r2) == 0,
+            "a failed string read leaves pos at the end (binio.h): nothing after it is read");
     br_init(&r, over, sizeof over);
     t_check(br_bytes(&r, (size_t)-1) == NULL && !br_ok(&r),
             "br_bytes(SIZE_MAX) fails without wrapping the bounds check");

@@ -462,6 +462,43 @@ time_wait_on() {
     ((pauses > 0 && resumes > 0)) || fail "$pauses pauses, $resumes resumes: back-pressure never engaged"
 }
 
+# 04's promise, kept by 06's conn_check_backpressure: a client is paused once more than
+# --max-output is queued, and read again only once half of it has left (the gap makes each
+# pause count), every time, each pause and resume a log line and a counter. The default
+# --max-output (4 MiB) through a slow reader: paused with over 4 MiB queued, drained in steps
+# smaller than half of it (with a small limit one flush empties the queue and the test could
+# not tell where reading resumes).
+@test "server: back-pressure pauses past --max-output and resumes only at half, every time (pause and resume lines)" {
+    local max=4194304 pauses resumes n bad
+    start_server server --codec fixed:4096
+    netkit slow-drain --size 16777216 --rcvbuf 4096 --piece 65536 --pause-ms 0
+    stop_server
+    pauses=$(srv_counter "pauses") && resumes=$(srv_counter "resumes") || return
+    ((pauses > 0 && resumes > 0)) || fail "$pauses pauses, $resumes resumes: back-pressure never cycled (the test proved nothing)" || return
+    n=$(grep -c 'not reading until it drains' "$SERVER_ERR")
+    ((n == pauses)) || fail "$n pause lines, but the counter says $pauses" || return
+    n=$(grep -c 'reading again' "$SERVER_ERR")
+    ((n == resumes)) || fail "$n resume lines, but the counter says $resumes" || return
+    ((resumes == pauses || resumes == pauses - 1)) || fail "$pauses pauses but $resumes resumes" || return
+    bad=$(sed -n 's/.*: \([0-9]*\) bytes unsent > --max-output.*/\1/p' "$SERVER_ERR" | awk -v m="$max" '$1 <= m' | head -n1)
+    [[ -z $bad ]] || fail "paused with $bad bytes unsent, not more than --max-output $max" || return
+    bad=$(sed -n 's/.*output down to \([0-9]*\) bytes, reading again.*/\1/p' "$SERVER_ERR" | awk -v m="$max" '$1 * 2 > m' | head -n1)
+    [[ -z $bad ]] || fail "resumed with $bad bytes still unsent, more than half of --max-output $max"
+}
+
+# conn_linger: after a bad frame, the error, our FIN, then the client's later bytes read and
+# dropped (a close with unread bytes would reset, and the client's kernel would throw the
+# error away unread), but at most LINGER_MAX_BYTES (1 MiB): a client that never stops sending
+# is closed. The client counts what it could send (tests/lib/codecs.py linger).
+@test "server: line: after a bad line, up to 1 MiB more is read and dropped (the error, then EOF, never a reset); past it the client is closed" {
+    start_server server --codec line
+    codecs linger
+    stop_server
+    local bad
+    bad=$(srv_counter "bad clients") || return
+    ((bad == 2)) || fail "$bad bad clients counted, want 2"
+}
+
 @test "server: line: 100 pipelined lines in one write, read back fast: one send per read at most, not one per reply" {
     # Under --max-output, with a client that reads as fast as the replies come, all the
     # replies to one read leave in one send() (server.c, change 3): sends <= recvs. The

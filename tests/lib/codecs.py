@@ -1041,6 +1041,76 @@ def resp_exact(host, port, seed, timeout):
             n += 1
     return "%d cases, %d sessions: every reply byte as expected, then the close" % (len(cases), n)
 
+# What conn_linger promises after a bad frame (server.c, LINGER_MAX_BYTES = 1 MiB): the error
+# reply, then our FIN, then the client's later bytes read and thrown away, so that the close
+# never resets the connection while the client still sends (a reset would make the client's
+# kernel drop the error reply unread); but at most 1 MiB of them, so a client that never stops
+# sending cannot hold the connection.
+LINGER_MAX = 1 << 20
+
+
+def linger(host, port, timeout):
+    err = b"ERR line too long\n"
+    # 1. Below the limit: 3/4 MiB more after the bad line, then our FIN: exactly the error,
+    # then EOF (never a reset), and every byte sent was taken.
+    s = connect(host, port)
+    try:
+        s.sendall(_too_long_line(65536) + b"\n")
+        junk = b"j" * 65536
+        for _ in range(LINGER_MAX * 3 // 4 // len(junk)):
+            s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("below the limit: no EOF within %.1f s; got %s" % (scaled(timeout), show(got)))
+            s.settimeout(left)
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                raise Failure("below the limit (3/4 MiB sent after the bad line): reset after %s, "
+                              "want the error, then EOF" % show(got))
+            if not chunk:
+                break
+            got += chunk
+        if bytes(got) != err:
+            raise Failure("below the limit: got %s, want exactly %r then EOF" % (show(got, 80), err))
+    finally:
+        s.close()
+    # 2. Past it: a client that never stops sending is closed (a reset, or EPIPE) before it has
+    # sent 1 MiB plus what both kernels buffer; 64 MiB is far past that.
+    s = connect(host, port)
+    sent = 0
+    cap = 64 << 20
+    try:
+        s.sendall(_too_long_line(65536) + b"\n")
+        junk = b"k" * 65536
+        deadline = time.monotonic() + scaled(timeout)
+        while sent < cap:
+            if time.monotonic() > deadline:
+                raise Failure("past the limit: the server neither closed nor read on after %d bytes "
+                              "in %.1f s" % (sent, scaled(timeout)))
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                sent += s.send(junk)
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        else:
+            raise Failure("past the limit: %d MiB sent after the bad line and the connection still "
+                          "open: the server throws away the bytes of a client it has finished with "
+                          "forever (at most %d bytes)" % (cap >> 20, LINGER_MAX))
+    finally:
+        s.close()
+    return ("the error then EOF with 3/4 MiB sent after it; closed after %d bytes of a client that "
+            "never stops" % sent)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1078,6 +1148,7 @@ def main(argv=None):
     add("http-exact", "every response byte: HEAD, Connection lists, Expect, versions, bad heads")
     add("http-limits", "head size, header count and body limits at and one past")
     add("resp-exact", "every reply byte: redis 7's error texts, strict numbers, RESP limits")
+    add("linger", "line: after a bad frame, bytes up to 1 MiB are read and dropped, never past it")
     p = add("bad", "one malformed input, while another client is served")
     p.add_argument("--codec", required=True)
     p.add_argument("--case", required=True)
@@ -1102,6 +1173,8 @@ def main(argv=None):
             msg = http_limits(a.host, a.port, a.timeout)
         elif a.cmd == "resp-exact":
             msg = resp_exact(a.host, a.port, a.seed, a.timeout)
+        elif a.cmd == "linger":
+            msg = linger(a.host, a.port, a.timeout)
         else:
             msg = bad(a.host, a.port, a.codec, a.case, a.max_frame, a.timeout)
     except (Failure, OSError) as e:
