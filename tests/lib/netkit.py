@@ -1231,6 +1231,152 @@ def mem(host, port, pid, conns, settle=0.5):
 # Command line
 # ---------------------------------------------------------------------------
 
+# Restored: removed by mistake in 04cfc56 (the tcp_sockets refactor); drain-on-term,
+# pause-read, reset-idle and round-trips still call them.
+def wait_server_read_all(server_port, client_port, timeout):
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        q = server_rx_queue(server_port, client_port)
+        if q == 0:
+            return
+        if time.monotonic() > deadline:
+            raise Failure("the server left %s bytes unread in its socket for %.1f s" % (q, scaled(timeout)))
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+
+
+def drain_on_term(host, port, pid, size, seed, timeout=5.0):
+    """Leave output pending in the server, SIGTERM it, then read: every byte must arrive, then EOF."""
+    rng = random.Random(seed)
+    payload = make_payload(rng, size)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    got = bytearray()
+    try:
+        # A small receive window keeps most of the reply pending in the server, not in our kernel.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(scaled(timeout))
+        s.connect((host, port))
+        s.sendall(payload)
+        # SIGTERM only once the server has read every byte we sent (its socket's receive
+        # queue, seen from outside in /proc/net/tcp, is empty): what it must flush is then
+        # in its own buffers, and the test does not race the server's reads.
+        wait_server_read_all(port, s.getsockname()[1], timeout)
+        os.kill(pid, 15)
+        while True:
+            chunk = s.recv(262144)
+            if not chunk:
+                break
+            got += chunk
+    except socket.timeout:
+        raise Failure("no EOF within %.1f s after SIGTERM (%d of %d bytes back)" % (scaled(timeout), len(got), size))
+    finally:
+        s.close()
+    if bytes(got) != payload:
+        off = next((i for i in range(min(len(got), size)) if got[i] != payload[i]), min(len(got), size))
+        if off < min(len(got), size):
+            raise Failure(describe_mismatch(payload, bytes(got), off))
+        raise Failure("after SIGTERM the server sent %d of %d pending bytes, then closed" % (len(got), size))
+    return "%d bytes pending at SIGTERM all arrived, then EOF" % size
+
+
+def pause_read(host, port, size, resume_file, seed, timeout=10.0):
+    """Send random bytes without reading until the server stops taking them (it is then
+    blocked in send() towards us), print `stalled: ...`, wait until `resume_file` exists
+    (the caller signals the server meanwhile), then half-close and read: the echo of every
+    byte sent must come back in order, then EOF.
+
+    For tests of a blocking send() cut short by a signal: a send_all that drops the rest of
+    a short count, or gives up on EINTR, loses bytes here.
+    """
+    rng = random.Random(seed)
+    payload = make_payload(rng, size)
+    s = connect(host, port)
+    sent = 0
+    got = bytearray()
+    try:
+        s.setblocking(False)
+        sel = selectors.DefaultSelector()
+        sel.register(s, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + scaled(timeout)
+        # Stalled: unwritable for 0.3 s, so every buffer between us and the server is full.
+        while sent < size and time.monotonic() < deadline and sel.select(scaled(0.3)):
+            try:
+                sent += s.send(payload[sent:sent + 65536])
+            except BlockingIOError:
+                pass
+        sel.close()
+        if sent == size:
+            raise Failure("the server took all %d bytes without stalling: send more" % size)
+        print("stalled: sent %d bytes, reading none" % sent, flush=True)
+        deadline = time.monotonic() + scaled(timeout)
+        while not os.path.exists(resume_file):
+            if time.monotonic() > deadline:
+                raise Failure("%s did not appear within %.0f s" % (resume_file, scaled(timeout)))
+            time.sleep(0.02)  # poll interval of a loop with a deadline
+        s.setblocking(True)
+        s.settimeout(scaled(timeout))
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            try:
+                chunk = s.recv(262144)
+            except socket.timeout:
+                raise Failure("no EOF within %.0f s: %d of %d bytes back" % (scaled(timeout), len(got), sent))
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        s.close()
+    n = min(len(got), sent)
+    bad = next((i for i in range(n) if got[i] != payload[i]), None)
+    if bad is not None:
+        raise Failure(describe_mismatch(payload[:sent], bytes(got), bad))
+    if len(got) != sent:
+        raise Failure("%d of the %d bytes sent came back, then EOF" % (len(got), sent))
+    return "%d bytes sent before reading, all echoed in order after the pause" % sent
+
+
+def reset_idle(host, port, seed, timeout=5.0):
+    """Echo one byte, then reset (SO_LINGER 0) while the server waits in recv() for more:
+    its recv() fails with ECONNRESET. Then a new client must be served."""
+    with connect(host, port, timeout) as s:
+        s.sendall(b"r")
+        if s.recv(1) != b"r":
+            raise Failure("no echo of the first byte")
+        reset_close(s)
+    detail = echo(host, port, 1, 4096, 4096, seed, timeout)
+    return "reset an idle connection; next client served (%s)" % detail
+
+
+def round_trips(host, port, size, count, within):
+    """`count` messages of `size` bytes, one at a time on one connection (send one, read its
+    whole echo, send the next); FAIL if they take more than `within` seconds (scaled).
+
+    With a size just above the server's read buffer, each echo leaves the server in two
+    send()s, the second one short. With Nagle's algorithm on (no TCP_NODELAY on the
+    server's socket) that short piece waits for our delayed ACK, about 40 ms per message on
+    Linux: 50 messages then take 2 s instead of a few ms.
+    """
+    msg = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    with connect(host, port, timeout=within) as s:
+        t0 = time.monotonic()
+        for i in range(count):
+            s.sendall(msg)
+            got = bytearray()
+            while len(got) < size:
+                chunk = s.recv(size - len(got))
+                if not chunk:
+                    raise Failure("EOF after %d of %d bytes of message %d" % (len(got), size, i))
+                got += chunk
+            if got != msg:
+                bad = next(j for j in range(size) if got[j] != msg[j])
+                raise Failure(describe_mismatch(msg, bytes(got), bad))
+        took = time.monotonic() - t0
+    if took > scaled(within):
+        raise Failure("%d round trips of %d bytes took %.2f s (%.1f ms each; allowed %.2f s): "
+                      "does each reply wait for a delayed ACK (Nagle)?"
+                      % (count, size, took, took * 1000 / count, scaled(within)))
+    return "%d round trips of %d bytes in %.3f s (%.2f ms each)" % (count, size, took, took * 1000 / count)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="netkit", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
