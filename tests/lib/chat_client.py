@@ -277,9 +277,12 @@ def pipe_empty(path, full, timeout):
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     try:
         # Full is at most the pipe's size: a user past fs.pipe-user-pages-soft (a busy machine
-        # with many pipes open) gets new pipes of one page, which never hold 64 KiB.
+        # with many pipes open) gets new pipes of one page, which never hold 64 KiB. And a
+        # full pipe holds up to a page less: a reader that stopped in the middle of a page
+        # leaves that page's slot taken, the writer blocked, and FIONREAD short of the size
+        # (the client stops reading stdin at its 1 MiB mark, wherever that falls).
         if full:
-            full = min(full, fcntl.fcntl(fd, 1032))  # F_GETPIPE_SZ
+            full = min(full, fcntl.fcntl(fd, 1032)) - os.sysconf("SC_PAGE_SIZE") + 1  # F_GETPIPE_SZ
         deadline = time.monotonic() + scaled(timeout)
         while True:
             n = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
