@@ -348,6 +348,10 @@ static void *worker_main(void *arg)
     // No lock is held while the job runs: that is the whole point.
     while ((j = jq_pop(&p->jobs)) != NULL) {
         job_run(j, pool_aborted, p);
+        if (j->status == JOB_ABORTED)
+            atomic_fetch_add_explicit(&p->n_aborted, 1, memory_order_relaxed);
+        else if (pool_aborted(p))
+            atomic_fetch_add_explicit(&p->n_late, 1, memory_order_relaxed);
         cq_push(&p->done, j);
     }
     return NULL;
@@ -357,6 +361,8 @@ int pool_start(struct pool *p, int workers, size_t cap)
 {
     memset(p, 0, sizeof *p);
     atomic_init(&p->abort, false);
+    atomic_init(&p->n_aborted, 0);
+    atomic_init(&p->n_late, 0);
     int rc = jq_init(&p->jobs, cap);
     if (rc != 0) {
         log_msg("job queue: %s", strerror(rc));

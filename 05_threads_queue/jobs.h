@@ -151,6 +151,11 @@ struct pool {
     pthread_t *threads;
     int nthreads;
     atomic_bool abort;  // pool_abort: running jobs end early (job_run asks)
+    // Counted by the workers for the stop line (the shutdown test compares the
+    // clients' replies with them): jobs that ended JOB_ABORTED, and jobs that
+    // ended in full with the abort flag already up (they did not notice it,
+    // or were in their last steps when it rose).
+    atomic_ulong n_aborted, n_late;
 };
 
 // Starts WORKERS threads (1 or more) on a job queue of CAP. The caller must

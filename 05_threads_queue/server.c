@@ -938,6 +938,15 @@ static bool all_lingering(void)
     return true;
 }
 
+// The CPU time this process has used, in microseconds (or 0 if unknown).
+static long long cpu_us(void)
+{
+    struct timespec t;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t) == -1)
+        return 0;
+    return (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
 // Stopping, the workers joined: turns until every connection has closed
 // (the client's EOF after our FIN), a quiet turn with all of them
 // lingering, or DEADLINE (now_ms).
@@ -1021,13 +1030,22 @@ static void stop_serving(void)
         // Results back but not delivered yet are not running: taken first, the
         // count below names only the jobs a worker still runs.
         deliver_results();
+        // The CPU the process spends from the abort to the join is what the
+        // aborted jobs took to notice it (this thread only waits): a figure
+        // the machine's load does not stretch, unlike the time (a test reads it).
+        long long cpu0 = -1;
         if (in_flight > 0) {
             if (any_job_awaited())
                 log_msg("%lu job%s still running after %d ms: aborting", in_flight,
                         in_flight == 1 ? "" : "s", DRAIN_MS);
+            cpu0 = cpu_us();
             pool_abort(&pool);
         }
+        long long t_abort = now_ms();
         pool_join(&pool);
+        if (cpu0 != -1)
+            log_msg("aborted: workers joined after %lld ms, %lld us of CPU", now_ms() - t_abort,
+                    cpu_us() - cpu0);
         // What finished since the last turn, or was aborted ("ERR stopping"):
         // delivered like any result (conn_update sends it, then our FIN).
         deliver_results();
@@ -1110,6 +1128,8 @@ int main(int argc, char **argv)
     stop_serving();  // joins the workers: nothing but this thread touches the pool after it
     unsigned long long wakes = use_pool ? pool.done.wakes : 0;
     unsigned long long max_wait = use_pool ? pool.done.max_wait_us : 0;
+    unsigned long long aborted = use_pool ? atomic_load(&pool.n_aborted) : 0;
+    unsigned long long late = use_pool ? atomic_load(&pool.n_late) : 0;
     if (use_pool)
         pool_destroy(&pool);
     if (close(listen_fd) == -1) {
@@ -1122,8 +1142,9 @@ int main(int argc, char **argv)
     free(by_fd);
     log_msg("stopped after %llu requests, %llu jobs queued, %llu inline, %llu busy, "
             "%llu cancelled, %llu results, %llu dropped, %llu wakeups, %llu eventfd writes, "
-            "%llu most per wakeup, %llu us longest lock wait, %llu epoll_wait, %llu pauses",
+            "%llu most per wakeup, %llu us longest lock wait, %llu epoll_wait, %llu pauses, "
+            "%llu aborted, %llu finished after the abort",
             n_requests, n_pooled, n_inline, n_busy, n_cancelled, n_results, n_dropped, n_wakeups,
-            wakes, n_max_batch, max_wait, n_waits, n_pauses);
+            wakes, n_max_batch, max_wait, n_waits, n_pauses, aborted, late);
     return ok ? 0 : 1;
 }
