@@ -956,7 +956,7 @@ def drain_refuses_new(host, port, pid, size, window, log, timeout=10.0):
     receive window, reading none), SIGTERM, and once the server's log (file `log`) says
     `stopping:` (a client that came before the server saw the signal may rightly be served)
     client B connects and sends one byte while the server is still draining A (it cannot
-    finish: A reads nothing). For `window` seconds
+    finish: A reads nothing). For `window` seconds (not scaled: it must end inside the drain)
     B must get no echo; the server must still be running at the end of the window (else the
     check proved nothing: ProbeError). Then A and B are closed."""
     a = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -977,7 +977,9 @@ def drain_refuses_new(host, port, pid, size, window, log, timeout=10.0):
                 raise Failure("no 'stopping:' line in %s within %.1f s of SIGTERM" % (log, scaled(timeout)))
             time.sleep(0.005)  # poll interval of a loop with a deadline
         b = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        b.settimeout(scaled(window))
+        # Not scaled: the window must end inside the server's drain, whose 1 s (DRAIN_MS) no
+        # TIMEOUT_SCALE stretches; and an echo to B, the bug, would come within milliseconds.
+        b.settimeout(window)
         try:
             b.connect((host, port))
             b.sendall(b"x")
@@ -1001,7 +1003,7 @@ def drain_refuses_new(host, port, pid, size, window, log, timeout=10.0):
         reset_close(a)
         if b is not None:
             b.close()
-    return "client B, connected after SIGTERM while A was still draining, got no echo in %.1f s" % scaled(window)
+    return "client B, connected after SIGTERM while A was still draining, got no echo in %.1f s" % window
 
 
 class CannotInspect(Exception):
