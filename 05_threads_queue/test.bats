@@ -526,7 +526,11 @@ inflight_at_stop() {
     deadline=$(($(now_ms) + $(scaled_ms 10)))
     until socks=$(awk -v p=":$(printf '%04X' "$PORT")" '$2 ~ p"$" && $4 == "01" { n++; split($5, q, ":"); if (q[2] != "00000000") u++ } END { print n + 0, u + 0 }' /proc/net/tcp) &&
         [[ $socks == "$w 0" ]]; do
-        ! has_exited "$bg" || fail "the client ended early (sockets, with bytes unread: $socks): $(cat "$BATS_TEST_TMPDIR/during.out" "$BATS_TEST_TMPDIR/during.err" 2>/dev/null)" || return
+        if has_exited "$bg"; then
+            local st=0
+            wait "$bg" || st=$?
+            fail "the client ended (status $st) before the server read every request (sockets, with bytes unread: $socks): $(cat "$BATS_TEST_TMPDIR/during.out")" || return
+        fi
         (($(now_ms) < deadline)) || fail "the server did not read every request within $(scaled_ms 10) ms: (sockets, with bytes unread): $socks" || return
         sleep 0.02   # poll interval of a loop with a deadline
     done
