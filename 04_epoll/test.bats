@@ -155,7 +155,9 @@ scaled_s() {
     local m pauses resumes
     for m in "${MODES[@]}"; do
         start_server server -m "$m" --max-output 16384
-        netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 65536 --pause-ms 0
+        # --pause-ms 1: a reader that keeps up leaves the server's 4 MiB send buffer room for
+        # everything, and nothing queues (it happened in CI: 0 short sends, 0 pauses).
+        netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 65536 --pause-ms 1
         stop_server
         pauses=$(counter "pauses") && resumes=$(counter "resumes") || return
         ((pauses > 0)) || fail "$m: the server never paused reading: back-pressure did not engage"
