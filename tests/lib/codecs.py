@@ -443,7 +443,7 @@ def frame_at(host, port, codec_name, size, accepted, timeout, crlf=False):
         s.close()
 
 
-def big_len(host, port, size, seed, timeout, rcvbuf=None):
+def big_len(host, port, size, seed, timeout, rcvbuf=None, pause_ms=0):
     rng = random.Random(seed)
     body = rng.randbytes(size)
     s = connect(host, port, rcvbuf=rcvbuf)
@@ -466,6 +466,8 @@ def big_len(host, port, size, seed, timeout, rcvbuf=None):
                 continue
             if not chunk:
                 raise Failure("big-len: EOF after %d of %d body bytes" % (off, size))
+            if pause_ms:
+                time.sleep(pause_ms / 1000)  # a slow reader on purpose, however fast the server
             if len(header) < 4:
                 take = 4 - len(header)
                 header += chunk[:take]
@@ -1139,6 +1141,7 @@ def main(argv=None):
     p = add("big-len", "one big len frame, streamed")
     p.add_argument("--size", type=int, default=10 << 20)
     p.add_argument("--rcvbuf", type=int, help="SO_RCVBUF: a small one makes a slow reader")
+    p.add_argument("--pause-ms", type=float, default=0, help="sleep this long after each read")
     p = add("resp", "a pipelined RESP script")
     p.add_argument("--splits", choices=["random", "bytes", "none"], default="random")
     p = add("resp-fill", "SETs past the table's key limit")
@@ -1160,7 +1163,7 @@ def main(argv=None):
         elif a.cmd == "frame-at":
             msg = frame_at(a.host, a.port, a.codec, a.size, a.accepted, a.timeout, a.crlf)
         elif a.cmd == "big-len":
-            msg = big_len(a.host, a.port, a.size, a.seed, a.timeout, a.rcvbuf)
+            msg = big_len(a.host, a.port, a.size, a.seed, a.timeout, a.rcvbuf, a.pause_ms)
         elif a.cmd == "resp":
             msg = resp(a.host, a.port, a.splits, a.seed, a.timeout)
         elif a.cmd == "resp-fill":
