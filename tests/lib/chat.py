@@ -548,6 +548,9 @@ def drain(host, port, pid, nlines, size, timeout):
         if held is not None and sum(len(t) + 4 for t in texts) > held:
             break
     os.kill(pid, signal.SIGTERM)
+    # The reader reads only once the server has queued the notices and is back in epoll_wait:
+    # a notice judged under the cap meets a full kernel then, and drops the reader.
+    wait_stopped_and_waiting(log, pid, timeout)
     reader.reading = True
     room.update(reader)
     read_lines(room, reader, texts, 0, timeout)
@@ -945,6 +948,32 @@ def log_matches(path, regex):
         return [m for m in (re.search(regex, line) for line in f) if m]
 
 
+def in_epoll_wait(pid):
+    """Whether process PID (its main thread) is blocked in epoll_wait, read from /proc:
+    wchan names the kernel function (ep_poll); where it is hidden ("0"), the system call
+    number (epoll_wait 232 or epoll_pwait 281 on x86_64, epoll_pwait 22 on aarch64)."""
+    nrs = {"x86_64": ("232", "281"), "aarch64": ("22",)}.get(os.uname().machine, ())
+    try:
+        with open("/proc/%d/wchan" % pid) as f:
+            wchan = f.read()
+        with open("/proc/%d/syscall" % pid) as f:
+            sysno = f.read().split(" ")[0]
+    except OSError:
+        return False
+    return "ep_poll" in wchan or sysno in nrs
+
+
+def wait_stopped_and_waiting(log, pid, timeout):
+    """After SIGTERM: until the server has logged `stopping:` and sits in epoll_wait again,
+    that is, has queued every notice and written what the kernel took (bounded, scaled)."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not (log_matches(log, r"stopping: ") and in_epoll_wait(pid)):
+        if time.monotonic() > deadline:
+            raise Failure("the server did not log `stopping:` and wait again within %.1f s"
+                          % scaled(timeout))
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+
+
 def stalled_pair(host, port, size, timeout):
     """A reader (SO_RCVBUF 4 KiB) that has read its welcome and the sender's arrival, then
     stops reading, and a sender named `s`. Returns room, reader, sender, send(n, size) (the
@@ -1162,6 +1191,9 @@ def capfill(host, port, log, pid, cap, then, timeout):
                                        "s: " + texts[i] if i < len(texts) else "")
         return "kept with exactly %d bytes queued, dropped with %d" % (cap, cap + 5)
     os.kill(pid, signal.SIGTERM)
+    # The reader reads only once the server has queued the notices and is back in epoll_wait:
+    # a notice judged under the cap meets a full kernel then, and drops the reader.
+    wait_stopped_and_waiting(log, pid, timeout)
     reader.reading = True
     room.update(reader)
     read_lines(room, reader, texts, 0, timeout)
