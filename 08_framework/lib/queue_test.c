@@ -1,0 +1,626 @@
+// queue_test.c: holds a loop's task queue, its eventfd wakeups and its descriptor dispatch to
+// loop.h's promises, on real loops in real threads. A test binary (test.bats runs it).
+//
+//   1. 8 producer threads post 20000 tasks each to one loop: every task runs once, on the
+//      loop's thread, each producer's in the order posted; wakeups written <= posts;
+//   2. posts to a loop that is busy (asleep in a task) write exactly one wakeup per
+//      empty -> non-empty transition of its queue, and the loop reads each;
+//   3. a task that posts to its own loop (1000 times in a chain): no deadlock, each runs in a
+//      later turn, without waiting, with no wakeup written;
+//   4. a timer callback that posts to its own loop: the task runs in a later turn;
+//   5. lost wakeups: one task posted, waited for, 100000 times; then two producers posting
+//      in bursts (a lost wakeup leaves a task unrun: the wait's deadline fails the test);
+//   6. descriptors: a hang-up alone (pipe writer closed: EPOLLHUP/POLLHUP without IN) is
+//      readable; an error alone (pipe reader closed under a full pipe: EPOLLERR) is
+//      writable; a watch for nothing (0) is quiet until rewatched; a watch removed by an
+//      earlier handler of the same turn is not called.
+// Every wait has a deadline (x TIMEOUT_SCALE) and a watchdog bounds every part, so a deadlock
+// or a lost wakeup fails the test instead of hanging it.
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "poller.h"
+
+// ------------------------------------------------------------------------- test helpers
+
+static double scale = 1;  // TIMEOUT_SCALE
+
+static void fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("FAIL: ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    _exit(1);  // other threads may be stuck (that can be the failure): do not wait for them
+}
+
+static void check(int ok, const char *what)
+{
+    if (!ok)
+        fail("%s", what);
+    printf("ok: %s\n", what);
+    fflush(stdout);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+// The watchdog: fails the test when a part runs longer than its limit (a deadlock in a post,
+// a lost wakeup), whatever thread is stuck.
+static pthread_mutex_t dog_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t dog_cond = PTHREAD_COND_INITIALIZER;
+static const char *dog_what;
+static struct timespec dog_deadline;
+
+static void *watchdog(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&dog_lock);
+    for (;;) {
+        if (dog_what == NULL) {
+            pthread_cond_wait(&dog_cond, &dog_lock);
+            continue;
+        }
+        int err = pthread_cond_timedwait(&dog_cond, &dog_lock, &dog_deadline);
+        if (err == ETIMEDOUT && dog_what != NULL)
+            fail("%s: still running at its deadline (a deadlock or a lost wakeup)", dog_what);
+    }
+    return NULL;
+}
+
+static struct timespec realtime_in(double seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double s = ts.tv_nsec / 1e9 + seconds * scale;
+    ts.tv_sec += (time_t)s;
+    ts.tv_nsec = (long)((s - (double)(time_t)s) * 1e9);
+    return ts;
+}
+
+// Arms the watchdog for the part WHAT: SECONDS (x TIMEOUT_SCALE) from now.
+static void part(const char *what, double seconds)
+{
+    pthread_mutex_lock(&dog_lock);
+    dog_what = what;
+    dog_deadline = realtime_in(seconds);
+    pthread_cond_signal(&dog_cond);
+    pthread_mutex_unlock(&dog_lock);
+    printf("-- %s\n", what);
+    fflush(stdout);
+}
+
+// Waits for S, at most SECONDS (x TIMEOUT_SCALE); fails with WHAT after that.
+static void wait_sem(sem_t *s, double seconds, const char *what)
+{
+    struct timespec dl = realtime_in(seconds);
+    while (sem_timedwait(s, &dl) == -1) {
+        if (errno == ETIMEDOUT)
+            fail("%s: not within %.1f s", what, seconds * scale);
+        if (errno != EINTR)
+            fail("sem_timedwait: %s", strerror(errno));
+    }
+}
+
+// A loop running in a thread of its own.
+struct runner {
+    rx_loop *loop;
+    pthread_t thread;
+    int rc;
+};
+
+static void *runner_main(void *arg)
+{
+    struct runner *r = arg;
+    r->rc = loop_run(r->loop);
+    return NULL;
+}
+
+static void runner_start(struct runner *r, const char *name)
+{
+    r->loop = loop_new(name);
+    if (r->loop == NULL)
+        fail("loop_new");
+    int err = pthread_create(&r->thread, NULL, runner_main, r);
+    if (err != 0)
+        fail("pthread_create: %s", strerror(err));
+}
+
+static void stop_task(void *arg)
+{
+    loop_stop(arg);
+}
+
+// Posts loop_stop to R's loop, joins its thread (with a deadline), fills ST, frees the loop.
+static void runner_finish(struct runner *r, struct loop_stats *st)
+{
+    if (rx_loop_post(r->loop, stop_task, r->loop) == -1)
+        fail("rx_loop_post(stop)");
+    struct timespec dl = realtime_in(10);
+    int err = pthread_timedjoin_np(r->thread, NULL, &dl);
+    if (err != 0)
+        fail("the loop thread did not end after loop_stop: %s", strerror(err));
+    if (r->rc != 0)
+        fail("loop_run returned %d", r->rc);
+    loop_get_stats(r->loop, st);
+    loop_free(r->loop);
+}
+
+static void post(rx_loop *loop, void (*fn)(void *), void *arg)
+{
+    if (rx_loop_post(loop, fn, arg) == -1)
+        fail("rx_loop_post: out of memory");
+}
+
+// The current turn of the loop the calling thread runs (loop thread only).
+static unsigned long long turn_now(void)
+{
+    struct loop_stats st;
+    loop_get_stats(rx_loop_current(), &st);
+    return st.turns;
+}
+
+static unsigned long long written_now(void)
+{
+    struct loop_stats st;
+    loop_get_stats(rx_loop_current(), &st);
+    return st.wakeups_written;
+}
+
+// ------------------------------------------------------------ 1. many producers, one loop
+
+enum { PRODUCERS = 8, PER_PRODUCER = 20000 };
+
+static rx_loop *order_loop;
+static size_t next_seq[PRODUCERS];  // loop thread only
+static unsigned long order_errors, foreign_thread;
+static pthread_barrier_t go;
+
+static void order_task(void *arg)
+{
+    uintptr_t v = (uintptr_t)arg;
+    size_t p = v / PER_PRODUCER, seq = v % PER_PRODUCER;
+    if (rx_loop_current() != order_loop)
+        foreign_thread++;
+    if (seq != next_seq[p])
+        order_errors++;
+    next_seq[p] = seq + 1;
+}
+
+static void *producer(void *arg)
+{
+    uintptr_t p = (uintptr_t)arg;
+    pthread_barrier_wait(&go);  // all at once: the queue's lock is contended
+    for (uintptr_t i = 0; i < PER_PRODUCER; i++)
+        post(order_loop, order_task, (void *)(p * PER_PRODUCER + i));
+    return NULL;
+}
+
+static void test_producers(void)
+{
+    part("1. 8 producers, one loop", 60);
+    struct runner r;
+    runner_start(&r, "consumer");
+    order_loop = r.loop;
+    pthread_t th[PRODUCERS];
+    pthread_barrier_init(&go, NULL, PRODUCERS);
+    for (uintptr_t p = 0; p < PRODUCERS; p++)
+        if (pthread_create(&th[p], NULL, producer, (void *)p) != 0)
+            fail("pthread_create");
+    for (int p = 0; p < PRODUCERS; p++)
+        pthread_join(th[p], NULL);
+    pthread_barrier_destroy(&go);
+    struct loop_stats st;
+    runner_finish(&r, &st);
+    unsigned long long want = (unsigned long long)PRODUCERS * PER_PRODUCER + 1;  // + the stop
+    int all = 1;
+    for (int p = 0; p < PRODUCERS; p++)
+        all = all && next_seq[p] == PER_PRODUCER;
+    printf("   %llu posts, %llu tasks run, %llu wakeups written, %llu read, %llu turns\n",
+           st.posts, st.tasks_run, st.wakeups_written, st.wakeups_read, st.turns);
+    check(st.posts == want && st.tasks_run == want, "every one of 160001 posted tasks ran once");
+    check(all && order_errors == 0, "each producer's tasks ran in the order it posted them");
+    check(foreign_thread == 0, "every task ran on the loop's thread (rx_loop_current)");
+    check(st.wakeups_written <= st.posts, "at most one wakeup written per post");
+    check(st.wakeups_read <= st.wakeups_written, "no more wakeups read than written");
+}
+
+// ------------------------------------------------ 2. exactly one wakeup per transition
+
+enum { ROUNDS = 200, BATCH = 50 };
+
+static sem_t gate_entered, gate_open, batch_done;
+static unsigned long batch_runs;  // loop thread only
+
+static void gate_task(void *arg)
+{
+    (void)arg;
+    sem_post(&gate_entered);
+    wait_sem(&gate_open, 10, "the gate task's release");
+}
+
+static void batch_task(void *arg)
+{
+    batch_runs++;
+    if (arg != NULL)
+        sem_post(&batch_done);
+}
+
+static void test_exact_wakeups(void)
+{
+    part("2. one wakeup per empty -> non-empty transition", 60);
+    sem_init(&gate_entered, 0, 0);
+    sem_init(&gate_open, 0, 0);
+    sem_init(&batch_done, 0, 0);
+    struct runner r;
+    runner_start(&r, "sleeper");
+    for (int round = 0; round < ROUNDS; round++) {
+        // The loop is idle (or ending the last round's turn): its queue is empty, so this
+        // post writes a wakeup. The gate task then holds the loop in step 3, after its swap:
+        // the batch lands in an empty queue and only its first post may write a wakeup.
+        post(r.loop, gate_task, NULL);
+        wait_sem(&gate_entered, 10, "the gate task");
+        for (int i = 0; i < BATCH; i++)
+            post(r.loop, batch_task, i == BATCH - 1 ? &batch_done : NULL);
+        sem_post(&gate_open);
+        wait_sem(&batch_done, 10, "a batch posted to a busy loop");
+    }
+    struct loop_stats st;
+    runner_finish(&r, &st);
+    unsigned long long transitions = 2 * ROUNDS + 1;  // gate, batch per round; the stop
+    printf("   %llu posts, %llu wakeups written, %llu read, %llu turns\n", st.posts,
+           st.wakeups_written, st.wakeups_read, st.turns);
+    check(batch_runs == (unsigned long)ROUNDS * BATCH, "every batched task ran");
+    check(st.wakeups_written == transitions,
+          "exactly one wakeup written per empty -> non-empty transition (401 for 10201 posts)");
+    check(st.wakeups_read == st.wakeups_written, "... and each one read by the loop");
+    sem_destroy(&gate_entered);
+    sem_destroy(&gate_open);
+    sem_destroy(&batch_done);
+}
+
+// ------------------------------------------------------- 3. a task posting to its own loop
+
+enum { CHAIN = 1000 };
+
+static sem_t chain_done;
+static unsigned long long chain_turn, chain_written;
+static unsigned long chain_len, chain_bad_turns;
+
+static void chain_task(void *arg)
+{
+    (void)arg;
+    unsigned long long t = turn_now();
+    if (chain_len > 0 && t <= chain_turn)
+        chain_bad_turns++;  // ran in the turn that posted it
+    chain_turn = t;
+    if (chain_len == 0)
+        chain_written = written_now();
+    if (++chain_len == CHAIN) {
+        chain_written = written_now() - chain_written;
+        sem_post(&chain_done);
+        return;
+    }
+    post(rx_loop_current(), chain_task, NULL);
+}
+
+static void test_self_post(void)
+{
+    part("3. a task posting to its own loop", 30);
+    sem_init(&chain_done, 0, 0);
+    struct runner r;
+    runner_start(&r, "self");
+    // The loop has no timers and no other descriptor: if a self-posted task waited for a
+    // wakeup, nothing would ever come, and the deadline fails the test.
+    post(r.loop, chain_task, NULL);
+    wait_sem(&chain_done, 10, "a chain of 1000 tasks each posted by the one before");
+    struct loop_stats st;
+    runner_finish(&r, &st);
+    check(chain_len == CHAIN, "a task posted to its own loop runs (no deadlock), 1000 in a chain");
+    check(chain_bad_turns == 0, "each ran in a later turn than the task that posted it");
+    check(chain_written == 0, "posts from the loop's own thread wrote no wakeup");
+}
+
+// ------------------------------------------------- 4. a timer callback posting to its loop
+
+static sem_t timer_done;
+static unsigned long long timer_turn, timer_task_turn;
+
+static void after_timer_task(void *arg)
+{
+    (void)arg;
+    timer_task_turn = turn_now();
+    sem_post(&timer_done);
+}
+
+static void post_from_timer(rx_loop *loop, rx_timer *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    timer_turn = turn_now();
+    post(loop, after_timer_task, NULL);
+}
+
+static void start_timer_task(void *arg)
+{
+    (void)arg;
+    if (rx_timer_start(rx_loop_current(), 5, 0, post_from_timer, NULL) == NULL)
+        fail("rx_timer_start");
+}
+
+static void test_post_from_timer(void)
+{
+    part("4. a timer callback posting to its own loop", 30);
+    sem_init(&timer_done, 0, 0);
+    struct runner r;
+    runner_start(&r, "timerpost");
+    post(r.loop, start_timer_task, NULL);
+    wait_sem(&timer_done, 10, "a task posted by a one-shot timer's callback (no timer left)");
+    struct loop_stats st;
+    runner_finish(&r, &st);
+    check(timer_task_turn > timer_turn, "a task posted from a timer callback runs, in a later turn");
+    check(st.timers_fired == 1 && st.timers == 0, "the one-shot timer fired once and was freed");
+}
+
+// ---------------------------------------------------------------- 5. lost wakeups
+
+enum { PINGS = 100000, BURSTERS = 2, BURSTS = 300, BURST = 64 };
+
+static sem_t pong;
+
+static void ping_task(void *arg)
+{
+    sem_post(arg);
+}
+
+static rx_loop *burst_loop;
+static sem_t burst_done[BURSTERS];
+
+static void *burster(void *arg)
+{
+    uintptr_t b = (uintptr_t)arg;
+    for (int i = 0; i < BURSTS; i++) {
+        for (int k = 0; k < BURST; k++)
+            post(burst_loop, k == BURST - 1 ? ping_task : batch_task,
+                 k == BURST - 1 ? (void *)&burst_done[b] : NULL);
+        wait_sem(&burst_done[b], 10, "a burst's last task (lost wakeup?)");
+    }
+    return NULL;
+}
+
+static void test_lost_wakeups(void)
+{
+    part("5. lost wakeups: post, wait, 100000 times", 240);
+    sem_init(&pong, 0, 0);
+    struct runner r;
+    runner_start(&r, "pingpong");
+    double t0 = now_s();
+    for (int i = 0; i < PINGS; i++) {
+        post(r.loop, ping_task, &pong);
+        // The loop waits with no timer: a lost wakeup leaves this task unrun for good.
+        wait_sem(&pong, 10, "a task posted to an idle loop (lost wakeup)");
+    }
+    double dt = now_s() - t0;
+    struct loop_stats st;
+    runner_finish(&r, &st);
+    printf("   %d round trips in %.2f s (%.1f us each), %llu wakeups written\n", PINGS, dt,
+           dt * 1e6 / PINGS, st.wakeups_written);
+    check(st.tasks_run == PINGS + 1, "100000 tasks posted one at a time to an idle loop all ran");
+
+    part("5b. lost wakeups: two producers posting in bursts", 120);
+    batch_runs = 0;
+    runner_start(&r, "bursts");
+    burst_loop = r.loop;
+    pthread_t th[BURSTERS];
+    for (uintptr_t b = 0; b < BURSTERS; b++) {
+        sem_init(&burst_done[b], 0, 0);
+        if (pthread_create(&th[b], NULL, burster, (void *)b) != 0)
+            fail("pthread_create");
+    }
+    for (int b = 0; b < BURSTERS; b++)
+        pthread_join(th[b], NULL);
+    runner_finish(&r, &st);
+    printf("   %llu posts, %llu wakeups written, %llu turns\n", st.posts, st.wakeups_written,
+           st.turns);
+    check(st.tasks_run == (unsigned long long)BURSTERS * BURSTS * BURST + 1,
+          "2 x 300 bursts of 64 posts racing the loop's swap all ran");
+}
+
+// ----------------------------------------------------------------------- 6. descriptors
+
+struct probe {
+    struct watch w;
+    unsigned ready;  // the events of its last call
+    unsigned calls;
+    sem_t called;
+};
+
+static void probe_cb(struct watch *w, unsigned ready)
+{
+    struct probe *p = (struct probe *)w;
+    p->ready = ready;
+    p->calls++;
+    loop_unwatch(rx_loop_current(), w);  // once is enough (level-triggered: else every turn)
+    sem_post(&p->called);
+}
+
+static struct probe hup_probe, err_probe;
+static int hup_fds[2], err_fds[2];
+static sem_t watching;
+
+static void make_pipe(int fds[2])
+{
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) == -1)
+        fail("pipe2: %s", strerror(errno));
+}
+
+static void watch_task(void *arg)
+{
+    struct probe *p = arg;
+    if (loop_watch(rx_loop_current(), &p->w, p->w.events) == -1)
+        fail("loop_watch: %s", strerror(errno));
+    sem_post(&watching);
+}
+
+static void probe_init(struct probe *p, int fd, unsigned events)
+{
+    memset(p, 0, sizeof *p);
+    p->w = (struct watch){fd, events, probe_cb};
+    sem_init(&p->called, 0, 0);
+}
+
+// Quiet watch: 20 turns pass (a self-posting chain, waits of 0) with nothing reported.
+static struct probe quiet_probe;
+static int quiet_fds[2];
+static unsigned quiet_turns, quiet_calls_before;
+
+static void quiet_task(void *arg)
+{
+    (void)arg;
+    if (++quiet_turns < 20) {
+        post(rx_loop_current(), quiet_task, NULL);
+        return;
+    }
+    quiet_calls_before = quiet_probe.calls;
+    // Now asked for reading: the hang-up is reported.
+    if (loop_rewatch(rx_loop_current(), &quiet_probe.w, LOOP_READ) == -1)
+        fail("loop_rewatch: %s", strerror(errno));
+    sem_post(&watching);
+}
+
+// Two readable pipes reported in one turn; whichever handler runs first removes and frees
+// the other's watch (ASan would see a call through the freed watch).
+struct victim {
+    struct watch w;
+    int fds[2];
+};
+static struct victim *victims[2];
+static unsigned victim_calls;
+static sem_t victims_done;
+
+static void victim_cb(struct watch *w, unsigned ready)
+{
+    (void)ready;
+    victim_calls++;
+    for (int i = 0; i < 2; i++) {
+        struct victim *v = victims[i];
+        if (v != NULL) {
+            loop_unwatch(rx_loop_current(), &v->w);
+            close(v->fds[0]);
+            close(v->fds[1]);
+            free(v);
+            victims[i] = NULL;
+        }
+    }
+    (void)w;  // freed above
+    sem_post(&victims_done);
+}
+
+static void victims_task(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 2; i++) {
+        struct victim *v = calloc(1, sizeof *v);
+        if (v == NULL)
+            fail("calloc");
+        make_pipe(v->fds);
+        if (write(v->fds[1], "x", 1) != 1)
+            fail("write: %s", strerror(errno));
+        v->w = (struct watch){v->fds[0], 0, victim_cb};
+        if (loop_watch(rx_loop_current(), &v->w, LOOP_READ) == -1)
+            fail("loop_watch: %s", strerror(errno));
+        victims[i] = v;
+    }
+}
+
+static void test_descriptors(void)
+{
+    part("6. descriptors: hang-up, error, quiet watches, unwatch in a turn", 60);
+    sem_init(&watching, 0, 0);
+    struct runner r;
+    runner_start(&r, "fds");
+
+    // A pipe's read end, its writer closed, no data: the kernel reports a hang-up alone.
+    make_pipe(hup_fds);
+    probe_init(&hup_probe, hup_fds[0], LOOP_READ);
+    post(r.loop, watch_task, &hup_probe);
+    wait_sem(&watching, 10, "loop_watch");
+    close(hup_fds[1]);
+    wait_sem(&hup_probe.called, 10, "the read end of a pipe whose writer closed (HUP alone)");
+    check(hup_probe.ready == LOOP_READ, "a hang-up alone is reported as readable");
+    close(hup_fds[0]);
+
+    // A full pipe's write end, its reader closed: an error alone (no room, so no OUT).
+    make_pipe(err_fds);
+    char junk[4096] = {0};
+    while (write(err_fds[1], junk, sizeof junk) > 0)
+        ;
+    if (errno != EAGAIN)
+        fail("filling a pipe: %s", strerror(errno));
+    probe_init(&err_probe, err_fds[1], LOOP_WRITE);
+    post(r.loop, watch_task, &err_probe);
+    wait_sem(&watching, 10, "loop_watch");
+    close(err_fds[0]);
+    wait_sem(&err_probe.called, 10, "the write end of a full pipe whose reader closed (ERR alone)");
+    check(err_probe.ready == LOOP_WRITE, "an error alone is reported as writable");
+    close(err_fds[1]);
+
+    // Watched for nothing: a hang-up on it must not be reported (nor spin the loop).
+    make_pipe(quiet_fds);
+    close(quiet_fds[1]);
+    probe_init(&quiet_probe, quiet_fds[0], 0);
+    post(r.loop, watch_task, &quiet_probe);
+    wait_sem(&watching, 10, "loop_watch");
+    post(r.loop, quiet_task, NULL);
+    wait_sem(&watching, 10, "20 turns");
+    wait_sem(&quiet_probe.called, 10, "a quiet watch rewatched for reading");
+    check(quiet_calls_before == 0, "a watch for nothing (0) is not called for 20 turns of a hang-up");
+    check(quiet_probe.ready == LOOP_READ, "... and reports it once rewatched for reading");
+    close(quiet_fds[0]);
+
+    sem_init(&victims_done, 0, 0);
+    post(r.loop, victims_task, NULL);
+    wait_sem(&victims_done, 10, "two readable pipes");
+    struct loop_stats st;
+    runner_finish(&r, &st);
+    check(victim_calls == 1, "a watch removed by an earlier handler of the same turn is not called");
+    sem_destroy(&watching);
+}
+
+int main(void)
+{
+    const char *s = getenv("TIMEOUT_SCALE");
+    if (s != NULL && strtod(s, NULL) > 0)
+        scale = strtod(s, NULL);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    pthread_t dog;
+    if (pthread_create(&dog, NULL, watchdog, NULL) != 0)
+        fail("pthread_create");
+    pthread_detach(dog);
+    printf("queue_test: loop task queue, wakeups and descriptors (poller: %s)\n", poller_backend());
+    test_producers();
+    test_exact_wakeups();
+    test_self_post();
+    test_post_from_timer();
+    test_lost_wakeups();
+    test_descriptors();
+    printf("all ok\n");
+    return 0;
+}
