@@ -68,6 +68,8 @@ static uint64_t clock_ms(void)
 // Any thread. One write of 1 to the eventfd: the loop's next wait returns at once.
 static void wake(rx_loop *loop)
 {
+    // Counted before the write, so the loop it wakes never sees the wakeup uncounted.
+    atomic_fetch_add(&loop->wakeups_written, 1);
     uint64_t one = 1;
     for (;;) {
         if (write(loop->wake_fd, &one, sizeof one) == (ssize_t)sizeof one)
@@ -79,7 +81,6 @@ static void wake(rx_loop *loop)
             rx_log(RX_LOG_ERROR, "loop %s: write(eventfd): %s", loop->name, strerror(errno));
         break;
     }
-    atomic_fetch_add_explicit(&loop->wakeups_written, 1, memory_order_relaxed);
 }
 
 // Step 2's handler for the eventfd: reads (resets) it and nothing else; the tasks it announced
