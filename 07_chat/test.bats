@@ -387,7 +387,7 @@ PY
     # little enough for the 1 s drain on a busy machine (8 MiB at once left 5 MB queued,
     # which a reader under load could not take in 1 s).
     start_server server --max-output 16777216
-    chat drain --pid "$SERVER_PID" --lines 4096 --size 4000 --timeout 10
+    chat drain --pid "$SERVER_PID" --log "$SERVER_ERR" --lines 4096 --size 4000 --timeout 10
     stop_server
     local pending
     pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")

@@ -530,12 +530,13 @@ def stalled_reader(host, port, nlines, size, timeout):
     return room, reader, sender, pad
 
 
-def drain(host, port, pid, nlines, size, timeout):
+def drain(host, port, pid, log, nlines, size, timeout):
     """Lines of SIZE bytes to a reader that reads nothing, 16 at a time, until the kernel
     refuses some (/proc/net/tcp: the server holds part of them; at most NLINES), so that the
     queue in the server at SIGTERM is small enough for the 1 s drain on a busy machine, yet
-    not empty; then SIGTERM, and the reader must get every line, every byte, then
-    `* server shutting down`, then EOF."""
+    not empty; then SIGTERM, and, once the server has begun its drain (LOG says `stopping:`
+    and it waits in epoll_wait again, with output still queued for the reader), the reader
+    must get every line, every byte, then `* server shutting down`, then EOF."""
     import signal
     room, reader, sender, send, ping, texts = stalled_pair(host, port, size, timeout)
     reader_port = reader.sock.getsockname()[1]
@@ -548,8 +549,8 @@ def drain(host, port, pid, nlines, size, timeout):
         if held is not None and sum(len(t) + 4 for t in texts) > held:
             break
     os.kill(pid, signal.SIGTERM)
-    # The reader reads only once the server has queued the notices and is back in epoll_wait:
-    # a notice judged under the cap meets a full kernel then, and drops the reader.
+    # The reader reads only once the server is draining (back in epoll_wait after its
+    # `stopping:` line): a server that closed sessions with output queued has done so by then.
     wait_stopped_and_waiting(log, pid, timeout)
     reader.reading = True
     room.update(reader)
@@ -967,7 +968,9 @@ def wait_stopped_and_waiting(log, pid, timeout):
     """After SIGTERM: until the server has logged `stopping:` and sits in epoll_wait again,
     that is, has queued every notice and written what the kernel took (bounded, scaled)."""
     deadline = time.monotonic() + scaled(timeout)
-    while not (log_matches(log, r"stopping: ") and in_epoll_wait(pid)):
+    # A server that has exited is done too: what it sent is what the reader gets.
+    while not (log_matches(log, r"stopping: ") and
+               (in_epoll_wait(pid) or not os.path.exists("/proc/%d" % pid))):
         if time.monotonic() > deadline:
             raise Failure("the server did not log `stopping:` and wait again within %.1f s"
                           % scaled(timeout))
@@ -1314,6 +1317,7 @@ def main(argv=None):
     p.add_argument("--clients", type=int, default=3)
     p = add("drain", "output queued at SIGTERM still arrives")
     p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--log", required=True, help="the server's stderr")
     p.add_argument("--lines", type=int, default=2048)
     p.add_argument("--size", type=int, default=4000)
     p = add("catchup", "a slow reader catches up; then the server is idle")
@@ -1347,7 +1351,7 @@ def main(argv=None):
         elif a.cmd == "latency":
             msg = latency(a.host, a.port, a.bytes, a.probes, a.under, a.timeout)
         elif a.cmd == "drain":
-            msg = drain(a.host, a.port, a.pid, a.lines, a.size, a.timeout)
+            msg = drain(a.host, a.port, a.pid, a.log, a.lines, a.size, a.timeout)
         elif a.cmd == "catchup":
             msg = catchup(a.host, a.port, a.pid, a.lines, a.size, a.quiet, a.timeout)
         elif a.cmd == "namehold":
