@@ -116,8 +116,11 @@ static ssize_t line_decode(const rx_codec *c, void *state, const char *in, size_
 
 rx_codec rx_codec_line(size_t max)
 {
-    return (rx_codec){.name = "line", .max_frame = max, .create = line_create, .destroy = free,
-                      .decode = line_decode, .head = no_head, .tail = "\n", .tail_len = 1};
+    // chunk = max: nothing is streamed, and an io thread sizing its input buffer by
+    // min(max_frame, chunk) (io.c) holds a whole line.
+    return (rx_codec){.name = "line", .max_frame = max, .chunk = max, .create = line_create,
+                      .destroy = free, .decode = line_decode, .head = no_head, .tail = "\n",
+                      .tail_len = 1};
 }
 
 // ------------------------------------------------------------------------------ len
@@ -239,5 +242,7 @@ static size_t hdr_head(const rx_codec *c, uint16_t type, size_t len, char *head)
 
 rx_codec rx_codec_hdr(size_t max)
 {
-    return (rx_codec){.name = "hdr", .max_frame = max, .decode = hdr_decode, .head = hdr_head};
+    // chunk = max: nothing is streamed (see rx_codec_line).
+    return (rx_codec){.name = "hdr", .max_frame = max, .chunk = max, .decode = hdr_decode,
+                      .head = hdr_head};
 }

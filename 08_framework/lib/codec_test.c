@@ -1091,6 +1091,28 @@ static void test_encode(void)
     check(b1 == NULL && b2 == NULL && e1 == EMSGSIZE && e2 == EMSGSIZE,
           "rx_buf_frame: a message of 4 GiB cannot be framed by len or hdr (NULL, EMSGSIZE)");
 
+    // What an io thread may rely on to size a connection's input buffer (io.c): the most a
+    // codec ever waits for is min(max_frame, chunk) plus its head and tail, at most
+    // RX_HEAD_MAX + 1. Line waits for max + 1 bytes, hdr for max + 6, len for
+    // min(max, chunk) + 4 (longer bodies stream).
+    rx_codec small_len = rx_codec_len(10, 1000), line_big = rx_codec_line(1 << 20),
+             hdr_big = rx_codec_hdr(1 << 20);
+    struct { const rx_codec *c; size_t need; } bound[] = {
+        {&line, LMAX + 1}, {&line_big, (1 << 20) + 1}, {&hdr, HMAX + 6},
+        {&hdr_big, (1 << 20) + 6}, {&len, CHUNK + 4}, {&small_len, 10 + 4}};
+    ok = 1;
+    for (size_t i = 0; i < sizeof bound / sizeof *bound; i++) {
+        const rx_codec *c = bound[i].c;
+        size_t m = c->max_frame < c->chunk ? c->max_frame : c->chunk;
+        if (m + RX_HEAD_MAX + 1 < bound[i].need) {
+            printf("  %s (max %zu, chunk %zu) waits for %zu bytes, more than %zu\n", c->name,
+                   c->max_frame, c->chunk, bound[i].need, m + RX_HEAD_MAX + 1);
+            ok = 0;
+        }
+    }
+    check(ok, "every codec waits for at most min(max_frame, chunk) + RX_HEAD_MAX + 1 bytes "
+              "(line and hdr say chunk = max_frame: they never stream)");
+
     // The round trip: random messages framed by rx_buf_frame, decoded at random splits.
     const rx_codec *codecs[3] = {&line, &len, &hdr};
     size_t caps[3] = {LMAX + 1, CHUNK + 4, HMAX + 6};
