@@ -187,26 +187,16 @@ static void on_closed(rx_session *s, enum rx_close_reason why)
     conn_done(c);
 }
 
-// The one client of this process, for on_failed.
-static struct client *the_client;
-
-// Reconnect is off: one failed attempt ends the connection.
+// Reconnect is off: one failed attempt ends the connection. ARG is the factory's: the conn.
 static void on_failed(rx_connector *connector, int err, unsigned attempt, void *arg)
 {
+    (void)connector;
     (void)attempt;
-    (void)arg;
-    // Found by its connector, whatever the library passes as ARG.
-    struct client *cl = the_client;
-    for (unsigned i = 0; i < cl->nconns; i++) {
-        struct conn *c = &cl->conns[i];
-        if (c->connector == connector && !c->done) {
-            rx_log(RX_LOG_ERROR, "conn %u: connect to %s:%d failed: %s", i, cl->host, cl->port,
-                   strerror(err));
-            cl->errors++;
-            conn_done(c);
-            return;
-        }
-    }
+    struct conn *c = arg;
+    rx_log(RX_LOG_ERROR, "conn %u: connect to %s:%d failed: %s", c->idx, c->cl->host, c->cl->port,
+           strerror(err));
+    c->cl->errors++;
+    conn_done(c);
 }
 
 static void on_time_up(rx_loop *loop, rx_timer *t, void *arg)
@@ -335,7 +325,6 @@ int main(int argc, char **argv)
     rx_config cfg = rx_config_default();
     opt_init("pingpong_client", usage);
     parse_client(argc, argv, &cl, &cfg);
-    the_client = &cl;
 
     rx_thread_set_name("main");
     cl.conns = calloc(cl.nconns, sizeof *cl.conns);

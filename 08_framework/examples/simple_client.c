@@ -81,31 +81,13 @@ static void on_message(rx_session *s, const rx_frame *f)
         rx_server_stop(app.srv);
 }
 
+// The connector logs its own attempts ("connector HOST:PORT: reconnecting in N ms", "connect
+// failed (attempt N): ..."), and reconnects by itself unless the server is stopping.
 static void on_closed(rx_session *s, enum rx_close_reason why)
 {
     (void)s;
     stop_timer();
     rx_log(RX_LOG_INFO, "disconnected: %s", rx_close_reason_name(why));
-    // The connector waits retry_ms before its first attempt after a close (uniform in
-    // [D/2, D], rx_connect_opts); a shutdown does not reconnect.
-    if (why != RX_CLOSE_SHUTDOWN)
-        rx_log(RX_LOG_INFO, "reconnecting in %" PRIu64 "..%" PRIu64 " ms", app.opts.retry_ms / 2,
-               app.opts.retry_ms);
-}
-
-// A connect attempt failed: the wait before the next doubles with each failure, up to
-// retry_max_ms.
-static void on_failed(rx_connector *c, int err, unsigned attempt, void *arg)
-{
-    (void)c;
-    (void)arg;
-    uint64_t d = app.opts.retry_ms;
-    for (unsigned i = 1; i < attempt && d < app.opts.retry_max_ms; i++)
-        d *= 2;
-    if (d > app.opts.retry_max_ms)
-        d = app.opts.retry_max_ms;
-    rx_log(RX_LOG_INFO, "connect to %s:%d failed (attempt %u): %s; reconnecting in %" PRIu64 "..%" PRIu64 " ms",
-           app.host, app.port, attempt, strerror(err), d / 2, d);
 }
 
 static void usage(FILE *to)
@@ -182,7 +164,6 @@ int main(int argc, char **argv)
     app.count = 1;
     app.interval_ms = 1000;
     app.opts = rx_connect_opts_default();
-    app.opts.failed = on_failed;
     opt_init("simple_client", usage);
     parse(argc, argv);
 

@@ -146,7 +146,7 @@ static void after_close(rx_loop *loop, rx_timer *t, void *arg)
     if (s) {
         sfail("(c) rx_session_find(%llu) found session %s after its closed callback",
               (unsigned long long)r->id, r->name);
-        rx_send(s, "for-old\n", 8);
+        rx_send(s, "for-old", 7);
     }
 }
 
@@ -180,7 +180,7 @@ static void on_spam(rx_loop *loop, rx_timer *t, void *arg)
         return;
     }
     rx_session *s = rx_session_find(srv, spam_id);
-    if (s && rx_send(s, "for-F\n", 6) == 0)
+    if (s && rx_send(s, "for-F", 5) == 0)
         spam_sent++;
 }
 
@@ -236,7 +236,7 @@ static void cmd_close_b(rx_session *a, const char *name)
     // B is still valid for the rest of this callback (rule 2).
     if (rx_session_id(b) != rb->id)
         sfail("(a) B's id changed after its close");
-    if (rx_send(b, "after close\n", 12) != -1)
+    if (rx_send(b, "after close", 11) != -1)
         sfail("(a) rx_send to a closing session returned 0, want -1");
     if (!rx_session_closing(b))
         sfail("(a) rx_session_closing(B) is false after rx_session_close");
@@ -288,7 +288,7 @@ static void cmd_hold(rx_session *c, const char *name)
     rx_session *again = rx_session_find(srv, id);
     if (again != d)
         sfail("(b2) the session changed under a callback that was still running");
-    rx_send(d, "late\n", 5);
+    rx_send(d, "late", 4);
     rx_session_close(d, true);
     rx_send(c, "done", 4);
 }
@@ -657,7 +657,6 @@ static void *driver(void *arg)
         close(g);
         atomic_fetch_add(&rounds_c, 1);
     }
-    (void)a;
 
     // (d) timers.
     csend(c, "timers\n");
