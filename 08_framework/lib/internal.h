@@ -3,7 +3,7 @@
 //
 // The threads talk only through two kinds of message, both batched once per loop turn:
 //
-//   io thread --- struct ev (frame, eof, closed, high water) --->  main thread
+//   io thread --- struct ev (frame, eof, closed, high water, drained) --->  main thread
 //   io thread <-- struct cmd (adopt, send, notice, close, pause, resume) --- main thread
 //
 // With no io threads (io_threads 0) the main loop is also the one io loop, and neither kind
@@ -40,7 +40,7 @@ void table_free(struct table *t);
 
 // ---------------------------------------------------------------- messages
 
-enum ev_type { EV_FRAME, EV_EOF, EV_CLOSED, EV_HIGH_WATER };
+enum ev_type { EV_FRAME, EV_EOF, EV_CLOSED, EV_HIGH_WATER, EV_DRAINED };
 
 // One event in a batch: the header, then LEN bytes of frame data, padded to 8.
 struct ev {
@@ -141,6 +141,7 @@ void server_on_frame(rx_server *srv, uint64_t id, const rx_frame *f);
 void server_on_eof(rx_server *srv, uint64_t id);
 void server_on_closed(rx_server *srv, uint64_t id, enum rx_close_reason why);
 void server_on_high_water(rx_server *srv, uint64_t id, size_t queued);
+void server_on_drained(rx_server *srv, uint64_t id);
 // server.c: a connected socket (accepted, or connected by a connector) becomes a session.
 rx_session *server_adopt(rx_server *srv, int fd, struct origin *o, const struct sockaddr *peer);
 void server_post_batch(rx_server *srv, struct ev_batch *b);

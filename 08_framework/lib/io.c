@@ -307,8 +307,13 @@ static void conn_flush(struct conn *c)
     } else {
         soft_unlink(io, c);  // under it again: the clock stops
     }
-    if (c->high && queued + c->out.notice_bytes < k->high_water)
+    if (c->high && c->out.n == 0) {  // written out whole after a high water
         c->high = false;  // the next crossing is reported again
+        if (io->direct)
+            server_on_drained(io->srv, c->node.id);
+        else
+            ev_push(io, EV_DRAINED, c->node.id, 0, 0, 0, NULL, 0);
+    }
 }
 
 // ---------------------------------------------------------------------- reading

@@ -157,8 +157,11 @@ typedef struct rx_factory {
     void (*message)(rx_session *s, const rx_frame *f);
     // The last callback (rule 1): free the session's state here.
     void (*closed)(rx_session *s, enum rx_close_reason why);
-    // Optional: the session's output queue passed config.high_water (once per crossing).
+    // Optional: the session's output queue reached config.high_water (once per crossing).
     void (*high_water)(rx_session *s, size_t queued);
+    // Optional: after a high_water, its queue has been written out whole. With the two, an
+    // application pauses a session that produces faster than its peer reads, and resumes it.
+    void (*drained)(rx_session *s);
 } rx_factory;
 
 // Main thread. The session's id (never 0, never reused), state, peer ("127.0.0.1:40000").

@@ -250,6 +250,13 @@ void server_on_high_water(rx_server *srv, uint64_t id, size_t queued)
         s->origin->factory.high_water(s, queued);
 }
 
+void server_on_drained(rx_server *srv, uint64_t id)
+{
+    rx_session *s = find(srv, id);
+    if (s != NULL && s->state == SS_OPEN && s->origin->factory.drained)
+        s->origin->factory.drained(s);
+}
+
 void server_on_closed(rx_server *srv, uint64_t id, enum rx_close_reason why)
 {
     rx_session *s = find(srv, id);
@@ -288,6 +295,7 @@ static void dispatch_batch(void *arg)
         case EV_EOF: server_on_eof(srv, e->id); break;
         case EV_CLOSED: server_on_closed(srv, e->id, e->arg); break;
         case EV_HIGH_WATER: server_on_high_water(srv, e->id, e->total); break;
+        case EV_DRAINED: server_on_drained(srv, e->id); break;
         default: break;
         }
     }
