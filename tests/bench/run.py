@@ -49,6 +49,9 @@ SERVERS = [
     ("03_poll", "03_poll/server", [], None),
     ("04_epoll_lt", "04_epoll/server", ["-m", "lt"], None),
     ("04_epoll_et", "04_epoll/server", ["-m", "et"], None),
+    ("08_t0", "08_framework/examples/echo", ["-t", "0"], None),
+    ("08_t1", "08_framework/examples/echo", ["-t", "1"], None),
+    ("08_t2", "08_framework/examples/echo", ["-t", "2"], None),
     ("min_echo", "tests/bench/peers/min_echo", [], None),
     ("libevent", "tests/bench/peers/libevent_echo", [], None),
 ]
@@ -613,7 +616,11 @@ def write_reports(started, servers, medians, mem, sysc):
     pairs = [("04_epoll_lt", "min_echo"), ("04_epoll_et", "min_echo"),
              ("04_epoll_lt", "03_poll"), ("04_epoll_et", "03_poll"), ("03_poll", "02_select"),
              ("04_epoll_lt", "libevent"), ("04_epoll_et", "libevent"),
-             ("02_select", "01_thread")]
+             ("02_select", "01_thread"),
+             # 08: the framework beside the minimal loop and stage 04 (-t 0), the cost of the
+             # hop to an io thread (-t 1 / -t 0), and the libevent peer.
+             ("08_t0", "04_epoll_lt"), ("08_t0", "min_echo"), ("08_t0", "libevent"),
+             ("08_t1", "08_t0"), ("08_t2", "08_t0")]
     md += ["## Ratios (side by side, this run)", "",
            "A / B. msgs/s above 1: A served more messages per second. CPU above 1: A spent "
            "more server CPU per message.", "",
