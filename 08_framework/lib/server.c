@@ -282,6 +282,7 @@ static void dispatch_batch(void *arg)
     struct ev_batch *b = arg;
     rx_server *srv = b->srv;
     srv->st.batches++;
+    // LAB BEGIN dispatch_batch: walk the batch's events in order (each a struct ev, then its LEN bytes padded to 8) and hand each to server_on_frame / _eof / _closed / _high_water / _drained
     for (size_t off = 0; off < b->len;) {
         const struct ev *e = (const struct ev *)(b->p + off);
         off += sizeof *e + ((e->len + 7) & ~(size_t)7);
@@ -299,6 +300,7 @@ static void dispatch_batch(void *arg)
         default: break;
         }
     }
+    // LAB END
     free(b->p);
     free(b);
 }
