@@ -1,0 +1,409 @@
+#!/usr/bin/env bats
+# 08_framework: the rx library through its unit tests and its examples. The unit tests
+# (queue, timers, buffers, codecs, log, lifetimes) run as programs; the echo example keeps the
+# server contract, so the shared echo scenarios run against it with 0, 1 and 4 io threads;
+# then the library's own paths, each proved from the server's stop line (`stopped: accepted
+# A, closed C, frames F, ...`) or its log: 10000 connections, a shutdown with streams in
+# flight, the idle timeout, the hard cap after a write (a slow reader dropped, a fast burst
+# kept), a bad frame, the pingpong pair, and the connector reconnecting.
+
+load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
+bats_require_minimum_version 1.5.0
+
+FRAMES="$KIT_ROOT/tests/lib/frames.py"
+
+# start_server names its logs after the binary: examples/echo.PID.out needs the folder.
+setup() {
+    mkdir -p "$BATS_TEST_TMPDIR/examples"
+}
+
+# frames SUBCMD [ARGS...]: the 08 test client (tests/lib/frames.py) against the running server.
+frames() {
+    python3 "$FRAMES" "$1" --port "$PORT" "${@:2}"
+}
+
+# counter NAME: the number after NAME in the server's stop line (call after stop_server),
+# e.g. `counter "too slow"` for `... too slow 1, ...`.
+counter() {
+    local line n
+    line=$(grep -m1 ' stopped: accepted ' "$SERVER_ERR") || fail "no 'stopped: accepted ...' line in the server's stderr" || return
+    n=$(sed -n "s/.*[:,] $1 \([0-9][0-9]*\)\(,.*\)\{0,1\}$/\1/p" <<<"$line")
+    [[ -n $n ]] || fail "no '$1' counter in: $line" || return
+    echo "$n"
+}
+
+# scaled_s SECONDS: SECONDS stretched by TIMEOUT_SCALE, for `read -t` and client options.
+scaled_s() {
+    awk -v s="$1" -v k="$TIMEOUT_SCALE" 'BEGIN { print s * k }'
+}
+
+# wait_exit PID NAME [SECONDS]: wait_bg, once PID has exited within SECONDS (default 5).
+wait_exit() {
+    local deadline=$(($(now_ms) + $(scaled_ms "${3:-5}")))
+    while ! has_exited "$1"; do
+        (($(now_ms) < deadline)) || fail "$2 did not exit within ${3:-5} s: $(tail -n 5 "$BATS_TEST_TMPDIR/$2.out")" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    wait_bg "$1" "$2"
+}
+
+# unit NAME [ARGS...]: a unit test program of lib/, which prints what it checked and exits 0.
+unit() {
+    local bin
+    bin=$(stage_bin "lib/$1")
+    [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
+    run timeout "$(scaled_s 60)" "$bin" "${@:2}"
+    [[ $status -eq 0 ]] || fail "$1 ${*:2} exited $status:" "$output" || return
+}
+
+# --- the unit tests ----------------------------------------------------------------------
+
+@test "unit: queue_test" {
+    unit queue_test
+}
+
+@test "unit: timer_test" {
+    unit timer_test
+}
+
+@test "unit: buffer_test" {
+    unit buffer_test
+}
+
+@test "unit: codec_test" {
+    unit codec_test
+}
+
+@test "unit: log_test" {
+    unit log_test
+}
+
+@test "unit: lifetime_test" {
+    local t
+    for t in 0 1 4; do
+        unit lifetime_test "$t" || return
+        [[ $output == *"(a) B closed from A's callback"* && $output == *"(c) 10 rounds"* ]] ||
+            fail "lifetime_test $t did not say what it checked:" "$output" || return
+    done
+}
+
+# --- the contract: options, the listening line, signals ------------------------------------
+
+# bounded CMD...: CMD, ended after 5 s (scaled; status 124): a command line wrongly accepted
+# starts a server that would otherwise never return.
+bounded() {
+    timeout "$(scaled_s 5)" "$@"
+}
+
+@test "--help prints usage and exits 0; bad options print usage on stderr, nothing on stdout, exit 2 (every example)" {
+    local bin arg ex
+    for ex in echo pingpong_server pingpong_client simple_client; do
+        bin=$(stage_bin "examples/$ex")
+        run --separate-stderr bounded "$bin" --help
+        [[ $status -eq 0 && $output == usage:* && -z $stderr ]] || fail "$ex --help: status $status, stdout '$output', stderr '$stderr'" || return
+    done
+    for ex in echo pingpong_server; do
+        bin=$(stage_bin "examples/$ex")
+        for arg in "-p 65536" "-p -1" "-p 12x" "-p" "-t 65" "-t -1" "-t x" "--max-output -1" "--max-output 1k" \
+            "--max-output 4611686018427387904" "--soft-output x" "--soft-seconds 0.0001" "--soft-seconds inf" \
+            "--idle-timeout -1" "--idle-timeout 31536001" "--drain-ms 60001" "--drain-ms 1.5" "--bogus" "extra"; do
+            run --separate-stderr bounded "$bin" $arg
+            [[ $status -eq 2 ]] || fail "$ex $arg exited $status, want 2" || return
+            [[ -z $output ]] || fail "$ex $arg wrote to stdout: $output" || return
+            [[ $stderr == *usage:* ]] || fail "$ex $arg: no usage on stderr: $stderr" || return
+        done
+        # At their edges the values are accepted (the bad address then fails the listen: 1).
+        for arg in "-p 65535" "-t 64" "-t 0" "--max-output 0" "--max-output 4611686018427387903" "--soft-seconds 0" \
+            "--idle-timeout 0.001" "--idle-timeout 31536000" "--drain-ms 0" "--drain-ms 60000"; do
+            run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
+            [[ $status -eq 1 ]] || fail "$ex $arg -H 256.0.0.1 exited $status, want 1 (options accepted, no such address): $stderr" || return
+        done
+    done
+    bin=$(stage_bin examples/pingpong_server)
+    for arg in "--max-frame 0" "--max-frame 4294967296" "--max-frame x"; do
+        run --separate-stderr bounded "$bin" $arg
+        [[ $status -eq 2 && $stderr == *usage:* ]] || fail "pingpong_server $arg exited $status, want 2" || return
+    done
+    run --separate-stderr bounded "$(stage_bin examples/echo)" --max-frame 10
+    [[ $status -eq 2 ]] || fail "echo --max-frame 10 exited $status, want 2 (not an echo option)"
+    bin=$(stage_bin examples/pingpong_client)
+    for arg in "-c 0" "-c 100001" "-s 0" "-s 16777217" "--count 0" "--count 1 --duration 1" "-p 0" "-t 65" "--duration x"; do
+        run --separate-stderr bounded "$bin" $arg
+        [[ $status -eq 2 && -z $output && $stderr == *usage:* ]] || fail "pingpong_client $arg exited $status, want 2: $stderr" || return
+    done
+    bin=$(stage_bin examples/simple_client)
+    for arg in "" "-p 0" "-p 70000" "-p 1 --count 0" "-p 1 --interval 0" "-p 1 --retry-ms 100 --retry-max-ms 50" "-p 1 extra"; do
+        run --separate-stderr bounded "$bin" $arg
+        [[ $status -eq 2 && -z $output && $stderr == *usage:* ]] || fail "simple_client $arg exited $status, want 2: $stderr" || return
+    done
+}
+
+@test "echo and pingpong_server print exactly 'listening on 127.0.0.1:PORT' once on stdout; -p PORT is honoured" {
+    local ex port
+    for ex in echo pingpong_server; do
+        start_server "examples/$ex" -t 1
+        [[ $(cat "$SERVER_OUT") =~ ^listening\ on\ 127\.0\.0\.1:[0-9]+$ ]] || fail "$ex stdout: '$(cat "$SERVER_OUT")'" || return
+        port=$PORT
+        stop_server || return
+        # The same port again at once (SO_REUSEADDR), asked for with -p.
+        start_server "examples/$ex" -p "$port"
+        [[ $PORT == "$port" ]] || fail "$ex -p $port listens on $PORT" || return
+        stop_server || return
+    done
+}
+
+@test "SIGTERM and SIGINT with a client connected: exit 0 within 2 s (echo -t 0, -t 1, -t 4)" {
+    local t
+    for t in 0 1 4; do
+        start_server examples/echo -t "$t"
+        scenario_sigterm || return
+        start_server examples/echo -t "$t"
+        exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+        stop_server INT || { exec 5>&-; return 1; }
+        exec 5>&-
+        grep -q ' stopped: accepted 1, closed 1,' "$SERVER_ERR" || fail "-t $t: SIGINT: no 'stopped: accepted 1, closed 1' line:" "$(tail -n 3 "$SERVER_ERR")" || return
+    done
+}
+
+@test "SIGTERM that lands just before the first wait still stops it (echo -t 0: the shim delays the first wait of whichever thread comes first)" {
+    start_server_delayed examples/echo -t 0
+    scenario_sigterm_in_window
+}
+
+@test "accepted sockets are close-on-exec and have TCP_NODELAY (echo -t 2)" {
+    start_server examples/echo -t 2
+    scenario_cloexec
+    local st=0 out
+    out=$(netkit nodelay --pid "$SERVER_PID") || st=$?
+    stop_server
+    ((st != 3)) || skip "cannot look inside the server here: $out"
+    ((st == 0)) || fail "$out"
+}
+
+# --- the shared echo scenarios, with 0, 1 and 4 io threads ----------------------------------
+
+# echo_scenarios T: random sizes and splits (1-byte writes), 100 at once, half-close (1 MiB
+# and 1 byte), resets mid-stream, after sending, and while idle.
+echo_scenarios() {
+    start_server examples/echo -t "$1"
+    scenario_echo || return
+    scenario_concurrent 100 || return
+    scenario_half_close || return
+    scenario_reset || return
+    netkit reset-after-send --count 20 --size 100000 || return
+    netkit reset-idle || return
+    stop_server
+}
+
+# echo_hard_paths T: a client that stops reading stalls nobody; a burst found whole in the
+# kernel after a SIGSTOP is echoed (and one with the FIN); the backlog holds 100 clients.
+echo_hard_paths() {
+    start_server examples/echo -t "$1"
+    netkit slow-reader || return
+    netkit stopped-burst --pid "$SERVER_PID" --size 300000 || return
+    netkit stopped-burst --pid "$SERVER_PID" --size 1000 --then-eof || return
+    netkit backlog --pid "$SERVER_PID" --conns 100 || return
+    stop_server
+}
+
+# echo_drain T: output pending in the server at SIGTERM still goes out, every byte, then EOF.
+echo_drain() {
+    start_server examples/echo -t "$1" --max-output 16777216
+    netkit drain-on-term --pid "$SERVER_PID" --size 8388608 || return
+    stop_server || return
+    grep -qE ' stopping: 1 sessions' "$SERVER_ERR" || fail "-t $1: no 'stopping: 1 sessions' line" || return
+    local q
+    q=$(counter "peak queued") || return
+    ((q > 0)) || fail "-t $1: peak queued $q: nothing was ever queued, the drain was not tested" || return
+}
+
+@test "echo -t 0: random sizes in random pieces, 100 at once, half-close, resets" {
+    echo_scenarios 0
+}
+
+@test "echo -t 1: random sizes in random pieces, 100 at once, half-close, resets" {
+    echo_scenarios 1
+}
+
+@test "echo -t 4: random sizes in random pieces, 100 at once, half-close, resets" {
+    echo_scenarios 4
+}
+
+@test "echo -t 0: a reader that stops stalls nobody; bursts found in the kernel; the backlog" {
+    echo_hard_paths 0
+}
+
+@test "echo -t 1: a reader that stops stalls nobody; bursts found in the kernel; the backlog" {
+    echo_hard_paths 1
+}
+
+@test "echo -t 4: a reader that stops stalls nobody; bursts found in the kernel; the backlog" {
+    echo_hard_paths 4
+}
+
+@test "echo -t 0, -t 1, -t 4: SIGTERM flushes output still pending in the server, every byte, then EOF" {
+    local t
+    for t in 0 1 4; do
+        echo_drain "$t" || return
+    done
+}
+
+# --- the library's paths ---------------------------------------------------------------------
+
+@test "10000 connections at once, each echoing a message, nothing lost (echo -t 2)" {
+    # The server holds 10000 sockets, the client 10000 more: both inherit this limit.
+    raise_nofile 10300
+    start_server examples/echo -t 2
+    assert_server_nofile 10100 || return
+    run timeout "$(scaled_s 120)" python3 "$NETKIT" concurrent --port "$PORT" --clients 10000 --size 200
+    [[ $status -eq 0 ]] || { stop_server; fail "10000 clients: $output"; } || return
+    stop_server
+    local acc fr bin
+    acc=$(counter accepted) && bin=$(counter "bytes in") || return
+    ((acc == 10000)) || fail "accepted $acc connections, want 10000"
+    ((bin == 2000000)) || fail "bytes in $bin, want 10000 x 200"
+}
+
+@test "shutdown with traffic in flight: 8 streaming clients when SIGTERM lands, exit 0 within 2 s, each got a prefix of what it sent (-t 0, -t 2)" {
+    local t ready
+    for t in 0 2; do
+        start_server examples/echo -t "$t"
+        ready="$BATS_TEST_TMPDIR/ready.$t"
+        start_bg "stream$t" python3 "$FRAMES" stream --port "$PORT" --clients 8 --ready-file "$ready" --timeout 10
+        local st=$BG_PID deadline
+        deadline=$(($(now_ms) + $(scaled_ms 10)))
+        until [[ -e $ready ]]; do
+            has_exited "$st" && { wait_bg "$st" "stream$t"; fail "the streams ended before SIGTERM"; return 1; }
+            (($(now_ms) < deadline)) || fail "-t $t: the streams never got going" || return
+            sleep 0.02   # poll interval of a loop with a deadline
+        done
+        stop_server || return
+        wait_exit "$st" "stream$t" 10 || return
+        grep -q ' stopping: 8 sessions' "$SERVER_ERR" || fail "-t $t: want 'stopping: 8 sessions':" "$(grep stopping "$SERVER_ERR")" || return
+        local n
+        n=$(grep -c 'closed: shutdown' "$SERVER_ERR")
+        ((n == 8)) || fail "-t $t: $n sessions closed by the shutdown, want 8" || return
+    done
+}
+
+@test "idle timeout: a silent client gets EOF --idle-timeout after its last byte, not before; a talker is kept (idle 1)" {
+    start_server examples/echo -t 1 --idle-timeout 0.6
+    frames idle --idle 0.6
+    assert_log 'session [0-9]+ \(127\.0\.0\.1:[0-9]+\) closed: idle timeout'
+    stop_server
+    local idle
+    idle=$(counter idle) || return
+    ((idle == 1)) || fail "idle $idle, want 1 (the talker must not be timed out)"
+}
+
+@test "too slow: a client that never reads (4 KiB SO_RCVBUF) is dropped over --max-output; another is served all along" {
+    local t
+    for t in 0 2; do
+        start_server examples/echo -t "$t" --max-output 1048576
+        frames too-slow || return
+        assert_log 'session [0-9]+: [0-9]+ bytes queued after a write, over max_output 1048576' || return
+        assert_log 'closed: too slow' || return
+        stop_server || return
+        local slow
+        slow=$(counter "too slow") || return
+        ((slow == 1)) || fail "-t $t: too slow $slow, want 1" || return
+    done
+}
+
+@test "the hard cap is judged after a write: 20 clients sending 16 KiB at once with --max-output 1024, reading as they go, are all kept" {
+    local t
+    for t in 0 1 4; do
+        start_server examples/echo -t "$t" --max-output 1024
+        frames burst --clients 20 --size 16384 --rounds 5 || return
+        stop_server || return
+        local slow out
+        slow=$(counter "too slow") && out=$(counter "bytes out") || return
+        ((slow == 0)) || fail "-t $t: too slow $slow: a reader that keeps up was dropped" || return
+        ((out == 20 * 16384 * 5)) || fail "-t $t: bytes out $out, want $((20 * 16384 * 5))" || return
+    done
+}
+
+@test "bad frame: a length over --max-frame drops that client (log: bad frame), others served; exactly --max-frame is echoed" {
+    local t
+    for t in 0 2; do
+        start_server examples/pingpong_server -t "$t" --max-frame 1000
+        frames len-echo --sizes 1000,1,999,0,1000 --max-piece 333 || return
+        frames len-bad --size 1001 --good-size 1000 || return
+        frames len-bad --size 4294967295 --good-size 7 || return
+        assert_log 'closed: bad frame' || return
+        stop_server || return
+        local bad
+        bad=$(counter "bad frames") || return
+        ((bad == 2)) || fail "-t $t: bad frames $bad, want 2" || return
+    done
+}
+
+@test "pingpong_client against pingpong_server (-t 0 and -t 2): every reply checked, errors 0; the server's counters agree" {
+    local t
+    for t in 0 2; do
+        start_server examples/pingpong_server -t "$t"
+        run --separate-stderr timeout "$(scaled_s 60)" "$(stage_bin examples/pingpong_client)" -p "$PORT" -c 10 -s 1000 --count 200 -t "$t"
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: pingpong_client exited $status: $output $stderr"; } || return
+        [[ $output =~ ^pingpong:\ 10\ conns,\ 2000\ msgs,\ [0-9]+\ msgs/s,\ p50\ [0-9]+\ us,\ p99\ [0-9]+\ us,\ errors\ 0$ ]] ||
+            { stop_server; fail "-t $t: pingpong_client printed: $output"; } || return
+        stop_server || return
+        local f bi bo
+        f=$(counter frames) && bi=$(counter "bytes in") && bo=$(counter "bytes out") || return
+        ((f == 2000 && bi == 2000 * 1004 && bo == bi)) || fail "-t $t: frames $f, bytes in $bi, out $bo; want 2000, 2008000, 2008000" || return
+    done
+    # With --duration it stops itself too.
+    start_server examples/pingpong_server -t 1
+    run --separate-stderr timeout "$(scaled_s 30)" "$(stage_bin examples/pingpong_client)" -p "$PORT" -c 3 -s 64 --duration 0.3
+    stop_server
+    [[ $status -eq 0 && $output =~ ^pingpong:\ 3\ conns,\ [1-9][0-9]*\ msgs,.*errors\ 0$ ]] || fail "--duration 0.3: status $status: $output $stderr"
+}
+
+@test "pingpong_client reports a wrong reply byte with its offset and exits 1; a refused connect exits 1" {
+    start_bg fake python3 "$FRAMES" fake-pingpong --corrupt-reply 7 --corrupt-offset 123
+    local fake=$BG_PID port
+    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
+    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    run --separate-stderr timeout "$(scaled_s 30)" "$(stage_bin examples/pingpong_client)" -p "$port" -c 2 -s 500 --count 20
+    kill "$fake"
+    [[ $status -eq 1 ]] || fail "against a corrupting server: status $status, want 1: $output"
+    [[ $stderr == *"differs at offset 123 of 500"* ]] || fail "no 'differs at offset 123 of 500' in: $stderr"
+    [[ $output =~ errors\ 1$ ]] || fail "want errors 1: $output"
+    # Nothing listens on the fake's port any more.
+    run --separate-stderr timeout "$(scaled_s 30)" "$(stage_bin examples/pingpong_client)" -p "$port" -c 2 --count 1
+    [[ $status -eq 1 && $output =~ errors\ 2$ ]] || fail "no server: status $status, want 1 with errors 2: $output $stderr"
+}
+
+@test "simple_client: replies printed; the server restarts on the same port; it logs disconnected and reconnecting and gets replies again; SIGTERM exits 0" {
+    start_server examples/echo -t 1
+    local port=$PORT out="$BATS_TEST_TMPDIR/client.out" n1
+    start_bg client "$(stage_bin examples/simple_client)" -p "$port" --send hello --count 100000 --interval 20 \
+        --retry-ms 50 --retry-max-ms 200
+    local cl=$BG_PID
+    wait_file_match "$out" '^reply: hello$' 5 || return
+    stop_server || return
+    wait_file_match "$out" 'disconnected: shutdown' 5 || return
+    wait_file_match "$out" 'reconnecting in [0-9]+ ms' 5 || return
+    n1=$(grep -c '^reply: ' "$out")
+    start_server examples/echo -t 1 -p "$port" || return
+    [[ $PORT == "$port" ]] || fail "the new server listens on $PORT, not $port" || return
+    local deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until (($(grep -c '^reply: ' "$out") > n1 + 2)); do
+        (($(now_ms) < deadline)) || fail "no reply within 5 s of the restart:" "$(tail -n 5 "$out")" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    # Every line it printed is a whole reply.
+    local bad
+    bad=$(grep -v -E '^reply: hello$| (INFO|DEBUG|WARN) ' "$out" | head -n 3)
+    [[ -z $bad ]] || fail "unexpected lines from the client: $bad" || return
+    kill -TERM "$cl"
+    wait_exit "$cl" client 2 || return
+    stop_server
+}
+
+@test "simple_client --exit-after: exits 0 after --count replies" {
+    start_server examples/echo
+    run timeout "$(scaled_s 10)" "$(stage_bin examples/simple_client)" -p "$PORT" --send 'a b c' --count 3 --interval 1 --exit-after
+    stop_server
+    [[ $status -eq 0 ]] || fail "status $status: $output"
+    [[ $(grep -c '^reply: a b c$' <<<"$output") -eq 3 ]] || fail "want 3 replies: $output"
+}
