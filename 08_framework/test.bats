@@ -386,7 +386,7 @@ echo_drain() {
     local cl=$BG_PID
     wait_file_match "$out" '^reply: hello$' 5 || return
     stop_server || return
-    wait_file_match "$out" 'disconnected: shutdown' 5 || return
+    wait_file_match "$out" 'disconnected: (peer|reset)$' 5 || return
     wait_file_match "$out" 'reconnecting in [0-9]+ ms' 5 || return
     n1=$(grep -c '^reply: ' "$out")
     start_server examples/echo -t 1 -p "$port" || return
