@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -157,7 +158,8 @@ static void runner_finish(struct runner *r, struct loop_stats *st)
     struct timespec dl = realtime_in(10);
     int err = pthread_timedjoin_np(r->thread, NULL, &dl);
     if (err != 0)
-        fail("the loop thread did not end after loop_stop: %s", strerror(err));
+        fail("the loop thread did not end within 10 s of loop_stop (a lost wakeup?): %s",
+             strerror(err));
     if (r->rc != 0)
         fail("loop_run returned %d", r->rc);
     loop_get_stats(r->loop, st);
@@ -406,6 +408,34 @@ static void *burster(void *arg)
     return NULL;
 }
 
+// Producers that never wait for their tasks, but space their posts by a random 0-4 us spin:
+// the loop keeps waking, swapping and reading while pushes land at random points of its
+// turn, many of them on a queue just emptied. One lost wakeup stalls the loop for good
+// (every later push finds the queue non-empty and writes nothing): the final wait fails.
+enum { TRICKLERS = 2, TRICKLE = 100000 };
+static atomic_ulong trickle_runs;
+static sem_t trickle_done;
+
+static void trickle_task(void *arg)
+{
+    (void)arg;
+    if (atomic_fetch_add(&trickle_runs, 1) + 1 == (unsigned long)TRICKLERS * TRICKLE)
+        sem_post(&trickle_done);
+}
+
+static void *trickler(void *arg)
+{
+    unsigned long long seed = 0x9E3779B97F4A7C15ULL * ((uintptr_t)arg + 1);
+    for (int i = 0; i < TRICKLE; i++) {
+        post(burst_loop, trickle_task, NULL);
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        double until = now_s() + (double)(seed % 4000) * 1e-9;
+        while (now_s() < until)
+            ;  // a spin, not a sleep: a sleep's wakeup would take longer than the loop's turn
+    }
+    return NULL;
+}
+
 static void test_lost_wakeups(void)
 {
     part("5. lost wakeups: post, wait, 100000 times", 45);
@@ -446,6 +476,22 @@ static void test_lost_wakeups(void)
            st.turns);
     check(st.tasks_run == (unsigned long long)BURSTERS * BURSTS * BURST + 1,
           "2 x 300 bursts of 64 posts racing the loop's swap all ran");
+
+    part("5c. lost wakeups: two producers posting at random moments", 40);
+    sem_init(&trickle_done, 0, 0);
+    runner_start(&r, "trickle");
+    burst_loop = r.loop;
+    for (uintptr_t b = 0; b < TRICKLERS; b++)
+        if (pthread_create(&th[b], NULL, trickler, (void *)b) != 0)
+            fail("pthread_create");
+    for (int b = 0; b < TRICKLERS; b++)
+        pthread_join(th[b], NULL);
+    wait_sem(&trickle_done, 10, "the last of 200000 tasks (lost wakeup?)");
+    runner_finish(&r, &st);
+    printf("   %llu posts, %llu wakeups written, %llu turns\n", st.posts, st.wakeups_written,
+           st.turns);
+    check(st.tasks_run == (unsigned long long)TRICKLERS * TRICKLE + 1,
+          "2 x 100000 posts at random moments of the loop's turns all ran");
 }
 
 // ----------------------------------------------------------------------- 6. descriptors
@@ -491,23 +537,39 @@ static void probe_init(struct probe *p, int fd, unsigned events)
     sem_init(&p->called, 0, 0);
 }
 
-// Quiet watch: 20 turns pass (a self-posting chain, waits of 0) with nothing reported.
+// Quiet watch: its descriptor has hung up, but it is watched for nothing. A 50 ms timer
+// counts the loop's turns meanwhile: a hang-up still reported (level-triggered, every wait)
+// would spin the loop through thousands of turns even if no handler were called.
 static struct probe quiet_probe;
 static int quiet_fds[2];
-static unsigned quiet_turns, quiet_calls_before;
+static unsigned quiet_calls_before;
+static unsigned long long quiet_turn0, quiet_turns;
+
+static void quiet_timer(rx_loop *loop, rx_timer *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    quiet_turns = turn_now() - quiet_turn0;
+    quiet_calls_before = quiet_probe.calls;
+    // Now asked for reading: the hang-up is reported.
+    if (loop_rewatch(loop, &quiet_probe.w, LOOP_READ) == -1)
+        fail("loop_rewatch: %s", strerror(errno));
+}
+
+static void quiet_off(void *arg)
+{
+    (void)arg;
+    if (loop_rewatch(rx_loop_current(), &quiet_probe.w, 0) == -1)
+        fail("loop_rewatch: %s", strerror(errno));
+    sem_post(&watching);
+}
 
 static void quiet_task(void *arg)
 {
     (void)arg;
-    if (++quiet_turns < 20) {
-        post(rx_loop_current(), quiet_task, NULL);
-        return;
-    }
-    quiet_calls_before = quiet_probe.calls;
-    // Now asked for reading: the hang-up is reported.
-    if (loop_rewatch(rx_loop_current(), &quiet_probe.w, LOOP_READ) == -1)
-        fail("loop_rewatch: %s", strerror(errno));
-    sem_post(&watching);
+    quiet_turn0 = turn_now();
+    if (rx_timer_start(rx_loop_current(), 50, 0, quiet_timer, NULL) == NULL)
+        fail("rx_timer_start");
 }
 
 // Two readable pipes reported in one turn; whichever handler runs first removes and frees
@@ -588,15 +650,21 @@ static void test_descriptors(void)
     close(err_fds[1]);
 
     // Watched for nothing: a hang-up on it must not be reported (nor spin the loop).
+    // Watched for reading, then for nothing (the change that takes it out of epoll's set),
+    // then its writer closes.
     make_pipe(quiet_fds);
-    close(quiet_fds[1]);
-    probe_init(&quiet_probe, quiet_fds[0], 0);
+    probe_init(&quiet_probe, quiet_fds[0], LOOP_READ);
     post(r.loop, watch_task, &quiet_probe);
     wait_sem(&watching, 10, "loop_watch");
+    post(r.loop, quiet_off, NULL);
+    wait_sem(&watching, 10, "loop_rewatch to 0");
+    close(quiet_fds[1]);
     post(r.loop, quiet_task, NULL);
-    wait_sem(&watching, 10, "20 turns");
     wait_sem(&quiet_probe.called, 10, "a quiet watch rewatched for reading");
-    check(quiet_calls_before == 0, "a watch for nothing (0) is not called for 20 turns of a hang-up");
+    printf("   %llu turns in the 50 ms the hung-up descriptor was watched for nothing\n",
+           quiet_turns);
+    check(quiet_calls_before == 0, "a watch for nothing (0) is not called on a hang-up");
+    check(quiet_turns <= 5, "... nor does its hang-up wake the loop (at most 5 turns in 50 ms)");
     check(quiet_probe.ready == LOOP_READ, "... and reports it once rewatched for reading");
     close(quiet_fds[0]);
 

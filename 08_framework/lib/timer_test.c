@@ -111,7 +111,8 @@ static void runner_finish(struct runner *r, struct loop_stats *st)
     struct timespec dl = realtime_in(10);
     int err = pthread_timedjoin_np(r->thread, NULL, &dl);
     if (err != 0)
-        fail("the loop thread did not end after loop_stop: %s", strerror(err));
+        fail("the loop thread did not end within 10 s of loop_stop (a lost wakeup?): %s",
+             strerror(err));
     if (r->rc != 0)
         fail("loop_run returned %d", r->rc);
     loop_get_stats(r->loop, st);
