@@ -44,11 +44,36 @@ static void check(int ok, const char *what)
         failures++;
 }
 
-// The byte at stream offset I: a pattern that shows a byte out of place (a
-// compaction that moved the wrong range, a consume from the wrong end).
-static unsigned char byte_at(unsigned long long i)
+// The bytes of the stream: a pattern that shows a byte out of place (a compaction that moved
+// the wrong range, a consume from the wrong end). It repeats every PERIOD bytes, a prime, so
+// no power-of-two shift (what a buffer bug makes) maps it onto itself; and it lies in one
+// table, so a run of N stream bytes is one pointer: appended and compared with memcpy and
+// memcmp, not byte by byte (the SAN=thread build would take a minute otherwise).
+#define PERIOD 65521
+#define RUN_MAX (512 * 1024)  // the longest run asked for at once
+static unsigned char pattern[PERIOD + RUN_MAX];
+
+static void pattern_init(void)
 {
-    return (unsigned char)(i * 131 + (i >> 13));
+    for (size_t i = 0; i < sizeof pattern; i++) {
+        size_t j = i % PERIOD;
+        pattern[i] = (unsigned char)(j * 131 + (j >> 13));
+    }
+}
+
+// Stream bytes [I, I + N), for N <= RUN_MAX.
+static const unsigned char *bytes_at(unsigned long long i) { return pattern + i % PERIOD; }
+
+// 1 if P holds stream bytes [I, I + N), any N.
+static int bytes_ok(const void *p, unsigned long long i, size_t n)
+{
+    const char *q = p;
+    for (size_t done = 0; done < n; done += RUN_MAX) {
+        size_t k = n - done < RUN_MAX ? n - done : RUN_MAX;
+        if (memcmp(q + done, bytes_at(i + done), k) != 0)
+            return 0;
+    }
+    return 1;
 }
 
 struct run {
@@ -64,16 +89,13 @@ struct run {
 // FAIL line (out of memory, or a byte that came out wrong).
 static int simulate(size_t max, size_t piece, unsigned long long total, struct run *r)
 {
-    static unsigned char chunk[CHUNK];
     struct buffer b = BUFFER_EMPTY;
     unsigned long long warm_resizes = 0, last_resizes = 0;
     int paused = 0;
     memset(r, 0, sizeof *r);
     while (r->appended < total || buf_len(&b) > 0) {
         if (!paused && r->appended < total) {
-            for (size_t k = 0; k < CHUNK; k++)
-                chunk[k] = byte_at(r->appended + k);
-            if (buf_append(&b, chunk, CHUNK) == -1) {
+            if (buf_append(&b, bytes_at(r->appended), CHUNK) == -1) {
                 check(0, "buf_append: out of memory");
                 buf_free(&b);
                 return -1;
@@ -88,14 +110,15 @@ static int simulate(size_t max, size_t piece, unsigned long long total, struct r
             r->max_cap = b.cap;
         size_t n = buf_len(&b) < piece ? buf_len(&b) : piece;
         const unsigned char *p = (const unsigned char *)buf_peek(&b);
-        for (size_t k = 0; k < n; k++) {
-            if (p[k] != byte_at(r->consumed + k)) {
-                printf("FAIL: byte %llu came out as %u, want %u\n", r->consumed + k, p[k],
-                       byte_at(r->consumed + k));
-                failures++;
-                buf_free(&b);
-                return -1;
-            }
+        if (!bytes_ok(p, r->consumed, n)) {
+            size_t k = 0;
+            while (p[k] == bytes_at(r->consumed)[k])
+                k++;
+            printf("FAIL: byte %llu came out as %u, want %u\n", r->consumed + k, p[k],
+                   bytes_at(r->consumed)[k]);
+            failures++;
+            buf_free(&b);
+            return -1;
         }
         buf_consume(&b, n);
         r->consumed += n;
@@ -215,7 +238,7 @@ static void test_growth_moves_only_what_was_consumed(void)
 static void test_random_append_consume(void)
 {
     struct buffer b = BUFFER_EMPTY;
-    unsigned char chunk[300000];
+    const size_t most = 300000;  // the largest append
     unsigned long long in = 0, out = 0;
     unsigned long long seed = 12345, resizes0 = buf_stats.resizes;
     int ok = 1;
@@ -224,30 +247,26 @@ static void test_random_append_consume(void)
     for (int step = 0; step < 4000 && ok; step++) {
         seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
         size_t cap = b.cap ? b.cap : BUF_MIN_CAP;
-        size_t n = (size_t)((seed >> 33) % (4 * cap < sizeof chunk ? 4 * cap : sizeof chunk));
+        size_t n = (size_t)((seed >> 33) % (4 * cap < most ? 4 * cap : most));
         if ((seed >> 20) & 1) {
-            for (size_t i = 0; i < n; i++)
-                chunk[i] = byte_at(in + i);
             size_t room = 0;
             if (buf_reserve(&b, n, &room) == NULL || room < n) {
                 ok = 0;
                 break;
             }
-            if (buf_append(&b, chunk, n) == -1) {
+            if (buf_append(&b, bytes_at(in), n) == -1) {
                 ok = 0;
                 break;
             }
             in += n;
         } else {
             size_t k = buf_len(&b) ? (size_t)((seed >> 7) % buf_len(&b)) + 1 : 0;
-            for (size_t i = 0; i < k && ok; i++)
-                ok = (unsigned char)buf_peek(&b)[i] == byte_at(out + i);
+            ok = bytes_ok(buf_peek(&b), out, k);
             buf_consume(&b, k);
             out += k;
         }
     }
-    for (size_t i = 0; i < buf_len(&b) && ok; i++)
-        ok = (unsigned char)buf_peek(&b)[i] == byte_at(out + i);
+    ok = ok && bytes_ok(buf_peek(&b), out, buf_len(&b));
     buf_free(&b);
     unsigned long long resizes = buf_stats.resizes - resizes0;
     char what[200];
@@ -293,20 +312,17 @@ static void test_reserve_capped(void)
                     break;
                 }
                 size_t k = (seed >> 5) & 1 ? room : (size_t)((seed >> 9) % room) + 1;
-                for (size_t i = 0; i < k; i++)
-                    p[i] = (char)byte_at(in + i);
+                memcpy(p, bytes_at(in), k);
                 buf_commit(&b, k);
                 in += k;
             } else {
                 size_t k = buf_len(&b) ? (size_t)((seed >> 7) % buf_len(&b)) + 1 : 0;
-                for (size_t i = 0; i < k && ok; i++)
-                    ok = (unsigned char)buf_peek(&b)[i] == byte_at(out + i);
+                ok = bytes_ok(buf_peek(&b), out, k);
                 buf_consume(&b, k);
                 out += k;
             }
         }
-        for (size_t i = 0; i < buf_len(&b) && ok; i++)
-            ok = (unsigned char)buf_peek(&b)[i] == byte_at(out + i);
+        ok = ok && bytes_ok(buf_peek(&b), out, buf_len(&b));
         buf_free(&b);
         char what[200];
         snprintf(what, sizeof what,
@@ -640,6 +656,7 @@ static void test_shared_threads(void)
 int main(void)
 {
     alarm(600);  // a last resort: every loop here is bounded
+    pattern_init();
     test_empty_owns_nothing();
     test_moved_per_byte();
     test_pause_resume();
