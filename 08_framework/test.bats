@@ -56,6 +56,14 @@ unit() {
     [[ $status -eq 0 ]] || fail "$1 ${*:2} exited $status:" "$output" || return
 }
 
+# clean NAME TEXT: no sanitizer report in TEXT, the stderr of a client example (stop_server
+# checks the server's; the clients are this stage's programs too).
+clean() {
+    local r
+    r=$(grep -m1 -E "$SANITIZER_RE" <<<"$2") || return 0
+    fail "$1: sanitizer report: $r" "$(grep -A 12 -m1 -E "$SANITIZER_RE" <<<"$2")" || return
+}
+
 # --- the unit tests ----------------------------------------------------------------------
 
 @test "unit: queue_test" {
@@ -348,6 +356,7 @@ echo_drain() {
     for t in 0 2; do
         start_server examples/pingpong_server -t "$t"
         run --separate-stderr timeout "$(scaled_s 60)" "$(stage_bin examples/pingpong_client)" -p "$PORT" -c 10 -s 1000 --count 200 -t "$t"
+        clean "pingpong_client -t $t" "$stderr" || { stop_server; return 1; }
         [[ $status -eq 0 ]] || { stop_server; fail "-t $t: pingpong_client exited $status: $output $stderr"; } || return
         [[ $output =~ ^pingpong:\ 10\ conns,\ 2000\ msgs,\ [0-9]+\ msgs/s,\ p50\ [0-9]+\ us,\ p99\ [0-9]+\ us,\ errors\ 0$ ]] ||
             { stop_server; fail "-t $t: pingpong_client printed: $output"; } || return
@@ -360,6 +369,7 @@ echo_drain() {
     start_server examples/pingpong_server -t 1
     run --separate-stderr timeout "$(scaled_s 30)" "$(stage_bin examples/pingpong_client)" -p "$PORT" -c 3 -s 64 --duration 0.3
     stop_server
+    clean "pingpong_client --duration" "$stderr" || return
     [[ $status -eq 0 && $output =~ ^pingpong:\ 3\ conns,\ [1-9][0-9]*\ msgs,.*errors\ 0$ ]] || fail "--duration 0.3: status $status: $output $stderr"
 }
 
@@ -370,11 +380,13 @@ echo_drain() {
     port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
     run --separate-stderr timeout "$(scaled_s 30)" "$(stage_bin examples/pingpong_client)" -p "$port" -c 2 -s 500 --count 20
     kill "$fake"
+    clean "pingpong_client (corrupting server)" "$stderr" || return
     [[ $status -eq 1 ]] || fail "against a corrupting server: status $status, want 1: $output"
     [[ $stderr == *"differs at offset 123 of 500"* ]] || fail "no 'differs at offset 123 of 500' in: $stderr"
     [[ $output =~ errors\ 1$ ]] || fail "want errors 1: $output"
     # Nothing listens on the fake's port any more.
     run --separate-stderr timeout "$(scaled_s 30)" "$(stage_bin examples/pingpong_client)" -p "$port" -c 2 --count 1
+    clean "pingpong_client (no server)" "$stderr" || return
     [[ $status -eq 1 && $output =~ errors\ 2$ ]] || fail "no server: status $status, want 1 with errors 2: $output $stderr"
 }
 
@@ -402,13 +414,15 @@ echo_drain() {
     [[ -z $bad ]] || fail "unexpected lines from the client: $bad" || return
     kill -TERM "$cl"
     wait_exit "$cl" client 2 || return
-    stop_server
+    stop_server || return
+    clean simple_client "$(cat "$out")"
 }
 
 @test "simple_client --exit-after: exits 0 after --count replies" {
     start_server examples/echo
     run timeout "$(scaled_s 10)" "$(stage_bin examples/simple_client)" -p "$PORT" --send 'a b c' --count 3 --interval 1 --exit-after
     stop_server
+    clean simple_client "$output" || return
     [[ $status -eq 0 ]] || fail "status $status: $output"
     [[ $(grep -c '^reply: a b c$' <<<"$output") -eq 3 ]] || fail "want 3 replies: $output"
 }

@@ -375,7 +375,8 @@ int main(int argc, char **argv)
         rx_connector_free(cl.conns[i].connector);
     rx_server_free(cl.srv);
 
-    qsort(cl.lat_us, cl.nlat, sizeof *cl.lat_us, cmp_u32);
+    if (cl.nlat > 0)  // qsort's pointer must be valid even for 0 elements
+        qsort(cl.lat_us, cl.nlat, sizeof *cl.lat_us, cmp_u32);
     double secs = (double)(cl.end_ns - cl.start_ns) / 1e9;
     printf("pingpong: %u conns, %zu msgs, %.0f msgs/s, p50 %u us, p99 %u us, errors %" PRIu64 "\n",
            cl.nconns, cl.nlat, secs > 0 ? (double)cl.nlat / secs : 0.0,
