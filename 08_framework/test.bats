@@ -323,6 +323,39 @@ echo_drain() {
     done
 }
 
+@test "the soft cap: a queue over --soft-output for --soft-seconds drops the client then, not before; another is served all along" {
+    # A sends 64 KiB every 20 ms and reads nothing: its echo queues at ~3 MiB/s, past the soft
+    # cap (256 KiB) at once and far below the hard cap (64 MiB) within the test.
+    start_server examples/echo -t 1 --soft-output 262144 --soft-seconds 1
+    frames too-slow --size 67108864 --pace-ms 20 || return
+    assert_log 'closed: too slow' || return
+    stop_server || return
+    local ms slow
+    ms=$(sed -n 's/.*session [0-9]*: over soft_output 262144 for \([0-9]*\) ms.*/\1/p' "$SERVER_ERR")
+    [[ -n $ms ]] || fail "no 'over soft_output 262144 for N ms' line:" "$(tail -n 5 "$SERVER_ERR")" || return
+    ((ms >= 1000)) || fail "dropped after $ms ms over the soft cap, before --soft-seconds 1" || return
+    ((ms <= 1000 + $(scaled_ms 1))) || fail "dropped only after $ms ms over the soft cap (--soft-seconds 1)" || return
+    grep -q 'over max_output' "$SERVER_ERR" && fail "the hard cap dropped it, not the soft one" || true
+    slow=$(counter "too slow") || return
+    ((slow == 1)) || fail "too slow $slow, want 1"
+}
+
+@test "--drain-ms bounds the shutdown: a client that reads nothing holds the exit for --drain-ms (300 ms): not less, and within 2 s" {
+    start_server examples/echo -t 1 --drain-ms 300
+    start_bg stuck python3 "$NETKIT" stuck --port "$PORT" --size 16777216 --hold "$(scaled_s 6)"
+    local stuck=$BG_PID t0 t1
+    wait_file_match "$BATS_TEST_TMPDIR/stuck.out" '^stuck:' 30 || return
+    t0=$(now_ms)
+    stop_server || return
+    t1=$(now_ms)
+    ((t1 - t0 >= 290)) || fail "exited $((t1 - t0)) ms after SIGTERM, before the 300 ms drain with output pending" || return
+    grep -q 'closed: shutdown' "$SERVER_ERR" || fail "the stuck client was not closed by the shutdown" || return
+    local q
+    q=$(counter "peak queued") || return
+    ((q > 0)) || fail "nothing was queued: the drain had nothing to wait for" || return
+    kill "$stuck" 2>/dev/null || true
+}
+
 @test "the hard cap is judged after a write: 20 clients sending 16 KiB at once with --max-output 1024, reading as they go, are all kept" {
     local t
     for t in 0 1 4; do

@@ -193,9 +193,10 @@ def burst(port, clients, size, rounds, rng):
     return "%d clients x %d rounds of %d bytes sent at once, every byte echoed" % (clients, rounds, size)
 
 
-def too_slow(port, size, rng):
+def too_slow(port, size, rng, pace_ms=0):
     """A (4 KiB receive buffer) sends up to SIZE bytes and never reads: it must be dropped.
-    B echoes 4 KiB round trips all along, and after."""
+    B echoes 4 KiB round trips all along, and after. PACE_MS: A waits that long after each
+    64 KiB (a slow sender, whose echo queues slowly)."""
     a = connect(port, rcvbuf=4096)
     b = connect(port)
     state = {"sent": 0, "how": None}
@@ -206,6 +207,8 @@ def too_slow(port, size, rng):
         try:
             while state["sent"] < size:
                 state["sent"] += a.send(chunk)
+                if pace_ms:
+                    time.sleep(pace_ms / 1000.0)  # the pace of a slow sender, not a wait for anything
         except (BrokenPipeError, ConnectionResetError) as e:
             state["how"] = type(e).__name__
         except socket.timeout:
@@ -374,6 +377,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p = add("too-slow", "a client that never reads (4 KiB SO_RCVBUF) is dropped; another served throughout")
     p.add_argument("--size", type=int, default=256 << 20)
+    p.add_argument("--pace-ms", type=float, default=0)
     p = add("stream", "clients stream until the server ends them: each gets a prefix of what it sent")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--ready-file", required=True)
@@ -396,7 +400,7 @@ def main(argv=None):
         elif a.cmd == "burst":
             msg = burst(a.port, a.clients, a.size, a.rounds, rng)
         elif a.cmd == "too-slow":
-            msg = too_slow(a.port, a.size, rng)
+            msg = too_slow(a.port, a.size, rng, a.pace_ms)
         elif a.cmd == "stream":
             msg = stream(a.port, a.clients, a.ready_file, rng, a.timeout)
         elif a.cmd == "fake-pingpong":
