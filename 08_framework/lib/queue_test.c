@@ -412,7 +412,7 @@ static void *burster(void *arg)
 // the loop keeps waking, swapping and reading while pushes land at random points of its
 // turn, many of them on a queue just emptied. One lost wakeup stalls the loop for good
 // (every later push finds the queue non-empty and writes nothing): the final wait fails.
-enum { TRICKLERS = 2, TRICKLE = 100000 };
+enum { TRICKLERS = 4, TRICKLE = 100000 };
 static atomic_ulong trickle_runs;
 static sem_t trickle_done;
 
@@ -477,21 +477,22 @@ static void test_lost_wakeups(void)
     check(st.tasks_run == (unsigned long long)BURSTERS * BURSTS * BURST + 1,
           "2 x 300 bursts of 64 posts racing the loop's swap all ran");
 
-    part("5c. lost wakeups: two producers posting at random moments", 40);
+    part("5c. lost wakeups: four producers posting at random moments", 40);
     sem_init(&trickle_done, 0, 0);
     runner_start(&r, "trickle");
     burst_loop = r.loop;
+    pthread_t tt[TRICKLERS];
     for (uintptr_t b = 0; b < TRICKLERS; b++)
-        if (pthread_create(&th[b], NULL, trickler, (void *)b) != 0)
+        if (pthread_create(&tt[b], NULL, trickler, (void *)b) != 0)
             fail("pthread_create");
     for (int b = 0; b < TRICKLERS; b++)
-        pthread_join(th[b], NULL);
-    wait_sem(&trickle_done, 10, "the last of 200000 tasks (lost wakeup?)");
+        pthread_join(tt[b], NULL);
+    wait_sem(&trickle_done, 10, "the last of 400000 tasks (lost wakeup?)");
     runner_finish(&r, &st);
     printf("   %llu posts, %llu wakeups written, %llu turns\n", st.posts, st.wakeups_written,
            st.turns);
     check(st.tasks_run == (unsigned long long)TRICKLERS * TRICKLE + 1,
-          "2 x 100000 posts at random moments of the loop's turns all ran");
+          "4 x 100000 posts at random moments of the loop's turns all ran");
 }
 
 // ----------------------------------------------------------------------- 6. descriptors
