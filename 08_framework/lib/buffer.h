@@ -2,7 +2,7 @@
 // A connection's input buffer: bytes read but not yet cut into frames by its codec.
 //
 // Thread rule: a struct buffer belongs to one thread at a time (its connection's io thread);
-// nothing here locks. The only shared state, buf_stats, is per thread (see below).
+// nothing here locks. The one global, buf_stats, is per thread (see below).
 #ifndef RX_BUFFER_H
 #define RX_BUFFER_H
 
