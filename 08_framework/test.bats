@@ -221,7 +221,7 @@ echo_hard_paths() {
 
 # echo_drain T: output pending in the server at SIGTERM still goes out, every byte, then EOF.
 echo_drain() {
-    start_server examples/echo -t "$1" --max-output 16777216
+    start_server examples/echo -t "$1" --max-output 16777216 --high-water 16777216
     netkit drain-on-term --pid "$SERVER_PID" --size 8388608 || return
     stop_server || return
     grep -qE ' stopping: 1 sessions' "$SERVER_ERR" || fail "-t $1: no 'stopping: 1 sessions' line" || return
@@ -312,7 +312,8 @@ echo_drain() {
 @test "too slow: a client that never reads (4 KiB SO_RCVBUF) is dropped over --max-output; another is served all along" {
     local t
     for t in 0 2; do
-        start_server examples/echo -t "$t" --max-output 1048576
+        # --high-water 0: no back-pressure, so the hard cap is what acts.
+        start_server examples/echo -t "$t" --high-water 0 --max-output 1048576
         frames too-slow || return
         assert_log 'session [0-9]+: [0-9]+ bytes queued after a write, over max_output 1048576' || return
         assert_log 'closed: too slow' || return
@@ -323,10 +324,31 @@ echo_drain() {
     done
 }
 
+@test "back-pressure: a client that sends but does not read is paused at --high-water, not dropped; once it reads, every byte comes back (-t 0, -t 2)" {
+    local t peak
+    for t in 0 2; do
+        start_server examples/echo -t "$t" --high-water 262144
+        start_bg "pr$t" netkit pause-read --size 67108864 --resume-file "$BATS_TEST_TMPDIR/resume$t"
+        local pr=$BG_PID
+        wait_file_match "$BATS_TEST_TMPDIR/pr$t.out" '^stalled:' 30 || return
+        assert_log 'session [0-9]+: [0-9]+ bytes queued: reading paused' || return
+        touch "$BATS_TEST_TMPDIR/resume$t"
+        wait_exit "$pr" "pr$t" 30 || return
+        assert_log 'session [0-9]+: written out: reading again' || return
+        stop_server || return
+        local slow
+        slow=$(counter "too slow") && peak=$(counter "peak queued") || return
+        ((slow == 0)) || fail "-t $t: too slow $slow: the paused client was dropped" || return
+        # Paused at 256 KiB: the queue never holds more than that plus what was read before
+        # the pause took effect (a few turns of 64 KiB), not the 64 MiB the client sent.
+        ((peak < 4194304)) || fail "-t $t: peak queued $peak: reading did not stop at --high-water 262144" || return
+    done
+}
+
 @test "the soft cap: a queue over --soft-output for --soft-seconds drops the client then, not before; another is served all along" {
     # A sends 64 KiB every 20 ms and reads nothing: its echo queues at ~3 MiB/s, past the soft
     # cap (256 KiB) at once and far below the hard cap (64 MiB) within the test.
-    start_server examples/echo -t 1 --soft-output 262144 --soft-seconds 1
+    start_server examples/echo -t 1 --high-water 0 --soft-output 262144 --soft-seconds 1
     frames too-slow --size 67108864 --pace-ms 20 || return
     assert_log 'closed: too slow' || return
     stop_server || return

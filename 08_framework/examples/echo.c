@@ -1,5 +1,6 @@
 // echo.c: the raw echo server on the rx library, in the fewest lines that keep DESIGN.md's
-// server contract: every byte back unchanged, in order; half-close and shutdown by the library.
+// server contract: every byte back unchanged, in order; half-close and shutdown by the library,
+// back-pressure by two callbacks (a client that sends but does not read is paused, not dropped).
 
 #include <stdio.h>
 
@@ -9,10 +10,12 @@
 static void usage(FILE *to)
 {
     fprintf(to,
-            "usage: echo [-H HOST] [-p PORT] [-t N] [--max-output BYTES] [--soft-output BYTES]\n"
-            "            [--soft-seconds S] [--idle-timeout S] [--drain-ms MS]\n"
+            "usage: echo [-H HOST] [-p PORT] [-t N] [--high-water BYTES] [--max-output BYTES]\n"
+            "            [--soft-output BYTES] [--soft-seconds S] [--idle-timeout S] [--drain-ms MS]\n"
             "Echoes every byte it receives (default port 8008). Logs to stderr; SIGINT or\n"
-            "SIGTERM stops it gracefully.\n" SERVER_OPTS_HELP);
+            "SIGTERM stops it gracefully.\n"
+            "      --high-water BYTES   stop reading a client whose echo has BYTES queued, until\n"
+            "                        it is written out (0 = never; default 1048576)\n" SERVER_OPTS_HELP);
 }
 
 // Main thread, like every callback. The raw codec hands over what one read() got; rx_send
@@ -26,18 +29,34 @@ static void on_message(rx_session *s, const rx_frame *f)
                (unsigned long long)rx_session_id(s));
 }
 
+// Back-pressure (the lesson of stages 03 and 04): a client whose echo piles up is not read
+// until the pile is gone; what it sends meanwhile waits in the kernel, and TCP slows it down.
+// Without this, the caps would drop a client that merely sends faster than it reads.
+static void on_high_water(rx_session *s, size_t queued)
+{
+    rx_log(RX_LOG_INFO, "session %llu: %zu bytes queued: reading paused",
+           (unsigned long long)rx_session_id(s), queued);
+    rx_session_pause(s);
+}
+
+static void on_drained(rx_session *s)
+{
+    rx_log(RX_LOG_INFO, "session %llu: written out: reading again", (unsigned long long)rx_session_id(s));
+    rx_session_resume(s);
+}
+
 int main(int argc, char **argv)
 {
     struct server_opts o;
     opt_init("echo", usage);
-    server_opts_parse(argc, argv, 8008, 0, &o);
+    server_opts_parse(argc, argv, 8008, WANT_HIGH_WATER, &o);
 
     rx_thread_set_name("main");
     rx_server *srv = rx_server_new(&o.cfg);
     if (!srv)
         return 1;
     rx_codec raw = rx_codec_raw();
-    rx_factory factory = {.message = on_message};
+    rx_factory factory = {.message = on_message, .high_water = on_high_water, .drained = on_drained};
     int port = rx_listen(srv, o.host, o.port, &raw, &factory);
     if (port < 0) {
         rx_server_free(srv);

@@ -61,7 +61,8 @@ static inline uint64_t opt_seconds_ms(const char *arg, int allow_zero, const cha
     return (uint64_t)(sec * 1000 + 0.5);
 }
 
-// The options every example server takes. MAX_FRAME is read only where WANT_MAX_FRAME.
+// The options every example server takes; --max-frame and --high-water only where WANT says.
+enum { WANT_MAX_FRAME = 1, WANT_HIGH_WATER = 2 };
 struct server_opts {
     const char *host;
     int port;
@@ -76,6 +77,7 @@ enum {
     OPT_IDLE_TIMEOUT,
     OPT_DRAIN_MS,
     OPT_MAX_FRAME,
+    OPT_HIGH_WATER,
 };
 
 // The options' help, for the usage texts of the servers.
@@ -95,8 +97,8 @@ enum {
     "  -h, --help            print this help and exit\n"
 
 // Parses the server options into O (defaults: DEFAULT_PORT, rx_config_default()); exits 0
-// after --help and 2 on a usage error.
-static inline void server_opts_parse(int argc, char **argv, int default_port, int want_max_frame,
+// after --help and 2 on a usage error. WANT: the optional options this program takes.
+static inline void server_opts_parse(int argc, char **argv, int default_port, unsigned want,
                                      struct server_opts *o)
 {
     static const struct option longopts[] = {
@@ -110,12 +112,15 @@ static inline void server_opts_parse(int argc, char **argv, int default_port, in
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"drain-ms", required_argument, NULL, OPT_DRAIN_MS},
         {"max-frame", required_argument, NULL, OPT_MAX_FRAME},
+        {"high-water", required_argument, NULL, OPT_HIGH_WATER},
         {NULL, 0, NULL, 0},
     };
     o->host = "127.0.0.1";
     o->port = default_port;
     o->cfg = rx_config_default();
     o->max_frame = 1u << 20;
+    if (want & WANT_HIGH_WATER)
+        o->cfg.high_water = 1u << 20;  // back-pressure from 1 MiB queued (--high-water)
     // The leading ':' and opterr = 0: we print the errors ourselves.
     opterr = 0;
     int c;
@@ -147,10 +152,15 @@ static inline void server_opts_parse(int argc, char **argv, int default_port, in
             o->cfg.drain_ms = opt_uint(optarg, 0, 60000, "bad --drain-ms (want 0 to 60000)");
             break;
         case OPT_MAX_FRAME:
-            if (!want_max_frame)
+            if (!(want & WANT_MAX_FRAME))
                 opt_fail("unknown option", "--max-frame");
             // The length field is 32 bits.
             o->max_frame = opt_uint(optarg, 1, UINT32_MAX, "bad --max-frame (want 1 to 4294967295)");
+            break;
+        case OPT_HIGH_WATER:
+            if (!(want & WANT_HIGH_WATER))
+                opt_fail("unknown option", "--high-water");
+            o->cfg.high_water = opt_uint(optarg, 0, SIZE_MAX / 4, "bad --high-water (want bytes)");
             break;
         case 'h':
             opt_usage_fn(stdout);

@@ -30,7 +30,7 @@ int main(int argc, char **argv)
 {
     struct server_opts o;
     opt_init("pingpong_server", usage);
-    server_opts_parse(argc, argv, 8009, 1, &o);
+    server_opts_parse(argc, argv, 8009, WANT_MAX_FRAME, &o);
 
     rx_thread_set_name("main");
     rx_server *srv = rx_server_new(&o.cfg);
