@@ -481,3 +481,29 @@ echo_drain() {
     [[ $status -eq 0 ]] || fail "status $status: $output"
     [[ $(grep -c '^reply: a b c$' <<<"$output") -eq 3 ]] || fail "want 3 replies: $output"
 }
+
+@test "valgrind: echo -t 2 and pingpong_client -t 1 run, stop, and free everything (no error, no leak of any kind)" {
+    [[ -z ${SAN:-} && -z ${STAGE_BUILD:-} ]] || skip "valgrind runs the normal build"
+    command -v valgrind >/dev/null || skip "valgrind is not installed"
+    local out="$BATS_TEST_TMPDIR/vg.out" err="$BATS_TEST_TMPDIR/vg.err" vg st=0 deadline line
+    local vgopts=(--error-exitcode=99 --leak-check=full --show-leak-kinds=all --errors-for-leak-kinds=all)
+    valgrind "${vgopts[@]}" "$(stage_bin examples/echo)" -p 0 -t 2 >"$out" 2>"$err" 3>&- &
+    vg=$!
+    echo "$vg" >>"$BATS_TEST_TMPDIR/harness.pids"
+    wait_file_match "$out" '^listening on ' 30 || return
+    line=$(grep -m1 '^listening on ' "$out")
+    PORT=${line##*:}
+    netkit echo --count 3 --max-size 65536 || return
+    netkit half-close --size 100000 || return
+    run --separate-stderr timeout "$(scaled_s 60)" valgrind "${vgopts[@]}" "$(stage_bin examples/pingpong_client)" -p "$PORT" -c 2 -s 100 --count 50 -t 1
+    [[ $status -eq 0 ]] || fail "pingpong_client under valgrind exited $status:" "$(grep -A 15 -m1 -E 'ERROR SUMMARY: [1-9]|Invalid|definitely|still reachable' <<<"$stderr")" || return
+    kill -TERM "$vg"
+    deadline=$(($(now_ms) + $(scaled_ms 20)))
+    while ! has_exited "$vg"; do
+        (($(now_ms) < deadline)) || fail "echo under valgrind did not exit within 20 s of SIGTERM" || return
+        sleep 0.05   # poll interval of a loop with a deadline
+    done
+    wait "$vg" || st=$?
+    ((st == 0)) || fail "echo under valgrind exited $st (99: valgrind found errors or leaks):" "$(grep -E '==[0-9]+== ' "$err" | tail -n 30)" || return
+    grep -q 'All heap blocks were freed' "$err" || fail "echo left heap blocks:" "$(grep -A 8 'HEAP SUMMARY' "$err")"
+}
