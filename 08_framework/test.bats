@@ -134,6 +134,14 @@ bounded() {
     done
     run --separate-stderr bounded "$(stage_bin examples/echo)" --max-frame 10
     [[ $status -eq 2 ]] || fail "echo --max-frame 10 exited $status, want 2 (not an echo option)"
+    run --separate-stderr bounded "$(stage_bin examples/pingpong_server)" --high-water 10
+    [[ $status -eq 2 ]] || fail "pingpong_server --high-water 10 exited $status, want 2 (an echo option only)"
+    for arg in "--high-water x" "--high-water -1" "--high-water 4611686018427387904"; do
+        run --separate-stderr bounded "$(stage_bin examples/echo)" $arg
+        [[ $status -eq 2 && $stderr == *usage:* ]] || fail "echo $arg exited $status, want 2" || return
+    done
+    run --separate-stderr bounded "$(stage_bin examples/echo)" --high-water 0 -H 256.0.0.1
+    [[ $status -eq 1 ]] || fail "echo --high-water 0 -H 256.0.0.1 exited $status, want 1 (accepted, no such address)"
     bin=$(stage_bin examples/pingpong_client)
     for arg in "-c 0" "-c 100001" "-s 0" "-s 16777217" "--count 0" "--count 1 --duration 1" "-p 0" "-t 65" "--duration x"; do
         run --separate-stderr bounded "$bin" $arg
@@ -158,6 +166,15 @@ bounded() {
         [[ $PORT == "$port" ]] || fail "$ex -p $port listens on $PORT" || return
         stop_server || return
     done
+}
+
+@test "-H ::1: listens on IPv6, prints 'listening on [::1]:PORT', echoes" {
+    python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null ||
+        skip "no IPv6 loopback on this machine"
+    start_server examples/echo -t 1 -H ::1
+    grep -qE '^listening on \[::1\]:[0-9]+$' "$SERVER_OUT" || fail "listening line: $(cat "$SERVER_OUT")" || return
+    netkit echo --host ::1 --count 3 --max-size 65536 || return
+    stop_server
 }
 
 @test "SIGTERM and SIGINT with a client connected: exit 0 within 2 s (echo -t 0, -t 1, -t 4)" {
