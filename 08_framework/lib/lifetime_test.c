@@ -187,13 +187,15 @@ static void on_spam(rx_loop *loop, rx_timer *t, void *arg)
 // ---- (d) timers stopping themselves and each other.
 static int t1_fires, xy_fires;
 static rx_timer *tx, *ty;
-static uint64_t control_id;
+static uint64_t control_id, timers_started_ms, t1_stopped_ms;
 
 static void on_t1(rx_loop *loop, rx_timer *t, void *arg)
 {
     (void)arg;
-    if (++t1_fires == 3)
+    if (++t1_fires == 3) {
         rx_timer_stop(loop, t);
+        t1_stopped_ms = rx_loop_now_ms(loop);
+    }
     else if (t1_fires > 3)
         sfail("(d) a repeating timer fired again after rx_timer_stop from its own callback");
 }
@@ -208,11 +210,16 @@ static void on_xy(rx_loop *loop, rx_timer *t, void *arg)
         rx_timer_stop(loop, other);  // due in this same turn, not fired yet: it never will
 }
 
+// Every 10 ms: once the repeating timer has stopped and 30 ms more have passed (time for a
+// wrong fourth firing), or after 5 s, the counts go to the driver; then it stops itself.
 static void on_timers_check(rx_loop *loop, rx_timer *t, void *arg)
 {
-    (void)loop;
-    (void)t;
     (void)arg;
+    uint64_t now = rx_loop_now_ms(loop);
+    bool settled = t1_fires >= 3 && xy_fires >= 1 && now >= t1_stopped_ms + 30;
+    if (!settled && now < timers_started_ms + scaled(5000))
+        return;
+    rx_timer_stop(loop, t);
     rx_session *c = rx_session_find(srv, control_id);
     char line[96];
     int n = snprintf(line, sizeof line, "timers %d %d", t1_fires, xy_fires);
@@ -338,10 +345,11 @@ static void on_message(rx_session *s, const rx_frame *f)
         rx_send(s, "done", 4);
     } else if (strcmp(line, "timers") == 0) {
         rx_loop *loop = rx_server_loop(srv);
+        timers_started_ms = rx_loop_now_ms(loop);
         tx = rx_timer_start(loop, 5, 0, on_xy, NULL);
         ty = rx_timer_start(loop, 5, 0, on_xy, NULL);
         if (!tx || !ty || !rx_timer_start(loop, 2, 2, on_t1, NULL) ||
-            !rx_timer_start(loop, 60, 0, on_timers_check, NULL))
+            !rx_timer_start(loop, 10, 10, on_timers_check, NULL))
             sfail("out of memory for a timer");
     } else if (strcmp(line, "stop") == 0) {
         rx_server_stop(srv);
