@@ -102,12 +102,10 @@ static void wake_cb(struct watch *w, unsigned ready)
 int rx_loop_post(rx_loop *loop, void (*fn)(void *arg), void *arg)
 {
     atomic_fetch_add_explicit(&loop->posts, 1, memory_order_relaxed);
-    int ret = -1;
-    // LAB BEGIN loop_post: push the task (ret -1 if that fails, else 0); wake the loop only when the queue was empty before (taskq_push returned 1) and the caller is not the loop's own thread (then set loop->self_posted instead)
     int was_empty = taskq_push(&loop->q, fn, arg);
     if (was_empty == -1)
         return -1;
-    ret = 0;
+    // LAB BEGIN loop_post: wake the loop (wake) only when the queue was empty before (was_empty == 1) and the caller is another thread; from the loop's own thread set loop->self_posted instead
     if (current_loop == loop) {
         // The loop's own thread (a task, a timer, a handler): it is not waiting, and step 1
         // of its next turn will not wait either (self_posted), so no wakeup is needed.
@@ -122,7 +120,7 @@ int rx_loop_post(rx_loop *loop, void (*fn)(void *arg), void *arg)
         wake(loop);
     }
     // LAB END
-    return ret;
+    return 0;
 }
 
 // --------------------------------------------------------------------------------- timers
@@ -165,11 +163,11 @@ static void timer_free(rx_loop *loop, rx_timer *t)
 
 void rx_timer_stop(rx_loop *loop, rx_timer *t)
 {
-    // LAB BEGIN timer_stop: take T out of the heap unless it is a one-shot that is firing (already out); if its callback is running (t->firing) only mark it stopped (the firing code frees it), else free it now (timer_free)
     if (t->stopped)
         return;  // stopped inside its callback already (rule 5 allows one stop; be kind)
     if (!(t->firing && t->repeat_ms == 0))
-        timer_heap_del(&loop->timers, &t->t);
+        timer_heap_del(&loop->timers, &t->t);  // a firing one-shot is out of the heap already
+    // LAB BEGIN timer_stop: if T's callback is running (t->firing), only mark it stopped: run_timers frees it once the callback returns; else free it now (timer_free)
     if (t->firing)
         t->stopped = true;
     else
@@ -334,8 +332,8 @@ void loop_bind_thread(rx_loop *loop)
 // Step 3: the tasks posted since the last swap, oldest first.
 static void run_tasks(rx_loop *loop)
 {
-    // LAB BEGIN run_tasks: swap the queue out (taskq_take into loop->running; clear self_posted first) and run the tasks outside the lock, oldest first; then empty loop->running (its array is reused)
     loop->self_posted = false;
+    // LAB BEGIN run_tasks: swap the queue out (taskq_take into loop->running) and run its tasks outside the lock, oldest first (count them in loop->tasks_run); then empty loop->running (its array is reused)
     taskq_take(&loop->q, &loop->running);
     for (size_t i = 0; i < loop->running.n; i++)
         loop->running.v[i].fn(loop->running.v[i].arg);

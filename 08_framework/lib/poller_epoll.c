@@ -100,12 +100,12 @@ int poller_wait(struct poller *p, struct poller_event *out, int max, int timeout
     for (int i = 0; i < n; i++) {
         uint32_t e = p->evs[i].events;
         unsigned r = 0;
-        // LAB BEGIN epoll_events: translate e to POLLER_IN/POLLER_OUT; an error or hang-up (EPOLLERR, EPOLLHUP) is both, so the owner's next read or write meets it (a pipe whose writer closed reports EPOLLHUP alone)
+        // An error or a hang-up is both readable and writable: the owner's next read or write
+        // meets it (a pipe whose writer closed reports EPOLLHUP alone, without EPOLLIN).
         if (e & (EPOLLIN | EPOLLERR | EPOLLHUP))
             r |= POLLER_IN;
         if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             r |= POLLER_OUT;
-        // LAB END
         out[i] = (struct poller_event){p->evs[i].data.ptr, r};
     }
     return n;

@@ -3,6 +3,7 @@
 // stores, never for the work (taskq.h says why that matters: a task may push again).
 #include "taskq.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 
@@ -27,7 +28,6 @@ int taskq_push(struct taskq *q, void (*fn)(void *arg), void *arg)
 {
     int ret = -1;
     pthread_mutex_lock(&q->lock);
-    // LAB BEGIN taskq_push: append (fn, arg) to q->pending (doubling its array when full; ret stays -1 if that fails); ret = 1 when pending was empty before, else 0
     struct task_vec *v = &q->pending;
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 64;  // doubling: a push is amortised O(1)
@@ -41,20 +41,20 @@ int taskq_push(struct taskq *q, void (*fn)(void *arg), void *arg)
         ret = v->n == 0;
         v->v[v->n++] = (struct task){fn, arg};
     }
-    // LAB END
     pthread_mutex_unlock(&q->lock);
     return ret;
 }
 
 void taskq_take(struct taskq *q, struct task_vec *out)
 {
-    // LAB BEGIN taskq_take: under q->lock, swap q->pending with *out (out is empty: its array goes back to the producers for reuse)
+    assert(out->n == 0);
     pthread_mutex_lock(&q->lock);
+    // LAB BEGIN taskq_take: swap q->pending with *OUT (OUT is empty: its array goes back to the producers, so a steady loop allocates nothing)
     struct task_vec t = q->pending;
     q->pending = *out;
     *out = t;
-    pthread_mutex_unlock(&q->lock);
     // LAB END
+    pthread_mutex_unlock(&q->lock);
 }
 
 void task_vec_free(struct task_vec *v)
