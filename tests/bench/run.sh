@@ -3,7 +3,8 @@
 # echo benchmark of every stage), then each stage's own benchmark where it has one
 # (stage05.py: latency under CPU-heavy load, and the cost of the hop to a worker; 06's
 # codec_bench: each decoder's MB/s and bytes copied per input byte; stage07.py: broadcast
-# fan-out beside redis PUBLISH/SUBSCRIBE).
+# fan-out beside redis PUBLISH/SUBSCRIBE; stage08.py: 08's pingpong at 1, 10, 100 connections
+# beside 04 and libevent).
 # All the work (and every knob: BENCH_REPEAT, BENCH_SECS, ...) is in run.py; see README.md.
 set -e
 here=$(dirname "$0")
@@ -17,4 +18,7 @@ if [ -f "$here/../../06_codecs/Makefile" ]; then
 fi
 if [ -x "$here/../../07_chat/server" ]; then
     python3 "$here/stage07.py"
+fi
+if [ -x "$here/../../08_framework/examples/pingpong_client" ]; then
+    python3 "$here/stage08.py"
 fi
