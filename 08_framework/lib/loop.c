@@ -175,7 +175,8 @@ void rx_timer_stop(rx_loop *loop, rx_timer *t)
     // LAB END
 }
 
-// Step 4: runs every timer whose deadline has come (deadline <= now), earliest first.
+// Step 4: runs every timer whose deadline has come (deadline <= now), earliest first. A timer
+// a callback starts with after_ms 0 is due at once and runs in this same step.
 static void run_timers(rx_loop *loop)
 {
     long long now = (long long)loop->now_ms;
