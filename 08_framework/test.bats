@@ -217,6 +217,8 @@ echo_scenarios() {
     scenario_reset || return
     netkit reset-after-send --count 20 --size 100000 || return
     netkit reset-idle || return
+    # The echo still queued (6 MiB through a 4 KiB window) when the EOF comes: all of it, then EOF.
+    netkit half-close-slow --size 6291456 --rcvbuf 4096 --piece 16384 --pause-ms 1 || return
     stop_server
 }
 
@@ -462,7 +464,7 @@ echo_drain() {
     [[ $status -eq 1 && $output =~ errors\ 2$ ]] || fail "no server: status $status, want 1 with errors 2: $output $stderr"
 }
 
-@test "simple_client: replies printed; the server restarts on the same port; it logs disconnected and reconnecting and gets replies again; SIGTERM exits 0" {
+@test "simple_client: replies printed; the server restarts on the same port; it logs disconnected and reconnecting (backoff with jitter, really waited) and gets replies again; SIGTERM exits 0" {
     start_server examples/echo -t 1
     local port=$PORT out="$BATS_TEST_TMPDIR/client.out" n1
     start_bg client "$(stage_bin examples/simple_client)" -p "$port" --send hello --count 100000 --interval 20 \
@@ -473,6 +475,8 @@ echo_drain() {
     wait_file_match "$out" 'disconnected: (peer|reset)$' 5 || return
     wait_file_match "$out" 'reconnecting in [0-9]+ ms' 5 || return
     n1=$(grep -c '^reply: ' "$out")
+    # Away long enough for the backoff to reach its ceiling (50, 100, 200, 200 ms ...).
+    wait_file_match "$out" 'connect failed \(attempt 5\)' 10 || return
     start_server examples/echo -t 1 -p "$port" || return
     [[ $PORT == "$port" ]] || fail "the new server listens on $PORT, not $port" || return
     local deadline=$(($(now_ms) + $(scaled_ms 5)))
@@ -487,7 +491,8 @@ echo_drain() {
     kill -TERM "$cl"
     wait_exit "$cl" client 2 || return
     stop_server || return
-    clean simple_client "$(cat "$out")"
+    clean simple_client "$(cat "$out")" || return
+    python3 "$FRAMES" backoff-check --log "$out" --retry 50 --retry-max 200
 }
 
 @test "simple_client --exit-after: exits 0 after --count replies" {

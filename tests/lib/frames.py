@@ -353,6 +353,49 @@ def fake_pingpong(corrupt_reply, corrupt_offset):
         threading.Thread(target=serve, args=(s,), daemon=True).start()
 
 
+# ----------------------------------------------------------------------- the connector's backoff
+
+def backoff_check(log, retry, retry_max):
+    """In a log of the rx connector (lines `connector X: reconnecting in N ms`, `connect failed
+    (attempt K)`, `connected`, with ISO times to the millisecond): after a close the wait is
+    in [R/2, R]; after failed attempt K it is in [D/2, D], D = min(R * 2^(K-1), MAX); and the
+    next attempt really came no sooner than N ms later."""
+    import re
+    stamp = re.compile(r"T(\d\d):(\d\d):(\d\d)\.(\d\d\d)Z")
+    events = []
+    for line in open(log, errors="replace"):
+        m = stamp.search(line)
+        if not m:
+            continue
+        t = ((int(m.group(1)) * 60 + int(m.group(2))) * 60 + int(m.group(3))) * 1000 + int(m.group(4))
+        if "disconnected:" in line:
+            events.append(("closed", t, 1))
+        elif (f := re.search(r"connect failed \(attempt (\d+)\)", line)):
+            events.append(("failed", t, int(f.group(1))))
+        elif (w := re.search(r"reconnecting in (\d+) ms", line)):
+            events.append(("wait", t, int(w.group(1))))
+        elif "connector" in line and line.rstrip().endswith("connected"):
+            events.append(("connected", t, 0))
+    waits = 0
+    for i, (kind, t, n) in enumerate(events):
+        if kind != "wait":
+            continue
+        prev = next((e for e in reversed(events[:i]) if e[0] in ("closed", "failed")), None)
+        if prev is None:
+            raise Failure("a wait of %d ms with no close or failure before it" % n)
+        k = 1 if prev[0] == "closed" else prev[2]
+        d = min(retry * 2 ** (k - 1), retry_max)
+        if not (d // 2 <= n <= d):
+            raise Failure("after %s %d: a wait of %d ms, want %d..%d" % (prev[0], k, n, d // 2, d))
+        nxt = next((e for e in events[i + 1:] if e[0] in ("failed", "connected")), None)
+        if nxt is not None and nxt[1] - t < n - 1:
+            raise Failure("said it waits %d ms, tried again %d ms later" % (n, nxt[1] - t))
+        waits += 1
+    if waits < 3:
+        raise Failure("only %d waits in the log: the backoff was not exercised" % waits)
+    return "%d waits, each within [D/2, D] of its backoff and really waited" % waits
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="frames", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -382,6 +425,11 @@ def main(argv=None):
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--ready-file", required=True)
     p.add_argument("--timeout", type=float, default=10.0)
+    p = sub.add_parser("backoff-check", help="the connector's waits in a log: bounds and really waited")
+    p.add_argument("--log", required=True)
+    p.add_argument("--retry", type=int, required=True)
+    p.add_argument("--retry-max", type=int, required=True)
+    p.add_argument("--seed", type=int, default=None)
     p = sub.add_parser("fake-pingpong", help="a pingpong server that corrupts one reply byte")
     p.add_argument("--corrupt-reply", type=int, default=5)
     p.add_argument("--corrupt-offset", type=int, default=3)
@@ -403,6 +451,8 @@ def main(argv=None):
             msg = too_slow(a.port, a.size, rng, a.pace_ms)
         elif a.cmd == "stream":
             msg = stream(a.port, a.clients, a.ready_file, rng, a.timeout)
+        elif a.cmd == "backoff-check":
+            msg = backoff_check(a.log, a.retry, a.retry_max)
         elif a.cmd == "fake-pingpong":
             fake_pingpong(a.corrupt_reply, a.corrupt_offset)
             return 0
