@@ -358,9 +358,10 @@ echo_drain() {
         local slow
         slow=$(counter "too slow") && peak=$(counter "peak queued") || return
         ((slow == 0)) || fail "-t $t: too slow $slow: the paused client was dropped" || return
-        # Paused at 256 KiB: the queue never holds more than that plus what was read before
-        # the pause took effect (a few turns of 64 KiB), not the 64 MiB the client sent.
-        ((peak < 4194304)) || fail "-t $t: peak queued $peak: reading did not stop at --high-water 262144" || return
+        # Paused at 256 KiB: the queue holds that plus what was read before the pause took
+        # effect, which with io threads is a round trip through main (the io thread reads on
+        # meanwhile; a loaded machine has seen 5 MiB): far from the 64 MiB the client sent.
+        ((peak < 16777216)) || fail "-t $t: peak queued $peak: reading did not stop at --high-water 262144" || return
     done
 }
 
