@@ -14,7 +14,11 @@
 //   6. descriptors: a hang-up alone (pipe writer closed: EPOLLHUP/POLLHUP without IN) is
 //      readable; an error alone (pipe reader closed under a full pipe: EPOLLERR) is
 //      writable; a watch for nothing (0) is quiet until rewatched; a watch removed by an
-//      earlier handler of the same turn is not called.
+//      earlier handler of the same turn is not called;
+//   7. 100 pipes watched, unwatched, rewatched and written at random for 300 turns: each turn
+//      reports exactly the ones watched for reading with data waiting, once each;
+//   8. loop_stop from another thread ends a loop waiting for a far timer, at once; loop_free
+//      frees the timer still armed.
 // Every wait has a deadline (x TIMEOUT_SCALE) and a watchdog bounds every part, so a deadlock
 // or a lost wakeup fails the test instead of hanging it.
 #include <errno.h>
@@ -27,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -678,6 +683,164 @@ static void test_descriptors(void)
     sem_destroy(&watching);
 }
 
+// ------------------------------------------------------- 7. many descriptors, random changes
+
+// 100 pipes whose read ends are watched, unwatched, rewatched for reading or for nothing at
+// random, and written at random; each turn, exactly the ones watched for reading with data
+// waiting must be reported, once. A chain of tasks does it on the loop's thread: each task
+// checks the turn before it (the wait of its own turn reported on the changes the previous
+// task made), then changes and writes again.
+enum { PIPES = 100, MIX_ROUNDS = 300 };
+struct mixed {
+    struct watch w;
+    int fds[2];
+    bool watched, has_data;
+    unsigned calls;  // this turn
+};
+static struct mixed mix[PIPES];
+static unsigned mix_round, mix_wrong, mix_reported;
+static unsigned long long mix_seed = 0x2545F4914F6CDD1DULL;
+static sem_t mix_done;
+
+static unsigned mix_rand(unsigned n)
+{
+    mix_seed ^= mix_seed << 13, mix_seed ^= mix_seed >> 7, mix_seed ^= mix_seed << 17;
+    return (unsigned)(mix_seed % n);
+}
+
+static void mix_cb(struct watch *w, unsigned ready)
+{
+    struct mixed *m = (struct mixed *)w;
+    if (ready != LOOP_READ)
+        mix_wrong++;
+    m->calls++;
+}
+
+static void mix_task(void *arg)
+{
+    (void)arg;
+    rx_loop *loop = rx_loop_current();
+    if (mix_round > 0) {
+        for (int i = 0; i < PIPES; i++) {
+            struct mixed *m = &mix[i];
+            bool want = m->watched && m->w.events == LOOP_READ && m->has_data;
+            if (m->calls != (want ? 1u : 0u))
+                mix_wrong++;
+            mix_reported += m->calls;
+            m->calls = 0;
+        }
+    }
+    if (++mix_round > MIX_ROUNDS) {
+        for (int i = 0; i < PIPES; i++)
+            if (mix[i].watched)
+                loop_unwatch(loop, &mix[i].w);
+        sem_post(&mix_done);
+        return;
+    }
+    for (int k = 0; k < 30; k++) {
+        struct mixed *m = &mix[mix_rand(PIPES)];
+        unsigned op = mix_rand(4);
+        if (!m->watched) {
+            if (loop_watch(loop, &m->w, op % 2 ? LOOP_READ : 0) == -1)
+                fail("loop_watch: %s", strerror(errno));
+            m->watched = true;
+        } else if (op == 0) {
+            loop_unwatch(loop, &m->w);
+            m->watched = false;
+        } else if (loop_rewatch(loop, &m->w, op % 2 ? LOOP_READ : 0) == -1) {
+            fail("loop_rewatch: %s", strerror(errno));
+        }
+        char c;
+        if (op == 3 && m->has_data) {  // drained
+            if (read(m->fds[0], &c, 1) != 1)
+                fail("read: %s", strerror(errno));
+            m->has_data = false;
+        } else if (op == 2 && !m->has_data) {
+            if (write(m->fds[1], "x", 1) != 1)
+                fail("write: %s", strerror(errno));
+            m->has_data = true;
+        }
+    }
+    post(loop, mix_task, NULL);  // the next turn: its wait (no timeout) reports this state
+}
+
+static void test_many_descriptors(void)
+{
+    part("7. 100 descriptors watched, changed and written at random", 40);
+    sem_init(&mix_done, 0, 0);
+    for (int i = 0; i < PIPES; i++) {
+        make_pipe(mix[i].fds);
+        mix[i].w = (struct watch){mix[i].fds[0], 0, mix_cb};
+    }
+    struct runner r;
+    runner_start(&r, "mix");
+    post(r.loop, mix_task, NULL);
+    wait_sem(&mix_done, 20, "300 rounds of random watch changes");
+    struct loop_stats st;
+    runner_finish(&r, &st);
+    for (int i = 0; i < PIPES; i++) {
+        close(mix[i].fds[0]);
+        close(mix[i].fds[1]);
+    }
+    printf("   %u reports over %d rounds\n", mix_reported, MIX_ROUNDS);
+    check(mix_wrong == 0 && mix_reported > 0,
+          "each turn reports exactly the descriptors watched for reading with data, once each");
+}
+
+// ------------------------------------------------------------ 8. loop_stop from outside
+
+static pid_t stop_tid;  // the loop thread's id, for /proc
+
+static void start_far_timer(void *arg)
+{
+    (void)arg;
+    stop_tid = (pid_t)syscall(SYS_gettid);
+    if (rx_timer_start(rx_loop_current(), 600000, 0, post_from_timer, NULL) == NULL)
+        fail("rx_timer_start");
+    sem_post(&watching);
+}
+
+static void test_stop(void)
+{
+    part("8. loop_stop from another thread", 30);
+    sem_init(&watching, 0, 0);
+    struct runner r;
+    runner_start(&r, "stopme");
+    // The loop waits for a timer 10 minutes away, with nothing else to do.
+    post(r.loop, start_far_timer, NULL);
+    wait_sem(&watching, 10, "a task");
+    // Stopped only once it sleeps in its wait (its thread's state in /proc is S): a stop
+    // that lands while it still ends the task's turn would be seen without any wakeup.
+    char path[64], stat[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)stop_tid);
+    for (double dl = now_s() + 10 * scale;;) {
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            fail("%s: %s", path, strerror(errno));
+        size_t n = fread(stat, 1, sizeof stat - 1, f);
+        fclose(f);
+        stat[n] = '\0';
+        const char *paren = strrchr(stat, ')');
+        if (paren != NULL && paren[1] == ' ' && paren[2] == 'S')
+            break;
+        if (now_s() > dl)
+            fail("the loop thread never slept in its wait: %s", stat);
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);  // the poll interval of a check with a deadline
+    }
+    loop_stop(r.loop);
+    struct timespec dl = realtime_in(10);
+    int err = pthread_timedjoin_np(r.thread, NULL, &dl);
+    if (err != 0)
+        fail("loop_stop from another thread did not end a waiting loop: %s", strerror(err));
+    struct loop_stats st;
+    loop_get_stats(r.loop, &st);
+    check(r.rc == 0, "loop_stop from another thread ends a loop that waits (loop_run returns 0)");
+    check(st.timers_fired == 0 && st.timers == 1, "... at once: its timer has not fired");
+    loop_free(r.loop);  // frees the armed timer too (ASan: no leak)
+    sem_destroy(&watching);
+}
+
 int main(void)
 {
     const char *s = getenv("TIMEOUT_SCALE");
@@ -695,6 +858,8 @@ int main(void)
     test_exact_wakeups();
     test_lost_wakeups();
     test_descriptors();
+    test_many_descriptors();
+    test_stop();
     printf("all ok\n");
     return 0;
 }
