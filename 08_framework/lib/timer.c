@@ -15,8 +15,8 @@ static void heap_set(struct timer_heap *h, size_t i, struct timer *t)
 // parent, else down while a child is earlier.
 static void heap_sift(struct timer_heap *h, size_t i)
 {
-    // LAB BEGIN heap_sift: move h->v[i] up while its deadline is earlier than its parent's (parent (i-1)/2), else down while a child's (2i+1, 2i+2) is earlier, keeping idx right (heap_set)
     struct timer *t = h->v[i];
+    // LAB BEGIN heap_sift: find where T (now at v[i]) belongs: move i up while T is earlier than its parent (parent (i-1)/2), else down while a child (2i+1, 2i+2) is earlier, moving each entry it passes with heap_set; T is put at the final i below
     while (i > 0 && h->v[(i - 1) / 2]->deadline > t->deadline) {
         heap_set(h, i, h->v[(i - 1) / 2]);
         i = (i - 1) / 2;
@@ -32,8 +32,8 @@ static void heap_sift(struct timer_heap *h, size_t i)
         heap_set(h, i, h->v[c]);
         i = c;
     }
-    heap_set(h, i, t);
     // LAB END
+    heap_set(h, i, t);
 }
 
 int timer_heap_add(struct timer_heap *h, struct timer *t, long long deadline)
