@@ -95,6 +95,14 @@ clean() {
     done
 }
 
+# Both hop backends (lib/hop.h), whatever HOP the build chose: order, count, lost wakeups.
+@test "unit: hop_test" {
+    unit hop_test || return
+    [[ $output == *"ring 2. ping-pong: "* && $output == *"ring 3. an 8-slot ring: "* &&
+       $output == *"mutex 4. 3000 pointers"* ]] ||
+        fail "hop_test did not say what it checked:" "$output" || return
+}
+
 # --- the contract: options, the listening line, signals ------------------------------------
 
 # bounded CMD...: CMD, ended after 5 s (scaled; status 124): a command line wrongly accepted
@@ -318,14 +326,16 @@ echo_drain() {
     done
 }
 
-@test "idle timeout: a silent client gets EOF --idle-timeout after its last byte, not before; a talker is kept (idle 1)" {
-    start_server examples/echo -t 1 --idle-timeout 0.6
-    frames idle --idle 0.6
-    assert_log 'session [0-9]+ \(127\.0\.0\.1:[0-9]+\) closed: idle timeout'
-    stop_server
-    local idle
-    idle=$(counter idle) || return
-    ((idle == 1)) || fail "idle $idle, want 1 (the talker must not be timed out)"
+@test "idle timeout: a silent client gets EOF --idle-timeout after its last byte, not before; a talker is kept (idle 1; -t 0, -t 1)" {
+    local t idle
+    for t in 0 1; do
+        start_server examples/echo -t "$t" --idle-timeout 0.6
+        frames idle --idle 0.6 || return
+        assert_log 'session [0-9]+ \(127\.0\.0\.1:[0-9]+\) closed: idle timeout' || return
+        stop_server || return
+        idle=$(counter idle) || return
+        ((idle == 1)) || fail "-t $t: idle $idle, want 1 (the talker must not be timed out)" || return
+    done
 }
 
 @test "too slow: a client that never reads (4 KiB SO_RCVBUF) is dropped over --max-output; another is served all along" {
