@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "buffer.h"
+#include "hop.h"
 #include "loop.h"
 #include "rx.h"
 #include "rxbuf.h"
@@ -144,7 +145,9 @@ void server_on_high_water(rx_server *srv, uint64_t id, size_t queued);
 void server_on_drained(rx_server *srv, uint64_t id);
 // server.c: a connected socket (accepted, or connected by a connector) becomes a session.
 rx_session *server_adopt(rx_server *srv, int fd, struct origin *o, const struct sockaddr *peer);
-void server_post_batch(rx_server *srv, struct ev_batch *b);
+// hop.h: an io's channel to main (made by io_new), and its turn's events sent through it.
+struct hop *server_hop_new(rx_server *srv, const char *name);
+void server_post_batch(rx_server *srv, struct hop *to_main, struct ev_batch *b);
 
 // io.c
 struct io *io_new(rx_server *srv, rx_loop *loop, bool direct, int index);  // direct: main's loop
@@ -152,6 +155,7 @@ int io_start(struct io *io);   // starts its thread (not for a direct one)
 void io_stop(struct io *io);   // ends its loop and joins its thread
 void io_free(struct io *io);   // closes what is left, frees
 rx_loop *io_loop(struct io *io);
+struct hop *io_hop(struct io *io, bool to_main);  // its channel from main, or to main (NULL: direct)
 bool io_direct(const struct io *io);
 // Main thread: a command for IO (applied now when direct, else batched until main's turn end).
 void io_command(rx_server *srv, struct io *io, const struct cmd *c);

@@ -64,6 +64,7 @@ struct io {
     rx_timer *sweep;
     struct ev_batch *ev;     // this turn's events for main (io threads only)
     struct cmd_batch *cmds;  // main's commands for this io, this turn (main thread's)
+    struct hop *in, *out;    // hop.h: main's command batches to it, its event batches to main
     struct io_stats st;
 };
 
@@ -564,7 +565,7 @@ void io_post_commands(struct io *io)
     if (b == NULL)
         return;
     io->cmds = NULL;
-    if (rx_loop_post(io->loop, apply_batch, b) == -1) {
+    if (hop_send(io->in, b) == -1) {  // hop.h: the task queue or a ring, by the build
         rx_log(RX_LOG_ERROR, "%s: out of memory posting %zu commands: applied late", io->name, b->n);
         io->cmds = b;  // kept for the next turn
         io->srv->dirty_io[io->srv->ndirty++] = io;
@@ -642,7 +643,7 @@ static void io_turn_end(void *arg)
     if (io->ev != NULL) {
         struct ev_batch *b = io->ev;
         io->ev = NULL;
-        server_post_batch(io->srv, b);
+        server_post_batch(io->srv, io->out, b);
     }
 }
 
@@ -661,6 +662,20 @@ struct io *io_new(rx_server *srv, rx_loop *loop, bool direct, int index)
     if (io->scratch == NULL) {
         free(io);
         return NULL;
+    }
+    // Its two channels (hop.h), made before either thread runs.
+    if (!direct) {
+        char name[24];
+        snprintf(name, sizeof name, "main>io-%d", index);
+        io->in = hop_new(HOP_DEFAULT, loop, apply_batch, 0, name);
+        snprintf(name, sizeof name, "io-%d>main", index);
+        io->out = io->in ? server_hop_new(srv, name) : NULL;
+        if (io->out == NULL) {
+            hop_free(io->in);
+            free(io->scratch);
+            free(io);
+            return NULL;
+        }
     }
     loop_on_turn_end(loop, io_turn_end, io);
     return io;
@@ -767,6 +782,8 @@ void io_free(struct io *io)
         free(io->cmds->v);
         free(io->cmds);
     }
+    hop_free(io->in);  // drained by rx_server_run's cleanup
+    hop_free(io->out);
     free(io->scratch);
     free(io);
 }
@@ -774,6 +791,11 @@ void io_free(struct io *io)
 rx_loop *io_loop(struct io *io)
 {
     return io->loop;
+}
+
+struct hop *io_hop(struct io *io, bool to_main)
+{
+    return to_main ? io->out : io->in;
 }
 
 bool io_direct(const struct io *io)

@@ -305,10 +305,18 @@ static void dispatch_batch(void *arg)
     free(b);
 }
 
-// io thread: this turn's events go to main in one post.
-void server_post_batch(rx_server *srv, struct ev_batch *b)
+// Main thread, before the loops run: an io thread's channel to main (hop.h; the build's
+// backend, HOP_DEFAULT), whose batches dispatch_batch walks.
+struct hop *server_hop_new(rx_server *srv, const char *name)
 {
-    if (rx_loop_post(srv->loop, dispatch_batch, b) == -1) {
+    return hop_new(HOP_DEFAULT, srv->loop, dispatch_batch, 0, name);
+}
+
+// io thread: this turn's events go to main in one send through its channel (hop.h).
+void server_post_batch(rx_server *srv, struct hop *to_main, struct ev_batch *b)
+{
+    (void)srv;
+    if (hop_send(to_main, b) == -1) {
         rx_log(RX_LOG_ERROR, "out of memory posting %zu bytes of events: dropped", b->len);
         free(b->p);
         free(b);
@@ -598,6 +606,16 @@ static void add_io_stats(rx_server *srv)
             srv->st.posts += ls.posts;
             srv->st.wakeups += ls.wakeups_written;
         }
+        // The rings' own sends and eventfd writes (hop.h; the loops counted the mutex's).
+        for (int dir = 0; dir < 2; dir++) {
+            struct hop *h = io_hop(srv->io[i], dir);
+            struct hop_stats hs;
+            if (h == NULL)
+                continue;
+            hop_get_stats(h, &hs);
+            srv->st.posts += hs.ring;
+            srv->st.wakeups += hs.wakeups + hs.rearms;
+        }
     }
     struct loop_stats ls;
     loop_get_stats(srv->loop, &ls);
@@ -618,15 +636,22 @@ int rx_server_run(rx_server *srv)
         rc = -1;
     // The io threads end, then whatever they posted to main and main posted to them is run
     // (it frees the batches and the buffers they hold; every id in them is gone by now).
+    // With HOP=ring the batches may also wait in the rings (hop_drain; its fallbacks are tasks).
     for (int i = 0; i < started; i++)
         io_stop(srv->io[i]);
     for (int i = 0; i < started; i++)
-        if (!io_direct(srv->io[i]))
+        if (!io_direct(srv->io[i])) {
+            hop_drain(io_hop(srv->io[i], false));
             loop_run_pending(io_loop(srv->io[i]));
+        }
     server_turn_end(srv);
     for (int i = 0; i < srv->nio; i++)
-        if (!io_direct(srv->io[i]))
+        if (!io_direct(srv->io[i])) {
+            hop_drain(io_hop(srv->io[i], false));
             loop_run_pending(io_loop(srv->io[i]));
+        }
+    for (int i = 0; i < srv->nio; i++)
+        hop_drain(io_hop(srv->io[i], true));
     loop_run_pending(srv->loop);
     // Sessions still open (the deadline passed): their state is the application's to free.
     while (srv->first != NULL) {
