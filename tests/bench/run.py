@@ -52,6 +52,9 @@ SERVERS = [
     ("08_t0", "08_framework/examples/echo", ["-t", "0"], None),
     ("08_t1", "08_framework/examples/echo", ["-t", "1"], None),
     ("08_t2", "08_framework/examples/echo", ["-t", "2"], None),
+    # 08 built with HOP=ring (run.sh builds it): the hop through SPSC rings, not the task queue.
+    ("08_t1_ring", "08_framework/build-ring/examples/echo", ["-t", "1"], None),
+    ("08_t2_ring", "08_framework/build-ring/examples/echo", ["-t", "2"], None),
     ("min_echo", "tests/bench/peers/min_echo", [], None),
     ("libevent", "tests/bench/peers/libevent_echo", [], None),
 ]
@@ -620,7 +623,9 @@ def write_reports(started, servers, medians, mem, sysc):
              # 08: the framework beside the minimal loop and stage 04 (-t 0), the cost of the
              # hop to an io thread (-t 1 / -t 0), and the libevent peer.
              ("08_t0", "04_epoll_lt"), ("08_t0", "min_echo"), ("08_t0", "libevent"),
-             ("08_t1", "08_t0"), ("08_t2", "08_t0")]
+             ("08_t1", "08_t0"), ("08_t2", "08_t0"),
+             # the hop measured two ways: the SPSC rings against the task queue
+             ("08_t1_ring", "08_t1"), ("08_t2_ring", "08_t2")]
     md += ["## Ratios (side by side, this run)", "",
            "A / B. msgs/s above 1: A served more messages per second. CPU above 1: A spent "
            "more server CPU per message.", "",

@@ -9,6 +9,11 @@
 set -e
 here=$(dirname "$0")
 make -s -C "$here" SAN= >&2
+# 08 with the hop through SPSC rings (HOP=ring, in build-ring/), measured beside the default.
+if [ -f "$here/../../08_framework/Makefile" ]; then
+    make -s -C "$here/../../08_framework" SAN= HOP=ring build-ring/examples/echo >&2 ||
+        echo "run.sh: 08_framework HOP=ring does not build: 08_t1_ring, 08_t2_ring skipped" >&2
+fi
 python3 "$here/run.py" "$@"
 if [ -x "$here/../../05_threads_queue/server" ]; then
     python3 "$here/stage05.py"
