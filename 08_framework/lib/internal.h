@@ -50,7 +50,7 @@ struct ev {
     uint32_t len;    // EV_FRAME: bytes that follow
     uint16_t ftype;  // EV_FRAME: the frame's type
     uint8_t type;    // enum ev_type
-    uint8_t arg;     // EV_FRAME: flags; EV_CLOSED: the reason
+    uint8_t arg;     // EV_FRAME: flags; EV_EOF, EV_CLOSED: the reason
 };
 
 // The events an io loop gathered in one turn, handed to main in one post.
@@ -60,7 +60,12 @@ struct ev_batch {
     size_t len, cap;
 };
 
-enum cmd_type { CMD_ADOPT, CMD_SEND, CMD_NOTICE, CMD_CLOSE, CMD_CLOSE_NOW, CMD_PAUSE, CMD_RESUME };
+// CMD_STOP_INPUT (the shutdown): read nothing more and answer with an EV_EOF, which main
+// handles after every frame read before it: a barrier, so nothing read is left unanswered.
+enum cmd_type {
+    CMD_ADOPT, CMD_SEND, CMD_NOTICE, CMD_CLOSE, CMD_CLOSE_NOW, CMD_PAUSE, CMD_RESUME,
+    CMD_STOP_INPUT,
+};
 
 // What an io needs to take over a connected socket.
 struct adopt {
@@ -139,7 +144,7 @@ struct rx_server {
 
 // server.c, main thread: events from an io (direct with io_threads 0, else from a batch).
 void server_on_frame(rx_server *srv, uint64_t id, const rx_frame *f);
-void server_on_eof(rx_server *srv, uint64_t id);
+void server_on_eof(rx_server *srv, uint64_t id, enum rx_close_reason why);
 void server_on_closed(rx_server *srv, uint64_t id, enum rx_close_reason why);
 void server_on_high_water(rx_server *srv, uint64_t id, size_t queued);
 void server_on_drained(rx_server *srv, uint64_t id);

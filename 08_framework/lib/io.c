@@ -319,6 +319,8 @@ static void conn_flush(struct conn *c)
 
 // ---------------------------------------------------------------------- reading
 
+static void conn_end_input(struct conn *c, enum rx_close_reason why);
+
 static int conn_emit(void *ctx, const rx_frame *f)
 {
     struct conn *c = ctx;
@@ -400,20 +402,28 @@ static void conn_read(struct conn *c)
         return;
     }
     if (n == 0) {  // EOF: what was decoded is delivered; main closes it after its replies
-        c->eof = true;
-        if (loop_rewatch(io->loop, &c->w, c->out.n > 0 ? LOOP_WRITE : 0) == -1) {
-            conn_kill(c, RX_CLOSE_ERROR);
-            return;
-        }
-        if (io->direct)
-            server_on_eof(io->srv, c->node.id);
-        else if (ev_push(io, EV_EOF, c->node.id, 0, 0, 0, NULL, 0) == -1)
-            conn_kill(c, RX_CLOSE_ERROR);
+        conn_end_input(c, RX_CLOSE_PEER);
         return;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
         return;
     conn_kill(c, errno == ECONNRESET ? RX_CLOSE_RESET : RX_CLOSE_ERROR);
+}
+
+// No more reading from C: the peer's EOF (PEER), or the shutdown's barrier (SHUTDOWN). Main
+// gets an EV_EOF after every frame read before it, answers them, and closes with WHY.
+static void conn_end_input(struct conn *c, enum rx_close_reason why)
+{
+    struct io *io = c->io;
+    c->eof = true;
+    if (loop_rewatch(io->loop, &c->w, c->out.n > 0 ? LOOP_WRITE : 0) == -1) {
+        conn_kill(c, RX_CLOSE_ERROR);
+        return;
+    }
+    if (io->direct)
+        server_on_eof(io->srv, c->node.id, why);
+    else if (ev_push(io, EV_EOF, c->node.id, (uint8_t)why, 0, 0, NULL, 0) == -1)
+        conn_kill(c, RX_CLOSE_ERROR);
 }
 
 static void conn_ready(struct watch *w, unsigned ready)
@@ -504,6 +514,10 @@ static void apply(struct io *io, const struct cmd *m)
     case CMD_CLOSE_NOW:
         conn_kill(c, m->reason);
         break;
+    case CMD_STOP_INPUT:
+        if (c->state == C_OPEN && !c->eof)
+            conn_end_input(c, m->reason);
+        break;  // its EOF is on its way to main already
     case CMD_PAUSE:
     case CMD_RESUME:
         c->paused = m->type == CMD_PAUSE;

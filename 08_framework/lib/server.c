@@ -236,11 +236,11 @@ void server_on_frame(rx_server *srv, uint64_t id, const rx_frame *f)
     s->origin->factory.message(s, f);
 }
 
-void server_on_eof(rx_server *srv, uint64_t id)
+void server_on_eof(rx_server *srv, uint64_t id, enum rx_close_reason why)
 {
     rx_session *s = find(srv, id);
     if (s != NULL)
-        begin_close(s, true, RX_CLOSE_PEER);  // its replies (already queued) go first
+        begin_close(s, true, why);  // its replies (already queued) go first
 }
 
 void server_on_high_water(rx_server *srv, uint64_t id, size_t queued)
@@ -293,7 +293,7 @@ static void dispatch_batch(void *arg)
             server_on_frame(srv, e->id, &f);
             break;
         }
-        case EV_EOF: server_on_eof(srv, e->id); break;
+        case EV_EOF: server_on_eof(srv, e->id, e->arg); break;
         case EV_CLOSED: server_on_closed(srv, e->id, e->arg); break;
         case EV_HIGH_WATER: server_on_high_water(srv, e->id, e->total); break;
         case EV_DRAINED: server_on_drained(srv, e->id); break;
@@ -447,7 +447,8 @@ static void close_listeners(rx_server *srv)
 // ------------------------------------------------------------------- shutdown
 
 // Shutdown, in steps. 1: stop accepting and connecting; the application's on_stop (its
-// notices); every session closes after its output has gone. 2: drain_ms later, those still
+// notices); every session stops reading, has the frames it had read answered, then closes
+// after its output has gone. 2: drain_ms later, those still
 // flushing close at once. 3: when the table is empty the main loop ends; rx_server_run joins
 // the io threads. A hard deadline (drain_ms + 400 ms) ends the loop whatever is left, so the
 // process exits within 2 s of the signal with the default drain of 1500 ms.
@@ -456,8 +457,10 @@ static void stop_expired(rx_loop *loop, rx_timer *t, void *arg)
     rx_server *srv = arg;
     if (!srv->stop_forced) {  // step 2
         srv->stop_forced = true;
-        for (rx_session *s = srv->first; s != NULL; s = s->next)
+        for (rx_session *s = srv->first; s != NULL; s = s->next) {
+            s->state = SS_CLOSING;
             command(s, CMD_CLOSE_NOW, RX_CLOSE_SHUTDOWN, NULL);
+        }
         return;
     }
     srv->stop_timer = NULL;
@@ -476,8 +479,12 @@ void rx_server_stop(rx_server *srv)
     rx_log(RX_LOG_INFO, "stopping: %zu sessions", srv->nsessions);
     if (srv->on_stop)
         srv->on_stop(srv, srv->on_stop_arg);
+    // Not begin_close: frames already read (in a batch on its way) would find the session
+    // closing and go unanswered. The io stops reading and answers with an EOF that comes
+    // after them (CMD_STOP_INPUT); server_on_eof then closes the session after its replies.
     for (rx_session *s = srv->first; s != NULL; s = s->next)
-        begin_close(s, true, RX_CLOSE_SHUTDOWN);
+        if (s->state == SS_OPEN)
+            command(s, CMD_STOP_INPUT, RX_CLOSE_SHUTDOWN, NULL);
     // Fires at drain_ms (step 2), then every 400 ms: the second time is past the deadline.
     srv->stop_timer = rx_timer_start(srv->loop, srv->cfg.drain_ms, 400, stop_expired, srv);
     maybe_finish(srv);
