@@ -4,8 +4,9 @@
 //   1. stream: 1,000,000 pointers sent as fast as they go: each arrives once, in order, on the
 //      consumer loop's thread; the ring wakes the consumer fewer times than it sends;
 //   2. ping-pong: one pointer sent and waited for, for 8 s (100,000s of times), with random
-//      short pauses: a wakeup lost by either side leaves a pointer in the ring with nothing
-//      to announce it, and the wait's deadline fails the test;
+//      short pauses, every other time while the consumer is still in its callback: a wakeup
+//      lost by either side leaves a pointer in the ring with nothing to announce it, and the
+//      wait's deadline fails the test;
 //   3. a full ring: 8 slots and a consumer that dawdles: 200,000 pointers, some through the
 //      task queue (the ring counts its fallbacks), still each once and in order;
 //   4. the cleanup: 3000 pointers sent to a loop that is not running arrive, in order, from
@@ -103,6 +104,8 @@ static rx_loop *consumer_loop;
 static bool on_loop_thread = true;  // part 4 runs the consumer in this thread
 static uint64_t expected;           // the consumer's
 static atomic_uint_fast64_t delivered;
+static atomic_uint_fast64_t arrived;  // part 2: the consumer is in FN for this one ...
+static unsigned linger;               // ... and spins up to this long before it returns
 static unsigned dawdle_every;       // part 3: every Nth pointer, the consumer sleeps a little
 // Part 5: the consumer returns from pointer v only once the producer has sent v + lead (or
 // lead_until): the ring is never empty until the end.
@@ -119,6 +122,11 @@ static void got(void *p)
         fail("pointer %llu delivered after %llu (lost, repeated or out of order)",
              (unsigned long long)v, (unsigned long long)expected);
     expected = v;
+    if (linger) {
+        atomic_store_explicit(&arrived, v, memory_order_release);
+        for (volatile unsigned spin = (unsigned)(v * 2654435761u >> 8) % linger; spin > 0; spin--)
+            ;
+    }
     if (lead) {
         uint64_t want = v + lead < lead_until ? v + lead : lead_until;
         double deadline = now_s() + 10 * scale;
@@ -163,12 +171,14 @@ static void rig_start(struct rig *g, enum hop_kind kind, size_t slots, bool run)
         fail("pthread_create");
 }
 
-// Waits until the consumer has seen pointer N, at most SECONDS (x TIMEOUT_SCALE).
-static void wait_delivered(uint64_t n, double seconds, const char *what)
+// Waits until the consumer has seen pointer N (COUNTER: delivered, or arrived), at most
+// SECONDS (x TIMEOUT_SCALE).
+static void wait_counter(atomic_uint_fast64_t *counter, uint64_t n, double seconds,
+                         const char *what)
 {
     double deadline = now_s() + seconds * scale;
     unsigned spins = 0;
-    while (atomic_load_explicit(&delivered, memory_order_acquire) < n) {
+    while (atomic_load_explicit(counter, memory_order_acquire) < n) {
         // Spins a while first (the send that follows lands right behind the consumer's last
         // look at the ring: where a lost wakeup hides), then yields the CPU.
         if (++spins < 4000)
@@ -179,6 +189,11 @@ static void wait_delivered(uint64_t n, double seconds, const char *what)
                  (unsigned long long)atomic_load(&delivered));
         sched_yield();
     }
+}
+
+static void wait_delivered(uint64_t n, double seconds, const char *what)
+{
+    wait_counter(&delivered, n, seconds, what);
 }
 
 static void rig_stop(struct rig *g, struct hop_stats *st)
@@ -239,14 +254,16 @@ static void part_pingpong(enum hop_kind kind)
     struct rig g;
     struct hop_stats st;
     dog_arm("2. ping-pong", 60);
+    linger = 1000;  // set before the consumer's thread starts: it only reads it
+    atomic_store(&arrived, 0);
     rig_start(&g, kind, 0, true);
     unsigned seed = 12345;
     double t0 = now_s();
     uint64_t v = 0;
     // For a time (8 s for the ring, 2 s for the mutex, whose wakeups queue_test holds), not a
-    // count: a lost wakeup is a race of a few hundred nanoseconds, met once in 10,000 to
-    // 300,000 rounds here (bugs/ring-wakeup-after-drain.patch: found in 0.4 to 4 s, 9 runs in
-    // 10 within 4 s): what counts is how many rounds run.
+    // count: a lost wakeup is a race of a few hundred nanoseconds, met once in 1 to 600,000
+    // rounds here (bugs/ring-wakeup-after-drain.patch: caught in 6 runs of 6 at load 8, in
+    // 0.1 to 7 s): what counts is how many rounds run.
     double secs = kind == HOP_RING ? 8 : 2;
     while (v < rounds && (v < 1000 || v % 1000 != 0 || now_s() - t0 < secs)) {
         // A random pause moves the send across the consumer's steps: none or a few spins
@@ -257,12 +274,19 @@ static void part_pingpong(enum hop_kind kind)
         for (volatile unsigned spin = pause[r % 8]; spin > 0; spin--)
             ;
         send_one(g.h, ++v);
-        wait_delivered(v, 5, "2. ping-pong");
+        // Every other round the next send goes as soon as FN has this one, while the consumer
+        // lingers in FN for a random while: the send lands before, or just after, its last
+        // look at the ring (the window a misplaced eventfd read opens).
+        if (r & 16)
+            wait_counter(&arrived, v, 5, "2. ping-pong");
+        else
+            wait_delivered(v, 5, "2. ping-pong");
     }
     rig_stop(&g, &st);
+    linger = 0;
     check(v >= 1000 && expected == v,
-          "%s 2. ping-pong: %llu pointers each sent once the previous had arrived: none waited "
-          "past its deadline", k, (unsigned long long)v);
+          "%s 2. ping-pong: %llu pointers, each sent once the consumer had the previous one "
+          "(in its callback, or done): none waited past its deadline", k, (unsigned long long)v);
     if (kind == HOP_RING)
         check(st.wakeups >= v / 2 && st.fallbacks == 0,
               "ring 2. %llu eventfd writes for %llu sends (the ring was empty before most)",
