@@ -546,3 +546,43 @@ echo_drain() {
     ((st == 0)) || fail "echo under valgrind exited $st (99: valgrind found errors or leaks):" "$(grep -E '==[0-9]+== ' "$err" | tail -n 30)" || return
     grep -q 'All heap blocks were freed' "$err" || fail "echo left heap blocks:" "$(grep -A 8 'HEAP SUMMARY' "$err")"
 }
+
+@test "make install: rx.h, librx.a and rx.pc; a program outside the kit builds with pkg-config alone and serves" {
+    [[ -z ${SAN:-} && -z ${STAGE_BUILD:-} ]] || skip "the install is of the normal build"
+    command -v pkg-config >/dev/null || skip "pkg-config is not installed"
+    local prefix="$BATS_TEST_TMPDIR/prefix" app="$BATS_TEST_TMPDIR/app"
+    run make -s -C "$STAGE_DIR" install PREFIX="$prefix"
+    [[ $status -eq 0 ]] || fail "make install exited $status: $output" || return
+    [[ -f $prefix/include/rx.h && -f $prefix/lib/librx.a && -f $prefix/lib/pkgconfig/rx.pc ]] ||
+        fail "installed: $(cd "$prefix" && find . -type f)" || return
+    # The smallest server, as the notes show it: nothing from the kit but what was installed.
+    mkdir -p "$app"
+    cat >"$app/app.c" <<'C'
+#include <stdio.h>
+#include <rx.h>
+static void on_message(rx_session *s, const rx_frame *f) { rx_send(s, f->data, f->len); }
+int main(void)
+{
+    rx_config cfg = rx_config_default();
+    cfg.io_threads = 1;
+    rx_server *srv = rx_server_new(&cfg);
+    rx_codec raw = rx_codec_raw();
+    rx_factory f = {.message = on_message};
+    int port = srv ? rx_listen(srv, "127.0.0.1", 0, &raw, &f) : -1;
+    if (port < 0)
+        return 1;
+    printf("listening on 127.0.0.1:%d\n", port);
+    fflush(stdout);
+    int rc = rx_server_run(srv);
+    rx_server_free(srv);
+    return rc == 0 ? 0 : 1;
+}
+C
+    local flags
+    flags=$(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs rx) || fail "pkg-config knows no rx" || return
+    run cc -std=c11 -Wall -Wextra -Werror -o "$app/app" "$app/app.c" $flags
+    [[ $status -eq 0 ]] || fail "cc app.c \$(pkg-config --cflags --libs rx) failed: $output" || return
+    STAGE_DIR=$app start_server app || return
+    netkit echo --count 3 --max-size 65536 || return
+    stop_server
+}
