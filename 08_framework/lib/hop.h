@@ -40,9 +40,9 @@ struct hop {
 struct hop_stats {
     uint64_t sends;      // hop_send calls that succeeded
     uint64_t ring;       // ... of them through the ring (0 for HOP_MUTEX)
-    uint64_t wakeups;    // writes of the ring's own eventfd (the mutex's are the loop's)
+    uint64_t wakeups;    // the producer's writes of the ring's eventfd (the mutex's: the loop's)
     uint64_t fallbacks;  // ring full (or a fallback still in flight): sent with rx_loop_post
-    uint64_t rearms;     // the consumer's own eventfd writes: more came while it took a turn's
+    uint64_t rearms;     // the consumer's own writes: more came while it took what was there
 };
 
 // The backends (hop_mutex.c, hop_ring.c). Callers use the hop_* functions below, which pick
