@@ -103,6 +103,13 @@ clean() {
         fail "hop_test did not say what it checked:" "$output" || return
 }
 
+# What a callback may do (close itself, free its connector, queue past the high water) and
+# frames split across reads at limits between 4 and 64 KiB, at -t 0 and -t 1.
+@test "unit: reentry_test" {
+    unit reentry_test || return
+    [[ $(grep -c '^ok: ' <<<"$output") -eq 10 ]] || fail "reentry_test did not check its 10 cases:" "$output"
+}
+
 # --- the contract: options, the listening line, signals ------------------------------------
 
 # bounded CMD...: CMD, ended after 5 s (scaled; status 124): a command line wrongly accepted

@@ -28,6 +28,7 @@ struct rx_connector {
     rx_session *session;
     bool stopped;  // no more attempts (shutdown, or rx_connector_free)
     bool freed;    // rx_connector_free was called: freed when its session has closed
+    bool in_failed;  // its `failed` callback runs: rx_connector_free there only marks it
     rx_connector *next;
 };
 
@@ -38,6 +39,7 @@ rx_connect_opts rx_connect_opts_default(void)
 }
 
 static void attempt(rx_connector *c);
+static void unlink_and_free(rx_connector *c);
 
 static void stop_timer(rx_connector *c)
 {
@@ -92,8 +94,15 @@ static void failed(rx_connector *c, int err)
     c->attempt++;
     rx_log(RX_LOG_INFO, "connector %s: connect failed (attempt %u): %s", c->name, c->attempt,
            strerror(err));
-    if (c->opts.failed)
+    if (c->opts.failed) {
+        c->in_failed = true;
         c->opts.failed(c, err, c->attempt, c->origin.factory.arg);
+        c->in_failed = false;
+        if (c->freed) {  // rx_connector_free from the callback: now it can go
+            unlink_and_free(c);
+            return;
+        }
+    }
     schedule_retry(c);
 }
 
@@ -108,11 +117,18 @@ static void connected(rx_connector *c)
         rx_log(RX_LOG_WARN, "setsockopt(TCP_NODELAY): %s", strerror(errno));
     c->attempt = 0;
     rx_log(RX_LOG_INFO, "connector %s: connected", c->name);
-    c->session = server_adopt(c->srv, fd, &c->origin, (struct sockaddr *)&c->addr);
-    if (c->session == NULL) {
+    // server_adopt sets c->session (connector_set_session) before the session's create and
+    // opened run, so rx_connector_free from `opened` takes the close path; C is not touched
+    // after it returns.
+    if (server_adopt(c->srv, fd, &c->origin, (struct sockaddr *)&c->addr) == NULL) {
         c->attempt = 1;
         schedule_retry(c);
     }
+}
+
+void connector_set_session(rx_connector *c, rx_session *s)
+{
+    c->session = s;
 }
 
 static void connect_ready(struct watch *w, unsigned ready)
@@ -164,6 +180,8 @@ static void attempt(rx_connector *c)
         failed(c, errno);
         return;
     }
+    if (c->opts.timeout_ms == 0)
+        return;  // 0: no timeout, like every 0 of the API (the kernel's own, ~2 min, remains)
     c->timer = rx_timer_start(c->srv->loop, c->opts.timeout_ms, 0, connect_timeout, c);
     if (c->timer == NULL)
         failed(c, ENOMEM);
@@ -206,10 +224,14 @@ rx_connector *rx_connect(rx_server *srv, const char *host, int port, const rx_co
     }
     c->next = srv->connectors;
     srv->connectors = c;
+    // The first attempt starts from the loop (a 0 ms timer), never inside rx_connect: a
+    // `failed` callback must never run before the application holds the connector.
     if (srv->stopping)
         c->stopped = true;
-    else
-        attempt(c);
+    else if ((c->timer = rx_timer_start(srv->loop, 0, 0, retry_due, c)) == NULL) {
+        unlink_and_free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -242,8 +264,8 @@ void rx_connector_free(rx_connector *c)
     c->freed = true;
     if (c->session != NULL)
         rx_session_close(c->session, true);  // freed in connector_on_closed
-    else
-        unlink_and_free(c);
+    else if (!c->in_failed)
+        unlink_and_free(c);  // (from inside `failed`: freed when it returns)
 }
 
 // Main thread, from server_on_closed, after the session's closed callback.

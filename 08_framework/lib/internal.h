@@ -170,6 +170,7 @@ size_t io_queued_bytes(struct io *io);  // main's view at shutdown: an estimate 
 
 // connector.c
 void connector_on_closed(rx_connector *c, enum rx_close_reason why);
+void connector_set_session(rx_connector *c, rx_session *s);  // before create and opened run
 void connector_stop_all(rx_server *srv);
 void connector_free_all(rx_server *srv);
 

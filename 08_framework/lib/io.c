@@ -41,6 +41,7 @@ struct conn {
     enum conn_state state;
     uint8_t reason;  // C_DRAINING, C_DEAD: why it closes
     bool paused, eof, dirty, high;
+    bool high_report;  // io_threads 0: a high water to report at the end of the turn
     uint64_t last_read_ms;  // for the idle timeout
     uint64_t soft_since;    // when its queue went over soft_output (0: it is not)
     rx_timer *drain_timer;
@@ -186,8 +187,8 @@ static void conn_kill(struct conn *c, enum rx_close_reason why)
         rx_timer_stop(io->loop, c->drain_timer);
         c->drain_timer = NULL;
     }
-    outq_free(&c->out);
-    buf_free(&c->in);
+    // Its buffers are freed with it, at the end of the turn (conn_free): a decode loop may
+    // still be walking its input (rx_session_close from inside `message` with no io threads).
     io->st.closed++;
     switch (why) {
     case RX_CLOSE_TOO_SLOW: io->st.too_slow++; break;
@@ -205,12 +206,17 @@ static void conn_kill(struct conn *c, enum rx_close_reason why)
                (unsigned long long)c->node.id);
 }
 
+static void conn_flush(struct conn *c);
+
 static void drain_expired(rx_loop *loop, rx_timer *t, void *arg)
 {
     (void)loop;
     (void)t;
     struct conn *c = arg;
     c->drain_timer = NULL;  // a one-shot timer is freed after this returns (rx.h, rule 5)
+    conn_flush(c);  // what the kernel takes now still goes (drain_ms 0: before the turn's end)
+    if (c->state != C_DRAINING)
+        return;  // written out whole, and closed
     rx_log(RX_LOG_INFO, "session %llu: %zu bytes still unsent after %llu ms, closing",
            (unsigned long long)c->node.id, c->out.bytes + c->out.notice_bytes,
            (unsigned long long)cfg(c->io)->drain_ms);
@@ -234,6 +240,10 @@ static void conn_drain(struct conn *c, enum rx_close_reason why)
         conn_kill(c, RX_CLOSE_ERROR);
         return;
     }
+    // Written at the end of this turn, with whatever else the turn queues; the timer bounds
+    // only what the kernel then refuses (it starts from the turn's end: drain_ms 0 still
+    // writes what the kernel takes at once).
+    mark_dirty(io, c);
     c->drain_timer = rx_timer_start(io->loop, cfg(io)->drain_ms, 0, drain_expired, c);
     if (c->drain_timer == NULL)
         conn_kill(c, why);
@@ -247,6 +257,12 @@ static void conn_flush(struct conn *c)
 {
     struct io *io = c->io;
     const rx_config *k = cfg(io);
+    if (c->high_report) {  // io_threads 0 (see apply): the callback runs here, not in rx_send
+        c->high_report = false;
+        server_on_high_water(io->srv, c->node.id, c->out.bytes + c->out.notice_bytes);
+        if (c->state == C_DEAD)
+            return;
+    }
     while (c->out.n > 0) {
         struct iovec iov[64];
         size_t n = c->out.n < 64 ? c->out.n : 64, want = 0;
@@ -267,6 +283,8 @@ static void conn_flush(struct conn *c)
         }
         io->st.writes++;
         io->st.bytes_out += (uint64_t)w;
+        if (k->idle_ms > 0 && w > 0 && c->state == C_OPEN)
+            lru_touch(io, c);  // a peer taking a long reply is not idle
         outq_consume(&c->out, (size_t)w);
         if ((size_t)w < want)
             break;  // the kernel took part: it is full, another writev would say EAGAIN
@@ -279,8 +297,11 @@ static void conn_flush(struct conn *c)
             conn_kill(c, c->reason);
             return;
         }
-        if (c->w.events & LOOP_WRITE)
-            loop_rewatch(io->loop, &c->w, c->paused || c->eof ? 0 : LOOP_READ);
+        if ((c->w.events & LOOP_WRITE) &&
+            loop_rewatch(io->loop, &c->w, c->paused || c->eof ? 0 : LOOP_READ) == -1) {
+            conn_kill(c, RX_CLOSE_ERROR);
+            return;
+        }
     } else if (!(c->w.events & LOOP_WRITE)) {
         unsigned ev = LOOP_WRITE | (c->state == C_OPEN && !c->paused && !c->eof ? LOOP_READ : 0);
         if (loop_rewatch(io->loop, &c->w, ev) == -1) {
@@ -331,7 +352,7 @@ static int conn_emit(void *ctx, const rx_frame *f)
         io->st.frames_in++;
     if (io->direct) {
         server_on_frame(io->srv, c->node.id, f);
-        return 0;
+        return c->state == C_OPEN ? 0 : -1;  // closed from the callback: decode no further
     }
     if (ev_push(io, EV_FRAME, c->node.id, (uint8_t)f->flags, f->type, f->total, f->data,
                 f->len) == -1) {
@@ -343,6 +364,30 @@ static int conn_emit(void *ctx, const rx_frame *f)
 }
 
 // Decodes IN[0..LEN) and returns how many bytes are left over (to keep), or -1 when C closed.
+// How much input a connection may hold: a partial frame, bounded by the codec (max_frame, or
+// chunk when it streams; a codec that does not stream may leave chunk 0), plus a header.
+static size_t input_limit(const rx_codec *k)
+{
+    size_t cap = k->chunk == 0 || k->max_frame < k->chunk ? k->max_frame : k->chunk;
+    return cap > SIZE_MAX - RX_HEAD_MAX - 1 ? SIZE_MAX : cap + RX_HEAD_MAX + 1;
+}
+
+// Keeps the LEN bytes of a partial frame at P in C's (empty) input buffer, within its limit.
+static int keep_partial(struct conn *c, const char *p, size_t len)
+{
+    size_t room;
+    char *dst = buf_reserve_capped(&c->in, len, input_limit(c->codec), &room);
+    if (dst == NULL || room < len) {
+        rx_log(RX_LOG_ERROR, "session %llu: %s", (unsigned long long)c->node.id,
+               dst == NULL ? "out of memory for input" : "input over the codec's limit");
+        conn_kill(c, dst == NULL ? RX_CLOSE_ERROR : RX_CLOSE_BAD_FRAME);
+        return -1;
+    }
+    memcpy(dst, p, len);
+    buf_commit(&c->in, len);
+    return 0;
+}
+
 static ssize_t conn_decode(struct conn *c, const char *in, size_t len)
 {
     ssize_t used = c->codec->decode(c->codec, c->cstate, in, len, conn_emit, c);
@@ -368,9 +413,7 @@ static void conn_read(struct conn *c)
         p = io->scratch;
         room = budget;
     } else {
-        // A partial frame is bounded by the codec (max_frame, or chunk when it streams).
-        size_t cap = c->codec->max_frame < c->codec->chunk ? c->codec->max_frame : c->codec->chunk;
-        p = buf_reserve_capped(&c->in, budget, cap + RX_HEAD_MAX + 1, &room);
+        p = buf_reserve_capped(&c->in, budget, input_limit(c->codec), &room);
         if (p == NULL || room == 0) {
             rx_log(RX_LOG_ERROR, "session %llu: %s", (unsigned long long)c->node.id,
                    p == NULL ? "out of memory for input" : "input over the codec's limit");
@@ -390,8 +433,8 @@ static void conn_read(struct conn *c)
             lru_touch(io, c);
         if (idle) {
             ssize_t left = conn_decode(c, p, (size_t)n);
-            if (left > 0 && buf_append(&c->in, p + n - left, (size_t)left) == -1)
-                conn_kill(c, RX_CLOSE_ERROR);
+            if (left > 0)
+                keep_partial(c, p + n - left, (size_t)left);
         } else {
             buf_commit(&c->in, (size_t)n);
             size_t have = buf_len(&c->in);
@@ -437,6 +480,18 @@ static void conn_ready(struct watch *w, unsigned ready)
 
 // -------------------------------------------------------------------- commands
 
+struct late_close {
+    rx_server *srv;
+    uint64_t id;
+};
+
+static void report_late_close(void *arg)
+{
+    struct late_close *lc = arg;
+    server_on_closed(lc->srv, lc->id, RX_CLOSE_ERROR);
+    free(lc);
+}
+
 static void conn_new(struct io *io, uint64_t id, const struct adopt *a)
 {
     struct conn *c = calloc(1, sizeof *c);
@@ -466,10 +521,20 @@ fail:
         a->codec->destroy(c->cstate);
     free(c);
     close(a->fd);
-    if (io->direct)
-        server_on_closed(io->srv, id, RX_CLOSE_ERROR);  // adopt is never called from a callback
-    else
+    if (!io->direct) {
         ev_push(io, EV_CLOSED, id, RX_CLOSE_ERROR, 0, 0, NULL, 0);
+        return;
+    }
+    // No io threads: this runs inside server_adopt, before the session's opened callback;
+    // its close is reported in a later turn, as rule 1 wants (a task of the main loop).
+    struct late_close *lc = malloc(sizeof *lc);
+    if (lc == NULL || rx_loop_post(io->loop, report_late_close, lc) == -1) {
+        free(lc);
+        rx_log(RX_LOG_ERROR, "session %llu: out of memory: its close is never reported",
+               (unsigned long long)id);
+        return;
+    }
+    *lc = (struct late_close){io->srv, id};
 }
 
 static void apply(struct io *io, const struct cmd *m)
@@ -503,7 +568,7 @@ static void apply(struct io *io, const struct cmd *m)
             c->high = true;
             size_t q = c->out.bytes + c->out.notice_bytes;
             if (io->direct)
-                server_on_high_water(io->srv, c->node.id, q);
+                c->high_report = true;  // from conn_flush, at the turn's end: never nested in rx_send
             else
                 ev_push(io, EV_HIGH_WATER, c->node.id, 0, 0, q, NULL, 0);
         }
@@ -521,9 +586,10 @@ static void apply(struct io *io, const struct cmd *m)
     case CMD_PAUSE:
     case CMD_RESUME:
         c->paused = m->type == CMD_PAUSE;
-        if (c->state == C_OPEN && !c->eof)
+        if (c->state == C_OPEN && !c->eof &&
             loop_rewatch(io->loop, &c->w,
-                         (c->paused ? 0 : LOOP_READ) | (c->out.n > 0 ? LOOP_WRITE : 0));
+                         (c->paused ? 0 : LOOP_READ) | (c->out.n > 0 ? LOOP_WRITE : 0)) == -1)
+            conn_kill(c, RX_CLOSE_ERROR);
         break;
     default:
         break;
@@ -618,6 +684,8 @@ static void sweep(rx_loop *loop, rx_timer *t, void *arg)
 
 static void conn_free(struct conn *c)
 {
+    outq_free(&c->out);
+    buf_free(&c->in);
     if (c->cstate)
         c->codec->destroy(c->cstate);
     free(c);
@@ -646,9 +714,13 @@ static void io_turn_end(void *arg)
         io->dead = NULL;
         while (c != NULL) {
             struct conn *next = c->turn_next;
-            if (io->direct)
-                server_on_closed(io->srv, c->node.id, c->reason);
+            uint64_t id = c->node.id;
+            enum rx_close_reason why = c->reason;
+            // Freed first: its codec lives in its origin, which a connector's closed callback
+            // may free (rx_connector_free from `closed`).
             conn_free(c);
+            if (io->direct)
+                server_on_closed(io->srv, id, why);
             c = next;
         }
         if (!io->direct)
@@ -771,8 +843,6 @@ void io_free(struct io *io)
             struct conn *c = container_of(n, struct conn, node);
             loop_unwatch(io->loop, &c->w);
             close(c->w.fd);
-            outq_free(&c->out);
-            buf_free(&c->in);
             conn_free(c);
         }
     }

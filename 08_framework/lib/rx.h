@@ -202,7 +202,7 @@ typedef struct rx_config {
     size_t soft_output;   // soft cap: queued over this ...
     uint64_t soft_ms;     // ... for this long drops the session (0: no soft cap)
     size_t high_water;    // the high_water callback's threshold (0: none)
-    uint64_t idle_ms;     // nothing read for this long closes a session (0: never)
+    uint64_t idle_ms;     // nothing read or written for this long closes a session (0: never)
     uint64_t drain_ms;    // how long a closing session's output may take, and the shutdown's
     size_t turn_bytes;    // at most this much read from one connection per loop turn
 } rx_config;
@@ -211,9 +211,11 @@ typedef struct rx_config {
 // timeout, drain 1500 ms, turn 64 KiB.
 rx_config rx_config_default(void);
 
-// Main thread (it becomes the main thread). Blocks SIGINT, SIGTERM and SIGPIPE in the
-// calling thread (io threads inherit the mask) and watches SIGINT/SIGTERM with signalfd.
-// NULL on failure (logged).
+// Main thread (it becomes the main thread). Blocks SIGINT and SIGTERM in the calling thread
+// (io threads inherit the mask) and reads them from a signalfd; sets SIGPIPE to SIG_IGN for
+// the process. Call it before creating any thread of your own, or block SIGINT and SIGTERM in
+// those threads: a signal the kernel hands to a thread that does not block it kills the
+// process (its default action) and the shutdown never runs. NULL on failure (logged).
 rx_server *rx_server_new(const rx_config *cfg);
 rx_loop *rx_server_loop(rx_server *srv);
 
@@ -234,7 +236,9 @@ void rx_server_on_stop(rx_server *srv, void (*fn)(rx_server *srv, void *arg), vo
 // Main thread, after rx_server_run returned. Frees everything.
 void rx_server_free(rx_server *srv);
 
-// Counters, for the stop line, tests and benchmarks (main thread, or after the run).
+// Counters, for the stop line, tests and benchmarks. The io threads' counters (bytes, reads,
+// writes, caps) are added when rx_server_run returns: read them after it; during the run only
+// the main thread's (accepted, closed, frames, batches) are current.
 typedef struct rx_stats {
     uint64_t accepted, closed, frames_in, bytes_in, bytes_out;
     uint64_t reads, writes, posts, wakeups, batches, dropped_commands;
@@ -245,7 +249,7 @@ void rx_server_stats(const rx_server *srv, rx_stats *out);
 // ------------------------------------------------------------------------- connectors
 
 typedef struct rx_connect_opts {
-    uint64_t timeout_ms;    // a connect that takes longer fails (default 3000)
+    uint64_t timeout_ms;    // a connect that takes longer fails (default 3000; 0: no timeout)
     uint64_t retry_ms;      // first wait before reconnecting (default 100); doubles each failure
     uint64_t retry_max_ms;  // up to this (default 5000); the wait is uniform in [D/2, D]
     bool reconnect;         // reconnect when the connection fails or closes (default true)
@@ -260,7 +264,10 @@ rx_connector *rx_connect(rx_server *srv, const char *host, int port, const rx_co
                          const rx_factory *factory, const rx_connect_opts *opts);
 // Main thread. The connector's session, or NULL while it is not connected.
 rx_session *rx_connector_session(const rx_connector *c);
-// Main thread. Stops reconnecting and closes its session (flushed); frees the connector.
+// Main thread. Stops reconnecting and closes its session (flushed); frees the connector (at
+// once, or when its session has closed). Allowed from any callback, its own `failed` and its
+// session's `opened` and `closed` included. The first attempt starts in a later turn, never
+// inside rx_connect.
 void rx_connector_free(rx_connector *c);
 
 #endif

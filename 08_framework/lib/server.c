@@ -201,6 +201,8 @@ rx_session *server_adopt(rx_server *srv, int fd, struct origin *o, const struct 
     struct cmd m = {.id = s->node.id, .type = CMD_ADOPT};
     m.u.a = (struct adopt){.fd = fd, .codec = &o->codec};
     io_command(srv, s->io, &m);
+    if (o->connector)  // rx_connector_session is right inside create and opened
+        connector_set_session(o->connector, s);
     if (o->factory.create)
         s->data = o->factory.create(o->factory.arg, s);
     s->opened = true;
@@ -692,12 +694,8 @@ void rx_server_free(rx_server *srv)
     if (srv == NULL)
         return;
     close_listeners(srv);
-    connector_free_all(srv);
-    while (srv->listeners) {
-        struct listener *l = srv->listeners;
-        srv->listeners = l->next;
-        free(l);
-    }
+    // The ios first: a connection left in one points to its origin's codec (a listener's or
+    // a connector's), freed below.
     for (int i = 0; srv->io && i < srv->nio; i++) {
         if (srv->io[i] == NULL)
             continue;
@@ -706,6 +704,12 @@ void rx_server_free(rx_server *srv)
         io_free(srv->io[i]);
         if (!direct)
             loop_free(l);
+    }
+    connector_free_all(srv);
+    while (srv->listeners) {
+        struct listener *l = srv->listeners;
+        srv->listeners = l->next;
+        free(l);
     }
     free(srv->io);
     free(srv->dirty_io);

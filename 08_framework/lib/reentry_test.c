@@ -1,0 +1,257 @@
+// reentry_test.c: what an application may do from inside a callback, and frames that arrive
+// in pieces: each case a small in-process server (rx.h only) and a client socket, checked by
+// what the callbacks saw; ASan and UBSan see the memory. Prints what it checked, exits 0.
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rx.h"
+
+#define CHECK(cond, ...)                                        \
+    do {                                                        \
+        if (!(cond)) {                                          \
+            fprintf(stderr, "reentry_test: FAIL: " __VA_ARGS__); \
+            fputc('\n', stderr);                                \
+            exit(1);                                            \
+        }                                                       \
+    } while (0)
+
+static rx_server *srv;
+static int cfd = -1;          // the client's socket
+static int port;
+static int frames, closes, fails, opens, high_waters;
+static bool in_message, nested;
+static enum rx_close_reason last_reason;
+static size_t last_len;
+
+static int dial(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(fd != -1 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+    return fd;
+}
+
+static void send_all(const void *p, size_t n)
+{
+    CHECK(write(cfd, p, n) == (ssize_t)n, "write");
+}
+
+static void stop(rx_loop *l, rx_timer *t, void *a)
+{
+    (void)l, (void)t, (void)a;
+    rx_server_stop(srv);
+}
+
+static void on_closed(rx_session *s, enum rx_close_reason why)
+{
+    (void)s;
+    closes++;
+    last_reason = why;
+}
+
+static void reset(int io_threads, size_t high_water)
+{
+    rx_config cfg = rx_config_default();
+    cfg.io_threads = io_threads;
+    cfg.high_water = high_water;
+    srv = rx_server_new(&cfg);
+    CHECK(srv != NULL, "rx_server_new");
+    frames = closes = fails = opens = high_waters = 0;
+    nested = in_message = false;
+    last_len = 0;
+}
+
+static void finish(void)
+{
+    CHECK(rx_server_run(srv) == 0, "rx_server_run");
+    rx_server_free(srv);
+    if (cfd != -1)
+        close(cfd);
+    cfd = -1;
+}
+
+// 1. A QUIT-like callback closes its own session at once; the line came in two reads and
+//    another follows it in the same read: the codec must stop, and touch nothing freed.
+static void quit_msg(rx_session *s, const rx_frame *f)
+{
+    frames++;
+    rx_session_close(s, false);
+    CHECK(f->len == 5 && memcmp(f->data, "hello", 5) == 0, "the frame is intact after the close");
+    CHECK(rx_session_closing(s) && rx_send(s, "x", 1) == -1, "a closing session refuses sends");
+}
+
+static void part2(rx_loop *l, rx_timer *t, void *a)
+{
+    (void)l, (void)t, (void)a;
+    send_all("lo\nsecond line\n", 15);
+}
+
+static void case_close_self(int io_threads)
+{
+    reset(io_threads, 0);
+    rx_codec line = rx_codec_line(1024);
+    rx_factory f = {.message = quit_msg, .closed = on_closed};
+    port = rx_listen(srv, "127.0.0.1", 0, &line, &f);
+    cfd = dial();
+    send_all("hel", 3);
+    rx_timer_start(rx_server_loop(srv), 100, 0, part2, NULL);
+    rx_timer_start(rx_server_loop(srv), 400, 0, stop, NULL);
+    finish();
+    CHECK(frames == 1, "%d frames after a close from the callback, want 1", frames);
+    CHECK(closes == 1 && last_reason == RX_CLOSE_LOCAL, "closed %d times (reason %s), want once, local",
+          closes, rx_close_reason_name(last_reason));
+    printf("ok: -t %d: a session closed from its own message callback: the split frame intact, "
+           "the line behind it not delivered, closed once (local)\n", io_threads);
+}
+
+// 2. A frame exactly at a limit between 4 and 64 KiB, split across two reads.
+static void record_msg(rx_session *s, const rx_frame *f)
+{
+    (void)s;
+    frames++;
+    last_len = f->len;
+    for (size_t i = 0; i < f->len; i++)
+        CHECK((unsigned char)f->data[i] == (unsigned char)(i * 7), "frame byte %zu", i);
+}
+
+static void case_split_frame(int io_threads, size_t max, size_t first)
+{
+    reset(io_threads, 0);
+    rx_codec len = rx_codec_len(max, max);
+    rx_factory f = {.message = record_msg, .closed = on_closed};
+    port = rx_listen(srv, "127.0.0.1", 0, &len, &f);
+    cfd = dial();
+    char *msg = malloc(max + 4);
+    msg[0] = (char)(max >> 24), msg[1] = (char)(max >> 16), msg[2] = (char)(max >> 8), msg[3] = (char)max;
+    for (size_t i = 0; i < max; i++)
+        msg[4 + i] = (char)(i * 7);
+    send_all(msg, first);
+    usleep(100 * 1000);  // the server reads the first piece alone (checked: 2 reads or more)
+    send_all(msg + first, max + 4 - first);
+    free(msg);
+    rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);
+    finish();
+    CHECK(frames == 1 && last_len == max, "%d frames (last %zu bytes), want one of %zu", frames,
+          last_len, max);
+    printf("ok: -t %d: a %zu-byte frame at its limit, split after %zu bytes, arrives whole\n",
+           io_threads, max, first);
+}
+
+// 3. rx_connector_free from the connector's own `failed` callback, at the 2nd attempt.
+static void on_failed(rx_connector *c, int err, unsigned attempt, void *arg)
+{
+    (void)err, (void)arg;
+    fails++;
+    if (attempt == 2)
+        rx_connector_free(c);
+}
+
+static void case_free_in_failed(void)
+{
+    reset(0, 0);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);  // a port nobody listens on: bound, not listening
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t alen = sizeof a;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              getsockname(lfd, (struct sockaddr *)&a, &alen) == 0, "bind");
+    rx_codec line = rx_codec_line(1024);
+    rx_factory f = {.message = quit_msg};
+    rx_connect_opts o = rx_connect_opts_default();
+    o.retry_ms = o.retry_max_ms = 10;
+    o.failed = on_failed;
+    CHECK(rx_connect(srv, "127.0.0.1", ntohs(a.sin_port), &line, &f, &o) != NULL, "rx_connect");
+    CHECK(fails == 0, "failed ran inside rx_connect");
+    rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);
+    finish();
+    close(lfd);
+    CHECK(fails == 2, "%d failed attempts, want 2 (freed at the 2nd)", fails);
+    printf("ok: rx_connector_free from its failed callback: no attempt after it\n");
+}
+
+// 4. rx_connector_free from its session's `opened`: the session is the connector's there.
+static rx_connector *conn;
+
+static void out_opened(rx_session *s)
+{
+    opens++;
+    CHECK(rx_connector_session(conn) == s, "rx_connector_session inside opened");
+    rx_connector_free(conn);
+}
+
+static void ignore_msg(rx_session *s, const rx_frame *f)
+{
+    (void)s, (void)f;
+}
+
+static void case_free_in_opened(void)
+{
+    reset(0, 0);
+    rx_codec line = rx_codec_line(1024);
+    rx_factory in = {.message = ignore_msg};
+    port = rx_listen(srv, "127.0.0.1", 0, &line, &in);
+    rx_factory out = {.message = ignore_msg, .opened = out_opened, .closed = on_closed};
+    rx_connect_opts o = rx_connect_opts_default();
+    o.timeout_ms = 0;  // no timeout (not "fail at once")
+    conn = rx_connect(srv, "127.0.0.1", port, &line, &out, &o);
+    CHECK(conn != NULL, "rx_connect");
+    rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);
+    finish();
+    CHECK(opens == 1 && closes == 1, "opened %d, closed %d, want 1 and 1", opens, closes);
+    printf("ok: rx_connector_free from its session's opened: closed once, no reconnect\n");
+}
+
+// 5. high_water never runs inside rx_send (io_threads 0 like 1).
+static void big_msg(rx_session *s, const rx_frame *f)
+{
+    (void)f;
+    static char big[65536];
+    in_message = true;
+    rx_send(s, big, sizeof big);
+    in_message = false;
+}
+
+static void on_high(rx_session *s, size_t queued)
+{
+    (void)s, (void)queued;
+    high_waters++;
+    nested |= in_message;
+}
+
+static void case_high_water(int io_threads)
+{
+    reset(io_threads, 1024);
+    rx_codec line = rx_codec_line(1024);
+    rx_factory f = {.message = big_msg, .high_water = on_high};
+    port = rx_listen(srv, "127.0.0.1", 0, &line, &f);
+    cfd = dial();
+    int small = 4096;
+    setsockopt(cfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    send_all("go\n", 3);
+    rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);
+    finish();
+    CHECK(high_waters >= 1 && !nested, "high_water ran %d times, %s", high_waters,
+          nested ? "inside rx_send" : "never");
+    printf("ok: -t %d: high_water runs after the callback that queued, not inside rx_send\n",
+           io_threads);
+}
+
+int main(void)
+{
+    alarm(60);  // a last resort: every case ends by its own timer in well under a second
+    for (int t = 0; t <= 1; t++) {
+        case_close_self(t);
+        case_split_frame(t, 5000, 4500);
+        case_split_frame(t, 10000, 5000);
+        case_high_water(t);
+    }
+    case_free_in_failed();
+    case_free_in_opened();
+    printf("all ok\n");
+    return 0;
+}
