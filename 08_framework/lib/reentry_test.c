@@ -26,6 +26,7 @@ static int frames, closes, fails, opens, high_waters;
 static bool in_message, nested;
 static enum rx_close_reason last_reason;
 static size_t last_len;
+static rx_stats last_stats;  // the last server's, after its run
 
 static int dial(void)
 {
@@ -69,6 +70,7 @@ static void reset(int io_threads, size_t high_water)
 static void finish(void)
 {
     CHECK(rx_server_run(srv) == 0, "rx_server_run");
+    rx_server_stats(srv, &last_stats);
     rx_server_free(srv);
     if (cfd != -1)
         close(cfd);
@@ -119,6 +121,15 @@ static void record_msg(rx_session *s, const rx_frame *f)
         CHECK((unsigned char)f->data[i] == (unsigned char)(i * 7), "frame byte %zu", i);
 }
 
+static const char *rest;
+static size_t rest_len;
+
+static void send_rest(rx_loop *l, rx_timer *t, void *a)
+{
+    (void)l, (void)t, (void)a;
+    send_all(rest, rest_len);
+}
+
 static void case_split_frame(int io_threads, size_t max, size_t first)
 {
     reset(io_threads, 0);
@@ -131,13 +142,16 @@ static void case_split_frame(int io_threads, size_t max, size_t first)
     for (size_t i = 0; i < max; i++)
         msg[4 + i] = (char)(i * 7);
     send_all(msg, first);
-    usleep(100 * 1000);  // the server reads the first piece alone (checked: 2 reads or more)
-    send_all(msg + first, max + 4 - first);
-    free(msg);
-    rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);
+    rest = msg + first;  // sent by a timer, once the server has read the first piece alone
+    rest_len = max + 4 - first;
+    rx_timer_start(rx_server_loop(srv), 100, 0, send_rest, NULL);
+    rx_timer_start(rx_server_loop(srv), 400, 0, stop, NULL);
     finish();
+    free(msg);
     CHECK(frames == 1 && last_len == max, "%d frames (last %zu bytes), want one of %zu", frames,
           last_len, max);
+    CHECK(last_stats.reads >= 2, "the frame came in %llu read(s): the split was not forced",
+          (unsigned long long)last_stats.reads);
     printf("ok: -t %d: a %zu-byte frame at its limit, split after %zu bytes, arrives whole\n",
            io_threads, max, first);
 }
