@@ -107,7 +107,7 @@ clean() {
 # frames split across reads at limits between 4 and 64 KiB, at -t 0 and -t 1.
 @test "unit: reentry_test" {
     unit reentry_test || return
-    [[ $(grep -c '^ok: ' <<<"$output") -eq 10 ]] || fail "reentry_test did not check its 10 cases:" "$output"
+    [[ $(grep -c '^ok: ' <<<"$output") -eq 11 ]] || fail "reentry_test did not check its 11 cases:" "$output"
 }
 
 # --- the contract: options, the listening line, signals ------------------------------------

@@ -144,6 +144,12 @@ rx_timer *rx_timer_start(rx_loop *loop, uint64_t after_ms, uint64_t repeat_ms, r
     // Set up before the loop runs (from another thread): the cached time may be stale.
     if (current_loop != loop)
         loop->now_ms = clock_ms();
+    // Delays past RX_TIMER_MAX_MS (about 146 million years) are that: a "never" sentinel
+    // such as UINT64_MAX must not wrap the deadline into the past and fire at once.
+    if (after_ms > RX_TIMER_MAX_MS)
+        after_ms = RX_TIMER_MAX_MS;
+    if (repeat_ms > RX_TIMER_MAX_MS)
+        repeat_ms = RX_TIMER_MAX_MS;
     t->fn = fn;
     t->arg = arg;
     t->repeat_ms = repeat_ms;

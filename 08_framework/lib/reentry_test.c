@@ -255,6 +255,28 @@ static void case_high_water(int io_threads)
            io_threads);
 }
 
+// 6. A timer for "never" (UINT64_MAX ms) does not wrap into the past and fire at once.
+static int never_fired;
+
+static void never_cb(rx_loop *l, rx_timer *t, void *a)
+{
+    (void)l, (void)t, (void)a;
+    never_fired++;
+}
+
+static void case_never_timer(void)
+{
+    reset(0, 0);
+    rx_timer *t = rx_timer_start(rx_server_loop(srv), UINT64_MAX, 0, never_cb, NULL);
+    CHECK(t != NULL, "rx_timer_start");
+    rx_timer_start(rx_server_loop(srv), 50, 0, stop, NULL);
+    CHECK(rx_server_run(srv) == 0, "rx_server_run");
+    rx_timer_stop(rx_server_loop(srv), t);
+    rx_server_free(srv);
+    CHECK(never_fired == 0, "a UINT64_MAX ms timer fired");
+    printf("ok: a timer for UINT64_MAX ms does not fire\n");
+}
+
 int main(void)
 {
     alarm(60);  // a last resort: every case ends by its own timer in well under a second
@@ -266,6 +288,7 @@ int main(void)
     }
     case_free_in_failed();
     case_free_in_opened();
+    case_never_timer();
     printf("all ok\n");
     return 0;
 }

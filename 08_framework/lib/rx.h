@@ -70,6 +70,8 @@ uint64_t rx_loop_now_ms(const rx_loop *loop);
 rx_loop *rx_loop_current(void);
 
 typedef void rx_timer_fn(rx_loop *loop, rx_timer *t, void *arg);
+// Longer delays are cut to this (2^62 ms): a "never" such as UINT64_MAX never fires.
+#define RX_TIMER_MAX_MS (UINT64_C(1) << 62)
 // Loop thread. Calls FN after AFTER_MS, then every REPEAT_MS (0: once). NULL if out of memory.
 rx_timer *rx_timer_start(rx_loop *loop, uint64_t after_ms, uint64_t repeat_ms, rx_timer_fn *fn,
                          void *arg);
