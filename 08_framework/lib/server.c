@@ -359,10 +359,11 @@ static void accept_ready(struct watch *w, unsigned ready)
                 // client sees its connection closed, not a hang), take the spare again.
                 close(l->spare_fd);
                 int c = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC);
+                if (c != -1)
+                    close(c);  // first: the spare takes its number back
                 l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 if (c == -1)
                     return;  // nobody was waiting (accept4 says EMFILE before it looks)
-                close(c);
                 rx_log(RX_LOG_WARN, "accept: out of descriptors: a connection refused");
                 continue;
             }
