@@ -593,3 +593,41 @@ C
     netkit echo --count 3 --max-size 65536 || return
     stop_server
 }
+
+@test "EMFILE: out of descriptors, echo -t 0 and -t 1 refuse the extra clients at once (one log line each), neither spin nor stop serving" {
+    raise_nofile 300
+    local t reply flood t0 t1 closed refused
+    for t in 0 1; do
+        # 32 descriptors: 0-2, each loop's poller and eventfd, the signalfd, the listener and
+        # the spare leave about 24 for clients; the flood of 100 must be partly refused.
+        SERVER_NOFILE=32 start_server examples/echo -t "$t" || return
+        exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+        reply=
+        printf 'before\n' >&5
+        read -r -t "$(scaled_s 2)" reply <&5 || true
+        [[ $reply == before ]] || { exec 5>&-; fail "-t $t: the client connected before the flood got '$reply'"; } || return
+        start_bg flood python3 "$NETKIT" flood --port "$PORT" --conns 100 --hold "$(scaled_s 4)"
+        flood=$BG_PID
+        wait_file_match "$BATS_TEST_TMPDIR/flood.out" '^flood: 100 connections opened' 10 || { exec 5>&-; return 1; }
+        assert_log 'out of descriptors: a connection refused' 5 || { exec 5>&-; return 1; }
+        t0=$(cpu_ticks "$SERVER_PID")
+        sleep 1   # the measurement window itself, not a readiness wait
+        t1=$(cpu_ticks "$SERVER_PID")
+        ! has_exited "$flood" || { exec 5>&-; fail "-t $t: the flood client ended before the window did"; } || return
+        printf 'ping\n' >&5
+        reply=
+        read -r -t "$(scaled_s 2)" reply <&5 || true
+        exec 5>&-
+        wait_bg "$flood" flood || return
+        (((t1 - t0) < 30)) || fail "-t $t: the server used $((t1 - t0)) of 100 CPU ticks in 1 s while out of descriptors: spinning" || return
+        [[ $reply == ping ]] || fail "-t $t: the client connected before the flood got '$reply' during it, want 'ping'" || return
+        closed=$(sed -n 's/.*the server closed \([0-9]*\) of them.*/\1/p' "$BATS_TEST_TMPDIR/flood.out")
+        refused=$(grep -c 'out of descriptors: a connection refused' "$SERVER_ERR")
+        ((closed > 0)) || fail "-t $t: no flooding client was closed by the server: $(cat "$BATS_TEST_TMPDIR/flood.out")" || return
+        # One line per connection really refused: none for an accept that found nobody waiting.
+        ((refused == closed)) || fail "-t $t: $refused 'refused' lines in the log for $closed clients closed" || return
+        netkit echo --count 3 --max-size 65536 || return
+        stop_server || return
+        rm -f "$BATS_TEST_TMPDIR/flood.out"
+    done
+}
