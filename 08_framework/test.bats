@@ -227,7 +227,7 @@ bounded() {
 echo_scenarios() {
     # The drain bound (a close after the peer's EOF waits at most --drain-ms for its output)
     # stretches with the other deadlines: 6 MiB through a 4 KiB window takes its time at load.
-    start_server examples/echo -t "$1" --drain-ms "$(scaled_ms 1500)"
+    start_server examples/echo -t "$1" --drain-ms "$(scaled_ms 1.5)"
     scenario_echo || return
     scenario_concurrent 100 || return
     scenario_half_close || return
@@ -257,7 +257,7 @@ echo_hard_paths() {
 
 # echo_drain T: output pending in the server at SIGTERM still goes out, every byte, then EOF.
 echo_drain() {
-    start_server examples/echo -t "$1" --max-output 16777216 --high-water 16777216 --drain-ms "$(scaled_ms 1500)"
+    start_server examples/echo -t "$1" --max-output 16777216 --high-water 16777216 --drain-ms "$(scaled_ms 1.5)"
     netkit drain-on-term --pid "$SERVER_PID" --size 8388608 || return
     stop_server || return
     grep -qE ' stopping: 1 sessions' "$SERVER_ERR" || fail "-t $1: no 'stopping: 1 sessions' line" || return
