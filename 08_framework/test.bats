@@ -357,7 +357,8 @@ echo_drain() {
     local t
     for t in 0 2; do
         # --high-water 0: no back-pressure, so the hard cap is what acts.
-        start_server examples/echo -t "$t" --high-water 0 --max-output 1048576
+        # --drain-ms 60000: a client over the cap is dropped at once, not given a drain's grace.
+        start_server examples/echo -t "$t" --high-water 0 --max-output 1048576 --drain-ms 60000
         frames too-slow || return
         assert_log 'session [0-9]+: [0-9]+ bytes queued after a write, over max_output 1048576' || return
         assert_log 'closed: too slow' || return
@@ -379,6 +380,8 @@ echo_drain() {
         touch "$BATS_TEST_TMPDIR/resume$t"
         wait_exit "$pr" "pr$t" 30 || return
         assert_log 'session [0-9]+: written out: reading again' || return
+        # Each pause came when one read's echo (at most 64 KiB) took the queue to 256 KiB.
+        paused_in_range 262144 $((262144 + 65536)) || return
         stop_server || return
         local slow
         slow=$(counter "too slow") && peak=$(counter "peak queued") || return
@@ -393,7 +396,8 @@ echo_drain() {
 @test "the soft cap: a queue over --soft-output for --soft-seconds drops the client then, not before; another is served all along" {
     # A sends 64 KiB every 20 ms and reads nothing: its echo queues at ~3 MiB/s, past the soft
     # cap (256 KiB) at once and far below the hard cap (64 MiB) within the test.
-    start_server examples/echo -t 1 --high-water 0 --soft-output 262144 --soft-seconds 1
+    # --drain-ms 60000: a client over the cap is dropped at once, not given a drain's grace.
+    start_server examples/echo -t 1 --high-water 0 --soft-output 262144 --soft-seconds 1 --drain-ms 60000
     frames too-slow --size 67108864 --pace-ms 20 || return
     assert_log 'closed: too slow' || return
     stop_server || return
@@ -417,6 +421,8 @@ echo_drain() {
     t1=$(now_ms)
     ((t1 - t0 >= 290)) || fail "exited $((t1 - t0)) ms after SIGTERM, before the 300 ms drain with output pending" || return
     grep -q 'closed: shutdown' "$SERVER_ERR" || fail "the stuck client was not closed by the shutdown" || return
+    # Closed at once at --drain-ms (step 2), not left for the hard deadline 400 ms later.
+    ! grep -q 'still open after the deadline' "$SERVER_ERR" || fail "the stuck client was still open at the hard deadline: not closed at --drain-ms" || return
     local q
     q=$(counter "peak queued") || return
     ((q > 0)) || fail "nothing was queued: the drain had nothing to wait for" || return
@@ -494,14 +500,15 @@ echo_drain() {
     start_server examples/echo -t 1
     local port=$PORT out="$BATS_TEST_TMPDIR/client.out" n1
     start_bg client "$(stage_bin examples/simple_client)" -p "$port" --send hello --count 100000 --interval 20 \
-        --retry-ms 50 --retry-max-ms 200
+        --retry-ms 50 --retry-max-ms 150
     local cl=$BG_PID
     wait_file_match "$out" '^reply: hello$' 5 || return
     stop_server || return
     wait_file_match "$out" 'disconnected: (peer|reset)$' 5 || return
     wait_file_match "$out" 'reconnecting in [0-9]+ ms' 5 || return
     n1=$(grep -c '^reply: ' "$out")
-    # Away long enough for the backoff to reach its ceiling (50, 100, 200, 200 ms ...).
+    # Away long enough for the backoff to reach its ceiling (50, 100, 150, 150 ms ...: 150 is
+    # no power-of-two multiple of 50, so the doubling must be clamped to it, not stop short).
     wait_file_match "$out" 'connect failed \(attempt 5\)' 10 || return
     start_server examples/echo -t 1 -p "$port" || return
     [[ $PORT == "$port" ]] || fail "the new server listens on $PORT, not $port" || return
@@ -518,7 +525,7 @@ echo_drain() {
     wait_exit "$cl" client 2 || return
     stop_server || return
     clean simple_client "$(cat "$out")" || return
-    python3 "$FRAMES" backoff-check --log "$out" --retry 50 --retry-max 200
+    python3 "$FRAMES" backoff-check --log "$out" --retry 50 --retry-max 150
 }
 
 @test "simple_client --exit-after: exits 0 after --count replies" {
@@ -631,5 +638,145 @@ C
         netkit echo --count 3 --max-size 65536 || return
         stop_server || return
         rm -f "$BATS_TEST_TMPDIR/flood.out"
+    done
+}
+
+# --- added by the outside review: close reasons, prompt shutdown, flow control's edges ---------
+
+RXFLOW="$KIT_ROOT/tests/lib/rxflow.py"
+
+# rxflow SUBCMD [ARGS...]: tests/lib/rxflow.py (flow control, resets) against the running server.
+rxflow() {
+    python3 "$RXFLOW" "$1" --port "$PORT" "${@:2}"
+}
+
+# paused_in_range LOW HIGH: every "N bytes queued: reading paused" line of the server has
+# LOW <= N < HIGH, and there is at least one.
+paused_in_range() {
+    local q n=0
+    for q in $(sed -n 's/.*session [0-9]*: \([0-9]*\) bytes queued: reading paused.*/\1/p' "$SERVER_ERR"); do
+        ((q >= $1 && q < $2)) || fail "paused with $q bytes queued, want $1 <= N < $2" || return
+        n=$((n + 1))
+    done
+    ((n > 0)) || fail "no 'N bytes queued: reading paused' line" || return
+}
+
+@test "close reasons: a reset seen by a read, and one seen by a write (reading paused at the default --high-water, 1 MiB, output queued), are logged 'closed: reset', never 'error' (-t 0, -t 2)" {
+    local t n deadline
+    for t in 0 2; do
+        start_server examples/echo -t "$t"
+        netkit reset-idle || return
+        assert_log 'session [0-9]+ \(127\.0\.0\.1:[0-9]+\) closed: reset' || return
+        rxflow reset-stalled || return
+        deadline=$(($(now_ms) + $(scaled_ms 5)))
+        until (($(grep -c ' closed: reset$' "$SERVER_ERR") >= 2)); do
+            (($(now_ms) < deadline)) || fail "-t $t: the reset of a paused session with output queued was not logged 'closed: reset':" "$(grep -E 'closed|paused' "$SERVER_ERR")" || return
+            sleep 0.02   # poll interval of a loop with a deadline
+        done
+        # The pause came from echo's default high water: 1 MiB, crossed by one read (< 64 KiB).
+        paused_in_range 1048576 $((1048576 + 65536)) || return
+        stop_server || return
+        n=$(grep -c ' closed: error' "$SERVER_ERR" || true)
+        ((n == 0)) || fail "-t $t: $n sessions closed as 'error':" "$(grep ' closed: ' "$SERVER_ERR")" || return
+    done
+}
+
+@test "SIGTERM with --drain-ms 60000: with no session, and with an idle one, the server exits at once (the drain waits for output only); no 'still open after the deadline' (-t 0, -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/echo -t "$t" --drain-ms 60000
+        stop_server || return
+        grep -q ' stopping: 0 sessions' "$SERVER_ERR" || fail "-t $t: no 'stopping: 0 sessions' line" || return
+        start_server examples/echo -t "$t" --drain-ms 60000
+        exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+        printf 'hello\n' >&5
+        local reply=
+        read -r -t "$(scaled_s 2)" reply <&5 || true
+        [[ $reply == hello ]] || { exec 5>&-; stop_server; fail "-t $t: expected echo 'hello', got '$reply'"; } || return
+        stop_server || { exec 5>&-; return 1; }
+        exec 5>&-
+        grep -qE 'session [0-9]+ \(127\.0\.0\.1:[0-9]+\) closed: shutdown' "$SERVER_ERR" || fail "-t $t: the idle session was not closed by the shutdown:" "$(tail -n 5 "$SERVER_ERR")" || return
+        ! grep -q 'still open after the deadline' "$SERVER_ERR" || fail "-t $t: the shutdown waited for its deadline" || return
+    done
+}
+
+@test "the soft cap's clock stops when the queue goes back under --soft-output: a client over it for a moment, that then keeps up, is kept past --soft-seconds (-t 1)" {
+    local t q slow
+    for t in 1; do
+        start_server examples/echo -t "$t" --high-water 0 --soft-output 262144 --soft-seconds 1.5
+        rxflow soft-dip --size 8388608 --hold 2.5 || return
+        stop_server || return
+        q=$(counter "peak queued") && slow=$(counter "too slow") || return
+        ((q > 262144)) || fail "-t $t: peak queued $q: the queue never went over the soft cap (the test proved nothing)" || return
+        ((slow == 0)) || fail "-t $t: too slow $slow: a client back under the soft cap was dropped" || return
+    done
+}
+
+# Round-robin, seen from the kernel: an io thread that was given a connection has written
+# (its writev, its eventfd posts to main); one that was never given any has written nothing.
+@test "the acceptor hands connections to io threads round-robin: with -t 4 and 8 clients, every io thread writes" {
+    start_server examples/echo -t 4
+    netkit concurrent --clients 8 --size 1000 || return
+    local task comm w n=0 idle=
+    for task in /proc/"$SERVER_PID"/task/*; do
+        comm=$(cat "$task/comm" 2>/dev/null) || continue
+        [[ $comm == io-* ]] || continue
+        w=$(awk '/^syscw:/ { print $2 }' "$task/io" 2>/dev/null)
+        [[ -n $w ]] || { stop_server; skip "cannot read $task/io here"; }
+        n=$((n + 1))
+        ((w > 0)) || idle+=" $comm"
+    done
+    stop_server || return
+    ((n == 4)) || fail "found $n io threads (by name io-N), want 4" || return
+    [[ -z $idle ]] || fail "io threads that never wrote, though 8 connections came round-robin:$idle"
+}
+
+@test "pingpong_client checks every byte of a reply, the last one too (a fake server flips byte 499 of 500): exit 1, the offset named" {
+    start_bg fake python3 "$FRAMES" fake-pingpong --corrupt-reply 3 --corrupt-offset 499
+    local fake=$BG_PID port
+    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
+    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    run --separate-stderr timeout "$(scaled_s 30)" "$(stage_bin examples/pingpong_client)" -p "$port" -c 1 -s 500 --count 10
+    kill "$fake"
+    clean "pingpong_client (corrupting server)" "$stderr" || return
+    [[ $status -eq 1 ]] || fail "a reply wrong in its last byte: status $status, want 1: $output"
+    [[ $stderr == *"differs at offset 499 of 500"* ]] || fail "no 'differs at offset 499 of 500' in: $stderr"
+}
+
+@test "a closing session is judged by its drain, not the soft cap: half-closed with 3 MiB of echo still queued and read slowly for longer than --soft-seconds, every byte arrives (-t 0, -t 2)" {
+    local t q slow
+    for t in 0 2; do
+        start_server examples/echo -t "$t" --high-water 0 --soft-output 65536 --soft-seconds 0.3 --drain-ms 60000
+        # 384 pieces of 8 KiB, 2 ms apart: the slow read takes 0.77 s at least, past 0.3 s.
+        netkit half-close-slow --size 3145728 --rcvbuf 4096 --piece 8192 --pause-ms 2 || return
+        stop_server || return
+        q=$(counter "peak queued") && slow=$(counter "too slow") || return
+        ((q > 65536)) || fail "-t $t: peak queued $q: the queue never went over the soft cap (the test proved nothing)" || return
+        ((slow == 0)) || fail "-t $t: too slow $slow: a session draining after its peer's EOF was dropped by the soft cap" || return
+    done
+}
+
+# cpu_ticks PID: the user + system CPU time of PID (all its threads), in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+@test "an idle server sleeps: one second with an idle client connected costs it under 50 ms of CPU (echo -t 0, -t 2)" {
+    local t c0 c1 hz ms reply
+    hz=$(getconf CLK_TCK)
+    for t in 0 2; do
+        start_server examples/echo -t "$t"
+        exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+        printf 'hello\n' >&5
+        reply=
+        read -r -t "$(scaled_s 2)" reply <&5 || true
+        [[ $reply == hello ]] || { exec 5>&-; stop_server; fail "-t $t: expected echo 'hello', got '$reply'"; } || return
+        c0=$(cpu_ticks "$SERVER_PID")
+        sleep 1   # the window measured: nothing happens in it, and the server must wait, not spin
+        c1=$(cpu_ticks "$SERVER_PID")
+        exec 5>&-
+        stop_server || return
+        ms=$(((c1 - c0) * 1000 / hz))
+        ((ms < 50)) || fail "-t $t: $ms ms of CPU in one idle second: a loop that does not block (spinning)" || return
     done
 }
