@@ -747,8 +747,10 @@ paused_in_range() {
     local t q slow
     for t in 0 2; do
         start_server examples/echo -t "$t" --high-water 0 --soft-output 65536 --soft-seconds 0.3 --drain-ms 60000
-        # 384 pieces of 8 KiB, 2 ms apart: the slow read takes 0.77 s at least, past 0.3 s.
-        netkit half-close-slow --size 3145728 --rcvbuf 4096 --piece 8192 --pause-ms 2 || return
+        # 3 MiB, more than the kernel's buffers hold; 384 pieces of 8 KiB, 4 ms apart: the slow
+        # read takes 1.5 s at least, past 0.3 s, and at 2 MB/s even a sanitized server on a
+        # loaded machine gets ahead of it (it queues).
+        netkit half-close-slow --size 3145728 --rcvbuf 4096 --piece 8192 --pause-ms 4 || return
         stop_server || return
         q=$(counter "peak queued") && slow=$(counter "too slow") || return
         ((q > 65536)) || fail "-t $t: peak queued $q: the queue never went over the soft cap (the test proved nothing)" || return
