@@ -500,16 +500,17 @@ echo_drain() {
     start_server examples/echo -t 1
     local port=$PORT out="$BATS_TEST_TMPDIR/client.out" n1
     start_bg client "$(stage_bin examples/simple_client)" -p "$port" --send hello --count 100000 --interval 20 \
-        --retry-ms 50 --retry-max-ms 150
+        --retry-ms 20 --retry-max-ms 170
     local cl=$BG_PID
     wait_file_match "$out" '^reply: hello$' 5 || return
     stop_server || return
     wait_file_match "$out" 'disconnected: (peer|reset)$' 5 || return
     wait_file_match "$out" 'reconnecting in [0-9]+ ms' 5 || return
     n1=$(grep -c '^reply: ' "$out")
-    # Away long enough for the backoff to reach its ceiling (50, 100, 150, 150 ms ...: 150 is
-    # no power-of-two multiple of 50, so the doubling must be clamped to it, not stop short).
-    wait_file_match "$out" 'connect failed \(attempt 5\)' 10 || return
+    # Away long enough for the backoff to reach its ceiling (20, 40, 80, 160, 170, 170 ms: 170
+    # is no power-of-two multiple of 20, so the doubling must be clamped to it, not run on to
+    # 320; and by the 4th wait a backoff that only grows by steps is far below 80..160).
+    wait_file_match "$out" 'connect failed \(attempt 6\)' 10 || return
     start_server examples/echo -t 1 -p "$port" || return
     [[ $PORT == "$port" ]] || fail "the new server listens on $PORT, not $port" || return
     local deadline=$(($(now_ms) + $(scaled_ms 5)))
@@ -525,7 +526,7 @@ echo_drain() {
     wait_exit "$cl" client 2 || return
     stop_server || return
     clean simple_client "$(cat "$out")" || return
-    python3 "$FRAMES" backoff-check --log "$out" --retry 50 --retry-max 150
+    python3 "$FRAMES" backoff-check --log "$out" --retry 20 --retry-max 170
 }
 
 @test "simple_client --exit-after: exits 0 after --count replies" {
