@@ -93,8 +93,10 @@ scaled_s() {
     start_server server -m lt
     # 8 MiB through a 4 KiB receive buffer: more than the kernel buffers hold (its send
     # buffer grows to 4 MiB here, tcp_wmem), so the server's send() comes up short and the
-    # rest waits in its queue for EPOLLOUT.
-    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 65536 --pause-ms 0
+    # rest waits in its queue for EPOLLOUT. The reader paces itself (16 KiB a millisecond):
+    # on loopback one recv can take a whole 64 KiB segment past the small SO_RCVBUF, so a
+    # reader with no pause can keep up with the echo and nothing queues.
+    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 16384 --pause-ms 1
     stop_server
     local short flushes
     short=$(counter "short sends") && flushes=$(counter "flushes") || return
@@ -104,7 +106,7 @@ scaled_s() {
 
 @test "et: queued output: a slow reader gets every byte, through short sends and EPOLLOUT flushes" {
     start_server server -m et
-    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 65536 --pause-ms 0
+    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 16384 --pause-ms 1
     stop_server
     local short flushes
     short=$(counter "short sends") && flushes=$(counter "flushes") || return
@@ -114,7 +116,7 @@ scaled_s() {
 
 @test "lt: EPOLLOUT is off once the output drained: an idle client costs no CPU" {
     start_server server -m lt
-    start_bg idle netkit drain-idle --size 8388608 --rcvbuf 4096 --piece 65536 --pause-ms 0 --hold "$(scaled_s 2.5)"
+    start_bg idle netkit drain-idle --size 8388608 --rcvbuf 4096 --piece 16384 --pause-ms 1 --hold "$(scaled_s 2.5)"
     local idle=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/idle.out" '^drained:' 30
     # One second of a connected client with nothing queued and nothing to read. A
