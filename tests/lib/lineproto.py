@@ -47,7 +47,9 @@ stretches them all.
   stop-during --clients N --line L [--count K] --want R
                       N connections each send L (K times, pipelined); print `stop-during:
                       sent`; once the server stops, each reply must be R or `ERR stopping`,
-                      then EOF; prints `stop-during: X ERR stopping, Y R`
+                      then EOF; prints `stop-during: X ERR stopping, Y R`. With --stop PID:
+                      SIGTERM PID once it has read every request (/proc/net/tcp), wait for
+                      its exit, print `stop-during: ... exit after MS ms`
   fd-reuse --server-err FILE --ms M
                       (-w 2) A sends SLEEP M (running) and resets; new connections are made
                       until one gets A's descriptor number (from the server's log); it
@@ -530,11 +532,62 @@ def held_flood(host, port, clients, ms, echoes, echo_bytes, want_echoes, timeout
     return "%d clients: ERR stopping and %d echoes each, then EOF" % (clients, want_echoes)
 
 
-def stop_during(host, port, clients, line, count, want, timeout):
+def _server_sockets(port):
+    """(established, with bytes unread) among the server-side sockets of `port`, from
+    /proc/net/tcp{,6}: local port `port`, state 01, rx_queue not zero."""
+    est = unread = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.readlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                est += 1
+                unread += int(fields[4].split(":")[1], 16) != 0
+    return est, unread
+
+
+def _exited(pid):
+    """True once `pid` is gone or a zombie (it is not our child: its parent reaps it)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _stop_when_read(port, clients, pid, timeout):
+    """SIGTERM `pid` once it has read every request (`clients` server-side sockets, none
+    with bytes unread), then wait for it to exit; returns the ms from the signal to the
+    exit. Done here, in one process, not by the test's shell: with the server's workers
+    busy on every core, each command a shell forks waits its turn behind them, and the
+    jobs would run for a second or more before the signal left."""
+    deadline = time.monotonic() + scaled(timeout)
+    while _server_sockets(port) != (clients, 0):
+        if time.monotonic() > deadline:
+            raise Failure("the server did not read every request within %.0f s: "
+                          "(established, with bytes unread) = %s" % (scaled(timeout), _server_sockets(port)))
+        time.sleep(0.002)  # poll interval of a loop with a deadline
+    t0 = time.monotonic()
+    os.kill(pid, 15)
+    while not _exited(pid):
+        if time.monotonic() - t0 > scaled(timeout):
+            raise Failure("the server did not exit within %.0f s of SIGTERM" % scaled(timeout))
+        time.sleep(0.002)  # poll interval of a loop with a deadline
+    return int((time.monotonic() - t0) * 1000)
+
+
+def stop_during(host, port, clients, line, count, want, timeout, stop_pid=None):
     conns = [LineConn(host, port) for _ in range(clients)]
     for c in conns:
         c.send_lines([line] * count)
     print("stop-during: sent", flush=True)
+    if stop_pid is not None:
+        ms = _stop_when_read(port, clients, stop_pid, timeout)
+        print("stop-during: SIGTERM once every request was read; exit after %d ms" % ms, flush=True)
     counts = {"ERR stopping": 0, want: 0}
     for i, c in enumerate(conns):
         for _ in range(count):
@@ -787,6 +840,8 @@ def main(argv=None):
     p.add_argument("--line", default="PRIMES 50000000")
     p.add_argument("--count", type=int, default=1, help="that many times, pipelined")
     p.add_argument("--want", default="3001134")
+    p.add_argument("--stop", type=int, metavar="PID",
+                   help="SIGTERM PID once it has read every request; print how long it took to exit")
     p = add("fd-reuse", "a new connection on a closed one's descriptor")
     p.add_argument("--server-err", required=True)
     p.add_argument("--ms", type=int, default=1500)
@@ -827,7 +882,7 @@ def main(argv=None):
             msg = held_flood(a.host, a.port, a.clients, a.ms, a.echoes, a.echo_bytes,
                              a.want_echoes, a.timeout)
         elif a.cmd == "stop-during":
-            msg = stop_during(a.host, a.port, a.clients, a.line, a.count, a.want, a.timeout)
+            msg = stop_during(a.host, a.port, a.clients, a.line, a.count, a.want, a.timeout, a.stop)
         elif a.cmd == "fd-reuse":
             msg = fd_reuse(a.host, a.port, a.server_err, a.ms, a.timeout)
         elif a.cmd == "raw":
