@@ -124,6 +124,12 @@ rx_codec rx_codec_len(size_t max, size_t chunk);
 // {u32 big-endian length, u16 big-endian type, body}: LENGTH counts the body only.
 rx_codec rx_codec_hdr(size_t max);
 
+// ------------------------------------------------------------------ the RESP2 codec
+// (lib/codec_resp.c)
+
+// ------------------------------------------------------------------ the HTTP/1.1 codec
+// (lib/codec_http.c)
+
 // ------------------------------------------------------------------------ shared buffers
 
 // Main thread. A message framed once with CODEC (type TYPE), to send to many sessions: one
