@@ -127,8 +127,110 @@ rx_codec rx_codec_hdr(size_t max);
 // ------------------------------------------------------------------ the RESP2 codec
 // (lib/codec_resp.c)
 
+// Requests of the Redis protocol: an array of bulk strings ("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+// or an inline command, one line of words split on spaces and tabs ("PING\r\n", as telnet and
+// redis-benchmark's inline tests send; no quoting). Each frame is one whole request: its bytes
+// as sent (data, len) and its argument count (type); rx_resp_args reads the arguments. Empty
+// requests ("*0", "*-1", a blank line) are consumed and never handed over, as redis ignores them.
+// Limits: a request is at most MAX_REQUEST bytes, every byte counted (length lines and CRLFs;
+// an inline line with its "\n"), and has at most RX_RESP_MAX_ARGS arguments. Over either, or
+// malformed, is a bad frame (the session closes: RX_CLOSE_BAD_FRAME), judged as early as the
+// bytes allow: a "*<n>" over the count at its line, a "$<len>" that cannot fit at its line.
+// The reason is logged in redis 7's words ("resp: Protocol error: invalid bulk length"); the
+// library closes at once, so the client gets no "-ERR Protocol error" reply (redis sends one).
+#define RX_RESP_MAX_ARGS 1024
+rx_codec rx_codec_resp(size_t max_request);
+
+// One argument: LEN bytes at P, inside the frame (valid during the `message` callback only).
+typedef struct rx_resp_arg {
+    const char *p;
+    size_t len;
+} rx_resp_arg;
+// Main thread. The arguments of F, a frame of rx_codec_resp, into ARGV (the first MAX of them);
+// returns how many it stored: F->type of them when MAX allows. No copy: they point into F.
+size_t rx_resp_args(const rx_frame *f, rx_resp_arg *argv, size_t max);
+
+// A reply being built: the helpers append RESP2 values, rx_resp_send sends them as one message.
+// A zeroed struct is an empty reply; keep one and reuse it (its memory stays for the next).
+typedef struct rx_resp_reply {
+    char *data;
+    size_t len, cap;
+    bool failed;  // out of memory: rx_resp_send sends nothing and returns -1
+} rx_resp_reply;
+void rx_resp_simple(rx_resp_reply *r, const char *s);  // +S\r\n (S without CR or LF)
+void rx_resp_error(rx_resp_reply *r, const char *msg);  // -MSG\r\n (MSG without CR or LF)
+// -MSG\r\n, formatted (at most 511 bytes; a CR or LF from the arguments becomes a space).
+void rx_resp_errorf(rx_resp_reply *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rx_resp_int(rx_resp_reply *r, long long v);                  // :V\r\n
+void rx_resp_bulk(rx_resp_reply *r, const void *p, size_t n);     // $N\r\n<N bytes>\r\n
+void rx_resp_null(rx_resp_reply *r);                              // $-1\r\n
+void rx_resp_array(rx_resp_reply *r, size_t n);                   // *N\r\n, then N values
+// Main thread. Sends what R holds (rx_send: copied) and empties R. Returns 0 (also when R was
+// empty), or -1: out of memory, or the session is closing.
+int rx_resp_send(rx_session *s, rx_resp_reply *r);
+void rx_resp_reply_free(rx_resp_reply *r);
+
 // ------------------------------------------------------------------ the HTTP/1.1 codec
 // (lib/codec_http.c)
+// HTTP/1.1 requests (RFC 9112), one whole request (head and Content-Length body) per frame,
+// parsed once in the io thread: the frame carries the parse, rx_http_view reads it back.
+// Refused input is not a bad frame: it becomes one last frame whose status (also f->type) the
+// application answers before closing (400, 413 body too large, 431 head too large, 501
+// Transfer-Encoding, 505 HTTP/2+); the decoder then swallows everything else the peer sends.
+// The rules are 06_codecs/http.h's (smuggling: Content-Length with Transfer-Encoding, or two
+// different Content-Lengths, is 400; folded lines 400; lines may end in a bare "\n").
+#define RX_HTTP_MAX_HEADERS 100  // header lines per request (more: 431)
+#define RX_HTTP_MAX_HEAD_LIMIT (1u << 20)
+
+// A head of at most MAX_HEAD bytes (1 to 1 MiB; request line, headers and the empty line)
+// and a body of at most MAX_BODY bytes (judged from Content-Length, before a body byte
+// arrives). The codec's chunk is MAX_HEAD (what the input buffer holds: a partial head; a
+// body it waits for is kept in its own state) and max_frame MAX_HEAD + MAX_BODY.
+rx_codec rx_codec_http(size_t max_head, size_t max_body);
+
+typedef struct rx_http_header {
+    const char *name, *value;  // value without its leading and trailing spaces and tabs
+    size_t name_len, value_len;
+} rx_http_header;
+
+// A request as the decoder saw it. Pointers are into the frame: valid during the callback.
+typedef struct rx_http_request {
+    int status;                 // 0: a request; else the status to answer before closing
+    const char *error;          // status != 0: why (static text)
+    const char *method, *target;
+    size_t method_len, target_len;
+    int minor;                  // HTTP/1.<minor>: 0, or 1 (1.1 .. 1.9)
+    bool keep_alive;            // 1.1: unless "Connection: close"; 1.0: "Connection: keep-alive"
+    bool expect_continue;       // "Expect: 100-continue"
+    const char *body;
+    size_t body_len;            // Content-Length
+    size_t wire_len;            // the request's bytes on the wire (head + body)
+    size_t nheaders;
+    rx_http_header headers[RX_HTTP_MAX_HEADERS];
+} rx_http_request;
+
+// Main thread (in `message`). Fills R from a frame of rx_codec_http, without parsing again.
+// Returns 0, or -1 when F is not such a frame.
+int rx_http_view(const rx_frame *f, rx_http_request *r);
+// Any thread. The first header NAME (any case) of R, its length in *LEN; NULL if none.
+const char *rx_http_header_find(const rx_http_request *r, const char *name, size_t *len);
+// Any thread. Is R's method exactly M ("GET")?
+bool rx_http_method_is(const rx_http_request *r, const char *m);
+// Any thread. The reason phrase of STATUS ("Not Found"), "Unknown" for one it does not know.
+const char *rx_http_reason(int status);
+
+enum {
+    RX_HTTP_CLOSE = 1,    // "Connection: close" (else "Connection: keep-alive")
+    RX_HTTP_NO_BODY = 2,  // a reply to HEAD: Content-Length of BODY_LEN, no body bytes
+};
+// Any thread. Frames a reply in OUT (CAP bytes): "HTTP/1.1 STATUS REASON", Content-Length,
+// Connection, then HEADERS (NULL, or lines each ending in "\r\n"), the empty line and BODY.
+// Returns the reply's length; when it is larger than CAP, OUT holds nothing usable.
+size_t rx_http_response(char *out, size_t cap, int status, const char *headers,
+                        const void *body, size_t body_len, unsigned flags);
+// Main thread. rx_http_response, sent on S in one rx_send. Returns the bytes sent, or -1.
+ssize_t rx_http_send(rx_session *s, int status, const char *headers, const void *body,
+                     size_t body_len, unsigned flags);
 
 // ------------------------------------------------------------------------ shared buffers
 
