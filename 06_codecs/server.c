@@ -953,8 +953,10 @@ static void drain_and_close_all(int listen_fd)
     size_t pending = 0;
     for (struct conn *c = conns; c != NULL; c = c->next)
         pending += buf_len(&c->out);
-    log_msg("stopping: finishing %zu connection%s, %zu bytes pending, for up to %d ms", nconns,
-            nconns == 1 ? "" : "s", pending, DRAIN_MS);
+    // And how many frames were decoded so far: the stop line's count must be the same (a
+    // stopping server decodes nothing new, a paused client's waiting requests included).
+    log_msg("stopping: finishing %zu connection%s, %zu bytes pending, for up to %d ms; %llu frames so far",
+            nconns, nconns == 1 ? "" : "s", pending, DRAIN_MS, n_frames);
 
     for (struct conn *c = conns, *next; c != NULL; c = next) {
         next = c->next;  // conn_close(c) frees c; c->next must be read first

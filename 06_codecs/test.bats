@@ -558,6 +558,23 @@ time_wait_on() {
     ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
 }
 
+@test "server: SIGTERM while a client is paused: its pending replies go out, then EOF; nothing read after the signal is answered" {
+    # fixed:64 requests, none of the replies read, until the server passes --max-output,
+    # stops reading this client (with requests still in its input buffer and in the kernel)
+    # and waits. SIGTERM then: the replies already queued must all arrive, then EOF, and no
+    # request left waiting may be decoded in the drain (were the paused client resumed once
+    # its queue fell to half, it would be answered for what it sent after the signal).
+    start_server server --codec fixed:64 --max-output 65536
+    netkit drain-paused-on-term --pid "$SERVER_PID" --server-err "$SERVER_ERR" --size 16777216
+    stop_server
+    local before after
+    before=$(sed -n 's/.*stopping: .*; \([0-9]*\) frames so far.*/\1/p' "$SERVER_ERR")
+    after=$(srv_counter "frames") || return
+    [[ -n $before ]] || fail "no 'stopping: ...; N frames so far' line" || return
+    ((before > 0 && before < 262144)) || fail "$before of 262144 frames decoded at SIGTERM: the client was not paused with requests waiting (the test proved nothing)" || return
+    ((after == before)) || fail "$before frames decoded at SIGTERM, $after at the end: the server decoded requests after the signal"
+}
+
 @test "server: EMFILE: out of descriptors, the server refuses the extra clients at once and goes on serving" {
     raise_nofile 300
     SERVER_NOFILE=32 start_server server --codec line

@@ -15,6 +15,7 @@ import math
 import os
 import random
 import resource
+import select
 import selectors
 import socket
 import struct
@@ -1280,6 +1281,74 @@ def drain_on_term(host, port, pid, size, seed, timeout=5.0):
     return "%d bytes pending at SIGTERM all arrived, then EOF" % size
 
 
+def drain_paused_on_term(host, port, pid, size, server_err, seed, timeout=10.0):
+    """SIGTERM while the server has stopped reading this client (back-pressure: its replies
+    are over --max-output), with requests still waiting in the server and in the kernel.
+
+    Send (at most `size` bytes) reading nothing through a 4 KiB window, 64 KiB at a time,
+    until the server logs that it stopped reading ("not reading until it drains"); send no
+    more, SIGTERM it, end our write side, then read. What arrives must be the echo of a prefix
+    of what was sent, in order, then EOF. (Sending stops at the pause so that what the server
+    must throw away after its FIN stays under its linger bound: past it, its close would reset
+    the connection and destroy replies still in flight.) The caller checks from the server's
+    log that it decoded nothing after the signal: a paused client resumed in the drain would
+    be answered for requests that were waiting."""
+    payload = make_payload(random.Random(seed), size)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(scaled(timeout))
+    s.connect((host, port))
+    got = bytearray()
+    sent = 0
+    try:
+        s.setblocking(False)
+        deadline = time.monotonic() + scaled(timeout)
+        lport = s.getsockname()[1]
+
+        def paused():
+            with open(server_err) as f:
+                return "not reading until it drains" in f.read()
+
+        # 64 KiB at a time, the next only once the server has read the last (its socket's
+        # receive queue empty in /proc/net/tcp) or has paused: at the pause, at most one
+        # piece waits in its kernel besides its own input buffer.
+        while not paused():
+            if time.monotonic() > deadline or sent == size:
+                raise Failure("the server never stopped reading (no 'not reading until it drains' line; %d of %d bytes sent)"
+                              % (sent, size))
+            if select.select([], [s], [], 0.05)[1]:
+                try:
+                    sent += s.send(payload[sent:sent + 65536])
+                except BlockingIOError:
+                    pass
+            while server_rx_queue(port, lport) and not paused():
+                if time.monotonic() > deadline:
+                    raise Failure("the server neither read nor paused within %.0f s" % scaled(timeout))
+                time.sleep(0.002)  # poll interval of a loop with a deadline
+        os.kill(pid, 15)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(scaled(timeout))
+        try:
+            while True:
+                chunk = s.recv(262144)
+                if not chunk:
+                    break
+                got += chunk
+        except socket.timeout:
+            raise Failure("no EOF within %.1f s after SIGTERM (%d bytes back)" % (scaled(timeout), len(got)))
+        except ConnectionResetError:
+            raise Failure("the connection was reset after %d of the %d bytes sent came back: replies destroyed"
+                          % (len(got), sent))
+    finally:
+        s.close()
+    n = min(len(got), sent)
+    off = next((i for i in range(n) if got[i] != payload[i]), n)
+    if off < n or len(got) > sent:
+        raise Failure(describe_mismatch(payload[:sent], bytes(got), off))
+    print("drain-paused: %d bytes back of %d sent, then EOF" % (len(got), sent), flush=True)
+    return "%d of %d bytes echoed after SIGTERM to a client the server had paused, then EOF" % (len(got), sent)
+
+
 def pause_read(host, port, size, resume_file, seed, timeout=10.0):
     """Send random bytes without reading until the server stops taking them (it is then
     blocked in send() towards us), print `stalled: ...`, wait until `resume_file` exists
@@ -1440,6 +1509,10 @@ def main(argv=None):
     p = add("drain-on-term", "leave output pending, SIGTERM the server: everything must still arrive")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=4 << 20)
+    p = add("drain-paused-on-term", "SIGTERM while the server has paused reading this client: a prefix echoed, then EOF")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--server-err", required=True)
+    p.add_argument("--size", type=int, default=4 << 20)
     p = add("probe", "one capability probe; prints yes or no")
     p.add_argument("name", choices=[n for n, _, _ in PROBES])
     p = add("probe-all", "every capability probe; prints NAME=yes|no per line")
@@ -1517,6 +1590,8 @@ def main(argv=None):
             msg = half_close_slow(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, seed)
         elif a.cmd == "drain-on-term":
             msg = drain_on_term(h, port, a.pid, a.size, seed)
+        elif a.cmd == "drain-paused-on-term":
+            msg = drain_paused_on_term(h, port, a.pid, a.size, a.server_err, seed)
         elif a.cmd == "probe":
             fn = next(f for n, _, f in PROBES if n == a.name)
             print("yes" if fn(h, port, seed) else "no")
