@@ -170,6 +170,9 @@ void rx_resp_array(rx_resp_reply *r, size_t n);                   // *N\r\n, the
 int rx_resp_send(rx_session *s, rx_resp_reply *r);
 void rx_resp_reply_free(rx_resp_reply *r);
 
+// ------------------------------------------------------------------ RESP2 replies
+// (lib/codec_resp_reply.c)
+
 // ------------------------------------------------------------------ the HTTP/1.1 codec
 // (lib/codec_http.c)
 // HTTP/1.1 requests (RFC 9112), one whole request (head and Content-Length body) per frame,
