@@ -429,7 +429,7 @@ static void cmd_command(const rx_resp_arg *a, size_t n)
 // nothing else (CONFIG GET * lists these two only).
 static void cmd_config(const rx_resp_arg *a, size_t n)
 {
-    static const char *const params[][2] = {{"appendonly", "no"}, {"save", ""}};
+    static const char *const params[][2] = {{"save", ""}, {"appendonly", "no"}};
     if (n < 2) {
         reply_arity("config");
         return;
@@ -443,11 +443,12 @@ static void cmd_config(const rx_resp_arg *a, size_t n)
         reply_arity("config|get");
         return;
     }
-    // Each parameter once, in the order the request first names it (redis's order).
+    // Each parameter once, in the table's order (redis answers from a dict: save comes
+    // before appendonly however they are asked); an exact name as it was asked ("SAVE").
     size_t np = sizeof params / sizeof params[0];
     const rx_resp_arg *how[sizeof params / sizeof params[0]] = {NULL};  // what matched it
     bool exact[sizeof params / sizeof params[0]] = {false};
-    size_t order[sizeof params / sizeof params[0]], found = 0;
+    size_t found = 0;
     for (size_t i = 2; i < n; i++) {
         char pat[129];
         size_t plen = a[i].len < 128 ? a[i].len : 128;
@@ -460,13 +461,14 @@ static void cmd_config(const rx_resp_arg *a, size_t n)
             if (is || fnmatch(pat, params[k][0], FNM_CASEFOLD) == 0) {
                 how[k] = &a[i];
                 exact[k] = is;
-                order[found++] = k;
+                found++;
             }
         }
     }
     rx_resp_array(&kv.out, found * 2);
-    for (size_t j = 0; j < found; j++) {
-        size_t k = order[j];
+    for (size_t k = 0; k < np; k++) {
+        if (how[k] == NULL)
+            continue;
         if (exact[k])  // an exact name is answered as it was asked ("SAVE")
             rx_resp_bulk(&kv.out, how[k]->p, how[k]->len);
         else
