@@ -191,7 +191,7 @@ def test_delay_cancelled(binary, threads):
     later DELAY has answered, any timer left armed would have fired."""
     srv = Server(binary, "-t", threads)
     try:
-        gone = int(500 * SCALE)
+        gone = int(300 * SCALE)
         for _ in range(3):
             c = Client(srv.port)
             c.send(b"DELAY %d gone\nPING\n" % gone)
