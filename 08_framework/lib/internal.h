@@ -1,5 +1,5 @@
-// internal.h: what the server's files share (server.c: the main thread's side; io.c: an io
-// thread's side; connector.c: outbound connections; table.c: lookup by id). Not installed.
+// internal.h: what the server's files share (main thread: server.c, session.c, listener.c,
+// connector.c; an io thread: io.c and conn.c; table.c: lookup by id). Not installed.
 //
 // The threads talk only through two kinds of message, both batched once per loop turn:
 //
@@ -148,8 +148,16 @@ void server_on_eof(rx_server *srv, uint64_t id, enum rx_close_reason why);
 void server_on_closed(rx_server *srv, uint64_t id, enum rx_close_reason why);
 void server_on_high_water(rx_server *srv, uint64_t id, size_t queued);
 void server_on_drained(rx_server *srv, uint64_t id);
-// server.c: a connected socket (accepted, or connected by a connector) becomes a session.
+// session.c, main thread: a connected socket (accepted, or connected by a connector) becomes a
+// session; the table (find, unlink); a command for the session's io.
 rx_session *server_adopt(rx_server *srv, int fd, struct origin *o, const struct sockaddr *peer);
+rx_session *session_find(const rx_server *srv, uint64_t id);  // NULL once it has closed
+void session_unlink(rx_server *srv, rx_session *s);
+void session_command(rx_session *s, uint8_t type, uint8_t reason, rx_buf *b);
+void session_begin_close(rx_session *s, bool flush, enum rx_close_reason why);
+// listener.c, main thread: stop accepting (the shutdown); free them (rx_server_free).
+void close_listeners(rx_server *srv);
+void free_listeners(rx_server *srv);
 // hop.h: an io's channel to main (made by io_new), and its turn's events sent through it.
 struct hop *server_hop_new(rx_server *srv, const char *name);
 void server_post_batch(rx_server *srv, struct hop *to_main, struct ev_batch *b);

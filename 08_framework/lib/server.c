@@ -1,6 +1,7 @@
-// server.c: the main thread's side. It accepts, owns the session table, runs every
-// application callback, turns rx_send and rx_session_close into commands for the io that owns
-// the connection, and shuts everything down on SIGINT/SIGTERM.
+// server.c: the main thread's side. It runs every application callback (the io threads'
+// events arrive here), sends the commands the callbacks produced (rx_send, rx_session_close:
+// session.c) to each io once a turn, and shuts everything down on SIGINT/SIGTERM. Accepting
+// is listener.c's, the session table session.c's.
 //
 // A turn of the main loop (with io threads):
 //   1. the listener and the signalfd are handled; accepted sockets become sessions (opened
@@ -10,11 +11,7 @@
 //   3. timers (the application's, the shutdown's deadline);
 //   4. the end of the turn (server_turn_end): the commands the callbacks produced go to each
 //      io in one post per io, so a broadcast to 1000 sessions costs each io one wakeup.
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,14 +22,6 @@
 #include <unistd.h>
 
 #include "internal.h"
-
-struct listener {
-    struct watch w;
-    rx_server *srv;
-    struct origin origin;
-    int spare_fd;  // kept open for EMFILE (see accept_ready)
-    struct listener *next;
-};
 
 uint64_t mono_ms(void)
 {
@@ -62,176 +51,13 @@ const char *rx_close_reason_name(enum rx_close_reason why)
     return (unsigned)why < sizeof names / sizeof names[0] ? names[why] : "?";
 }
 
-// ---------------------------------------------------------------------- sessions
-
-static rx_session *find(const rx_server *srv, uint64_t id)
-{
-    struct tnode *n = table_get(&srv->sessions, id);
-    return n ? container_of(n, rx_session, node) : NULL;
-}
-
-rx_session *rx_session_find(rx_server *srv, uint64_t id)
-{
-    return find(srv, id);
-}
-rx_session *rx_session_first(rx_server *srv) { return srv->first; }
-rx_session *rx_session_next(rx_session *s) { return s->next; }
-size_t rx_session_count(const rx_server *srv) { return srv->nsessions; }
-uint64_t rx_session_id(const rx_session *s) { return s->node.id; }
-void *rx_session_data(const rx_session *s) { return s->data; }
-const char *rx_session_peer(const rx_session *s) { return s->peer; }
-const rx_codec *rx_session_codec(const rx_session *s) { return &s->origin->codec; }
-bool rx_session_closing(const rx_session *s) { return s->state != SS_OPEN; }
-
-static void command(rx_session *s, uint8_t type, uint8_t reason, rx_buf *b)
-{
-    struct cmd m = {.id = s->node.id, .type = type, .reason = reason};
-    m.u.b = b;
-    io_command(s->srv, s->io, &m);
-}
-
-int rx_send_buf(rx_session *s, rx_buf *b)
-{
-    if (s->state != SS_OPEN)
-        return -1;
-    rxbuf_hold(b);
-    command(s, CMD_SEND, 0, b);
-    return 0;
-}
-
-int rx_send_notice(rx_session *s, rx_buf *b)
-{
-    if (s->state != SS_OPEN)
-        return -1;
-    rxbuf_hold(b);
-    command(s, CMD_NOTICE, 0, b);
-    return 0;
-}
-
-int rx_send_typed(rx_session *s, uint16_t type, const void *msg, size_t len)
-{
-    if (s->state != SS_OPEN)
-        return -1;
-    rx_buf *b = rx_buf_frame(&s->origin->codec, type, msg, len);
-    if (b == NULL)
-        return -1;
-    command(s, CMD_SEND, 0, b);  // the new buffer's one reference moves to the io
-    return 0;
-}
-
-int rx_send(rx_session *s, const void *msg, size_t len)
-{
-    return rx_send_typed(s, 0, msg, len);
-}
-
-static void begin_close(rx_session *s, bool flush, enum rx_close_reason why)
-{
-    if (s->state != SS_OPEN)
-        return;
-    s->state = SS_CLOSING;
-    s->close_reason = (uint8_t)why;
-    command(s, flush ? CMD_CLOSE : CMD_CLOSE_NOW, (uint8_t)why, NULL);
-}
-
-void rx_session_close(rx_session *s, bool flush)
-{
-    begin_close(s, flush, RX_CLOSE_LOCAL);
-}
-
-void rx_session_pause(rx_session *s)
-{
-    if (s->state == SS_OPEN)
-        command(s, CMD_PAUSE, 0, NULL);
-}
-
-void rx_session_resume(rx_session *s)
-{
-    if (s->state == SS_OPEN)
-        command(s, CMD_RESUME, 0, NULL);
-}
-
-static void format_peer(const struct sockaddr *sa, char *out, size_t size)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-        port = ntohs(in->sin_port);
-        snprintf(out, size, "%s:%d", host, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-        port = ntohs(in6->sin6_port);
-        snprintf(out, size, "[%s]:%d", host, port);
-    } else {
-        snprintf(out, size, "?");
-    }
-}
-
-rx_session *server_adopt(rx_server *srv, int fd, struct origin *o, const struct sockaddr *peer)
-{
-    rx_session *s = calloc(1, sizeof *s);
-    if (s != NULL) {
-        s->node.id = ++srv->next_id;  // 64 bits: never wraps, so never reused
-        if (table_put(&srv->sessions, &s->node) == -1) {
-            free(s);
-            s = NULL;
-        }
-    }
-    if (s == NULL) {
-        rx_log(RX_LOG_ERROR, "out of memory for a session: connection closed");
-        close(fd);
-        return NULL;
-    }
-    s->srv = srv;
-    s->origin = o;
-    s->state = SS_OPEN;
-    s->io = srv->io[srv->next_io++ % (unsigned)srv->nio];  // round-robin
-    format_peer(peer, s->peer, sizeof s->peer);
-    s->prev = srv->last;
-    if (srv->last)
-        srv->last->next = s;
-    else
-        srv->first = s;
-    srv->last = s;
-    srv->nsessions++;
-    srv->st.accepted++;
-    // The io takes the socket first, so whatever `opened` sends comes after it.
-    struct cmd m = {.id = s->node.id, .type = CMD_ADOPT};
-    m.u.a = (struct adopt){.fd = fd, .codec = &o->codec};
-    io_command(srv, s->io, &m);
-    if (o->connector)  // rx_connector_session is right inside create and opened
-        connector_set_session(o->connector, s);
-    if (o->factory.create)
-        s->data = o->factory.create(o->factory.arg, s);
-    s->opened = true;
-    if (o->factory.opened)
-        o->factory.opened(s);
-    return s;
-}
-
-static void session_unlink(rx_server *srv, rx_session *s)
-{
-    table_del(&srv->sessions, &s->node);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        srv->first = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    else
-        srv->last = s->prev;
-    srv->nsessions--;
-}
-
 static void maybe_finish(rx_server *srv);
 
 // ------------------------------------------------------------- events from the ios
 
 void server_on_frame(rx_server *srv, uint64_t id, const rx_frame *f)
 {
-    rx_session *s = find(srv, id);
+    rx_session *s = session_find(srv, id);
     if (s == NULL || s->state != SS_OPEN)
         return;  // closing: the application said it wants nothing more
     srv->st.frames_in += (f->flags & RX_FRAME_LAST) != 0;
@@ -240,28 +66,28 @@ void server_on_frame(rx_server *srv, uint64_t id, const rx_frame *f)
 
 void server_on_eof(rx_server *srv, uint64_t id, enum rx_close_reason why)
 {
-    rx_session *s = find(srv, id);
+    rx_session *s = session_find(srv, id);
     if (s != NULL)
-        begin_close(s, true, why);  // its replies (already queued) go first
+        session_begin_close(s, true, why);  // its replies (already queued) go first
 }
 
 void server_on_high_water(rx_server *srv, uint64_t id, size_t queued)
 {
-    rx_session *s = find(srv, id);
+    rx_session *s = session_find(srv, id);
     if (s != NULL && s->state == SS_OPEN && s->origin->factory.high_water)
         s->origin->factory.high_water(s, queued);
 }
 
 void server_on_drained(rx_server *srv, uint64_t id)
 {
-    rx_session *s = find(srv, id);
+    rx_session *s = session_find(srv, id);
     if (s != NULL && s->state == SS_OPEN && s->origin->factory.drained)
         s->origin->factory.drained(s);
 }
 
 void server_on_closed(rx_server *srv, uint64_t id, enum rx_close_reason why)
 {
-    rx_session *s = find(srv, id);
+    rx_session *s = session_find(srv, id);
     if (s == NULL)
         return;
     session_unlink(srv, s);
@@ -335,119 +161,6 @@ static void server_turn_end(void *arg)
         io_post_commands(srv->dirty_io[i]);
 }
 
-// ----------------------------------------------------------------- accepting
-
-// Accepts what is waiting, up to 64 a turn (a flood of connections must not starve the
-// events of those already open).
-static void accept_ready(struct watch *w, unsigned ready)
-{
-    (void)ready;
-    struct listener *l = container_of(w, struct listener, w);
-    rx_server *srv = l->srv;
-    for (int i = 0; i < 64 && !srv->stopping; i++) {
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        int fd = accept4(w->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd == -1) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            if ((errno == EMFILE || errno == ENFILE) && l->spare_fd != -1) {
-                // Out of descriptors: the pending connection would stay ready forever and the
-                // loop would spin on it. Give back the spare, accept and close at once (the
-                // client sees its connection closed, not a hang), take the spare again.
-                close(l->spare_fd);
-                int c = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC);
-                if (c != -1)
-                    close(c);  // first: the spare takes its number back
-                l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                if (c == -1)
-                    return;  // nobody was waiting (accept4 says EMFILE before it looks)
-                rx_log(RX_LOG_WARN, "accept: out of descriptors: a connection refused");
-                continue;
-            }
-            rx_log(RX_LOG_ERROR, "accept: %s", strerror(errno));
-            return;
-        }
-        // Replies written in pieces must not wait for the peer's delayed ACK.
-        int one = 1;
-        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1)
-            rx_log(RX_LOG_WARN, "setsockopt(TCP_NODELAY): %s", strerror(errno));
-        server_adopt(srv, fd, &l->origin, (struct sockaddr *)&ss);
-    }
-}
-
-int rx_listen(rx_server *srv, const char *host, int port, const rx_codec *codec,
-              const rx_factory *factory)
-{
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-    if (port < 0 || port > 65535 || factory == NULL || factory->message == NULL) {
-        rx_log(RX_LOG_ERROR, "rx_listen: bad arguments (port %d)", port);
-        return -1;
-    }
-    if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
-        in->sin_family = AF_INET;
-        in->sin_port = htons((uint16_t)port);
-        len = sizeof *in;
-    } else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        len = sizeof *in6;
-    } else {
-        rx_log(RX_LOG_ERROR, "rx_listen: %s is not a numeric IPv4 or IPv6 address", host);
-        return -1;
-    }
-    struct listener *l = calloc(1, sizeof *l);
-    if (l == NULL)
-        return -1;
-    l->srv = srv;
-    l->origin = (struct origin){.codec = *codec, .factory = *factory};
-    l->spare_fd = -1;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd == -1 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == -1 ||
-        bind(fd, (struct sockaddr *)&ss, len) == -1 || listen(fd, SOMAXCONN) == -1 ||
-        getsockname(fd, (struct sockaddr *)&ss, &len) == -1) {
-        rx_log(RX_LOG_ERROR, "listen on %s:%d: %s", host, port, strerror(errno));
-        if (fd != -1)
-            close(fd);
-        free(l);
-        return -1;
-    }
-    l->w.fd = fd;
-    l->w.cb = accept_ready;
-    l->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (loop_watch(srv->loop, &l->w, LOOP_READ) == -1) {
-        rx_log(RX_LOG_ERROR, "listen: watching the socket: %s", strerror(errno));
-        close(fd);
-        if (l->spare_fd != -1)
-            close(l->spare_fd);
-        free(l);
-        return -1;
-    }
-    l->next = srv->listeners;
-    srv->listeners = l;
-    return ntohs(ss.ss_family == AF_INET ? in->sin_port : in6->sin6_port);
-}
-
-static void close_listeners(rx_server *srv)
-{
-    for (struct listener *l = srv->listeners; l != NULL; l = l->next) {
-        if (l->w.fd == -1)
-            continue;
-        loop_unwatch(srv->loop, &l->w);
-        close(l->w.fd);
-        l->w.fd = -1;
-        if (l->spare_fd != -1)
-            close(l->spare_fd);
-        l->spare_fd = -1;
-    }
-}
-
 // ------------------------------------------------------------------- shutdown
 
 // Shutdown, in steps. 1: stop accepting and connecting; the application's on_stop (its
@@ -463,7 +176,7 @@ static void stop_expired(rx_loop *loop, rx_timer *t, void *arg)
         srv->stop_forced = true;
         for (rx_session *s = srv->first; s != NULL; s = s->next) {
             s->state = SS_CLOSING;
-            command(s, CMD_CLOSE_NOW, RX_CLOSE_SHUTDOWN, NULL);
+            session_command(s, CMD_CLOSE_NOW, RX_CLOSE_SHUTDOWN, NULL);
         }
         return;
     }
@@ -488,7 +201,7 @@ void rx_server_stop(rx_server *srv)
     // after them (CMD_STOP_INPUT); server_on_eof then closes the session after its replies.
     for (rx_session *s = srv->first; s != NULL; s = s->next)
         if (s->state == SS_OPEN)
-            command(s, CMD_STOP_INPUT, RX_CLOSE_SHUTDOWN, NULL);
+            session_command(s, CMD_STOP_INPUT, RX_CLOSE_SHUTDOWN, NULL);
     // Fires at drain_ms (step 2), then every 400 ms: the second time is past the deadline.
     srv->stop_timer = rx_timer_start(srv->loop, srv->cfg.drain_ms, 400, stop_expired, srv);
     maybe_finish(srv);
@@ -708,11 +421,7 @@ void rx_server_free(rx_server *srv)
             loop_free(l);
     }
     connector_free_all(srv);
-    while (srv->listeners) {
-        struct listener *l = srv->listeners;
-        srv->listeners = l->next;
-        free(l);
-    }
+    free_listeners(srv);
     free(srv->io);
     free(srv->dirty_io);
     table_free(&srv->sessions);
