@@ -1,0 +1,234 @@
+#!/usr/bin/env bats
+# 08_framework: examples/kv_server on the RESP2 codec (examples/kv_server.md). The codec's unit
+# test (lib/resp_test: every split point, limits at and one past, malformed input, the reply
+# builder); then a raw-socket client (tests/lib/kv.py) that checks every reply byte for byte
+# (the command table, errors included, as redis-server 7.0 answers it; pipelined requests cut
+# at random points; expiry before and after its time, cancelled by an overwrite; the request
+# limits at the boundary and one past, the bad client closed alone); then the real clients:
+# redis-cli (each reply as it prints it) and redis-benchmark (-P 16 -r 100000, no error, no
+# warning). At -t 0 and with io threads; every path proved from the server's stop lines.
+
+load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
+bats_require_minimum_version 1.5.0
+
+KVPY="$KIT_ROOT/tests/lib/kv.py"
+
+# start_server names its logs after the binary: examples/kv_server.PID.out needs the folder.
+setup() {
+    mkdir -p "$BATS_TEST_TMPDIR/examples"
+}
+
+# kv SUBCMD [ARGS...]: the raw-socket client against the running server.
+kv() {
+    python3 "$KVPY" "$1" --port "$PORT" "${@:2}"
+}
+
+# counter NAME: the number after NAME in the library's stop line (call after stop_server).
+counter() {
+    local line n
+    line=$(grep -m1 ' stopped: accepted ' "$SERVER_ERR") || fail "no 'stopped: accepted ...' line in the server's stderr" || return
+    n=$(sed -n "s/.*[:,] $1 \([0-9][0-9]*\)\(,.*\)\{0,1\}$/\1/p" <<<"$line")
+    [[ -n $n ]] || fail "no '$1' counter in: $line" || return
+    echo "$n"
+}
+
+# kv_counter NAME: the number before NAME in kv_server's own stop line (`kv: K keys, C
+# commands, E expired`), e.g. `kv_counter keys`.
+kv_counter() {
+    local line n
+    line=$(grep -m1 ' kv: [0-9]* keys, ' "$SERVER_ERR") || fail "no 'kv: K keys, ...' line in the server's stderr" || return
+    n=$(sed -n "s/.* \([0-9][0-9]*\) $1\(,.*\)\{0,1\}$/\1/p" <<<"$line")
+    [[ -n $n ]] || fail "no '$1' counter in: $line" || return
+    echo "$n"
+}
+
+need_redis_cli() {
+    command -v redis-cli >/dev/null || skip "redis-cli is not installed (apt-get install redis-tools)"
+}
+
+need_redis_benchmark() {
+    command -v redis-benchmark >/dev/null || skip "redis-benchmark is not installed (apt-get install redis-tools)"
+}
+
+# scaled_s SECONDS: SECONDS stretched by TIMEOUT_SCALE, for `timeout` and client options.
+scaled_s() {
+    awk -v s="$1" -v k="$TIMEOUT_SCALE" 'BEGIN { print s * k }'
+}
+
+# --- the codec ---------------------------------------------------------------------------
+
+@test "kv: unit: resp_test (every split point, limits at and one past, malformed input, replies)" {
+    local bin
+    bin=$(stage_bin lib/resp_test)
+    [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
+    run timeout "$(scaled_s 120)" "$bin"
+    [[ $status -eq 0 ]] || fail "resp_test exited $status:" "$(grep -v '^ok' <<<"$output" | tail -n 30)" || return
+    [[ $output == *" checks, 0 failed"* ]] || fail "resp_test printed no summary: $output" || return
+}
+
+# --- the contract ------------------------------------------------------------------------
+
+@test "kv: --help exits 0 with the usage on stdout; a bad option exits 2 with the usage on stderr" {
+    local bin
+    bin=$(stage_bin examples/kv_server)
+    run --separate-stderr "$bin" --help
+    [[ $status -eq 0 && $output == usage:\ kv_server* && -z $stderr ]] || fail "--help: status $status, stdout: $output, stderr: $stderr" || return
+    local arg
+    for arg in "--max-frame 0" "--max-frame x" "--bogus" "-t 65" "extra"; do
+        run --separate-stderr "$bin" $arg
+        [[ $status -eq 2 && -z $output && $stderr == *"usage: kv_server"* ]] || fail "kv_server $arg: status $status, stdout '$output', stderr: $stderr" || return
+    done
+}
+
+# --- every command, byte for byte ---------------------------------------------------------
+
+@test "kv: every command of the table (errors too), each reply byte for byte as redis 7.0 sends it (-t 0 and -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/kv_server -t "$t"
+        run kv table
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
+        stop_server || return
+        local bad
+        bad=$(counter "bad frames") || return
+        ((bad == 0)) || fail "-t $t: bad frames $bad, want 0" || return
+    done
+}
+
+@test "kv: pipelining: 2000 requests cut at random points and in one write, every reply in order, byte for byte (-t 0 and -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/kv_server -t "$t"
+        run kv pipeline --count 2000 --split random --max-piece 200
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t random splits: $output"; } || return
+        run kv pipeline --count 2000 --split none
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t one write: $output"; } || return
+        stop_server || return
+        # The path ran: many requests per read (a server that read one request at a time, or
+        # a client that waited for each reply, would show reads >= frames).
+        local frames reads
+        frames=$(counter frames) || return
+        reads=$(counter reads) || return
+        ((frames == 4002)) || fail "-t $t: frames $frames, want 4002 (2 x 2000 and the two closing PINGs)" || return
+        ((reads * 2 < frames)) || fail "-t $t: reads $reads for $frames frames: nothing was pipelined" || return
+    done
+}
+
+@test "kv: many clients at once, each reply to its own client (-t 0 and -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/kv_server -t "$t"
+        run kv clients --clients 20 --rounds 40
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
+        stop_server || return
+        local acc
+        acc=$(counter accepted) || return
+        ((acc == 20)) || fail "-t $t: accepted $acc, want 20" || return
+    done
+}
+
+# --- expiry -------------------------------------------------------------------------------
+
+@test "kv: expiry: a PX key is there before its time and gone after; an overwrite or DEL cancels it, KEEPTTL and INCR keep it" {
+    start_server examples/kv_server
+    run kv expiry --px-ms 400
+    [[ $status -eq 0 ]] || { stop_server; fail "$output"; } || return
+    stop_server || return
+}
+
+@test "kv: expiry by the timers: 50 PX keys never read again are gone at their time (kv: 1 keys, 50 expired); the overwritten one stays" {
+    local t
+    for t in 0 2; do
+        start_server examples/kv_server -t "$t"
+        run kv expire-quiet --px-ms 200 --keys 50
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
+        stop_server || return
+        local keys expired
+        keys=$(kv_counter keys) || return
+        expired=$(kv_counter expired) || return
+        ((keys == 1 && expired == 50)) || fail "-t $t: keys $keys, expired $expired after the deadline; want 1 and 50 (the timers remove what nobody reads)" || return
+    done
+}
+
+# --- limits -------------------------------------------------------------------------------
+
+@test "kv: limits: a request of exactly --max-frame bytes and 1024 arguments are taken; one past closes that client with no reply, others carry on (-t 0 and -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/kv_server -t "$t" --max-frame 10000
+        run kv limits --max-frame 10000
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
+        assert_log 'resp: Protocol error: invalid bulk length' || { stop_server; return 1; }
+        assert_log 'closed: bad frame' || { stop_server; return 1; }
+        stop_server || return
+        local bad
+        bad=$(counter "bad frames") || return
+        ((bad == 6)) || fail "-t $t: bad frames $bad, want 6 (one per refused client)" || return
+    done
+}
+
+# --- real clients -------------------------------------------------------------------------
+
+@test "kv: redis-cli: every command's reply as redis-cli prints it, nothing on stderr" {
+    need_redis_cli
+    start_server examples/kv_server
+    local -a cases=(
+        "PING|PONG"
+        "ECHO hi|\"hi\""
+        "GET nokey|(nil)"
+        "SET k v|OK"
+        "GET k|\"v\""
+        "SET k w NX|(nil)"
+        "SET k w XX PX 100000|OK"
+        "MGET k nokey|1) \"w\"
+2) (nil)"
+        "EXISTS k k nokey|(integer) 2"
+        "INCR n|(integer) 1"
+        "INCR k|(error) ERR value is not an integer or out of range"
+        "DEL k n nokey|(integer) 2"
+        "SET k v EX 0|(error) ERR invalid expire time in 'set' command"
+        "GET|(error) ERR wrong number of arguments for 'get' command"
+        "FOO bar|(error) ERR unknown command 'FOO', with args beginning with: 'bar' "
+        "CONFIG GET save|1) \"save\"
+2) \"\""
+        "CONFIG GET appendonly|1) \"appendonly\"
+2) \"no\""
+        "COMMAND DOCS|(empty array)"
+    )
+    local c cmd want
+    for c in "${cases[@]}"; do
+        cmd=${c%%|*}
+        want=${c#*|}
+        run --separate-stderr timeout "$(scaled_s 10)" redis-cli -p "$PORT" --no-raw $cmd
+        [[ $status -eq 0 && $output == "$want" && -z $stderr ]] ||
+            { stop_server; fail "redis-cli $cmd: status $status, printed '$output' (want '$want'), stderr '$stderr'"; } || return
+    done
+    stop_server || return
+}
+
+@test "kv: redis-benchmark -P 16 -r 100000 and without -P: every test done, no error or warning; the table holds thousands of keys (-t 0 and -t 2)" {
+    need_redis_benchmark
+    local t p
+    for t in 0 2; do
+        start_server examples/kv_server -t "$t"
+        for p in 1 16; do
+            run --separate-stderr timeout "$(scaled_s 60)" redis-benchmark -p "$PORT" -c 20 -n 4000 -P "$p" -r 100000 \
+                -t ping_inline,ping_mbulk,set,get,incr -q
+            [[ $status -eq 0 ]] || { stop_server; fail "-t $t -P $p: redis-benchmark exited $status: $output $stderr"; } || return
+            [[ $output$stderr != *rror* && $output$stderr != *WARN* ]] ||
+                { stop_server; fail "-t $t -P $p: redis-benchmark said: $output $stderr"; } || return
+            local test
+            for test in PING_INLINE PING_MBULK SET GET INCR; do
+                grep -q "^$test: [0-9.]* requests per second" <<<"${output//$'\r'/$'\n'}" ||
+                    { stop_server; fail "-t $t -P $p: no result line for $test in: $output"; } || return
+            done
+        done
+        stop_server || return
+        # 8000 SETs of random keys among 100000 (and INCRs of one counter): ~7700 distinct keys,
+        # far past the table's first 1024 buckets.
+        local keys bad
+        keys=$(kv_counter keys) || return
+        bad=$(counter "bad frames") || return
+        ((keys > 7000 && bad == 0)) || fail "-t $t: $keys keys, bad frames $bad; want over 7000 keys and 0 bad frames" || return
+    done
+}
