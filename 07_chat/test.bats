@@ -283,6 +283,53 @@ PY
         fail "nc got: $out"
 }
 
+@test "the client: a full read behind when the server shuts down, it reads every line and * server shutting down, then reconnects (no exit 3)" {
+    # The client is stopped (SIGSTOP) while another member sends 40 lines of 4000 bytes: more
+    # than a read of 64 KiB waits in its socket. SIGTERM to the server, then SIGCONT: its first
+    # recv fills a whole read (it is behind), and the server's last line is then
+    # `* server shutting down`, then EOF: a server going away, not a session it ended (as
+    # "dropped as too slow" is, which closes a client that is behind without a word): it must
+    # say so and retry, never exit 3.
+    start_server server
+    local port=$PORT
+    client_stdin a
+    client_start a "$BATS_TEST_TMPDIR/a.in" -p "$port" --retry 0.2 --retry-max 0.4
+    local cl=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/a.out" '^\* welcome user1$' 5 || { exec 6>&-; return 1; }
+    local aport
+    aport=$(sed -n 's/^server: 127\.0\.0\.1:\([0-9]*\) connected.*/\1/p' "$SERVER_ERR" | head -n 1)
+    [[ -n $aport ]] || { exec 6>&-; fail "no 'connected' line for the client"; } || return
+    kill -STOP "$cl"
+    start_bg fill python3 "$CHAT" fill --port "$port" --lines 40 --size 4000 --timeout 20
+    local fl=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/fill.out" '^fill: ' 10 || { kill -CONT "$cl"; exec 6>&-; return 1; }
+    # The precondition, from the kernel: the client's socket holds at least a whole read.
+    local rx
+    rx=$(python3 -c 'import sys
+for row in open("/proc/net/tcp").read().splitlines()[1:]:
+    f = row.split()
+    if int(f[1].split(":")[1], 16) == int(sys.argv[1]) and int(f[2].split(":")[1], 16) == int(sys.argv[2]):
+        print(int(f[4].split(":")[1], 16))' "$aport" "$port")
+    if ! ((rx >= 65536)); then
+        kill -CONT "$cl"
+        exec 6>&-
+        fail "only $rx bytes wait in the stopped client's socket: it will not be a full read behind (the test proves nothing)" || return
+    fi
+    kill -TERM "$SERVER_PID"
+    kill -CONT "$cl"
+    wait_file_match "$BATS_TEST_TMPDIR/a.err" '^\* disconnected \(the server is shutting down\); retry 1 in' 5 || { exec 6>&-; return 1; }
+    exec 6>&-   # EOF on its stdin with nothing unsent and no server: it exits 0
+    client_exit "$cl" a 5 0 || return
+    wait_bg "$fl" fill
+    stop_server
+    # What it printed: the welcome, the join, every line whole and in order, the last word.
+    local want i
+    want=$(printf '* welcome user1\n* user2 joined\n'
+        for ((i = 0; i < 40; i++)); do printf 'user2: %05d %s\n' "$i" "$(printf 'y%.0s' {1..3994})"; done
+        printf '* server shutting down\n')
+    [[ $(cat "$BATS_TEST_TMPDIR/a.out") == "$want" ]] || fail "the client printed something else: $(head -c 300 "$BATS_TEST_TMPDIR/a.out" | od -c | head -5)"
+}
+
 @test "the client: lines typed while the server is away are sent after it restarts on the same port" {
     start_server server
     local port=$PORT fifo="$BATS_TEST_TMPDIR/stdin"

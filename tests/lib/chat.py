@@ -493,6 +493,23 @@ def shutdown(host, port, n, timeout):
     return "%d clients told '* server shutting down', then EOF" % n
 
 
+def fill(host, port, lines, size, timeout):
+    """Joins, sends LINES lines of SIZE bytes ("NNNNN yyy..."), then /who, and waits for its
+    reply: by then the server has broadcast every line to the others (it answers in order).
+    Prints `fill: ...`, then stays until the server closes (its shutdown) or TIMEOUT."""
+    room = Room(host, port)
+    c = Client(room, "filler")
+    room.welcome(c, timeout)
+    for i in range(lines):
+        c.send_line("%05d " % i + "y" * (size - 6))
+    c.send_line("/who")
+    while not room.next_line(c, timeout).startswith("* users:"):
+        pass
+    print("fill: %d lines of %d bytes sent and broadcast" % (lines, size), flush=True)
+    room.run_until(lambda: c.eof, timeout, "filler: the server never closed")
+    return "%d lines of %d bytes" % (lines, size)
+
+
 def idle(host, port, wait, timeout):
     room = Room(host, port)
     c = Client(room, "idle")
@@ -1313,6 +1330,9 @@ def main(argv=None):
     p.add_argument("--bytes", type=int, default=64 << 20)
     p.add_argument("--probes", type=int, default=10)
     p.add_argument("--under", type=float, default=250.0)
+    p = add("fill", "send lines to the room, wait until broadcast, stay until the server closes")
+    p.add_argument("--lines", type=int, default=40)
+    p.add_argument("--size", type=int, default=4000)
     p = add("shutdown", "clients told the server is shutting down")
     p.add_argument("--clients", type=int, default=3)
     p = add("drain", "output queued at SIGTERM still arrives")
@@ -1363,6 +1383,8 @@ def main(argv=None):
             msg = text(a.host, a.port, a.timeout)
         elif a.cmd == "shutdown":
             msg = shutdown(a.host, a.port, a.clients, a.timeout)
+        elif a.cmd == "fill":
+            msg = fill(a.host, a.port, a.lines, a.size, a.timeout)
         else:
             msg = idle(a.host, a.port, a.wait, a.timeout)
     except Unarranged as e:
