@@ -93,22 +93,6 @@ wait_exit() {
     wait_bg "$1" "$2"
 }
 
-# peers_bg NAME ARGS...: a fake peer in the background (start_bg), its pid appended to PEERS.
-peers_bg() {
-    start_bg "$1" python3 "$HB" peer --port "$PORT" "${@:2}"
-    PEERS+=("$BG_PID:$1")
-}
-
-# wait_peers: every background peer exited 0 (its ok line is in NAME.out).
-wait_peers() {
-    local p rc=0
-    for p in "${PEERS[@]}"; do
-        wait_bg "${p%%:*}" "${p#*:}" || rc=1
-    done
-    PEERS=()
-    return $rc
-}
-
 # --- the contract ------------------------------------------------------------------------
 
 @test "heartbeat: --help exits 0; bad options (--interval 0, past a day, no value; client: no -p, --count without --data) exit 2 with usage on stderr" {
@@ -139,40 +123,28 @@ wait_peers() {
 
 # --- the server's heartbeat, seen from a fake client ---------------------------------------
 
-@test "heartbeat: a peer that never answers is closed right after the 3rd PING, 3 intervals after the 1st (not 2, not 4); one that sends PINGs and DATA but no PONG too; logged and counted (-t 0, -t 2)" {
-    local t PEERS=()
+# Five fake clients at once, one python process (tests/lib/heartbeat.py multi).
+@test "heartbeat: 5 fake clients at once (-t 0, -t 2): one that never answers and one that sends PINGs and DATA but no PONG are closed right after their 3rd PING, 3 intervals after the 1st (not 2, not 4); one that answers stays up across 9 intervals, every frame checked byte for byte; one that answers 1 PING in 3 is kept (a PONG resets the count), then closed 3 PINGs after it stops; a late PONG is no answer" {
+    local t
     for t in 0 2; do
         start_server examples/heartbeat_server -t "$t" --interval "$IV"
-        peers_bg mute --interval-ms "$IV"
-        peers_bg busy --interval-ms "$IV" --ping-ms $((IV / 3)) --data-ms $((IV / 4)) --seed $((t + 7))
-        wait_peers || { stop_server; return 1; }
+        run python3 "$HB" multi --port "$PORT" --interval-ms "$IV" \
+            --peer mute \
+            --peer "busy --ping-ms $((IV / 3)) --data-ms $((IV / 4))" \
+            --peer "steady --pattern aaaaaaaaa --hold 9 --ping-ms $((IV / 3)) --data-ms $((IV / 4)) --max-data 70000" \
+            --peer "third --pattern ssassa --ping-ms $((IV / 2))" \
+            --peer "late --pattern alll"
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: the fake clients:" "$output"; } || return
+        sed 's/^/# /' <<<"$output" >&3
         stop_server || return
-        local n to
+        local n to pi po di do_
         n=$(grep -c "no PONG to 3 PINGs in a row (interval $IV ms): closing" "$SERVER_ERR")
-        ((n == 2)) || fail "-t $t: $n 'no PONG to 3 PINGs in a row' lines, want 2" || return
-        to=$(hb_counter timeouts) || return
-        ((to == 2)) || fail "-t $t: timeouts $to, want 2" || return
-        grep -h '^ok: ' "$BATS_TEST_TMPDIR/mute.out" "$BATS_TEST_TMPDIR/busy.out" | sed 's/^/# /' >&3
-    done
-}
-
-@test "heartbeat: a peer that answers stays up across 12 intervals, every frame checked byte for byte; one that answers 1 PING in 3 is kept (a PONG resets the count), then closed 3 PINGs after it stops; a late PONG is no answer (-t 0, -t 2)" {
-    local t PEERS=()
-    for t in 0 2; do
-        start_server examples/heartbeat_server -t "$t" --interval "$IV"
-        peers_bg steady --interval-ms "$IV" --pattern aaaaaaaaaaaa --hold 12 --ping-ms $((IV / 3)) \
-            --data-ms $((IV / 4)) --max-data 70000 --seed $((t + 1))
-        peers_bg third --interval-ms "$IV" --pattern ssassassassa --ping-ms $((IV / 2))
-        peers_bg late --interval-ms "$IV" --pattern alll
-        wait_peers || { stop_server; return 1; }
-        stop_server || return
-        local to pi po di do_
+        ((n == 4)) || fail "-t $t: $n 'no PONG to 3 PINGs in a row' lines, want 4 (mute, busy, third, late)" || return
         to=$(hb_counter timeouts) && pi=$(hb_counter "received ping") && po=$(hb_counter "sent pong") &&
             di=$(hb_counter "received data") && do_=$(hb_counter "sent data") || return
-        ((to == 2)) || fail "-t $t: timeouts $to, want 2 (third and late; steady kept)" || return
+        ((to == 4)) || fail "-t $t: timeouts $to, want 4 (steady kept)" || return
         ((pi == po && pi > 0 && di == do_ && di > 0)) ||
             fail "-t $t: received ping $pi, sent pong $po; received data $di, sent data $do_ (every PING answered, every DATA echoed)" || return
-        grep -h '^ok: ' "$BATS_TEST_TMPDIR"/{steady,third,late}.out | sed 's/^/# /' >&3
     done
 }
 
@@ -234,7 +206,7 @@ wait_peers() {
     for t in 0 2; do
         start_server examples/heartbeat_server -t "$t" --interval "$IV"
         local port=$PORT out="$BATS_TEST_TMPDIR/client.out"
-        start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t "$t" --interval "$IV" --data "hello $t" \
+        start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t "$t" --interval $((IV / 2)) --data "hello $t" \
             --data-ms 10 --retry-ms 20 --retry-max-ms 100
         local cl=$BG_PID
         wait_file_match "$out" 'connected to 127\.0\.0\.1' 5 || return

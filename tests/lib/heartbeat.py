@@ -16,9 +16,11 @@ import collections
 import os
 import random
 import selectors
+import shlex
 import socket
 import struct
 import sys
+import threading
 import time
 
 TIMEOUT_SCALE = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
@@ -258,6 +260,53 @@ def cmd_peer(a):
         return session(s, "peer", a, rng)
 
 
+def peer_options(p):
+    p.add_argument("--interval-ms", type=int, required=True, help="the other side's --interval")
+    p.add_argument("--pattern", default="", help="one per PING received: 'a' answer, 's' skip, 'l' answer late; skip after")
+    p.add_argument("--hold", type=int, default=0, help="close ourselves after N PINGs")
+    p.add_argument("--ping-ms", type=int, default=0, help="send our own PINGs this often")
+    p.add_argument("--data-ms", type=int, default=0, help="send DATA this often")
+    p.add_argument("--max-data", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=1)
+
+
+def cmd_multi(a):
+    """Several fake clients at once, one thread each: --peer 'NAME [peer options]' (the
+    interval is shared). One `ok:` line for each; any failure fails the whole."""
+    sub = argparse.ArgumentParser(prog="--peer", add_help=False)
+    peer_options(sub)
+    specs = []
+    for i, spec in enumerate(a.peer):
+        words = shlex.split(spec)
+        if not words:
+            raise Failure("an empty --peer")
+        o = sub.parse_args(["--interval-ms", str(a.interval_ms), "--seed", str(i + 1)] + words[1:])
+        if set(o.pattern) - set("asl"):
+            raise Failure("--peer %s: --pattern takes only 'a', 's' and 'l'" % words[0])
+        specs.append((words[0], o))
+    results = [None] * len(specs)
+
+    def one(i, name, o):
+        try:
+            with connect(a.port) as s:
+                results[i] = "ok: " + session(s, name, o, random.Random(o.seed))
+        except (Failure, OSError) as e:
+            results[i] = "FAIL: %s: %s" % (name, e)
+
+    threads = [threading.Thread(target=one, args=(i, n, o)) for i, (n, o) in enumerate(specs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bad = [r for r in results if not r or not r.startswith("ok: ")]
+    for r in results:
+        if r and r.startswith("ok: "):
+            print(r, flush=True)
+    if bad:
+        raise Failure("; ".join(r or "a peer did not finish" for r in bad))
+    return "%d peers at once" % len(specs)
+
+
 def cmd_fake_server(a):
     """Listens; the client's first connection is the peer of the command line; with
     --reconnect its next connection must come (the connector) and start again at PING 1."""
@@ -401,13 +450,11 @@ def main(argv=None):
             p.add_argument("--port", type=int, required=True)
         else:
             p.add_argument("--reconnect", action="store_true", help="then wait for its reconnection")
-        p.add_argument("--interval-ms", type=int, required=True, help="the other side's --interval")
-        p.add_argument("--pattern", default="", help="one per PING received: 'a' answer, 's' skip, 'l' answer late; skip after")
-        p.add_argument("--hold", type=int, default=0, help="close ourselves after N PINGs")
-        p.add_argument("--ping-ms", type=int, default=0, help="send our own PINGs this often")
-        p.add_argument("--data-ms", type=int, default=0, help="send DATA this often")
-        p.add_argument("--max-data", type=int, default=1000)
-        p.add_argument("--seed", type=int, default=1)
+        peer_options(p)
+    p = sub.add_parser("multi", help="several fake clients at once (threads)")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--interval-ms", type=int, required=True)
+    p.add_argument("--peer", action="append", required=True, help="'NAME [peer options]'")
     p = sub.add_parser("bad", help="bad types and lengths close only their connection")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--max-frame", type=int, required=True)
@@ -419,7 +466,7 @@ def main(argv=None):
     if getattr(a, "pattern", "") and set(a.pattern) - set("asl"):
         ap.error("--pattern: only 'a', 's' and 'l'")
     try:
-        line = {"peer": cmd_peer, "fake-server": cmd_fake_server, "bad": cmd_bad, "churn": cmd_churn}[a.cmd](a)
+        line = {"peer": cmd_peer, "fake-server": cmd_fake_server, "bad": cmd_bad, "churn": cmd_churn, "multi": cmd_multi}[a.cmd](a)
     except (Failure, OSError) as e:
         print("FAIL: %s" % e, flush=True)
         return 1
