@@ -1,0 +1,262 @@
+#!/usr/bin/env bats
+# 08_framework: gateway and backend (examples/gateway.md). Four backends on port 0 (followers,
+# posts, bio, score) answer after --delay; the gateway's /profile answers are checked byte for
+# byte (tests/lib/gateway.py) with the values the backends' formulas give. Parallel states
+# take about two delays and --serial about four, measured side by side in one test; a backend
+# that never answers (SIGSTOP) gives an error field within the action timeout, and its late
+# reply is not given to the next request; a client that leaves mid-request leaves no sanitizer
+# report and every context freed once (the gateway's stop line); /kv against a real
+# redis-server that is stopped and restarted.
+
+load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
+bats_require_minimum_version 1.5.0
+
+GW="$KIT_ROOT/tests/lib/gateway.py"
+
+setup() {
+    # The backends' delay: 100 ms. Not a deadline: the tests that measure against it (the
+    # parallel-vs-serial and mid-request ones) stretch it by TIMEOUT_SCALE so that it stays
+    # far above a loaded machine's noise; the others keep the whole file short.
+    DELAY=100
+}
+
+# start_as NAME BINARY ARGS...: start_server under the name NAME (its logs NAME.PID.err, so
+# several servers of one binary do not share files); NAME_PID, NAME_PORT, NAME_ERR set.
+start_as() {
+    local name=$1 bin
+    bin=$(stage_bin "$2")
+    HARNESS_SUBST="$name=$bin" start_server "$name" "${@:3}" || return
+    printf -v "${name}_PID" %s "$SERVER_PID"
+    printf -v "${name}_PORT" %s "$PORT"
+    printf -v "${name}_ERR" %s "$SERVER_ERR"
+}
+
+# stop_as NAME [SIGNAL]: stop_server on the server started as NAME.
+stop_as() {
+    local v=${1}_PID e=${1}_ERR
+    SERVER_PID=${!v}
+    SERVER_ERR=${!e}
+    stop_server "${2:-TERM}"
+}
+
+# backends [DELAY_BIO]: the four backends, all with DELAY (bio with DELAY_BIO if given).
+backends() {
+    start_as followers examples/backend --name followers --delay "$DELAY" || return
+    start_as posts examples/backend --name posts --delay "$DELAY" || return
+    start_as bio examples/backend --name bio --delay "${1:-$DELAY}" || return
+    start_as score examples/backend --name score --delay "$DELAY" || return
+}
+
+stop_backends() {
+    local n
+    for n in followers posts bio score; do stop_as "$n" || return; done
+}
+
+# gateway NAME ARGS...: a gateway on the four backends.
+gateway() {
+    start_as "$1" examples/gateway --followers "$followers_PORT" --posts "$posts_PORT" \
+        --bio "$bio_PORT" --score "$score_PORT" "${@:2}" || return
+    # Its four connections are up before a test relies on them.
+    local e=${1}_ERR n
+    for n in followers posts bio score; do
+        wait_file_match "${!e}" "$n: connected" || return
+    done
+}
+
+# stop_line FILE: the gateway's (or a backend's) counters line.
+stop_line() {
+    grep -E 'gateway: requests|backend [a-z]+: connections' "$1" | tail -n 1
+}
+
+# counter LINE NAME: the number after NAME in a stop line ("contexts created 3" -> 3).
+num() {
+    [[ $1 =~ (^|[ ,:])$2\ ([0-9]+) ]] || fail "no '$2' in: $1" || return
+    echo "${BASH_REMATCH[2]}"
+}
+
+# The backends' answers for user ID, as examples/backend.c computes them.
+followers_of() { echo $(($1 * 37 % 1000)); }
+posts_of() { echo $(($1 * 11 % 100)); }
+profile_json() {
+    local id=$1 f p
+    f=$(followers_of "$id")
+    p=$(posts_of "$id")
+    printf '{"user":%s,"followers":%s,"posts":%s,"bio":"I am user %s \\\\o/ \\"hi\\"","score":%s}' \
+        "$id" "$f" "$p" "$id" $((f + 2 * p))
+}
+
+# gw ARGS...: tests/lib/gateway.py, its ok:/FAIL: line shown on failure.
+gw() {
+    python3 "$GW" "$@"
+}
+
+@test "gateway: --help exits 0, a bad option exits 2 with usage on stderr (gateway and backend)" {
+    local b
+    for b in examples/gateway examples/backend; do
+        run --separate-stderr "$(stage_bin $b)" --help
+        ((status == 0)) && [[ $output == usage:* ]] || fail "$b --help: $status $output"
+        run --separate-stderr "$(stage_bin $b)" --bogus
+        ((status == 2)) && [[ -z $output && $stderr == *"unknown option '--bogus'"*usage:* ]] ||
+            fail "$b --bogus: status $status, stdout '$output', stderr '$stderr'"
+    done
+    run --separate-stderr "$(stage_bin examples/backend)" --name nobody
+    ((status == 2)) && [[ $stderr == *"bad --name"* ]] || fail "backend --name nobody: $status $stderr"
+    run --separate-stderr "$(stage_bin examples/backend)" --delay 60001
+    ((status == 2)) || fail "backend --delay 60001: $status"
+    run --separate-stderr "$(stage_bin examples/gateway)" --timeout 0
+    ((status == 2)) || fail "gateway --timeout 0: $status"
+}
+
+@test "backend: answers each line after --delay, in order, every byte; a client that leaves cancels its timers" {
+    start_as bio examples/backend --name bio --delay "$DELAY"
+    start_as score examples/backend --name score --delay 0
+    run gw lines --port "$bio_PORT" --line 42 --line 10 --line x --line 7 --min-ms "$DELAY" \
+        --want 'OK I am user 42 \o/ "hi"' --want 'ERR no bio for user 10' --want 'ERR bad request' \
+        --want 'OK I am user 7 \o/ "hi"'
+    [[ $output == ok:* ]] || fail "$output"
+    run gw lines --port "$score_PORT" --line '554 62' --line '554' --line '1 2 3' --want 'OK 678' \
+        --want 'ERR bad request' --want 'ERR bad request'
+    [[ $output == ok:* ]] || fail "$output"
+    # Two more requests, and the client leaves before their delay: both cancelled, none sent.
+    run gw lines --port "$bio_PORT" --close-after 2
+    [[ $output == ok:* ]] || fail "$output"
+    wait_file_match "$bio_ERR" 'requests cancelled'
+    stop_as bio
+    stop_as score
+    local line
+    line=$(stop_line "$bio_ERR")
+    [[ $(num "$line" requests) == 6 && $(num "$line" answered) == 4 && $(num "$line" cancelled) == 2 &&
+        $(num "$line" errors) == 2 ]] || fail "bio's stop line: $line"
+}
+
+@test "gateway: /profile answers every byte from its four backends; errors, 404, 405, 400 in order" {
+    backends
+    gateway gw
+    run gw get --port "$gw_PORT" --req 'GET /profile?user=42' --want "200 $(profile_json 42)"
+    [[ $output == ok:* ]] || fail "$output"
+    # user 10 has no bio: the field is null and says why; the rest is there.
+    local f p
+    f=$(followers_of 10) p=$(posts_of 10)
+    run gw get --port "$gw_PORT" --close \
+        --req 'GET /profile?user=123456789012345678' --want "200 $(profile_json 123456789012345678)" \
+        --req 'GET /profile?user=10' \
+        --want "200 {\"user\":10,\"followers\":$f,\"posts\":$p,\"bio\":null,\"score\":$((f + 2 * p)),\"errors\":{\"bio\":\"no bio for user 10\"}}" \
+        --req 'GET /nope' --want '404 {"error":"not found"}' \
+        --req 'POST /profile?user=1' --want '405 {"error":"method not allowed"}' \
+        --req 'GET /profile?user=1234567890123456789' --want '400 {"error":"want /profile?user=ID (1 to 18 digits)"}' \
+        --req 'GET /profile?user=' --want '400 {"error":"want /profile?user=ID (1 to 18 digits)"}' \
+        --req 'GET /profile?id=3' --want '400 {"error":"want /profile?user=ID (1 to 18 digits)"}' \
+        --req 'GET /profile?user=3' --want "200 $(profile_json 3)"
+    [[ $output == ok:* ]] || fail "$output"
+    stop_as gw
+    local line
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" requests) == 9 && $(num "$line" answered) == 9 && $(num "$line" "contexts created") == 9 &&
+        $(num "$line" freed) == 9 && $(num "$line" timeouts) == 0 ]] || fail "gateway's stop line: $line"
+    stop_backends
+    # Each backend asked once per profile (4 profiles), score only with followers and posts.
+    for n in followers posts bio score; do
+        local e=${n}_ERR
+        line=$(stop_line "${!e}")
+        [[ $(num "$line" requests) == 4 && $(num "$line" connections) == 1 ]] ||
+            fail "$n asked other than 4 times on 1 kept-open connection: $line"
+    done
+}
+
+@test "gateway: a state's actions run in parallel (about 2 delays) and --serial one by one (about 4)" {
+    DELAY=$(scaled_ms 0.1)
+    backends
+    gateway par
+    gateway ser --serial
+    local i ms par=() ser=()
+    for i in 1 2 3; do
+        run gw get --port "$par_PORT" --req "GET /profile?user=$i" --want "200 $(profile_json $i)" \
+            --min-ms $((2 * DELAY))
+        [[ $output == ok:* ]] || fail "parallel: $output"
+        par+=("${output##*ms }")
+        run gw get --port "$ser_PORT" --req "GET /profile?user=$i" --want "200 $(profile_json $i)" \
+            --min-ms $((4 * DELAY))
+        [[ $output == ok:* ]] || fail "serial: $output"
+        ser+=("${output##*ms }")
+    done
+    local pm sm
+    pm=$(printf '%s\n' "${par[@]}" | sort -n | sed -n 2p)
+    sm=$(printf '%s\n' "${ser[@]}" | sort -n | sed -n 2p)
+    echo "parallel ${par[*]} ms (median $pm), serial ${ser[*]} ms (median $sm)"
+    # Two states of 100 ms against four delays in a row: the medians, measured side by side.
+    ((pm * 4 < sm * 3)) || fail "parallel median $pm ms is not below 0.75 x serial $sm ms"
+    stop_as par
+    stop_as ser
+    stop_backends
+}
+
+@test "gateway: a backend that never answers gives its error field within the timeout; its late reply goes to nobody" {
+    backends
+    local t
+    t=$(scaled_ms 0.4)
+    gateway gw --timeout "$t"
+    kill -STOP "$bio_PID"
+    local f p
+    f=$(followers_of 42) p=$(posts_of 42)
+    run gw get --port "$gw_PORT" --req 'GET /profile?user=42' --min-ms "$t" --max-ms $((t + 2 * DELAY + t)) \
+        --want "200 {\"user\":42,\"followers\":$f,\"posts\":$p,\"bio\":null,\"score\":$((f + 2 * p)),\"errors\":{\"bio\":\"timeout after $t ms\"}}"
+    kill -CONT "$bio_PID"
+    [[ $output == ok:* ]] || fail "$output"
+    # bio answers user 42 now, late: the gateway drops it, and user 43 gets its own bio.
+    wait_file_match "$gw_ERR" 'bio: late reply dropped'
+    run gw get --port "$gw_PORT" --req 'GET /profile?user=43' --want "200 $(profile_json 43)"
+    [[ $output == ok:* ]] || fail "$output"
+    stop_as gw
+    local line
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" timeouts) == 1 && $(num "$line" "late replies") == 1 && $(num "$line" freed) == 2 ]] ||
+        fail "gateway's stop line: $line"
+    stop_backends
+}
+
+@test "gateway: the first of two parallel actions failing leaves the context to the second" {
+    # bio fails at once (user 10 has none, delay 0) while followers and posts take DELAY.
+    backends 0
+    gateway gw
+    local f p
+    f=$(followers_of 20) p=$(posts_of 20)
+    run gw get --port "$gw_PORT" --req 'GET /profile?user=20' --min-ms $((2 * DELAY)) \
+        --want "200 {\"user\":20,\"followers\":$f,\"posts\":$p,\"bio\":null,\"score\":$((f + 2 * p)),\"errors\":{\"bio\":\"no bio for user 20\"}}" \
+        --req 'GET /profile?user=21' --want "200 $(profile_json 21)"
+    [[ $output == ok:* ]] || fail "$output"
+    stop_as gw
+    local line
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" "contexts created") == 2 && $(num "$line" freed) == 2 && $(num "$line" "late replies") == 0 ]] ||
+        fail "gateway's stop line: $line"
+    stop_backends
+}
+
+@test "gateway: a client that leaves mid-request frees its context once; late replies and timers find nothing" {
+    DELAY=$(scaled_ms 0.1)
+    backends
+    local t
+    t=$(scaled_ms 0.3)
+    gateway gw --timeout "$t"
+    # Leaves in state 1 (three replies on their way), and with a reset in state 2 (score's).
+    gw leave --port "$gw_PORT" --req 'GET /profile?user=5' --after-ms $((DELAY / 2))
+    gw leave --port "$gw_PORT" --req 'GET /profile?user=6' --after-ms $((DELAY * 3 / 2)) --reset
+    # Every reply has come back (4 + 4 requests less the one score never got) and been dropped.
+    wait_file_match "$gw_ERR" 'score: late reply dropped'
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until (($(grep -c 'late reply dropped' "$gw_ERR") >= 4)); do
+        (($(now_ms) < deadline)) || fail "late replies: $(grep -c 'late reply dropped' "$gw_ERR") of 4"
+        sleep 0.02
+    done
+    # Past the action timeout: a timer left running on a freed context would fire by now.
+    sleep "$(awk -v t="$t" 'BEGIN { print 2 * t / 1000 }')"   # a timer's whole span: nothing to poll
+    run gw get --port "$gw_PORT" --req 'GET /profile?user=7' --want "200 $(profile_json 7)"
+    [[ $output == ok:* ]] || fail "$output"
+    stop_as gw
+    local line
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" "contexts created") == 3 && $(num "$line" freed) == 3 && $(num "$line" "client gone") == 2 &&
+        $(num "$line" timeouts) == 0 && $(num "$line" "late replies") == 4 ]] || fail "gateway's stop line: $line"
+    stop_backends
+}

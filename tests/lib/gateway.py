@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""gateway: a raw-socket HTTP/1.1 client for 08_framework's examples/gateway and a line client
+for examples/backend (examples/gateway.md).
+
+Python 3 standard library only. Every response is checked byte for byte: status line,
+Content-Length, Connection, Allow (405), Content-Type, the empty line, the body. Each
+subcommand prints `ok: ...` and exits 0, or `FAIL: ...` and exits 1. Every wait has a
+deadline; TIMEOUT_SCALE stretches them all.
+
+  get      send every --req in one write (pipelined), check each answer against its --want,
+           in order; --min-ms/--max-ms bound the time to the last answer; prints its ms
+  leave    send --req, then close after --after-ms without reading (--reset: with a RST)
+  lines    send --line lines to a backend in one write, check each reply against its --want;
+           prints the time to the last one (--close-after N: send N more and leave)
+"""
+
+import argparse
+import os
+import socket
+import struct
+import sys
+import time
+
+TIMEOUT_SCALE = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           413: "Payload Too Large", 502: "Bad Gateway", 503: "Service Unavailable",
+           500: "Internal Server Error"}
+ALLOW = {"/profile": "GET", "/kv": "POST"}
+
+
+class Failure(Exception):
+    pass
+
+
+def scaled(seconds):
+    return seconds * TIMEOUT_SCALE
+
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def request_bytes(req, close):
+    """'METHOD TARGET [BODY]' as HTTP/1.1 bytes."""
+    parts = req.split(" ", 2)
+    if len(parts) < 2:
+        raise Failure("bad --req %r (want 'METHOD TARGET [BODY]')" % req)
+    method, target = parts[0], parts[1]
+    body = parts[2].encode() if len(parts) == 3 else b""
+    head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method, target)
+    if body or method == "POST":
+        head += "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n" % len(body)
+    if close:
+        head += "Connection: close\r\n"
+    return head.encode() + b"\r\n" + body, target.split("?")[0]
+
+
+def response_bytes(want, path, close):
+    """'STATUS BODY' as the gateway's whole answer (BODY gets its final newline)."""
+    status, _, body = want.partition(" ")
+    status = int(status)
+    body = body.encode() + b"\n"
+    head = "HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: %s\r\n" % (
+        status, REASONS.get(status, "Unknown"), len(body), "close" if close else "keep-alive")
+    if status == 405:
+        head += "Allow: %s\r\n" % ALLOW.get(path, "GET")
+    head += "Content-Type: application/json\r\n\r\n"
+    return head.encode() + body
+
+
+def recv_exact(s, n, deadline, what):
+    got = b""
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure("%s: timed out after %d of %d bytes: %r" % (what, len(got), n, got))
+        s.settimeout(left)
+        try:
+            b = s.recv(n - len(got))
+        except socket.timeout:
+            continue
+        if not b:
+            raise Failure("%s: EOF after %d of %d bytes: %r" % (what, len(got), n, got))
+        got += b
+    return got
+
+
+def cmd_get(a):
+    if len(a.req) != len(a.want):
+        raise Failure("as many --want as --req")
+    s = connect(a.port)
+    data, wants = b"", []
+    for i, (r, w) in enumerate(zip(a.req, a.want)):
+        close = a.close and i == len(a.req) - 1
+        rb, path = request_bytes(r, close)
+        data += rb
+        wants.append(response_bytes(w, path, close))
+    t0 = time.monotonic()
+    s.sendall(data)
+    deadline = t0 + scaled(a.deadline)
+    for i, want in enumerate(wants):
+        got = recv_exact(s, len(want), deadline, "answer %d" % (i + 1))
+        if got != want:
+            raise Failure("answer %d:\n got  %r\n want %r" % (i + 1, got, want))
+    ms = (time.monotonic() - t0) * 1000
+    if a.close:
+        s.settimeout(max(0.1, deadline - time.monotonic()))
+        if s.recv(1) != b"":
+            raise Failure("bytes after the last answer (Connection: close)")
+    else:
+        # Nothing more than what we asked for.
+        s.settimeout(0.05)
+        try:
+            extra = s.recv(100)
+            if extra:
+                raise Failure("bytes after the last answer: %r" % extra)
+            raise Failure("the gateway closed a keep-alive connection")
+        except socket.timeout:
+            pass
+    s.close()
+    if a.min_ms is not None and ms < a.min_ms:
+        raise Failure("answered in %.0f ms, before %d ms" % (ms, a.min_ms))
+    if a.max_ms is not None and ms > a.max_ms:
+        raise Failure("answered in %.0f ms, after %d ms" % (ms, a.max_ms))
+    print("ok: %d answers in %.0f ms" % (len(wants), ms))
+    print("ms %d" % round(ms))
+
+
+def cmd_leave(a):
+    s = connect(a.port)
+    rb, _ = request_bytes(a.req[0], False)
+    s.sendall(rb)
+    time.sleep(a.after_ms / 1000.0)  # the gateway is mid-request: that is the point
+    if a.reset:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    print("ok: left after %d ms" % a.after_ms)
+
+
+def cmd_lines(a):
+    s = connect(a.port)
+    t0 = time.monotonic()
+    s.sendall(b"".join(l.encode() + b"\n" for l in a.line))
+    deadline = t0 + scaled(a.deadline)
+    buf = b""
+    for i, want in enumerate(a.want):
+        while b"\n" not in buf:
+            buf += recv_exact(s, 1, deadline, "reply %d" % (i + 1))
+        line, buf = buf.split(b"\n", 1)
+        if line != want.encode():
+            raise Failure("reply %d: got %r, want %r" % (i + 1, line, want))
+    ms = (time.monotonic() - t0) * 1000
+    if buf:
+        raise Failure("bytes after the last reply: %r" % buf)
+    if a.min_ms is not None and ms < a.min_ms:
+        raise Failure("answered in %.0f ms, before %d ms" % (ms, a.min_ms))
+    if a.close_after:
+        s.sendall(b"".join(b"%d\n" % (i + 1) for i in range(a.close_after)))
+    s.close()
+    print("ok: %d replies in %.0f ms" % (len(a.want), ms))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("get", "leave", "lines"):
+        q = sub.add_parser(name)
+        q.add_argument("--port", type=int, required=True)
+        q.add_argument("--req", action="append", default=[])
+        q.add_argument("--want", action="append", default=[])
+        q.add_argument("--line", action="append", default=[])
+        q.add_argument("--close", action="store_true")
+        q.add_argument("--min-ms", type=int)
+        q.add_argument("--max-ms", type=int)
+        q.add_argument("--deadline", type=float, default=10)
+        q.add_argument("--after-ms", type=int, default=50)
+        q.add_argument("--reset", action="store_true")
+        q.add_argument("--close-after", type=int, default=0)
+    a = p.parse_args()
+    try:
+        {"get": cmd_get, "leave": cmd_leave, "lines": cmd_lines}[a.cmd](a)
+    except (Failure, OSError) as e:
+        print("FAIL: %s" % e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
