@@ -636,10 +636,10 @@ int main(int argc, char **argv)
         member_free(room.head);
     rx_server_free(room.srv);
     rx_log(RX_LOG_INFO,
-           "stopped after %llu batches; %" PRIu64 " sessions, %" PRIu64 " lines in, %" PRIu64
+           "stopped after %llu frames; %" PRIu64 " sessions, %" PRIu64 " lines in, %" PRIu64
            " deliveries, %" PRIu64 " dropped (too slow), %" PRIu64 " idle timeouts, %" PRIu64
            " lines refused, %llu bytes in, %llu bytes out, %llu writes, %llu peak queued bytes",
-           (unsigned long long)st.batches, room.joins, room.n_lines, room.n_deliveries,
+           (unsigned long long)st.frames_in, room.joins, room.n_lines, room.n_deliveries,
            room.n_slow, room.n_idle, room.n_refused, (unsigned long long)st.bytes_in,
            (unsigned long long)st.bytes_out, (unsigned long long)st.writes,
            (unsigned long long)st.peak_queued);

@@ -91,7 +91,16 @@ descendants() {
 
 # stage_bin NAME: the binary under test, honouring SAN (sanitized builds live in build-<san>/)
 # and STAGE_BUILD (a build folder inside the stage, e.g. build-coverage for `make coverage`).
+# HARNESS_SUBST="NAME=PATH ..." (paths without spaces) runs PATH wherever a test asks for the
+# stage's NAME: 08's test_chat.bats runs 07's protocol tests against examples/chat_server so.
 stage_bin() {
+    local pair
+    for pair in ${HARNESS_SUBST:-}; do
+        if [[ ${pair%%=*} == "$1" ]]; then
+            echo "${pair#*=}"
+            return
+        fi
+    done
     if [[ -n ${STAGE_BUILD:-} ]]; then
         echo "$STAGE_DIR/$STAGE_BUILD/$1"
     elif [[ -n ${SAN:-} ]]; then
@@ -547,5 +556,5 @@ WRAP
     (((16#$blk & 16#4002) == 16#4002)) || fail "the wrapper did not block SIGTERM and SIGINT (SigBlk $blk)" || return
     printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$dir/run-masked" "$real" >"$dir/$name"
     chmod +x "$dir/$name"
-    STAGE_DIR=$dir STAGE_BUILD= SAN= start_server "$name" "$@"
+    STAGE_DIR=$dir STAGE_BUILD= SAN= HARNESS_SUBST= start_server "$name" "$@"
 }

@@ -1,0 +1,281 @@
+#!/usr/bin/env bats
+# 08_framework: examples/chat_server and chat_client, stage 07's chat on the rx library.
+# 07's own protocol tests run unchanged against chat_server (HARNESS_SUBST points their
+# `server` at it), at -t 0 and -t 2; then what is new here: a broadcast checked byte for byte
+# by many readers, a slow reader dropped by the library's cap while the fast ones get every
+# line, the client's reconnect across a server restart, and its --bot.
+
+load "$BATS_TEST_DIRNAME/../tests/lib/harness.bash"
+bats_require_minimum_version 1.5.0
+
+CHAT="$KIT_ROOT/tests/lib/chat.py"
+
+# start_server names its logs after the binary: examples/chat_server.PID.out needs the folder.
+setup() {
+    mkdir -p "$BATS_TEST_TMPDIR/examples"
+}
+
+# chat SUBCMD [ARGS...]: 07's chat test client (tests/lib/chat.py) against the running server.
+chat() {
+    python3 "$CHAT" "$1" --port "$PORT" "${@:2}"
+}
+
+# counter NAME: the number just before NAME in chat_server's stop line (after stop_server):
+# `stopped after N frames; N sessions, N lines in, N deliveries, N dropped (too slow), ...`.
+counter() {
+    local line n
+    line=$(grep -m1 ' stopped after ' "$SERVER_ERR") || fail "no 'stopped after' line in the server's stderr" || return
+    n=$(sed -n "s/.*[^0-9]\([0-9][0-9]*\) $1[,;]*.*/\1/p" <<<"$line")
+    [[ -n $n ]] || fail "no '$1' counter in: $line" || return
+    echo "$n"
+}
+
+# lib_counter NAME: the number after NAME in the library's own stop line (`stopped: accepted
+# A, closed C, ..., too slow N, ...`).
+lib_counter() {
+    local line n
+    line=$(grep -m1 ' stopped: accepted ' "$SERVER_ERR") || fail "no 'stopped: accepted ...' line in the server's stderr" || return
+    n=$(sed -n "s/.*[:,] $1 \([0-9][0-9]*\)\(,.*\)\{0,1\}$/\1/p" <<<"$line")
+    [[ -n $n ]] || fail "no '$1' counter in: $line" || return
+    echo "$n"
+}
+
+# wait_exit PID NAME [SECONDS]: wait_bg, once PID has exited within SECONDS (default 5).
+wait_exit() {
+    local deadline=$(($(now_ms) + $(scaled_ms "${3:-5}")))
+    while ! has_exited "$1"; do
+        (($(now_ms) < deadline)) || fail "$2 did not exit within ${3:-5} s: $(tail -n 5 "$BATS_TEST_TMPDIR/$2.out")" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    wait_bg "$1" "$2"
+}
+
+# --- the contract ----------------------------------------------------------------------------
+
+@test "chat: --help exits 0 on stdout, a bad option exits 2 with the usage on stderr (server and client)" {
+    local b bad
+    for b in chat_server chat_client; do
+        run --separate-stderr "$(stage_bin "examples/$b")" --help
+        [[ $status -eq 0 && $output == *"usage: $b"* && -z $stderr ]] || fail "$b --help: status $status: $output $stderr" || return
+        for bad in "--bogus" "-p 70000" "-p" "extra"; do
+            # shellcheck disable=SC2086  # the words of BAD are separate arguments
+            run --separate-stderr timeout "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN { print 5 * k }')" "$(stage_bin "examples/$b")" $bad
+            [[ $status -eq 2 && $stderr == *"usage: $b"* && -z $output ]] || fail "$b $bad: status $status (want 2), stdout '$output', stderr '$stderr'" || return
+        done
+    done
+    run --separate-stderr "$(stage_bin examples/chat_client)" --retry 2 --retry-max 1
+    [[ $status -eq 2 ]] || fail "chat_client --retry 2 --retry-max 1: status $status, want 2"
+    run "$(stage_bin examples/chat_client)" --help
+    [[ $output == *"--every S"*"(default 2)"* ]] || fail "chat_client --help does not give --every's default of 2 s: $output"
+}
+
+# --- 07's tests, unchanged, against chat_server ----------------------------------------------
+
+# The tests of 07_chat/test.bats that pin the protocol through what clients receive: at -t 2
+# the commands, the text policy, the names (case, the held name), the idle timer and the
+# shutdown notice; at -t 0 the commands, the names and the line limit (13 s alone at load 15:
+# 07's own server takes as long). Every one of them also passes at the other thread count
+# (examples/chat.md lists the runs); CI time decides the split. The others cannot run against
+# chat_server, and why (examples/chat.md says it too):
+#  - they read 07's own counters from its stop line (epoll_wait, refbufs alive, recv calls,
+#    fairness yields, cap writes, soft-cap clocks) or its log lines (`server: ADDR connected
+#    (fd N)`, `stopping: N bytes pending`), which are 07's internals, not the protocol;
+#  - they pin 07's own policies where the library has its own: a leaving session waits for
+#    the client's EOF for 1 s after its FIN (the library closes once the output is written),
+#    at most one line past the hard cap (-t 2 hands lines to an io thread in batches: the
+#    write that judges the cap may come after two), the soft cap's clock in a second heap;
+#  - they test 07's options (--broadcast copy|shared), its EMFILE spare descriptor, or its
+#    epoll_pwait signal window (the delay shim), which the library does its own way;
+#  - they test 07's client, buffer or timer heap (07's programs, unchanged here).
+CHAT07_T2='^(commands and replies|idle timeout: a client that speaks|idle timeout: counted from the last line|SIGTERM with clients connected|text policy: |names: unique|a leaving session keeps its name)'
+CHAT07_T0='^(commands and replies|a line of 4096 bytes is a line|names: unique|a leaving session keeps its name)'
+
+# chat07 THREADS FILTER: the tests of 07_chat/test.bats that FILTER picks, with `server` =
+# chat_server -t THREADS, in a bats of their own (env -i: it must not see this run's BATS_*).
+chat07() {
+    local wrap="$BATS_TEST_TMPDIR/server" bin want out
+    bin=$(stage_bin examples/chat_server)
+    [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
+    # exec: the wrapper's pid is the server's, as start_server expects.
+    printf '#!/bin/sh\nexec %q -t %s "$@"\n' "$bin" "$1" >"$wrap"
+    chmod +x "$wrap"
+    want=$(grep -cE "^@test \"${2#^}" "$KIT_ROOT/07_chat/test.bats")
+    run env -i PATH="$(tr ':' '\n' <<<"$PATH" | grep -v 'bats-core' | paste -sd: -)" HOME="$HOME" \
+        TIMEOUT_SCALE="$TIMEOUT_SCALE" TEST_OUT="$BATS_TEST_TMPDIR/out07" HARNESS_SUBST="server=$wrap" \
+        ASAN_OPTIONS="${ASAN_OPTIONS:-}" TSAN_OPTIONS="${TSAN_OPTIONS:-}" \
+        bats --tap --filter "$2" "$KIT_ROOT/07_chat/test.bats"
+    out=$output
+    harness_note "07's tests against chat_server -t $1: $(grep -c '^ok ' <<<"$out") of $want passed"
+    [[ $status -eq 0 ]] || fail "07's protocol tests failed against chat_server -t $1:" "$out" || return
+    [[ $(grep -c '^ok ' <<<"$out") -eq $want && $want -ge 4 ]] || fail "ran $(grep -c '^ok ' <<<"$out") of $want tests:" "$out"
+}
+
+@test "chat: 07's protocol tests pass unchanged against chat_server -t 2 (commands, text, names, idle, shutdown)" {
+    chat07 2 "$CHAT07_T2"
+}
+
+@test "chat: 07's protocol tests pass unchanged against chat_server -t 0 (commands, names, the line limit)" {
+    chat07 0 "$CHAT07_T0"
+}
+
+# --- a broadcast, byte for byte --------------------------------------------------------------
+
+# fanout: every client sends LINES lines made of every byte the text policy lets through (TAB,
+# 0x20-0x7e, UTF-8, bytes that are not UTF-8), each different; every client must receive
+# every other client's lines, exactly, in its sender's order, and nothing else but joins.
+fanout() {
+    python3 - "$PORT" "$1" "$2" "$KIT_ROOT/tests/lib" <<'PY'
+import os, sys
+sys.path.insert(0, sys.argv[4])
+from chat import Room, Client, Failure, scaled
+port, n, nlines = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+room = Room("127.0.0.1", port)
+clients = [Client(room, "c%d" % i) for i in range(n)]
+for c in clients:
+    room.welcome(c, 10)
+allowed = bytes([9]) + bytes(range(0x20, 0x7f)) + "é€\U0001F600".encode() + b"\x9b\xc1\x9b\xff\xe2\x80\x9b"
+def text(i, k):
+    # Different for each sender and line; the allowed bytes rotated, cut to a varying length
+    # (up to 4000: a long line crosses reads and writes).
+    body = (allowed[k % len(allowed):] + allowed[:k % len(allowed)]) * 40
+    return (b"%d.%d " % (i, k)) + body[: (k * 397 + i * 31) % 4000]
+got = {c.name: {} for c in clients}
+errors = []
+def on_line(c, line):
+    raw = line.encode("utf-8", "surrogateescape")
+    if raw.startswith(b"* "):
+        if not raw.endswith(b" joined"):
+            errors.append("%s got %r" % (c.name, raw[:80]))
+        return
+    name, sep, rest = raw.partition(b": ")
+    got[c.name].setdefault(name.decode(), []).append(rest)
+for c in clients:
+    c.on_line = on_line
+    for line in c.lines:
+        on_line(c, line)
+    c.lines = []
+for i, c in enumerate(clients):
+    c.send(b"".join(text(i, k) + b"\n" for k in range(nlines)))
+def done():
+    return errors or all(len(got[c.name].get(o.name, [])) >= nlines for c in clients for o in clients if o is not c)
+room.run_until(done, 20, lambda: "not every line arrived: %s" % {k: {s: len(v) for s, v in d.items()} for k, d in got.items()})
+if errors:
+    raise Failure(errors[0])
+for c in clients:
+    if c.name in got[c.name]:
+        raise Failure("%s got its own line back" % c.name)
+    for i, o in enumerate(clients):
+        if o is c:
+            continue
+        want = [text(i, k) for k in range(nlines)]
+        have = got[c.name].get(o.name, [])
+        if have != want:
+            k = next((k for k in range(min(len(have), len(want))) if have[k] != want[k]), min(len(have), len(want)))
+            raise Failure("%s from %s: line %d differs: got %r, want %r" % (
+                c.name, o.name, k, have[k][:60] if k < len(have) else None, want[k][:60] if k < len(want) else None))
+print("%d clients x %d lines: %d lines, each byte as sent, in order, never to its sender" % (n, nlines, n * (n - 1) * nlines))
+PY
+}
+
+@test "chat: a broadcast reaches every reader byte for byte, in each sender's order, never its sender (-t 0 and -t 2)" {
+    local t n=12 lines=40 out
+    for t in 0 2; do
+        start_server examples/chat_server -t "$t" || return
+        out=$(fanout "$n" "$lines") || { stop_server; fail "-t $t: $out"; return 1; }
+        harness_note "-t $t: $out"
+        stop_server || return
+        # The server's own count: every line read, and every delivery (a welcome each, the
+        # joins, the lines; the leaves as the clients close at the end vary with the order).
+        local lin del
+        lin=$(counter "lines in") && del=$(counter "deliveries") || return
+        ((lin == n * lines)) || fail "-t $t: $lin lines in, want $((n * lines))" || return
+        ((del >= n + n * (n - 1) / 2 + n * (n - 1) * lines)) || fail "-t $t: $del deliveries, fewer than the lines received" || return
+    done
+}
+
+# --- the library's caps: a slow reader dropped, the fast ones served -------------------------
+
+@test "chat: a slow reader is dropped as too slow by the library's hard cap while a fast reader gets every line (-t 2)" {
+    # 07's slow scenario: 16 MiB of 4000-byte lines from one flooder, kept within 64 lines of
+    # what the observer read; the slow client reads nothing through a 4 KiB receive buffer.
+    start_server examples/chat_server -t 2 --max-output 262144 --soft-output 0
+    chat slow --flooders 1 --lines 4096 --size 4000 --window 64 --timeout 60 || return
+    stop_server || return
+    local slow lib
+    slow=$(counter "dropped (too slow)") && lib=$(lib_counter "too slow") || return
+    ((slow == 1 && lib == 1)) || fail "$slow members dropped as too slow ($lib by the library), want 1"
+    grep -q 'over max_output 262144' "$SERVER_ERR" || fail "the library never logged the hard cap:" "$(tail -n 5 "$SERVER_ERR")" || return
+    grep -qE 'user1: dropped \(too slow\)' "$SERVER_ERR" || fail "no 'user1: dropped (too slow)' line"
+}
+
+# --- the client ------------------------------------------------------------------------------
+
+@test "chat: chat_client reconnects after the server restarts and sends, in order, what was typed meanwhile" {
+    start_server examples/chat_server
+    local port=$PORT fifo="$BATS_TEST_TMPDIR/stdin"
+    mkfifo "$fifo"
+    exec 6<>"$fifo"   # read-write: the client sees no EOF until we close it
+    start_bg client bash -c 'exec "$@" <"$0" 6>&-' "$fifo" "$(stage_bin examples/chat_client)" -p "$port" --retry 0.05 --retry-max 0.2
+    local cl=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/client.out" '^\* welcome user1$' 5 || { exec 6>&-; return 1; }
+    echo "/nick first" >&6
+    wait_file_match "$BATS_TEST_TMPDIR/client.out" '^\* you are now first$' 5 || { exec 6>&-; return 1; }
+    stop_server || { exec 6>&-; return 1; }
+    wait_file_match "$BATS_TEST_TMPDIR/client.out" '^\* server shutting down$' 5 || { exec 6>&-; return 1; }
+    wait_file_match "$BATS_TEST_TMPDIR/client.out" '^\* cannot connect \(Connection refused\); attempt [0-9]+$' 5 || { exec 6>&-; return 1; }
+    # Typed while no server listens: they wait in the client, in order.
+    echo "/nick back" >&6
+    echo "/msg back typed while the server was away: é€ 	tab" >&6
+    start_server examples/chat_server -p "$port" 6>&- || { exec 6>&-; return 1; }
+    [[ $PORT == "$port" ]] || { exec 6>&-; fail "the new server listens on $PORT, not $port"; } || return
+    wait_file_match "$BATS_TEST_TMPDIR/client.out" '^back \(private\): typed while the server was away: é€ 	tab$' 5 || { exec 6>&-; return 1; }
+    exec 6>&-   # EOF on the client's stdin: everything went, it exits 0
+    wait_exit "$cl" client || return
+    stop_server || return
+    local want
+    want=$(printf '%s\n' '* welcome user1' '* you are now first' '* server shutting down' \
+        '* welcome user1' '* you are now back' 'back (private): typed while the server was away: é€ 	tab')
+    # stdout and stderr together: the client's own notices on stderr are left out.
+    [[ $(grep -vE '^\* (cannot connect|connected to|disconnected) ' "$BATS_TEST_TMPDIR/client.out") == "$want" ]] ||
+        fail "the client printed:" "$(cat "$BATS_TEST_TMPDIR/client.out")"
+}
+
+@test "chat: chat_client --bot sends its line every --every seconds while connected, and prints what it gets safely" {
+    start_server examples/chat_server
+    local fifo="$BATS_TEST_TMPDIR/stdin"
+    mkfifo "$fifo"
+    exec 6<>"$fifo"
+    start_bg bot bash -c 'exec "$@" <"$0" 6>&-' "$fifo" "$(stage_bin examples/chat_client)" -p "$PORT" --bot 'beep é' --every 0.2
+    local bot=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/bot.out" '^\* welcome user1$' 5 || { exec 6>&-; return 1; }
+    # An observer that times the beeps, and sends the bot bytes that are not UTF-8 (a lone
+    # 0x9b, a lone 0xc3: the server passes them, the client prints them as \xHH).
+    out=$(python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from chat import Room, Client, Failure
+room = Room("127.0.0.1", int(sys.argv[1]))
+o = Client(room, "observer")
+room.welcome(o, 10)
+o.sock.sendall(b"/msg user1 x\x9by\xc3\xa9\xc3z\n")
+times = []
+while len(times) < 4:
+    line = room.next_line(o, 10)
+    if line != "user1: beep é":
+        raise Failure("observer got %r, want 'user1: beep é'" % line)
+    times.append(time.monotonic())
+# A repeating timer keeps its schedule: one late tick makes the next gap short, so the span
+# of the four is what is checked (a bot that sends faster than --every, or on every tick
+# twice, is under it).
+gaps = [b - a for a, b in zip(times, times[1:])]
+if times[-1] - times[0] < 3 * 0.2 * 0.9:
+    raise Failure("4 beeps in %.3f s (gaps %r), want about 0.6" % (times[-1] - times[0], gaps))
+print("4 beeps in %.3f s, gaps %s s" % (times[-1] - times[0], " ".join("%.3f" % g for g in gaps)))
+PY
+    ) || { exec 6>&-; fail "$out"; return 1; }
+    harness_note "$out"
+    wait_file_match "$BATS_TEST_TMPDIR/bot.out" '^user2 \(private\): x\\x9byé\\xc3z$' 5 || { exec 6>&-; return 1; }
+    exec 6>&-
+    wait_exit "$bot" bot || return
+    stop_server
+}
