@@ -276,3 +276,23 @@ wait_exit() {
     di=$(hb_counter "received data") || return
     ((di >= 25)) || fail "the server received $di DATA, want at least 25"
 }
+
+@test "heartbeat: heartbeat_client checks every byte of every DATA echo: a fake server that flips the last byte of echo 5 is reported (echo 5, offset 6) and the client exits 1 with errors 1 (-t 1)" {
+    start_bg fake python3 "$HB" fake-server --interval-ms "$IV" --pattern aaaa --hold 4 --echo --corrupt 5 --corrupt-offset 6
+    local fake=$BG_PID port
+    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
+    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t 1 --interval "$IV" --data hello --data-ms $((IV / 10))
+    local cl=$BG_PID out="$BATS_TEST_TMPDIR/client.out"
+    wait_exit "$fake" fake 30 || return
+    sed 's/^/# /' "$BATS_TEST_TMPDIR/fake.out" >&3
+    kill -TERM "$cl"
+    local st=0
+    wait "$cl" || st=$?
+    clean heartbeat_client "$out" || return
+    ((st == 1)) || fail "the client exited $st, want 1:" "$(tail -n 5 "$out")" || return
+    grep -q 'DATA echo 5 differs at offset 6 (7 bytes, want 7)' "$out" || fail "no 'DATA echo 5 differs at offset 6' in:" "$(grep -v connector "$out" | tail -n 8)" || return
+    local line
+    line=$(grep '^heartbeat_client: ' "$out") || fail "no counts line" || return
+    [[ $(hb_num "$line" errors) == 1 ]] || fail "want errors 1: $line"
+}

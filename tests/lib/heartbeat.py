@@ -91,6 +91,9 @@ class Peer:
         self.our_seq = 0
         self.pongs_in = self.data_in = self.data_out = self.pings_out = 0
         self.sizes = []
+        self.echo = False         # DATA received is echoed (fake-server --echo)
+        self.echoed = 0
+        self.corrupt = self.corrupt_offset = 0
 
     def send(self, data):
         # Random pieces: the codec must put frames together across reads.
@@ -115,6 +118,14 @@ class Peer:
                 self.s.sendall(frame(PONG, body))
             elif act == "l":  # late: the answer to the PING before this one
                 self.s.sendall(frame(PONG, struct.pack(">Q", i)))
+            return
+        if ftype == DATA and self.echo:
+            # A server's part: send it back, byte BYTE of echo number N flipped if asked.
+            self.echoed += 1
+            out = bytearray(whole)
+            if self.echoed == self.corrupt and len(body) > 0:
+                out[6 + min(self.corrupt_offset, len(body) - 1)] ^= 0x20
+            self.s.sendall(bytes(out))
             return
         if ftype not in (PONG, DATA):
             raise Failure("%s: a frame of unknown type 0x%04x (%d bytes): header %s"
@@ -240,6 +251,9 @@ class Peer:
 def session(sock, name, a, rng):
     """One fake connection as the command line says; returns its ok line."""
     p = Peer(sock, name, a.pattern, a.interval_ms / 1000, rng, a.ping_ms, a.data_ms, a.max_data, a.hold)
+    p.echo = getattr(a, "echo", False)
+    p.corrupt = getattr(a, "corrupt", 0)
+    p.corrupt_offset = getattr(a, "corrupt_offset", 0)
     budget = (len(a.pattern) + MISSES + 2) * a.interval_ms / 1000 + scaled(5)
     how = p.run(budget)
     t_close = time.monotonic()
@@ -248,7 +262,8 @@ def session(sock, name, a, rng):
             raise Failure("%s: no PONG to our PINGs" % name)
         if a.data_ms and p.data_in == 0:
             raise Failure("%s: no DATA echoed" % name)
-        return "%s: open across %d PINGs (pattern %s); %s" % (name, len(p.pings), a.pattern or "-", p.summary())
+        echo = "; %d DATA echoed%s" % (p.echoed, " (echo %d corrupted)" % p.corrupt if p.corrupt else "") if p.echo else ""
+        return "%s: open across %d PINGs (pattern %s); %s%s" % (name, len(p.pings), a.pattern or "-", p.summary(), echo)
     # Closed by the other side. What we sent in its last moments may be unanswered, the rest
     # was answered (p.want holds only the tail).
     return "%s: %s; %s" % (name, p.judge_close(how, t_close), p.summary())
@@ -450,6 +465,9 @@ def main(argv=None):
             p.add_argument("--port", type=int, required=True)
         else:
             p.add_argument("--reconnect", action="store_true", help="then wait for its reconnection")
+            p.add_argument("--echo", action="store_true", help="send back the DATA it gets")
+            p.add_argument("--corrupt", type=int, default=0, help="flip a byte of echo number N")
+            p.add_argument("--corrupt-offset", type=int, default=0, help="that byte (in the body)")
         peer_options(p)
     p = sub.add_parser("multi", help="several fake clients at once (threads)")
     p.add_argument("--port", type=int, required=True)
