@@ -24,6 +24,7 @@
 // several threads at once (SAN=thread checks the atomics).
 #include "buffer.h"
 #include "rxbuf.h"
+#include "test_util.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -34,15 +35,6 @@
 #include <unistd.h>
 
 #define CHUNK (64 * 1024)  // what the server appends per turn at most (READ_CHUNK)
-
-static int failures;
-
-static void check(int ok, const char *what)
-{
-    printf("%s: %s\n", ok ? "ok" : "FAIL", what);
-    if (!ok)
-        failures++;
-}
 
 // The bytes of the stream: a pattern that shows a byte out of place (a compaction that moved
 // the wrong range, a consume from the wrong end). It repeats every PERIOD bytes, a prime, so
@@ -96,7 +88,7 @@ static int simulate(size_t max, size_t piece, unsigned long long total, struct r
     while (r->appended < total || buf_len(&b) > 0) {
         if (!paused && r->appended < total) {
             if (buf_append(&b, bytes_at(r->appended), CHUNK) == -1) {
-                check(0, "buf_append: out of memory");
+                expect(0, "buf_append: out of memory");
                 buf_free(&b);
                 return -1;
             }
@@ -159,7 +151,7 @@ static void test_moved_per_byte(void)
                      "appended (%.3f per byte, want <= 1), %llu pauses",
                      maxes[m], pieces[p], moved, r.appended, (double)moved / (double)r.appended,
                      r.pauses);
-            check(moved <= r.appended, what);
+            expect(moved <= r.appended, "%s", what);
         }
     }
 }
@@ -181,7 +173,7 @@ static void test_pause_resume(void)
                  "--max-output %zu: %llu pause/resume cycles, %llu reallocations after the "
                  "first 2 (want 0), largest block %zu",
                  maxes[m], r.resumes, r.resizes_after_warmup, r.max_cap);
-        check(r.resumes >= 20 && r.resizes_after_warmup == 0, what);
+        expect(r.resumes >= 20 && r.resizes_after_warmup == 0, "%s", what);
     }
 }
 
@@ -195,7 +187,7 @@ static void test_empty_owns_nothing(void)
     buf_consume(&b, 1000);
     buf_consume(&b, buf_len(&b));
     ok = ok && b.data == NULL && b.cap == 0 && buf_len(&b) == 0;
-    check(ok && buf_stats.allocs == allocs0 + 1,
+    expect(ok && buf_stats.allocs == allocs0 + 1,
           "a buffer that held 200000 bytes owns no memory once they are consumed");
     buf_free(&b);
 }
@@ -213,7 +205,7 @@ static void test_growth_moves_only_what_was_consumed(void)
     unsigned long long moved0 = buf_stats.moved, appended = 0, consumed = 0;
     while (buf_len(&b) < (size_t)32 << 20) {
         if (buf_append(&b, chunk, CHUNK) == -1) {
-            check(0, "buf_append: out of memory");
+            expect(0, "buf_append: out of memory");
             buf_free(&b);
             return;
         }
@@ -227,7 +219,7 @@ static void test_growth_moves_only_what_was_consumed(void)
              "a queue growing to %zu bytes, its reader taking 1 KiB per 64 KiB: %llu bytes moved "
              "for %llu appended and %llu consumed (want <= consumed)",
              buf_len(&b), moved, appended, consumed);
-    check(moved <= consumed, what);
+    expect(moved <= consumed, "%s", what);
     buf_free(&b);
 }
 
@@ -273,7 +265,7 @@ static void test_random_append_consume(void)
     snprintf(what, sizeof what,
              "random appends (up to 4x the block, onto a consumed prefix) and consumes keep "
              "every byte, in order (%llu MiB in, %llu reallocations)", in >> 20, resizes);
-    check(ok && resizes >= 20, what);
+    expect(ok && resizes >= 20, "%s", what);
 }
 
 // 6. buf_reserve_capped: random reserves (of up to twice the limit), commits of part or all
@@ -329,7 +321,7 @@ static void test_reserve_capped(void)
                  "buf_reserve_capped, limit %zu: capacity at most %zu (largest %zu), room 0 only "
                  "when full (reached: %s), every byte in order",
                  limit, ceiling, max_cap, full ? "yes" : "no");
-        check(ok && full && max_cap <= ceiling, what);
+        expect(ok && full && max_cap <= ceiling, "%s", what);
     }
 }
 
@@ -356,7 +348,7 @@ static void test_stats_per_thread(void)
     unsigned long long mine0 = buf_stats.allocs, theirs = 0;
     pthread_t t;
     if (pthread_create(&t, NULL, other_thread, &theirs) != 0) {
-        check(0, "pthread_create");
+        expect(0, "pthread_create");
         return;
     }
     pthread_join(t, NULL);
@@ -364,7 +356,7 @@ static void test_stats_per_thread(void)
     snprintf(what, sizeof what,
              "buf_stats is per thread: another thread's 100 allocations show in its counters "
              "(%llu) and not in this thread's (%llu)", theirs, buf_stats.allocs - mine0);
-    check(theirs == 100 && buf_stats.allocs == mine0, what);
+    expect(theirs == 100 && buf_stats.allocs == mine0, "%s", what);
 }
 
 // ------------------------------------------------------------------ part 2: the output queue
@@ -456,7 +448,7 @@ static void test_outq_model(void)
             size_t len = r % 16 == 0 ? 0 : (size_t)(rnd() % 300);
             rx_buf *b = rxbuf_new(len);
             if (b == NULL) {
-                check(0, "rxbuf_new: out of memory");
+                expect(0, "rxbuf_new: out of memory");
                 return;
             }
             for (size_t i = 0; i < len; i++)
@@ -470,7 +462,7 @@ static void test_outq_model(void)
                 bool wrapped = oq->n > 0 && oq->n == oq->cap && oq->head != 0;
                 rxbuf_hold(b);
                 if (outq_push(oq, b, notice) == -1) {
-                    check(0, "outq_push: out of memory");
+                    expect(0, "outq_push: out of memory");
                     return;
                 }
                 grew_wrapped += wrapped;
@@ -513,7 +505,7 @@ static void test_outq_model(void)
              "one), ring up to %zu entries, %d growths while wrapped: entries, offsets, bytes "
              "and notice_bytes exact, references exact%s%s",
              nmade, consumes, across, inside, max_cap, grew_wrapped, ok ? "" : ": ", why);
-    check(ok && grew_wrapped > 0 && across > 100 && inside > 100, what);
+    expect(ok && grew_wrapped > 0 && across > 100 && inside > 100, "%s", what);
 
     // outq_free drops the queues' references (each once); the test drops its own: every
     // buffer is freed, none twice (ASan would see a double free).
@@ -532,9 +524,9 @@ static void test_outq_model(void)
              "the queues are empty and own no memory (%s)",
              ones ? "yes" : "no", before, after, nmade,
              q[0].v == NULL && q[1].v == NULL && q[0].n == 0 && q[0].cap == 0 ? "yes" : "no");
-    check(ones && before == nmade && after == 0 && q[0].v == NULL && q[1].v == NULL &&
+    expect(ones && before == nmade && after == 0 && q[0].v == NULL && q[1].v == NULL &&
               q[0].n == 0 && q[1].cap == 0 && q[0].bytes == 0 && q[1].notice_bytes == 0,
-          what);
+          "%s", what);
 }
 
 // The hand-made cases the model run might reach only by chance: a consume that ends exactly on
@@ -546,7 +538,7 @@ static void test_outq_cases(void)
     struct outq q = {0};
     rx_buf *a = rxbuf_new(10), *n = rxbuf_new(5), *e = rxbuf_new(0), *b = rxbuf_new(7);
     if (!a || !n || !e || !b) {
-        check(0, "rxbuf_new: out of memory");
+        expect(0, "rxbuf_new: out of memory");
         return;
     }
     outq_push(&q, a, false);
@@ -564,7 +556,7 @@ static void test_outq_cases(void)
     outq_consume(&q, 5);
     ok = ok && q.n == 0 && q.bytes == 0 && q.notice_bytes == 0;
     unsigned long long alive = atomic_load(&rxbuf_alive) - alive0;
-    check(ok && alive == 0,
+    expect(ok && alive == 0,
           "outq: a consume ending on an entry's end, one inside a notice, one across a notice, "
           "an empty entry and into the next: counters exact, every buffer freed");
 
@@ -578,7 +570,7 @@ static void test_outq_cases(void)
         outq_push(&q, rxbuf_new(1), false);
     size_t big = q.cap;
     outq_consume(&q, 100);
-    check(kept && big == 128 && q.v == NULL && q.cap == 0 && atomic_load(&rxbuf_alive) == alive0,
+    expect(kept && big == 128 && q.v == NULL && q.cap == 0 && atomic_load(&rxbuf_alive) == alive0,
           "outq: a drained ring of 8 entries is kept, a drained ring of 128 is freed");
     outq_free(&q);
 }
@@ -620,7 +612,7 @@ static void test_shared_threads(void)
     for (int i = 0; i < SHARE_BUFS; i++) {
         bufs[i] = rxbuf_new(16);
         if (bufs[i] == NULL) {
-            check(0, "rxbuf_new: out of memory");
+            expect(0, "rxbuf_new: out of memory");
             return;
         }
         memset(bufs[i]->data, i, 16);
@@ -636,7 +628,7 @@ static void test_shared_threads(void)
         if (pthread_create(&th[t], NULL, share_thread, &s) == 0)
             started++;
     if (started < SHARE_THREADS) {
-        check(0, "pthread_create");
+        expect(0, "pthread_create");
         exit(1);  // the barrier would wait for ever
     }
     pthread_barrier_wait(&start);
@@ -650,7 +642,7 @@ static void test_shared_threads(void)
     snprintf(what, sizeof what,
              "%d buffers shared by %d threads, 2000 holds and releases each: all freed, once "
              "(%llu alive, want 0)", SHARE_BUFS, SHARE_THREADS, alive);
-    check(alive == 0, what);
+    expect(alive == 0, "%s", what);
 }
 
 int main(void)

@@ -17,6 +17,7 @@
 #include "buffer.h"
 #include "rx.h"
 #include "rxbuf.h"
+#include "test_util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -26,23 +27,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static int checks, failures;
-
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s: ", ok ? "ok" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    checks++;
-    if (!ok)
-        failures++;
-}
 
 static void *xmalloc(size_t n)
 {
@@ -356,7 +340,7 @@ static int check_splits(const char *what, const rx_codec *c, const struct str *s
         }
         sink_free(&k);
     }
-    check(ok, "%s: whole, byte by byte, and %d random splits agree (cap %zu)", what, runs, cap);
+    expect(ok, "%s: whole, byte by byte, and %d random splits agree (cap %zu)", what, runs, cap);
     return ok;
 }
 
@@ -440,7 +424,7 @@ static void test_line(void)
     s_add(&w, "R4\n", 3);
     struct str ref = {0};
     line_reference(s.p, s.len, LMAX, &ref);
-    check(s_eq(&ref, &w), "line: the reference splitter agrees with the hand-written transcript");
+    expect(s_eq(&ref, &w), "line: the reference splitter agrees with the hand-written transcript");
     s_free(&ref);
     check_splits("line vectors (8 frames, a line of exactly max, a \\r kept)", &c, &s, &w,
                  LMAX + 1, 300);
@@ -475,7 +459,7 @@ static void test_line(void)
     st = c.create(&c);
     ssize_t r2 = decode_once(&c, st, "0123456789abcdef", LMAX, 0, &k);
     c.destroy(st);
-    check(r1 == -1 && r2 == 0 && k.emits == 0,
+    expect(r1 == -1 && r2 == 0 && k.emits == 0,
           "line: max + 1 bytes without \\n -> -1 (%zd), max bytes -> 0 consumed (%zd), %llu "
           "frames emitted (want 0)", r1, r2, k.emits);
     sink_free(&k);
@@ -505,7 +489,7 @@ static void test_line(void)
         s_free(&want);
         free(b);
     }
-    check(ok, "line: 300 streams of random bytes at random splits agree with the reference "
+    expect(ok, "line: 300 streams of random bytes at random splits agree with the reference "
               "(stream seed %#llx)", (unsigned long long)seed);
     s_free(&s);
     s_free(&w);
@@ -561,7 +545,7 @@ static void test_len(void)
     s_add(&w, "R8\n", 3);
     struct str ref = {0};
     len_reference(s.p, s.len, NMAX, CHUNK, &ref);
-    check(s_eq(&ref, &w), "len: the reference parser agrees with the hand-written transcript");
+    expect(s_eq(&ref, &w), "len: the reference parser agrees with the hand-written transcript");
     s_free(&ref);
     check_splits("len vectors (empty, chunk, chunk + 1 streamed, 256, max)", &c, &s, &w,
                  CHUNK + 4, 300);
@@ -593,7 +577,7 @@ static void test_len(void)
     st = c.create(&c);
     ssize_t r2 = decode_once(&c, st, s.p, 4, 0, &k);
     c.destroy(st);
-    check(r1 == -1 && r2 == -1 && k.emits == 0,
+    expect(r1 == -1 && r2 == -1 && k.emits == 0,
           "len: a header of max + 1 (%zd) or 4 GiB - 1 (%zd) alone is -1, nothing emitted",
           r1, r2);
     sink_free(&k);
@@ -612,7 +596,7 @@ static void test_len(void)
     st = c.create(&c);
     ssize_t rp = decode_once(&c, st, s.p, s.len - 1, 0, &k);
     c.destroy(st);
-    check(rw == 0 && whole_emits == 0 && rp == (ssize_t)s.len - 1 && k.emits == 1 &&
+    expect(rw == 0 && whole_emits == 0 && rp == (ssize_t)s.len - 1 && k.emits == 1 &&
               k.in_frame && k.total == CHUNK + 1 && !k.bad,
           "len: a body of chunk one byte short waits (consumed %zd, %llu emits); chunk + 1 "
           "streams (consumed %zd of %zu, a FIRST piece of total %llu)",
@@ -633,7 +617,7 @@ static void test_len(void)
         at += cuts[i];
     }
     c.destroy(st);
-    check(rec.n == 3 && got[0] == 9 && got[1] == 5 && got[2] == 7 &&
+    expect(rec.n == 3 && got[0] == 9 && got[1] == 5 && got[2] == 7 &&
               rec.v[0].flags == RX_FRAME_FIRST && rec.v[1].flags == 0 &&
               rec.v[2].flags == RX_FRAME_LAST && rec.v[0].len == 5 && rec.v[1].len == 5 &&
               rec.v[2].len == 7 && rec.v[0].total == CHUNK + 1 && rec.v[1].total == CHUNK + 1 &&
@@ -674,7 +658,7 @@ static void test_len(void)
     s_add(&kb.out, "R0\n", 3);
     c.destroy(sa);
     c.destroy(sb);
-    check(ok && !ka.bad && !kb.bad && s_eq(&ka.out, &w) && s_eq(&kb.out, &w2),
+    expect(ok && !ka.bad && !kb.bad && s_eq(&ka.out, &w) && s_eq(&kb.out, &w2),
           "len: two connections' states interleaved: each stream's frames come out whole");
     sink_free(&ka);
     sink_free(&kb);
@@ -716,7 +700,7 @@ static void test_len(void)
         s_free(&in);
         s_free(&want);
     }
-    check(ok, "len: 300 random streams (frames around the limit, empty, cut short; bytes) at "
+    expect(ok, "len: 300 random streams (frames around the limit, empty, cut short; bytes) at "
               "random splits, buffer chunk + 4, agree with the reference (stream seed %#llx)",
           (unsigned long long)seed);
     s_free(&s);
@@ -766,7 +750,7 @@ static void test_hdr(void)
     s_add(&w, "R13\n", 4);
     struct str ref = {0};
     hdr_reference(s.p, s.len, HMAX, &ref);
-    check(s_eq(&ref, &w), "hdr: the reference parser agrees with the hand-written transcript");
+    expect(s_eq(&ref, &w), "hdr: the reference parser agrees with the hand-written transcript");
     s_free(&ref);
     check_splits("hdr vectors (types 0, 1, 0x1234, 0xffff; empty; exactly max)", &c, &s, &w,
                  HMAX + 6, 300);
@@ -781,7 +765,7 @@ static void test_hdr(void)
     put_be32(&s, HMAX + 1);
     struct sink k = {0};
     ssize_t r1 = decode_once(&c, NULL, s.p, 4, 0, &k);
-    check(r1 == -1 && k.emits == 0,
+    expect(r1 == -1 && k.emits == 0,
           "hdr: the 4 length bytes of max + 1 alone are -1 (%zd), nothing emitted", r1);
     sink_free(&k);
 
@@ -810,7 +794,7 @@ static void test_hdr(void)
         s_free(&in);
         s_free(&want);
     }
-    check(ok, "hdr: 300 random streams (types, frames around the limit, cut short) at random "
+    expect(ok, "hdr: 300 random streams (types, frames around the limit, cut short) at random "
               "splits, buffer max + 6, agree with the reference (stream seed %#llx)",
           (unsigned long long)seed);
     s_free(&s);
@@ -826,7 +810,7 @@ static void test_raw(void)
     ssize_t r0 = c.decode(&c, NULL, "", 0, record_emit, &rec);
     size_t n0 = rec.n;
     ssize_t r1 = c.decode(&c, NULL, "hello", 5, record_emit, &rec);
-    check(r0 == 0 && n0 == 0 && r1 == 5 && rec.n == 1 &&
+    expect(r0 == 0 && n0 == 0 && r1 == 5 && rec.n == 1 &&
               rec.v[0].flags == (RX_FRAME_FIRST | RX_FRAME_LAST) && rec.v[0].len == 5 &&
               rec.v[0].total == 5 && memcmp(rec.bytes, "hello", 5) == 0,
           "raw: an empty input emits nothing (consumed %zd); 5 bytes are one whole frame of 5 "
@@ -851,13 +835,13 @@ static void test_raw(void)
         i = (size_t)(body - k.out.p) + len + 1;
         frames++;
     }
-    check(!k.bad && frames == fs.calls && s_eq(&joined, &in),
+    expect(!k.bad && frames == fs.calls && s_eq(&joined, &in),
           "raw: 5000 bytes in %llu random reads: %llu frames, one per read, joined they are the "
           "input", fs.calls, frames);
     // EMIT stopping changes nothing: the bytes were handed over.
     struct sink ks = {.stop_at = 1};
     ssize_t rs = c.decode(&c, NULL, "abc", 3, sink_emit, &ks);
-    check(rs == 3 && ks.emits == 1, "raw: EMIT returning -1 still consumes the frame (%zd)", rs);
+    expect(rs == 3 && ks.emits == 1, "raw: EMIT returning -1 still consumes the frame (%zd)", rs);
     sink_free(&ks);
     sink_free(&k);
     s_free(&joined);
@@ -879,7 +863,7 @@ static void test_empty_input(void)
             cs[i].destroy(st);
         sink_free(&k);
     }
-    check(ok, "raw, line, len, hdr: 0 bytes in: 0 consumed, nothing emitted");
+    expect(ok, "raw, line, len, hdr: 0 bytes in: 0 consumed, nothing emitted");
 }
 
 // ---------------------------------------------------------------- emit stopping
@@ -897,7 +881,7 @@ static void stop_case(const char *what, const rx_codec *c, const struct str *s, 
     if (c->destroy)
         c->destroy(st);
     s_add(&k.out, "R0\n", 3);
-    check(r == (ssize_t)after2 && emits == 2 && r2 == (ssize_t)(s->len - after2) && !k.bad &&
+    expect(r == (ssize_t)after2 && emits == 2 && r2 == (ssize_t)(s->len - after2) && !k.bad &&
               s_eq(&k.out, want),
           "%s: EMIT stopping at frame 2 of 3: decode returns %zd (want %zu, the end of frame "
           "2) after %llu emits; the next call gives frame 3", what, r, after2, emits);
@@ -934,7 +918,7 @@ static void test_emit_stop(void)
     ssize_t r2 = decode_once(&len, st, s.p + 7, s.len - 7, 0, &k);
     len.destroy(st);
     s_add(&k.out, "R0\n", 3);
-    check(r1 == 7 && r2 == (ssize_t)s.len - 7 && !k.bad && s_eq(&k.out, &w),
+    expect(r1 == 7 && r2 == (ssize_t)s.len - 7 && !k.bad && s_eq(&k.out, &w),
           "len: EMIT stopping on a streamed frame's first piece: consumed %zd (header and "
           "piece), the rest follows as its later pieces", r1);
     sink_free(&k);
@@ -1054,7 +1038,7 @@ static void test_len_big(void)
     s_printf(&b.k.out, "R%zu\n", len);
     // The reader never holds more than chunk + 4 bytes (it reads only into the room left);
     // a codec that waited for more would leave the buffer full and consuming nothing: stuck.
-    check(!stuck && !failed && !b.k.bad && b.got == BIG && b.bad_bytes == 0 &&
+    expect(!stuck && !failed && !b.k.bad && b.got == BIG && b.bad_bytes == 0 &&
               b.firsts == 1 && b.lasts == 1 && b.bad_total == 0 && b.frame == 4 &&
               s_eq(&b.k.out, &w),
           "len: a 64 MiB frame (between small ones, one of exactly chunk) through a buffer of "
@@ -1091,7 +1075,7 @@ static void test_encode(void)
     int len_ok = hn == 4 && memcmp(h, "\0\0\1\2", 4) == 0;
     size_t hh = hdr.head(&hdr, 0x0102, 0x01020304, h);
     int hdr_ok = hh == 6 && memcmp(h, "\1\2\3\4\1\2", 6) == 0;
-    check(hr == 0 && raw.tail_len == 0 && hl == 0 && line.tail_len == 1 &&
+    expect(hr == 0 && raw.tail_len == 0 && hl == 0 && line.tail_len == 1 &&
               memcmp(line.tail, "\n", 1) == 0 && len_ok && hdr_ok && len.tail_len == 0 &&
               hdr.tail_len == 0,
           "head(): raw none, line none with tail \\n, len 4 bytes big-endian, hdr 6 bytes "
@@ -1103,7 +1087,7 @@ static void test_encode(void)
              buf_is(rx_buf_frame(&hdr, 0x0102, "abc", 3), "\0\0\0\3\1\2abc", 9) &&
              buf_is(rx_buf_frame(&len, 0, "", 0), "\0\0\0\0", 4) &&
              buf_is(rx_buf_frame(&line, 0, "", 0), "\n", 1);
-    check(ok, "rx_buf_frame: head, body, tail for each codec (and empty messages)");
+    expect(ok, "rx_buf_frame: head, body, tail for each codec (and empty messages)");
 
     errno = 0;
     rx_buf *b1 = rx_buf_frame(&len, 0, "x", (size_t)UINT32_MAX + 1);
@@ -1111,7 +1095,7 @@ static void test_encode(void)
     errno = 0;
     rx_buf *b2 = rx_buf_frame(&hdr, 0, "x", (size_t)UINT32_MAX + 1);
     int e2 = errno;
-    check(b1 == NULL && b2 == NULL && e1 == EMSGSIZE && e2 == EMSGSIZE,
+    expect(b1 == NULL && b2 == NULL && e1 == EMSGSIZE && e2 == EMSGSIZE,
           "rx_buf_frame: a message of 4 GiB cannot be framed by len or hdr (NULL, EMSGSIZE)");
 
     // What an io thread may rely on to size a connection's input buffer (io.c): the most a
@@ -1133,7 +1117,7 @@ static void test_encode(void)
             ok = 0;
         }
     }
-    check(ok, "every codec waits for at most min(max_frame, chunk) + RX_HEAD_MAX + 1 bytes "
+    expect(ok, "every codec waits for at most min(max_frame, chunk) + RX_HEAD_MAX + 1 bytes "
               "(line and hdr say chunk = max_frame: they never stream)");
 
     // The round trip: random messages framed by rx_buf_frame, decoded at random splits.
@@ -1177,7 +1161,7 @@ static void test_encode(void)
             s_free(&w);
         }
     }
-    check(ok, "round trip: line, len and hdr decode what rx_buf_frame encoded (50 runs each of "
+    expect(ok, "round trip: line, len and hdr decode what rx_buf_frame encoded (50 runs each of "
               "up to 30 messages up to max, random splits, seed %#llx)", (unsigned long long)seed);
 }
 
@@ -1198,7 +1182,7 @@ int main(void)
     test_encode();
     test_len_big();
     unsigned long long alive = atomic_load(&rxbuf_alive);
-    check(alive == 0, "every rx_buf made was freed (%llu alive)", alive);
+    expect(alive == 0, "every rx_buf made was freed (%llu alive)", alive);
     printf("codec_test: %s (%d checks, %d failed, seed %#llx)\n", failures ? "FAILED" : "passed",
            checks, failures, (unsigned long long)seed);
     return failures ? 1 : 0;

@@ -28,74 +28,7 @@
 
 #include "hop.h"
 #include "loop.h"
-
-static double scale = 1;  // TIMEOUT_SCALE
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("FAIL: ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    _exit(1);  // the consumer may be stuck (that can be the failure): do not wait for it
-}
-
-static void check(int ok, const char *fmt, ...)
-{
-    char what[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    if (!ok)
-        fail("%s", what);
-    printf("ok: %s\n", what);
-    fflush(stdout);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-// ------------------------------------------------------------------------------ watchdog
-
-static pthread_mutex_t dog_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t dog_cond = PTHREAD_COND_INITIALIZER;
-static char dog_what[128];
-static double dog_deadline;  // monotonic seconds; 0: disarmed
-
-static void *watchdog(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&dog_lock);
-    for (;;) {
-        if (dog_deadline > 0 && now_s() > dog_deadline)
-            fail("%s: still running at its deadline (a lost wakeup?)", dog_what);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&dog_cond, &dog_lock, &ts);
-    }
-    return NULL;
-}
-
-static void dog_arm(const char *what, double seconds)
-{
-    pthread_mutex_lock(&dog_lock);
-    snprintf(dog_what, sizeof dog_what, "%s", what);
-    dog_deadline = now_s() + seconds * scale;
-    pthread_mutex_unlock(&dog_lock);
-}
+#include "test_util.h"
 
 // ------------------------------------------------------------------------------ consumer
 
@@ -384,14 +317,9 @@ int main(int argc, char **argv)
                "check passed\n", argv[0]);
         return strcmp(argv[1], "--help") == 0 ? 0 : 2;
     }
-    const char *s = getenv("TIMEOUT_SCALE");
-    if (s != NULL && strtod(s, NULL) > 0)
-        scale = strtod(s, NULL);
+    scale_init();
     setvbuf(stdout, NULL, _IOLBF, 0);
-    pthread_t dog;
-    if (pthread_create(&dog, NULL, watchdog, NULL) != 0)
-        fail("pthread_create (watchdog)");
-    pthread_detach(dog);
+    dog_start();
     printf("the server's backend (make HOP=...): %s\n", hop_kind_name(HOP_DEFAULT));
     enum hop_kind kinds[] = {HOP_MUTEX, HOP_RING};
     for (int i = 0; i < 2; i++) {

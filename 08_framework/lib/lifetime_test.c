@@ -34,8 +34,8 @@
 #include <unistd.h>
 
 #include "rx.h"
+#include "test_util.h"
 
-static double scale = 1.0;  // TIMEOUT_SCALE
 static int io_threads;
 static rx_server *srv;
 static int port;
@@ -693,9 +693,7 @@ int main(int argc, char **argv)
         }
         io_threads = (int)n;
     }
-    const char *ts = getenv("TIMEOUT_SCALE");
-    if (ts && atof(ts) > 0)
-        scale = atof(ts);
+    scale_init();
     alarm((unsigned)(30 * scale));  // the last resort: every wait below has its own deadline
 
     rx_config cfg = rx_config_default();

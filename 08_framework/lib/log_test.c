@@ -27,25 +27,7 @@
 #include <unistd.h>
 
 #include "rx.h"
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("FAIL: ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    _exit(1);
-}
-
-static void check(bool ok, const char *what)
-{
-    if (!ok)
-        fail("%s", what);
-    printf("ok: %s\n", what);
-}
+#include "test_util.h"
 
 // ------------------------------------------------------------------- a recording sink
 
@@ -301,17 +283,14 @@ static void test_truncation(void)
         rx_log(RX_LOG_INFO, "%.*s", (int)lens[k], big);
         const char *l = recs[nrec - 1].line;
         size_t n = strlen(l);
-        char what[160];
         if (lens[k] <= RX_LOG_LINE_MAX) {
-            snprintf(what, sizeof what, "a %zu-byte line arrives whole", lens[k]);
-            check(n == lens[k] && memcmp(l, big, n) == 0, what);
+            check(n == lens[k] && memcmp(l, big, n) == 0, "a %zu-byte line arrives whole",
+                  lens[k]);
         } else {
-            snprintf(what, sizeof what,
-                     "a %zu-byte line is cut to %d bytes: its first %d, then \"...\"", lens[k],
-                     RX_LOG_LINE_MAX, RX_LOG_LINE_MAX - 3);
             check(n == RX_LOG_LINE_MAX && memcmp(l, big, RX_LOG_LINE_MAX - 3) == 0 &&
                       strcmp(l + RX_LOG_LINE_MAX - 3, "...") == 0,
-                  what);
+                  "a %zu-byte line is cut to %d bytes: its first %d, then \"...\"", lens[k],
+                  RX_LOG_LINE_MAX, RX_LOG_LINE_MAX - 3);
         }
     }
     clear_recs();
@@ -445,8 +424,7 @@ static void test_default_sink(void)
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *s = getenv("TIMEOUT_SCALE");
-    double scale = s != NULL && strtod(s, NULL) > 0 ? strtod(s, NULL) : 1;
+    scale_init();
     alarm((unsigned)(120 * scale));  // the last resort: nothing here waits but for its threads
     printf("log_test: rx_log, its sinks, levels, thread names and line limit\n");
     test_levels();

@@ -37,138 +37,16 @@
 
 #include "loop.h"
 #include "poller.h"
+#include "test_util.h"
 
 // ------------------------------------------------------------------------- test helpers
 
-static double scale = 1;  // TIMEOUT_SCALE
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("FAIL: ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    _exit(1);  // other threads may be stuck (that can be the failure): do not wait for them
-}
-
-static void check(int ok, const char *what)
-{
-    if (!ok)
-        fail("%s", what);
-    printf("ok: %s\n", what);
-    fflush(stdout);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-// The watchdog: fails the test when a part runs longer than its limit (a deadlock in a post,
-// a lost wakeup), whatever thread is stuck.
-static pthread_mutex_t dog_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t dog_cond = PTHREAD_COND_INITIALIZER;
-static const char *dog_what;
-static struct timespec dog_deadline;
-
-static void *watchdog(void *arg)
-{
-    (void)arg;
-    pthread_mutex_lock(&dog_lock);
-    for (;;) {
-        if (dog_what == NULL) {
-            pthread_cond_wait(&dog_cond, &dog_lock);
-            continue;
-        }
-        int err = pthread_cond_timedwait(&dog_cond, &dog_lock, &dog_deadline);
-        if (err == ETIMEDOUT && dog_what != NULL)
-            fail("%s: still running at its deadline (a deadlock or a lost wakeup)", dog_what);
-    }
-    return NULL;
-}
-
-static struct timespec realtime_in(double seconds)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double s = ts.tv_nsec / 1e9 + seconds * scale;
-    ts.tv_sec += (time_t)s;
-    ts.tv_nsec = (long)((s - (double)(time_t)s) * 1e9);
-    return ts;
-}
-
-// Arms the watchdog for the part WHAT: SECONDS (x TIMEOUT_SCALE) from now.
+// Arms the watchdog (test_util.h) for the part WHAT: SECONDS (x TIMEOUT_SCALE) from now.
 static void part(const char *what, double seconds)
 {
-    pthread_mutex_lock(&dog_lock);
-    dog_what = what;
-    dog_deadline = realtime_in(seconds);
-    pthread_cond_signal(&dog_cond);
-    pthread_mutex_unlock(&dog_lock);
+    dog_arm(what, seconds);
     printf("-- %s\n", what);
     fflush(stdout);
-}
-
-// Waits for S, at most SECONDS (x TIMEOUT_SCALE); fails with WHAT after that.
-static void wait_sem(sem_t *s, double seconds, const char *what)
-{
-    struct timespec dl = realtime_in(seconds);
-    while (sem_timedwait(s, &dl) == -1) {
-        if (errno == ETIMEDOUT)
-            fail("%s: not within %.1f s", what, seconds * scale);
-        if (errno != EINTR)
-            fail("sem_timedwait: %s", strerror(errno));
-    }
-}
-
-// A loop running in a thread of its own.
-struct runner {
-    rx_loop *loop;
-    pthread_t thread;
-    int rc;
-};
-
-static void *runner_main(void *arg)
-{
-    struct runner *r = arg;
-    r->rc = loop_run(r->loop);
-    return NULL;
-}
-
-static void runner_start(struct runner *r, const char *name)
-{
-    r->loop = loop_new(name);
-    if (r->loop == NULL)
-        fail("loop_new");
-    int err = pthread_create(&r->thread, NULL, runner_main, r);
-    if (err != 0)
-        fail("pthread_create: %s", strerror(err));
-}
-
-static void stop_task(void *arg)
-{
-    loop_stop(arg);
-}
-
-// Posts loop_stop to R's loop, joins its thread (with a deadline), fills ST, frees the loop.
-static void runner_finish(struct runner *r, struct loop_stats *st)
-{
-    if (rx_loop_post(r->loop, stop_task, r->loop) == -1)
-        fail("rx_loop_post(stop)");
-    struct timespec dl = realtime_in(10);
-    int err = pthread_timedjoin_np(r->thread, NULL, &dl);
-    if (err != 0)
-        fail("the loop thread did not end within 10 s of loop_stop (a lost wakeup?): %s",
-             strerror(err));
-    if (r->rc != 0)
-        fail("loop_run returned %d", r->rc);
-    loop_get_stats(r->loop, st);
-    loop_free(r->loop);
 }
 
 static void post(rx_loop *loop, void (*fn)(void *), void *arg)
@@ -843,14 +721,9 @@ static void test_stop(void)
 
 int main(void)
 {
-    const char *s = getenv("TIMEOUT_SCALE");
-    if (s != NULL && strtod(s, NULL) > 0)
-        scale = strtod(s, NULL);
+    scale_init();
     setvbuf(stdout, NULL, _IOLBF, 0);
-    pthread_t dog;
-    if (pthread_create(&dog, NULL, watchdog, NULL) != 0)
-        fail("pthread_create");
-    pthread_detach(dog);
+    dog_start();
     printf("queue_test: loop task queue, wakeups and descriptors (poller: %s)\n", poller_backend());
     test_self_post();  // first: its deadlock (a queue run under its lock) is the clearest
     test_post_from_timer();

@@ -9,14 +9,13 @@
 #include <unistd.h>
 
 #include "rx.h"
+#include "test_util.h"
 
-#define CHECK(cond, ...)                                        \
-    do {                                                        \
-        if (!(cond)) {                                          \
-            fprintf(stderr, "reentry_test: FAIL: " __VA_ARGS__); \
-            fputc('\n', stderr);                                \
-            exit(1);                                            \
-        }                                                       \
+// Fails the test (test_util.h: fail) unless COND; silent when it holds.
+#define CHECK(cond, ...)          \
+    do {                          \
+        if (!(cond))              \
+            fail(__VA_ARGS__);    \
     } while (0)
 
 static rx_server *srv;

@@ -31,94 +31,10 @@
 #include <unistd.h>
 
 #include "loop.h"
+#include "test_util.h"
 #include "timer.h"
 
 // ------------------------------------------------------------------------- test helpers
-
-static double scale = 1;  // TIMEOUT_SCALE
-
-static void fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("FAIL: ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    _exit(1);  // a loop thread may be stuck (that can be the failure): do not wait for it
-}
-
-static void check(bool ok, const char *what)
-{
-    if (!ok)
-        fail("%s", what);
-    printf("ok: %s\n", what);
-}
-
-static struct timespec realtime_in(double seconds)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double s = ts.tv_nsec / 1e9 + seconds * scale;
-    ts.tv_sec += (time_t)s;
-    ts.tv_nsec = (long)((s - (double)(time_t)s) * 1e9);
-    return ts;
-}
-
-static void wait_sem(sem_t *s, double seconds, const char *what)
-{
-    struct timespec dl = realtime_in(seconds);
-    while (sem_timedwait(s, &dl) == -1) {
-        if (errno == ETIMEDOUT)
-            fail("%s: not within %.1f s", what, seconds * scale);
-        if (errno != EINTR)
-            fail("sem_timedwait: %s", strerror(errno));
-    }
-}
-
-// A loop in a thread of its own.
-struct runner {
-    rx_loop *loop;
-    pthread_t thread;
-    int rc;
-};
-
-static void *runner_main(void *arg)
-{
-    struct runner *r = arg;
-    r->rc = loop_run(r->loop);
-    return NULL;
-}
-
-static void runner_start(struct runner *r, const char *name)
-{
-    r->loop = loop_new(name);
-    if (r->loop == NULL)
-        fail("loop_new");
-    if (pthread_create(&r->thread, NULL, runner_main, r) != 0)
-        fail("pthread_create");
-}
-
-static void stop_task(void *arg)
-{
-    loop_stop(arg);
-}
-
-static void runner_finish(struct runner *r, struct loop_stats *st)
-{
-    if (rx_loop_post(r->loop, stop_task, r->loop) == -1)
-        fail("rx_loop_post");
-    struct timespec dl = realtime_in(10);
-    int err = pthread_timedjoin_np(r->thread, NULL, &dl);
-    if (err != 0)
-        fail("the loop thread did not end within 10 s of loop_stop (a lost wakeup?): %s",
-             strerror(err));
-    if (r->rc != 0)
-        fail("loop_run returned %d", r->rc);
-    loop_get_stats(r->loop, st);
-    loop_free(r->loop);
-}
 
 // Runs FN(ARG) on LOOP's thread and waits (with a deadline) until it has returned.
 static sem_t ran;
@@ -565,9 +481,7 @@ static void test_two_loops(void)
 
 int main(void)
 {
-    const char *s = getenv("TIMEOUT_SCALE");
-    if (s != NULL && strtod(s, NULL) > 0)
-        scale = strtod(s, NULL);
+    scale_init();
     setvbuf(stdout, NULL, _IOLBF, 0);
     alarm((unsigned)(120 * scale));  // the last resort: every wait has its own deadline
     printf("timer_test: the timer heap, then rx_timer on running loops\n");
