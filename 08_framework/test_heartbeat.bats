@@ -181,7 +181,7 @@ wait_exit() {
 @test "heartbeat: heartbeat_client closes a server that stops answering right after its 3rd unanswered PING, 3 intervals after the 1st; then reconnects and PINGs afresh (-t 0, -t 2)" {
     local t
     for t in 0 2; do
-        start_bg fake python3 "$HB" fake-server --interval-ms "$IV" --pattern aaaasa --ping-ms $((IV / 2)) --reconnect
+        start_bg fake python3 "$HB" fake-server --interval-ms "$IV" --pattern asa --ping-ms $((IV / 2)) --reconnect
         local fake=$BG_PID port
         wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
         port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
@@ -210,7 +210,7 @@ wait_exit() {
             --data-ms 10 --retry-ms 20 --retry-max-ms 100
         local cl=$BG_PID
         wait_file_match "$out" 'connected to 127\.0\.0\.1' 5 || return
-        sleep "$(scaled_s 0.3)"   # traffic for 0.3 s: a few PINGs each way, about 30 DATA
+        sleep "$(scaled_s 0.2)"   # traffic for 0.2 s: a few PINGs each way, about 20 DATA
         stop_server || return
         # The restarted server's log takes the same name (start_server): keep this one.
         local s1="$BATS_TEST_TMPDIR/server1.err"
@@ -224,7 +224,7 @@ wait_exit() {
             (($(now_ms) < deadline)) || fail "-t $t: not reconnected within 5 s:" "$(tail -n 5 "$out")" || return
             sleep 0.02   # poll interval of a loop with a deadline
         done
-        sleep "$(scaled_s 0.3)"
+        sleep "$(scaled_s 0.2)"
         stop_server || return
         local s2=$SERVER_ERR
         deadline=$(($(now_ms) + $(scaled_ms 5)))
