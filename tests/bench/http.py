@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""http.py: 08_framework's http_server beside nginx under wrk.
+
+  http_t0   examples/http_server -t 0   (the main loop does the I/O and the routing)
+  nginx     nginx, one worker, access log off, `return 200 "<the same text>"`, in its own
+            temporary prefix and config (keepalive_requests raised so that, like http_server,
+            it never closes a keep-alive connection on its own during a run)
+
+Load: `wrk -t1 -c50 -d3s http://127.0.0.1:PORT/`, keep-alive, and the same with
+`-H 'Connection: close'` (a new connection per request). Figures: the server's CPU time per
+request (utime + stime from /proc/PID/stat over the run: the http_server process; nginx's
+worker process) and requests/s (wrk's). Runs alternate between the servers; medians of
+--repeat runs, with the range of the CPU figure. Server on CPU 0, wrk on CPU 1 (taskset, where
+there are 2 cores). nginx cannot take port 0: the script asks the kernel for a free port and
+hands it over. A wrk run with socket errors or non-2xx answers is an error, never a figure:
+the script exits 1. Writes results/http.md and results/http.csv, and prints the table.
+
+  python3 tests/bench/http.py [--repeat N] [--duration S] [--servers http_t0,nginx]
+"""
+
+import argparse
+import csv
+import datetime
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RESULTS = os.environ.get("BENCH_OUT", os.path.join(HERE, "results"))
+HTTP = os.path.join(ROOT, "08_framework/examples/http_server")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY = "Hello from the rx http_server.\n"  # http_server's GET / (examples/http_server.c)
+MODES = (("keep-alive", []), ("close", ["-H", "Connection: close"]))
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+master_process on;
+pid %(prefix)s/nginx.pid;
+error_log %(prefix)s/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %(prefix)s/body;
+    keepalive_requests 100000000;
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / {
+            default_type text/plain;
+            return 200 "%(body)s";
+        }
+    }
+}
+"""
+
+
+def pinning():
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return [], [], "not pinned (fewer than 2 cores, or no taskset)"
+    return ["taskset", "-c", "0"], ["taskset", "-c", "1"], "server on CPU 0, wrk on CPU 1"
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_get(port, deadline):
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+                got = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+                if got.startswith(b"HTTP/1.1 200") and got.endswith(BODY.encode()):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)  # poll interval of a loop with a deadline
+    raise RuntimeError("no 200 with the body from port %d" % port)
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def start(name, pin, tmp):
+    """Returns (process, port, pid to measure)."""
+    if name == "http_t0":
+        p = subprocess.Popen(pin + [HTTP, "-p", "0", "-t", "0"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+        line = p.stdout.readline()  # the contract: one `listening on HOST:PORT` line
+        if not line.startswith("listening on "):
+            p.kill()
+            raise RuntimeError("http_server printed no listening line")
+        port = int(line.rsplit(":", 1)[1])
+        wait_get(port, time.monotonic() + 10)
+        return p, port, p.pid
+    prefix = os.path.join(tmp, "nginx")
+    os.makedirs(os.path.join(prefix, "body"), exist_ok=True)
+    port = free_port()
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF % {"prefix": prefix, "port": port, "body": BODY.replace("\n", "\\n")})
+    p = subprocess.Popen(pin + ["nginx", "-p", prefix, "-c", conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    wait_get(port, time.monotonic() + 10)
+    workers = children(p.pid)
+    if len(workers) != 1:
+        stop(p)
+        raise RuntimeError("nginx has %d worker processes (want 1)" % len(workers))
+    return p, port, workers[0]
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def one_run(port, pid, extra, duration, pin):
+    cmd = pin + ["wrk", "-t1", "-c50", "-d%ds" % duration] + extra + ["http://127.0.0.1:%d/" % port]
+    t0 = cpu_ticks(pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration * 10 + 30)
+    ticks = cpu_ticks(pid) - t0
+    text = out.stdout + out.stderr
+    n = re.search(r"^\s*(\d+) requests in", text, re.M)
+    rps = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.M)
+    if out.returncode != 0 or not n or not rps or "Socket errors" in text or "Non-2xx" in text:
+        raise RuntimeError("wrk %s failed (%d): %s" % (" ".join(extra), out.returncode, text.strip()[-400:]))
+    n = int(n.group(1))
+    return {"rps": float(rps.group(1)), "cpu_us": ticks * 1e6 / CLK_TCK / max(n, 1), "requests": n}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
+    ap.add_argument("--servers", default="http_t0,nginx")
+    a = ap.parse_args()
+    if not os.access(HTTP, os.X_OK):
+        print("http.py: no %s: build it with make -C 08_framework" % HTTP, file=sys.stderr)
+        return 2
+    if shutil.which("wrk") is None:
+        print("http.py: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    names = [s for s in a.servers.split(",") if s in ("http_t0", "nginx")]
+    skipped = []
+    if "nginx" in names and shutil.which("nginx") is None:
+        skipped.append("nginx")
+        names.remove("nginx")
+    srv_pin, cli_pin, pin_note = pinning()
+    started = datetime.datetime.now()
+    load = " ".join(open("/proc/loadavg").read().split()[:3])
+    runs = {}
+    procs = {}
+    tmp = tempfile.mkdtemp(prefix="bench-http.")
+    try:
+        for name in names:
+            procs[name] = start(name, srv_pin, tmp)
+        for rep in range(a.repeat):
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for mode, extra in MODES:
+                for name in order:
+                    p, port, pid = procs[name]
+                    r = one_run(port, pid, extra, a.duration, cli_pin)
+                    runs.setdefault((name, mode), []).append(r)
+                    print("  [%d/%d] %-8s %-10s %9.0f req/s  %.2f us CPU/req"
+                          % (rep + 1, a.repeat, name, mode, r["rps"], r["cpu_us"]), file=sys.stderr)
+    finally:
+        for p, _, _ in procs.values():
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def med(name, mode, key):
+        return statistics.median(r[key] for r in runs[(name, mode)])
+
+    def rng(name, mode, key):
+        v = [r[key] for r in runs[(name, mode)]]
+        return "%.2f–%.2f" % (min(v), max(v)) if key == "cpu_us" else "%.0f–%.0f" % (min(v), max(v))
+
+    modes = [m for m, _ in MODES]
+    md = ["# 08_framework: http_server beside nginx (wrk)", "",
+          "Produced by `python3 tests/bench/http.py --repeat %d --duration %d`. `wrk -t1 -c50 -d%ds`, "
+          "keep-alive and with `-H 'Connection: close'`; medians of %d runs in alternation (range in "
+          "brackets); %s. nginx: one worker, access log off, `return 200` of the same %d-byte body "
+          "(its answer also carries Server and Date headers). CPU: the http_server process, nginx's "
+          "worker. Machine: %d cores, %s; load average at the start: %s. Started %s.%s"
+          % (a.repeat, a.duration, a.duration, a.repeat, pin_note, len(BODY), os.cpu_count() or 1,
+             os.uname().release, load, started.strftime("%Y-%m-%d %H:%M"),
+             " Skipped (not installed): %s." % ", ".join(skipped) if skipped else ""), "",
+          "| server | " + " | ".join("CPU µs/req, %s" % m for m in modes) + " | "
+          + " | ".join("req/s, %s" % m for m in modes) + " |",
+          "|---|" + "---:|" * (2 * len(modes))]
+    for name in names:
+        md.append("| %s | %s | %s |" % (
+            name, " | ".join("%.2f (%s)" % (med(name, m, "cpu_us"), rng(name, m, "cpu_us")) for m in modes),
+            " | ".join("%.0f (%s)" % (med(name, m, "rps"), rng(name, m, "rps")) for m in modes)))
+    if "http_t0" in names and "nginx" in names:
+        md.append("| http_t0 / nginx | %s | %s |" % (
+            " | ".join("%.2f" % (med("http_t0", m, "cpu_us") / med("nginx", m, "cpu_us")) for m in modes),
+            " | ".join("%.2f" % (med("http_t0", m, "rps") / med("nginx", m, "rps")) for m in modes)))
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "http.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(os.path.join(RESULTS, "http.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["server", "mode", "run", "requests_per_s", "server_cpu_us_per_request", "requests"])
+        for (name, mode), rs in sorted(runs.items()):
+            for i, r in enumerate(rs):
+                w.writerow([name, mode, i + 1, "%.0f" % r["rps"], "%.3f" % r["cpu_us"], r["requests"]])
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except RuntimeError as e:
+        print("http.py: %s" % e, file=sys.stderr)
+        sys.exit(1)
