@@ -160,6 +160,9 @@ want_counters() {
 @test "template: the copy has no path into the kit" {
     local proj
     proj=$(proj_dir)
+    # No link: a project that links to the kit's files breaks when the kit moves.
+    run -0 find "$proj" -type l
+    [[ -z $output ]] || fail "symbolic links in the project:" "$(ls -l $output)" || return
     # The kit's folder, spelled as given or resolved.
     run grep -rlF -e "$KIT_ROOT" -e "$(readlink -f "$KIT_ROOT")" "$proj"
     [[ $status -eq 1 ]] || fail "files name the kit's folder:" "$output" || return
