@@ -327,7 +327,8 @@ static void on_closed(rx_session *s, enum rx_close_reason why)
         }
         member_leave(m, r, false);
     }
-    rx_log(RX_LOG_INFO, "%s closed: %s", m->name, rx_close_reason_name(why));
+    rx_log(RX_LOG_INFO, "session %" PRIu64 " (%s) closed: %s", rx_session_id(s), m->name,
+           rx_close_reason_name(why));
     idle_stop(m);
     m->s = NULL;
     if (!m->on_leavers)
