@@ -284,14 +284,9 @@ static void *on_create(void *arg, rx_session *s)
     return calloc(1, sizeof(struct member));
 }
 
-static void on_opened(rx_session *s)
+// M (session S) joins the room: named userN, welcomed, announced to the others.
+static void member_join(struct member *m, rx_session *s)
 {
-    struct member *m = rx_session_data(s);
-    if (m == NULL) {
-        rx_log(RX_LOG_ERROR, "session %" PRIu64 ": out of memory, closing", rx_session_id(s));
-        rx_session_close(s, false);
-        return;
-    }
     m->s = s;
     m->state = M_OPEN;
     snprintf(m->name, sizeof m->name, "user%" PRIu64, ++room.joins);
@@ -307,6 +302,17 @@ static void on_opened(rx_session *s)
            rx_session_id(s), m->name);
     reply(m, "* welcome %s", m->name);
     broadcast(m, "* %s joined", m->name);
+}
+
+static void on_opened(rx_session *s)
+{
+    struct member *m = rx_session_data(s);
+    if (m == NULL) {
+        rx_log(RX_LOG_ERROR, "session %" PRIu64 ": out of memory, closing", rx_session_id(s));
+        rx_session_close(s, false);
+        return;
+    }
+    member_join(m, s);
 }
 
 // The session is gone: M leaves (if it had not) for the reason the library gives; it is
