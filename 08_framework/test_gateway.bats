@@ -121,11 +121,15 @@ gw() {
     run gw lines --port "$bio_PORT" --close-after 2
     [[ $output == ok:* ]] || fail "$output"
     wait_file_match "$bio_ERR" 'requests cancelled'
+    # One more, on a new connection: by its answer the cancelled requests' delay has passed
+    # too (a timer left running on a freed request would have fired).
+    run gw lines --port "$bio_PORT" --line 3 --want 'OK I am user 3 \o/ "hi"' --min-ms "$DELAY"
+    [[ $output == ok:* ]] || fail "$output"
     stop_as bio
     stop_as score
     local line
     line=$(stop_line "$bio_ERR")
-    [[ $(num "$line" requests) == 6 && $(num "$line" answered) == 4 && $(num "$line" cancelled) == 2 &&
+    [[ $(num "$line" requests) == 7 && $(num "$line" answered) == 5 && $(num "$line" cancelled) == 2 &&
         $(num "$line" errors) == 2 ]] || fail "bio's stop line: $line"
 }
 
