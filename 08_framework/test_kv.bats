@@ -155,8 +155,8 @@ scaled_s() {
 @test "kv: limits: a request of exactly --max-frame bytes and 1024 arguments are taken; one past closes that client with no reply, others carry on (-t 0 and -t 2)" {
     local t
     for t in 0 2; do
-        start_server examples/kv_server -t "$t" --max-frame 10000
-        run kv limits --max-frame 10000
+        start_server examples/kv_server -t "$t" --max-frame 16384
+        run kv limits --max-frame 16384
         [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
         assert_log 'resp: Protocol error: invalid bulk length' || { stop_server; return 1; }
         assert_log 'closed: bad frame' || { stop_server; return 1; }

@@ -446,9 +446,10 @@ def cmd_limits(a):
     # RX_RESP_MAX_ARGS (1024) arguments, when they fit.
     keys = ["k"] + ["n%d" % i for i in range(1022)]
     req = enc("MGET", *keys)
-    if len(req) <= m:
-        s.sendall(req)
-        expect(s, array(bulk(b"v" * vlen), *[NIL] * 1022), "MGET of 1023 keys (1024 arguments)")
+    if len(req) > m:
+        raise Failure("MGET of 1023 keys is %d bytes, over --max-frame %d: use a larger one" % (len(req), m))
+    s.sendall(req)
+    expect(s, array(bulk(b"v" * vlen), *[NIL] * 1022), "MGET of 1023 keys (1024 arguments)")
     nothing_more(s, "after the requests at the limit")
     s.close()
     # One byte past: that client closed, no reply; judged at the length line.
