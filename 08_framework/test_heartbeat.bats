@@ -296,3 +296,22 @@ wait_exit() {
     line=$(grep '^heartbeat_client: ' "$out") || fail "no counts line" || return
     [[ $(hb_num "$line" errors) == 1 ]] || fail "want errors 1: $line"
 }
+
+@test "heartbeat: heartbeat_client drops a server that sends a frame of an unknown type (logged, counted in bad frames) and reconnects, PINGs numbered from 1 again (-t 0)" {
+    start_bg fake python3 "$HB" fake-server --interval-ms "$IV" --bad-type 0x0009 --reconnect
+    local fake=$BG_PID port
+    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
+    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t 0 --interval "$IV" --retry-ms 20 --retry-max-ms 100
+    local cl=$BG_PID out="$BATS_TEST_TMPDIR/client.out"
+    wait_exit "$fake" fake 30 || return
+    sed 's/^/# /' "$BATS_TEST_TMPDIR/fake.out" >&3
+    kill -TERM "$cl"
+    wait_exit "$cl" client 2 || return
+    clean heartbeat_client "$out" || return
+    grep -q 'bad frame: unknown type (type 0x0009, 1 bytes): closing' "$out" || fail "no bad frame line in the client's log:" "$(grep -v connector "$out" | tail -n 5)" || return
+    local line
+    line=$(grep '^heartbeat_client: ' "$out") || fail "no counts line" || return
+    [[ $(hb_num "$line" "bad frames") == 1 && $(hb_num "$line" connects) == 2 && $(hb_num "$line" timeouts) == 0 ]] ||
+        fail "want bad frames 1, connects 2, timeouts 0: $line"
+}

@@ -336,7 +336,14 @@ def cmd_fake_server(a):
         c, _ = ls.accept()
         with c:
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            line = session(c, "client", a, rng)
+            if a.bad_type is not None:
+                # After its first PING, a frame of a type the protocol does not have.
+                c.settimeout(scaled(5))
+                expect_frame(c, frame(PING, struct.pack(">Q", 1)), "client: PING 1")
+                c.sendall(frame(a.bad_type, b"x"))
+                line = "client: closed (%s) after a frame of type 0x%04x" % (expect_closed(c, "client"), a.bad_type)
+            else:
+                line = session(c, "client", a, rng)
         if a.reconnect:
             c, _ = ls.accept()
             with c:
@@ -466,6 +473,7 @@ def main(argv=None):
         else:
             p.add_argument("--reconnect", action="store_true", help="then wait for its reconnection")
             p.add_argument("--echo", action="store_true", help="send back the DATA it gets")
+            p.add_argument("--bad-type", type=lambda v: int(v, 0), help="instead: send one frame of this type")
             p.add_argument("--corrupt", type=int, default=0, help="flip a byte of echo number N")
             p.add_argument("--corrupt-offset", type=int, default=0, help="that byte (in the body)")
         peer_options(p)
