@@ -172,6 +172,31 @@ void rx_resp_reply_free(rx_resp_reply *r);
 
 // ------------------------------------------------------------------ RESP2 replies
 // (lib/codec_resp_reply.c)
+// What a client reads from redis-server: one whole top-level reply per frame, its bytes as
+// sent (data, len) and its first byte as type ('+', '-', ':', '$', '*'). A reply is a simple
+// string "+OK\r\n", an error "-ERR ...\r\n", an integer ":12\r\n", a bulk string "$3\r\nabc\r\n"
+// or the null bulk "$-1\r\n", or an array "*2\r\n..." of replies (nested, or "*-1\r\n": null).
+// Limits: a reply is at most MAX_REPLY bytes, every byte counted, and its arrays nest at most
+// RX_RESP_REPLY_MAX_DEPTH deep. Over either, or malformed (an unknown type byte, a line not
+// ending in "\r\n", a bad number, a bulk not followed by "\r\n"), is a bad frame, judged as
+// early as the bytes allow (a "$<len>" or "*<n>" that cannot fit, at its line). Sending: the
+// codec frames nothing, rx_send sends a command's bytes as they are (rx_resp_array and
+// rx_resp_bulk build one; rx_resp_send sends it).
+#define RX_RESP_REPLY_MAX_DEPTH 32
+rx_codec rx_codec_resp_reply(size_t max_reply);
+
+// One value of a reply, in the order they come (an array, then its elements).
+typedef struct rx_resp_value {
+    char type;          // '+', '-', ':', '$' or '*'
+    bool null;          // "$-1" or "*-1"
+    const char *p;      // '+', '-', '$': the string, LEN bytes (inside the frame)
+    size_t len;
+    long long integer;  // ':': the value; '*': the element count; '$': the length
+    unsigned depth;     // 0 for the top-level value, 1 for its elements...
+} rx_resp_value;
+// Main thread. The values of F (a frame of rx_codec_resp_reply) in order, into V (the first
+// MAX of them); returns how many F holds. No copy: strings point into F.
+size_t rx_resp_values(const rx_frame *f, rx_resp_value *v, size_t max);
 
 // ------------------------------------------------------------------ the HTTP/1.1 codec
 // (lib/codec_http.c)
