@@ -114,6 +114,16 @@ scaled_s() {
     done
 }
 
+@test "kv: the table grows: 5000 keys set (3 doublings), every one read back, half deleted, the rest read back (kv: 2500 keys)" {
+    start_server examples/kv_server
+    run kv many-keys --keys 5000
+    [[ $status -eq 0 ]] || { stop_server; fail "$output"; } || return
+    stop_server || return
+    local keys
+    keys=$(kv_counter keys) || return
+    ((keys == 2500)) || fail "kv: $keys keys at the end, want 2500" || return
+}
+
 @test "kv: many clients at once, each reply to its own client (-t 0 and -t 2)" {
     local t
     for t in 0 2; do

@@ -473,6 +473,38 @@ def cmd_limits(a):
           "the bystander served throughout" % (m, len(cases)))
 
 
+# --- a table that grows -------------------------------------------------------------------------
+def cmd_many_keys(a):
+    """KEYS keys set in pipelined batches (the table doubles several times), every one read back
+    with MGET, half deleted, then EXISTS and MGET again: no key lost or mixed up by a resize."""
+    rng = random.Random(a.seed)
+    keys = ["many:%d:%d" % (a.seed, i) for i in range(a.keys)]
+    vals = [b"%d:" % i + bytes(rng.randrange(97, 123) for _ in range(rng.randrange(1, 30))) for i in range(a.keys)]
+    s = connect(a.port)
+    for lo in range(0, a.keys, 500):
+        batch = range(lo, min(lo + 500, a.keys))
+        s.sendall(b"".join(enc("SET", keys[i], vals[i]) for i in batch))
+        expect(s, ok() * len(batch), "SET of keys %d.." % lo)
+
+    def check(present, name):
+        for lo in range(0, a.keys, 200):
+            batch = range(lo, min(lo + 200, a.keys))
+            s.sendall(enc("MGET", *[keys[i] for i in batch]))
+            expect(s, array(*[bulk(vals[i]) if present(i) else NIL for i in batch]), "%s: MGET of keys %d.." % (name, lo))
+
+    check(lambda i: True, "after the SETs")
+    gone = [i for i in range(a.keys) if i % 2 == 1]
+    for lo in range(0, len(gone), 200):
+        batch = gone[lo:lo + 200]
+        s.sendall(enc("DEL", *[keys[i] for i in batch]))
+        expect(s, integer(len(batch)), "DEL of %d keys" % len(batch))
+    check(lambda i: i % 2 == 0, "after deleting the odd ones")
+    s.sendall(enc("EXISTS", *keys[:1000]))
+    expect(s, integer(500), "EXISTS of the first 1000")
+    s.close()
+    print("ok: %d keys set, read back, half deleted, the rest read back again" % a.keys)
+
+
 # --- many clients ------------------------------------------------------------------------------
 def cmd_clients(a):
     """C clients at once, each its own keys, interleaved: every reply to its own client."""
@@ -526,6 +558,8 @@ def main(argv=None):
     p.add_argument("--keys", type=int, default=50)
     p = add("limits", "requests at --max-frame and 1024 arguments, and one past")
     p.add_argument("--max-frame", type=int, required=True)
+    p = add("many-keys", "KEYS keys set, read back, half deleted: no key lost by the table's growth")
+    p.add_argument("--keys", type=int, default=20000)
     p = add("clients", "many clients at once, replies to their own client")
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--rounds", type=int, default=50)
@@ -534,7 +568,8 @@ def main(argv=None):
         a.seed = random.randrange(1 << 30)
     try:
         {"table": cmd_table, "pipeline": cmd_pipeline, "expiry": cmd_expiry,
-         "expire-quiet": cmd_expire_quiet, "limits": cmd_limits, "clients": cmd_clients}[a.cmd](a)
+         "expire-quiet": cmd_expire_quiet, "limits": cmd_limits, "clients": cmd_clients,
+         "many-keys": cmd_many_keys}[a.cmd](a)
     except Failure as e:
         print("FAIL: %s (seed %d)" % (e, a.seed))
         return 1
