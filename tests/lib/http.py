@@ -285,6 +285,13 @@ def cmd_limits(a):
              + body[:a.max_body], hello(), "a body of exactly max-body (%d) bytes" % a.max_body, False)
     exchange(a.port, b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (a.max_body + 1),
              refusal(413, "body too large"), "a body of max-body + 1 bytes", True)
+    # Header lines: 100 are read, 101 are 431 (where max-head leaves room for them).
+    lines = b"".join(b"H%d: v\r\n" % i for i in range(99))
+    if len(lines) + 64 <= a.max_head:
+        exchange(a.port, b"GET / HTTP/1.1\r\nHost: t\r\n" + lines + b"\r\n", hello(),
+                 "100 header lines", False)
+        exchange(a.port, b"GET / HTTP/1.1\r\nHost: t\r\nH99: v\r\n" + lines + b"\r\n",
+                 refusal(431, "too many header lines"), "101 header lines", True)
     # The body of max-body bytes a byte at a time: collected across reads, then answered.
     s = connect(a.port)
     try:
@@ -349,6 +356,18 @@ def cmd_stats(a):
     sent += len(req)
     recvd += len(hello(close=True))
     reqs += 1
+    # A refusal: answered and counted as a request; its bytes are not a request's (bytes_in).
+    bad = connect(a.port)
+    conns += 1
+    try:
+        bad.sendall(b"BAD\r\n\r\n")
+        want_bad = refusal(400, "malformed request line")
+        expect(bad, want_bad, "stats: a refused request")
+        expect_eof(bad, "stats: a refused request")
+    finally:
+        bad.close()
+    recvd += len(want_bad)
+    reqs += 1
     q = connect(a.port)
     conns += 1
     try:
@@ -409,7 +428,23 @@ def cmd_idle(a):
             raise Failure("idle: closed after %.3f s, before the %.2f s timeout" % (waited, a.idle))
     finally:
         s.close()
-    print("ok: an idle connection closed after %.3f s (timeout %.2f s)" % (waited, a.idle))
+    # A connection that sends a request every third of the timeout is never idle: it is still
+    # answered after twice the timeout.
+    s = connect(a.port)
+    try:
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < 2 * a.idle:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            expect(s, hello(), "idle: a busy connection's request %d" % (n + 1))
+            n += 1
+            time.sleep(a.idle / 3)  # the client's pace: what keeps it from being idle
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        expect(s, hello(), "idle: a busy connection after %.2f s" % (time.monotonic() - t0))
+    finally:
+        s.close()
+    print("ok: an idle connection closed after %.3f s (timeout %.2f s); a busy one kept (%d requests)"
+          % (waited, a.idle, n + 1))
 
 
 def main():
