@@ -78,6 +78,7 @@ static struct {
     uint64_t timeout_ms;
     bool serial;
     struct backend bk[BK_COUNT];
+    rx_resp_reply cmd;  // the action message being built (reused)
     // counters, for the stop line
     uint64_t requests, answered, created, freed, actions, timeouts, late, unavailable,
         client_gone;
@@ -93,6 +94,8 @@ struct action {
     struct pending *node;   // while its reply is awaited
     rx_timer *timer;        // its timeout, while it runs
     bool done, failed;
+    int status;             // failed: the HTTP status it means for /kv (503, or 502)
+    bool null;              // /kv's GET: the key has no value
     char *reply;            // the backend's answer (a line without "OK ", or a RESP reply)
     size_t reply_len;
     char error[MAX_ERROR];  // failed: why
@@ -173,6 +176,7 @@ static void action_fail(struct action *a, const char *fmt, ...)
     vsnprintf(a->error, sizeof a->error, fmt, ap);
     va_end(ap);
     a->failed = true;
+    a->status = 503;  // unreachable, gone or too slow; a reply that is an error says 502
 }
 
 static void on_action_timeout(rx_loop *loop, rx_timer *t, void *arg)
@@ -187,7 +191,7 @@ static void on_action_timeout(rx_loop *loop, rx_timer *t, void *arg)
 
 // Sends A's request to its backend. Returns 0 when it is on its way (its reply or its timeout
 // will finish it), or -1 when it failed at once (A->error says why; A is done).
-static int action_start(struct action *a, const char *msg, size_t len, bool resp)
+static int action_start(struct action *a, const char *msg, size_t len)
 {
     struct backend *b = &g.bk[a->backend];
     g.actions++;
@@ -196,19 +200,15 @@ static int action_start(struct action *a, const char *msg, size_t len, bool resp
         action_fail(a, "no backend");
     } else if (!s || rx_session_closing(s)) {
         g.unavailable++;
-        action_fail(a, "%s unavailable", bk_names[a->backend]);
+        action_fail(a, "unavailable");
     } else {
         struct pending *p = calloc(1, sizeof *p);
         a->timer = p ? rx_timer_start(g.loop, g.timeout_ms, 0, on_action_timeout, a) : NULL;
         int sent = -1;
-        if (a->timer) {
-            if (resp) {
-                // MSG is a RESP array already: the reply codec frames nothing around it.
-                sent = rx_send(s, msg, len);
-            } else {
-                sent = rx_send(s, msg, len);  // the line codec adds the "\n"
-            }
-        }
+        // The line codec adds the "\n"; the RESP reply codec frames nothing (MSG is a
+        // whole RESP command already).
+        if (a->timer)
+            sent = rx_send(s, msg, len);
         if (sent == 0) {
             p->a = a;
             a->node = p;
@@ -224,7 +224,7 @@ static int action_start(struct action *a, const char *msg, size_t len, bool resp
             rx_timer_stop(g.loop, a->timer);
             a->timer = NULL;
         }
-        action_fail(a, "%s: send failed", bk_names[a->backend]);
+        action_fail(a, "send failed");
     }
     a->done = true;
     return -1;
@@ -247,17 +247,34 @@ static bool parse_num(const char *p, size_t n, uint64_t *v)
     return true;
 }
 
-// The request line (or RESP command) of action I of R, into BUF; its length.
-static size_t action_message(struct req *r, size_t i, char *buf, size_t cap, bool *resp)
+// The request line or RESP command of action I of R: in *MSG, *LEN (valid until the next
+// call). Returns -1 when out of memory.
+static int action_message(struct req *r, size_t i, const char **msg, size_t *len)
 {
-    *resp = false;
-    if (r->kind == R_PROFILE) {
-        if (i < 3)
-            return (size_t)snprintf(buf, cap, "%" PRIu64, r->user);
-        // score: from the followers and posts answers (numbers, checked when they came)
-        return (size_t)snprintf(buf, cap, "%.*s %.*s", (int)r->acts[0].reply_len,
-                                r->acts[0].reply, (int)r->acts[1].reply_len, r->acts[1].reply);
+    static char line[64];
+    rx_resp_reply *m = &g.cmd;
+    m->len = 0;
+    if (r->kind == R_KV) {
+        // A RESP command is an array of bulk strings: what the reply builder makes.
+        rx_resp_array(m, i == 0 ? 3 : 2);
+        rx_resp_bulk(m, i == 0 ? "SET" : "GET", 3);
+        rx_resp_bulk(m, r->key, r->key_len);
+        if (i == 0)
+            rx_resp_bulk(m, r->value, r->value_len);
+        *msg = m->data, *len = m->len;
+        if (m->failed) {
+            m->failed = false;
+            return -1;
+        }
+        return 0;
     }
+    int n;
+    if (i < 3)
+        n = snprintf(line, sizeof line, "%" PRIu64, r->user);
+    else  // score: from the followers and posts answers (numbers, checked when they came)
+        n = snprintf(line, sizeof line, "%.*s %.*s", (int)r->acts[0].reply_len, r->acts[0].reply,
+                     (int)r->acts[1].reply_len, r->acts[1].reply);
+    *msg = line, *len = (size_t)n;  // 18 digits, or two of them: always fits
     return 0;
 }
 
@@ -279,6 +296,8 @@ static bool next_state(struct req *r)
         } else {
             return false;
         }
+    } else if (r->kind == R_KV && r->state <= 2 && !(r->state == 2 && r->acts[0].failed)) {
+        r->first = (size_t)r->state - 1, r->end = (size_t)r->state;  // SET, then GET
     } else {
         return false;
     }
@@ -290,14 +309,18 @@ static bool next_state(struct req *r)
 // one is on its way. Returns true when the state is complete (every action done).
 static bool launch(struct req *r)
 {
-    char msg[MAX_KEY + MAX_VALUE + 64];
     while (r->next_act < r->end) {
         struct action *a = &r->acts[r->next_act++];
         if (a->done)
             continue;
-        bool resp;
-        size_t len = action_message(r, (size_t)(a - r->acts), msg, sizeof msg, &resp);
-        if (action_start(a, msg, len, resp) == 0) {
+        const char *msg;
+        size_t len;
+        if (action_message(r, (size_t)(a - r->acts), &msg, &len) != 0) {
+            action_fail(a, "out of memory");
+            a->done = true;
+            continue;
+        }
+        if (action_start(a, msg, len) == 0) {
             r->pending++;
             if (g.serial)
                 return false;
@@ -402,6 +425,32 @@ static void profile_json(struct req *r, struct out *o)
     out_str(o, any ? "}}\n" : "}\n");
 }
 
+// /kv's answer: {"key":K,"value":V} after SET and GET, or the first failure's status and
+// {"error":"redis: WHY"}. Returns the status.
+static int kv_json(struct req *r, struct out *o)
+{
+    for (size_t i = 0; i < 2; i++) {
+        struct action *a = &r->acts[i];
+        if (a->failed) {
+            out_str(o, "{\"error\":");
+            char e[MAX_ERROR + 16];
+            snprintf(e, sizeof e, "redis: %s", a->error);
+            out_json(o, e, strlen(e));
+            out_str(o, "}\n");
+            return a->status;
+        }
+    }
+    out_str(o, "{\"key\":");
+    out_json(o, r->key, r->key_len);
+    out_str(o, ",\"value\":");
+    if (r->acts[1].null)
+        out_str(o, "null");
+    else
+        out_json(o, r->acts[1].reply, r->acts[1].reply_len);
+    out_str(o, "}\n");
+    return 200;
+}
+
 static void client_next(struct client *c);
 
 // R is complete: its answer goes out, R is freed, the client's next request starts.
@@ -413,6 +462,8 @@ static void finish(struct req *r)
     if (r->kind == R_ANSWER) {
         status = r->status;
         out_str(&o, r->body);
+    } else if (r->kind == R_KV) {
+        status = kv_json(r, &o);
     } else {
         profile_json(r, &o);
     }
@@ -515,6 +566,51 @@ static void bk_line(rx_session *s, const rx_frame *f)
     action_finish(a);
 }
 
+// Redis answered (one whole RESP reply): SET wants +OK, GET a bulk string or the null bulk;
+// an error reply ("-ERR ...") is the action's error (502).
+static void bk_resp(rx_session *s, const rx_frame *f)
+{
+    struct backend *b = rx_session_data(s);
+    struct pending *p = bk_pop(b);
+    if (!p) {
+        rx_log(RX_LOG_WARN, "redis: a reply nobody asked for: closing");
+        rx_session_close(s, false);
+        return;
+    }
+    struct action *a = p->a;
+    free(p);
+    if (!a) {
+        g.late++;
+        rx_log(RX_LOG_INFO, "redis: late reply dropped (its action timed out or its request is gone)");
+        return;
+    }
+    a->node = NULL;
+    rx_resp_value v;
+    bool set = a == &a->r->acts[0];
+    if (rx_resp_values(f, &v, 1) < 1) {
+        action_fail(a, "bad reply");
+        a->status = 502;
+    } else if (v.type == '-') {
+        action_fail(a, "%.*s", (int)v.len, v.p);
+        a->status = 502;
+    } else if (set && v.type == '+' && v.len == 2 && memcmp(v.p, "OK", 2) == 0) {
+        // stored
+    } else if (!set && v.type == '$' && v.null) {
+        a->null = true;
+    } else if (!set && v.type == '$') {
+        if ((a->reply = malloc(v.len + 1)) != NULL) {
+            memcpy(a->reply, v.p, v.len);
+            a->reply_len = v.len;
+        } else {
+            action_fail(a, "out of memory");
+        }
+    } else {
+        action_fail(a, "unexpected reply to %s", set ? "SET" : "GET");
+        a->status = 502;
+    }
+    action_finish(a);
+}
+
 // B's session is gone: every awaited reply fails now (the connector reconnects by itself).
 static void bk_closed(rx_session *s, enum rx_close_reason why)
 {
@@ -529,7 +625,7 @@ static void bk_closed(rx_session *s, enum rx_close_reason why)
         free(p);
         if (a) {
             a->node = NULL;
-            action_fail(a, "%s closed the connection", bk_names[b->id]);
+            action_fail(a, "closed the connection");
             action_finish(a);  // may free other actions' requests: they tombstone nodes in P
         }
         p = next;
@@ -586,6 +682,26 @@ static bool path_is(const rx_http_request *r, const char *p)
 }
 
 
+// /kv's body: "key=K&value=V", K from after "key=" to the first '&' (1 to MAX_KEY bytes),
+// V all after "value=" (at most MAX_VALUE bytes, '&' allowed). No percent-decoding: the
+// bytes are stored as sent. Returns 0, or -1 when BODY is not that.
+static int kv_parse(struct req *r, const char *body, size_t len)
+{
+    if (len < 4 || memcmp(body, "key=", 4) != 0)
+        return -1;
+    const char *k = body + 4, *amp = memchr(k, '&', len - 4);
+    if (!amp || amp == k || (size_t)(amp - k) > MAX_KEY)
+        return -1;
+    const char *v = amp + 1, *end = body + len;
+    if (end - v < 6 || memcmp(v, "value=", 6) != 0 || (size_t)(end - v - 6) > MAX_VALUE)
+        return -1;
+    r->key_len = (size_t)(amp - k);
+    memcpy(r->key, k, r->key_len);
+    r->value_len = (size_t)(end - v - 6);
+    memcpy(r->value, v + 6, r->value_len);
+    return 0;
+}
+
 // A new context for request HR of C (close: Connection: close after its answer). NULL when
 // out of memory.
 static struct req *req_new(struct client *c, const rx_http_request *hr, bool close)
@@ -621,6 +737,20 @@ static struct req *req_new(struct client *c, const rx_http_request *hr, bool clo
                      "{\"error\":\"want /profile?user=ID (1 to 18 digits)\"}\n");
         } else {
             r->kind = R_PROFILE;
+        }
+    } else if (path_is(hr, "/kv")) {
+        if (!rx_http_method_is(hr, "POST")) {
+            r->status = 405;
+            r->allow = "POST";
+            snprintf(r->body, sizeof r->body, "{\"error\":\"method not allowed\"}\n");
+        } else if (kv_parse(r, hr->body, hr->body_len) != 0) {
+            r->status = 400;
+            snprintf(r->body, sizeof r->body,
+                     "{\"error\":\"want key=K&value=V (K 1 to %d bytes, V at most %d)\"}\n",
+                     MAX_KEY, MAX_VALUE);
+        } else {
+            r->kind = R_KV;
+            r->acts[0].backend = r->acts[1].backend = BK_REDIS;
         }
     } else {
         r->status = 404;
@@ -747,15 +877,16 @@ int main(int argc, char **argv)
     copts.retry_max_ms = 1000;
     copts.timeout_ms = 1000;
     rx_codec line = rx_codec_line(1024);
+    rx_codec resp = rx_codec_resp_reply(2 * MAX_VALUE);  // GET's bulk, with room to spare
     int rc = 1;
     for (int i = 0; i < BK_COUNT; i++) {
         struct backend *b = &g.bk[i];
         b->id = i;
-        if (!b->port || i == BK_REDIS)
+        if (!b->port)
             continue;
-        rx_factory f = {.arg = b, .create = bk_create, .opened = bk_opened, .message = bk_line,
-                        .closed = bk_closed};
-        b->conn = rx_connect(srv, "127.0.0.1", b->port, &line, &f, &copts);
+        rx_factory f = {.arg = b, .create = bk_create, .opened = bk_opened,
+                        .message = i == BK_REDIS ? bk_resp : bk_line, .closed = bk_closed};
+        b->conn = rx_connect(srv, "127.0.0.1", b->port, i == BK_REDIS ? &resp : &line, &f, &copts);
         if (!b->conn) {
             fprintf(stderr, "gateway: rx_connect: out of memory\n");
             goto out;
@@ -782,5 +913,6 @@ out:
         if (g.bk[i].conn)
             rx_connector_free(g.bk[i].conn);
     rx_server_free(srv);
+    rx_resp_reply_free(&g.cmd);
     return rc;
 }
