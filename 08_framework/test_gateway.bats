@@ -264,3 +264,77 @@ gw() {
         $(num "$line" timeouts) == 0 && $(num "$line" "late replies") == 4 ]] || fail "gateway's stop line: $line"
     stop_backends
 }
+
+# free_port: a TCP port on 127.0.0.1 nobody listens on now (the kernel's pick, released).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# redis_start PORT: redis-server on 127.0.0.1:PORT, no persistence; REDIS_PID set once it is
+# ready (its "Ready to accept connections" line).
+redis_start() {
+    start_bg "redis$2" redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no
+    REDIS_PID=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/redis$2.out" 'Ready to accept connections'
+}
+
+redis_stop() {
+    kill -TERM "$REDIS_PID"
+    wait "$REDIS_PID" || true
+}
+
+@test "gateway: /kv runs SET then GET on a real redis-server; Redis stopped: 503 within the timeout; back: 200 within 5 s" {
+    command -v redis-server >/dev/null || skip "redis-server is not installed (apt-get install redis-server)"
+    local rp t v
+    rp=$(free_port)
+    redis_start "$rp" 1
+    t=$(scaled_ms 0.5)
+    start_as gw examples/gateway --redis "$rp" --timeout "$t"
+    wait_file_match "$gw_ERR" 'redis: connected'
+    # Every byte of the answer, a value with quotes, a backslash and '&' in it; the errors.
+    run gw get --port "$gw_PORT" \
+        --req 'POST /kv key=k1&value=v "1" \ & more' --want '200 {"key":"k1","value":"v \"1\" \\ & more"}' \
+        --req 'POST /kv key=k1&value=' --want '200 {"key":"k1","value":""}' \
+        --req 'POST /kv key=k2&value=2' --want '200 {"key":"k2","value":"2"}' \
+        --req 'GET /kv' --want '405 {"error":"method not allowed"}' \
+        --req 'POST /kv key=&value=1' --want '400 {"error":"want key=K&value=V (K 1 to 256 bytes, V at most 4096)"}' \
+        --req 'POST /kv value=1&key=k' --want '400 {"error":"want key=K&value=V (K 1 to 256 bytes, V at most 4096)"}' \
+        --req 'POST /kv key=k3' --want '400 {"error":"want key=K&value=V (K 1 to 256 bytes, V at most 4096)"}'
+    [[ $output == ok:* ]] || fail "$output"
+    if command -v redis-cli >/dev/null; then
+        # Stored in Redis itself, not only echoed.
+        v=$(redis-cli -p "$rp" get k2)
+        [[ $v == 2 ]] || fail "redis-cli get k2: '$v'"
+    fi
+    # Redis gone: 503 at once (no session to send on), within the action timeout.
+    redis_stop
+    wait_file_match "$gw_ERR" 'redis: disconnected'
+    run gw get --port "$gw_PORT" --max-ms "$t" --req 'POST /kv key=a&value=b' \
+        --want '503 {"error":"redis: unavailable"}'
+    [[ $output == ok:* ]] || fail "$output"
+    # Back on the same port: the connector reconnects, and /kv works again within 5 s.
+    redis_start "$rp" 2
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until run gw get --port "$gw_PORT" --req 'POST /kv key=a&value=back' --want '200 {"key":"a","value":"back"}' &&
+        [[ $output == ok:* ]]; do
+        (($(now_ms) < deadline)) || fail "no 200 within 5 s of Redis's restart: $output"
+        sleep 0.05   # poll interval of a loop with a deadline
+    done
+    # Redis that does not answer (stopped): 503 once the action's timeout has passed.
+    kill -STOP "$REDIS_PID"
+    run gw get --port "$gw_PORT" --min-ms "$t" --max-ms $((3 * t)) --req 'POST /kv key=a&value=c' \
+        --want "503 {\"error\":\"redis: timeout after $t ms\"}"
+    kill -CONT "$REDIS_PID"
+    [[ $output == ok:* ]] || fail "$output"
+    # Its late reply (SET's +OK) is dropped; the next request gets its own answers.
+    wait_file_match "$gw_ERR" 'redis: late reply dropped'
+    run gw get --port "$gw_PORT" --req 'POST /kv key=a&value=d' --want '200 {"key":"a","value":"d"}'
+    [[ $output == ok:* ]] || fail "$output"
+    stop_as gw
+    redis_stop
+    local line
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" "contexts created") == $(num "$line" freed) && $(num "$line" timeouts) == 1 &&
+        $(num "$line" "late replies") == 1 ]] || fail "gateway's stop line: $line"
+}
