@@ -90,6 +90,14 @@ gw() {
     python3 "$GW" "$@"
 }
 
+@test "gateway: unit: resp_reply_test (the RESP2 reply codec at every split point, limits at and one past, malformed input)" {
+    local bin
+    bin=$(stage_bin lib/resp_reply_test)
+    [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}"
+    run timeout 120 "$bin"
+    ((status == 0)) || fail "resp_reply_test exited $status:" "$(tail -n 30 <<<"$output")"
+}
+
 @test "gateway: --help exits 0, a bad option exits 2 with usage on stderr (gateway and backend)" {
     local b
     for b in examples/gateway examples/backend; do
