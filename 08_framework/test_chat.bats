@@ -50,6 +50,14 @@ wait_exit() {
     wait_bg "$1" "$2"
 }
 
+# clean NAME FILE: no sanitizer report in FILE, a client's output (stop_server checks the
+# server's; the client is this example's program too).
+clean() {
+    local r
+    r=$(grep -m1 -E "$SANITIZER_RE" "$2") || return 0
+    fail "$1: sanitizer report: $r" "$(grep -A 12 -m1 -E "$SANITIZER_RE" "$2")" || return
+}
+
 # --- the contract ----------------------------------------------------------------------------
 
 @test "chat: --help exits 0 on stdout, a bad option exits 2 with the usage on stderr (server and client)" {
@@ -234,6 +242,7 @@ PY
     exec 6>&-   # EOF on the client's stdin: everything went, it exits 0
     wait_exit "$cl" client || return
     stop_server || return
+    clean client "$BATS_TEST_TMPDIR/client.out" || return
     local want
     want=$(printf '%s\n' '* welcome user1' '* you are now first' '* server shutting down' \
         '* welcome user1' '* you are now back' 'back (private): typed while the server was away: é€ 	tab')
@@ -279,5 +288,6 @@ PY
     wait_file_match "$BATS_TEST_TMPDIR/bot.out" '^user2 \(private\): x\\x9byé\\xc3z$' 5 || { exec 6>&-; return 1; }
     exec 6>&-
     wait_exit "$bot" bot || return
-    stop_server
+    stop_server || return
+    clean bot "$BATS_TEST_TMPDIR/bot.out"
 }
