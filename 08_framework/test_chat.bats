@@ -218,6 +218,19 @@ PY
     grep -qE 'user1: dropped \(too slow\)' "$SERVER_ERR" || fail "no 'user1: dropped (too slow)' line"
 }
 
+@test "chat: a slow reader is dropped by the library's soft cap (-t 0): over --soft-output for --soft-seconds, no hard cap" {
+    # 4 MiB of 4000-byte lines; the slow client's queue passes 64 KiB at once and stays over
+    # it: the soft clock (0.3 s) drops it; the hard cap is off, so it cannot be what did.
+    start_server examples/chat_server -t 0 --max-output 0 --soft-output 65536 --soft-seconds 0.3
+    chat slow --flooders 1 --lines 1024 --size 4000 --window 64 --timeout 60 || return
+    stop_server || return
+    local slow lib
+    slow=$(counter "dropped (too slow)") && lib=$(lib_counter "too slow") || return
+    ((slow == 1 && lib == 1)) || fail "$slow members dropped as too slow ($lib by the library), want 1"
+    grep -q 'over soft_output 65536 for [0-9]* ms: too slow' "$SERVER_ERR" || fail "the library never logged the soft cap:" "$(tail -n 5 "$SERVER_ERR")" || return
+    ! grep -q 'over max_output' "$SERVER_ERR" || fail "dropped by a hard cap that is off"
+}
+
 # --- the client ------------------------------------------------------------------------------
 
 @test "chat: chat_client reconnects after the server restarts and sends, in order, what was typed meanwhile" {
