@@ -261,6 +261,8 @@ static void test_malformed(void)
         {":+1\r\n", "plus sign"},
         {"$3\r\nabcX\r\n", "bulk not followed by CRLF"},
         {"$3\r\nabc\n\r", "bulk followed by LF CR"},
+        {"$3\r\nabcX\n", "bulk followed by a byte and LF"},
+        {"$3\r\nabc\n\n", "bulk followed by LF LF"},
         {"$-2\r\n", "bulk length -2"},
         {"*-2\r\n", "array count -2"},
         {"$01\r\nx\r\n", "bulk length with a leading zero"},
