@@ -553,6 +553,24 @@ static void test_response(void)
           "reason phrases");
 }
 
+// Keeps a copy of the first request's view and of its frame (the view points into it).
+static char capture_frame[8192];
+static int capture_emit(void *ctx, const rx_frame *f)
+{
+    struct capture {
+        rx_http_request *r;
+        int n;
+    } *cap = ctx;
+    if (cap->n++ == 0 && f->len <= sizeof capture_frame) {
+        memcpy(capture_frame, f->data, f->len);
+        rx_frame copy = *f;
+        copy.data = capture_frame;
+        if (rx_http_view(&copy, cap->r) != 0)
+            cap->n = 100;
+    }
+    return 0;
+}
+
 static void test_view(void)
 {
     rx_frame f = {.data = "GET / HTTP/1.1\r\n\r\n", .len = 18};
@@ -567,6 +585,33 @@ static void test_view(void)
     void *st = c.create(&c);
     c.decode(&c, st, in, sizeof in - 1, sink_emit, &k);
     c.destroy(st);
+    // The lookups, on a view kept by capture_emit (the sink only keeps a transcript).
+    struct {
+        int found_any_case, missing_null, first_of_two, method_exact;
+    } pr = {0};
+    static const char two[] = "GET / HTTP/1.1\r\nHost: h\r\nX: 1\r\nx: 2\r\n\r\n";
+    st = c.create(&c);
+    static rx_http_request got;
+    struct capture {
+        rx_http_request *r;
+        int n;
+    } cap = {&got, 0};
+    c.decode(&c, st, two, sizeof two - 1, capture_emit, &cap);
+    c.destroy(st);
+    if (cap.n == 1) {
+        size_t len;
+        const char *v = rx_http_header_find(&got, "HOST", &len);
+        pr.found_any_case = v != NULL && len == 1 && v[0] == 'h';
+        v = rx_http_header_find(&got, "Hos", &len);
+        pr.missing_null = v == NULL && len == 0;
+        v = rx_http_header_find(&got, "x", &len);
+        pr.first_of_two = v != NULL && len == 1 && v[0] == '1';
+        pr.method_exact = rx_http_method_is(&got, "GET") && !rx_http_method_is(&got, "get") &&
+                          !rx_http_method_is(&got, "GE") && !rx_http_method_is(&got, "GETS");
+    }
+    check(cap.n == 1 && pr.found_any_case && pr.missing_null && pr.first_of_two && pr.method_exact,
+          "rx_http_header_find (any case, the first of two, NULL for a prefix) and "
+          "rx_http_method_is (exact, case-sensitive)");
     check(k.out.p && strcmp(k.out.p, "REQ DELETE /k 1.1 ka=1 cl=0 wire=42 [HOST=h] [x-Y=v]\n") == 0,
           "a value loses its spaces: %s", k.out.p ? k.out.p : "");
     s_free(&k.out);
