@@ -547,6 +547,13 @@ static void test_response(void)
           "response: NO_BODY keeps the body's Content-Length and sends no body; CLOSE");
     n = rx_http_response(out, 10, 200, NULL, "hi\n", 3, 0);
     check(n == sizeof w1 - 1 - 26, "response: too small a buffer returns the length needed (%zu)", n);
+    static char big[5000], bigout[5200];
+    memset(big, 'b', sizeof big);
+    n = rx_http_response(bigout, sizeof bigout, 200, NULL, big, sizeof big, 0);
+    static const char w3[] = "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nConnection: keep-alive\r\n\r\n";
+    check(n == sizeof w3 - 1 + sizeof big && memcmp(bigout, w3, sizeof w3 - 1) == 0 &&
+              memcmp(bigout + sizeof w3 - 1, big, sizeof big) == 0,
+          "response: a 5000-byte body whole after its head");
     check(strcmp(rx_http_reason(413), "Content Too Large") == 0 &&
               strcmp(rx_http_reason(431), "Request Header Fields Too Large") == 0 &&
               strcmp(rx_http_reason(999), "Unknown") == 0,
