@@ -306,10 +306,12 @@ protocol_rows() {
         's:b"DELAY 0 now\n"' 'e:b"now\n"' \
         's:b"DELAY 0\n"' 'e:b"\n"' 's:b"DELAY 0 \n"' 'e:b"\n"' \
         's:b"DELAY 0 two  words \r\n"' 'e:b"two  words \n"' \
+        's:b"PING\r\r\n"' 'e:b"ERR unknown command\n"' \
+        's:b"DELAY 0 " + b"z" * 1016 + b"\n"' 'e:b"z" * 1016 + b"\n"' \
         's:b"DELAY 200 late\nDELAY 1 busy\nPING\n"' 'e:b"ERR busy: one DELAY at a time\nPONG\nlate\n"' \
         's:b"DELAY 60000 " + b"y" * 1012 + b"\n"' 's:b"PING\n"' 'e:b"PONG\n"' close
     stop_server
-    want_counters "pings 6" "delays 6" "delays sent 5" "delays cancelled 1" "errors 14"
+    want_counters "pings 6" "delays 7" "delays sent 6" "delays cancelled 1" "errors 15"
 }
 
 @test "template: the generated server answers every command with the exact bytes (-t 0)" {
