@@ -60,5 +60,8 @@ done
 chmod +x "$dir/test_server.py"
 # Where the library copy came from, for its next update (README.md, "Updating the library").
 rev=$(git -C "$here" rev-parse --short HEAD 2>/dev/null) || rev=unknown
+if [ "$rev" != unknown ] && [ -n "$(git -C "$lib" status --porcelain -- . 2>/dev/null)" ]; then
+    rev="$rev with uncommitted changes to lib/"
+fi
 printf 'rx library copied from the course kit, commit %s, on %s\n' "$rev" "$(date -u +%Y-%m-%d)" >"$dir/lib/VERSION"
 echo "new.sh: $name in $dir: cd $dir && make && make test"

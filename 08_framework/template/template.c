@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +35,7 @@ struct session {
 
 static void reply(rx_session *s, const char *text)
 {
-    // -1: the session is closing (its peer left); nothing to do, its `closed` is coming.
+    // -1: the session is closing (or memory ran out): nothing useful to do about it here.
     (void)rx_send(s, text, strlen(text));
 }
 
