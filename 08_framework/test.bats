@@ -95,6 +95,18 @@ clean() {
     done
 }
 
+# The issue's memory target: at most 512 bytes of heap per idle connection (after one echo
+# each, ~10000 of them, -t 0 and -t 1). mallinfo2 in the server's thread, before and after.
+@test "unit: idle_test" {
+    [[ -z ${SAN:-} ]] || skip "a sanitizer's allocator is not malloc's: the heap is measured in the normal build"
+    local t
+    for t in 0 1; do
+        unit idle_test -t "$t" -c 10000 -m 512 || return
+        [[ $output == *"io threads $t: "*" bytes of heap per idle connection after one echo (at most 512)"* ]] ||
+            fail "idle_test -t $t did not say what it measured:" "$output" || return
+    done
+}
+
 # Both hop backends (lib/hop.h), whatever HOP the build chose: order, count, lost wakeups.
 @test "unit: hop_test" {
     unit hop_test || return
@@ -108,6 +120,44 @@ clean() {
 @test "unit: reentry_test" {
     unit reentry_test || return
     [[ $(grep -c '^ok: ' <<<"$output") -eq 11 ]] || fail "reentry_test did not check its 11 cases:" "$output"
+}
+
+# The library's global symbols are its public API's: rx_*, each declared in rx.h (the
+# Makefile keeps only those global in lib/librx.o, one `ld -r` object). An application with a
+# function of its own named table_put, conn_kill or loop_run must link beside it.
+@test "librx.a: every global symbol it defines is rx_* and declared in rx.h; an application's own table_put, conn_kill and loop_run link beside it" {
+    local lib syms bad=() s app
+    lib=$(stage_bin lib/librx.a)
+    [[ -f $lib ]] || fail "no $lib: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
+    syms=$(nm -g --defined-only "$lib" | awk 'NF == 3 && $2 ~ /[A-Z]/ { print $3 }') || return
+    grep -qx rx_server_new <<<"$syms" || fail "nm sees no rx_server_new in $lib:" "$syms" || return
+    for s in $syms; do
+        [[ $s == rx_* ]] && grep -qw -- "$s" "$STAGE_DIR/lib/rx.h" || bad+=("$s")
+    done
+    ((${#bad[@]} == 0)) || fail "$lib defines ${#bad[@]} global symbols that are not rx.h's: ${bad[*]}" || return
+    app=$BATS_TEST_TMPDIR/app
+    cat >"$app.c" <<'C'
+#include <stdio.h>
+#include "rx.h"
+/* An application's own functions, named like the library's internals. */
+int table_put(void) { return 1; }
+int conn_kill(void) { return 2; }
+int loop_run(void) { return 3; }
+int main(void)
+{
+    rx_config cfg = rx_config_default();
+    rx_server *srv = rx_server_new(&cfg);
+    if (srv == NULL)
+        return 1;
+    rx_server_free(srv);
+    printf("%d\n", table_put() + conn_kill() + loop_run());
+    return 0;
+}
+C
+    run cc -std=c11 ${SAN:+-fsanitize=$SAN} -I "$STAGE_DIR/lib" -o "$app" "$app.c" "$lib" -pthread
+    [[ $status -eq 0 ]] || fail "an application defining table_put, conn_kill and loop_run does not link with $lib:" "$output" || return
+    run "$app"
+    [[ $status -eq 0 && $output == *6 ]] || fail "the application ran badly (status $status):" "$output"
 }
 
 # --- the contract: options, the listening line, signals ------------------------------------

@@ -573,6 +573,28 @@ static void test_outq_cases(void)
     expect(kept && big == 128 && q.v == NULL && q.cap == 0 && atomic_load(&rxbuf_alive) == alive0,
           "outq: a drained ring of 8 entries is kept, a drained ring of 128 is freed");
     outq_free(&q);
+
+    // One entry at a time (a reply written before the next is queued) lives in the ring of 1
+    // inside the queue: no heap, however many times; a second entry queued meanwhile moves
+    // both, oldest first, to a ring of 8 on the heap.
+    int inline_only = 1;
+    for (int i = 0; i < 5; i++) {
+        outq_push(&q, rxbuf_new(4), false);
+        inline_only = inline_only && q.cap == 1 && q.v == &q.one;
+        outq_consume(&q, 4);
+        inline_only = inline_only && q.n == 0 && q.cap == 1 && q.v == &q.one;
+    }
+    rx_buf *first = rxbuf_new(3), *second = rxbuf_new(2);
+    outq_push(&q, first, false);
+    outq_consume(&q, 1);
+    outq_push(&q, second, true);
+    int moved = q.cap == 8 && q.v != &q.one && q.n == 2 && outq_at(&q, 0)->b == first &&
+                outq_at(&q, 0)->off == 1 && outq_at(&q, 1)->b == second && q.bytes == 2 &&
+                q.notice_bytes == 2;
+    outq_free(&q);
+    expect(inline_only && moved && q.v == NULL && atomic_load(&rxbuf_alive) == alive0,
+           "outq: one entry at a time stays in the queue's own slot (no heap); a second one "
+           "moves both, in order and with the first's offset, to a ring of 8");
 }
 
 // Shared buffers across threads, as a broadcast shares them with io threads: each thread

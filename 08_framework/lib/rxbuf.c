@@ -1,5 +1,5 @@
 // rxbuf.c: the shared, reference-counted message (rx_buf) and a connection's output queue of
-// them (outq, a power-of-two ring), as rxbuf.h describes. No sockets: io.c writes what it holds.
+// them (outq, a power-of-two ring), as rxbuf.h describes. No sockets: conn.c writes what it holds.
 #include "rxbuf.h"
 
 #include <assert.h>
@@ -78,15 +78,21 @@ size_t rx_buf_len(const rx_buf *b) { return b->len; }
 
 // ---------------------------------------------------------------- output queues
 
-// An empty ring keeps its memory up to this many entries (8 x 24 bytes): a session sent a
-// message every turn would otherwise allocate and free its ring every turn. A bigger ring,
-// grown by a burst, is freed as soon as it empties, so an idle connection holds at most this.
+// An empty ring on the heap keeps its memory up to this many entries (8 x 24 bytes): a
+// session sent two messages every turn would otherwise allocate and free its ring every turn.
+// A bigger ring, grown by a burst, is freed as soon as it empties. One entry at a time needs
+// no heap at all (the ring of 1 inside struct outq).
 #define OUTQ_KEEP 8
 
 int outq_push(struct outq *q, rx_buf *b, bool notice)
 {
+    if (q->cap == 0) {  // empty, and no ring yet: the one inside the queue
+        q->v = &q->one;
+        q->cap = 1;
+        q->head = 0;
+    }
     if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 8;
+        size_t cap = q->cap > 1 ? q->cap * 2 : OUTQ_KEEP;  // from the inline one: 8 at once
         if (cap > SIZE_MAX / sizeof *q->v) {
             errno = ENOMEM;
             return -1;
@@ -97,7 +103,8 @@ int outq_push(struct outq *q, rx_buf *b, bool notice)
         // Unwrap the ring into the new block, oldest first: the indices stay a mask away.
         for (size_t i = 0; i < q->n; i++)
             v[i] = q->v[(q->head + i) & (q->cap - 1)];
-        free(q->v);
+        if (q->v != &q->one)
+            free(q->v);
         q->v = v;
         q->head = 0;
         q->cap = cap;
@@ -156,6 +163,7 @@ void outq_free(struct outq *q)
 {
     for (size_t i = 0; i < q->n; i++)
         rxbuf_release(q->v[(q->head + i) & (q->cap - 1)].b);
-    free(q->v);
+    if (q->v != &q->one)
+        free(q->v);
     *q = (struct outq){0};
 }

@@ -33,11 +33,15 @@ struct out_entry {
     bool notice;   // not counted against the caps (rx_send_notice)
 };
 
+// The ring starts inside the queue (ONE: a ring of 1) and moves to the heap only when a second
+// entry is queued while the first is unsent: a connection answered one message at a time (an
+// idle one after its reply) owns no ring memory. Never copy a struct outq (V may point into it).
 struct outq {
-    struct out_entry *v;  // NULL while cap == 0
+    struct out_entry *v;  // NULL while cap == 0; &one while cap == 1; else the heap's
     size_t head, n, cap;  // cap: a power of two, or 0
     size_t bytes;         // unsent bytes of counted entries (what the caps judge)
     size_t notice_bytes;  // unsent bytes of notices
+    struct out_entry one;
 };
 
 // Appends B; the queue takes over a reference the caller holds for it. 0, or -1 (ENOMEM).
