@@ -52,10 +52,11 @@ stop_backends() {
     for n in followers posts bio score; do stop_as "$n" || return; done
 }
 
-# gateway NAME ARGS...: a gateway on the four backends.
+# gateway NAME ARGS...: a gateway on the four backends. Its action timeout is 2 s stretched by
+# TIMEOUT_SCALE (far above DELAY) unless ARGS give one (the last --timeout counts).
 gateway() {
     start_as "$1" examples/gateway --followers "$followers_PORT" --posts "$posts_PORT" \
-        --bio "$bio_PORT" --score "$score_PORT" "${@:2}" || return
+        --bio "$bio_PORT" --score "$score_PORT" --timeout "$(scaled_ms 2)" "${@:2}" || return
     # Its four connections are up before a test relies on them.
     local e=${1}_ERR n
     for n in followers posts bio score; do
