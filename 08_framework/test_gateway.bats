@@ -219,6 +219,8 @@ gw() {
     wait_file_match "$gw_ERR" 'bio: late reply dropped'
     run gw get --port "$gw_PORT" --req 'GET /profile?user=43' --want "200 $(profile_json 43)"
     [[ $output == ok:* ]] || fail "$output"
+    # A whole timeout later: the answered actions' timers were stopped, none fires now.
+    sleep "$(awk -v t="$t" 'BEGIN { print 1.5 * t / 1000 }')"   # a timer's span: nothing to poll
     stop_as gw
     local line
     line=$(stop_line "$gw_ERR")
