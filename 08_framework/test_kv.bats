@@ -95,13 +95,13 @@ scaled_s() {
     done
 }
 
-@test "kv: pipelining: 2000 requests cut at random points and in one write, every reply in order, byte for byte (-t 0 and -t 2)" {
+@test "kv: pipelining: 1000 requests cut at random points and in one write, every reply in order, byte for byte (-t 0 and -t 2)" {
     local t
     for t in 0 2; do
         start_server examples/kv_server -t "$t"
-        run kv pipeline --count 2000 --split random --max-piece 200
+        run kv pipeline --count 1000 --split random --max-piece 200
         [[ $status -eq 0 ]] || { stop_server; fail "-t $t random splits: $output"; } || return
-        run kv pipeline --count 2000 --split none
+        run kv pipeline --count 1000 --split none
         [[ $status -eq 0 ]] || { stop_server; fail "-t $t one write: $output"; } || return
         stop_server || return
         # The path ran: many requests per read (a server that read one request at a time, or
@@ -109,7 +109,7 @@ scaled_s() {
         local frames reads
         frames=$(counter frames) || return
         reads=$(counter reads) || return
-        ((frames == 4002)) || fail "-t $t: frames $frames, want 4002 (2 x 2000 and the two closing PINGs)" || return
+        ((frames == 2002)) || fail "-t $t: frames $frames, want 2002 (2 x 1000 and the two closing PINGs)" || return
         ((reads * 2 < frames)) || fail "-t $t: reads $reads for $frames frames: nothing was pipelined" || return
     done
 }
@@ -128,7 +128,7 @@ scaled_s() {
     local t
     for t in 0 2; do
         start_server examples/kv_server -t "$t"
-        run kv clients --clients 20 --rounds 40
+        run kv clients --clients 20 --rounds 20
         [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
         stop_server || return
         local acc
