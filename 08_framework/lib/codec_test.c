@@ -1098,7 +1098,7 @@ static void test_encode(void)
     expect(b1 == NULL && b2 == NULL && e1 == EMSGSIZE && e2 == EMSGSIZE,
           "rx_buf_frame: a message of 4 GiB cannot be framed by len or hdr (NULL, EMSGSIZE)");
 
-    // What an io thread may rely on to size a connection's input buffer (io.c): the most a
+    // What an io thread may rely on to size a connection's input buffer (conn.c): the most a
     // codec ever waits for is min(max_frame, chunk) plus its head and tail, at most
     // RX_HEAD_MAX + 1. Line waits for max + 1 bytes, hdr for max + 6, len for
     // min(max, chunk) + 4 (longer bodies stream).
