@@ -11,6 +11,7 @@
 #   make fuzz                    every stage's libFuzzer targets, FUZZ_SECS (default 60) s each (needs clang)
 #   make lab STAGE=04 OUT=dir    starter code: stage 04 with its LAB regions cut out (LABS="a b": only those)
 #   make grade STAGE=04 DIR=dir  run stage 04's tests on a student's folder: `Score: N/M`
+#   make new NAME=x DIR=path     a new server project on 08's library, standalone (08_framework/template/)
 #   make SAN=address,undefined   sanitized builds, in each stage's build-address-undefined/
 #   make test SAN=thread         the tests against the ThreadSanitizer builds
 #   make CC=clang                any C11 compiler
@@ -62,8 +63,13 @@ grade:
 	@[ -n "$(STAGE)" ] && [ -n "$(DIR)" ] || { echo 'usage: make grade STAGE=04 DIR=dir' >&2; exit 2; }
 	tests/grade $(STAGE) $(DIR)
 
+# DIR is relative to where make was typed (here), not to 08_framework.
+new:
+	@[ -n "$(NAME)" ] && [ -n "$(DIR)" ] || { echo 'usage: make new NAME=myserver DIR=path' >&2; exit 2; }
+	$(MAKE) -s -C 08_framework new NAME='$(NAME)' DIR='$(abspath $(DIR))'
+
 clean:
 	for d in $(SUBDIRS); do $(MAKE) -C $$d clean || exit 1; done
 	rm -rf tests/.out
 
-.PHONY: all test tour matrix bench bench-deps bugs coverage fuzz lab grade clean $(SUBDIRS)
+.PHONY: all test tour matrix bench bench-deps bugs coverage fuzz lab grade new clean $(SUBDIRS)
