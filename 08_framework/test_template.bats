@@ -62,6 +62,7 @@ setup() {
     # start_server and stop_server (harness.bash) run the generated program from the project,
     # the sanitized build from its build-<san>/ folder as in the kit.
     STAGE_DIR=$(proj_dir)
+    STAGE_BUILD=   # a kit build folder (coverage) is no folder of the project
 }
 
 # talk [N]s:BYTES | [N]e:BYTES | [N]eof | [N]close ...: a scripted client of the server on
