@@ -349,3 +349,28 @@ redis_stop() {
     [[ $(num "$line" "contexts created") == $(num "$line" freed) && $(num "$line" timeouts) == 1 &&
         $(num "$line" "late replies") == 1 ]] || fail "gateway's stop line: $line"
 }
+
+@test "gateway: curl and wrk: the real clients get every byte, and wrk's load leaves every context freed" {
+    command -v curl >/dev/null || skip "curl is not installed (apt-get install curl)"
+    backends
+    gateway gw
+    local out
+    out=$(curl -s --max-time "$(scaled_ms 5)e-3" "http://127.0.0.1:$gw_PORT/profile?user=42")
+    [[ $out == "$(profile_json 42)" ]] || fail "curl /profile: '$out'"
+    out=$(curl -s -o /dev/null -w '%{http_code} %{content_type}' --max-time "$(scaled_ms 5)e-3" \
+        -X DELETE "http://127.0.0.1:$gw_PORT/profile?user=42")
+    [[ $out == '405 application/json' ]] || fail "curl DELETE: '$out'"
+    if command -v wrk >/dev/null; then
+        # Keep-alive load from 10 connections for 1 s: only 200s, and the stop line balances.
+        run wrk -t1 -c10 -d1s "http://127.0.0.1:$gw_PORT/profile?user=7"
+        ((status == 0)) || fail "wrk: $output"
+        [[ $output != *"Non-2xx"* && $output =~ ([0-9]+)\ requests\ in ]] || fail "wrk: $output"
+        ((BASH_REMATCH[1] > 0)) || fail "wrk completed no request: $output"
+    fi
+    stop_as gw
+    local line
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" "contexts created") == $(num "$line" freed) && $(num "$line" timeouts) == 0 ]] ||
+        fail "gateway's stop line: $line"
+    stop_backends
+}
