@@ -4,7 +4,8 @@
 # (stage05.py: latency under CPU-heavy load, and the cost of the hop to a worker; 06's
 # codec_bench: each decoder's MB/s and bytes copied per input byte; stage07.py: broadcast
 # fan-out beside redis PUBLISH/SUBSCRIBE; stage08.py: 08's pingpong at 1, 10, 100 connections
-# beside 04 and libevent).
+# beside 04 and libevent; kv.py, http.py, chat08.py, heartbeat.py: 08's examples beside their
+# peers).
 # All the work (and every knob: BENCH_REPEAT, BENCH_SECS, ...) is in run.py; see README.md.
 set -e
 here=$(dirname "$0")
@@ -27,3 +28,12 @@ fi
 if [ -x "$here/../../08_framework/examples/pingpong_client" ]; then
     python3 "$here/stage08.py"
 fi
+# 08's examples beside the servers people would otherwise pick (each skips, saying so, when
+# its peer or client is not installed): kv_server vs redis-server under redis-benchmark,
+# http_server vs nginx under wrk, chat_server vs 07's server under chatload, heartbeat_server
+# vs pingpong_server.
+for script in kv http chat08 heartbeat; do
+    if [ -f "$here/$script.py" ]; then
+        python3 "$here/$script.py" || echo "run.sh: $script.py failed" >&2
+    fi
+done
