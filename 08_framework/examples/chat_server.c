@@ -584,9 +584,20 @@ static void usage(FILE *to)
             "                   [--drain-ms MS]\n"
             "Stage 07's chat room on the rx library (default port 7007): lines go to everyone\n"
             "else; /nick NAME, /who, /msg NAME text, /quit. Logs to stderr; SIGINT or SIGTERM\n"
-            "tells everyone `* server shutting down` and stops.\n"
-            "Defaults as 07's server: --max-output 1048576, --soft-output 262144 for 10 s,\n"
-            "--idle-timeout 300, --drain-ms 1000 (a leaving member's last second).\n" SERVER_OPTS_HELP);
+            "tells everyone `* server shutting down` and stops. The defaults are 07's.\n"
+            "  -H, --host HOST       address to listen on (default 127.0.0.1)\n"
+            "  -p, --port PORT       TCP port, 0 = any free port\n"
+            "  -t, --threads N       io threads, 0 to 64 (default 0: the main loop does the I/O)\n"
+            "      --max-output BYTES   hard cap: more than BYTES still queued after a write drops\n"
+            "                        the member as too slow (0 = none; default 1048576)\n"
+            "      --soft-output BYTES  soft cap: more than BYTES queued ...\n"
+            "      --soft-seconds S     ... for S seconds drops it (0 = no soft cap; default\n"
+            "                        262144 for 10 s)\n"
+            "      --idle-timeout S     close a member that sends no line for S seconds, after\n"
+            "                        `* idle timeout` (0 = never; default 300; fractions allowed)\n"
+            "      --drain-ms MS        how long a leaving member's last output, and the shutdown,\n"
+            "                        may take (0 to 60000; default 1000)\n"
+            "  -h, --help            print this help and exit\n");
 }
 
 int main(int argc, char **argv)
