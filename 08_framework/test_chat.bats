@@ -86,7 +86,7 @@ clean() {
 # "the same turn" by stopping the server while two clients send, and its first check assumes
 # a join reaches one client before the next client's welcome, an order two io threads do not
 # keep (each writes its own sockets). The others cannot run against chat_server, and why
-# (examples/chat.md says it too):
+# (README.md, section 9, says it too):
 #  - they read 07's own counters from its stop line (epoll_wait, refbufs alive, recv calls,
 #    fairness yields, cap writes, soft-cap clocks) or its log lines (`server: ADDR connected
 #    (fd N)`, `stopping: N bytes pending`), which are 07's internals, not the protocol;

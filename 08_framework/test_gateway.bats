@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# 08_framework: gateway and backend (examples/gateway.md). Four backends on port 0 (followers,
+# 08_framework: gateway and backend (README.md, section 9). Four backends on port 0 (followers,
 # posts, bio, score) answer after --delay; the gateway's /profile answers are checked byte for
 # byte (tests/lib/gateway.py) with the values the backends' formulas give. Parallel states
 # take about two delays and --serial about four, measured side by side in one test; a backend

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# 08_framework: heartbeat_server and heartbeat_client (examples/heartbeat.md). A fake peer
+# 08_framework: heartbeat_server and heartbeat_client (README.md, section 9). A fake peer
 # (tests/lib/heartbeat.py) checks every byte of every frame it gets and answers the PINGs a
 # pattern says to answer: it is closed right after the 3rd PING in a row it left unanswered (not
 # the 2nd, not the 4th), 3 intervals after the 1st of them; a peer that answers stays up. Bad

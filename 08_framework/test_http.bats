@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# 08_framework: examples/http_server on the HTTP/1.1 codec (examples/http_server.md). The
+# 08_framework: examples/http_server on the HTTP/1.1 codec (README.md, section 9). The
 # codec's unit test (lib/http_test: every split, pipelining, limits, garbage); then real
 # clients: curl (status, headers and body bytes, HEAD, a connection reused by two URLs) and wrk
 # (no non-2xx, no socket errors); and a raw-socket client (tests/lib/http.py) that checks every

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# 08_framework: examples/kv_server on the RESP2 codec (examples/kv_server.md). The codec's unit
+# 08_framework: examples/kv_server on the RESP2 codec (README.md, section 9). The codec's unit
 # test (lib/resp_test: every split point, limits at and one past, malformed input, the reply
 # builder); then a raw-socket client (tests/lib/kv.py) that checks every reply byte for byte
 # (the command table, errors included, as redis-server 7.0 answers it; pipelined requests cut

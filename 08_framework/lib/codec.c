@@ -117,7 +117,7 @@ static ssize_t line_decode(const rx_codec *c, void *state, const char *in, size_
 rx_codec rx_codec_line(size_t max)
 {
     // chunk = max: nothing is streamed, and an io thread sizing its input buffer by
-    // min(max_frame, chunk) (io.c) holds a whole line.
+    // min(max_frame, chunk) (conn.c) holds a whole line.
     return (rx_codec){.name = "line", .max_frame = max, .chunk = max, .create = line_create,
                       .destroy = free, .decode = line_decode, .head = no_head, .tail = "\n",
                       .tail_len = 1};

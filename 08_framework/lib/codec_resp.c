@@ -236,7 +236,7 @@ static size_t resp_head(const rx_codec *c, uint16_t type, size_t len, char *head
 
 rx_codec rx_codec_resp(size_t max_request)
 {
-    // chunk = max: nothing is streamed, and the input buffer (io.c: min(max_frame, chunk))
+    // chunk = max: nothing is streamed, and the input buffer (conn.c: min(max_frame, chunk))
     // holds a whole request.
     return (rx_codec){.name = "resp", .max_frame = max_request, .chunk = max_request,
                       .create = resp_create, .destroy = free, .decode = resp_decode,

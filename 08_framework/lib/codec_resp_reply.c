@@ -169,7 +169,7 @@ static size_t reply_head(const rx_codec *c, uint16_t type, size_t len, char *hea
 
 rx_codec rx_codec_resp_reply(size_t max_reply)
 {
-    // chunk = max: nothing is streamed, and the input buffer (io.c: min(max_frame, chunk))
+    // chunk = max: nothing is streamed, and the input buffer (conn.c: min(max_frame, chunk))
     // holds a whole reply. At least 3 bytes: the shortest reply ("+\r\n").
     if (max_reply < 3)
         max_reply = 3;

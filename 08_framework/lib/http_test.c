@@ -1,7 +1,7 @@
 // http_test.c: the HTTP/1.1 codec (codec_http.c, rx.h "the HTTP/1.1 codec") fed as an io
 // thread feeds it: every request of a vector set back to back (pipelined) at every split
 // point, byte by byte and at random splits, each read into a buffer of the size the io
-// thread allows (io.c input_limit: the codec's chunk + RX_HEAD_MAX + 1), the unread bytes
+// thread allows (conn.c input_limit: the codec's chunk + RX_HEAD_MAX + 1), the unread bytes
 // moved to a new block on every read (a codec that kept a pointer into its input reads freed
 // memory: ASan). What comes out is read back through rx_http_view and written as a
 // transcript, compared with one written by hand. Then every refusal with its status, the
@@ -174,7 +174,7 @@ static int sink_emit(void *ctx, const rx_frame *f)
 // How reads are cut: SPLIT_AT (two reads at AT), ONE (a byte each), RANDOM (1..64 bytes).
 enum split { WHOLE, SPLIT_AT, ONE, RANDOM };
 
-// Feeds IN (LEN bytes) to a fresh decoder of codec C, read by read, like io.c conn_read: an
+// Feeds IN (LEN bytes) to a fresh decoder of codec C, read by read, like conn.c conn_read: an
 // empty input buffer decodes the read in place and keeps the leftover; a non-empty one gets
 // the read appended (at most its limit) and decodes the whole. Every read goes into a fresh
 // block of exactly its size and the kept bytes move to a fresh block, so a pointer kept into
@@ -184,7 +184,7 @@ static struct str feed(const rx_codec *c, const char *in, size_t len, enum split
 {
     struct sink k = {.skip_continue = skip_continue};
     void *st = c->create ? c->create(c) : NULL;
-    size_t limit = c->chunk + RX_HEAD_MAX + 1;  // io.c input_limit (chunk <= max_frame)
+    size_t limit = c->chunk + RX_HEAD_MAX + 1;  // conn.c input_limit (chunk <= max_frame)
     char *kept = NULL;
     size_t nkept = 0, pos = 0;
     int over = 0, bad = 0;

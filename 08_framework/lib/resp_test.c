@@ -102,7 +102,7 @@ static int on_emit(void *ctx, const rx_frame *f)
 }
 
 // Feeds IN (LEN bytes) to a fresh decoder in reads of the sizes SIZES gives (NULL: one read),
-// as io.c does: read, decode once, keep what was not consumed. Returns the transcript.
+// as conn.c does: read, decode once, keep what was not consumed. Returns the transcript.
 static char *feed(const rx_codec *c, const char *in, size_t len, const size_t *sizes, size_t nsizes,
                   int stop_after, size_t *bad)
 {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """gateway: a raw-socket HTTP/1.1 client for 08_framework's examples/gateway and a line client
-for examples/backend (examples/gateway.md).
+for examples/backend (08_framework/README.md, section 9).
 
 Python 3 standard library only. Every response is checked byte for byte: status line,
 Content-Length, Connection, Allow (405), Content-Type, the empty line, the body. Each

@@ -2,7 +2,7 @@
 """http: a raw-socket HTTP/1.1 client for 08_framework's examples/http_server.
 
 Python 3 standard library only. Every response is checked byte for byte against the one
-the server documents (examples/http_server.md): status line, Content-Length, Connection,
+the server documents (README.md, section 9): status line, Content-Length, Connection,
 the route's headers, the empty line, the body. Each subcommand prints `ok: ...` and exits 0,
 or `FAIL: ...` and exits 1. Every wait has a deadline; TIMEOUT_SCALE stretches them all.
 
