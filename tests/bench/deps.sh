@@ -22,7 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then
     fi
 fi
 ${SUDO:-} apt-get update
-# --no-install-recommends, and no service started where the system has a policy-rc.d: the
-# benchmarks start their own redis-server and nginx on loopback ports.
+# Debian starts redis-server and nginx as system services when it installs them; nothing
+# here uses those: the benchmarks and tests start their own, on loopback ports.
 ${SUDO:-} env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     libevent-dev gnuplot-nox redis-server redis-tools wrk curl nginx-light netcat-openbsd
