@@ -31,8 +31,9 @@ fi
 # 08's examples beside the servers people would otherwise pick (each skips, saying so, when
 # its peer or client is not installed): kv_server vs redis-server under redis-benchmark,
 # http_server vs nginx under wrk, chat_server vs 07's server under chatload, heartbeat_server
-# vs pingpong_server, gateway parallel vs --serial.
-for script in kv http chat08 heartbeat gateway; do
+# vs pingpong_server, gateway parallel vs --serial; idle.py: memory per idle connection beside
+# redis-server and nginx.
+for script in kv http chat08 heartbeat gateway idle; do
     if [ -f "$here/$script.py" ]; then
         python3 "$here/$script.py" || echo "run.sh: $script.py failed" >&2
     fi
