@@ -106,10 +106,12 @@ scaled_s() {
         stop_server || return
         # The path ran: many requests per read (a server that read one request at a time, or
         # a client that waited for each reply, would show reads >= frames).
-        local frames reads
+        local frames reads commands
         frames=$(counter frames) || return
         reads=$(counter reads) || return
+        commands=$(kv_counter commands) || return
         ((frames == 2002)) || fail "-t $t: frames $frames, want 2002 (2 x 1000 and the two closing PINGs)" || return
+        ((commands == 2002)) || fail "-t $t: kv: $commands commands, want 2002 (one per request)" || return
         ((reads * 2 < frames)) || fail "-t $t: reads $reads for $frames frames: nothing was pipelined" || return
     done
 }
@@ -139,7 +141,7 @@ scaled_s() {
 
 # --- expiry -------------------------------------------------------------------------------
 
-@test "kv: expiry: a PX key is there before its time and gone after; an overwrite or DEL cancels it, KEEPTTL and INCR keep it" {
+@test "kv: expiry: a PX key is there before its time and gone after; an overwrite or DEL cancels it, KEEPTTL and INCR keep it; EX counts seconds" {
     start_server examples/kv_server
     run kv expiry --px-ms 400
     [[ $status -eq 0 ]] || { stop_server; fail "$output"; } || return
@@ -153,10 +155,11 @@ scaled_s() {
         run kv expire-quiet --px-ms 200 --keys 50
         [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
         stop_server || return
-        local keys expired
+        local keys expired commands
         keys=$(kv_counter keys) || return
         expired=$(kv_counter expired) || return
-        ((keys == 1 && expired == 50)) || fail "-t $t: keys $keys, expired $expired after the deadline; want 1 and 50 (the timers remove what nobody reads)" || return
+        commands=$(kv_counter commands) || return
+        ((keys == 1 && expired == 50 && commands == 52)) || fail "-t $t: keys $keys, expired $expired, commands $commands after the deadline; want 1, 50 and 52 (the timers remove what nobody reads)" || return
     done
 }
 

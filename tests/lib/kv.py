@@ -147,6 +147,7 @@ def table_rows():
         (["SET", "new", "n", "nx"], ok()),
         (["SET", "k", "v3", "XX"], ok()),
         (["SET", "missing", "v", "XX"], NIL),
+        (["SET", "missing", "v", "XX", "GET"], NIL),  # not set, and no old value to give
         (["GET", "missing"], NIL),
         (["SET", "k", "v", "NX", "XX"], SYNTAX),
         (["SET", "k", "v", "EX"], SYNTAX),
@@ -228,8 +229,12 @@ def table_rows():
         # Not in the order asked: redis answers from a dict, where save comes first.
         (["CONFIG", "GET", "appendonly", "save"], array(bulk("save"), bulk(""), bulk("appendonly"), bulk("no"))),
         (["CONFIG", "GET", "nosuchparam"], array()),
+        # Globs, matched without regard to case; a glob answers with the parameter's own name.
+        (["CONFIG", "GET", "SAV*"], array(bulk("save"), bulk(""))),
+        (["CONFIG", "GET", "append?nly", "s[a-b]ve"], array(bulk("save"), bulk(""), bulk("appendonly"), bulk("no"))),
         (["CONFIG", "FOO"], err("ERR unknown subcommand 'FOO'. Try CONFIG HELP.")),
         (["COMMAND", "FOO"], err("ERR unknown subcommand 'FOO'. Try COMMAND HELP.")),
+        (["COMMAND", "COUNT", "x"], arity("command|count")),
     ]
 
 
@@ -239,6 +244,7 @@ KV_ONLY_ROWS = [
     (["COMMAND", "DOCS"], array()),
     (["COMMAND"], array()),
     (["COMMAND", "COUNT"], integer(10)),
+    (["CONFIG", "GET", "*"], array(bulk("save"), bulk(""), bulk("appendonly"), bulk("no"))),
 ]
 
 
@@ -363,7 +369,8 @@ def cmd_pipeline(a):
 # --- expiry ---------------------------------------------------------------------------------
 def cmd_expiry(a):
     """SET k v PX T: present before T, gone after T; SET without PX cancels an earlier PX;
-    SET ... KEEPTTL keeps it; INCR keeps it; DEL then SET gives a key with no expiry."""
+    SET ... KEEPTTL keeps it; INCR keeps it; DEL then SET gives a key with no expiry; EX counts
+    seconds (an EX 100 key outlives the PX keys)."""
     px = int(scaled(a.px_ms / 1000.0) * 1000)
     s = connect(a.port)
     t0 = time.monotonic()
@@ -382,6 +389,8 @@ def cmd_expiry(a):
     expect(s, integer(1), "DEL readded")
     s.sendall(enc("SET", "readded", "r"))
     expect(s, ok(), "SET readded r")
+    s.sendall(enc("SET", "ex", "e", "EX", "100"))  # seconds: still there after the PX keys' time
+    expect(s, ok(), "SET ex e EX 100")
     # Not before its time: read at once, while the deadline is still far (checked by the clock).
     s.sendall(enc("MGET", "gone", "ttlkept", "incr"))
     expect(s, array(bulk("v"), bulk("w"), bulk("6")), "MGET before the deadline")
@@ -390,12 +399,12 @@ def cmd_expiry(a):
         raise Failure("inconclusive: the early reads took %.3f s of the %d ms" % (early, px))
     # After its time: wait past it (the server's clock started at its SET, after t0).
     time.sleep(max(0.0, px / 1000.0 - (time.monotonic() - t0)) + scaled(0.05))
-    s.sendall(enc("MGET", "gone", "kept", "ttlkept", "incr", "readded"))
-    expect(s, array(NIL, bulk("w"), NIL, NIL, bulk("r")), "MGET after the deadline")
+    s.sendall(enc("MGET", "gone", "kept", "ttlkept", "incr", "readded", "ex"))
+    expect(s, array(NIL, bulk("w"), NIL, NIL, bulk("r"), bulk("e")), "MGET after the deadline")
     s.sendall(enc("EXISTS", "gone", "kept"))
     expect(s, integer(1), "EXISTS after the deadline")
     s.close()
-    print("ok: PX %d ms: present at %.0f ms, gone after; an overwrite, DEL + SET cancel it; KEEPTTL and INCR keep it"
+    print("ok: PX %d ms: present at %.0f ms, gone after; an overwrite, DEL + SET cancel it; KEEPTTL and INCR keep it; EX 100 stays"
           % (px, early * 1000))
 
 
