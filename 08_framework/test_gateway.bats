@@ -164,8 +164,12 @@ gw() {
     stop_as gw
     local line
     line=$(stop_line "$gw_ERR")
+    # 4 profiles of 4 actions each (user 10's bio fails, score is still asked); nothing late,
+    # unavailable or left.
     [[ $(num "$line" requests) == 9 && $(num "$line" answered) == 9 && $(num "$line" "contexts created") == 9 &&
-        $(num "$line" freed) == 9 && $(num "$line" timeouts) == 0 ]] || fail "gateway's stop line: $line"
+        $(num "$line" freed) == 9 && $(num "$line" timeouts) == 0 && $(num "$line" actions) == 16 &&
+        $(num "$line" "late replies") == 0 && $(num "$line" unavailable) == 0 &&
+        $(num "$line" "client gone") == 0 ]] || fail "gateway's stop line: $line"
     stop_backends
     # Each backend asked once per profile (4 profiles), score only with followers and posts.
     for n in followers posts bio score; do
@@ -174,6 +178,44 @@ gw() {
         [[ $(num "$line" requests) == 4 && $(num "$line" connections) == 1 ]] ||
             fail "$n asked other than 4 times on 1 kept-open connection: $line"
     done
+}
+
+@test "gateway: a backend not given says no backend, score is not asked without followers; /kv's key and value limits at and one past; a refused request gets its status, then the close" {
+    start_as posts examples/backend --name posts --delay 0
+    start_as bio examples/backend --name bio --delay 0
+    start_as score examples/backend --name score --delay 0
+    # No --followers and no --redis: those actions fail at once, without a timer.
+    start_as gw examples/gateway --posts "$posts_PORT" --bio "$bio_PORT" --score "$score_PORT" --timeout "$(scaled_ms 2)"
+    local n
+    for n in posts bio score; do wait_file_match "$gw_ERR" "$n: connected" || return; done
+    local p k256 k257 v4096 v4097 want400
+    p=$(posts_of 42)
+    k256=$(printf 'k%.0s' {1..256}) k257=${k256}k
+    v4096=$(printf 'v%.0s' {1..4096}) v4097=${v4096}v
+    want400='400 {"error":"want key=K&value=V (K 1 to 256 bytes, V at most 4096)"}'
+    # A key of 256 bytes and a value of 4096 pass the parse (then fail on the missing redis);
+    # one byte more is a 400. The refusal (HTTP/2.0) is the codec's: 505, and the close.
+    run gw get --port "$gw_PORT" --close \
+        --req 'GET /profile?user=42' \
+        --want "200 {\"user\":42,\"followers\":null,\"posts\":$p,\"bio\":\"I am user 42 \\\\o/ \\\"hi\\\"\",\"score\":null,\"errors\":{\"followers\":\"no backend\",\"score\":\"needs followers and posts\"}}" \
+        --req 'POST /kv key=a&value=b' --want '503 {"error":"redis: no backend"}' \
+        --req "POST /kv key=$k256&value=b" --want '503 {"error":"redis: no backend"}' \
+        --req "POST /kv key=$k257&value=b" --want "$want400" \
+        --req "POST /kv key=a&value=$v4096" --want '503 {"error":"redis: no backend"}' \
+        --req "POST /kv key=a&value=$v4097" --want "$want400" \
+        --req 'RAW GET /profile?user=1 HTTP/2.0\r\nHost: a\r\n\r\n' --want '505 {"error":"HTTP version not supported"}'
+    [[ $output == ok:* ]] || fail "$output"
+    stop_as gw
+    local line
+    line=$(stop_line "$gw_ERR")
+    # Actions: the profile's followers, posts and bio (score never started), and SET for each
+    # of the three /kv requests that parsed (GET never started).
+    [[ $(num "$line" requests) == 7 && $(num "$line" answered) == 7 && $(num "$line" "contexts created") == 7 &&
+        $(num "$line" freed) == 7 && $(num "$line" actions) == 6 && $(num "$line" timeouts) == 0 &&
+        $(num "$line" unavailable) == 0 ]] || fail "gateway's stop line: $line"
+    for n in posts bio score; do stop_as "$n" || return; done
+    line=$(stop_line "$score_ERR")
+    [[ $(num "$line" requests) == 0 ]] || fail "score was asked without followers: $line"
 }
 
 @test "gateway: a state's actions run in parallel (about 2 delays) and --serial one by one (about 4)" {
@@ -307,6 +349,7 @@ redis_stop() {
         --req 'POST /kv key=k1&value=v "1" \ & more' --want '200 {"key":"k1","value":"v \"1\" \\ & more"}' \
         --req 'POST /kv key=k1&value=' --want '200 {"key":"k1","value":""}' \
         --req 'POST /kv key=k2&value=2' --want '200 {"key":"k2","value":"2"}' \
+        --req $'POST /kv key=c&value=\x01\t\x1f\x7f/' --want '200 {"key":"c","value":"\u0001\u0009\u001f\u007f/"}' \
         --req 'GET /kv' --want '405 {"error":"method not allowed"}' \
         --req 'POST /kv key=&value=1' --want '400 {"error":"want key=K&value=V (K 1 to 256 bytes, V at most 4096)"}' \
         --req 'POST /kv value=1&key=k' --want '400 {"error":"want key=K&value=V (K 1 to 256 bytes, V at most 4096)"}' \

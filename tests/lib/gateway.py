@@ -8,7 +8,8 @@ subcommand prints `ok: ...` and exits 0, or `FAIL: ...` and exits 1. Every wait 
 deadline; TIMEOUT_SCALE stretches them all.
 
   get      send every --req in one write (pipelined), check each answer against its --want,
-           in order; --min-ms/--max-ms bound the time to the last answer; prints its ms
+           in order (--req 'RAW BYTES': bytes as they are, Python escapes); --min-ms/--max-ms
+           bound the time to the last answer; prints its ms
   leave    send --req, then close after --after-ms without reading (--reset: with a RST)
   lines    send --line lines to a backend in one write, check each reply against its --want;
            prints the time to the last one (--close-after N: send N more and leave)
@@ -23,7 +24,8 @@ import time
 
 TIMEOUT_SCALE = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Payload Too Large", 502: "Bad Gateway", 503: "Service Unavailable",
+           413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
+           505: "HTTP Version Not Supported", 502: "Bad Gateway", 503: "Service Unavailable",
            500: "Internal Server Error"}
 ALLOW = {"/profile": "GET", "/kv": "POST"}
 
@@ -43,7 +45,10 @@ def connect(port):
 
 
 def request_bytes(req, close):
-    """'METHOD TARGET [BODY]' as HTTP/1.1 bytes."""
+    """'METHOD TARGET [BODY]' as HTTP/1.1 bytes; 'RAW BYTES' sends BYTES as they are (Python
+    escapes: RAW GET / HTTP/2.0\\r\\n...), for input the HTTP codec refuses."""
+    if req.startswith("RAW "):
+        return req[4:].encode("latin-1").decode("unicode_escape").encode("latin-1"), "/"
     parts = req.split(" ", 2)
     if len(parts) < 2:
         raise Failure("bad --req %r (want 'METHOD TARGET [BODY]')" % req)
