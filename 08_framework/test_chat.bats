@@ -244,6 +244,11 @@ PY
     echo "/nick first" >&6
     wait_file_match "$BATS_TEST_TMPDIR/client.out" '^\* you are now first$' 5 || { exec 6>&-; return 1; }
     stop_server || { exec 6>&-; return 1; }
+    # The first server's own count: 1 line in; 3 deliveries (the welcome, `* you are now
+    # first`, and the shutdown notice, which no cap refuses but which is counted as sent).
+    local n1 d1
+    n1=$(counter "lines in") && d1=$(counter deliveries) || { exec 6>&-; return 1; }
+    ((n1 == 1 && d1 == 3)) || { exec 6>&-; fail "first server: $n1 lines in, $d1 deliveries; want 1 and 3"; } || return
     wait_file_match "$BATS_TEST_TMPDIR/client.out" '^\* server shutting down$' 5 || { exec 6>&-; return 1; }
     wait_file_match "$BATS_TEST_TMPDIR/client.out" '^\* cannot connect \(Connection refused\); attempt [0-9]+$' 5 || { exec 6>&-; return 1; }
     # Typed while no server listens: they wait in the client, in order.
@@ -256,6 +261,11 @@ PY
     wait_exit "$cl" client || return
     stop_server || return
     clean client "$BATS_TEST_TMPDIR/client.out" || return
+    # The second server: the 2 lines typed during the outage, 3 deliveries (the welcome, the
+    # rename, the private line to itself); the client left at the end of its stdin, not cut.
+    local n2 d2
+    n2=$(counter "lines in") && d2=$(counter deliveries) || return
+    ((n2 == 2 && d2 == 3)) || fail "second server: $n2 lines in, $d2 deliveries; want 2 and 3" || return
     local want
     want=$(printf '%s\n' '* welcome user1' '* you are now first' '* server shutting down' \
         '* welcome user1' '* you are now back' 'back (private): typed while the server was away: é€ 	tab')
@@ -281,7 +291,7 @@ from chat import Room, Client, Failure
 room = Room("127.0.0.1", int(sys.argv[1]))
 o = Client(room, "observer")
 room.welcome(o, 10)
-o.sock.sendall(b"/msg user1 x\x9by\xc3\xa9\xc3z\n")
+o.sock.sendall(b"/msg user1 x\x9by\xc3\xa9\xc3z\xed\xa0\x80\xc0\xaf\xf4\x90\x80\x80\xe0\x9f\xbf\xf0\x9f\x98\x80\n")
 times = []
 while len(times) < 4:
     line = room.next_line(o, 10)
@@ -298,9 +308,28 @@ print("4 beeps in %.3f s, gaps %s s" % (times[-1] - times[0], " ".join("%.3f" % 
 PY
     ) || { exec 6>&-; fail "$out"; return 1; }
     harness_note "$out"
-    wait_file_match "$BATS_TEST_TMPDIR/bot.out" '^user2 \(private\): x\\x9byé\\xc3z$' 5 || { exec 6>&-; return 1; }
+    # A surrogate (ED A0 80), an overlong '/' (C0 AF), past U+10FFFF (F4 90 80 80) and an
+    # overlong 3-byte form (E0 9F BF) are not UTF-8: byte by byte as \xHH; U+1F600 passes whole.
+    wait_file_match "$BATS_TEST_TMPDIR/bot.out" '^user2 \(private\): x\\x9byé\\xc3z\\xed\\xa0\\x80\\xc0\\xaf\\xf4\\x90\\x80\\x80\\xe0\\x9f\\xbf😀$' 5 || { exec 6>&-; return 1; }
     exec 6>&-
     wait_exit "$bot" bot || return
     stop_server || return
     clean bot "$BATS_TEST_TMPDIR/bot.out"
+}
+
+@test "chat: chat_client with no server: stdin's end exits 4 when typed lines were never sent (said on stderr, counted), 0 when none were" {
+    # A port where nothing listens: a server's, once it has stopped.
+    start_server examples/chat_server || return
+    local port=$PORT bin
+    stop_server || return
+    bin=$(stage_bin examples/chat_client)
+    run --separate-stderr timeout "$(($(scaled_ms 10) / 1000))" "$bin" -p "$port" --retry 0.05 --retry-max 0.1 <<<$'hello\nsecond line'
+    [[ $status -eq 4 && -z $output ]] || fail "2 lines typed, no server: status $status (want 4), stdout '$output', stderr '$stderr'" || return
+    [[ $stderr == *"chat_client: end of stdin with no server; not sent: 2 lines (18 bytes)"* ]] ||
+        fail "the unsent lines are not said: $stderr" || return
+    run --separate-stderr timeout "$(($(scaled_ms 10) / 1000))" "$bin" -p "$port" --retry 0.05 --retry-max 0.1 <<<$'one\n/quit'
+    [[ $status -eq 4 && $stderr == *"chat_client: /quit with no server; not sent: 1 line (4 bytes)"* ]] ||
+        fail "a line then /quit, no server: status $status (want 4), stderr '$stderr'" || return
+    run --separate-stderr timeout "$(($(scaled_ms 10) / 1000))" "$bin" -p "$port" --retry 0.05 --retry-max 0.1 </dev/null
+    [[ $status -eq 0 && -z $output && $stderr != *"not sent"* ]] || fail "nothing typed, no server: status $status (want 0), stderr '$stderr'" || return
 }

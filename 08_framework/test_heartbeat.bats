@@ -105,7 +105,7 @@ wait_exit() {
     done
     bin=$(stage_bin examples/heartbeat_server)
     for arg in "--interval 0" "--interval 86400001" "--interval x" "--interval -5" "--interval" "--interval=" "--bogus" \
-        "-p 65536" "--max-frame 0" "--high-water 5" "extra"; do
+        "-p 65536" "--max-frame 0" "--high-water 5" "extra" "--intervalx100 -H 256.0.0.1" "--interval=5x"; do
         run --separate-stderr timeout "$(scaled_s 5)" "$bin" $arg
         [[ $status -eq 2 && -z $output && $stderr == *usage:* ]] || fail "heartbeat_server $arg exited $status, want 2: $stderr" || return
     done

@@ -159,6 +159,12 @@ want_counters() {
         [[ -s $proj/$f ]] || fail "the project has no $f" || return
     done
     [[ ! -e $proj/template.c ]] || fail "template.c kept its name (want $NAME.c)" || return
+    # lib/VERSION names the kit's commit the copy came from (its next update starts there).
+    local rev
+    if rev=$(git -C "$KIT_ROOT" rev-parse --short HEAD 2>/dev/null); then
+        grep -qE "^rx library copied from the course kit, commit $rev( with uncommitted changes to lib/)?, on [0-9]{4}-[0-9]{2}-[0-9]{2}\$" "$proj/lib/VERSION" ||
+            fail "lib/VERSION does not name the kit's commit $rev:" "$(cat "$proj/lib/VERSION")" || return
+    fi
     grep -q "^NAME *:= *$NAME\$" "$proj/Makefile" || fail "the Makefile does not build $NAME:" "$(grep -n NAME "$proj/Makefile")" || return
     run grep -rlw template "$proj" --include='*.c' --include='*.py' --include=Makefile --include='*.md'
     [[ -z $output ]] || fail "the word 'template' is left in (the program is $NAME):" "$output" || return
@@ -223,7 +229,7 @@ refused() {
 
 @test "template: new.sh refuses a NAME that is not a C identifier or is the project's own" {
     local d="$BATS_TEST_TMPDIR/dir" n
-    for n in 1abc my-server "my server" 'a$b' 'a/b' 'é' lib test all clean; do
+    for n in 1abc my-server "my server" 'a$b' 'a/b' 'é' lib test all clean build Makefile README test_server; do
         refused "$n" "$d"
         [[ $stderr == *"'$n'"* ]] || fail "the refusal of '$n' does not name it: $stderr" || return
         [[ ! -e $d ]] || fail "new.sh '$n' was refused but created $d" || return
@@ -247,7 +253,12 @@ refused() {
     refused "$NAME" "$BATS_TEST_TMPDIR/dotted"
     echo x >"$BATS_TEST_TMPDIR/afile"
     refused "$NAME" "$BATS_TEST_TMPDIR/afile"
+    [[ $stderr == *"not a folder"* ]] || fail "the refusal of a file as DIR does not say why: $stderr" || return
     [[ $(cat "$BATS_TEST_TMPDIR/afile") == x ]] || fail "new.sh changed a file given as DIR" || return
+    # A symbolic link exists even when it leads nowhere: refused, and nothing made where it points.
+    ln -s "$BATS_TEST_TMPDIR/nowhere" "$BATS_TEST_TMPDIR/dangling"
+    refused "$NAME" "$BATS_TEST_TMPDIR/dangling"
+    [[ ! -e $BATS_TEST_TMPDIR/nowhere ]] || fail "new.sh made the folder a dangling link as DIR points to" || return
     mkdir -p "$BATS_TEST_TMPDIR/empty"
     run -0 "$NEW" "$NAME" "$BATS_TEST_TMPDIR/empty"
     [[ -f $BATS_TEST_TMPDIR/empty/$NAME.c ]] || fail "new.sh made nothing in an empty DIR" || return
@@ -277,9 +288,14 @@ refused() {
     run --separate-stderr "$bin" --help
     [[ $status -eq 0 && $output == "usage: $NAME "* && -z $stderr ]] || fail "--help: status $status, stdout '$output', stderr '$stderr'" || return
     [[ $output == *"PING"* && $output == *"DELAY MS [TEXT]"* ]] || fail "--help does not list the commands: $output" || return
-    for a in --bogus "-p 65536" -p "-t 65" extra; do
+    for a in --bogus "-p 65536" -p "-p -1" "-p 5x" "-p +5" "-t 65" "-t -1" extra; do
         run --separate-stderr "$bin" $a
         [[ $status -eq 2 && -z $output && $stderr == *"usage: $NAME "* ]] || fail "'$a': status $status (want 2), stdout '$output', stderr '$stderr'" || return
+    done
+    # The largest values are accepted: the options pass, then the address fails (exit 1).
+    for a in "-p 65535" "-t 64" "-p 0 -t 0"; do
+        run --separate-stderr "$bin" $a -H 256.0.0.1
+        [[ $status -eq 1 && -z $output ]] || fail "'$a -H 256.0.0.1': status $status (want 1: options accepted, no such address), stdout '$output', stderr '$stderr'" || return
     done
     start_server "$NAME"
     [[ $(cat "$SERVER_OUT") == "listening on 127.0.0.1:$PORT" ]] || fail "stdout is not one listening line: $(cat "$SERVER_OUT")" || return
