@@ -119,9 +119,11 @@ gw() {
 @test "backend: answers each line after --delay, in order, every byte; a client that leaves cancels its timers" {
     start_as bio examples/backend --name bio --delay "$DELAY"
     start_as score examples/backend --name score --delay 0
-    run gw lines --port "$bio_PORT" --line 42 --line 10 --line x --line 7 --min-ms "$DELAY" \
+    # An ID is 1 to 18 digits: 19 is a bad request.
+    run gw lines --port "$bio_PORT" --line 42 --line 10 --line x --line 7 --line 123456789012345678 \
+        --line 1234567890123456789 --min-ms "$DELAY" \
         --want 'OK I am user 42 \o/ "hi"' --want 'ERR no bio for user 10' --want 'ERR bad request' \
-        --want 'OK I am user 7 \o/ "hi"'
+        --want 'OK I am user 7 \o/ "hi"' --want 'OK I am user 123456789012345678 \o/ "hi"' --want 'ERR bad request'
     [[ $output == ok:* ]] || fail "$output"
     run gw lines --port "$score_PORT" --line '554 62' --line '554' --line '1 2 3' --want 'OK 678' \
         --want 'ERR bad request' --want 'ERR bad request'
@@ -138,8 +140,8 @@ gw() {
     stop_as score
     local line
     line=$(stop_line "$bio_ERR")
-    [[ $(num "$line" requests) == 7 && $(num "$line" answered) == 5 && $(num "$line" cancelled) == 2 &&
-        $(num "$line" errors) == 2 ]] || fail "bio's stop line: $line"
+    [[ $(num "$line" requests) == 9 && $(num "$line" answered) == 7 && $(num "$line" cancelled) == 2 &&
+        $(num "$line" errors) == 3 ]] || fail "bio's stop line: $line"
 }
 
 @test "gateway: /profile answers every byte from its four backends; errors, 404, 405, 400 in order" {
@@ -359,6 +361,12 @@ redis_stop() {
         # Stored in Redis itself, not only echoed.
         v=$(redis-cli -p "$rp" get k2)
         [[ $v == 2 ]] || fail "redis-cli get k2: '$v'"
+        # An error reply (-OOM: Redis over its maxmemory) is 502, with Redis's words.
+        [[ $(redis-cli -p "$rp" config set maxmemory 1) == OK ]] || fail "redis-cli config set maxmemory 1"
+        run gw get --port "$gw_PORT" --req 'POST /kv key=m&value=1' \
+            --want "502 {\"error\":\"redis: OOM command not allowed when used memory > 'maxmemory'.\"}"
+        [[ $output == ok:* ]] || fail "$output"
+        [[ $(redis-cli -p "$rp" config set maxmemory 0) == OK ]] || fail "redis-cli config set maxmemory 0"
     fi
     # Redis gone: 503 at once (no session to send on), within the action timeout.
     redis_stop
