@@ -129,7 +129,7 @@ HELLO='Hello from the rx http_server.\n'
     stop_server
     # Refusals are answered, not dropped as bad frames; each one logged with its reason.
     [[ $(counter "bad frames") -eq 0 ]] || fail "bad frames $(counter "bad frames"), want 0"
-    [[ $(http_counter refused) -eq 9 ]] || fail "refused $(http_counter refused), want 9"
+    [[ $(http_counter refused) -eq 10 ]] || fail "refused $(http_counter refused), want 10"
     grep -q ': 431 request head too large: closing' "$SERVER_ERR" || fail "no log line for the 431"
 }
 
@@ -168,6 +168,10 @@ HELLO='Hello from the rx http_server.\n'
     run http limits --max-head 600 --max-body 700
     [[ $status -eq 0 ]] || fail "$output"
     stop_server
+    # 431 (head), 413 (max-body + 1), 413 (max-body x 10; 600 bytes leave no room for the
+    # 101-header-lines case): answered, not dropped.
+    [[ $(http_counter refused) -eq 3 && $(counter "bad frames") -eq 0 ]] ||
+        fail "refused $(http_counter refused), bad frames $(counter "bad frames"); want 3 and 0"
 }
 
 @test "http: the default limits (8192-byte head, 1 MiB body) at the boundary and one past -t 1" {

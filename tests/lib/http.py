@@ -164,6 +164,9 @@ def cmd_errors(a):
          refusal(400, "conflicting Content-Length headers"), True),
         ("a folded header is 400, then close", b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n",
          refusal(400, "folded header line"), True),
+        ("a DEL byte (0x7f) in a header value is 400, then close",
+         b"GET / HTTP/1.1\r\nHost: t\r\nX: a\x7fb\r\n\r\n", refusal(400, "control character in header value"), True),
+        ("a tab inside a header value is taken", b"GET / HTTP/1.1\r\nHost: t\r\nX: a\tb\r\n\r\n", hello(), False),
         ("Transfer-Encoding: chunked is 501, then close",
          b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
          refusal(501, "Transfer-Encoding not implemented"), True),
@@ -199,6 +202,8 @@ def cmd_keepalive(a):
          hello(close=True), True),
         ("1.1 Connection: Keep-Alive, CLOSE closes",
          b"GET / HTTP/1.1\r\nHost: t\r\nConnection: Keep-Alive, CLOSE\r\n\r\n", hello(close=True), True),
+        ("1.1 Connection: keep-alive,close (no space after the comma) closes",
+         b"GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive,close\r\n\r\n", hello(close=True), True),
         ("1.1 HEAD with Connection: close closes, no body",
          b"HEAD / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", hello(close=True, head=True), True),
         ("1.1 404 with Connection: close closes",
@@ -285,6 +290,10 @@ def cmd_limits(a):
              + body[:a.max_body], hello(), "a body of exactly max-body (%d) bytes" % a.max_body, False)
     exchange(a.port, b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (a.max_body + 1),
              refusal(413, "body too large"), "a body of max-body + 1 bytes", True)
+    # A Content-Length whose first digits are exactly max-body, then one more digit: ten times
+    # the limit (a parse that stops counting at the limit would take it for max-body).
+    exchange(a.port, b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: %d0\r\n\r\n" % a.max_body,
+             refusal(413, "body too large"), "a Content-Length of max-body x 10", True)
     # Header lines: 100 are read, 101 are 431 (where max-head leaves room for them).
     lines = b"".join(b"H%d: v\r\n" % i for i in range(99))
     if len(lines) + 64 <= a.max_head:
