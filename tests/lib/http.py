@@ -450,6 +450,11 @@ def cmd_idle(a):
             time.sleep(a.idle / 3)  # the client's pace: what keeps it from being idle
         s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         expect(s, hello(), "idle: a busy connection after %.2f s" % (time.monotonic() - t0))
+        # The idle close counts like any other: of the 2 connections, 1 is open (this one).
+        _, body = get_stats(s)
+        got = json.loads(body)
+        if got["connections"] != 2 or got["open"] != 1:
+            raise Failure("idle: /stats %s, want connections 2 and open 1" % body.decode(errors="replace").strip())
     finally:
         s.close()
     print("ok: an idle connection closed after %.3f s (timeout %.2f s); a busy one kept (%d requests)"
