@@ -333,3 +333,43 @@ PY
     run --separate-stderr timeout "$(($(scaled_ms 10) / 1000))" "$bin" -p "$port" --retry 0.05 --retry-max 0.1 </dev/null
     [[ $status -eq 0 && -z $output && $stderr != *"not sent"* ]] || fail "nothing typed, no server: status $status (want 0), stderr '$stderr'" || return
 }
+
+@test "chat: the idle timer, when it fires early, is re-armed for what is left of the timeout, not a whole one (-t 0)" {
+    # A and B join together; A speaks 0.2 s later, B never. B goes at --idle-timeout 2 after
+    # its join; A at 2 s after its line, about 0.2 s after B, not 2 s after B (its timer fired
+    # at 2 s, found 1.8 s of silence and must wait the 0.2 s left, not another 2 s).
+    start_server examples/chat_server -t 0 --idle-timeout 2 || return
+    local out
+    out=$(python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
+import os, sys, time
+sys.path.insert(0, sys.argv[2])
+from chat import Room, Client, Failure
+scale = float(os.environ.get("TIMEOUT_SCALE", "1"))
+room = Room("127.0.0.1", int(sys.argv[1]))
+a = Client(room, "A"); room.welcome(a)
+b = Client(room, "B"); room.welcome(b)
+at = {}
+def on_line(c, line):
+    if line == "* idle timeout":
+        at[c.label] = time.monotonic()
+a.on_line = b.on_line = on_line
+room.run_until(lambda: a.lines, 5, "A: no '* B joined'")
+time.sleep(0.2)   # the scenario: A speaks 0.2 s after the joins
+a.send_line("still here")
+room.run_until(lambda: not a.outbuf, 5, "A: its line not sent")
+t_line = time.monotonic()
+room.run_until(lambda: "A" in at and "B" in at, 10, lambda: "no '* idle timeout' for %s" % sorted({"A", "B"} - set(at)))
+gap = at["A"] - at["B"]
+if at["A"] - t_line < 2.0:
+    raise Failure("A timed out %.3f s after its line, before --idle-timeout 2" % (at["A"] - t_line))
+if gap > 0.2 + 0.45 * scale:
+    raise Failure("A timed out %.3f s after B, want about 0.2 (re-armed for a whole timeout?)" % gap)
+print("A timed out %.3f s after its line, %.3f s after B" % (at["A"] - t_line, gap))
+PY
+    ) || { stop_server; fail "$out"; return 1; }
+    harness_note "$out"
+    stop_server || return
+    local idle
+    idle=$(counter "idle timeouts") || return
+    ((idle == 2)) || fail "idle timeouts $idle, want 2"
+}
