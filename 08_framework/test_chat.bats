@@ -373,3 +373,44 @@ PY
     idle=$(counter "idle timeouts") || return
     ((idle == 2)) || fail "idle timeouts $idle, want 2"
 }
+
+@test "chat: a member that left is out of the room at once, while its session still drains: not in /who, /msg cannot reach it (-t 0)" {
+    # B reads nothing through a 4 KiB receive buffer, with 8 MB of A's lines sent to it (no
+    # caps), then sends /quit: its session drains (--drain-ms 5000) with `* bye` stuck behind
+    # the lines, yet once the room is told `* B left`, B is in nobody's /who nor /msg.
+    start_server examples/chat_server -t 0 --max-output 0 --soft-output 0 --drain-ms 5000 || return
+    local out
+    out=$(python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from chat import Room, Client, Failure
+room = Room("127.0.0.1", int(sys.argv[1]))
+b = Client(room, "B", rcvbuf=4096); room.welcome(b)
+b.reading = False
+room.update(b)
+a = Client(room, "A"); room.welcome(a)
+a.send(b"".join(b"%d %s\n" % (i, b"x" * 4000) for i in range(2048)) + b"/who\n")
+def expect(want):
+    line = room.next_line(a, 10)
+    if line != want:
+        raise Failure("A got %r, want %r" % (line, want))
+expect("* users: %s %s" % (b.name, a.name))   # every line read before this: queued to B
+b.send_line("/quit")
+expect("* %s left" % b.name)
+a.send_line("/who")
+expect("* users: %s" % a.name)
+a.send_line("/msg %s are you there" % b.name)
+expect("* no such user %s" % b.name)
+a.send_line("/nick %s" % b.name)   # announced: the name is free again
+expect("* %s is taken" % b.name)   # (a userN name is reserved)
+print("B left: out of /who and /msg at once")
+PY
+    ) || { stop_server; fail "$out"; return 1; }
+    harness_note "$out"
+    stop_server || return
+    # The path ran: B's queue held more than its kernel buffers take (a few MB) when it left.
+    local peak
+    peak=$(counter "peak queued bytes") || return
+    ((peak > 1000000)) || fail "peak queued bytes $peak: B's queue never backed up" || return
+    harness_note "peak queued bytes $peak"
+}
