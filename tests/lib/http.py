@@ -211,6 +211,8 @@ def cmd_keepalive(a):
         ("1.0 closes", b"GET / HTTP/1.0\r\n\r\n", hello(close=True), True),
         ("1.0 Connection: keep-alive keeps", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
          hello(), False),
+        ("1.0 Connection: keep-alive, close closes (close wins)",
+         b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", hello(close=True), True),
         ("1.0 Connection: closed (not keep-alive) closes", b"GET / HTTP/1.0\r\nConnection: closed\r\n\r\n",
          hello(close=True), True),
     ]
