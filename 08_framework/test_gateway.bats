@@ -182,12 +182,16 @@ gw() {
     done
 }
 
-@test "gateway: a backend not given says no backend, score is not asked without followers; /kv's key and value limits at and one past; a refused request gets its status, then the close" {
+@test "gateway: a backend not given says no backend, one that hangs up says closed the connection, score is not asked without followers; /kv's key and value limits at and one past; a refused request gets its status, then the close" {
     start_as posts examples/backend --name posts --delay 0
-    start_as bio examples/backend --name bio --delay 0
     start_as score examples/backend --name score --delay 0
+    # bio: a peer that reads the request and hangs up without a reply.
+    start_bg hangup python3 "$GW" hangup
+    local hangup_pid=$BG_PID hangup_port
+    wait_file_match "$BATS_TEST_TMPDIR/hangup.out" '^listening on ' || return
+    hangup_port=$(sed -n 's/^listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/hangup.out")
     # No --followers and no --redis: those actions fail at once, without a timer.
-    start_as gw examples/gateway --posts "$posts_PORT" --bio "$bio_PORT" --score "$score_PORT" --timeout "$(scaled_ms 2)"
+    start_as gw examples/gateway --posts "$posts_PORT" --bio "$hangup_port" --score "$score_PORT" --timeout "$(scaled_ms 2)"
     local n
     for n in posts bio score; do wait_file_match "$gw_ERR" "$n: connected" || return; done
     local p k256 k257 v4096 v4097 want400
@@ -199,7 +203,7 @@ gw() {
     # one byte more is a 400. The refusal (HTTP/2.0) is the codec's: 505, and the close.
     run gw get --port "$gw_PORT" --close \
         --req 'GET /profile?user=42' \
-        --want "200 {\"user\":42,\"followers\":null,\"posts\":$p,\"bio\":\"I am user 42 \\\\o/ \\\"hi\\\"\",\"score\":null,\"errors\":{\"followers\":\"no backend\",\"score\":\"needs followers and posts\"}}" \
+        --want "200 {\"user\":42,\"followers\":null,\"posts\":$p,\"bio\":null,\"score\":null,\"errors\":{\"followers\":\"no backend\",\"bio\":\"closed the connection\",\"score\":\"needs followers and posts\"}}" \
         --req 'POST /kv key=a&value=b' --want '503 {"error":"redis: no backend"}' \
         --req "POST /kv key=$k256&value=b" --want '503 {"error":"redis: no backend"}' \
         --req "POST /kv key=$k257&value=b" --want "$want400" \
@@ -215,7 +219,10 @@ gw() {
     [[ $(num "$line" requests) == 7 && $(num "$line" answered) == 7 && $(num "$line" "contexts created") == 7 &&
         $(num "$line" freed) == 7 && $(num "$line" actions) == 6 && $(num "$line" timeouts) == 0 &&
         $(num "$line" unavailable) == 0 ]] || fail "gateway's stop line: $line"
-    for n in posts bio score; do stop_as "$n" || return; done
+    for n in posts score; do stop_as "$n" || return; done
+    kill -TERM "$hangup_pid"
+    wait_bg "$hangup_pid" hangup || return
+    grep -qx 'hangup 1' "$BATS_TEST_TMPDIR/hangup.out" || fail "bio never got its request: $(cat "$BATS_TEST_TMPDIR/hangup.out")" || return
     line=$(stop_line "$score_ERR")
     [[ $(num "$line" requests) == 0 ]] || fail "score was asked without followers: $line"
 }

@@ -13,10 +13,12 @@ deadline; TIMEOUT_SCALE stretches them all.
   leave    send --req, then close after --after-ms without reading (--reset: with a RST)
   lines    send --line lines to a backend in one write, check each reply against its --want;
            prints the time to the last one (--close-after N: send N more and leave)
+  hangup   a backend that reads a request line and closes without a reply
 """
 
 import argparse
 import os
+import signal
 import socket
 import struct
 import sys
@@ -167,12 +169,36 @@ def cmd_lines(a):
     print("ok: %d replies in %.0f ms" % (len(a.want), ms))
 
 
+def cmd_hangup(a):
+    """A backend that reads one request line, then closes without a reply; forever, until
+    SIGTERM. Prints `listening on 127.0.0.1:PORT`, then `hangup N` after each hang-up."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    print("listening on 127.0.0.1:%d" % ls.getsockname()[1], flush=True)
+    n = 0
+    while True:
+        c, _ = ls.accept()
+        c.settimeout(None)  # a kept-open connection waits for its request as long as it takes
+        buf = b""
+        while b"\n" not in buf:
+            b = c.recv(4096)
+            if not b:
+                break
+            buf += b
+        c.close()
+        if b"\n" in buf:
+            n += 1
+            print("hangup %d" % n, flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("get", "leave", "lines"):
+    for name in ("get", "leave", "lines", "hangup"):
         q = sub.add_parser(name)
-        q.add_argument("--port", type=int, required=True)
+        q.add_argument("--port", type=int, required=name != "hangup")
         q.add_argument("--req", action="append", default=[])
         q.add_argument("--want", action="append", default=[])
         q.add_argument("--line", action="append", default=[])
@@ -185,7 +211,7 @@ def main():
         q.add_argument("--close-after", type=int, default=0)
     a = p.parse_args()
     try:
-        {"get": cmd_get, "leave": cmd_leave, "lines": cmd_lines}[a.cmd](a)
+        {"get": cmd_get, "leave": cmd_leave, "lines": cmd_lines, "hangup": cmd_hangup}[a.cmd](a)
     except (Failure, OSError) as e:
         print("FAIL: %s" % e)
         return 1
