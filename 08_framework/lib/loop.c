@@ -315,7 +315,7 @@ int loop_rewatch(rx_loop *loop, struct watch *w, unsigned events)
 
 void loop_unwatch(rx_loop *loop, struct watch *w)
 {
-    if (poller_del(loop->poller, w->fd) == -1)
+    if (poller_del(loop->poller, w->fd, w->events) == -1)
         rx_log(RX_LOG_WARN, "loop %s: unwatching fd %d: %s", loop->name, w->fd, strerror(errno));
     w->events = 0;
     // Its events later in this turn's list are dropped: the owner may free W right after.

@@ -17,10 +17,13 @@ struct poller *poller_new(void);
 void poller_free(struct poller *p);
 const char *poller_backend(void);  // "epoll" or "poll"
 
-// Each returns 0, or -1 with errno set. FD is watched for EVENTS (possibly 0).
+// Each returns 0, or -1 with errno set. FD is watched for EVENTS (possibly 0). poller_del is
+// told what FD is watched for now: epoll keeps a descriptor watched for nothing out of its
+// set, so it has nothing to delete then (no system call, where a blind EPOLL_CTL_DEL would
+// fail with ENOENT once per connection that stopped reading before it closed).
 int poller_add(struct poller *p, int fd, unsigned events, void *data);
 int poller_mod(struct poller *p, int fd, unsigned events, void *data);
-int poller_del(struct poller *p, int fd);
+int poller_del(struct poller *p, int fd, unsigned events);
 
 // Waits up to TIMEOUT_MS (-1: no limit) and fills OUT with at most MAX events. Returns how
 // many (0 on timeout or EINTR), or -1 on any other error (errno set).

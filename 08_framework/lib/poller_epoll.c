@@ -78,11 +78,11 @@ int poller_mod(struct poller *p, int fd, unsigned events, void *data)
     return ctl(p, EPOLL_CTL_ADD, fd, events, data);  // it was quiet (not in the set)
 }
 
-int poller_del(struct poller *p, int fd)
+int poller_del(struct poller *p, int fd, unsigned events)
 {
-    if (epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL) == -1 && errno != ENOENT)
-        return -1;  // ENOENT: it was quiet, so never in the set
-    return 0;
+    if (events == 0)
+        return 0;  // quiet: not in the set (poller_add and poller_mod above)
+    return epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
 int poller_wait(struct poller *p, struct poller_event *out, int max, int timeout_ms)

@@ -100,8 +100,9 @@ int poller_mod(struct poller *p, int fd, unsigned events, void *data)
     return 0;
 }
 
-int poller_del(struct poller *p, int fd)
+int poller_del(struct poller *p, int fd, unsigned events)
 {
+    (void)events;  // a quiet descriptor keeps its slot here (negated fd): removed either way
     if (fd < 0 || fd >= p->nslot || p->slot[fd] == -1) {
         errno = ENOENT;
         return -1;
