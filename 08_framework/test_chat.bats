@@ -414,3 +414,28 @@ PY
     ((peak > 1000000)) || fail "peak queued bytes $peak: B's queue never backed up" || return
     harness_note "peak queued bytes $peak"
 }
+
+@test "chat: chat_client's exit status: 0 after /quit's * bye, 3 after * idle timeout and after * line too long (no rejoin), stdin still open" {
+    start_server examples/chat_server --idle-timeout 0.3 || return
+    local bin fifo="$BATS_TEST_TMPDIR/stdin" what st
+    bin=$(stage_bin examples/chat_client)
+    mkfifo "$fifo"
+    for what in quit idle long; do
+        exec 6<>"$fifo"   # stdin stays open: the client ends on the server's farewell alone
+        case $what in
+        quit) echo "/quit" >&6 ;;
+        long) head -c 5000 /dev/zero | tr '\0' 'x' >&6; echo >&6 ;;
+        esac
+        st=0
+        timeout "$(($(scaled_ms 10) / 1000))" "$bin" -p "$PORT" --retry 0.05 <"$fifo" >"$BATS_TEST_TMPDIR/$what.out" 2>&1 6>&- || st=$?
+        exec 6>&-
+        case $what in
+        quit) ((st == 0)) && grep -qx '\* bye' "$BATS_TEST_TMPDIR/$what.out" ;;
+        idle) ((st == 3)) && grep -qx '\* idle timeout' "$BATS_TEST_TMPDIR/$what.out" ;;
+        long) ((st == 3)) && grep -qx '\* line too long' "$BATS_TEST_TMPDIR/$what.out" ;;
+        esac || fail "$what: exit $st (want $([[ $what == quit ]] && echo 0 || echo 3)):" "$(cat "$BATS_TEST_TMPDIR/$what.out")" || return
+        # One session each: no rejoin after the farewell.
+        (($(grep -c '^\* welcome ' "$BATS_TEST_TMPDIR/$what.out") == 1)) || fail "$what: rejoined:" "$(cat "$BATS_TEST_TMPDIR/$what.out")" || return
+    done
+    stop_server
+}
