@@ -315,3 +315,26 @@ wait_exit() {
     [[ $(hb_num "$line" "bad frames") == 1 && $(hb_num "$line" connects) == 2 && $(hb_num "$line" timeouts) == 0 ]] ||
         fail "want bad frames 1, connects 2, timeouts 0: $line"
 }
+
+@test "heartbeat: heartbeat_client counts a DATA it never sent as an error, even one equal to the echo its first DATA would get; exit 1 (-t 0)" {
+    start_bg fake python3 "$HB" fake-server --interval-ms "$IV" --stray '1 hello'
+    local fake=$BG_PID port
+    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
+    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    # Its first DATA is due a minute after the connect: none is in flight when the stray comes.
+    start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t 0 --interval "$IV" --data hello --data-ms 60000 \
+        --retry-ms 20 --retry-max-ms 100
+    local cl=$BG_PID out="$BATS_TEST_TMPDIR/client.out"
+    wait_exit "$fake" fake 30 || return
+    wait_file_match "$out" 'disconnected: (peer|reset)$' 5 || return
+    kill -TERM "$cl"
+    local st=0
+    wait "$cl" || st=$?
+    clean heartbeat_client "$out" || return
+    ((st == 1)) || fail "the client exited $st, want 1:" "$(grep -v connector "$out" | tail -n 5)" || return
+    grep -q 'a DATA of 7 bytes with none in flight' "$out" || fail "no 'a DATA of 7 bytes with none in flight' in:" "$(grep -v connector "$out" | tail -n 5)" || return
+    local line
+    line=$(grep '^heartbeat_client: ' "$out") || fail "no counts line" || return
+    [[ $(hb_num "$line" errors) == 1 && $(hb_num "$line" "received data") == 1 && $(hb_num "$line" "sent data") == 0 ]] ||
+        fail "want errors 1, received data 1, sent data 0: $line"
+}

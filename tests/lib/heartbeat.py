@@ -342,6 +342,13 @@ def cmd_fake_server(a):
                 expect_frame(c, frame(PING, struct.pack(">Q", 1)), "client: PING 1")
                 c.sendall(frame(a.bad_type, b"x"))
                 line = "client: closed (%s) after a frame of type 0x%04x" % (expect_closed(c, "client"), a.bad_type)
+            elif a.stray is not None:
+                # After its first PING, a DATA it never sent (the echo its first DATA would
+                # get, byte for byte), then our close.
+                c.settimeout(scaled(5))
+                expect_frame(c, frame(PING, struct.pack(">Q", 1)), "client: PING 1")
+                c.sendall(frame(DATA, a.stray.encode()))
+                line = "client: sent a DATA %r it never sent, then closed" % a.stray
             else:
                 line = session(c, "client", a, rng)
         if a.reconnect:
@@ -474,6 +481,7 @@ def main(argv=None):
             p.add_argument("--reconnect", action="store_true", help="then wait for its reconnection")
             p.add_argument("--echo", action="store_true", help="send back the DATA it gets")
             p.add_argument("--bad-type", type=lambda v: int(v, 0), help="instead: send one frame of this type")
+            p.add_argument("--stray", help="instead: send one DATA frame with this body, then close")
             p.add_argument("--corrupt", type=int, default=0, help="flip a byte of echo number N")
             p.add_argument("--corrupt-offset", type=int, default=0, help="that byte (in the body)")
         peer_options(p)
