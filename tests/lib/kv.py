@@ -150,6 +150,7 @@ def table_rows():
         (["SET", "missing", "v", "XX", "GET"], NIL),  # not set, and no old value to give
         (["GET", "missing"], NIL),
         (["SET", "k", "v", "NX", "XX"], SYNTAX),
+        (["SET", "k", "v", "XX", "NX"], SYNTAX),  # either order
         (["SET", "k", "v", "EX"], SYNTAX),
         (["SET", "k", "v", "EX", "10", "PX", "10"], SYNTAX),
         (["SET", "k", "v", "KEEPTTL", "EX", "10"], SYNTAX),
