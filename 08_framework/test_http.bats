@@ -174,6 +174,19 @@ HELLO='Hello from the rx http_server.\n'
         fail "refused $(http_counter refused), bad frames $(counter "bad frames"); want 3 and 0"
 }
 
+@test "http: --max-body 0 takes no body: a request without one is answered, Content-Length 1 is 413" {
+    need_curl
+    start_server examples/http_server --max-body 0
+    local t
+    t=$(awk -v k="$TIMEOUT_SCALE" 'BEGIN { print 5 * k }')
+    run curl -s --max-time "$t" -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/"
+    [[ $output == 200 ]] || { stop_server; fail "GET /: $output"; } || return
+    run curl -s --max-time "$t" -w '%{http_code}' --data x "http://127.0.0.1:$PORT/"
+    [[ $output == $'body too large\n413' ]] || { stop_server; fail "POST / with 1 byte: $output"; } || return
+    stop_server
+    [[ $(http_counter refused) -eq 1 ]] || fail "refused $(http_counter refused), want 1"
+}
+
 @test "http: the default limits (8192-byte head, 1 MiB body) at the boundary and one past -t 1" {
     start_server examples/http_server -t 1
     run http limits --max-head 8192 --max-body 1048576
