@@ -144,6 +144,7 @@ def cmd_errors(a):
         ("a query string is the same path", b"GET /?x=1 HTTP/1.1\r\nHost: t\r\n\r\n", hello(), False),
         ("GET /nothing is 404", b"GET /nothing HTTP/1.1\r\nHost: t\r\n\r\n", not_found(), False),
         ("GET /statsx is 404", b"GET /statsx HTTP/1.1\r\nHost: t\r\n\r\n", not_found(), False),
+        ("GET /stats/ is 404", b"GET /stats/ HTTP/1.1\r\nHost: t\r\n\r\n", not_found(), False),
         ("HEAD /nothing is 404 without a body", b"HEAD /nothing HTTP/1.1\r\nHost: t\r\n\r\n",
          not_found(head=True), False),
         ("POST / is 405 with Allow", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab",
