@@ -366,7 +366,9 @@ room.run_until(lambda: "A" in at and "B" in at, 10, lambda: "no '* idle timeout'
 gap = at["A"] - at["B"]
 if at["A"] - t_line < 2.0 - 0.002:   # the loop's clock is in whole ms
     raise Failure("A timed out %.3f s after its line, before --idle-timeout 2" % (at["A"] - t_line))
-if gap > 0.2 + 0.45 * scale:
+# The bug's gap is a whole timeout (2 s); the slack for a busy loop grows with the load but
+# stays below it, or the test could not tell them apart.
+if gap > 0.2 + min(0.3 * scale, 1.5):
     raise Failure("A timed out %.3f s after B, want about 0.2 (re-armed for a whole timeout?)" % gap)
 print("A timed out %.3f s after its line, %.3f s after B" % (at["A"] - t_line, gap))
 PY
