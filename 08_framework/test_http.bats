@@ -148,12 +148,18 @@ HELLO='Hello from the rx http_server.\n'
 }
 
 @test "http: pipelined requests cut at random points are answered in order -t 0" {
+    # First the connection that sends its 61 requests in one write, alone on its server: many
+    # requests in one read, so more frames than reads (with the cut connections beside it,
+    # their reads could outnumber every frame and hide that).
+    start_server examples/http_server
+    run http pipeline --count 60 --connections 1
+    [[ $status -eq 0 ]] || fail "$output"
+    stop_server
+    (($(counter frames) > $(counter reads))) || fail "frames $(counter frames) <= reads $(counter reads): nothing was pipelined" || return
     start_server examples/http_server
     run http pipeline --count 60 --connections 6
     [[ $status -eq 0 ]] || fail "$output"
     stop_server
-    # The all-at-once connection put many requests in one read: more frames than reads.
-    (($(counter frames) > $(counter reads))) || fail "frames $(counter frames) <= reads $(counter reads): nothing was pipelined"
 }
 
 @test "http: pipelined requests cut at random points are answered in order -t 2" {
