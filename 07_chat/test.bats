@@ -1420,9 +1420,11 @@ sys.path.insert(0, sys.argv[2])
 import chat
 room = chat.Room("127.0.0.1", int(sys.argv[1]))
 a = chat.Client(room, "A"); room.welcome(a)   # alone: nobody else goes idle
+# The clock starts before the send: the server may read the lines (and start its idle clock)
+# before the send returns here, and a clock started after it would see the timeout early.
+t0 = time.monotonic()
 a.send(b"".join(b"line %d\n" % i for i in range(99)) + b"/who\n")
 room.run_until(lambda: not a.outbuf, 5, "A: its 100 lines not sent")
-t0 = time.monotonic()
 bound = 5   # seconds, scaled by run_until
 want = ["* users: %s" % a.name, "* idle timeout"]
 room.run_until(lambda: len(a.lines) >= 2 or a.eof, bound, lambda: "A: no * idle timeout within %.1f s of its last line (got %r)" % (chat.scaled(bound), a.lines))
