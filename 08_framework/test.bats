@@ -457,6 +457,18 @@ echo_drain() {
     ((ms >= 1000)) || fail "dropped after $ms ms over the soft cap, before --soft-seconds 1" || return
     ((ms <= 1000 + $(scaled_ms 1))) || fail "dropped only after $ms ms over the soft cap (--soft-seconds 1)" || return
     grep -q 'over max_output' "$SERVER_ERR" && fail "the hard cap dropped it, not the soft one" || true
+    # Dropped then, not drained: main hears of the close right after the io thread judged it
+    # (the log's own times), not --drain-ms (60 s) later, whatever the client waited.
+    local gap
+    gap=$(python3 -c 'import sys, datetime
+t = {}
+for line in open(sys.argv[1]):
+    for key, pat in (("judged", ": too slow"), ("closed", "closed: too slow")):
+        if line.rstrip().endswith(pat) and key not in t:
+            t[key] = datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ")
+print(int((t["closed"] - t["judged"]).total_seconds() * 1000) if len(t) == 2 else "")' "$SERVER_ERR")
+    [[ -n $gap ]] || fail "no 'too slow' judgement and close lines with times" || return
+    ((gap <= $(scaled_ms 1000))) || fail "closed $gap ms after it was judged too slow: drained, not dropped" || return
     slow=$(counter "too slow") || return
     ((slow == 1)) || fail "too slow $slow, want 1"
 }
