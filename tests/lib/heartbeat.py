@@ -217,6 +217,11 @@ class Peer:
                         break
                     self.buf += chunk
                     self.parse(now)
+        except (ConnectionResetError, BrokenPipeError):
+            # One of our sends (a PING, a PONG, a DATA) met the server's close: it closed with
+            # bytes of ours unread, which the kernel answers with a reset (the library does
+            # not linger). A close all the same: judged by when it came, like an EOF.
+            closed = "reset"
         finally:
             sel.close()
         if self.buf:
