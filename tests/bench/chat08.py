@@ -23,52 +23,19 @@ import csv
 import datetime
 import os
 import platform
-import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RESULTS = os.environ.get("BENCH_OUT", os.path.join(HERE, "results"))
+import peers
+from peers import HERE, RESULTS, ROOT, wait_at_rest
+
 CHATLOAD = os.path.join(HERE, "chatload")
 SIZE = 64
 
 
-def pinning():
-    """Server on CPU 0, chatload on CPU 1 (as run.py and stage07.py), where possible."""
-    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
-        return [], [], "not pinned (fewer than 2 cores, or no taskset)"
-    if subprocess.run(["taskset", "-c", "1", "true"], stderr=subprocess.DEVNULL).returncode != 0:
-        return [], [], "not pinned (taskset refused)"
-    return ["taskset", "-c", "0"], ["taskset", "-c", "1"], "server on CPU 0, chatload on CPU 1"
-
-
-SERVER_PIN, LOAD_PIN, PIN_NOTE = pinning()
-
-
-def cpu_ticks(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])
-
-
-def wait_at_rest(pid, timeout=10.0):
-    """Until the server used no CPU for 100 ms (the previous run's leaves are sent)."""
-    end = time.monotonic() + timeout
-    last = cpu_ticks(pid)
-    while time.monotonic() < end:
-        time.sleep(0.1)
-        now = cpu_ticks(pid)
-        if now is None or now == last:
-            return
-        last = now
+# Server on CPU 0, chatload on CPU 1 (as run.py and stage07.py), where possible.
+SERVER_PIN, LOAD_PIN, PIN_NOTE = peers.pinning("chatload")
 
 
 class Server:
@@ -80,23 +47,14 @@ class Server:
         os.makedirs(os.path.join(RESULTS, "logs"), exist_ok=True)
         self.err_path = os.path.join(RESULTS, "logs", "chat08.%s.err" % self.name)
         self.errf = open(self.err_path, "w")
-        self.proc = subprocess.Popen(SERVER_PIN + self.cmd + ["-p", "0", "--idle-timeout", "3600"],
-                                     stdout=subprocess.PIPE, stderr=self.errf, text=True)
-        line = self.proc.stdout.readline()
-        m = re.match(r"listening on .*:(\d+)$", line.strip())
-        if not m:
-            self.proc.kill()
-            self.proc.wait()
-            raise RuntimeError("%s did not start: %r (see %s)" % (self.name, line, self.err_path))
-        self.port = int(m.group(1))
+        try:
+            self.proc, self.port = peers.start_listening(
+                SERVER_PIN + self.cmd + ["-p", "0", "--idle-timeout", "3600"], stderr=self.errf)
+        except RuntimeError as e:
+            raise RuntimeError("%s did not start: %s (see %s)" % (self.name, e, self.err_path))
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = "killed after 10 s"
+        rc = peers.stop(self.proc)
         self.errf.close()
         return rc
 
@@ -136,9 +94,9 @@ def main():
                Server("08_t2", [os.path.join(ROOT, "08_framework", "examples", "chat_server"), "-t", "2"])]
     ks = [int(x) for x in a.ks.split(",")]
     rows = []
-    for s in servers:
-        s.start()
     try:
+        for s in servers:
+            s.start()
         for rep in range(a.repeat):
             order = servers[rep % len(servers):] + servers[:rep % len(servers)]
             for k in ks:
@@ -151,7 +109,8 @@ def main():
                         s.name, k, row["deliveries_per_s"], row["srv_us"]), file=sys.stderr)
     finally:
         for s in servers:
-            s.stop()
+            if s.proc is not None:
+                s.stop()
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "chat08.csv"), "w", newline="") as f:
         w = csv.writer(f)

@@ -14,22 +14,20 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.join(ROOT, "08_framework", "examples")
+import peers
+
+BIN = peers.EX
 
 
 def start(args):
-    p = subprocess.Popen(args + ["-p", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = p.stdout.readline()
-    if not line.startswith("listening on "):
-        p.kill()
-        sys.exit("no 'listening on' from %s" % args[0])
-    return p, int(line.rsplit(":", 1)[1])
+    try:
+        return peers.start_listening(args + ["-p", "0"])
+    except RuntimeError as e:
+        sys.exit("no 'listening on' from %s: %s" % (args[0], e))
 
 
 def request(port, user, s=None):
@@ -97,8 +95,7 @@ def main():
         rps = {"parallel": load(par, a.c, a.seconds), "serial": load(ser, a.c, a.seconds)}
     finally:
         for p in procs:
-            p.terminate()
-            p.wait()
+            peers.stop(p)
     rows = []
     for k in ("parallel", "serial"):
         v = lat[k]
@@ -113,7 +110,7 @@ def main():
         print("| %s | %.1f | %.1f-%.1f | %.0f |" % r)
     print()
     print("parallel / serial latency: %.2f" % ratio)
-    out = os.path.join(ROOT, "tests", "bench", "results")
+    out = peers.RESULTS
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "gateway.csv"), "w") as f:
         f.write("gateway,delay_ms,latency_median_ms,latency_min_ms,latency_max_ms,clients,rps\n")

@@ -28,28 +28,16 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RESULTS = os.environ.get("BENCH_OUT", os.path.join(HERE, "results"))
-EX = os.path.join(ROOT, "08_framework/examples")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+import peers
+from peers import CLK_TCK, EX, RESULTS, cpu_ticks
 
 
 def start_server(name, args):
-    p = subprocess.Popen([os.path.join(EX, name), "-p", "0"] + args, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
-    if not m:
-        p.kill()
-        sys.exit("%s did not start: %r %s" % (name, line, p.stderr.read()))
-    return p, int(m.group(1))
+    # stderr is read at the stop: the server's counters are its last lines.
+    try:
+        return peers.start_listening([os.path.join(EX, name), "-p", "0"] + args, stderr=subprocess.PIPE)
+    except RuntimeError as e:
+        sys.exit("%s did not start: %s" % (name, e))
 
 
 def stop_server(p):

@@ -24,7 +24,6 @@ import datetime
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,11 +31,10 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RESULTS = os.environ.get("BENCH_OUT", os.path.join(HERE, "results"))
-HTTP = os.path.join(ROOT, "08_framework/examples/http_server")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import peers
+from peers import CLK_TCK, RESULTS, cpu_ticks
+
+HTTP = os.path.join(peers.EX, "http_server")
 BODY = "Hello from the rx http_server.\n"  # http_server's GET / (examples/http_server.c)
 MODES = (("keep-alive", []), ("close", ["-H", "Connection: close"]))
 
@@ -62,24 +60,6 @@ http {
 """
 
 
-def pinning():
-    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
-        return [], [], "not pinned (fewer than 2 cores, or no taskset)"
-    return ["taskset", "-c", "0"], ["taskset", "-c", "1"], "server on CPU 0, wrk on CPU 1"
-
-
-def cpu_ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_get(port, deadline):
     while time.monotonic() < deadline:
         try:
@@ -99,49 +79,19 @@ def wait_get(port, deadline):
     raise RuntimeError("no 200 with the body from port %d" % port)
 
 
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
 def start(name, pin, tmp):
     """Returns (process, port, pid to measure)."""
-    if name == "http_t0":
-        p = subprocess.Popen(pin + [HTTP, "-p", "0", "-t", "0"], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
-        line = p.stdout.readline()  # the contract: one `listening on HOST:PORT` line
-        if not line.startswith("listening on "):
-            p.kill()
-            raise RuntimeError("http_server printed no listening line")
-        port = int(line.rsplit(":", 1)[1])
-        wait_get(port, time.monotonic() + 10)
-        return p, port, p.pid
-    prefix = os.path.join(tmp, "nginx")
-    os.makedirs(os.path.join(prefix, "body"), exist_ok=True)
-    port = free_port()
-    conf = os.path.join(prefix, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(NGINX_CONF % {"prefix": prefix, "port": port, "body": BODY.replace("\n", "\\n")})
-    p = subprocess.Popen(pin + ["nginx", "-p", prefix, "-c", conf], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    wait_get(port, time.monotonic() + 10)
-    workers = children(p.pid)
-    if len(workers) != 1:
-        stop(p)
-        raise RuntimeError("nginx has %d worker processes (want 1)" % len(workers))
-    return p, port, workers[0]
-
-
-def stop(p):
-    p.send_signal(signal.SIGTERM)
+    if name != "http_t0":
+        body = BODY.replace("\n", "\\n")
+        return peers.start_nginx(lambda prefix, port: NGINX_CONF % {"prefix": prefix, "port": port, "body": body},
+                                 tmp, wait_get, pin)
+    p, port = peers.start_listening(pin + [HTTP, "-p", "0", "-t", "0"])
     try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+        wait_get(port, time.monotonic() + 10)
+    except RuntimeError:
+        peers.stop(p)
+        raise
+    return p, port, p.pid
 
 
 def one_run(port, pid, extra, duration, pin):
@@ -175,9 +125,9 @@ def main():
     if "nginx" in names and shutil.which("nginx") is None:
         skipped.append("nginx")
         names.remove("nginx")
-    srv_pin, cli_pin, pin_note = pinning()
+    srv_pin, cli_pin, pin_note = peers.pinning("wrk")
     started = datetime.datetime.now()
-    load = " ".join(open("/proc/loadavg").read().split()[:3])
+    load = peers.load_average()
     runs = {}
     procs = {}
     tmp = tempfile.mkdtemp(prefix="bench-http.")
@@ -195,7 +145,7 @@ def main():
                           % (rep + 1, a.repeat, name, mode, r["rps"], r["cpu_us"]), file=sys.stderr)
     finally:
         for p, _, _ in procs.values():
-            stop(p)
+            peers.stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
     def med(name, mode, key):

@@ -27,17 +27,13 @@ import os
 import resource
 import selectors
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
-EX = os.path.join(ROOT, "08_framework", "examples")
-RESULTS = os.environ.get("BENCH_OUT") or os.path.join(HERE, "results")
+import peers
+from peers import EX, RESULTS, rss_kib
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 SERVERS = {
@@ -84,28 +80,6 @@ def http_whole(b):
     return False
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS for pid %d" % pid)
-
-
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
 def wait_port(port, deadline):
     while time.monotonic() < deadline:
         try:
@@ -120,42 +94,14 @@ def start(name, conns, tmp):
     """Returns (process, port, pid to measure)."""
     kind, argv, _, _ = SERVERS[name]
     if kind == "ours":
-        p = subprocess.Popen(argv + ["-p", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = p.stdout.readline()  # the contract: one `listening on HOST:PORT` line
-        if not line.startswith("listening on "):
-            p.kill()
-            raise RuntimeError("%s printed no listening line" % name)
-        return p, int(line.rsplit(":", 1)[1]), p.pid
-    port = free_port()
-    if kind == "redis":
-        p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--maxclients", str(conns + 32), "--tcp-backlog", "4096"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(port, time.monotonic() + 10)
+        p, port = peers.start_listening(argv + ["-p", "0"])
         return p, port, p.pid
-    prefix = os.path.join(tmp, "nginx")
-    os.makedirs(os.path.join(prefix, "body"), exist_ok=True)
-    conf = os.path.join(prefix, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(NGINX_CONF % {"prefix": prefix, "port": port, "conns": conns + 64, "nofile": conns * 2 + 128})
-    p = subprocess.Popen(["nginx", "-p", prefix, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port, time.monotonic() + 10)
-    deadline = time.monotonic() + 10
-    while len(children(p.pid)) != 1:
-        if time.monotonic() > deadline:
-            stop(p)
-            raise RuntimeError("nginx has %d worker processes (want 1)" % len(children(p.pid)))
-        time.sleep(0.05)  # poll interval of a loop with a deadline
-    return p, port, children(p.pid)[0]
-
-
-def stop(p):
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    if kind == "redis":
+        p, port = peers.start_redis(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                     "--maxclients", str(conns + 32), "--tcp-backlog", "4096"])
+        return p, port, p.pid
+    return peers.start_nginx(lambda prefix, port: NGINX_CONF % {
+        "prefix": prefix, "port": port, "conns": conns + 64, "nofile": conns * 2 + 128}, tmp, wait_port)
 
 
 def open_idle(port, conns, request, whole, timeout=120.0):
@@ -207,7 +153,7 @@ def measure(name, conns, tmp):
     finally:
         for s in socks:
             s.close()
-        stop(p)
+        peers.stop(p)
 
 
 def main():

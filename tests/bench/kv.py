@@ -25,18 +25,15 @@ import datetime
 import io
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RESULTS = os.environ.get("BENCH_OUT", os.path.join(HERE, "results"))
-KV = os.path.join(ROOT, "08_framework/examples/kv_server")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import peers
+from peers import CLK_TCK, RESULTS, cpu_ticks
+
+KV = os.path.join(peers.EX, "kv_server")
 TESTS = ("ping_inline", "ping_mbulk", "set", "get")
 REDIS_ARGS = ["--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--protected-mode", "no",
               "--daemonize", "no", "--logfile", ""]
@@ -49,61 +46,16 @@ SERVERS = {
 }
 
 
-def pinning():
-    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
-        return [], [], "not pinned (fewer than 2 cores, or no taskset)"
-    return ["taskset", "-c", "0"], ["taskset", "-c", "1"], "server on CPU 0, redis-benchmark on CPU 1"
-
-
-def cpu_ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ping(port, deadline):
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16) == b"+PONG\r\n":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)  # poll interval of a loop with a deadline
-    raise RuntimeError("no PONG from port %d" % port)
-
-
 def start(kind, args, pin):
-    if kind == "kv":
-        p = subprocess.Popen(pin + [KV, "-p", "0"] + args, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
-        line = p.stdout.readline()  # the contract: one `listening on HOST:PORT` line
-        if not line.startswith("listening on "):
-            p.kill()
-            raise RuntimeError("kv_server printed no listening line")
-        port = int(line.rsplit(":", 1)[1])
-    else:
-        port = free_port()
-        p = subprocess.Popen(pin + ["redis-server", "--port", str(port)] + REDIS_ARGS + args,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ping(port, time.monotonic() + 10)
-    return p, port
-
-
-def stop(p):
-    p.send_signal(signal.SIGTERM)
+    if kind != "kv":
+        return peers.start_redis(REDIS_ARGS + args, pin)
+    p, port = peers.start_listening(pin + [KV, "-p", "0"] + args)
     try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+        peers.wait_ping(port, time.monotonic() + 10)
+    except RuntimeError:
+        peers.stop(p)
+        raise
+    return p, port
 
 
 def one_run(port, pid, test, pipeline, n, pin):
@@ -136,9 +88,9 @@ def main():
     if shutil.which("redis-server") is None:
         skipped = [s for s in names if SERVERS[s][0] == "redis"]
         names = [s for s in names if s not in skipped]
-    srv_pin, cli_pin, pin_note = pinning()
+    srv_pin, cli_pin, pin_note = peers.pinning("redis-benchmark")
     started = datetime.datetime.now()
-    load = " ".join(open("/proc/loadavg").read().split()[:3])
+    load = peers.load_average()
     runs = {}
     procs = {}
     points = [(t, p) for p in (1, 16) for t in TESTS]
@@ -156,7 +108,7 @@ def main():
                           % (rep + 1, a.repeat, name, test, pl, r["rps"], r["cpu_us"]), file=sys.stderr)
     finally:
         for p, _ in procs.values():
-            stop(p)
+            peers.stop(p)
 
     def med(name, test, pl, key):
         return statistics.median(r[key] for r in runs[(name, test, pl)])

@@ -22,18 +22,14 @@ import argparse
 import datetime
 import os
 import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RESULTS = os.environ.get("BENCH_OUT", os.path.join(HERE, "results"))
-CLIENT = os.path.join(ROOT, "08_framework/examples/pingpong_client")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import peers
+from peers import CLK_TCK, RESULTS, ROOT, cpu_ticks
+
+CLIENT = os.path.join(peers.EX, "pingpong_client")
 SERVERS = [
     ("04_epoll", "04_epoll/server", ["-m", "lt"]),
     ("libevent", "tests/bench/peers/libevent_echo", []),
@@ -45,36 +41,12 @@ CONNS = (1, 10, 100)
 LINE = re.compile(r"pingpong: (\d+) conns, (\d+) msgs, (\d+) msgs/s, p50 (\d+) us, p99 (\d+) us, errors (\d+)")
 
 
-def pinning():
-    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
-        return [], [], "not pinned (fewer than 2 cores, or no taskset)"
-    return ["taskset", "-c", "0"], ["taskset", "-c", "1"], "server on CPU 0, client on CPU 1"
-
-
-def cpu_ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-
-
 def start(path, args, pin):
-    p = subprocess.Popen(pin + [os.path.join(ROOT, path), "-p", "0"] + args,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 10
-    line = p.stdout.readline()  # the contract: one `listening on HOST:PORT` line
-    if not line.startswith("listening on ") or time.monotonic() > deadline:
-        p.kill()
-        raise RuntimeError("%s printed no listening line" % path)
-    return p, int(line.rsplit(":", 1)[1])
+    return peers.start_listening(pin + [os.path.join(ROOT, path), "-p", "0"] + args)
 
 
 def stop(p):
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+    peers.stop(p, timeout=5)
 
 
 def one_run(port, pid, conns, secs, size, pin):
@@ -100,7 +72,7 @@ def main():
     if not os.access(CLIENT, os.X_OK):
         print("stage08.py: no %s: build it with make -C 08_framework" % CLIENT, file=sys.stderr)
         return 2
-    srv_pin, cli_pin, pin_note = pinning()
+    srv_pin, cli_pin, pin_note = peers.pinning("client")
     servers = [s for s in SERVERS if os.access(os.path.join(ROOT, s[1]), os.X_OK)]
     skipped = [s[0] for s in SERVERS if s not in servers]
     started = datetime.datetime.now()
