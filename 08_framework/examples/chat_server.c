@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "options.h"
 #include "rx.h"
@@ -51,6 +52,10 @@ struct member {
     bool announced;       // `* NAME left` (or dropped) queued: the name is free
     bool on_leavers;      // on the list announce_leavers walks
     char name[MAX_NAME + 1];
+    uint64_t id;          // its session's id (a cluster's awaited replies name it by this)
+    uint64_t guest;       // the N of its guest name userN
+    bool claimed;         // a cluster: its name is claimed in Redis (not a guest name)
+    char pending[MAX_NAME + 1];  // a cluster: the name /nick waits for Redis to grant ("")
     rx_timer *idle;       // one-shot idle timer, NULL when not armed
     uint64_t spoke_ms;    // when it last sent a line (the idle clock)
     struct member *prev, *next;  // the room, join order (every member not freed)
@@ -201,6 +206,11 @@ static void broadcast(struct member *from, const char *fmt, ...)
 // ---------------------------------------------------------------- joining and leaving
 
 static void idle_arm(struct member *m, uint64_t after_ms);
+static void notice(struct member *m, const char *text);
+static struct member *name_holder(const char *name);
+static struct member *find_in_room(const char *name);
+
+#include "chat_cluster.h"
 
 static void member_free(struct member *m)
 {
@@ -247,6 +257,8 @@ static void announce_leavers(void *arg)
             broadcast(m, "* %s dropped (too slow)", m->name);
         else if (!room.stopping && m->why != LEFT_SHUTDOWN)
             broadcast(m, "* %s left", m->name);
+        if (!room.stopping)
+            cl_left(m);
         if (m->s == NULL)
             member_free(m);
     }
@@ -289,7 +301,9 @@ static void member_join(struct member *m, rx_session *s)
 {
     m->s = s;
     m->state = M_OPEN;
-    snprintf(m->name, sizeof m->name, "user%" PRIu64, ++room.joins);
+    m->id = rx_session_id(s);
+    m->guest = ++room.joins;
+    guest_name(m, m->name, sizeof m->name);
     m->prev = room.tail;
     if (room.tail != NULL)
         room.tail->next = m;
@@ -302,6 +316,7 @@ static void member_join(struct member *m, rx_session *s)
            rx_session_id(s), m->name);
     reply(m, "* welcome %s", m->name);
     broadcast(m, "* %s joined", m->name);
+    cl_joined(m);
 }
 
 static void on_opened(rx_session *s)
@@ -379,7 +394,7 @@ static void idle_arm(struct member *m, uint64_t after_ms)
 static struct member *name_holder(const char *name)
 {
     for (struct member *m = room.head; m != NULL; m = m->next)
-        if (!m->announced && strcasecmp(m->name, name) == 0)
+        if (!m->announced && (strcasecmp(m->name, name) == 0 || strcasecmp(m->pending, name) == 0))
             return m;
     return NULL;
 }
@@ -407,15 +422,18 @@ static bool valid_name(const char *p, size_t n)
     return true;
 }
 
-// "user" and digits, in any case: the names new members get, nobody's to take by /nick.
+// "user" and digits, in any case: the names new members get, nobody's to take by /nick. In a
+// cluster also "user", digits, "-" and anything (a guest name, "user3-NODE").
 static bool reserved_name(const char *name)
 {
     if (strncasecmp(name, "user", 4) != 0 || name[4] == '\0')
         return false;
-    for (const char *p = name + 4; *p != '\0'; p++)
-        if (*p < '0' || *p > '9')
-            return false;
-    return true;
+    const char *p = name + 4;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (cl.on && p > name + 4 && *p == '-' && p[1] != '\0')
+        return true;
+    return *p == '\0';
 }
 
 static void cmd_nick(struct member *m, const char *arg, size_t n)
@@ -437,6 +455,10 @@ static void cmd_nick(struct member *m, const char *arg, size_t n)
         reply(m, "* %s is taken", name);
         return;
     }
+    if (cl.on) {
+        cl_nick(m, name);  // granted when Redis says so
+        return;
+    }
     broadcast(m, "* %s is now %s", m->name, name);
     memcpy(m->name, name, n + 1);
     reply(m, "* you are now %s", name);
@@ -448,6 +470,9 @@ static void cmd_who(struct member *m)
     size_t cap = 16, len = 0;
     for (struct member *r = room.head; r != NULL; r = r->next)
         cap += strlen(r->name) + 1;
+    for (struct peer *p = cl.peers; p != NULL; p = p->next)  // a cluster: the other nodes'
+        for (size_t i = 0; i < p->n; i++)
+            cap += strlen(p->names[i]) + 1;
     char *line = malloc(cap);
     if (line == NULL) {
         rx_log(RX_LOG_ERROR, "%s: out of memory for /who", m->name);
@@ -457,6 +482,9 @@ static void cmd_who(struct member *m)
     for (struct member *r = room.head; r != NULL; r = r->next)
         if (r->state == M_OPEN)
             len += (size_t)snprintf(line + len, cap - len, " %s", r->name);
+    for (struct peer *p = cl.peers; p != NULL; p = p->next)
+        for (size_t i = 0; i < p->n; i++)
+            len += (size_t)snprintf(line + len, cap - len, " %s", p->names[i]);
     send_to(m, line, len, false);
     free(line);
 }
@@ -476,11 +504,20 @@ static void cmd_msg(struct member *m, const char *arg, size_t n)
         name[name_len] = '\0';
         to = find_in_room(name);
     }
+    const char *text = sp + 1;
+    if (to == NULL && cl.on && name_len <= MAX_NAME) {
+        char name[MAX_NAME + 1];
+        memcpy(name, arg, name_len);
+        name[name_len] = '\0';
+        if (remote_holder(name) != NULL && cl.whole) {
+            cl_publish("M %s %s %.*s", name, m->name, (int)(arg + n - text), text);
+            return;
+        }
+    }
     if (to == NULL) {
         reply(m, "* no such user %.*s", name_len <= MAX_NAME ? (int)name_len : MAX_NAME, arg);
         return;
     }
-    const char *text = sp + 1;
     reply(to, "%s (private): %.*s", m->name, (int)(arg + n - text), text);
 }
 
@@ -532,6 +569,7 @@ static void on_message(rx_session *s, const rx_frame *f)
     }
     if (p[0] != '/') {
         broadcast(m, "%s: %.*s", m->name, (int)n, p);
+        cl_line(m, p, n);  // a cluster: the other nodes' members get it through Redis
         return;
     }
     const char *sp = memchr(p, ' ', n);
@@ -562,6 +600,7 @@ static void on_stop(rx_server *srv, void *arg)
 {
     (void)srv;
     (void)arg;
+    cl_stop();  // a cluster: the peers are told now
     room.stopping = true;
     size_t n = 0;
     for (struct member *m = room.head; m != NULL; m = m->next) {
@@ -581,7 +620,7 @@ static void usage(FILE *to)
     fprintf(to,
             "usage: chat_server [-H HOST] [-p PORT] [-t N] [--max-output BYTES]\n"
             "                   [--soft-output BYTES] [--soft-seconds S] [--idle-timeout S]\n"
-            "                   [--drain-ms MS]\n"
+            "                   [--drain-ms MS] [--redis HOST:PORT [--node NAME] [--name-ttl MS]]\n"
             "Stage 07's chat room on the rx library (default port 7007): lines go to everyone\n"
             "else; /nick NAME, /who, /msg NAME text, /quit. Logs to stderr; SIGINT or SIGTERM\n"
             "tells everyone `* server shutting down` and stops. The defaults are 07's.\n"
@@ -597,7 +636,65 @@ static void usage(FILE *to)
             "                        `* idle timeout` (0 = never; default 300; fractions allowed)\n"
             "      --drain-ms MS        how long a leaving member's last output, and the shutdown,\n"
             "                        may take (0 to 60000; default 1000)\n"
+            "      --redis HOST:PORT    join the room of every node on this redis-server (numeric\n"
+            "                        address) through its pub/sub: lines, names and /who span\n"
+            "                        the nodes (examples/cluster.md); without it: one room here\n"
+            "      --node NAME          this node's name, unique among the nodes (1-16 letters,\n"
+            "                        digits, _ or -; default n<pid>); guests are userN-NAME\n"
+            "      --name-ttl MS        a claimed name expires MS after its node's last refresh\n"
+            "                        (every MS/3), and a node silent for MS is gone: its users\n"
+            "                        are announced as left (300 to 3600000; default 15000)\n"
             "  -h, --help            print this help and exit\n");
+}
+
+// Takes --redis, --node and --name-ttl out of ARGV (into cl) before the shared parser sees
+// the rest; returns the new count.
+static int take_cluster_options(int argc, char **argv)
+{
+    static const char *const own[] = {"--redis", "--node", "--name-ttl"};
+    int out = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (strcmp(a, "--") == 0) {
+            while (i < argc)
+                argv[out++] = argv[i++];
+            break;
+        }
+        size_t k, l = 0;
+        for (k = 0; k < 3; k++) {
+            l = strlen(own[k]);
+            if (strncmp(a, own[k], l) == 0 && (a[l] == '\0' || a[l] == '='))
+                break;
+        }
+        if (k == 3) {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (a[l] == '=')
+            v = a + l + 1;
+        else if (i + 1 < argc)
+            v = argv[++i];
+        else
+            opt_fail("missing value for", a);
+        if (k == 0) {
+            const char *colon = strrchr(v, ':');
+            size_t hl = colon != NULL ? (size_t)(colon - v) : 0;
+            if (colon == NULL || hl == 0 || hl >= sizeof cl.host)
+                opt_fail("bad --redis (want HOST:PORT, a numeric address)", v);
+            memcpy(cl.host, v, hl);
+            cl.host[hl] = '\0';
+            cl.port = (int)opt_uint(colon + 1, 1, 65535, "bad --redis port (want 1 to 65535)");
+            cl.on = true;
+        } else if (k == 1) {
+            if (!valid_name(v, strlen(v)) || strlen(v) > NODE_MAX)
+                opt_fail("bad --node (want 1-16 letters, digits, _ or -)", v);
+            snprintf(cl.node, sizeof cl.node, "%s", v);
+        } else {
+            cl.ttl_ms = opt_uint(v, 300, 3600000, "bad --name-ttl (want 300 to 3600000 ms)");
+        }
+    }
+    argv[out] = NULL;
+    return out;
 }
 
 int main(int argc, char **argv)
@@ -619,6 +716,10 @@ int main(int argc, char **argv)
         args[NDEF + i] = argv[i];
     struct server_opts o;
     opt_init("chat_server", usage);
+    cl.ttl_ms = 15000;
+    argc = take_cluster_options(argc + NDEF, args) - NDEF;
+    if (cl.node[0] == '\0')
+        snprintf(cl.node, sizeof cl.node, "n%ld", (long)getpid());
     server_opts_parse(argc + NDEF, args, 7007, 0, &o);
     free(args);
     // The idle timeout is the room's (07: counted from the member's last line, not from the
@@ -640,6 +741,12 @@ int main(int argc, char **argv)
         return 1;
     }
     rx_server_on_stop(room.srv, on_stop, NULL);
+    if (cl.on && cl_start() != 0) {
+        fprintf(stderr, "chat_server: out of memory\n");
+        cl_free();
+        rx_server_free(room.srv);
+        return 1;
+    }
     rx_log(RX_LOG_INFO,
            "chat: -t %d, --max-output %zu, --soft-output %zu for %.3f s, --idle-timeout %.3f s, "
            "--drain-ms %llu",
@@ -652,6 +759,7 @@ int main(int argc, char **argv)
     // Members whose announcement never ran (the shutdown came first).
     while (room.head != NULL)
         member_free(room.head);
+    cl_free();
     rx_server_free(room.srv);
     rx_log(RX_LOG_INFO,
            "stopped after %llu frames; %" PRIu64 " sessions, %" PRIu64 " lines in, %" PRIu64

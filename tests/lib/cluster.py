@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""cluster: scenarios for chat_server nodes joined through Redis (08_framework, issue 17).
+
+Python 3 standard library only; reuses tests/lib/chat.py's Client and Room (one selector, many
+sockets; a Room's port is only read when a Client connects, so one Room drives clients of
+several nodes). Every subcommand prints `ok: ...` and exits 0, or `FAIL: ...` and exits 1.
+Every wait has a deadline stretched by TIMEOUT_SCALE. --ports lists the nodes' ports; a node's
+guest names are userN-NODE, NODE given by --nodes (same order).
+
+  fanout --per-node K --lines M
+        K clients on every node; each must see every later client's `* NAME joined` exactly
+        once, then /who from every client lists the whole room; then every client sends M
+        lines (text with tabs, UTF-8, printf directives): every other client receives each of
+        them exactly once, byte for byte, in its sender's order; never its own
+  names --ttl-ms T
+        a name claimed on one node is refused on the others (any case), guest names are
+        nobody's; two nodes asking for the same name at once: exactly one granted (5 rounds);
+        a name freed by /quit is granted elsewhere at once (T is long: not by expiry); a
+        member that leaves while its claim is pending has the name released when it is granted
+  outage --redis-port P --redis-bin BIN --gone-s S
+        names and lines across nodes, then Redis shut down: every client told `* room split`
+        exactly once, local lines still delivered at once; during the split a name taken on
+        two nodes; S seconds of split (reconnect attempts); Redis started again (by this
+        script; stopped at its end): every client told `* room whole again` once, cross-node
+        lines within 5 s, the held names claimed again in Redis, the split's double name
+        resolved (Redis's holder keeps it, the other is a guest again, told so)
+  subkill --redis-port P
+        Redis drops the subscribers (CLIENT KILL TYPE pubsub, as it does a slow one): split,
+        then whole again within 5 s and cross-node lines delivered again
+  death --redis-port P --pid PID --signal SIG --within-ms W
+        clients on every node; PID (the last node) is sent SIG: every user of that node is
+        announced `* NAME left` to the others within W ms; its claimed name is free after
+"""
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chat import Client, Failure, Room, scaled  # noqa: E402
+
+SPLIT = "* room split: other nodes unreachable, lines reach this node only"
+WHOLE = "* room whole again"
+
+
+# --------------------------------------------------------------------------- helpers
+
+class Cluster:
+    def __init__(self, ports, nodes):
+        self.ports = ports
+        self.nodes = nodes
+        self.room = Room("127.0.0.1", ports[0])
+        self.clients = []
+
+    def connect(self, node, label):
+        self.room.port = self.ports[node]
+        c = Client(self.room, label)
+        name = self.room.welcome(c)
+        want = r"user\d+-%s" % re.escape(self.nodes[node])
+        if not re.fullmatch(want, name):
+            raise Failure("%s: welcome name %r, want a guest name %s" % (label, name, want))
+        c.node = node
+        self.clients.append(c)
+        return c
+
+    def expect(self, c, want, seconds=5.0):
+        line = self.room.next_line(c, seconds)
+        if line != want:
+            raise Failure("%s (%s): got %r, want %r" % (c.label, c.name, line, want))
+
+    def expect_set(self, c, wants, seconds=5.0):
+        """The next len(wants) lines of C are exactly WANTS, in any order."""
+        left = list(wants)
+        while left:
+            line = self.room.next_line(c, seconds)
+            if line not in left:
+                raise Failure("%s (%s): got %r, want one of %r" % (c.label, c.name, line, left))
+            left.remove(line)
+
+    def quiet(self, seconds, clients=None):
+        """Pumps for SECONDS: nobody (of CLIENTS) may receive a line."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.room.pump(min(0.05, max(0.0, deadline - time.monotonic())))
+        for c in clients if clients is not None else self.clients:
+            if c.lines:
+                raise Failure("%s (%s): unexpected line %r" % (c.label, c.name, c.lines[0]))
+
+    def who(self, c, names, seconds=5.0):
+        c.send_line("/who")
+        line = self.room.next_line(c, seconds)
+        if not line.startswith("* users: "):
+            raise Failure("%s: /who answered %r" % (c.label, line))
+        got = line[len("* users: "):].split(" ")
+        if sorted(got) != sorted(names):
+            raise Failure("%s on node %s: /who lists %r, want %r (in any order)"
+                          % (c.label, self.nodes[c.node], sorted(got), sorted(names)))
+
+    def nick(self, c, name, others):
+        old = c.name
+        c.send_line("/nick " + name)
+        self.expect(c, "* you are now " + name)
+        c.name = name
+        for o in others:
+            if o is not c:
+                self.expect(o, "* %s is now %s" % (old, name))
+
+    def close(self):
+        for c in self.clients:
+            c.close()
+
+
+def redis_cmd(port, *args, timeout=2.0):
+    """One command to redis-server on 127.0.0.1:PORT; its reply, decoded simply (None: nil)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(timeout))
+    try:
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a.encode() if isinstance(a, str) else a
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        s.sendall(out)
+        f = s.makefile("rb")
+        head = f.readline()
+        if head.startswith(b"$-1"):
+            return None
+        if head.startswith(b"$"):
+            return f.read(int(head[1:]) + 2)[:-2].decode()
+        return head[1:].strip().decode()
+    finally:
+        s.close()
+
+
+def text_of(name, i):
+    # Every kind of byte a line may carry: a tab, UTF-8 (2, 3 and 4 bytes), printf directives.
+    return "%s line %d\t\u00e9\u20ac\U0001F600 %%s %%n %%d 100%% {%d}" % (name, i, i * 7)
+
+
+# --------------------------------------------------------------------------- fanout
+
+def fanout(cl, per_node, nlines, timeout):
+    clients = []
+    for k in range(per_node):
+        for node in range(len(cl.ports)):
+            clients.append(cl.connect(node, "n%dc%d" % (node, k)))
+    # Joins: each client sees every later client's join exactly once (local or remote).
+    for i, c in enumerate(clients):
+        cl.expect_set(c, ["* %s joined" % o.name for o in clients[i + 1:]], timeout)
+    names = [c.name for c in clients]
+    for c in clients:
+        cl.who(c, names, timeout)
+    expect = {c.name: {o.name: 0 for o in clients if o is not c} for c in clients}
+    errors = []
+
+    def on_line(c, line):
+        name, sep, text = line.partition(": ")
+        if not sep or name not in expect[c.name]:
+            errors.append("%s (%s) got %r: not a line of another member" % (c.label, c.name, line))
+            return
+        i = expect[c.name][name]
+        if i >= nlines or text != text_of(name, i):
+            errors.append("%s (%s) got %r from %s, want line %d: %r (a duplicate, a loss, "
+                          "reordered or changed bytes)" % (c.label, c.name, line, name, i,
+                                                           text_of(name, i) if i < nlines else None))
+            return
+        expect[c.name][name] = i + 1
+
+    for c in clients:
+        c.on_line = on_line
+    for i in range(nlines):
+        for c in clients:
+            c.send_line(text_of(c.name, i))
+
+    def done():
+        return errors or all(v == nlines for e in expect.values() for v in e.values())
+
+    def what():
+        short = [(c.name, sum(e.values())) for c, e in ((c, expect[c.name]) for c in clients)]
+        return "not every line arrived within %.0f s: received per client %r (want %d each)" % (
+            scaled(timeout), short, nlines * (len(clients) - 1))
+
+    cl.room.run_until(done, timeout, what)
+    if errors:
+        raise Failure(errors[0])
+    # Nothing more (a second copy of a line published once) for a while.
+    cl.quiet(scaled(0.3))
+    if errors:
+        raise Failure(errors[0])
+    return "%d clients on %d nodes, %d lines each: every line once, in order, byte for byte" % (
+        len(clients), len(cl.ports), nlines)
+
+
+# --------------------------------------------------------------------------- names
+
+def names_case(cl, timeout):
+    a = cl.connect(0, "a")
+    b = cl.connect(1, "b")
+    c = cl.connect(2 % len(cl.ports), "c")
+    everyone = [a, b, c]
+    cl.expect_set(a, ["* %s joined" % b.name, "* %s joined" % c.name], timeout)
+    cl.expect(b, "* %s joined" % c.name, timeout)
+    cl.nick(a, "alice", everyone)
+    for who, asked in ((b, "ALICE"), (c, "alice"), (b, "Alice")):
+        who.send_line("/nick " + asked)
+        cl.expect(who, "* %s is taken" % asked, timeout)
+    # Guest names: nobody's, on any node (ours, another node's, one nobody has yet).
+    for asked in ("user1-%s" % cl.nodes[0], "user99-%s" % cl.nodes[1], "user7-zz"):
+        b.send_line("/nick " + asked)
+        cl.expect(b, "* %s is taken" % asked, timeout)
+    # The same name asked on two nodes at once: exactly one gets it.
+    for r in range(5):
+        want = "bob%d" % r
+        b.send_line("/nick " + want)
+        c.send_line("/nick " + want)
+        verdicts = ("* you are now " + want, "* %s is taken" % want)
+        got, seen = {}, {}
+        for o in (b, c):
+            while o.label not in got:
+                line = cl.room.next_line(o, timeout)
+                if line in verdicts:
+                    got[o.label] = line
+                elif re.fullmatch(r"\* \S+ is now %s" % want, line) and o.label not in seen:
+                    seen[o.label] = line  # the winner's rename, before the loser's verdict
+                else:
+                    raise Failure("round %d: %s got %r, want a verdict on /nick %s"
+                                  % (r, o.label, line, want))
+        if sorted(got.values()) != sorted(verdicts):
+            raise Failure("round %d: /nick %s on two nodes at once: b %r, c %r, want one "
+                          "granted and one taken" % (r, want, got["b"], got["c"]))
+        winner, loser = (b, c) if got["b"] == verdicts[0] else (c, b)
+        old = winner.name
+        winner.name = want
+        if winner.label in seen:
+            raise Failure("round %d: the winner %s was told %r" % (r, winner.label, seen[winner.label]))
+        if loser.label in seen:
+            if seen[loser.label] != "* %s is now %s" % (old, want):
+                raise Failure("round %d: %s got %r" % (r, loser.label, seen[loser.label]))
+        else:
+            cl.expect(loser, "* %s is now %s" % (old, want), timeout)
+        cl.expect(a, "* %s is now %s" % (old, want), timeout)
+    # A name freed by /quit is another node's at once (the ttl is long: not its expiry).
+    a.send_line("/quit")
+    cl.expect(a, "* bye", timeout)
+    cl.expect(b, "* alice left", timeout)
+    cl.expect(c, "* alice left", timeout)
+    t0 = time.monotonic()
+    deadline = t0 + scaled(3)
+    while True:
+        c.send_line("/nick alice")
+        line = cl.room.next_line(c, timeout)
+        if line == "* you are now alice":
+            break
+        if line != "* alice is taken" or time.monotonic() > deadline:
+            raise Failure("c: /nick alice after alice quit on another node: %r (for %.1f s)"
+                          % (line, time.monotonic() - t0))
+        time.sleep(0.05)
+    old, c.name = c.name, "alice"
+    cl.expect(b, "* %s is now alice" % old, timeout)
+    # A member that leaves while its claim is pending: the name is released once granted.
+    d = cl.connect(0, "d")
+    cl.expect(b, "* %s joined" % d.name, timeout)
+    cl.expect(c, "* %s joined" % d.name, timeout)
+    d.send_line("/nick carol")
+    d.close()
+    cl.clients.remove(d)
+    t0 = time.monotonic()
+    deadline = t0 + scaled(3)
+    while True:
+        b.send_line("/nick carol")
+        line = cl.room.next_line(b, timeout)
+        if line == "* you are now carol":
+            break
+        if line.endswith(" left") or line.startswith("* %s is now carol" % d.name):
+            continue  # d's leaving (and its rename, if it was granted before it left)
+        if line != "* carol is taken" or time.monotonic() > deadline:
+            raise Failure("b: /nick carol after its claimer left while pending: %r (for %.1f s)"
+                          % (line, time.monotonic() - t0))
+        time.sleep(0.05)
+    return "names unique across nodes (5 races, one winner each); freed by /quit and by a " \
+        "pending claimer's leaving at once"
+
+
+# --------------------------------------------------------------------------- outage
+
+def start_redis(binary, port):
+    p = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + scaled(5)
+    while True:
+        try:
+            if redis_cmd(port, "PING") == "PONG":
+                return p
+        except OSError:
+            pass
+        if time.monotonic() > deadline or p.poll() is not None:
+            p.kill()
+            raise Failure("redis-server on port %d did not answer PING within 5 s" % port)
+        time.sleep(0.02)
+
+
+def outage(cl, rport, rbin, gone_s, timeout):
+    a = cl.connect(0, "a")
+    a2 = cl.connect(0, "a2")
+    b = cl.connect(1, "b")
+    c = cl.connect(2, "c")
+    everyone = [a, a2, b, c]
+    cl.expect_set(a, ["* %s joined" % o.name for o in (a2, b, c)], timeout)
+    cl.expect_set(a2, ["* %s joined" % o.name for o in (b, c)], timeout)
+    cl.expect(b, "* %s joined" % c.name, timeout)
+    cl.nick(a, "alice", everyone)
+    cl.nick(b, "bob", everyone)
+    a.send_line("before")
+    for o in (a2, b, c):
+        cl.expect(o, "alice: before", timeout)
+    # Redis goes away.
+    try:
+        redis_cmd(rport, "SHUTDOWN", "NOSAVE")
+    except OSError:
+        pass  # it closes the connection as it goes
+    for o in everyone:
+        cl.expect(o, SPLIT, timeout)
+    # Local delivery never stops; nothing crosses.
+    a.send_line("during")
+    cl.expect(a2, "alice: during", 1.0)
+    # One name granted on two sides of the split.
+    a2.send_line("/nick dave")
+    cl.expect(a2, "* you are now dave", timeout)
+    old_a2, a2.name = a2.name, "dave"
+    cl.expect(a, "* %s is now dave" % old_a2, timeout)
+    c.send_line("/nick dave")
+    cl.expect(c, "* you are now dave", timeout)
+    old_c, c.name = c.name, "dave"
+    # The split lasts: the nodes try to reconnect meanwhile; nobody hears more.
+    cl.quiet(scaled(gone_s))
+    red = start_redis(rbin, rport)
+    t0 = time.monotonic()
+    try:
+        for o in everyone:
+            cl.expect(o, WHOLE, 5.0)
+        # The nodes exchange rosters: c's rename (dave) and a2's reach the others as the
+        # difference of a roster (left + joined); the name's conflict is resolved: exactly one
+        # dave stays. Collect everybody's lines for a moment and judge.
+        lines = {o.label: [] for o in everyone}
+        deadline = time.monotonic() + scaled(1.5)
+        while time.monotonic() < deadline:
+            cl.room.pump(0.05)
+            for o in everyone:
+                lines[o.label] += o.lines
+                o.lines = []
+        lost = [o for o in (a2, c) if "* dave is taken on another node" in lines[o.label]]
+        if len(lost) != 1:
+            raise Failure("after the split, dave (granted on two nodes) lost by %d of them, "
+                          "want exactly 1; lines: %r" % (len(lost), lines))
+        loser = lost[0]
+        guest = [ln for ln in lines[loser.label] if ln.startswith("* you are now ")]
+        if len(guest) != 1 or not re.fullmatch(r"\* you are now user\d+-%s"
+                                                % re.escape(cl.nodes[loser.node]), guest[0]):
+            raise Failure("%s lost dave: want one '* you are now userN-NODE', got %r"
+                          % (loser.label, lines[loser.label]))
+        loser.name = guest[0][len("* you are now "):]
+        for o in everyone:
+            if sum(1 for ln in lines[o.label] if ln in (SPLIT, WHOLE)) != 0:
+                raise Failure("%s: a second split or whole notice: %r" % (o.label, lines[o.label]))
+        # Cross-node lines again, within 5 s of Redis's return (a line published before the
+        # subscription is back is lost: retry until one passes, then all three in order).
+        k = 0
+        while True:
+            a.send_line("after %d" % k)
+            cl.expect(a2, "alice: after %d" % k, timeout)
+            try:
+                line = cl.room.next_line(b, 0.3)
+            except Failure:
+                line = None
+            if line == "alice: after %d" % k:
+                break
+            if line is not None and not line.startswith("* "):
+                raise Failure("b: got %r, want 'alice: after %d'" % (line, k))
+            if time.monotonic() - t0 > scaled(5):
+                raise Failure("no cross-node line within 5 s of Redis's return")
+            k += 1
+        took = time.monotonic() - t0
+        for n in range(3):
+            b.send_line("back %d" % n)
+        for o in (a, a2, c):
+            n = 0
+            while n < 3:
+                line = cl.room.next_line(o, timeout)
+                if o is c and re.fullmatch(r"alice: after \d+", line):
+                    continue  # an earlier try that reached c's node already
+                if line != "bob: back %d" % n:
+                    raise Failure("%s: got %r, want 'bob: back %d'" % (o.label, line, n))
+                n += 1
+        # The held names are claimed again in Redis, by their nodes.
+        for name, node in (("alice", cl.nodes[0]), ("bob", cl.nodes[1])):
+            v = redis_cmd(rport, "GET", "chat:name:" + name)
+            if v != node:
+                raise Failure("after the split, chat:name:%s is %r in Redis, want %r" % (name, v, node))
+        v = redis_cmd(rport, "GET", "chat:name:dave")
+        winner = c if loser is a2 else a2
+        if v != cl.nodes[winner.node]:
+            raise Failure("chat:name:dave is %r, want the winner's node %r" % (v, cl.nodes[winner.node]))
+        return "split told once, local lines kept, whole again and cross-node lines %.2f s " \
+            "after Redis returned; names claimed again, dave kept by %s" % (took, winner.label)
+    finally:
+        try:
+            redis_cmd(rport, "SHUTDOWN", "NOSAVE")
+        except OSError:
+            pass
+        try:
+            red.wait(scaled(5))
+        except subprocess.TimeoutExpired:
+            red.kill()
+            red.wait()
+
+
+# --------------------------------------------------------------------------- subkill
+
+def subkill(cl, rport, timeout):
+    a = cl.connect(0, "a")
+    b = cl.connect(1, "b")
+    cl.expect(a, "* %s joined" % b.name, timeout)
+    n = redis_cmd(rport, "CLIENT", "KILL", "TYPE", "pubsub")
+    if n != str(len(cl.ports)):
+        raise Failure("CLIENT KILL TYPE pubsub killed %r subscribers, want %d" % (n, len(cl.ports)))
+    t0 = time.monotonic()
+    for o in (a, b):
+        cl.expect(o, SPLIT, timeout)
+    for o in (a, b):
+        cl.expect(o, WHOLE, 5.0)
+    a.send_line("again")
+    cl.expect(b, "%s: again" % a.name, timeout)
+    b.send_line("and back")
+    cl.expect(a, "%s: and back" % b.name, timeout)
+    return "subscribers dropped by Redis: split told, whole again and lines across %.2f s later" % (
+        time.monotonic() - t0)
+
+
+# --------------------------------------------------------------------------- death
+
+def death(cl, rport, pid, sig, within_ms, timeout):
+    last = len(cl.ports) - 1
+    a = cl.connect(0, "a")
+    b = cl.connect(1, "b")
+    z1 = cl.connect(last, "z1")
+    z2 = cl.connect(last, "z2")
+    cl.expect_set(a, ["* %s joined" % o.name for o in (b, z1, z2)], timeout)
+    cl.expect_set(b, ["* %s joined" % o.name for o in (z1, z2)], timeout)
+    cl.expect(z1, "* %s joined" % z2.name, timeout)
+    cl.nick(z1, "zed", [a, b, z1, z2])
+    if redis_cmd(rport, "GET", "chat:name:zed") != cl.nodes[last]:
+        raise Failure("chat:name:zed not held by %s in Redis" % cl.nodes[last])
+    os.kill(pid, sig)
+    t0 = time.monotonic()
+    for o in (a, b):
+        cl.expect_set(o, ["* zed left", "* %s left" % z2.name], within_ms / 1000.0)
+    took = time.monotonic() - t0
+    if took > scaled(within_ms / 1000.0):
+        raise Failure("the dead node's users announced left after %.0f ms, want within %.0f ms"
+                      % (took * 1000, scaled(within_ms / 1000.0) * 1000))
+    cl.quiet(scaled(0.2), [a, b])
+    cl.who(a, [a.name, b.name], timeout)
+    cl.who(b, [a.name, b.name], timeout)
+    return "node gone (signal %d): its users announced left after %.0f ms (bound %.0f)" % (
+        sig, took * 1000, scaled(within_ms / 1000.0) * 1000)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ports", required=True)
+    ap.add_argument("--nodes", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--timeout", type=float, default=5.0, help="seconds per wait")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("fanout", parents=[common])
+    p.add_argument("--per-node", type=int, default=2)
+    p.add_argument("--lines", type=int, default=50)
+    p = sub.add_parser("names", parents=[common])
+    p = sub.add_parser("outage", parents=[common])
+    p.add_argument("--redis-port", type=int, required=True)
+    p.add_argument("--redis-bin", default="redis-server")
+    p.add_argument("--gone-s", type=float, default=1.0)
+    p = sub.add_parser("subkill", parents=[common])
+    p.add_argument("--redis-port", type=int, required=True)
+    p = sub.add_parser("death", parents=[common])
+    p.add_argument("--redis-port", type=int, required=True)
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--signal", default="KILL")
+    p.add_argument("--within-ms", type=float, required=True)
+    a = ap.parse_args(argv)
+    cl = Cluster([int(x) for x in a.ports.split(",")], a.nodes.split(","))
+    try:
+        if a.cmd == "fanout":
+            msg = fanout(cl, a.per_node, a.lines, a.timeout)
+        elif a.cmd == "names":
+            msg = names_case(cl, a.timeout)
+        elif a.cmd == "outage":
+            msg = outage(cl, a.redis_port, a.redis_bin, a.gone_s, a.timeout)
+        elif a.cmd == "subkill":
+            msg = subkill(cl, a.redis_port, a.timeout)
+        else:
+            msg = death(cl, a.redis_port, a.pid, getattr(signal, "SIG" + a.signal),
+                        a.within_ms, a.timeout)
+    except Failure as e:
+        print("FAIL: %s" % e)
+        return 1
+    finally:
+        cl.close()
+    print("ok: %s" % msg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
