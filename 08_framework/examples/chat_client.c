@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "options.h"
 #include "rx.h"
 
@@ -422,18 +423,11 @@ static void parse(int argc, char **argv)
             cl.bot = optarg;
             break;
         case OPT_EVERY: cl.every_ms = opt_seconds_ms(optarg, 0, "bad --every (want 0.001 to 31536000)"); break;
-        case 'h': usage(stdout); exit(0);
-        case ':': opt_fail("missing value for", argv[optind - 1]);
-        default: {
-            char short_opt[] = {'-', (char)optopt, '\0'};
-            opt_fail("unknown option", optopt ? short_opt : argv[optind - 1]);
-        }
+        default: cli_opt_other(ch, argv);  // -h, a missing value, an unknown option
         }
     }
-    if (optind < argc)
-        opt_fail("unexpected argument", argv[optind]);
-    if (cl.opts.retry_max_ms < cl.opts.retry_ms)
-        opt_fail("--retry-max below --retry", "--retry-max");
+    cli_opt_end(argc, argv);
+    cli_retry_check(&cl.opts, "--retry", "--retry-max");
 }
 
 int main(int argc, char **argv)
@@ -456,9 +450,8 @@ int main(int argc, char **argv)
     rx_server_on_stop(cl.srv, on_stop, NULL);
     rx_codec line = rx_codec_line(LINE_MAX_IN);
     rx_factory f = {.opened = on_opened, .message = on_message, .closed = on_closed};
-    cl.conn = rx_connect(cl.srv, cl.host, cl.port, &line, &f, &cl.opts);
+    cl.conn = cli_connect(cl.srv, cl.host, cl.port, &line, &f, &cl.opts);
     if (!cl.conn) {
-        fprintf(stderr, "chat_client: rx_connect: out of memory\n");
         rx_server_free(cl.srv);
         return 1;
     }

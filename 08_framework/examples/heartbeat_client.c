@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "heartbeat.h"
+#include "common.h"
 #include "options.h"
 #include "rx.h"
 
@@ -145,8 +146,7 @@ static void usage(FILE *to)
             "      --data TEXT       send DATA frames \"N TEXT\" (N counts from 1 on each connection)\n"
             "      --data-ms MS      between two DATA frames, 1 to 86400000 (default 1000)\n"
             "      --count N         exit once N DATA echoes have come (default: never)\n"
-            "      --retry-ms MS     first wait before reconnecting (default 100)\n"
-            "      --retry-max-ms MS longest wait (default 5000)\n"
+            CLI_RETRY_MS_USAGE
             "  -h, --help            print this help and exit\n");
 }
 
@@ -182,24 +182,17 @@ static void parse(int argc, char **argv)
             break;
         case OPT_DATA_MS: app.data_ms = opt_uint(optarg, 1, 86400000, "bad --data-ms (want 1 to 86400000 ms)"); break;
         case OPT_COUNT: app.count = opt_uint(optarg, 1, UINT32_MAX, "bad --count (want 1 to 4294967295)"); break;
-        case OPT_RETRY: app.opts.retry_ms = opt_uint(optarg, 1, 86400000, "bad --retry-ms (want 1 to 86400000)"); break;
-        case OPT_RETRY_MAX: app.opts.retry_max_ms = opt_uint(optarg, 1, 86400000, "bad --retry-max-ms (want 1 to 86400000)"); break;
-        case 'h': usage(stdout); exit(0);
-        case ':': opt_fail("missing value for", argv[optind - 1]);
-        default: {
-            char short_opt[] = {'-', (char)optopt, '\0'};
-            opt_fail("unknown option", optopt ? short_opt : argv[optind - 1]);
-        }
+        case OPT_RETRY: cli_retry_ms(&app.opts, 0, "--retry-ms", optarg); break;
+        case OPT_RETRY_MAX: cli_retry_ms(&app.opts, 1, "--retry-max-ms", optarg); break;
+        default: cli_opt_other(ch, argv);  // -h, a missing value, an unknown option
         }
     }
-    if (optind < argc)
-        opt_fail("unexpected argument", argv[optind]);
+    cli_opt_end(argc, argv);
     if (!app.port)
         opt_fail("missing", "-p PORT");
     if (app.count && !app.text)
         opt_fail("--count needs --data", "--count");
-    if (app.opts.retry_max_ms < app.opts.retry_ms)
-        opt_fail("--retry-max-ms below --retry-ms", "--retry-max-ms");
+    cli_retry_check(&app.opts, "--retry-ms", "--retry-max-ms");
 }
 
 int main(int argc, char **argv)
@@ -227,22 +220,20 @@ int main(int argc, char **argv)
     rx_codec hdr = rx_codec_hdr(app.body_max);  // nothing longer is ours: a bad frame
     rx_factory f = {.create = on_create, .opened = on_opened, .message = on_message,
                     .closed = on_closed};
-    app.connector = rx_connect(app.srv, app.host, app.port, &hdr, &f, &app.opts);
+    app.connector = cli_connect(app.srv, app.host, app.port, &hdr, &f, &app.opts);
     if (!app.connector) {
-        fprintf(stderr, "heartbeat_client: rx_connect: out of memory\n");
         rx_server_free(app.srv);
         return 1;
     }
     int rc = rx_server_run(app.srv);
     rx_connector_free(app.connector);
     rx_server_free(app.srv);
-    printf("heartbeat_client: connects %" PRIu64 "; sent ping %" PRIu64 ", pong %" PRIu64 ", data %" PRIu64
-           "; received ping %" PRIu64 ", pong %" PRIu64 ", data %" PRIu64 "; timeouts %" PRIu64
-           ", bad frames %" PRIu64 ", errors %" PRIu64 "\n",
-           app.connects, app.counts.out[HB_PING], app.counts.out[HB_PONG], app.counts.out[HB_DATA],
-           app.counts.in[HB_PING], app.counts.in[HB_PONG], app.counts.in[HB_DATA], app.counts.timeouts,
-           app.counts.bad_frames, app.errors);
-    fflush(stdout);
+    cli_stats_line("heartbeat_client: connects %" PRIu64 "; sent ping %" PRIu64 ", pong %" PRIu64
+                   ", data %" PRIu64 "; received ping %" PRIu64 ", pong %" PRIu64 ", data %" PRIu64
+                   "; timeouts %" PRIu64 ", bad frames %" PRIu64 ", errors %" PRIu64,
+                   app.connects, app.counts.out[HB_PING], app.counts.out[HB_PONG], app.counts.out[HB_DATA],
+                   app.counts.in[HB_PING], app.counts.in[HB_PONG], app.counts.in[HB_DATA], app.counts.timeouts,
+                   app.counts.bad_frames, app.errors);
     free(app.body);
     free(app.want);
     return rc != 0 || app.errors ? 1 : 0;

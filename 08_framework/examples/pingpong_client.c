@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common.h"
 #include "options.h"
 #include "rx.h"
 
@@ -289,16 +290,10 @@ static void parse_client(int argc, char **argv, struct client *cl, rx_config *cf
             cl->timeout_ms = opt_seconds_ms(optarg, 0, "bad --timeout (want 0.001 to 31536000 s)");
             break;
         case OPT_SEED: cl->seed = opt_uint(optarg, 0, UINT64_MAX, "bad --seed"); break;
-        case 'h': usage(stdout); exit(0);
-        case ':': opt_fail("missing value for", argv[optind - 1]);
-        default: {
-            char short_opt[] = {'-', (char)optopt, '\0'};
-            opt_fail("unknown option", optopt ? short_opt : argv[optind - 1]);
-        }
+        default: cli_opt_other(ch, argv);  // -h, a missing value, an unknown option
         }
     }
-    if (optind < argc)
-        opt_fail("unexpected argument", argv[optind]);
+    cli_opt_end(argc, argv);
     if (count_given && cl->duration_ms)
         opt_fail("--count and --duration exclude each other", "--duration");
     if (cl->duration_ms)
@@ -349,11 +344,9 @@ int main(int argc, char **argv)
         c->idx = i;
         rx_factory f = {.arg = c, .create = on_create, .opened = on_opened,
                         .message = on_message, .closed = on_closed};
-        c->connector = rx_connect(cl.srv, cl.host, cl.port, &len, &f, &copts);
-        if (!c->connector) {
-            fprintf(stderr, "pingpong_client: rx_connect: out of memory\n");
+        c->connector = cli_connect(cl.srv, cl.host, cl.port, &len, &f, &copts);
+        if (!c->connector)
             return 1;
-        }
     }
     if ((cl.duration_ms && !rx_timer_start(loop, cl.duration_ms, 0, on_time_up, &cl)) ||
         !rx_timer_start(loop, 100, 100, on_watchdog, &cl)) {
@@ -378,10 +371,9 @@ int main(int argc, char **argv)
     if (cl.nlat > 0)  // qsort's pointer must be valid even for 0 elements
         qsort(cl.lat_us, cl.nlat, sizeof *cl.lat_us, cmp_u32);
     double secs = (double)(cl.end_ns - cl.start_ns) / 1e9;
-    printf("pingpong: %u conns, %zu msgs, %.0f msgs/s, p50 %u us, p99 %u us, errors %" PRIu64 "\n",
-           cl.nconns, cl.nlat, secs > 0 ? (double)cl.nlat / secs : 0.0,
-           percentile(cl.lat_us, cl.nlat, 50), percentile(cl.lat_us, cl.nlat, 99), cl.errors);
-    fflush(stdout);
+    cli_stats_line("pingpong: %u conns, %zu msgs, %.0f msgs/s, p50 %u us, p99 %u us, errors %" PRIu64,
+                   cl.nconns, cl.nlat, secs > 0 ? (double)cl.nlat / secs : 0.0,
+                   percentile(cl.lat_us, cl.nlat, 50), percentile(cl.lat_us, cl.nlat, 99), cl.errors);
     free(cl.lat_us);
     free(cl.out);
     free(cl.expect);

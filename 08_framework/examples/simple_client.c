@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "options.h"
 #include "rx.h"
 
@@ -105,8 +106,7 @@ static void usage(FILE *to)
             "      --count N         lines per connection (default 1)\n"
             "      --interval MS     between two lines, 1 to 86400000 (default 1000)\n"
             "      --exit-after      exit 0 once N replies (--count) have come\n"
-            "      --retry-ms MS     first wait before reconnecting (default 100)\n"
-            "      --retry-max-ms MS longest wait (default 5000)\n"
+            CLI_RETRY_MS_USAGE
             "  -h, --help            print this help and exit\n");
 }
 
@@ -140,22 +140,15 @@ static void parse(int argc, char **argv)
         case OPT_COUNT: app.count = opt_uint(optarg, 1, UINT32_MAX, "bad --count (want 1 to 4294967295)"); break;
         case OPT_INTERVAL: app.interval_ms = opt_uint(optarg, 1, 86400000, "bad --interval (want 1 to 86400000 ms)"); break;
         case OPT_EXIT_AFTER: app.exit_after = true; break;
-        case OPT_RETRY: app.opts.retry_ms = opt_uint(optarg, 1, 86400000, "bad --retry-ms (want 1 to 86400000)"); break;
-        case OPT_RETRY_MAX: app.opts.retry_max_ms = opt_uint(optarg, 1, 86400000, "bad --retry-max-ms (want 1 to 86400000)"); break;
-        case 'h': usage(stdout); exit(0);
-        case ':': opt_fail("missing value for", argv[optind - 1]);
-        default: {
-            char short_opt[] = {'-', (char)optopt, '\0'};
-            opt_fail("unknown option", optopt ? short_opt : argv[optind - 1]);
-        }
+        case OPT_RETRY: cli_retry_ms(&app.opts, 0, "--retry-ms", optarg); break;
+        case OPT_RETRY_MAX: cli_retry_ms(&app.opts, 1, "--retry-max-ms", optarg); break;
+        default: cli_opt_other(ch, argv);  // -h, a missing value, an unknown option
         }
     }
-    if (optind < argc)
-        opt_fail("unexpected argument", argv[optind]);
+    cli_opt_end(argc, argv);
     if (!app.port)
         opt_fail("missing", "-p PORT");
-    if (app.opts.retry_max_ms < app.opts.retry_ms)
-        opt_fail("--retry-max-ms below --retry-ms", "--retry-max-ms");
+    cli_retry_check(&app.opts, "--retry-ms", "--retry-max-ms");
 }
 
 int main(int argc, char **argv)
@@ -174,9 +167,8 @@ int main(int argc, char **argv)
         return 1;
     rx_codec line = rx_codec_line(64 * 1024);
     rx_factory f = {.opened = on_opened, .message = on_message, .closed = on_closed};
-    app.connector = rx_connect(app.srv, app.host, app.port, &line, &f, &app.opts);
+    app.connector = cli_connect(app.srv, app.host, app.port, &line, &f, &app.opts);
     if (!app.connector) {
-        fprintf(stderr, "simple_client: rx_connect: out of memory\n");
         rx_server_free(app.srv);
         return 1;
     }
