@@ -5,7 +5,8 @@ Starts four examples/backend (followers, posts, bio, score; --delay MS) and two 
 them, one parallel and one --serial, then alternates: one /profile request on each, N times
 (latency of one request alone), then C clients at once on each for --seconds (requests in
 flight in one main thread). Prints a markdown table (median, min-max) and writes CSV to
-tests/bench/results/gateway.csv. Standard library only.
+tests/bench/results/gateway.csv (the medians) and gateway_runs.csv (every request alone).
+Standard library only.
 
   python3 tests/bench/gateway.py [--delay 100] [-n 20] [-c 50] [--seconds 2]
 """
@@ -116,6 +117,12 @@ def main():
         f.write("gateway,delay_ms,latency_median_ms,latency_min_ms,latency_max_ms,clients,rps\n")
         for r in rows:
             f.write("%s,%d,%.1f,%.1f,%.1f,%d,%.0f\n" % (r[0], a.delay, r[1], r[2], r[3], a.c, r[4]))
+    # Every request alone, in the order they alternated (request i: parallel, then serial).
+    with open(os.path.join(out, "gateway_runs.csv"), "w") as f:
+        f.write("gateway,run,delay_ms,latency_ms\n")
+        for k in ("parallel", "serial"):
+            for i, ms in enumerate(lat[k]):
+                f.write("%s,%d,%d,%.2f\n" % (k, i + 1, a.delay, ms))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ A peer that is not installed is skipped, and the table says so. K defaults to 10
 script raises its open-file limit to the hard limit (the servers inherit it) and lowers K to
 fit, saying so.
 
-  python3 tests/bench/idle.py [--conns K] [--servers echo_t0,kv_t0,http_t0,redis,nginx]
+  python3 tests/bench/idle.py [--conns K] [--repeat N] [--servers echo_t0,kv_t0,http_t0,redis,nginx]
 
-Writes tests/bench/results/idle.md and idle.csv (BENCH_OUT: another folder).
+Each server is measured --repeat times (default 3), alternating (each repetition rotates the
+order); the table gives the median with its range. Writes tests/bench/results/idle.md and
+idle.csv, one row per run (BENCH_OUT: another folder).
 """
 import argparse
 import os
@@ -28,6 +30,7 @@ import resource
 import selectors
 import shutil
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -160,7 +163,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--servers", default="echo_t0,kv_t0,http_t0,redis,nginx")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per server, alternating (default 3)")
     a = ap.parse_args()
+    load = peers.load_average()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 2 * a.conns + 256  # ours and, on loopback, the server's ends in the same machine
     if soft < want:
@@ -180,25 +185,35 @@ def main():
             skipped.append(n)
         else:
             names.append(n)
-    rows = []
+    runs = {n: [] for n in names}  # name -> [(run, before, after, bytes per connection)]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in names:
-            before, after = measure(n, conns, tmp)
-            per = (after - before) * 1024.0 / conns
-            rows.append((n, before, after, per))
-            print("idle.py: %-8s %d -> %d KiB: %.0f bytes per idle connection" % (n, before, after, per), file=sys.stderr)
+        for rep in range(a.repeat):
+            # Alternating: every repetition measures each server once, the order rotated.
+            order = names[rep % len(names):] + names[:rep % len(names)] if names else []
+            for n in order:
+                before, after = measure(n, conns, tmp)
+                per = (after - before) * 1024.0 / conns
+                runs[n].append((rep + 1, before, after, per))
+                print("idle.py: [%d/%d] %-8s %d -> %d KiB: %.0f bytes per idle connection"
+                      % (rep + 1, a.repeat, n, before, after, per), file=sys.stderr)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "idle.csv"), "w") as f:
-        f.write("server,conns,rss_before_kib,rss_after_kib,bytes_per_conn\n")
-        for n, b, af, per in rows:
-            f.write("%s,%d,%d,%d,%.0f\n" % (n, conns, b, af, per))
+        f.write("server,run,conns,rss_before_kib,rss_after_kib,bytes_per_conn\n")
+        for n in names:
+            for rep, b, af, per in runs[n]:
+                f.write("%s,%d,%d,%d,%d,%.0f\n" % (n, rep, conns, b, af, per))
     md = ["# Memory per idle connection: 08's servers beside redis-server and nginx", "",
           "%d connections, each answered once, then idle; the server's resident memory (VmRSS; "
           "nginx: its worker) before the first and after the last, divided by %d. Kernel socket "
-          "buffers are not in it. `python3 tests/bench/idle.py --conns %d`." % (conns, conns, conns), "",
+          "buffers are not in it. %d runs per server, alternating; median (min–max). Load average "
+          "at the start: %s. `python3 tests/bench/idle.py --conns %d --repeat %d`."
+          % (conns, conns, a.repeat, load, conns, a.repeat), "",
           "| server | RSS before (KiB) | RSS after (KiB) | bytes per idle connection |", "|---|---|---|---|"]
-    for n, b, af, per in rows:
-        md.append("| %s | %d | %d | %.0f |" % (n, b, af, per))
+    for n in names:
+        per = [r[3] for r in runs[n]]
+        md.append("| %s | %d | %d | %.0f (%.0f–%.0f) |" % (
+            n, statistics.median(r[1] for r in runs[n]), statistics.median(r[2] for r in runs[n]),
+            statistics.median(per), min(per), max(per)))
     if skipped:
         md += ["", "Skipped (not installed or not built): %s." % ", ".join(skipped)]
     with open(os.path.join(RESULTS, "idle.md"), "w") as f:
@@ -207,4 +222,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RuntimeError as e:
+        sys.exit("idle.py: %s" % e)

@@ -4,8 +4,8 @@
 # (stage05.py: latency under CPU-heavy load, and the cost of the hop to a worker; 06's
 # codec_bench: each decoder's MB/s and bytes copied per input byte; stage07.py: broadcast
 # fan-out beside redis PUBLISH/SUBSCRIBE; stage08.py: 08's pingpong at 1, 10, 100 connections
-# beside 04 and libevent; kv.py, http.py, chat08.py, heartbeat.py: 08's examples beside their
-# peers).
+# beside 04 and libevent; kv.py, http.py, chat08.py, heartbeat.py, gateway.py, idle.py: 08's
+# examples beside their peers; peers08.py: their table and SVG plots for the top README).
 # All the work (and every knob: BENCH_REPEAT, BENCH_SECS, ...) is in run.py; see README.md.
 set -e
 here=$(dirname "$0")
@@ -38,3 +38,6 @@ for script in kv http chat08 heartbeat gateway idle; do
         python3 "$here/$script.py" || echo "run.sh: $script.py failed" >&2
     fi
 done
+# The side-by-side table and plots of the top README (results/peers08.md, peers08_*.svg) from
+# the CSVs the six scripts just wrote.
+python3 "$here/peers08.py" || echo "run.sh: peers08.py failed" >&2
