@@ -22,7 +22,9 @@
 // Peers keep each other's rosters (struct peer) for /who, /msg and the fast "taken" answer; a
 // peer not heard for --name-ttl (while the room is whole) is gone: its users are announced
 // as left. An H that differs from what a peer's roster says (events lost during a split) is
-// announced as the joins and leaves that make up the difference.
+// announced as the joins and leaves that make up the difference; the first H of a node we had
+// not heard of is taken silently (its members were there before: a node that starts learns
+// the room without a flood of joins).
 //
 // Names: a /nick is granted when Redis answers `SET chat:name:<lower> <node> NX PX ttl` with
 // OK (the member waits meanwhile; a member that left meanwhile has its claim released). Each
@@ -66,6 +68,7 @@ struct pend {
 struct peer {
     char node[NODE_MAX + 1];
     uint64_t heard_ms;
+    bool synced;  // its first H came: the ones after it are compared with the roster
     char (*names)[MAX_NAME + 1];
     size_t n, cap;
     struct peer *next;
@@ -313,8 +316,10 @@ static void claim_answered(struct member *m, const char *name, bool granted)
         m->pending[0] = '\0';
     if (m == NULL || m->state != M_OPEN) {
         // It left meanwhile: a name it got is released at once.
-        if (granted)
+        if (granted) {
+            rx_log(RX_LOG_INFO, "cluster: %s granted to a member that left: released", name);
             cl_release(name);
+        }
         return;
     }
     if (!granted) {
@@ -488,7 +493,10 @@ static void sub_message(rx_session *s, const rx_frame *f)
         cl.subscribed = true;
         cl_update();
     } else if (n == 4 && v[1].len == 7 && memcmp(v[1].p, "message", 7) == 0 && v[3].type == '$') {
-        remote_message(v[3].p, v[3].len);
+        // While split (CMD not back yet) nothing is taken: the room is told whole first, then
+        // every node's roster comes (S), then the lines.
+        if (cl.whole)
+            remote_message(v[3].p, v[3].len);
     }
 }
 
@@ -564,16 +572,18 @@ static void remote_message(const char *msg, size_t len)
         }
         break;
     case 'H': {
-        // The roster as the node has it: the difference from ours is announced.
+        // The roster as the node has it: the difference from ours is announced (not at the
+        // first H of a node: its members were there before we heard of them).
         struct peer now = {0};
         while (p < end && word(&p, end, a, sizeof a))
             peer_add(&now, a);
-        for (size_t i = 0; i < peer->n; i++)
+        for (size_t i = 0; peer->synced && i < peer->n; i++)
             if (peer_find(&now, peer->names[i]) < 0)
                 broadcast(NULL, "* %s left", peer->names[i]);
-        for (size_t i = 0; i < now.n; i++)
+        for (size_t i = 0; peer->synced && i < now.n; i++)
             if (peer_find(peer, now.names[i]) < 0)
                 broadcast(NULL, "* %s joined", now.names[i]);
+        peer->synced = true;
         free(peer->names);
         peer->names = now.names;
         peer->n = now.n;

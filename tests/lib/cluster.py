@@ -68,6 +68,43 @@ class Cluster:
         self.clients.append(c)
         return c
 
+    def join(self, specs, seconds=5.0):
+        """Connects (node, label) of SPECS one at a time; every earlier client must see each
+        one's `* NAME joined` before the next connects (a join published before a client
+        connected may reach its node after it: one at a time, every client sees exactly the
+        joins after its own)."""
+        out = []
+        for node, label in specs:
+            c = self.connect(node, label)
+            self.settle(c, [o.name for o in out], seconds)
+            for o in out:
+                self.expect(o, "* %s joined" % c.name, seconds)
+            out.append(c)
+        return out
+
+    def settle(self, c, earlier, seconds=5.0):
+        """Polls /who from C until its node knows every name of EARLIER: a join of theirs
+        that reaches C's node after C joined is told to C (once, allowed here); after that
+        none can come."""
+        late = set()
+        deadline = time.monotonic() + scaled(seconds)
+        while True:
+            c.send_line("/who")
+            while True:
+                line = self.room.next_line(c, seconds)
+                m = re.fullmatch(r"\* (\S+) joined", line)
+                if m and m.group(1) in earlier and m.group(1) not in late:
+                    late.add(m.group(1))
+                    continue
+                if not line.startswith("* users: "):
+                    raise Failure("%s (%s): got %r, want a /who answer" % (c.label, c.name, line))
+                break
+            if set(earlier) <= set(line[len("* users: "):].split(" ")):
+                return
+            if time.monotonic() > deadline:
+                raise Failure("%s: its node never learnt of %r: %r" % (c.label, earlier, line))
+            time.sleep(0.02)
+
     def expect(self, c, want, seconds=5.0):
         line = self.room.next_line(c, seconds)
         if line != want:
@@ -143,13 +180,9 @@ def text_of(name, i):
 # --------------------------------------------------------------------------- fanout
 
 def fanout(cl, per_node, nlines, timeout):
-    clients = []
-    for k in range(per_node):
-        for node in range(len(cl.ports)):
-            clients.append(cl.connect(node, "n%dc%d" % (node, k)))
     # Joins: each client sees every later client's join exactly once (local or remote).
-    for i, c in enumerate(clients):
-        cl.expect_set(c, ["* %s joined" % o.name for o in clients[i + 1:]], timeout)
+    clients = cl.join([(node, "n%dc%d" % (node, k)) for k in range(per_node)
+                       for node in range(len(cl.ports))], timeout)
     names = [c.name for c in clients]
     for c in clients:
         cl.who(c, names, timeout)
@@ -196,14 +229,22 @@ def fanout(cl, per_node, nlines, timeout):
 
 # --------------------------------------------------------------------------- names
 
-def names_case(cl, timeout):
-    a = cl.connect(0, "a")
-    b = cl.connect(1, "b")
-    c = cl.connect(2 % len(cl.ports), "c")
-    everyone = [a, b, c]
-    cl.expect_set(a, ["* %s joined" % b.name, "* %s joined" % c.name], timeout)
-    cl.expect(b, "* %s joined" % c.name, timeout)
+def names_case(cl, rport, ttl_ms, timeout):
+    a, b, c = everyone = cl.join([(0, "a"), (1, "b"), (2 % len(cl.ports), "c")], timeout)
     cl.nick(a, "alice", everyone)
+    v = redis_cmd(rport, "GET", "chat:name:alice")
+    ttl = int(redis_cmd(rport, "PTTL", "chat:name:alice"))
+    if v != cl.nodes[0] or not 0 < ttl <= ttl_ms:
+        raise Failure("after /nick alice on %s: chat:name:alice is %r with PTTL %d in Redis, "
+                      "want %r and 1..%d" % (cl.nodes[0], v, ttl, cl.nodes[0], ttl_ms))
+    # A name nobody's roster knows, held in Redis alone (another node's claim): only the
+    # claim's NX can refuse it.
+    redis_cmd(rport, "SET", "chat:name:eve", "elsewhere", "PX", str(ttl_ms))
+    for who in (a, b):
+        who.send_line("/nick EVE")
+        cl.expect(who, "* EVE is taken", timeout)
+    if redis_cmd(rport, "GET", "chat:name:eve") != "elsewhere":
+        raise Failure("chat:name:eve changed by a refused claim")
     for who, asked in ((b, "ALICE"), (c, "alice"), (b, "Alice")):
         who.send_line("/nick " + asked)
         cl.expect(who, "* %s is taken" % asked, timeout)
@@ -263,8 +304,10 @@ def names_case(cl, timeout):
     # A member that leaves while its claim is pending: the name is released once granted.
     d = cl.connect(0, "d")
     cl.expect(b, "* %s joined" % d.name, timeout)
-    cl.expect(c, "* %s joined" % d.name, timeout)
-    d.send_line("/nick carol")
+    cl.expect(c, "* %s joined" % d.name, timeout)  # a quit: na has nobody else
+    # Its /quit in the same read as its /nick: it has left before Redis can answer.
+    d.send(b"/nick carol\n/quit\n")
+    cl.expect(d, "* bye", timeout)
     d.close()
     cl.clients.remove(d)
     t0 = time.monotonic()
@@ -272,10 +315,10 @@ def names_case(cl, timeout):
     while True:
         b.send_line("/nick carol")
         line = cl.room.next_line(b, timeout)
+        while line.endswith(" left") or line == "* %s is now carol" % d.name:
+            line = cl.room.next_line(b, timeout)  # d's leaving (and its rename, if granted first)
         if line == "* you are now carol":
             break
-        if line.endswith(" left") or line.startswith("* %s is now carol" % d.name):
-            continue  # d's leaving (and its rename, if it was granted before it left)
         if line != "* carol is taken" or time.monotonic() > deadline:
             raise Failure("b: /nick carol after its claimer left while pending: %r (for %.1f s)"
                           % (line, time.monotonic() - t0))
@@ -304,14 +347,7 @@ def start_redis(binary, port):
 
 
 def outage(cl, rport, rbin, gone_s, timeout):
-    a = cl.connect(0, "a")
-    a2 = cl.connect(0, "a2")
-    b = cl.connect(1, "b")
-    c = cl.connect(2, "c")
-    everyone = [a, a2, b, c]
-    cl.expect_set(a, ["* %s joined" % o.name for o in (a2, b, c)], timeout)
-    cl.expect_set(a2, ["* %s joined" % o.name for o in (b, c)], timeout)
-    cl.expect(b, "* %s joined" % c.name, timeout)
+    a, a2, b, c = everyone = cl.join([(0, "a"), (0, "a2"), (1, "b"), (2, "c")], timeout)
     cl.nick(a, "alice", everyone)
     cl.nick(b, "bob", everyone)
     a.send_line("before")
@@ -421,9 +457,7 @@ def outage(cl, rport, rbin, gone_s, timeout):
 # --------------------------------------------------------------------------- subkill
 
 def subkill(cl, rport, timeout):
-    a = cl.connect(0, "a")
-    b = cl.connect(1, "b")
-    cl.expect(a, "* %s joined" % b.name, timeout)
+    a, b = cl.join([(0, "a"), (1, "b")], timeout)
     n = redis_cmd(rport, "CLIENT", "KILL", "TYPE", "pubsub")
     if n != str(len(cl.ports)):
         raise Failure("CLIENT KILL TYPE pubsub killed %r subscribers, want %d" % (n, len(cl.ports)))
@@ -444,13 +478,7 @@ def subkill(cl, rport, timeout):
 
 def death(cl, rport, pid, sig, within_ms, timeout):
     last = len(cl.ports) - 1
-    a = cl.connect(0, "a")
-    b = cl.connect(1, "b")
-    z1 = cl.connect(last, "z1")
-    z2 = cl.connect(last, "z2")
-    cl.expect_set(a, ["* %s joined" % o.name for o in (b, z1, z2)], timeout)
-    cl.expect_set(b, ["* %s joined" % o.name for o in (z1, z2)], timeout)
-    cl.expect(z1, "* %s joined" % z2.name, timeout)
+    a, b, z1, z2 = cl.join([(0, "a"), (1, "b"), (last, "z1"), (last, "z2")], timeout)
     cl.nick(z1, "zed", [a, b, z1, z2])
     if redis_cmd(rport, "GET", "chat:name:zed") != cl.nodes[last]:
         raise Failure("chat:name:zed not held by %s in Redis" % cl.nodes[last])
@@ -480,6 +508,8 @@ def main(argv=None):
     p.add_argument("--per-node", type=int, default=2)
     p.add_argument("--lines", type=int, default=50)
     p = sub.add_parser("names", parents=[common])
+    p.add_argument("--redis-port", type=int, required=True)
+    p.add_argument("--ttl-ms", type=int, required=True)
     p = sub.add_parser("outage", parents=[common])
     p.add_argument("--redis-port", type=int, required=True)
     p.add_argument("--redis-bin", default="redis-server")
@@ -497,7 +527,7 @@ def main(argv=None):
         if a.cmd == "fanout":
             msg = fanout(cl, a.per_node, a.lines, a.timeout)
         elif a.cmd == "names":
-            msg = names_case(cl, a.timeout)
+            msg = names_case(cl, a.redis_port, a.ttl_ms, a.timeout)
         elif a.cmd == "outage":
             msg = outage(cl, a.redis_port, a.redis_bin, a.gone_s, a.timeout)
         elif a.cmd == "subkill":
