@@ -432,3 +432,51 @@ redis_stop() {
         fail "gateway's stop line: $line"
     stop_backends
 }
+
+@test "gateway: a client that sends its requests then shutdown(SHUT_WR) (nc -N) still gets every answer, the later /profile's included, then EOF (-t 0 and -t 2)" {
+    backends
+    local t
+    for t in 0 2; do
+        gateway gw -t "$t"
+        # A /profile answers after its backends (2 delays): the EOF is read long before.
+        run gw get --port "$gw_PORT" --shut \
+            --req 'GET /profile?user=7' --want "200 $(profile_json 7)" \
+            --req 'GET /nope' --want '404 {"error":"not found"}' \
+            --req 'GET /profile?user=8' --want "200 $(profile_json 8)"
+        [[ $output == ok:* ]] || { stop_as gw; fail "-t $t: $output"; } || return
+        # Nothing pending at its EOF: closed at once, nothing sent.
+        run gw get --port "$gw_PORT" --shut
+        [[ $output == ok:* ]] || { stop_as gw; fail "-t $t, no request: $output"; } || return
+        stop_as gw || return
+        local line
+        line=$(stop_line "$gw_ERR")
+        [[ $(num "$line" requests) == 3 && $(num "$line" answered) == 3 && $(num "$line" freed) == 3 &&
+            $(num "$line" "client gone") == 0 ]] || fail "-t $t: gateway's stop line: $line" || return
+    done
+    stop_backends
+}
+
+@test "gateway: Expect: 100-continue: exactly 'HTTP/1.1 100 Continue' then the body's answer on a kept connection; over the body limit a 413 at once, no 100; curl asked to send it (-H 'Expect: 100-continue': curl 7.88 adds it by itself only past 1 MiB, over this limit) gets its 100 and the answer" {
+    backends
+    gateway gw
+    local bad='{"error":"want key=K&value=V (K 1 to 256 bytes, V at most 4096)"}'
+    run gw expect --port "$gw_PORT" --req 'POST /kv key=&value=12' --want "400 $bad"
+    [[ $output == ok:* ]] || { stop_as gw; fail "$output"; } || return
+    if command -v curl >/dev/null; then
+        local v out
+        v=$(printf 'v%.0s' {1..2000})
+        out=$(curl -sS -v --max-time "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN { print 10 * k }')" \
+            -H 'Expect: 100-continue' -d "key=&value=$v" "http://127.0.0.1:$gw_PORT/kv" 2>"$BATS_TEST_TMPDIR/curl.err") ||
+            { stop_as gw; fail "curl failed: $(cat "$BATS_TEST_TMPDIR/curl.err")"; } || return
+        [[ $out == "$bad" ]] || { stop_as gw; fail "curl's answer: $out"; } || return
+        grep -q '^> Expect: 100-continue' "$BATS_TEST_TMPDIR/curl.err" || { stop_as gw; fail "curl sent no Expect: $(cat "$BATS_TEST_TMPDIR/curl.err")"; } || return
+        grep -q '^< HTTP/1.1 100 Continue' "$BATS_TEST_TMPDIR/curl.err" || { stop_as gw; fail "curl got no 100 Continue: $(cat "$BATS_TEST_TMPDIR/curl.err")"; } || return
+        grep -q '^< HTTP/1.1 400 Bad Request' "$BATS_TEST_TMPDIR/curl.err" || { stop_as gw; fail "curl's status: $(cat "$BATS_TEST_TMPDIR/curl.err")"; } || return
+    fi
+    stop_as gw || return
+    local line
+    line=$(stop_line "$gw_ERR")
+    # The raw client's 400, 404 and 413, and curl's 400 (when installed): each request once.
+    [[ $(num "$line" requests) -ge 3 && $(num "$line" answered) == $(num "$line" requests) ]] || fail "gateway's stop line: $line"
+    stop_backends
+}

@@ -253,3 +253,54 @@ HELLO='Hello from the rx http_server.\n'
     stop_server
     exec {c1}<&-
 }
+
+# --- closing: lingering, half-closed clients, short connections ---------------------------
+
+@test "http: lingering close: 20 clients streaming a body after its 413 each get the whole 413, then EOF, never a reset; each close lingered (-t 0 and -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/http_server -t "$t" --max-body 1000
+        run http linger --mode full --count 20 --max-body 1000
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
+        stop_server || return
+        (($(counter refused) == 20)) || fail "-t $t: refused $(counter refused), want 20" || return
+        (($(counter lingered) == 20)) || fail "-t $t: lingered $(counter lingered), want 20 (one per refused client)" || return
+        (($(counter "linger cut") == 0)) || fail "-t $t: linger cut $(counter "linger cut"), want 0 (every client closed first)" || return
+    done
+}
+
+@test "http: a lingering close ends at its bounds: a peer that never stops sending is cut at 1 MiB discarded; one sending a byte every 50 ms at 2 s (log lines; linger cut 2)" {
+    start_server examples/http_server -t 1 --max-body 1000
+    run http linger --mode bytes --max-body 1000
+    [[ $status -eq 0 ]] || { stop_server; fail "bytes: $output"; } || return
+    wait_file_match "$SERVER_ERR" 'lingering close: [0-9]* bytes discarded, over linger_bytes 1048576: closing'
+    run http linger --mode time --linger 2 --max-body 1000
+    [[ $status -eq 0 ]] || { stop_server; fail "time: $output"; } || return
+    wait_file_match "$SERVER_ERR" 'lingering close: the peer still sending after 2000 ms \([0-9]* bytes discarded\): closing'
+    stop_server
+    (($(counter "linger cut") == 2)) || fail "linger cut $(counter "linger cut"), want 2"
+    (($(counter lingered) == 2)) || fail "lingered $(counter lingered), want 2"
+}
+
+@test "http: short connections: 50 GETs with Connection: close are answered with no epoll_ctl MOD (rewatches 0: the write is tried first) and no linger (nothing unread) (-t 0 and -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/http_server -t "$t"
+        run http short --count 50
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
+        stop_server || return
+        (($(counter accepted) == 50)) || fail "-t $t: accepted $(counter accepted), want 50" || return
+        (($(counter rewatches) == 0)) || fail "-t $t: rewatches $(counter rewatches), want 0: a reply the kernel took at once needs no WRITE watch" || return
+        (($(counter lingered) == 0)) || fail "-t $t: lingered $(counter lingered), want 0: nothing was left unread" || return
+    done
+}
+
+@test "http: GET / then shutdown(SHUT_WR) (nc -N): the whole answer, then EOF (-t 0 and -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/http_server -t "$t"
+        run http sendeof
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
+        stop_server || return
+    done
+}

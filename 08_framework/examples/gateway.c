@@ -131,6 +131,7 @@ struct client {
     struct req *head, *tail;
     size_t queued;
     bool paused;
+    bool eof;  // the client sent EOF (nc -N): it asks nothing more; close after the last answer
 };
 
 static void step(struct req *r);
@@ -486,6 +487,10 @@ static void finish(struct req *r)
         c->tail = NULL;
     c->queued--;
     req_free(r);
+    if (c->eof && !c->head) {  // the last answer it was owed (rx.h, rule 8)
+        rx_session_close(c->s, true);
+        return;
+    }
     client_next(c);
 }
 
@@ -649,6 +654,18 @@ static void cl_opened(rx_session *s)
         rx_log(RX_LOG_ERROR, "session %" PRIu64 ": out of memory", rx_session_id(s));
         rx_session_close(s, false);
     }
+}
+
+// The client sent EOF: it asks nothing more, but what it asked is still answered (a /profile
+// answers after its backends: rx.h, rule 8). The session closes after its last answer (finish),
+// or now when nothing is pending.
+static void cl_eof(rx_session *s)
+{
+    struct client *c = rx_session_data(s);
+    if (c)
+        c->eof = true;
+    if (!c || !c->head)
+        rx_session_close(s, true);
 }
 
 // The client left: its requests are freed now, mid-state or not (their late replies will
@@ -894,7 +911,7 @@ int main(int argc, char **argv)
     }
     rx_codec http = rx_codec_http(8192, MAX_KEY + MAX_VALUE + 64);
     rx_factory factory = {.create = cl_create, .opened = cl_opened, .message = cl_message,
-                          .closed = cl_closed};
+                          .closed = cl_closed, .eof = cl_eof};
     int port = rx_listen(srv, o.host, o.port, &http, &factory);
     if (port < 0)
         goto out;

@@ -30,8 +30,9 @@ static void usage(FILE *to)
             "A key-value server speaking the Redis protocol (RESP2; default port 6380): PING,\n"
             "ECHO, SET (EX, PX, NX, XX, KEEPTTL, GET), GET, DEL, EXISTS, INCR, MGET, and enough\n"
             "of COMMAND and CONFIG GET for redis-cli and redis-benchmark. A request over\n"
-            "--max-frame bytes or RX_RESP_MAX_ARGS (1024) arguments, or malformed, drops that\n"
-            "client (a bad frame); the others carry on.\n"
+            "--max-frame bytes or RX_RESP_MAX_ARGS (1024) arguments, or malformed, is answered\n"
+            "\"-ERR Protocol error: ...\" (as redis does) and that client is closed; the others\n"
+            "carry on.\n"
             "      --max-frame BYTES    the longest request, every byte counted (default 1048576)\n"
             SERVER_OPTS_HELP);
 }
@@ -509,6 +510,15 @@ static const struct command {
 // replies is the order of requests, whatever a read held.
 static void on_message(rx_session *s, const rx_frame *f)
 {
+    if (f->flags & RX_FRAME_REFUSED) {
+        // The codec refused the input (its last frame: the reason in redis's words). redis
+        // answers "-ERR Protocol error: ..." and closes after the reply: so does this (the
+        // library's close lingers, so the reply survives a client still sending).
+        rx_resp_errorf(&kv.out, "ERR %.*s", (int)f->len, f->data);
+        rx_resp_send(s, &kv.out);
+        rx_session_close(s, true);
+        return;
+    }
     rx_resp_arg argv[RX_RESP_MAX_ARGS];
     size_t n = rx_resp_args(f, argv, RX_RESP_MAX_ARGS);
     if (n == 0)

@@ -295,7 +295,8 @@ static void http_destroy(void *state)
     free(st);
 }
 
-// Emits a refusal (STATUS, MSG): a frame holding the index alone. Nothing more is decoded.
+// Emits a refusal (STATUS, MSG): a frame holding the index alone, flagged RX_FRAME_REFUSED
+// (the connection's close then lingers: the peer may be mid-body). Nothing more is decoded.
 static int emit_refusal(struct http_dec *st, int status, const char *msg, rx_emit_fn *emit,
                         void *ctx)
 {
@@ -304,7 +305,7 @@ static int emit_refusal(struct http_dec *st, int status, const char *msg, rx_emi
     free(st->buf);
     st->buf = NULL;
     rx_frame f = {.data = (const char *)&w, .len = sizeof w, .type = (uint16_t)status,
-                  .flags = RX_FRAME_FIRST | RX_FRAME_LAST, .total = sizeof w};
+                  .flags = RX_FRAME_FIRST | RX_FRAME_LAST | RX_FRAME_REFUSED, .total = sizeof w};
     return emit(ctx, &f);
 }
 

@@ -23,6 +23,7 @@ enum resp_next {
     RS_COUNT,    // "*<n>\r\n", from 0
     RS_BULKLEN,  // "$<len>\r\n" at pos
     RS_BULK,     // <len> bytes then "\r\n" at pos
+    RS_FAILED,   // refused: everything else is swallowed (the application answers and closes)
 };
 
 // The longest "*<n>" or "$<len>" line, without "\r\n": a sign and 18 digits leave room for
@@ -36,6 +37,7 @@ struct resp_state {
     size_t nargs;     // elements announced by "*<n>"
     size_t argc;      // elements read so far
     size_t bulk_len;  // the bulk being read: its announced length
+    char why[64];     // RS_FAILED: "Protocol error: ...", the refusal frame's bytes
 };
 
 static void *resp_create(const rx_codec *c)
@@ -44,18 +46,27 @@ static void *resp_create(const rx_codec *c)
     return calloc(1, sizeof(struct resp_state));  // RS_START, pos 0
 }
 
-// A bad request: the reason in redis's words (what redis would send as "-ERR Protocol error:
-// MSG"), logged here because the library's own line ("bad frame (resp codec)") cannot say it.
-static ssize_t resp_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static ssize_t resp_fail(const char *fmt, ...)
+// A bad request: "Protocol error: MSG" in redis 7's words (redis sends it as "-ERR Protocol
+// error: MSG" and closes), logged, and handed over as one last frame flagged RX_FRAME_REFUSED
+// (type 0, no argument) for the application to answer. From now on everything is swallowed.
+// Returns what resp_decode returns: all of IN consumed (LEN).
+static ssize_t resp_fail(struct resp_state *st, size_t len, rx_emit_fn *emit, void *ctx,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static ssize_t resp_fail(struct resp_state *st, size_t len, rx_emit_fn *emit, void *ctx,
+                         const char *fmt, ...)
 {
-    char msg[96];
+    char msg[48];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     rx_log(RX_LOG_INFO, "resp: Protocol error: %s", msg);
-    return -1;
+    int n = snprintf(st->why, sizeof st->why, "Protocol error: %s", msg);
+    st->next = RS_FAILED;
+    rx_frame f = {.data = st->why, .len = (size_t)n, .type = 0,
+                  .flags = RX_FRAME_FIRST | RX_FRAME_LAST | RX_FRAME_REFUSED, .total = (size_t)n};
+    emit(ctx, &f);
+    return (ssize_t)len;
 }
 
 // Finds the '\n' that ends the line starting at st->pos among the WINDOW bytes from pos on
@@ -141,6 +152,8 @@ static ssize_t resp_decode(const rx_codec *c, void *state, const char *in, size_
         long long n;
         int found;
         switch (st->next) {
+        case RS_FAILED:
+            return (ssize_t)len;  // swallowed: the refusal was handed over
         case RS_START:
             if (have == 0)
                 return (ssize_t)base;
@@ -151,26 +164,26 @@ static ssize_t resp_decode(const rx_codec *c, void *state, const char *in, size_
             // The line, its '\n' included, is at most MAX bytes.
             found = line_end(st, req, have, max, &end);
             if (found == -1)
-                return resp_fail("too big inline request");
+                return resp_fail(st, len, emit, ctx, "too big inline request");
             if (found == 0)
                 return (ssize_t)base;
             n = (long long)inline_words(req, end, NULL, 0);
             if (n > RX_RESP_MAX_ARGS)
-                return resp_fail("too many arguments in inline request");
+                return resp_fail(st, len, emit, ctx, "too many arguments in inline request");
             st->argc = st->nargs = (size_t)n;
             st->pos = end + 1;
             break;  // a whole request (or an empty line)
         case RS_COUNT:
             found = line_end(st, req, have, RESP_COUNT_LINE + 2, &end);
             if (found == -1)
-                return resp_fail("too big mbulk count string");
+                return resp_fail(st, len, emit, ctx, "too big mbulk count string");
             if (found == 0)
                 return (ssize_t)base;
             if (parse_number(req, 1, end, &n) == -1 || n > RX_RESP_MAX_ARGS)
-                return resp_fail("invalid multibulk length");
+                return resp_fail(st, len, emit, ctx, "invalid multibulk length");
             st->pos = end + 1;
             if (st->pos > max)
-                return resp_fail("invalid multibulk length");
+                return resp_fail(st, len, emit, ctx, "invalid multibulk length");
             st->nargs = n > 0 ? (size_t)n : 0;  // "*0" and "*-1": an empty request
             if (st->nargs == 0)
                 break;
@@ -182,18 +195,19 @@ static ssize_t resp_decode(const rx_codec *c, void *state, const char *in, size_
             if (req[st->pos] != '$') {
                 // redis 7's words, with the byte found; one outside printable ASCII as '?'.
                 unsigned char got = (unsigned char)req[st->pos];
-                return resp_fail("expected '$', got '%c'", got >= 0x20 && got < 0x7f ? got : '?');
+                return resp_fail(st, len, emit, ctx, "expected '$', got '%c'",
+                                 got >= 0x20 && got < 0x7f ? got : '?');
             }
             found = line_end(st, req, have, RESP_COUNT_LINE + 2, &end);
             if (found == -1)
-                return resp_fail("too big bulk count string");
+                return resp_fail(st, len, emit, ctx, "too big bulk count string");
             if (found == 0)
                 return (ssize_t)base;
             // The length is a claim: one that cannot fit in MAX is refused at its line, before
             // a byte of the bulk is waited for (or held).
             if (parse_number(req, st->pos + 1, end, &n) == -1 || n < 0 ||
                 (unsigned long long)n > max || end + 1 + (size_t)n + 2 > max)
-                return resp_fail("invalid bulk length");
+                return resp_fail(st, len, emit, ctx, "invalid bulk length");
             st->bulk_len = (size_t)n;
             st->pos = end + 1;
             st->next = RS_BULK;
@@ -204,7 +218,7 @@ static ssize_t resp_decode(const rx_codec *c, void *state, const char *in, size_
             // The CRLF after the bytes proves the length was meant (redis skips it unread: a
             // wrong length would then silently shift every later byte).
             if (req[st->pos + st->bulk_len] != '\r' || req[st->pos + st->bulk_len + 1] != '\n')
-                return resp_fail("bulk not followed by CRLF");
+                return resp_fail(st, len, emit, ctx, "bulk not followed by CRLF");
             st->pos += st->bulk_len + 2;
             if (++st->argc < st->nargs) {
                 st->next = RS_BULKLEN;
@@ -247,7 +261,7 @@ size_t rx_resp_args(const rx_frame *f, rx_resp_arg *argv, size_t max)
 {
     const char *p = f->data;
     size_t len = f->len;
-    if (len == 0)
+    if (len == 0 || (f->flags & RX_FRAME_REFUSED))
         return 0;
     if (p[0] != '*') {
         size_t end = p[len - 1] == '\n' ? len - 1 : len;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -135,21 +136,89 @@ void conn_drain(struct conn *c, enum rx_close_reason why)
     c->state = C_DRAINING;
     c->reason = (uint8_t)why;
     soft_unlink(io, c);  // a closing session is not judged by the caps: its timer bounds it
-    if (c->out.n == 0) {
-        conn_kill(c, why);
-        return;
-    }
-    if (loop_rewatch(io->loop, &c->w, LOOP_WRITE) == -1) {
-        conn_kill(c, RX_CLOSE_ERROR);
-        return;
-    }
-    // Written at the end of this turn, with whatever else the turn queues; the timer bounds
-    // only what the kernel then refuses (it starts from the turn's end: drain_ms 0 still
-    // writes what the kernel takes at once).
+    // Written (and closed) at the end of this turn, with whatever else the turn queues: the
+    // write is tried first, and only what the kernel refuses makes conn_flush watch for
+    // WRITE (a short connection's reply goes out with no epoll_ctl). Its interest stays as
+    // it was until then: no wait comes between here and the turn's end, so a READ still in
+    // it cannot spin. The timer bounds only what the kernel refuses (it starts from the
+    // turn's end: drain_ms 0 still writes what the kernel takes at once); with nothing
+    // queued there is nothing to bound.
     mark_dirty(io, c);
+    if (c->out.n == 0)
+        return;
     c->drain_timer = rx_timer_start(io->loop, cfg(io)->drain_ms, 0, drain_expired, c);
     if (c->drain_timer == NULL)
         conn_kill(c, why);
+}
+
+// ------------------------------------------------------------- lingering close
+
+static void linger_expired(rx_loop *loop, rx_timer *t, void *arg)
+{
+    (void)loop;
+    (void)t;
+    struct conn *c = arg;
+    c->drain_timer = NULL;  // one-shot: freed after this returns
+    c->io->st.linger_cut++;
+    rx_log(RX_LOG_INFO, "session %llu: lingering close: the peer still sending after %llu ms "
+           "(%zu bytes discarded): closing", (unsigned long long)c->node.id,
+           (unsigned long long)cfg(c->io)->linger_ms, c->lingered);
+    conn_kill(c, c->reason);
+}
+
+// Reads and discards what the peer of a lingering C sends (one read a turn, like any
+// connection): its EOF ends the linger; linger_bytes cuts it.
+static void linger_read(struct conn *c)
+{
+    struct io *io = c->io;
+    ssize_t n = read(c->w.fd, io->scratch, cfg(io)->turn_bytes);
+    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n > 0) {
+        io->st.reads++;
+        io->st.bytes_in += (uint64_t)n;
+        c->lingered += (size_t)n;
+        if (c->lingered < cfg(io)->linger_bytes)
+            return;
+        io->st.linger_cut++;
+        rx_log(RX_LOG_INFO, "session %llu: lingering close: %zu bytes discarded, over "
+               "linger_bytes %zu: closing", (unsigned long long)c->node.id, c->lingered,
+               cfg(io)->linger_bytes);
+    }
+    conn_kill(c, c->reason);  // EOF (the peer read our reply and closed), a bound, or an error
+}
+
+// C's output has all gone to the kernel (or there was none) and it closes. A close() with the
+// peer's bytes unread makes the kernel answer with a reset, which can destroy the reply still
+// in flight (a 413 while the client streams its body). So, as nginx's lingering_close and RFC
+// 9112 section 9.6: when the peer may still be sending, shut the write side (the reply ends
+// with our FIN) and read and discard until the peer closes, at most linger_bytes and
+// linger_ms (rule 7 of rx.h). "May still be sending", as nginx judges it, with no system call:
+// its codec refused its input (the peer is likely mid-body), it is mid-frame (bytes held), or
+// its last read filled what it asked for (more may wait). A short connection, whose request
+// came in a read with room to spare, closes at once. Runs at a turn's end or from a timer,
+// never inside a decode (linger_read reads into the io's scratch).
+static void conn_finish(struct conn *c)
+{
+    struct io *io = c->io;
+    const rx_config *k = cfg(io);
+    if (c->eof || k->linger_ms == 0 || k->linger_bytes == 0 ||
+        !(c->refused || c->more || buf_len(&c->in) > 0)) {
+        conn_kill(c, c->reason);
+        return;
+    }
+    if (c->drain_timer) {
+        rx_timer_stop(io->loop, c->drain_timer);
+        c->drain_timer = NULL;
+    }
+    if (shutdown(c->w.fd, SHUT_WR) == -1 || loop_rewatch(io->loop, &c->w, LOOP_READ) == -1 ||
+        (c->drain_timer = rx_timer_start(io->loop, k->linger_ms, 0, linger_expired, c)) == NULL) {
+        conn_kill(c, c->reason);
+        return;
+    }
+    c->state = C_LINGER;
+    io->st.lingered++;
+    rx_log(RX_LOG_DEBUG, "session %llu: lingering close", (unsigned long long)c->node.id);
 }
 
 // ---------------------------------------------------------------------- writing
@@ -195,22 +264,17 @@ void conn_flush(struct conn *c)
     size_t queued = c->out.bytes;
     if (queued + c->out.notice_bytes > io->st.peak_queued)
         io->st.peak_queued = queued + c->out.notice_bytes;
-    if (c->out.n == 0) {
-        if (c->state == C_DRAINING) {
-            conn_kill(c, c->reason);
-            return;
-        }
-        if ((c->w.events & LOOP_WRITE) &&
-            loop_rewatch(io->loop, &c->w, c->paused || c->eof ? 0 : LOOP_READ) == -1) {
-            conn_kill(c, RX_CLOSE_ERROR);
-            return;
-        }
-    } else if (!(c->w.events & LOOP_WRITE)) {
-        unsigned ev = LOOP_WRITE | (c->state == C_OPEN && !c->paused && !c->eof ? LOOP_READ : 0);
-        if (loop_rewatch(io->loop, &c->w, ev) == -1) {
-            conn_kill(c, RX_CLOSE_ERROR);
-            return;
-        }
+    if (c->out.n == 0 && c->state == C_DRAINING) {
+        conn_finish(c);
+        return;
+    }
+    // WRITE only while the kernel refuses bytes; READ while open, unpaused and before EOF (a
+    // closing one reads nothing: a READ left in would spin the level-triggered loop). No
+    // system call when that is what it watches already (loop_rewatch).
+    bool reading = c->state == C_OPEN && !c->paused && !c->eof;
+    if (loop_rewatch(io->loop, &c->w, (c->out.n > 0 ? LOOP_WRITE : 0) | (reading ? LOOP_READ : 0)) == -1) {
+        conn_kill(c, RX_CLOSE_ERROR);
+        return;
     }
     if (c->state != C_OPEN)
         return;
@@ -252,6 +316,10 @@ static int conn_emit(void *ctx, const rx_frame *f)
         return -1;  // closed from a callback: nothing more is delivered
     if (f->flags & RX_FRAME_LAST)
         io->st.frames_in++;
+    if (f->flags & RX_FRAME_REFUSED) {
+        c->refused = true;  // the peer may well keep sending: the close will linger
+        io->st.refused++;
+    }
     if (io->direct) {
         server_on_frame(io->srv, c->node.id, f);
         return c->state == C_OPEN ? 0 : -1;  // closed from the callback: decode no further
@@ -327,6 +395,7 @@ static void conn_read(struct conn *c)
     }
     ssize_t n = read(c->w.fd, p, room);
     if (n > 0) {
+        c->more = (size_t)n == room;  // a full read: more may wait in the kernel (conn_finish)
         io->st.reads++;
         io->st.bytes_in += (size_t)n;
         if ((size_t)n == budget)
@@ -376,6 +445,8 @@ static void conn_ready(struct watch *w, unsigned ready)
     struct conn *c = container_of(w, struct conn, w);
     if ((ready & LOOP_READ) && c->state == C_OPEN && !c->paused && !c->eof)
         conn_read(c);
+    else if ((ready & LOOP_READ) && c->state == C_LINGER)
+        linger_read(c);
     if ((ready & LOOP_WRITE) && c->state != C_DEAD)
         mark_dirty(c->io, c);  // written at the end of the turn, with what the turn adds
 }

@@ -17,22 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-static int checks, failures;
-
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s: ", ok ? "ok" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    checks++;
-    if (!ok)
-        failures++;
-}
+#include "test_util.h"
 
 static void *xmalloc(size_t n)
 {
@@ -138,8 +123,9 @@ static int sink_emit(void *ctx, const rx_frame *f)
     rx_http_request r;
     if (rx_http_view(f, &r) != 0) {
         s_printf(&k->out, "VIEW-FAILED len %zu\n", f->len);
-    } else if (f->type != (uint16_t)r.status || f->flags != (RX_FRAME_FIRST | RX_FRAME_LAST) ||
-               f->total != f->len) {
+    } else if (f->type != (uint16_t)r.status || f->total != f->len ||
+               f->flags != (RX_FRAME_FIRST | RX_FRAME_LAST |
+                            (r.status != 0 && r.status != 100 ? RX_FRAME_REFUSED : 0))) {
         s_printf(&k->out, "BAD-FRAME-FIELDS type %u status %d\n", f->type, r.status);
     } else if (r.status != 0 && r.status != 100) {
         k->refused = 1;
@@ -273,7 +259,7 @@ static void check_splits(const char *what, const rx_codec *c, const char *in, si
         }
         s_free(&t);
     }
-    check(bad == 0, "%s: whole, at all %zu split points, a byte at a time, %d random splits",
+    expect(bad == 0, "%s: whole, at all %zu split points, a byte at a time, %d random splits",
           what, len > 0 ? len - 1 : 0, rounds);
 }
 
@@ -504,12 +490,12 @@ static void test_continue(void)
     const char *want =
         "CONT POST /up 1.1 ka=1 100c cl=2 wire=73 [Host=a] [Expect=100-continue] [Content-Length=2]\n"
         "REQ POST /up 1.1 ka=1 100c cl=2 wire=73 [Host=a] [Expect=100-continue] [Content-Length=2] body=hi\n";
-    check(strcmp(t.p, want) == 0, "100-continue: the head alone gives a 100 frame, then the whole request");
+    expect(strcmp(t.p, want) == 0, "100-continue: the head alone gives a 100 frame, then the whole request");
     if (strcmp(t.p, want) != 0)
         show_diff(t.p, want);
     s_free(&t);
     t = feed(&c, in.p, in.len, SPLIT_AT, sizeof head, 0);  // one body byte came with the head
-    check(strstr(t.p, "CONT") == NULL && strstr(t.p, "body=hi") != NULL,
+    expect(strstr(t.p, "CONT") == NULL && strstr(t.p, "body=hi") != NULL,
           "100-continue: no 100 frame once a body byte has come");
     s_free(&t);
     s_free(&in);
@@ -526,7 +512,7 @@ static void test_stop(void)
         void *st = c.create(&c);
         ssize_t used = c.decode(&c, st, two, sizeof two - 1, sink_emit, &k);
         size_t want = stop == 1 ? 28 : stop == 2 ? 28 + 49 : sizeof two - 1;
-        check(used == (ssize_t)want && k.emits == stop,
+        expect(used == (ssize_t)want && k.emits == stop,
               "an emit returning -1 on frame %llu: %zd bytes consumed (want %zu), %llu emits", stop,
               used, want, k.emits);
         c.destroy(st);
@@ -540,21 +526,21 @@ static void test_response(void)
     size_t n = rx_http_response(out, sizeof out, 200, "Content-Type: text/plain\r\n", "hi\n", 3, 0);
     static const char w1[] = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n"
                              "Content-Type: text/plain\r\n\r\nhi\n";
-    check(n == sizeof w1 - 1 && memcmp(out, w1, n) == 0, "response: 200 with a body, keep-alive");
+    expect(n == sizeof w1 - 1 && memcmp(out, w1, n) == 0, "response: 200 with a body, keep-alive");
     n = rx_http_response(out, sizeof out, 404, NULL, "no\n", 3, RX_HTTP_CLOSE | RX_HTTP_NO_BODY);
     static const char w2[] = "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nConnection: close\r\n\r\n";
-    check(n == sizeof w2 - 1 && memcmp(out, w2, n) == 0,
+    expect(n == sizeof w2 - 1 && memcmp(out, w2, n) == 0,
           "response: NO_BODY keeps the body's Content-Length and sends no body; CLOSE");
     n = rx_http_response(out, 10, 200, NULL, "hi\n", 3, 0);
-    check(n == sizeof w1 - 1 - 26, "response: too small a buffer returns the length needed (%zu)", n);
+    expect(n == sizeof w1 - 1 - 26, "response: too small a buffer returns the length needed (%zu)", n);
     static char big[5000], bigout[5200];
     memset(big, 'b', sizeof big);
     n = rx_http_response(bigout, sizeof bigout, 200, NULL, big, sizeof big, 0);
     static const char w3[] = "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nConnection: keep-alive\r\n\r\n";
-    check(n == sizeof w3 - 1 + sizeof big && memcmp(bigout, w3, sizeof w3 - 1) == 0 &&
+    expect(n == sizeof w3 - 1 + sizeof big && memcmp(bigout, w3, sizeof w3 - 1) == 0 &&
               memcmp(bigout + sizeof w3 - 1, big, sizeof big) == 0,
           "response: a 5000-byte body whole after its head");
-    check(strcmp(rx_http_reason(413), "Content Too Large") == 0 &&
+    expect(strcmp(rx_http_reason(413), "Content Too Large") == 0 &&
               strcmp(rx_http_reason(431), "Request Header Fields Too Large") == 0 &&
               strcmp(rx_http_reason(999), "Unknown") == 0,
           "reason phrases");
@@ -582,9 +568,9 @@ static void test_view(void)
 {
     rx_frame f = {.data = "GET / HTTP/1.1\r\n\r\n", .len = 18};
     rx_http_request r;
-    check(rx_http_view(&f, &r) == -1, "rx_http_view refuses a frame of another codec");
+    expect(rx_http_view(&f, &r) == -1, "rx_http_view refuses a frame of another codec");
     f.len = 0;
-    check(rx_http_view(&f, &r) == -1, "rx_http_view refuses an empty frame");
+    expect(rx_http_view(&f, &r) == -1, "rx_http_view refuses an empty frame");
     // A real frame, then the lookup helpers.
     rx_codec c = rx_codec_http(256, 16);
     static const char in[] = "DELETE /k HTTP/1.1\r\nHOST: h\r\nx-Y:  v  \r\n\r\n";
@@ -616,10 +602,10 @@ static void test_view(void)
         pr.method_exact = rx_http_method_is(&got, "GET") && !rx_http_method_is(&got, "get") &&
                           !rx_http_method_is(&got, "GE") && !rx_http_method_is(&got, "GETS");
     }
-    check(cap.n == 1 && pr.found_any_case && pr.missing_null && pr.first_of_two && pr.method_exact,
+    expect(cap.n == 1 && pr.found_any_case && pr.missing_null && pr.first_of_two && pr.method_exact,
           "rx_http_header_find (any case, the first of two, NULL for a prefix) and "
           "rx_http_method_is (exact, case-sensitive)");
-    check(k.out.p && strcmp(k.out.p, "REQ DELETE /k 1.1 ka=1 cl=0 wire=42 [HOST=h] [x-Y=v]\n") == 0,
+    expect(k.out.p && strcmp(k.out.p, "REQ DELETE /k 1.1 ka=1 cl=0 wire=42 [HOST=h] [x-Y=v]\n") == 0,
           "a value loses its spaces: %s", k.out.p ? k.out.p : "");
     s_free(&k.out);
 }
@@ -667,7 +653,7 @@ static void test_garbage(int rounds)
         s_free(&one);
         s_free(&rand);
     }
-    check(!bad, "%d garbage and mutated inputs: no crash, the same frames whatever the splits",
+    expect(!bad, "%d garbage and mutated inputs: no crash, the same frames whatever the splits",
           rounds);
 }
 

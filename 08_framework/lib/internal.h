@@ -116,6 +116,7 @@ struct rx_session {
 struct io_stats {
     uint64_t accepted_conns, frames_in, bytes_in, bytes_out, reads, writes, dropped_commands;
     uint64_t too_slow, bad_frames, idle_closed, turn_yields, peak_queued, closed;
+    uint64_t refused, lingered, linger_cut;
 };
 
 struct rx_server {

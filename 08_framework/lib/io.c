@@ -68,7 +68,9 @@ static void apply(struct io *io, const struct cmd *m)
     }
     struct tnode *node = table_get(&io->conns, m->id);
     struct conn *c = node ? container_of(node, struct conn, node) : NULL;
-    if (c == NULL || (c->state == C_DEAD)) {
+    // A lingering one is gone for every command but the shutdown's close-now: its session's
+    // output is all written (main sends nothing to a closing session anyway).
+    if (c == NULL || c->state == C_DEAD || (c->state == C_LINGER && m->type != CMD_CLOSE_NOW)) {
         // Gone (rule 3): its id is in no table, so nothing reaches the descriptor number
         // that a newer connection may have been given.
         io->st.dropped_commands++;

@@ -40,7 +40,7 @@ struct rx_loop {
     int n_ready, i_ready;
     // Statistics (loop_stats). The first two are counted by any thread.
     atomic_ullong posts, wakeups_written;
-    unsigned long long turns, wakeups_read, tasks_run, timers_fired, n_timers;
+    unsigned long long turns, wakeups_read, tasks_run, timers_fired, n_timers, rewatches;
 };
 
 // A timer: the heap entry plus what to call. Owned by the loop from rx_timer_start until it
@@ -309,6 +309,7 @@ int loop_rewatch(rx_loop *loop, struct watch *w, unsigned events)
         return 0;  // no system call: a connection rewatched every turn costs nothing
     if (poller_mod(loop->poller, w->fd, events, w) == -1)
         return -1;
+    loop->rewatches++;
     w->events = events;
     return 0;
 }
@@ -402,6 +403,7 @@ void loop_get_stats(const rx_loop *loop, struct loop_stats *out)
         .tasks_run = loop->tasks_run,
         .timers_fired = loop->timers_fired,
         .timers = loop->n_timers,
+        .rewatches = loop->rewatches,
     };
 }
 

@@ -57,6 +57,7 @@ void loop_bind_thread(rx_loop *loop);
 struct loop_stats {
     unsigned long long turns, posts, wakeups_written, wakeups_read, tasks_run, timers_fired;
     unsigned long long timers;  // armed now (started, not yet freed)
+    unsigned long long rewatches;  // loop_rewatch calls that changed the interest (a system call)
 };
 void loop_get_stats(const rx_loop *loop, struct loop_stats *out);
 

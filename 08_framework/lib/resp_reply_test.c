@@ -14,23 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int checks, failures;
-
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (!ok || getenv("VERBOSE")) {
-        printf("%s: ", ok ? "ok" : "FAIL");
-        vprintf(fmt, ap);
-        printf("\n");
-    }
-    va_end(ap);
-    checks++;
-    if (!ok)
-        failures++;
-}
+#include "test_util.h"
 
 // A transcript: per frame "<type><len>{values}" with each value "<depth><type>[...]"; "E" when
 // decode returned -1; "R<n>" for the bytes left unconsumed at the end.
@@ -155,32 +139,32 @@ static void test_splits(void)
     struct text t;
     size_t len = sizeof sample - 1;
     feed(&c, sample, len, NULL, 0, 0, &t);
-    check(strcmp(t.p, sample_want) == 0, "whole: %s", t.p);
+    expect(strcmp(t.p, sample_want) == 0, "whole: %s", t.p);
     int bad = 0;
     for (size_t i = 0; i <= len; i++) {
         size_t cuts[1] = {i};
         feed(&c, sample, len, cuts, 1, 0, &t);
         if (strcmp(t.p, sample_want) != 0 && bad++ < 3)
-            check(0, "split at %zu: %s", i, t.p);
+            expect(0, "split at %zu: %s", i, t.p);
     }
-    check(bad == 0, "every single split point (%zu)", len + 1);
+    expect(bad == 0, "every single split point (%zu)", len + 1);
     bad = 0;
     for (size_t i = 0; i <= len; i++)
         for (size_t j = i; j <= len; j++) {
             size_t cuts[2] = {i, j};
             feed(&c, sample, len, cuts, 2, 0, &t);
             if (strcmp(t.p, sample_want) != 0 && bad++ < 3)
-                check(0, "splits at %zu, %zu: %s", i, j, t.p);
+                expect(0, "splits at %zu, %zu: %s", i, j, t.p);
         }
-    check(bad == 0, "every pair of split points");
+    expect(bad == 0, "every pair of split points");
     size_t cuts[sizeof sample];
     for (size_t i = 0; i < len; i++)
         cuts[i] = i + 1;
     feed(&c, sample, len, cuts, len - 1, 0, &t);
-    check(strcmp(t.p, sample_want) == 0, "byte by byte: %s", t.p);
+    expect(strcmp(t.p, sample_want) == 0, "byte by byte: %s", t.p);
     // A partial reply is kept whole (nothing consumed) until its last byte.
     feed(&c, "*2\r\n:1\r\n$3\r\nab", 15, NULL, 0, 0, &t);
-    check(strcmp(t.p, "R15") == 0, "partial reply unconsumed: %s", t.p);
+    expect(strcmp(t.p, "R15") == 0, "partial reply unconsumed: %s", t.p);
 }
 
 // Emit returning -1 stops the decoder after that frame: what it consumed ends there.
@@ -189,31 +173,31 @@ static void test_emit_stop(void)
     rx_codec c = rx_codec_resp_reply(1024);
     struct text t;
     feed(&c, "+A\r\n:2\r\n+C\r\n", 12, NULL, 0, 1, &t);
-    check(strcmp(t.p, "+4{0+[A] }R8") == 0, "emit stop after the 1st: %s", t.p);
+    expect(strcmp(t.p, "+4{0+[A] }R8") == 0, "emit stop after the 1st: %s", t.p);
 }
 
-static void expect(size_t max, const char *in, size_t len, const char *want, const char *name)
+static void expect_feed(size_t max, const char *in, size_t len, const char *want, const char *name)
 {
     rx_codec c = rx_codec_resp_reply(max);
     struct text t;
     feed(&c, in, len, NULL, 0, 0, &t);
-    check(strcmp(t.p, want) == 0, "%s: got %s, want %s", name, t.p, want);
+    expect(strcmp(t.p, want) == 0, "%s: got %s, want %s", name, t.p, want);
 }
 
 static void test_limits(void)
 {
     // Bytes: a reply of exactly MAX bytes passes, one more is refused.
-    expect(10, "+12345678\r\n", 11, "E", "status line of max+1 bytes");
-    expect(11, "+12345678\r\n", 11, "+11{0+[12345678] }R0", "status line of max bytes");
-    expect(10, "$3\r\nabc\r\n", 9, "$9{0$[abc] }R0", "bulk within max");
-    expect(8, "$3\r\nabc\r\n", 4, "E", "bulk that cannot fit: refused at its line");
-    expect(9, "$3\r\nabc\r\n", 9, "$9{0$[abc] }R0", "bulk of exactly max");
-    expect(9, "*2\r\n:1\r\n:2\r\n", 12, "E", "array over max");
-    expect(12, "*2\r\n:1\r\n:2\r\n", 12, "*12{0*2 1:1 1:2 }R0", "array of exactly max");
-    expect(12, "*3\r\n", 4, "E", "array of 3 cannot fit in 12 bytes: refused at its line");
-    expect(13, "*3\r\n", 4, "R4", "array of 3 can fit in 13 bytes: waits");
-    expect(1024, "$9999999999999999999\r\n", 22, "E", "huge bulk length");
-    expect(1u << 20, "*9223372036854775807\r\n", 22, "E", "huge array count");
+    expect_feed(10, "+12345678\r\n", 11, "E", "status line of max+1 bytes");
+    expect_feed(11, "+12345678\r\n", 11, "+11{0+[12345678] }R0", "status line of max bytes");
+    expect_feed(10, "$3\r\nabc\r\n", 9, "$9{0$[abc] }R0", "bulk within max");
+    expect_feed(8, "$3\r\nabc\r\n", 4, "E", "bulk that cannot fit: refused at its line");
+    expect_feed(9, "$3\r\nabc\r\n", 9, "$9{0$[abc] }R0", "bulk of exactly max");
+    expect_feed(9, "*2\r\n:1\r\n:2\r\n", 12, "E", "array over max");
+    expect_feed(12, "*2\r\n:1\r\n:2\r\n", 12, "*12{0*2 1:1 1:2 }R0", "array of exactly max");
+    expect_feed(12, "*3\r\n", 4, "E", "array of 3 cannot fit in 12 bytes: refused at its line");
+    expect_feed(13, "*3\r\n", 4, "R4", "array of 3 can fit in 13 bytes: waits");
+    expect_feed(1024, "$9999999999999999999\r\n", 22, "E", "huge bulk length");
+    expect_feed(1u << 20, "*9223372036854775807\r\n", 22, "E", "huge array count");
     // Nesting: RX_RESP_REPLY_MAX_DEPTH arrays open passes, one more is refused.
     char deep[512];
     size_t n = 0;
@@ -225,23 +209,23 @@ static void test_limits(void)
     feed(&c, deep, n, NULL, 0, 0, &t);
     char want[32];
     snprintf(want, sizeof want, "*%zu{", n);
-    check(strncmp(t.p, want, strlen(want)) == 0 && strstr(t.p, "}R0") != NULL,
+    expect(strncmp(t.p, want, strlen(want)) == 0 && strstr(t.p, "}R0") != NULL,
           "%d arrays deep: accepted: %s", RX_RESP_REPLY_MAX_DEPTH, t.p);
     rx_resp_value v[40];
     rx_frame f = {.data = deep, .len = n};
     size_t nv = rx_resp_values(&f, v, 40);
-    check(nv == RX_RESP_REPLY_MAX_DEPTH + 1 && v[nv - 1].type == ':' && v[nv - 1].integer == 7 &&
+    expect(nv == RX_RESP_REPLY_MAX_DEPTH + 1 && v[nv - 1].type == ':' && v[nv - 1].integer == 7 &&
               v[nv - 1].depth == RX_RESP_REPLY_MAX_DEPTH,
           "values of the deepest reply: %zu", nv);
     char deeper[512] = "*1\r\n";
     memcpy(deeper + 4, deep, n);
     feed(&c, deeper, n + 4, NULL, 0, 0, &t);
-    check(strcmp(t.p, "E") == 0, "%d arrays deep: refused: %s", RX_RESP_REPLY_MAX_DEPTH + 1, t.p);
+    expect(strcmp(t.p, "E") == 0, "%d arrays deep: refused: %s", RX_RESP_REPLY_MAX_DEPTH + 1, t.p);
     // A number line: 20 characters pass, a longer one is refused before its end.
-    expect(1024, ":-9223372036854775808\r\n", 23, ":23{0:-9223372036854775808 }R0", "longest number");
-    expect(1024, ":0000000000000000000000", 23, "E", "number line of 23 bytes, no CRLF: too long");
-    expect(1024, ":000000000000000000000", 22, "R22", "number line of 22 bytes, no CRLF: waits");
-    expect(1024, ":9223372036854775808\r\n", 22, "E", "integer overflow");
+    expect_feed(1024, ":-9223372036854775808\r\n", 23, ":23{0:-9223372036854775808 }R0", "longest number");
+    expect_feed(1024, ":0000000000000000000000", 23, "E", "number line of 23 bytes, no CRLF: too long");
+    expect_feed(1024, ":000000000000000000000", 22, "R22", "number line of 22 bytes, no CRLF: waits");
+    expect_feed(1024, ":9223372036854775808\r\n", 22, "E", "integer overflow");
 }
 
 static void test_malformed(void)
@@ -270,9 +254,9 @@ static void test_malformed(void)
         {"\r\n", "empty line"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        expect(1024, bad[i].in, strlen(bad[i].in), "E", bad[i].name);
+        expect_feed(1024, bad[i].in, strlen(bad[i].in), "E", bad[i].name);
     // Good replies before a bad one are handed over first.
-    expect(1024, "+OK\r\n!", 6, "+5{0+[OK] }E", "good then bad");
+    expect_feed(1024, "+OK\r\n!", 6, "+5{0+[OK] }E", "good then bad");
 }
 
 int main(void)

@@ -16,24 +16,11 @@
 #include <string.h>
 #include <time.h>
 
-static int checks, failures;
+#include "test_util.h"
 
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s: ", ok ? "ok" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    checks++;
-    if (!ok)
-        failures++;
-}
-
-// A transcript: "<argc>[<len>:<bytes>]...;" per request, "E" when decode returned -1, then
-// "R<n>" for the bytes left unconsumed at the end.
+// A transcript: "<argc>[<len>:<bytes>]...;" per request, "E" for a refusal (an RX_FRAME_REFUSED
+// frame: nothing after it is decoded), "N" if decode ever returned -1 (the codec refuses by a
+// frame, never so), then "R<n>" for the bytes left unconsumed at the end.
 struct text {
     char *p;
     size_t len, cap;
@@ -73,7 +60,10 @@ struct sink {
     size_t whole_len, bad_slices;
     size_t offset;      // where the current decode call's IN starts in WHOLE
     const char *in;
+    int refused;        // an RX_FRAME_REFUSED frame came
 };
+
+static char last_reason[64];  // the last refusal's bytes
 
 static size_t last_len;
 static unsigned overconsumed;  // decode calls that consumed more than they were given  // the length of the transcript feed() returned last (it may hold NULs)
@@ -82,6 +72,24 @@ static int on_emit(void *ctx, const rx_frame *f)
 {
     struct sink *k = ctx;
     k->frames++;
+    if (f->flags & RX_FRAME_REFUSED) {
+        // The reason, in redis's words: "Protocol error: ...", type 0, one whole frame.
+        if (f->flags != (RX_FRAME_FIRST | RX_FRAME_LAST | RX_FRAME_REFUSED) || f->type != 0 ||
+            f->total != f->len || f->len >= sizeof last_reason || f->len < 16 ||
+            memcmp(f->data, "Protocol error: ", 16) != 0 || k->refused)
+            k->bad_slices++;
+        rx_resp_arg argv[1];
+        if (rx_resp_args(f, argv, 1) != 0)
+            k->bad_slices++;  // a refusal has no arguments
+        size_t n = f->len < sizeof last_reason ? f->len : sizeof last_reason - 1;
+        memcpy(last_reason, f->data, n);
+        last_reason[n] = '\0';
+        k->refused = 1;
+        put(k->t, "E", 1);
+        return k->frames == k->stop_after ? -1 : 0;
+    }
+    if (k->refused)
+        k->bad_slices++;  // nothing is decoded after a refusal
     // A frame is the request's bytes as sent: the same bytes at the same place of the input.
     size_t at = k->offset + (size_t)(f->data - k->in);
     if (f->flags != (RX_FRAME_FIRST | RX_FRAME_LAST) || f->total != f->len ||
@@ -130,7 +138,18 @@ static char *feed(const rx_codec *c, const char *in, size_t len, const size_t *s
         pos += n;
         ssize_t used = c->decode(c, st, blk, hlen, on_emit, &k);
         if (used < 0) {
-            put(&t, "E", 1);
+            put(&t, "N", 1);
+            dead = 1;
+            break;
+        }
+        if (k.refused) {
+            // A refusal consumes all it was given, and swallows whatever follows.
+            static const char more[] = "*1\r\n$4\r\nPING\r\n";
+            int frames = k.frames;
+            if ((size_t)used != hlen ||
+                c->decode(c, st, more, sizeof more - 1, on_emit, &k) != (ssize_t)(sizeof more - 1) ||
+                k.frames != frames)
+                k.bad_slices++;
             dead = 1;
             break;
         }
@@ -160,7 +179,7 @@ static int feed_is(const rx_codec *c, const char *in, size_t len, const char *wa
     size_t bad = 0;
     char *got = feed(c, in, len, NULL, 0, 0, &bad);
     int ok = strcmp(got, want) == 0 && bad == 0;
-    check(ok, "%s", what);
+    expect(ok, "%s", what);
     if (!ok)
         printf("    want %s\n    got  %s (bad slices %zu)\n", want, got, bad);
     free(got);
@@ -195,7 +214,7 @@ static void test_splits(const rx_codec *c, unsigned seed)
     size_t len = sizeof STREAM - 1, wlen = sizeof STREAM_WANT - 1, bad = 0;
     char *whole = feed(c, STREAM, len, NULL, 0, 0, &bad);
     int ok = transcript_eq(whole, STREAM_WANT, wlen) && bad == 0;
-    check(ok, "a pipelined stream in one read: %zu requests, each whole, in order, its bytes as sent", (size_t)8);
+    expect(ok, "a pipelined stream in one read: %zu requests, each whole, in order, its bytes as sent", (size_t)8);
     if (!ok)
         printf("    got %s\n", whole);
     free(whole);
@@ -212,7 +231,7 @@ static void test_splits(const rx_codec *c, unsigned seed)
         }
         free(got);
     }
-    check(all, "every split point of the stream (%zu) gives the same requests", len - 1);
+    expect(all, "every split point of the stream (%zu) gives the same requests", len - 1);
 
     // Every pair of split points: three reads.
     all = 1;
@@ -226,13 +245,13 @@ static void test_splits(const rx_codec *c, unsigned seed)
             }
             free(got);
         }
-    check(all, "every pair of split points gives the same requests");
+    expect(all, "every pair of split points gives the same requests");
 
     size_t ones[sizeof STREAM];
     for (size_t i = 0; i < len; i++)
         ones[i] = 1;
     char *got = feed(c, STREAM, len, ones, len, 0, &bad);
-    check(transcript_eq(got, STREAM_WANT, wlen) && !bad, "byte by byte gives the same requests");
+    expect(transcript_eq(got, STREAM_WANT, wlen) && !bad, "byte by byte gives the same requests");
     free(got);
 
     srand(seed);
@@ -251,7 +270,7 @@ static void test_splits(const rx_codec *c, unsigned seed)
         }
         free(got);
     }
-    check(all, "2000 random splits (seed %u) give the same requests", seed);
+    expect(all, "2000 random splits (seed %u) give the same requests", seed);
 }
 
 // EMIT returning -1 stops at once: consumed counts up to and including that request.
@@ -262,13 +281,13 @@ static void test_emit_stop(const rx_codec *c)
     struct sink k = {.t = &t, .stop_after = 2, .whole = in, .whole_len = sizeof in - 1, .in = in};
     void *st = c->create(c);
     ssize_t used = c->decode(c, st, in, sizeof in - 1, on_emit, &k);
-    check(used == 6 + 14 && k.frames == 2, "emit returning -1 stops after that request (consumed %zd, want 20)", used);
+    expect(used == 6 + 14 && k.frames == 2, "emit returning -1 stops after that request (consumed %zd, want 20)", used);
     // What follows is decoded from there by the next call, as the caller hands it back.
     k.stop_after = 0;
     k.offset = (size_t)used;
     k.in = in + used;
     used = c->decode(c, st, in + 20, sizeof in - 1 - 20, on_emit, &k);
-    check(used == 8 && t.p && strcmp(t.p, "1[4:PING];1[4:PING];2[4:ECHO][1:x];") == 0,
+    expect(used == 8 && t.p && strcmp(t.p, "1[4:PING];1[4:PING];2[4:ECHO][1:x];") == 0,
           "the next call goes on with the next request");
     c->destroy(st);
     free(t.p);
@@ -324,13 +343,13 @@ static void test_limits(void)
     char *a = array_of(RX_RESP_MAX_ARGS, &len);
     size_t bad = 0;
     char *got = feed(&big, a, len, NULL, 0, 0, &bad);
-    check(strncmp(got, "1024[1:a]", 9) == 0 && strcmp(got + strlen(got) - 3, ";R0") == 0 && !bad,
+    expect(strncmp(got, "1024[1:a]", 9) == 0 && strcmp(got + strlen(got) - 3, ";R0") == 0 && !bad,
           "an array of RX_RESP_MAX_ARGS (1024) arguments is taken, each one read");
     free(got);
     free(a);
     a = array_of(RX_RESP_MAX_ARGS + 1, &len);
     got = feed(&big, a, 8, NULL, 0, 0, &bad);  // "*1025\r\n" and one byte
-    check(strcmp(got, "E") == 0, "1025 arguments: refused at the count line (%s)", got);
+    expect(strcmp(got, "E") == 0, "1025 arguments: refused at the count line (%s)", got);
     free(got);
     free(a);
     char *line = malloc(RX_RESP_MAX_ARGS * 2 + 4);
@@ -338,11 +357,11 @@ static void test_limits(void)
         memcpy(line + 2 * i, "a ", 2);
     memcpy(line + 2 * RX_RESP_MAX_ARGS, "\r\n", 2);
     got = feed(&big, line, 2 * RX_RESP_MAX_ARGS + 2, NULL, 0, 0, &bad);
-    check(strncmp(got, "1024[1:a]", 9) == 0, "an inline line of 1024 words is taken");
+    expect(strncmp(got, "1024[1:a]", 9) == 0, "an inline line of 1024 words is taken");
     free(got);
     memcpy(line + 2 * RX_RESP_MAX_ARGS, "a\r\n", 3);
     got = feed(&big, line, 2 * RX_RESP_MAX_ARGS + 3, NULL, 0, 0, &bad);
-    check(strcmp(got, "E") == 0, "an inline line of 1025 words is a bad frame");
+    expect(strcmp(got, "E") == 0, "an inline line of 1025 words is a bad frame");
     free(got);
     free(line);
 
@@ -350,10 +369,10 @@ static void test_limits(void)
     rx_frame f = {.data = "*3\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n", .len = 25, .type = 3};
     rx_resp_arg two[2];
     size_t got_n = rx_resp_args(&f, two, 2);
-    check(got_n == 2 && two[1].len == 1 && two[1].p[0] == 'y', "rx_resp_args stores at most MAX arguments");
+    expect(got_n == 2 && two[1].len == 1 && two[1].p[0] == 'y', "rx_resp_args stores at most MAX arguments");
     rx_frame g = {.data = "SET  a\tb\r\n", .len = 10, .type = 3};
     got_n = rx_resp_args(&g, two, 2);
-    check(got_n == 2 && two[0].len == 3 && two[1].p[0] == 'a', "rx_resp_args on inline: at most MAX");
+    expect(got_n == 2 && two[0].len == 3 && two[1].p[0] == 'a', "rx_resp_args on inline: at most MAX");
 }
 
 static void test_malformed(void)
@@ -408,7 +427,39 @@ static void test_malformed(void)
         free(got);
     }
     ok = overconsumed == 0;
-    check(ok, "20000 random malformed inputs: no crash, never more consumed than given");
+    expect(ok, "20000 random malformed inputs: no crash, never more consumed than given");
+}
+
+// Each refusal's words, byte for byte what redis-server 7.0 sends after "-ERR " for the same
+// input (checked against redis-server 7.0.15: `printf IN | nc -N 127.0.0.1 PORT`), except the
+// last, which redis does not check.
+static void test_reasons(void)
+{
+    rx_codec c = rx_codec_resp(64);
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"*1\r\n$abc\r\n", "Protocol error: invalid bulk length"},
+        {"*abc\r\n", "Protocol error: invalid multibulk length"},
+        {"*2\r\n$4\r\nECHO\r\n$-3\r\nabc\r\n", "Protocol error: invalid bulk length"},
+        {"*1\r\n$01\r\nx\r\n", "Protocol error: invalid bulk length"},
+        {"*2\r\n$4\r\nECHO\r\nx3\r\n", "Protocol error: expected '$', got 'x'"},
+        {"*2\r\n$4\r\nECHO\r\n\x01", "Protocol error: expected '$', got '?'"},
+        {"*1\r\n$60\r\n", "Protocol error: invalid bulk length"},
+        {"*1025\r\n", "Protocol error: invalid multibulk length"},
+        {"*11111111111111111111111", "Protocol error: too big mbulk count string"},
+        {"*1\r\n$11111111111111111111111", "Protocol error: too big bulk count string"},
+        {"ECHO aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "Protocol error: too big inline request"},
+        {"*1\r\n$3\r\nabcd\r\n", "Protocol error: bulk not followed by CRLF"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        last_reason[0] = '\0';
+        size_t bad = 0;
+        char *got = feed(&c, cases[i].in, strlen(cases[i].in), NULL, 0, 0, &bad);
+        expect(strcmp(got, "E") == 0 && bad == 0 && strcmp(last_reason, cases[i].want) == 0,
+               "refused with \"%s\" (got %s \"%s\")", cases[i].want, got, last_reason);
+        free(got);
+    }
 }
 
 static void test_replies(void)
@@ -430,7 +481,7 @@ static void test_replies(void)
                                ":-9223372036854775808\r\n$4\r\na\r\nb\r\n$0\r\n\r\n$-1\r\n*2\r\n*0\r\n"
                                "-ERR bad  line and 7\r\n";
     int ok = r.len == sizeof want - 1 && memcmp(r.data, want, r.len) == 0 && !r.failed;
-    check(ok, "the reply builder: every type's bytes (CR/LF in an error become spaces)");
+    expect(ok, "the reply builder: every type's bytes (CR/LF in an error become spaces)");
     if (!ok)
         printf("    got %.*s\n", (int)r.len, r.data);
     // A large bulk grows the buffer; the bytes survive the growth.
@@ -442,10 +493,10 @@ static void test_replies(void)
     rx_resp_bulk(&r, p, big);
     ok = r.len == 4 + 9 + big + 2 && memcmp(r.data, "+A\r\n$100000\r\n", 13) == 0 &&
          r.data[13 + big - 1] == 'z' && memcmp(r.data + 13 + big, "\r\n", 2) == 0;
-    check(ok, "a 100000-byte bulk after a small reply: one buffer, every byte");
+    expect(ok, "a 100000-byte bulk after a small reply: one buffer, every byte");
     free(p);
     rx_resp_reply_free(&r);
-    check(r.data == NULL && r.len == 0, "rx_resp_reply_free leaves an empty reply");
+    expect(r.data == NULL && r.len == 0, "rx_resp_reply_free leaves an empty reply");
 }
 
 int main(void)
@@ -457,12 +508,13 @@ int main(void)
     rx_log_set_level(RX_LOG_WARN);  // the codec logs every refusal at INFO: thousands here
     printf("seed %u (RESP_TEST_SEED=%u repeats this run)\n", seed, seed);
     rx_codec c = rx_codec_resp(1 << 20);
-    check(strcmp(c.name, "resp") == 0 && c.max_frame == 1 << 20 && c.chunk >= c.max_frame,
+    expect(strcmp(c.name, "resp") == 0 && c.max_frame == 1 << 20 && c.chunk >= c.max_frame,
           "rx_codec_resp: named resp, max_frame the request limit, never streamed");
     test_splits(&c, seed);
     test_emit_stop(&c);
     test_limits();
     test_malformed();
+    test_reasons();
     test_replies();
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;

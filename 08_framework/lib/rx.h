@@ -21,6 +21,13 @@
 //     reference (the caller keeps its own and releases it when it is done).
 //  5. A one-shot timer is freed after its callback returns; a repeating one by rx_timer_stop.
 //     rx_timer_stop on a timer from inside its own callback is allowed (once).
+//  6. No callback ever runs in an io thread.
+//  7. A flushed close whose peer may still be sending (its input was refused, or bytes are
+//     waiting unread) lingers: the write side is shut, the peer's bytes read and discarded
+//     until it closes, at most config.linger_bytes and linger_ms; `closed` comes after that.
+//  8. The peer's EOF means "no more requests", not "go away": without an `eof` callback the
+//     session closes once its queued output has gone; with one, the application closes it
+//     when it has answered what it owes (a reply it computes later still goes out).
 #ifndef RX_H
 #define RX_H
 
@@ -82,7 +89,10 @@ void rx_timer_stop(rx_loop *loop, rx_timer *t);
 // ---------------------------------------------------------------------------- codecs
 
 // One frame (or one piece of a frame a codec streams) handed to the `message` callback.
-enum { RX_FRAME_FIRST = 1, RX_FRAME_LAST = 2 };
+// RX_FRAME_REFUSED: the codec refused the input; this last frame (FIRST and LAST too) says why
+// in the codec's own terms, the application answers it and closes the session (flushed), and
+// the codec swallows whatever the peer sends after it. The close then lingers (rule 7).
+enum { RX_FRAME_FIRST = 1, RX_FRAME_LAST = 2, RX_FRAME_REFUSED = 4 };
 typedef struct rx_frame {
     const char *data;  // valid during the callback only
     size_t len;
@@ -134,10 +144,11 @@ rx_codec rx_codec_hdr(size_t max);
 // requests ("*0", "*-1", a blank line) are consumed and never handed over, as redis ignores them.
 // Limits: a request is at most MAX_REQUEST bytes, every byte counted (length lines and CRLFs;
 // an inline line with its "\n"), and has at most RX_RESP_MAX_ARGS arguments. Over either, or
-// malformed, is a bad frame (the session closes: RX_CLOSE_BAD_FRAME), judged as early as the
-// bytes allow: a "*<n>" over the count at its line, a "$<len>" that cannot fit at its line.
-// The reason is logged in redis 7's words ("resp: Protocol error: invalid bulk length"); the
-// library closes at once, so the client gets no "-ERR Protocol error" reply (redis sends one).
+// malformed, is refused, judged as early as the bytes allow: a "*<n>" over the count at its
+// line, a "$<len>" that cannot fit at its line. A refusal is one last frame flagged
+// RX_FRAME_REFUSED (type 0) whose bytes are the reason in redis 7's words ("Protocol error:
+// invalid bulk length", also logged as "resp: Protocol error: ..."): the application sends
+// it as "-ERR <reason>" and closes, as redis does; everything after it is swallowed.
 #define RX_RESP_MAX_ARGS 1024
 rx_codec rx_codec_resp(size_t max_request);
 
@@ -147,7 +158,8 @@ typedef struct rx_resp_arg {
     size_t len;
 } rx_resp_arg;
 // Main thread. The arguments of F, a frame of rx_codec_resp, into ARGV (the first MAX of them);
-// returns how many it stored: F->type of them when MAX allows. No copy: they point into F.
+// returns how many it stored: F->type of them when MAX allows (0 for a refusal). No copy:
+// they point into F.
 size_t rx_resp_args(const rx_frame *f, rx_resp_arg *argv, size_t max);
 
 // A reply being built: the helpers append RESP2 values, rx_resp_send sends them as one message.
@@ -202,8 +214,8 @@ size_t rx_resp_values(const rx_frame *f, rx_resp_value *v, size_t max);
 // (lib/codec_http.c)
 // HTTP/1.1 requests (RFC 9112), one whole request (head and Content-Length body) per frame,
 // parsed once in the io thread: the frame carries the parse, rx_http_view reads it back.
-// Refused input is not a bad frame: it becomes one last frame whose status (also f->type) the
-// application answers before closing (400, 413 body too large, 431 head too large, 501
+// Refused input is not a bad frame: it becomes one last frame (flagged RX_FRAME_REFUSED) whose
+// status (also f->type) the application answers before closing (400, 413 body too large, 431 head too large, 501
 // Transfer-Encoding, 505 HTTP/2+); the decoder then swallows everything else the peer sends.
 // The rules are 06_codecs/http.h's (smuggling: Content-Length with Transfer-Encoding, or two
 // different Content-Lengths, is 400; folded lines 400; lines may end in a bare "\n").
@@ -300,6 +312,11 @@ typedef struct rx_factory {
     // Optional: after a high_water, its queue has been written out whole. With the two, an
     // application pauses a session that produces faster than its peer reads, and resumes it.
     void (*drained)(rx_session *s);
+    // Optional: the peer sent EOF (it will send no more; every frame before it was delivered).
+    // Without it the session closes once its queued output has gone. With it the session
+    // stays open for the application's later replies, and the application closes it (flushed)
+    // when it owes nothing more (rule 8). Not called at the shutdown.
+    void (*eof)(rx_session *s);
 } rx_factory;
 
 // Main thread. The session's id (never 0, never reused), state, peer ("127.0.0.1:40000").
@@ -343,10 +360,12 @@ typedef struct rx_config {
     uint64_t idle_ms;     // nothing read or written for this long closes a session (0: never)
     uint64_t drain_ms;    // how long a closing session's output may take, and the shutdown's
     size_t turn_bytes;    // at most this much read from one connection per loop turn
+    uint64_t linger_ms;   // a lingering close (rule 7) lasts at most this long (0: none) ...
+    size_t linger_bytes;  // ... and discards at most this much of the peer's input
 } rx_config;
 
 // Defaults: io_threads 0, max_output 64 MiB, soft 8 MiB for 10 s, no high water, no idle
-// timeout, drain 1500 ms, turn 64 KiB.
+// timeout, drain 1500 ms, turn 64 KiB, linger 2000 ms and 1 MiB.
 rx_config rx_config_default(void);
 
 // Main thread (it becomes the main thread). Blocks SIGINT and SIGTERM in the calling thread
@@ -381,6 +400,10 @@ typedef struct rx_stats {
     uint64_t accepted, closed, frames_in, bytes_in, bytes_out;
     uint64_t reads, writes, posts, wakeups, batches, dropped_commands;
     uint64_t too_slow, bad_frames, idle_closed, turn_yields, peak_queued;
+    // rewatches: changes of a socket's poller interest (an epoll_ctl MOD each); refused:
+    // RX_FRAME_REFUSED frames; lingered: lingering closes (rule 7); linger_cut: those ended
+    // by linger_bytes or linger_ms rather than by the peer's EOF.
+    uint64_t rewatches, refused, lingered, linger_cut;
 } rx_stats;
 void rx_server_stats(const rx_server *srv, rx_stats *out);
 

@@ -41,6 +41,8 @@ rx_config rx_config_default(void)
         .idle_ms = 0,
         .drain_ms = 1500,
         .turn_bytes = 64u << 10,
+        .linger_ms = 2000,
+        .linger_bytes = 1u << 20,
     };
 }
 
@@ -67,8 +69,15 @@ void server_on_frame(rx_server *srv, uint64_t id, const rx_frame *f)
 void server_on_eof(rx_server *srv, uint64_t id, enum rx_close_reason why)
 {
     rx_session *s = session_find(srv, id);
-    if (s != NULL)
-        session_begin_close(s, true, why);  // its replies (already queued) go first
+    if (s == NULL || s->state != SS_OPEN)
+        return;
+    // Rule 8: EOF is "no more requests". An application that answers later says when it is
+    // done (its eof callback, then rx_session_close); else its replies, queued, go first.
+    if (why == RX_CLOSE_PEER && s->origin->factory.eof) {
+        s->origin->factory.eof(s);
+        return;
+    }
+    session_begin_close(s, true, why);
 }
 
 void server_on_high_water(rx_server *srv, uint64_t id, size_t queued)
@@ -322,11 +331,15 @@ static void add_io_stats(rx_server *srv)
         srv->st.bad_frames += s.bad_frames;
         srv->st.idle_closed += s.idle_closed;
         srv->st.turn_yields += s.turn_yields;
+        srv->st.refused += s.refused;
+        srv->st.lingered += s.lingered;
+        srv->st.linger_cut += s.linger_cut;
         if (s.peak_queued > srv->st.peak_queued)
             srv->st.peak_queued = s.peak_queued;
         struct loop_stats ls;
         loop_get_stats(io_loop(srv->io[i]), &ls);
         if (!io_direct(srv->io[i])) {
+            srv->st.rewatches += ls.rewatches;
             srv->st.posts += ls.posts;
             srv->st.wakeups += ls.wakeups_written;
         }
@@ -343,6 +356,7 @@ static void add_io_stats(rx_server *srv)
     }
     struct loop_stats ls;
     loop_get_stats(srv->loop, &ls);
+    srv->st.rewatches += ls.rewatches;
     srv->st.posts += ls.posts;
     srv->st.wakeups += ls.wakeups_written;
 }
@@ -387,7 +401,8 @@ int rx_server_run(rx_server *srv)
     rx_log(RX_LOG_INFO,
            "stopped: accepted %llu, closed %llu, frames %llu, bytes in %llu, bytes out %llu, "
            "reads %llu, writes %llu, posts %llu, wakeups %llu, batches %llu, dropped commands "
-           "%llu, too slow %llu, bad frames %llu, idle %llu, turn yields %llu, peak queued %llu",
+           "%llu, too slow %llu, bad frames %llu, idle %llu, turn yields %llu, peak queued %llu, "
+           "rewatches %llu, refused %llu, lingered %llu, linger cut %llu",
            (unsigned long long)st->accepted, (unsigned long long)st->closed,
            (unsigned long long)st->frames_in, (unsigned long long)st->bytes_in,
            (unsigned long long)st->bytes_out, (unsigned long long)st->reads,
@@ -395,7 +410,9 @@ int rx_server_run(rx_server *srv)
            (unsigned long long)st->wakeups, (unsigned long long)st->batches,
            (unsigned long long)st->dropped_commands, (unsigned long long)st->too_slow,
            (unsigned long long)st->bad_frames, (unsigned long long)st->idle_closed,
-           (unsigned long long)st->turn_yields, (unsigned long long)st->peak_queued);
+           (unsigned long long)st->turn_yields, (unsigned long long)st->peak_queued,
+           (unsigned long long)st->rewatches, (unsigned long long)st->refused,
+           (unsigned long long)st->lingered, (unsigned long long)st->linger_cut);
     return rc;
 }
 

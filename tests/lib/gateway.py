@@ -9,11 +9,15 @@ deadline; TIMEOUT_SCALE stretches them all.
 
   get      send every --req in one write (pipelined), check each answer against its --want,
            in order (--req 'RAW BYTES': bytes as they are, Python escapes); --min-ms/--max-ms
-           bound the time to the last answer; prints its ms
+           bound the time to the last answer; prints its ms; --shut: shutdown(SHUT_WR) right
+           after the requests (as nc -N does): every answer still comes, then EOF
   leave    send --req, then close after --after-ms without reading (--reset: with a RST)
   lines    send --line lines to a backend in one write, check each reply against its --want;
            prints the time to the last one (--close-after N: send N more and leave)
   hangup   a backend that reads a request line and closes without a reply
+  expect   "Expect: 100-continue": the head alone gets exactly "HTTP/1.1 100 Continue\r\n\r\n",
+           the body then the final answer (--req 'POST /kv BODY', --want), keep-alive intact;
+           a body over the limit gets its 413 at once, no 100 before it, then EOF
 """
 
 import argparse
@@ -106,16 +110,21 @@ def cmd_get(a):
         wants.append(response_bytes(w, path, close))
     t0 = time.monotonic()
     s.sendall(data)
+    if a.shut:
+        s.shutdown(socket.SHUT_WR)
     deadline = t0 + scaled(a.deadline)
     for i, want in enumerate(wants):
         got = recv_exact(s, len(want), deadline, "answer %d" % (i + 1))
         if got != want:
             raise Failure("answer %d:\n got  %r\n want %r" % (i + 1, got, want))
     ms = (time.monotonic() - t0) * 1000
-    if a.close:
+    if a.close or a.shut:
         s.settimeout(max(0.1, deadline - time.monotonic()))
-        if s.recv(1) != b"":
-            raise Failure("bytes after the last answer (Connection: close)")
+        try:
+            if s.recv(1) != b"":
+                raise Failure("bytes after the last answer (%s)" % ("Connection: close" if a.close else "after our EOF"))
+        except socket.timeout:
+            raise Failure("no EOF after the last answer (%s)" % ("Connection: close" if a.close else "after our EOF"))
     else:
         # Nothing more than what we asked for.
         s.settimeout(0.05)
@@ -193,16 +202,58 @@ def cmd_hangup(a):
             print("hangup %d" % n, flush=True)
 
 
+def cmd_expect(a):
+    if len(a.req) != 1 or len(a.want) != 1:
+        raise Failure("expect: one --req 'POST /kv BODY' and one --want")
+    rb, path = request_bytes(a.req[0], False)
+    head, _, body = rb.partition(b"\r\n\r\n")
+    if not body:
+        raise Failure("expect: --req needs a body")
+    s = connect(a.port)
+    deadline = time.monotonic() + scaled(a.deadline)
+    s.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+    cont = b"HTTP/1.1 100 Continue\r\n\r\n"
+    got = recv_exact(s, len(cont), deadline, "the interim answer")
+    if got != cont:
+        raise Failure("the interim answer: got %r, want %r" % (got, cont))
+    s.sendall(body)
+    want = response_bytes(a.want[0], path, False)
+    got = recv_exact(s, len(want), deadline, "the final answer")
+    if got != want:
+        raise Failure("the final answer:\n got  %r\n want %r" % (got, want))
+    # The connection is kept, and in step: the next request's answer is the next bytes.
+    s.sendall(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    want = response_bytes('404 {"error":"not found"}', "/nope", False)
+    got = recv_exact(s, len(want), deadline, "the next answer on the connection")
+    if got != want:
+        raise Failure("the next answer:\n got  %r\n want %r" % (got, want))
+    s.close()
+    # Over the body limit: refused from the head, with no "100 Continue" before the 413.
+    s = connect(a.port)
+    s.sendall(b"POST /kv HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+              b"Expect: 100-continue\r\n\r\n")
+    want = response_bytes('413 {"error":"body too large"}', "/kv", True)
+    got = recv_exact(s, len(want), deadline, "the 413")
+    if got != want:
+        raise Failure("the 413 (no 100 Continue before it):\n got  %r\n want %r" % (got, want))
+    s.settimeout(max(0.1, deadline - time.monotonic()))
+    if s.recv(1) != b"":
+        raise Failure("bytes after the 413")
+    s.close()
+    print("ok: 100 Continue, then the body's answer, the connection kept; over the limit: 413 at once, then EOF")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("get", "leave", "lines", "hangup"):
+    for name in ("get", "leave", "lines", "hangup", "expect"):
         q = sub.add_parser(name)
         q.add_argument("--port", type=int, required=name != "hangup")
         q.add_argument("--req", action="append", default=[])
         q.add_argument("--want", action="append", default=[])
         q.add_argument("--line", action="append", default=[])
         q.add_argument("--close", action="store_true")
+        q.add_argument("--shut", action="store_true")
         q.add_argument("--min-ms", type=int)
         q.add_argument("--max-ms", type=int)
         q.add_argument("--deadline", type=float, default=10)
@@ -211,7 +262,8 @@ def main():
         q.add_argument("--close-after", type=int, default=0)
     a = p.parse_args()
     try:
-        {"get": cmd_get, "leave": cmd_leave, "lines": cmd_lines, "hangup": cmd_hangup}[a.cmd](a)
+        {"get": cmd_get, "leave": cmd_leave, "lines": cmd_lines, "hangup": cmd_hangup,
+         "expect": cmd_expect}[a.cmd](a)
     except (Failure, OSError) as e:
         print("FAIL: %s" % e)
         return 1

@@ -13,12 +13,20 @@ or `FAIL: ...` and exits 1. Every wait has a deadline; TIMEOUT_SCALE stretches t
   isolated   a bad request closes its own connection only
   stats      /stats counters against what this client sent and received
   idle       an idle keep-alive connection is closed after --idle seconds, not before
+  linger     a client streaming a body the server refused (413): --mode full, the whole 413
+             then EOF, never a reset (--count runs); --mode bytes, it then never stops
+             sending: reset once the server has discarded its bound; --mode time, one byte
+             every 50 ms after the 413: reset about --linger seconds after it
+  sendeof    GET / then shutdown(SHUT_WR): the whole answer, then EOF
+  short      --count connections, each one GET / with "Connection: close": the answer, EOF
 """
 
 import argparse
+import errno
 import json
 import os
 import random
+import select
 import socket
 import sys
 import time
@@ -464,9 +472,120 @@ def cmd_idle(a):
           % (waited, a.idle, n + 1))
 
 
+# ------------------------------------------------------------------- lingering close
+
+def stream_refused(port, max_body, name, want_len, stop=True):
+    """Sends a head announcing a body over MAX_BODY, then streams that body as fast as the
+    server takes it (a 64 KiB send buffer), reading all the while; with STOP it stops sending
+    once WANT_LEN bytes of answer have come, as curl does when a final answer cuts its upload.
+    Returns (the socket, the bytes read, the bytes sent) at the server's EOF. A reset (on a
+    read or a send) before that EOF is a failure: the server closed with our bytes unread,
+    and a reset can destroy the answer in flight (curl reports "(55) Send failure")."""
+    s = connect(port)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+    s.setblocking(False)
+    head = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (max_body + (64 << 20))
+    out = head + b"b" * (256 << 10)
+    chunk = b"b" * (64 << 10)
+    got = bytearray()
+    sent = 0
+    deadline = time.monotonic() + scaled(10)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure("%s: no EOF within %.1f s (got %s)" % (name, scaled(10), show(got)))
+        sending = not (stop and len(got) >= want_len)
+        r, w, _ = select.select([s], [s] if sending else [], [], left)
+        try:
+            if r:
+                data = s.recv(65536)
+                if not data:
+                    return s, bytes(got), sent
+                got += data
+            if w and sending:
+                n = s.send(out)
+                sent += n
+                out = out[n:] if n < len(out) else chunk
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError as e:
+            if e.errno in (errno.ECONNRESET, errno.EPIPE):
+                raise Failure("%s: %s after %d bytes sent, before the EOF (read %d bytes: %s)"
+                              % (name, os.strerror(e.errno), sent, len(got), show(got)))
+            raise
+
+
+def wait_reset(s, gap, name, limit):
+    """Keeps sending on S (a byte every GAP seconds, or as fast as it goes when GAP is 0) until
+    the server's reset; returns (seconds, bytes sent). LIMIT seconds at most."""
+    start = time.monotonic()
+    sent = 0
+    s.setblocking(True)
+    s.settimeout(scaled(1))
+    payload = b"x" if gap else b"x" * (64 << 10)
+    while time.monotonic() - start < limit:
+        try:
+            sent += s.send(payload)
+        except socket.timeout:
+            continue
+        except OSError as e:
+            if e.errno in (errno.ECONNRESET, errno.EPIPE):
+                return time.monotonic() - start, sent
+            raise
+        if gap:
+            time.sleep(gap)
+    raise Failure("%s: still no reset after %.1f s, %d bytes sent" % (name, limit, sent))
+
+
+def cmd_linger(a):
+    want = refusal(413, "body too large")
+    if a.mode == "full":
+        for i in range(a.count):
+            name = "run %d of %d" % (i + 1, a.count)
+            s, got, sent = stream_refused(a.port, a.max_body, name, len(want))
+            s.close()
+            if got != want:
+                raise Failure("%s: got %s, want %s then EOF" % (name, show(got), show(want)))
+        print("ok: %d clients streaming a refused body each got the whole 413, then EOF, no reset"
+              % a.count)
+        return
+    s, got, sent = stream_refused(a.port, a.max_body, a.mode, len(want), stop=False)
+    if got != want:
+        raise Failure("%s: got %s, want %s then EOF" % (a.mode, show(got), show(want)))
+    try:
+        took, more = wait_reset(s, 0.05 if a.mode == "time" else 0, a.mode, scaled(a.linger * 5 + 10))
+    finally:
+        s.close()
+    if a.mode == "time" and took < a.linger * 0.9:
+        raise Failure("time: reset %.3f s after the 413's EOF, before the linger bound %.3f s"
+                      % (took, a.linger))
+    print("ok: %s: the 413 in full, then EOF; the server reset the connection %.3f s later, "
+          "after %d bytes more (%d before the EOF)" % (a.mode, took, more, sent))
+
+
+def cmd_sendeof(a):
+    s = connect(a.port)
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        expect(s, hello(), "GET / then SHUT_WR")
+        expect_eof(s, "GET / then SHUT_WR")
+    finally:
+        s.close()
+    print("ok: GET / then shutdown(SHUT_WR): the whole answer, then EOF")
+
+
+def cmd_short(a):
+    for i in range(a.count):
+        exchange(a.port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", hello(close=True),
+                 "short connection %d" % (i + 1), closed=True)
+    print("ok: %d short connections (Connection: close): each its answer, then EOF" % a.count)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["errors", "keepalive", "pipeline", "limits", "isolated", "stats", "idle"])
+    p.add_argument("cmd", choices=["errors", "keepalive", "pipeline", "limits", "isolated", "stats", "idle",
+                                   "linger", "sendeof", "short"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--max-head", type=int, default=8192)
     p.add_argument("--max-body", type=int, default=1 << 20)
@@ -475,6 +594,8 @@ def main():
     p.add_argument("--max-piece", type=int, default=40)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--idle", type=float, default=0.5)
+    p.add_argument("--mode", choices=["full", "bytes", "time"], default="full")
+    p.add_argument("--linger", type=float, default=2.0, help="the server's linger_ms, in seconds")
     a = p.parse_args()
     if a.seed is None:
         a.seed = random.randrange(1 << 30)

@@ -10,6 +10,7 @@ too (`kv.py table --port 6379 --redis`), which is how they were checked.
 import argparse
 import os
 import random
+import select
 import socket
 import sys
 import threading
@@ -119,6 +120,32 @@ def expect_closed(s, name, timeout=5.0):
         raise Failure("%s: still open after %.1f s (want closed)" % (name, scaled(timeout)))
     if data:
         raise Failure("%s: got %r, want the connection closed with no reply" % (name, data[:200]))
+
+
+def expect_refused(s, reason, name, timeout=5.0):
+    """The server answered S "-ERR Protocol error: REASON" (redis 7's bytes), then closed it
+    cleanly (EOF, not a reset), within TIMEOUT."""
+    want = b"-ERR Protocol error: " + reason + b"\r\n"
+    got = b""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure("%s: got %r after %.1f s, want %r then EOF" % (name, got[:200], scaled(timeout), want))
+        s.settimeout(left)
+        try:
+            data = s.recv(4096)
+        except ConnectionResetError:
+            raise Failure("%s: reset after %r, want %r then EOF" % (name, got[:200], want))
+        except socket.timeout:
+            continue
+        if not data:
+            break
+        got += data
+        if len(got) > len(want):
+            break
+    if got != want:
+        raise Failure("%s: got %r, want %r then EOF" % (name, got[:200], want))
 
 
 # --- the command table ---------------------------------------------------------------
@@ -462,25 +489,113 @@ def cmd_limits(a):
     expect(s, array(bulk(b"v" * vlen), *[NIL] * 1022), "MGET of 1023 keys (1024 arguments)")
     nothing_more(s, "after the requests at the limit")
     s.close()
-    # One byte past: that client closed, no reply; judged at the length line.
-    cases = [("a request of %d bytes" % (m + 1), request_of_size(m + 1)[0]),
-             ("an inline line of %d bytes" % (m + 1), b"ECHO " + b"i" * (m - 6) + b"\r\n"),
-             ("1025 arguments", enc("MGET", *["n%d" % i for i in range(1024)])[:64]),
-             ("a bulk length over the limit, its bytes never sent", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % m),
-             ("a negative bulk length", b"*2\r\n$4\r\nECHO\r\n$-3\r\nabc\r\n"),
-             ("a bulk without its CRLF", b"*2\r\n$4\r\nECHO\r\n$3\r\nabcd\r\n")]
-    for name, data in cases:
+    # One byte past: that client gets redis's "-ERR Protocol error: ..." and is closed (an
+    # EOF after it, not a reset); judged at the length line.
+    cases = [("a request of %d bytes" % (m + 1), request_of_size(m + 1)[0], b"invalid bulk length"),
+             ("an inline line of %d bytes" % (m + 1), b"ECHO " + b"i" * (m - 6) + b"\r\n",
+              b"too big inline request"),
+             ("1025 arguments", enc("MGET", *["n%d" % i for i in range(1024)])[:64],
+              b"invalid multibulk length"),
+             ("a bulk length over the limit, its bytes never sent",
+              b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n" % m, b"invalid bulk length"),
+             ("a negative bulk length", b"*2\r\n$4\r\nECHO\r\n$-3\r\nabc\r\n", b"invalid bulk length"),
+             ("a bulk without its CRLF", b"*2\r\n$4\r\nECHO\r\n$3\r\nabcd\r\n", b"bulk not followed by CRLF")]
+    for i, (name, data, reason) in enumerate(cases):
         s = connect(a.port)
         s.sendall(data)
-        expect_closed(s, name)
+        expect_refused(s, reason, name)
         s.close()
         # Everyone else carries on.
         bystander.sendall(enc("INCR", "b"))
-        expect(bystander, integer(2 + cases.index((name, data))), "the bystander after %s" % name)
+        expect(bystander, integer(2 + i), "the bystander after %s" % name)
     nothing_more(bystander, "bystander")
     bystander.close()
-    print("ok: %d bytes and 1024 arguments taken; %d bad requests each closed that client with no reply; "
+    print("ok: %d bytes and 1024 arguments taken; %d bad requests each answered -ERR Protocol error and closed; "
           "the bystander served throughout" % (m, len(cases)))
+
+
+# --- protocol errors, side by side with redis-server ----------------------------------------
+PROTOERR_CASES = [
+    ("a bulk length that is not a number", b"*1\r\n$abc\r\n"),
+    ("a multibulk length that is not a number", b"*abc\r\n"),
+    ("a negative bulk length", b"*2\r\n$4\r\nECHO\r\n$-3\r\nabc\r\n"),
+    ("a bulk length with a leading zero", b"*1\r\n$01\r\nx\r\n"),
+    ("an element that is not a bulk", b"*2\r\n$4\r\nECHO\r\nx3\r\n"),
+    ("a good request, then a bad one", b"PING\r\n*x\r\n"),
+    ("two good pipelined, then a bad bulk length", b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$1\r\nz\r\n*1\r\n$+1\r\n"),
+    ("a bulk length over the limit (512 MB)", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$600000000\r\n"),
+]
+
+
+def send_then_read_all(port, data, name, timeout=5.0):
+    """Sends DATA, shuts the write side (as nc -N does), reads until EOF. The bytes read."""
+    s = connect(port)
+    try:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(scaled(timeout))
+        got = b""
+        while True:
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                raise Failure("%s: no EOF within %.1f s (got %r)" % (name, scaled(timeout), got[:200]))
+            except ConnectionResetError:
+                raise Failure("%s: reset after %r (want EOF)" % (name, got[:200]))
+            if not d:
+                return got
+            got += d
+    finally:
+        s.close()
+
+
+def cmd_protoerr(a):
+    """Each malformed input gets from kv_server exactly the bytes a real redis-server (--peer)
+    sends for it, then EOF. Then a client that keeps streaming after its bad request (reading
+    as it goes, stopping once the whole -ERR line is in) gets the -ERR in full and an EOF,
+    never a reset: the library's close lingers instead of resetting on the bytes it left unread."""
+    for name, data in PROTOERR_CASES:
+        want = send_then_read_all(a.peer, data, "redis-server: " + name)
+        if not want.endswith(b"\r\n") or b"-ERR Protocol error: " not in want:
+            raise Failure("redis-server: %s: answered %r (want a protocol error)" % (name, want))
+        got = send_then_read_all(a.port, data, name)
+        if got != want:
+            raise Failure("%s: kv_server sent %r, redis-server %r" % (name, got, want))
+    want = b"-ERR Protocol error: invalid bulk length\r\n"
+    for run in range(5):
+        name = "streaming after a bad request, run %d" % (run + 1)
+        s = connect(a.port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+        s.setblocking(False)
+        out = b"*1\r\n$abc\r\n" + b"z" * (256 << 10)
+        got = b""
+        deadline = time.monotonic() + scaled(10)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Failure("%s: no EOF within %.1f s (got %r)" % (name, scaled(10), got[:200]))
+                sending = len(got) < len(want)
+                r, w, _ = select.select([s], [s] if sending else [], [], left)
+                try:
+                    if r:
+                        d = s.recv(65536)
+                        if not d:
+                            break
+                        got += d
+                    if w and sending:
+                        n = s.send(out)
+                        out = out[n:] if n < len(out) else b"z" * (64 << 10)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except (ConnectionResetError, BrokenPipeError) as e:
+                    raise Failure("%s: %s after %r (want the whole -ERR, then EOF)" % (name, e, got[:200]))
+        finally:
+            s.close()
+        if got != want:
+            raise Failure("%s: got %r, want %r then EOF" % (name, got[:200], want))
+    print("ok: %d malformed inputs answered byte for byte as redis-server answers them, then EOF; "
+          "5 clients streaming after a bad request each got the whole -ERR, then EOF" % len(PROTOERR_CASES))
 
 
 # --- a table that grows -------------------------------------------------------------------------
@@ -570,6 +685,8 @@ def main(argv=None):
     p.add_argument("--max-frame", type=int, required=True)
     p = add("many-keys", "KEYS keys set, read back, half deleted: no key lost by the table's growth")
     p.add_argument("--keys", type=int, default=20000)
+    p = add("protoerr", "malformed requests answered as redis-server (--peer PORT) answers them, then EOF")
+    p.add_argument("--peer", type=int, required=True)
     p = add("clients", "many clients at once, replies to their own client")
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--rounds", type=int, default=50)
@@ -579,7 +696,7 @@ def main(argv=None):
     try:
         {"table": cmd_table, "pipeline": cmd_pipeline, "expiry": cmd_expiry,
          "expire-quiet": cmd_expire_quiet, "limits": cmd_limits, "clients": cmd_clients,
-         "many-keys": cmd_many_keys}[a.cmd](a)
+         "many-keys": cmd_many_keys, "protoerr": cmd_protoerr}[a.cmd](a)
     except Failure as e:
         print("FAIL: %s (seed %d)" % (e, a.seed))
         return 1
