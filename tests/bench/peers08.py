@@ -167,8 +167,8 @@ def when():
 
 def markdown(rows, missing):
     md = ["# 08's examples beside their peers", "",
-          "Machine: %s. Measured %s (when each script finished); 1-minute load average at each "
-          "script's start: %s. Every figure is the median of runs made in alternation with its peer "
+          "Machine: %s. Scripts finished %s; the 1-minute load average each noted (at its start; "
+          "chat08: at its end): %s. Every figure is the median of runs made in alternation with its peer "
           "(lowest–highest run in brackets); the ratio is the median of the ratios of the runs made "
           "side by side (the same repetition), with their range. `make bench` (tests/bench/run.sh) "
           "runs the scripts, then `python3 tests/bench/peers08.py` writes this table and the plots."
