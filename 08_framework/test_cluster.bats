@@ -155,13 +155,13 @@ cluster() {
     done
 }
 
-@test "cluster: a node killed with SIGKILL: its users' '* NAME left' reach the others within the name ttl and a beat; its names expire" {
+@test "cluster: names refreshed and nodes heard for twice the ttl; a node killed with SIGKILL: its users' '* NAME left' reach the others within the name ttl and a beat; its names expire" {
     redis_start
     local n ttl
     ttl=$(scaled_ms 1.5)
     for n in na nb nc; do node "$n" "$ttl" || return; done
     # Silent for ttl, judged at the next beat (ttl/3), and some room for the loaded machine.
-    run cluster death --redis-port "$RP" --pid "$nc_PID" --signal KILL --within-ms $((ttl + ttl / 3 + 1000)) --timeout 5
+    run cluster death --redis-port "$RP" --pid "$nc_PID" --signal KILL --within-ms $((ttl + ttl / 3 + $(scaled_ms 1))) --ttl-ms "$ttl" --check-refresh --timeout 5
     [[ $output == ok:* ]] || fail "$output" || return
     # Its claimed name expires within the ttl of its last refresh.
     local deadline v
@@ -180,7 +180,7 @@ cluster() {
     redis_start
     local n
     for n in na nb nc; do node "$n" 60000 || return; done
-    run cluster death --redis-port "$RP" --pid "$nc_PID" --signal TERM --within-ms 2000 --timeout 5
+    run cluster death --redis-port "$RP" --pid "$nc_PID" --signal TERM --within-ms "$(scaled_ms 2)" --ttl-ms 60000 --timeout 5
     [[ $output == ok:* ]] || fail "$output" || return
     for n in nc na nb; do stop_node "$n" || return; done
     redis_stop

@@ -27,9 +27,11 @@ guest names are userN-NODE, NODE given by --nodes (same order).
   subkill --redis-port P
         Redis drops the subscribers (CLIENT KILL TYPE pubsub, as it does a slow one): split,
         then whole again within 5 s and cross-node lines delivered again
-  death --redis-port P --pid PID --signal SIG --within-ms W
-        clients on every node; PID (the last node) is sent SIG: every user of that node is
-        announced `* NAME left` to the others within W ms; its claimed name is free after
+  death --redis-port P --pid PID --signal SIG --within-ms W --ttl-ms T [--check-refresh]
+        clients on every node (zed claimed on the last); with --check-refresh, twice the ttl T
+        first: zed still held in Redis, nobody left (refresh and heartbeats); then PID (the
+        last node) is sent SIG: every user of that node is announced `* NAME left` to the
+        others within W ms (W as given: not stretched again), /who lists the others only
 """
 
 import argparse
@@ -83,18 +85,18 @@ class Cluster:
         return out
 
     def settle(self, c, earlier, seconds=5.0):
-        """Polls /who from C until its node knows every name of EARLIER: a join of theirs
-        that reaches C's node after C joined is told to C (once, allowed here); after that
-        none can come."""
+        """Polls /who from C until its node knows every name of EARLIER: a join or rename of
+        theirs that reaches C's node after C joined is told to C (once, allowed here); after
+        that none can come."""
         late = set()
         deadline = time.monotonic() + scaled(seconds)
         while True:
             c.send_line("/who")
             while True:
                 line = self.room.next_line(c, seconds)
-                m = re.fullmatch(r"\* (\S+) joined", line)
-                if m and m.group(1) in earlier and m.group(1) not in late:
-                    late.add(m.group(1))
+                m = re.fullmatch(r"\* (\S+) joined|\* \S+ is now (\S+)", line)
+                if m and (m.group(1) or m.group(2)) in earlier and line not in late:
+                    late.add(line)
                     continue
                 if not line.startswith("* users: "):
                     raise Failure("%s (%s): got %r, want a /who answer" % (c.label, c.name, line))
@@ -248,6 +250,12 @@ def names_case(cl, rport, ttl_ms, timeout):
     for who, asked in ((b, "ALICE"), (c, "alice"), (b, "Alice")):
         who.send_line("/nick " + asked)
         cl.expect(who, "* %s is taken" % asked, timeout)
+    # /msg to a member of another node: to it alone, byte for byte; an unknown name refused.
+    b.send_line("/msg ALICE psst \u00e9 %s\tx")
+    cl.expect(a, "%s (private): psst \u00e9 %%s\tx" % b.name, timeout)
+    b.send_line("/msg nobody hi")
+    cl.expect(b, "* no such user nobody", timeout)
+    cl.quiet(scaled(0.2))
     # Guest names: nobody's, on any node (ours, another node's, one nobody has yet).
     for asked in ("user1-%s" % cl.nodes[0], "user99-%s" % cl.nodes[1], "user7-zz"):
         b.send_line("/nick " + asked)
@@ -303,6 +311,7 @@ def names_case(cl, rport, ttl_ms, timeout):
     cl.expect(b, "* %s is now alice" % old, timeout)
     # A member that leaves while its claim is pending: the name is released once granted.
     d = cl.connect(0, "d")
+    cl.settle(d, [b.name, c.name], timeout)
     cl.expect(b, "* %s joined" % d.name, timeout)
     cl.expect(c, "* %s joined" % d.name, timeout)  # a quit: na has nobody else
     # Its /quit in the same read as its /nick: it has left before Redis can answer.
@@ -476,25 +485,38 @@ def subkill(cl, rport, timeout):
 
 # --------------------------------------------------------------------------- death
 
-def death(cl, rport, pid, sig, within_ms, timeout):
+def refreshed(cl, rport, a, ttl_ms, node, timeout):
+    """Twice the ttl: the name zed is refreshed by its node (still held, its expiry under the
+    ttl) and the nodes hear each other's heartbeats (nobody is announced as left)."""
+    cl.quiet(2 * ttl_ms / 1000.0)
+    v = redis_cmd(rport, "GET", "chat:name:zed")
+    pttl = int(redis_cmd(rport, "PTTL", "chat:name:zed"))
+    if v != cl.nodes[node] or not 0 < pttl <= ttl_ms:
+        raise Failure("after twice the ttl, chat:name:zed is %r (PTTL %d) in Redis: not "
+                      "refreshed by %s" % (v, pttl, cl.nodes[node]))
+    a.send_line("/nick zed")
+    cl.expect(a, "* zed is taken", timeout)
+
+
+def death(cl, rport, pid, sig, within_ms, ttl_ms, check_refresh, timeout):
     last = len(cl.ports) - 1
     a, b, z1, z2 = cl.join([(0, "a"), (1, "b"), (last, "z1"), (last, "z2")], timeout)
     cl.nick(z1, "zed", [a, b, z1, z2])
-    if redis_cmd(rport, "GET", "chat:name:zed") != cl.nodes[last]:
-        raise Failure("chat:name:zed not held by %s in Redis" % cl.nodes[last])
+    if check_refresh:
+        refreshed(cl, rport, a, ttl_ms, last, timeout)
     os.kill(pid, sig)
     t0 = time.monotonic()
     for o in (a, b):
         cl.expect_set(o, ["* zed left", "* %s left" % z2.name], within_ms / 1000.0)
     took = time.monotonic() - t0
-    if took > scaled(within_ms / 1000.0):
+    if took * 1000 > within_ms:  # WITHIN_MS is stretched already (the ttl is the nodes')
         raise Failure("the dead node's users announced left after %.0f ms, want within %.0f ms"
-                      % (took * 1000, scaled(within_ms / 1000.0) * 1000))
+                      % (took * 1000, within_ms))
     cl.quiet(scaled(0.2), [a, b])
     cl.who(a, [a.name, b.name], timeout)
     cl.who(b, [a.name, b.name], timeout)
     return "node gone (signal %d): its users announced left after %.0f ms (bound %.0f)" % (
-        sig, took * 1000, scaled(within_ms / 1000.0) * 1000)
+        sig, took * 1000, within_ms)
 
 
 def main(argv=None):
@@ -521,6 +543,9 @@ def main(argv=None):
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--signal", default="KILL")
     p.add_argument("--within-ms", type=float, required=True)
+    p.add_argument("--ttl-ms", type=int, required=True, help="the nodes' --name-ttl")
+    p.add_argument("--check-refresh", action="store_true",
+                   help="first twice the ttl: zed's name refreshed, nobody left")
     a = ap.parse_args(argv)
     cl = Cluster([int(x) for x in a.ports.split(",")], a.nodes.split(","))
     try:
@@ -534,7 +559,7 @@ def main(argv=None):
             msg = subkill(cl, a.redis_port, a.timeout)
         else:
             msg = death(cl, a.redis_port, a.pid, getattr(signal, "SIG" + a.signal),
-                        a.within_ms, a.timeout)
+                        a.within_ms, a.ttl_ms, a.check_refresh, a.timeout)
     except Failure as e:
         print("FAIL: %s" % e)
         return 1
