@@ -272,7 +272,8 @@ void conn_flush(struct conn *c)
     // closing one reads nothing: a READ left in would spin the level-triggered loop). No
     // system call when that is what it watches already (loop_rewatch).
     bool reading = c->state == C_OPEN && !c->paused && !c->eof;
-    if (loop_rewatch(io->loop, &c->w, (c->out.n > 0 ? LOOP_WRITE : 0) | (reading ? LOOP_READ : 0)) == -1) {
+    unsigned want = (c->out.n > 0 ? LOOP_WRITE : 0) | (reading ? LOOP_READ : 0);
+    if (loop_rewatch(io->loop, &c->w, want) == -1) {
         conn_kill(c, RX_CLOSE_ERROR);
         return;
     }

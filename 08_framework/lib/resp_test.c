@@ -146,9 +146,8 @@ static char *feed(const rx_codec *c, const char *in, size_t len, const size_t *s
             // A refusal consumes all it was given, and swallows whatever follows.
             static const char more[] = "*1\r\n$4\r\nPING\r\n";
             int frames = k.frames;
-            if ((size_t)used != hlen ||
-                c->decode(c, st, more, sizeof more - 1, on_emit, &k) != (ssize_t)(sizeof more - 1) ||
-                k.frames != frames)
+            ssize_t swallowed = c->decode(c, st, more, sizeof more - 1, on_emit, &k);
+            if ((size_t)used != hlen || swallowed != (ssize_t)(sizeof more - 1) || k.frames != frames)
                 k.bad_slices++;
             dead = 1;
             break;
@@ -449,7 +448,8 @@ static void test_reasons(void)
         {"*1025\r\n", "Protocol error: invalid multibulk length"},
         {"*11111111111111111111111", "Protocol error: too big mbulk count string"},
         {"*1\r\n$11111111111111111111111", "Protocol error: too big bulk count string"},
-        {"ECHO aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "Protocol error: too big inline request"},
+        {"ECHO aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+         "Protocol error: too big inline request"},
         {"*1\r\n$3\r\nabcd\r\n", "Protocol error: bulk not followed by CRLF"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
