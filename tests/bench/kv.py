@@ -119,10 +119,11 @@ def main():
 
     cols = ["%s -P %d" % (t, p) for t, p in points]
     md = ["# 08_framework: kv_server beside redis-server (redis-benchmark)", "",
-          "Produced by `python3 tests/bench/kv.py --repeat %d --requests %d`. `redis-benchmark -c 50 "
+          "Produced by `python3 tests/bench/kv.py --repeat %d --requests %d%s`. `redis-benchmark -c 50 "
           "-n N -t TEST [-P 16]`, N = %d (x16 with -P 16); medians of %d runs in alternation; %s. "
           "Machine: %d cores, %s; load average at the start: %s. Started %s.%s"
-          % (a.repeat, a.requests, a.requests, a.repeat, pin_note, os.cpu_count() or 1, os.uname().release, load,
+          % (a.repeat, a.requests, "" if a.servers == ",".join(SERVERS) else " --servers " + a.servers,
+             a.requests, a.repeat, pin_note, os.cpu_count() or 1, os.uname().release, load,
              started.strftime("%Y-%m-%d %H:%M"),
              " Skipped (not installed): %s." % ", ".join(skipped) if skipped else ""), ""]
     md += ["## Server CPU time per request, µs (range over the runs)", "",
