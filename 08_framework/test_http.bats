@@ -274,9 +274,28 @@ HELLO='Hello from the rx http_server.\n'
     run http linger --mode bytes --max-body 1000
     [[ $status -eq 0 ]] || { stop_server; fail "bytes: $output"; } || return
     wait_file_match "$SERVER_ERR" 'lingering close: [0-9]* bytes discarded, over linger_bytes 1048576: closing'
+    # Cut at the first read past the bound: at most one read (64 KiB) over it.
+    local cut
+    cut=$(sed -n 's/.*lingering close: \([0-9]*\) bytes discarded, over linger_bytes.*/\1/p' "$SERVER_ERR")
+    ((cut >= 1048576 && cut <= 1048576 + 65536)) || { stop_server; fail "cut after $cut bytes discarded, want 1048576 to 1114112"; } || return
     run http linger --mode time --linger 2 --max-body 1000
     [[ $status -eq 0 ]] || { stop_server; fail "time: $output"; } || return
     wait_file_match "$SERVER_ERR" 'lingering close: the peer still sending after 2000 ms \([0-9]* bytes discarded\): closing'
+    # By the server's own clock: from its 413 to the cut, 2 s (the timer), not much more.
+    local took
+    took=$(python3 - "$SERVER_ERR" <<'PY'
+import datetime, re, sys
+t = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(\S+)Z .*session (\d+)[ :].*(413 body too large|still sending after)", line)
+    if m:
+        t.setdefault(m.group(3), {})[m.group(2)] = datetime.datetime.fromisoformat(m.group(1))
+sid = next(iter(t["still sending after"]))
+print("%.3f" % (t["still sending after"][sid] - t["413 body too large"][sid]).total_seconds())
+PY
+)
+    awk -v t="$took" -v k="$TIMEOUT_SCALE" 'BEGIN { exit !(t >= 1.99 && t <= 2 + 0.5 * k) }' ||
+        { stop_server; fail "the linger lasted $took s by the server's log, want 2 s (at most 2 + 0.5 x TIMEOUT_SCALE)"; } || return
     stop_server
     (($(counter "linger cut") == 2)) || fail "linger cut $(counter "linger cut"), want 2"
     (($(counter lingered) == 2)) || fail "lingered $(counter lingered), want 2"
