@@ -13,7 +13,7 @@ one row per run) from tests/bench/results/ (BENCH_OUT: another folder) and write
 It measures nothing itself: run the six scripts first (`make bench` does, then this). A script
 whose CSV is missing is left out, and the table says so. Standard library only.
 
-  python3 tests/bench/peers08.py
+  python3 tests/bench/peers08.py [--code TEXT]   (TEXT: what was measured; default: git HEAD)
 """
 
 import csv
@@ -165,14 +165,28 @@ def when():
     return "%s %s–%s UTC" % (a.strftime("%Y-%m-%d"), a.strftime("%H:%M"), b.strftime("%H:%M"))
 
 
-def markdown(rows, missing):
+def code_version():
+    """The commit measured: HEAD of this checkout, and whether 08's sources differ from it."""
+    try:
+        head = subprocess.run(["git", "-C", peers.ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", peers.ROOT, "status", "--porcelain", "--", "08_framework/lib",
+                                "08_framework/examples", "07_chat"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "not a git checkout"
+    if not head:
+        return "not a git checkout"
+    return "commit %s%s" % (head, " with uncommitted changes to 08's or 07's sources" if dirty else "")
+
+
+def markdown(rows, missing, code):
     md = ["# 08's examples beside their peers", "",
-          "Machine: %s. Scripts finished %s; the 1-minute load average each noted (at its start; "
+          "Code: %s. Machine: %s. Scripts finished %s; the 1-minute load average each noted (at its start; "
           "chat08: at its end): %s. Every figure is the median of runs made in alternation with its peer "
           "(lowest–highest run in brackets); the ratio is the median of the ratios of the runs made "
           "side by side (the same repetition), with their range. `make bench` (tests/bench/run.sh) "
           "runs the scripts, then `python3 tests/bench/peers08.py` writes this table and the plots."
-          % (peers.machine(), when(), ", ".join(loads()) or "not recorded"), ""]
+          % (code, peers.machine(), when(), ", ".join(loads()) or "not recorded"), ""]
     md += ["| pair (08 / peer) | load | figure | 08 | peer | 08 / peer | runs |", "|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         f = fmt_for(list(r.ours.values()) + list(r.peer.values()))
@@ -254,12 +268,17 @@ plot 'peers08_idle.dat' using 2:3:4:xtic(1) notitle
 
 
 def main():
+    # --code TEXT: what was measured, when the scripts ran elsewhere (a snapshot of the tree).
+    code = sys.argv[2] if len(sys.argv) == 3 and sys.argv[1] == "--code" else code_version()
+    if len(sys.argv) > 1 and not (len(sys.argv) == 3 and sys.argv[1] == "--code"):
+        print("usage: peers08.py [--code TEXT]", file=sys.stderr)
+        return 2
     rows, missing = collect()
     if not rows:
         print("peers08.py: no results in %s: run kv.py, http.py, idle.py, chat08.py, heartbeat.py, "
               "gateway.py first" % RESULTS, file=sys.stderr)
         return 1
-    md = markdown(rows, missing)
+    md = markdown(rows, missing, code)
     svgs = plots(rows)
     if svgs:
         md += ["", "Plots: " + ", ".join("[%s](%s)" % (s, s) for s in svgs) + "."]
