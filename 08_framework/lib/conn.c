@@ -161,8 +161,8 @@ static void linger_expired(rx_loop *loop, rx_timer *t, void *arg)
     c->drain_timer = NULL;  // one-shot: freed after this returns
     c->io->st.linger_cut++;
     rx_log(RX_LOG_INFO, "session %llu: lingering close: the peer still sending after %llu ms "
-           "(%zu bytes discarded): closing", (unsigned long long)c->node.id,
-           (unsigned long long)cfg(c->io)->linger_ms, c->lingered);
+           "(%lu bytes discarded): closing", (unsigned long long)c->node.id,
+           (unsigned long long)cfg(c->io)->linger_ms, (unsigned long)c->lingered);
     conn_kill(c, c->reason);
 }
 
@@ -177,13 +177,14 @@ static void linger_read(struct conn *c)
     if (n > 0) {
         io->st.reads++;
         io->st.bytes_in += (uint64_t)n;
-        c->lingered += (size_t)n;
-        if (c->lingered < cfg(io)->linger_bytes)
+        // 32 bits (struct conn's padding): past 4 GiB it stays at UINT32_MAX, over any bound.
+        c->lingered = (size_t)n > UINT32_MAX - c->lingered ? UINT32_MAX : c->lingered + (uint32_t)n;
+        if (c->lingered < cfg(io)->linger_bytes && c->lingered < UINT32_MAX)
             return;
         io->st.linger_cut++;
-        rx_log(RX_LOG_INFO, "session %llu: lingering close: %zu bytes discarded, over "
-               "linger_bytes %zu: closing", (unsigned long long)c->node.id, c->lingered,
-               cfg(io)->linger_bytes);
+        rx_log(RX_LOG_INFO, "session %llu: lingering close: %lu bytes discarded, over "
+               "linger_bytes %zu: closing", (unsigned long long)c->node.id,
+               (unsigned long)c->lingered, cfg(io)->linger_bytes);
     }
     conn_kill(c, c->reason);  // EOF (the peer read our reply and closed), a bound, or an error
 }

@@ -30,11 +30,11 @@ struct conn {
     bool paused, eof, dirty, high;
     bool refused;  // its codec emitted an RX_FRAME_REFUSED frame: its close lingers
     bool more;     // its last read filled the room it had: more input may wait unread
+    uint32_t lingered;  // C_LINGER: the peer's bytes discarded (saturates; in the padding)
     bool high_report;  // io_threads 0: a high water to report at the end of the turn
     uint64_t last_read_ms;  // for the idle timeout
     uint64_t soft_since;    // when its queue went over soft_output (0: it is not)
     rx_timer *drain_timer;  // C_DRAINING: drain_ms; C_LINGER: linger_ms
-    size_t lingered;        // C_LINGER: the peer's bytes discarded
     struct conn *lru_prev, *lru_next;    // least recently read first (the idle sweep)
     struct conn *soft_prev, *soft_next;  // over soft_output now
     struct conn *turn_next;              // on the dirty or the dead list
