@@ -361,7 +361,7 @@ typedef struct rx_config {
     uint64_t drain_ms;    // how long a closing session's output may take, and the shutdown's
     size_t turn_bytes;    // at most this much read from one connection per loop turn
     uint64_t linger_ms;   // a lingering close (rule 7) lasts at most this long (0: none) ...
-    size_t linger_bytes;  // ... and discards at most this much of the peer's input
+    size_t linger_bytes;  // ... and discards at most this much of the peer's input (< 4 GiB)
 } rx_config;
 
 // Defaults: io_threads 0, max_output 64 MiB, soft 8 MiB for 10 s, no high water, no idle
