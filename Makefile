@@ -60,6 +60,7 @@ fuzz:
 	@st=0; for d in $(STAGES); do grep -q '^fuzz:' $$d/Makefile || continue; $(MAKE) -C $$d fuzz || st=1; done; exit $$st
 
 lab:
+	@[ -z "$(BUG)" ] || { echo 'make lab: BUG= is not supported yet (a starter with one gallery bug in it): nothing was made' >&2; exit 2; }
 	@[ -n "$(STAGE)" ] && [ -n "$(OUT)" ] || { echo 'usage: make lab STAGE=04 OUT=dir [LABS="name ..."]' >&2; exit 2; }
 	tests/lab $(STAGE) $(OUT) $(LABS)
 

@@ -102,6 +102,7 @@ static void shutdown_or_log(int fd)
 static void stop_workers(void)
 {
     // LAB BEGIN wake_and_join_workers: shut down the socket of every live worker so it wakes up, then join them all
+    // LAB STUB: (void)shutdown_or_log;  // not written: no worker is woken or joined
     // shutdown(), not close(): closing a descriptor another thread is blocked
     // on does not wake that thread on Linux, and the worker still owns it.
     // shutdown() ends the connection itself: the worker's recv() returns 0

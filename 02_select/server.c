@@ -76,6 +76,9 @@ static char peers[FD_SETSIZE][PEER_LEN];
 static void add_client(int fd, const char *peer)
 {
     // LAB BEGIN add_client: turn away a descriptor >= FD_SETSIZE (log, close); otherwise put it in the set and keep max_client_fd, client_count and peers[] right
+    // LAB STUB: (void)peer;
+    // LAB STUB: log_msg("fd %d: add_client not written, closing", fd);
+    // LAB STUB: close_or_log(fd);
     // FD_SET(1024, &set) would set a bit past the end of the 128-byte
     // bitmap: undefined behaviour, in practice a silent write over whatever
     // lies next to it. The kernel handed us the lowest free number, so this
@@ -99,6 +102,7 @@ static void add_client(int fd, const char *peer)
 static void drop_client(int fd)
 {
     // LAB BEGIN drop_client: take FD out of the set before closing it, and walk max_client_fd down to the highest client left
+    // LAB STUB: close_or_log(fd);  // not written: only closed, still in the set
     // Out of the set first: pselect() on a closed descriptor fails with
     // EBADF, and a later client given the same number would be served
     // through a stale bit.
@@ -136,6 +140,11 @@ static void accept_clients(int listen_fd)
 static int send_all(int fd, const char *p, size_t len)
 {
     // LAB BEGIN send_all: send every byte; when the kernel takes no more, sleep in pselect() on this one client's socket with the stop signals unblocked, and give up with EINTR once a stop was asked for
+    // LAB STUB: (void)fd;
+    // LAB STUB: (void)p;
+    // LAB STUB: (void)len;
+    // LAB STUB: errno = ENOSYS;  // not written: every send fails
+    // LAB STUB: return -1;
     while (len > 0) {
         // MSG_DONTWAIT makes this one call return EAGAIN instead of
         // sleeping when the buffers are full; the socket itself stays
@@ -189,6 +198,11 @@ static bool serve_client(int fd)
 {
     char buf[16 * 1024];
     // LAB BEGIN serve_client: one recv() (EOF or an error: return false), then send back what it returned with send_all
+    // LAB STUB: (void)buf;
+    // LAB STUB: (void)send_all;
+    // LAB STUB: (void)peers;
+    // LAB STUB: log_msg("fd %d: serve_client not written, dropping", fd);
+    // LAB STUB: return false;
     // One recv() per readiness, not a loop until the client goes quiet: the
     // socket is blocking, so a second recv() would sleep if nothing more had
     // come, and a busy client must not keep the others waiting anyway.
@@ -228,6 +242,11 @@ static bool serve_forever(int listen_fd)
     // pending, and pselect() returns EINTR for it at once.
     while (!stop_requested) {
         // LAB BEGIN select_wait: build the set to watch (a copy of the clients plus the listening socket) and sleep in pselect() with the stop signals unblocked
+        // LAB STUB: fd_set readable;
+        // LAB STUB: FD_ZERO(&readable);
+        // LAB STUB: int nfds = 0;
+        // LAB STUB: errno = ENOSYS;  // not written: the wait fails, the server stops
+        // LAB STUB: int ready = -1;
         // pselect() overwrites the set we pass with the subset that is ready,
         // so it gets a copy, rebuilt from our own set on every call. That copy,
         // the kernel's walk over descriptors 0..nfds-1 and our scan below are
@@ -250,6 +269,13 @@ static bool serve_forever(int listen_fd)
         }
 
         // LAB BEGIN dispatch: accept new clients if the listening socket is ready, then serve every ready client and drop the finished
+        // LAB STUB: (void)nfds;
+        // LAB STUB: (void)listen_fd;
+        // LAB STUB: (void)accept_clients;
+        // LAB STUB: (void)serve_client;
+        // LAB STUB: (void)drop_client;
+        // LAB STUB: log_msg("dispatch not written, stopping");
+        // LAB STUB: return false;
         if (FD_ISSET(listen_fd, &readable))
             accept_clients(listen_fd);
 

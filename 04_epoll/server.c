@@ -225,6 +225,9 @@ static int conn_modify(struct conn *c, uint32_t want)
 static int conn_watch(struct conn *c)
 {
     // LAB BEGIN conn_watch: choose the events C waits for (EPOLLIN while it may read, EPOLLOUT only while output is queued, EPOLLET|EPOLLRDHUP in -m et) and call conn_modify only when they differ from c->events or c->rearm is set
+    // LAB STUB: (void)conn_modify;
+    // LAB STUB: log_msg("fd %d: conn_watch not written, dropping", c->fd);
+    // LAB STUB: return -1;
     uint32_t want = 0;
     if (c->state >= CONN_STOPPING) {
         // The queued output, then what the client still sends (conn_linger).
@@ -299,6 +302,8 @@ static int conn_write(struct conn *c, const char *p, size_t n)
 static int conn_flush(struct conn *c)
 {
     // LAB BEGIN conn_flush: send the queued output (buf_peek, buf_len) with send_some; consume what the kernel took; return -1 if send_some says the client must be dropped
+    // LAB STUB: log_msg("fd %d: conn_flush not written, dropping", c->fd);
+    // LAB STUB: return -1;
     // One send_some offers the whole queue (one contiguous run of bytes); a
     // short send means the kernel is full, and EPOLLOUT calls us back.
     ssize_t sent = send_some(c, buf_peek(&c->out), buf_len(&c->out));
@@ -418,6 +423,11 @@ static bool conn_handle(struct conn *c, uint32_t revents)
     // (README.md, section 5), so after --read-budget reads we set `rearm` and
     // conn_watch's MOD has epoll report the socket again.
     // LAB BEGIN conn_read_echo: read and echo with conn_read: LT, once per event (epoll reports what is left next turn); ET, while c->unread, until EOF, back-pressure pauses us, or read_budget reads are spent (then set c->rearm)
+    // LAB STUB: (void)conn_read;
+    // LAB STUB: (void)fin_seen;
+    // LAB STUB: (void)readable;
+    // LAB STUB: log_msg("fd %d: conn_read_echo not written, dropping", c->fd);
+    // LAB STUB: return false;
     if (edge) {
         for (int budget = read_budget; c->unread && c->state == CONN_READING; budget--) {
             if (budget == 0) {
@@ -490,6 +500,10 @@ static int open_spare(void)
 static int refuse_one_client(int listen_fd)
 {
     // LAB BEGIN refuse_one_client: close the spare (close_or_log), accept the waiting client and close it at once, reopen the spare with open_spare; return -1 with accept's errno if accept failed
+    // LAB STUB: (void)listen_fd;
+    // LAB STUB: (void)open_spare;
+    // LAB STUB: errno = ENOSYS;  // not written: nobody is refused
+    // LAB STUB: return -1;
     close_or_log(spare_fd, "spare descriptor");
     spare_fd = -1;
     int fd = accept(listen_fd, NULL, NULL);  // closed at once: no flags to ask for

@@ -133,6 +133,10 @@ static void jq_wake(struct job_queue *q)
 bool jq_try_push(struct job_queue *q, struct job *j)
 {
     // LAB BEGIN job_queue_push: under the lock, refuse the job if the queue is closed or holds cap jobs already; otherwise append it at the tail and wake one sleeping worker
+    // LAB STUB: (void)q;
+    // LAB STUB: (void)j;
+    // LAB STUB: (void)jq_wake;
+    // LAB STUB: return false;  // not written: every job is refused (ERR busy)
     pthread_mutex_lock(&q->lock);
     if (q->closed || q->len >= q->cap) {
         pthread_mutex_unlock(&q->lock);
@@ -158,6 +162,8 @@ bool jq_try_push(struct job_queue *q, struct job *j)
 struct job *jq_pop(struct job_queue *q)
 {
     // LAB BEGIN job_queue_pop: under the lock, wait on not_empty while the queue is empty and open (in a loop: wakeups may be spurious); return NULL once closed, else unlink and return the head
+    // LAB STUB: (void)q;
+    // LAB STUB: return NULL;  // not written: the workers see a closed queue and leave
     pthread_mutex_lock(&q->lock);
     // A loop, not an if: pthread_cond_wait may return without a signal (a
     // spurious wakeup), and another worker may have taken the job first.
@@ -290,6 +296,10 @@ static void between_steps(const struct completion_queue *q)
 void cq_push(struct completion_queue *q, struct job *j)
 {
     // LAB BEGIN completion_push: under the lock, append J at the tail and remember whether the queue was empty; after unlocking, write the eventfd only if it was
+    // LAB STUB: (void)q;  // not written: finished jobs are lost
+    // LAB STUB: (void)j;
+    // LAB STUB: (void)wake;
+    // LAB STUB: (void)now_us;
     long long t0 = now_us();
     pthread_mutex_lock(&q->lock);
     // How long this worker waited for the lock: a few microseconds when the
@@ -318,6 +328,9 @@ void cq_push(struct completion_queue *q, struct job *j)
 struct job *cq_take_all(struct completion_queue *q)
 {
     // LAB BEGIN completion_swap: reset the eventfd first (wake_reset), then (after between_steps, the test knob) take the whole list in one swap under the lock and return it
+    // LAB STUB: (void)between_steps;
+    // LAB STUB: wake_reset(q->wake_fd);
+    // LAB STUB: return NULL;  // not written: no result is ever taken
     wake_reset(q->wake_fd);
     // Nothing read (EAGAIN) does not mean an empty list: a worker that
     // pushed after our last swap but found the list non-empty did not write.

@@ -13,6 +13,12 @@ void br_init(struct binio_reader *r, const void *data, size_t len)
 }
 
 // LAB BEGIN br_take: the bounds check every read goes through
+// LAB STUB: static const unsigned char *br_take(struct binio_reader *r, size_t n)
+// LAB STUB: {
+// LAB STUB:     (void)n;
+// LAB STUB:     r->err = 1;  // not written: every read fails
+// LAB STUB:     return NULL;
+// LAB STUB: }
 // The next N bytes, or NULL (and the sticky error) if fewer than N remain. Written as
 // `n > len - pos`, never `pos + n > len`: pos <= len always holds, so the subtraction cannot
 // wrap, while pos + n can (a u32 length of 4 GiB on a 32-bit size_t).
@@ -29,6 +35,29 @@ static const unsigned char *br_take(struct binio_reader *r, size_t n)
 // LAB END
 
 // LAB BEGIN br_ints: network byte order (big-endian), whatever the host's
+// LAB STUB: uint8_t br_u8(struct binio_reader *r)
+// LAB STUB: {
+// LAB STUB:     r->err = 1;  // not written: every read fails
+// LAB STUB:     return 0;
+// LAB STUB: }
+// LAB STUB:
+// LAB STUB: uint16_t br_u16(struct binio_reader *r)
+// LAB STUB: {
+// LAB STUB:     r->err = 1;
+// LAB STUB:     return 0;
+// LAB STUB: }
+// LAB STUB:
+// LAB STUB: uint32_t br_u32(struct binio_reader *r)
+// LAB STUB: {
+// LAB STUB:     r->err = 1;
+// LAB STUB:     return 0;
+// LAB STUB: }
+// LAB STUB:
+// LAB STUB: uint64_t br_u64(struct binio_reader *r)
+// LAB STUB: {
+// LAB STUB:     r->err = 1;
+// LAB STUB:     return 0;
+// LAB STUB: }
 uint8_t br_u8(struct binio_reader *r)
 {
     const unsigned char *p = br_take(r, 1);

@@ -29,6 +29,11 @@ struct codec_result lenframe_decode(struct lenframe_decoder *d, const char *data
         return codec_error(frame_too_large, 0);
     struct codec_result r = {.status = CODEC_PIECE};
     // LAB BEGIN lenframe_pieces: continue a frame delivered in pieces, or start the next one
+    // LAB STUB: (void)read_be32;
+    // LAB STUB: (void)r;
+    // LAB STUB: uint32_t n = 0;
+    // LAB STUB: if (n == 0)
+    // LAB STUB:     return codec_error("lenframe_pieces not written", 0);
     if (d->remaining > 0) {
         // Inside a long frame: every byte in data up to its end is the next piece.
         if (len == 0)
@@ -52,6 +57,10 @@ struct codec_result lenframe_decode(struct lenframe_decoder *d, const char *data
     }
     // LAB END
     // LAB BEGIN lenframe_whole: a whole frame as a view, or the first piece of a long one
+    // LAB STUB: (void)len;
+    // LAB STUB: (void)data;
+    // LAB STUB: (void)r;
+    // LAB STUB: return codec_error("lenframe_whole not written", 0);
     size_t avail = len - LENFRAME_HEADER;
     if (avail >= n)
         return codec_frame(data + LENFRAME_HEADER, n, LENFRAME_HEADER + (size_t)n);

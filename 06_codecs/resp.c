@@ -173,8 +173,9 @@ struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t
             d->state = RS_BULKLEN;
             break;
         }
-        // LAB BEGIN resp_bulk: one bulk string: its "$<len>" line, its bytes, its CRLF
         case RS_BULKLEN: {
+            // LAB BEGIN resp_bulk: one bulk string: its "$<len>" line, its bytes, its CRLF
+            // LAB STUB: return resp_fail(d, "resp_bulk not written");
             if (d->pos >= len)
                 return codec_need_more();
             if (data[d->pos] != '$') {
@@ -199,9 +200,11 @@ struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t
             d->pos = end + 1;
             d->state = RS_BULK;
             break;
+            // LAB END
         }
         case RS_BULK: {
             size_t n = (size_t)d->bulk_len;
+            // LAB BEGIN resp_bulk: (its bytes, then the CRLF the length promised)
             if (len - d->pos < n + 2)
                 return codec_need_more();
             // The length said where the bytes end; the CRLF after them proves the sender
@@ -212,6 +215,7 @@ struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t
             if (resp_push(d, d->pos, n) == -1)
                 return resp_fail(d, "out of memory");
             // LAB BEGIN resp_next: step past the bulk and its CRLF; is the request whole?
+            // LAB STUB: return resp_fail(d, "resp_next not written");
             d->pos += n + 2;
             if ((long long)d->argc < d->nargs) {
                 d->state = RS_BULKLEN;
@@ -219,8 +223,8 @@ struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t
             }
             d->state = RS_START;
             return codec_frame(data, d->pos, d->pos);
+            // LAB END
         }
-        // LAB END
         default:
             return resp_fail(d, "decoder state corrupt");
         }

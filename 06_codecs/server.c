@@ -353,6 +353,21 @@ static void conn_fail(struct conn *c, const char *reason, int code)
 // fixed, line, len: how many bytes FRAME (LEN bytes) takes re-encoded with the codec, and
 // the encoding itself into OUT (NEED bytes, from echo_size). Returns the bytes written.
 // LAB BEGIN echo_encode: the size of a frame of LEN bytes re-encoded with the server's codec (fixed: LEN; line: LEN + 1; len: the 4-byte header + LEN), and the encoding with the codec's encoder (fixed_encode, line_encode, lenframe_encode)
+// LAB STUB: static size_t echo_size(size_t len)
+// LAB STUB: {
+// LAB STUB:     (void)len;
+// LAB STUB:     return 0;  // not written: an empty echo
+// LAB STUB: }
+// LAB STUB:
+// LAB STUB: static size_t echo_encode(struct conn *c, char *out, size_t need, const char *frame, size_t len)
+// LAB STUB: {
+// LAB STUB:     (void)c;
+// LAB STUB:     (void)out;
+// LAB STUB:     (void)need;
+// LAB STUB:     (void)frame;
+// LAB STUB:     (void)len;
+// LAB STUB:     return 0;
+// LAB STUB: }
 static size_t echo_size(size_t len)
 {
     return opt.codec == CODEC_FIXED ? len
@@ -385,6 +400,8 @@ static void echo_frame(struct conn *c, const char *frame, size_t len)
 static void echo_piece(struct conn *c, const struct codec_result *r)
 {
     // LAB BEGIN echo_piece: on the BEGIN piece, count the frame and queue the 4-byte header for the whole frame (r->total, lenframe_header); then queue the piece's bytes (out_append2)
+    // LAB STUB: (void)c;  // not written: the pieces are not echoed
+    // LAB STUB: (void)r;
     n_pieces++;
     unsigned char hdr[LENFRAME_HEADER];
     size_t hlen = 0;
@@ -454,6 +471,15 @@ static void resp_answer(struct conn *c, const char *data)
     size_t n0, n1, n2;
     const char *cmd = resp_arg(d, data, 0, &n0);
     // LAB BEGIN resp_commands: PING (0 or 1 argument), ECHO x, SET k v (+OK), GET k (bulk, or null when missing); the wrong number of arguments and unknown commands get redis's -ERR replies
+    // LAB STUB: (void)is_command;
+    // LAB STUB: (void)reply_simple;
+    // LAB STUB: (void)reply_bulk;
+    // LAB STUB: (void)reply_null;
+    // LAB STUB: (void)shown_bytes;
+    // LAB STUB: (void)n1;
+    // LAB STUB: (void)n2;
+    // LAB STUB: (void)cmd;
+    // LAB STUB: reply_error(c, "ERR resp_commands not written");
     const char *name = NULL;  // the command, for the wrong-arguments error
     if (is_command(cmd, n0, "PING")) {
         if (d->argc <= 2) {
@@ -532,6 +558,11 @@ static void resp_answer(struct conn *c, const char *data)
 static void http_respond(struct conn *c, int status, bool keep_alive, const char *body)
 {
     // LAB BEGIN http_respond: status line, Content-Type, Content-Length, Connection (keep-alive or close), the empty line, the body; when not keep-alive, finish the connection after it
+    // LAB STUB: (void)status;  // not written: no response, the connection ends
+    // LAB STUB: (void)keep_alive;
+    // LAB STUB: (void)body;
+    // LAB STUB: (void)http_reason;
+    // LAB STUB: c->state = CONN_FINISHING;
     char head[256];
     size_t blen = strlen(body);
     int n = snprintf(head, sizeof head,
@@ -638,6 +669,10 @@ static void handle_frame(struct conn *c, const char *data, const struct codec_re
 static void conn_decode(struct conn *c)
 {
     // LAB BEGIN conn_decode: while C is READING, feed the decoder c->in's unread bytes (buf_peek, buf_len, decode_once); NEED_MORE: stop (and a full buffer is an error: the request is larger than in_limit); FRAME or PIECE: handle_frame, THEN drop r.consumed (buf_consume: codec.h rule 1), then conn_check_backpressure; ERROR: conn_fail
+    // LAB STUB: (void)decode_once;
+    // LAB STUB: (void)handle_frame;
+    // LAB STUB: (void)conn_check_backpressure;
+    // LAB STUB: conn_fail(c, "conn_decode not written", 500);
     while (c->state == CONN_READING) {
         const char *data = buf_peek(&c->in);
         size_t len = buf_len(&c->in);
@@ -766,6 +801,7 @@ static bool conn_handle(struct conn *c, uint32_t revents)
         }
     }
     // LAB BEGIN conn_replies: send the replies just queued (conn_flush, unless a send came up short this turn); while that lifts a pause (conn_check_backpressure), decode the requests still waiting in c->in (conn_decode) and send again
+    // LAB STUB: (void)kernel_full;  // not written: the replies wait for EPOLLOUT, a pause is lifted only by a read
     // The replies to what we decoded: one send for all of them (unless a send came up short
     // this turn: then EPOLLOUT brings us back). If that lifts a pause, the requests already
     // in c->in are decoded now, not after the next read: the client may be waiting for

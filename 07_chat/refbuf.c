@@ -54,6 +54,7 @@ struct refbuf *refbuf_printf(const char *fmt, ...)
 void refbuf_release(struct refbuf *rb)
 {
     // LAB BEGIN refbuf_release: drop one reference to RB and free it (counting n_refbufs_alive down) when that was the last one
+    // LAB STUB: (void)rb;  // not written: nothing is ever freed
     if (--rb->refs == 0) {
         n_refbufs_alive--;
         free(rb);

@@ -346,6 +346,7 @@ static void session_queue(struct session *s, struct refbuf *rb, bool notice)
         peak_queued = s->queued;
     flush_later(s);
     // LAB BEGIN output_cap: unless NOTICE, once S's queue passes max_output, write it now (session_flush, n_cap_writes++); drop S (session_close, LEFT_SLOW, n_slow++) if more than max_output is still queued after that write
+    // LAB STUB: (void)notice;  // not written: no cap, a queue grows without bound
     if (notice || s->queued <= max_output)
         return;
     n_cap_writes++;
@@ -431,6 +432,8 @@ static void session_printf(struct session *s, const char *fmt, ...)
 static void fan_out(struct session *from, struct refbuf *rb)
 {
     // LAB BEGIN fan_out: deliver RB to every S_OPEN session of the room (room_head, r->next) except FROM, with session_deliver
+    // LAB STUB: (void)from;  // not written: nobody hears anybody
+    // LAB STUB: (void)rb;
     for (struct session *r = room_head; r != NULL; r = r->next) {
         if (r == from || r->state != S_OPEN)
             continue;
@@ -802,6 +805,10 @@ static void session_read(struct session *s)
         }
         if (r.status == CODEC_FRAME) {
             // LAB BEGIN fairness_cap: handle the line and charge it (its bytes with the ending, at least LINE_MIN_COST); once TURN_BYTES are spent this turn, stop and session_yield if bytes are still buffered (the kernel's bytes LT epoll reports again)
+            // LAB STUB: session_line(s, r.frame, r.len);  // not written: every line handled, no budget
+            // LAB STUB: buf_consume(&s->in, r.consumed);
+            // LAB STUB: (void)spent;
+            // LAB STUB: (void)session_yield;
             session_line(s, r.frame, r.len);  // a view into `in`: used before the consume
             buf_consume(&s->in, r.consumed);
             spent += r.consumed > LINE_MIN_COST ? r.consumed : LINE_MIN_COST;
@@ -1148,6 +1155,8 @@ static int next_timeout_ms(long long drain_deadline)
     if (soft != NULL && soft->deadline < next)
         next = soft->deadline;
     // LAB BEGIN next_timeout: the earliest of NEXT and the first timer's deadline (timer_heap_first, if any), as milliseconds from now rounded up (0 if it is due); -1 if there is no deadline at all
+    // LAB STUB: (void)next;  // not written: no deadline, epoll_wait sleeps until a socket wakes it
+    // LAB STUB: return -1;
     struct timer *first = timer_heap_first(&timers);
     if (first != NULL && first->deadline < next)
         next = first->deadline;

@@ -28,6 +28,70 @@ setup() {
     [[ $status -eq 2 && $output == *"no LAB region named no_such_region"* && ! -e $LAB.bad ]] || fail "$output"
 }
 
+@test "lab: never copies patch leftovers, editor backups or built files; make lab BUG= is refused" {
+    # A scratch kit (tests/lab and 03_poll) with what a hand-applied gallery patch, an
+    # editor and a build leave in the stage folder: each would hand out reference code.
+    local kit="$BATS_TEST_TMPDIR/kit" f
+    mkdir -p "$kit/tests"
+    cp "$KIT_ROOT/tests/lab" "$kit/tests/"
+    tar -C "$KIT_ROOT" --exclude='build-*' -cf - 03_poll | tar -C "$kit" -xf -
+    for f in server.c.orig buffer.c.rej net.c~ .server.c.swp '#server.c#' server.c.bak core \
+        server.o server.d buffer.gcda server buffer_test build-address-undefined/server.o; do
+        mkdir -p "$(dirname "$kit/03_poll/$f")"
+        cp "$KIT_ROOT/03_poll/server.c" "$kit/03_poll/$f"
+    done
+    run "$kit/tests/lab" 03 "$LAB"
+    [[ $status -eq 0 ]] || fail "$output"
+    local left
+    left=$(cd "$LAB" && find . -type f | sort | tr '\n' ' ')
+    [[ $left != *orig* && $left != *rej* && $left != *'~'* && $left != *swp* && $left != *'#'* &&
+        $left != *.bak* && $left != *core* && $left != *.o\ * && $left != *.d\ * && $left != *gcda* &&
+        $left != *build-* && $left != *'./server '* && $left != *'./buffer_test '* ]] ||
+        fail "the starter holds leftovers: $left"
+    [[ -f $LAB/server.c && -f $LAB/buffer.c && -f $LAB/test.bats ]] || fail "sources missing: $left"
+    ! grep -rq --include='*.[ch]' 'LAB BEGIN' "$LAB" || fail "reference code in the starter: $(grep -rl 'LAB BEGIN' "$LAB")"
+    # `make lab BUG=...` (a starter with a gallery bug: not yet written) says so, exit 2.
+    run make -s -C "$KIT_ROOT" lab STAGE=03 OUT="$LAB.bug" BUG=no-backpressure
+    [[ $status -eq 2 && $output == *"BUG= is not supported"* && ! -e $LAB.bug ]] || fail "status $status: $output"
+}
+
+# The LAB regions of stage STAGE (01 .. 07), one "name file" line each (a name may mark
+# several regions of one lab).
+lab_regions() {
+    grep -HoE '// LAB BEGIN [A-Za-z_0-9]+' "$KIT_ROOT"/"$1"_*/*.c "$KIT_ROOT"/"$1"_*/*.h 2>/dev/null |
+        sed -E 's|^.*/([^/]+):// LAB BEGIN (.*)$|\2 \1|' | sort -u
+}
+
+@test "lab: every starter compiles: each region cut alone, and all of a stage's cut at once (gcc; clang for 03)" {
+    # A starter must build with the stage's own flags (-Wall -Wextra -Werror), the stubs
+    # (LAB STUB lines) standing in for the code: a hole the student has not filled yet must
+    # cost that lab's tests, never the whole build. Each file holding a region is compiled
+    # (make FILE.o: the stage's own rule and flags), with that region cut and with all of
+    # the stage's cut (that one at -O2, as the student builds it; each region alone at
+    # -O0, for time). The whole starters, linked, are built by tests/labcheck.
+    local s name file files n=0 deadline=$(($(now_ms) + $(scaled_ms 120)))
+    for s in 01 02 03 04 05 06 07; do
+        "$KIT_ROOT/tests/lab" "$s" "$LAB.$s.all" >/dev/null || fail "tests/lab $s failed"
+        files=$(lab_regions "$s" | awk '$2 ~ /\.c$/ { sub(/\.c$/, ".o", $2); print $2 }' | sort -u)
+        make -s -C "$LAB.$s.all" -j2 $files >"$LAB.$s.all.log" 2>&1 ||
+            fail "$s with every region cut does not compile: $(grep -m5 error "$LAB.$s.all.log")"
+        while read -r name file; do
+            rm -rf "$LAB.one"
+            "$KIT_ROOT/tests/lab" "$s" "$LAB.one" "$name" >/dev/null || fail "tests/lab $s $name failed"
+            make -s -C "$LAB.one" CFLAGS=-O0 "${file%.c}.o" >"$LAB.one.log" 2>&1 ||
+                fail "$s with $name cut does not compile ($file): $(grep -m5 error "$LAB.one.log")"
+            n=$((n + 1))
+            (($(now_ms) < deadline)) || fail "out of time after $n regions"
+        done < <(lab_regions "$s" | grep '\.c$')
+    done
+    ((n >= 40)) || fail "only $n regions found in 01-07"
+    if command -v clang >/dev/null; then
+        make -s -C "$LAB.03.all" clean >/dev/null
+        make -s -C "$LAB.03.all" -j2 CC=clang >"$LAB.03.clang.log" 2>&1 ||
+            fail "03 with every region cut does not build with clang: $(grep -m5 error "$LAB.03.clang.log")"
+    fi
+}
+
 @test "grade: the reference gets full marks" {
     run "$KIT_ROOT/tests/grade" 03 "$KIT_ROOT/03_poll"
     [[ $status -eq 0 ]] || fail "$output"
