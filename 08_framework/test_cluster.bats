@@ -79,7 +79,7 @@ cluster() {
     [[ $status -eq 0 && $output == *"--redis HOST:PORT"* && $output == *"--node NAME"* &&
         $output == *"--name-ttl MS"*"default 15000"* ]] || fail "--help: $output" || return
     for bad in "--redis" "--redis 127.0.0.1" "--redis :6379" "--redis 127.0.0.1:0" \
-        "--redis 127.0.0.1:70000" "--node a.b" "--node 12345678901234567" "--name-ttl 299" \
+        "--redis 127.0.0.1:70000" "--redis localhost:6379" "--redis [::1]" "--node a.b" "--node 12345678901234567" "--name-ttl 299" \
         "--name-ttl 3600001" "--name-ttl x"; do
         # shellcheck disable=SC2086  # the words of BAD are separate arguments
         run --separate-stderr timeout "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN { print 5 * k }')" "$bin" -p 0 $bad

@@ -14,9 +14,12 @@
 // The room is a list of members in join order (struct member), not the library's session
 // table: a member outlives its session while its leaving is not announced yet (a closed
 // session's pointer is gone, its name is not). Everything that changes the room goes through
-// member_join, member_leave and announce_leavers: a node that shares the room with others
-// (issue 17: Redis pub/sub) hooks there.
+// member_join, member_leave and announce_leavers. With --redis, a node shares the room with
+// others through Redis pub/sub (examples/chat_cluster.h, notes in examples/cluster.md): its
+// hooks are called from there, and from cmd_nick, cmd_who, cmd_msg, on_message and on_stop;
+// without it none of them does anything.
 
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -637,7 +640,7 @@ static void usage(FILE *to)
             "      --drain-ms MS        how long a leaving member's last output, and the shutdown,\n"
             "                        may take (0 to 60000; default 1000)\n"
             "      --redis HOST:PORT    join the room of every node on this redis-server (numeric\n"
-            "                        address) through its pub/sub: lines, names and /who span\n"
+            "                        address, [IPv6]:PORT) through its pub/sub: lines, names and /who span\n"
             "                        the nodes (examples/cluster.md); without it: one room here\n"
             "      --node NAME          this node's name, unique among the nodes (1-16 letters,\n"
             "                        digits, _ or -; default n<pid>); guests are userN-NAME\n"
@@ -677,12 +680,20 @@ static int take_cluster_options(int argc, char **argv)
         else
             opt_fail("missing value for", a);
         if (k == 0) {
-            const char *colon = strrchr(v, ':');
+            // HOST:PORT, HOST numeric (IPv4, or IPv6 in brackets: [::1]:6379).
+            const char *colon = strrchr(v, ':'), *h = v;
             size_t hl = colon != NULL ? (size_t)(colon - v) : 0;
+            if (hl >= 2 && v[0] == '[' && v[hl - 1] == ']') {
+                h++;
+                hl -= 2;
+            }
+            unsigned char addr[sizeof(struct in6_addr)];
             if (colon == NULL || hl == 0 || hl >= sizeof cl.host)
                 opt_fail("bad --redis (want HOST:PORT, a numeric address)", v);
-            memcpy(cl.host, v, hl);
+            memcpy(cl.host, h, hl);
             cl.host[hl] = '\0';
+            if (inet_pton(AF_INET, cl.host, addr) != 1 && inet_pton(AF_INET6, cl.host, addr) != 1)
+                opt_fail("bad --redis (want HOST:PORT, a numeric address)", v);
             cl.port = (int)opt_uint(colon + 1, 1, 65535, "bad --redis port (want 1 to 65535)");
             cl.on = true;
         } else if (k == 1) {
