@@ -458,6 +458,17 @@ inflight_at_stop() {
     stop_server
 }
 
+# Asked from inside the server (netkit copies its descriptor with pidfd_getfd): on loopback a
+# missing TCP_NODELAY shows only as noise in the timings. The request: a line answered on the I/O thread.
+@test "accepted sockets have TCP_NODELAY (a reply in pieces is not held back by Nagle)" {
+    local st=0 out
+    start_server server -w 1
+    out=$(netkit nodelay --pid "$SERVER_PID" --send 'ECHO hi\n') || st=$?
+    stop_server
+    ((st != 3)) || skip "cannot look inside the server here: $out"
+    ((st == 0)) || fail "$out"
+}
+
 @test "a closed connection's queued jobs are cancelled: the queue it filled is free again at once" {
     # -w 1 --queue 4: A's first SLEEP runs, its next 4 fill the queue (a probe gets ERR busy).
     # A resets: its 4 queued SLEEP 10000s leave the queue, the running one runs to its end

@@ -454,6 +454,17 @@ for row in open("/proc/net/tcp").read().splitlines()[1:]:
     stop_server
 }
 
+# Asked from inside the server (netkit copies its descriptor with pidfd_getfd): on loopback a
+# missing TCP_NODELAY shows only as noise in the timings. The request: the server greets first (* welcome userN).
+@test "accepted sockets have TCP_NODELAY (a reply in pieces is not held back by Nagle)" {
+    local st=0 out
+    start_server server
+    out=$(netkit nodelay --pid "$SERVER_PID" --send '') || st=$?
+    stop_server
+    ((st != 3)) || skip "cannot look inside the server here: $out"
+    ((st == 0)) || fail "$out"
+}
+
 # --- client ---
 # The client (client.c) against the real server and against stand-in servers
 # (tests/lib/chat_client.py: one that fails every connection, one that restarts, one that

@@ -1022,7 +1022,7 @@ def server_socket_inode(server_port, client_port):
 
 def server_socket_option(pid, server_port, client_port, level, option):
     """getsockopt(level, option) on the server-side socket of this connection, read from
-    inside process `pid`: find the socket's inode in /proc/net/tcp, the descriptor with that
+    inside process `pid` or a child of it: find the socket's inode in /proc/net/tcp, the descriptor with that
     inode in /proc/PID/fd, take a copy of it with pidfd_getfd(2) (Linux 5.6; needs the right
     to ptrace PID), ask, and close the copy (the server's own descriptor is untouched). Call
     it while the connection is open: a copy still alive when the server closes its own
@@ -1031,19 +1031,27 @@ def server_socket_option(pid, server_port, client_port, level, option):
     inode = server_socket_inode(server_port, client_port)
     if inode is None:
         raise Failure("no server-side socket for client port %d in /proc/net/tcp" % client_port)
-    target = None
-    for name in os.listdir("/proc/%d/fd" % pid):
+    # The server or one of its children (a fork server's child holds the connection).
+    holder = target = None
+    for p in process_tree(pid):
         try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, name)) == "socket:[%s]" % inode:
-                target = int(name)
+            names = os.listdir("/proc/%d/fd" % p)
         except OSError:
-            pass
+            continue
+        for name in names:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (p, name)) == "socket:[%s]" % inode:
+                    holder, target = p, int(name)
+            except OSError:
+                pass
+        if target is not None:
+            break
     if target is None:
-        raise Failure("the server (pid %d) holds no descriptor for socket inode %s" % (pid, inode))
+        raise Failure("the server (pid %d) and its children hold no descriptor for socket inode %s" % (pid, inode))
     if not hasattr(os, "pidfd_open"):
         raise CannotInspect("this Python has no os.pidfd_open")
     libc = ctypes.CDLL(None, use_errno=True)
-    pidfd = os.pidfd_open(pid)
+    pidfd = os.pidfd_open(holder)
     try:
         copy = libc.syscall(438, pidfd, target, 0)  # SYS_pidfd_getfd
         if copy < 0:
@@ -1094,12 +1102,19 @@ def cloexec(host, port, pid, timeout=5.0):
         ", ".join("pid %d fd %d" % pf for pf in found))
 
 
-def nodelay(host, port, pid):
+def nodelay(host, port, pid, send=b"!"):
     """A connection the server has served once: its server-side socket must have
-    TCP_NODELAY set (asked from inside the server: server_socket_option)."""
+    TCP_NODELAY set (asked from inside the server: server_socket_option). `send` is a
+    request that gets an answer (an echo server's 1 byte; a line protocol's line; b"" for a
+    server that greets first): the first byte back says the server has taken the connection
+    and set its options."""
     with connect(host, port) as s:
-        s.sendall(b"!")
-        if s.recv(1) != b"!":
+        if send:
+            s.sendall(send)
+        first = s.recv(1)
+        if not first:
+            raise Failure("EOF before the server's first byte (sent %r)" % send)
+        if send == b"!" and first != b"!":
             raise Failure("no 1-byte echo")
         value = server_socket_option(pid, port, s.getsockname()[1], socket.IPPROTO_TCP, socket.TCP_NODELAY)
     if not value:
@@ -1532,6 +1547,7 @@ def main(argv=None):
     p.add_argument("--pid", type=int, required=True)
     p = add("nodelay", "the server's socket for a served client must have TCP_NODELAY (looked at with pidfd_getfd)")
     p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--send", default="!", help="a request that gets an answer (\\n for a newline; '' for a server that greets first)")
     p = add("backlog", "SIGSTOP the server, connect N at once: the kernel must complete all N (listen backlog)")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--conns", type=int, default=100)
@@ -1604,7 +1620,7 @@ def main(argv=None):
             _, msg = mem(h, port, a.pid, a.conns)
         elif a.cmd == "nodelay":
             try:
-                msg = nodelay(h, port, a.pid)
+                msg = nodelay(h, port, a.pid, a.send.replace("\\n", "\n").encode())
             except CannotInspect as e:
                 print("cannot inspect: %s" % e)
                 return 3
