@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+"""tests/grade STAGE DIR: grade a student's copy of a stage, per lab, with a score to trust.
+
+    tests/grade 04 ~/lab04                (or: make grade STAGE=04 DIR=~/lab04)
+    GRADE_FILTER=regex tests/grade 04 DIR   only the tests whose names match
+
+DIR is a copy of the stage (from `make lab`, or the reference itself). Nothing runs inside
+DIR: the kit is copied to a scratch folder, DIR's own sources (its top-level *.c and *.h,
+not the unit tests) replace the stage's, and everything else comes from the kit: the test
+files (test*.bats), the Makefile, the unit tests (*_test.c, test_*.h), the fuzz targets and
+corpora (fuzz/), the harness (tests/). Editing any of them in DIR changes nothing.
+
+Each test runs alone (`bats --filter '^name$'`), in a session of its own, with a time limit
+(GRADE_TEST_SECS, default 300, times TIMEOUT_SCALE); the whole run has one too
+(GRADE_RUN_SECS, default 3600, times TIMEOUT_SCALE). A test passes when bats' exit status
+says so and its TAP stream holds exactly that one result: a test that writes its own
+`ok 1` line on bats' descriptor 3 adds a line and fails. After each test every process it
+left is killed: its session, and any process whose environment carries this run's marker,
+whose working folder or program lies in the scratch folder (a `setsid` double fork keeps
+the marker unless it empties its environment; limits: CONTRIBUTING.md, "Labs").
+The unit-test binaries are linked with a guard (tests/lib/grade_guard.c) that closes every
+descriptor above 2 before any of the student's code runs (their constructors included) and
+turns an exit() or _exit() called before main() into exit status 86.
+
+A skipped test (a tool missing) is not passed: its reason is shown. The stage's labs.txt
+says which tests grade which lab, with the lab's weight; the report gives per lab
+`name: passed X/Y (P/W points)`, each failing test's own messages (its seed included), the
+total, and GRADE_JSON (default: results.json in the current folder, `-` for none) in the
+format Gradescope-style autograders read. Exit status: 0 at full marks, 1 below, 2 on a
+usage error or a kit problem.
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GUARD_EXIT = 86
+
+
+def die(msg, status=2):
+    print("tests/grade: %s" % msg, file=sys.stderr)
+    sys.exit(status)
+
+
+def usage():
+    die("usage: tests/grade STAGE DIR   (e.g. tests/grade 04 ~/lab04)")
+
+
+def stage_dir(arg):
+    arg = arg.rstrip("/")
+    for name in sorted(os.listdir(ROOT)):
+        if re.match(r"^\d\d_", name) and os.path.isdir(os.path.join(ROOT, name)) and \
+                (name == arg or name.split("_")[0] == arg):
+            return name
+    return None
+
+
+def timeout_scale():
+    """TIMEOUT_SCALE as given, else from the load as tests/run chooses it (at most 6)."""
+    v = os.environ.get("TIMEOUT_SCALE")
+    if v:
+        try:
+            return max(1.0, float(v))
+        except ValueError:
+            die("TIMEOUT_SCALE=%r is not a number" % v)
+    try:
+        load1 = float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 1.0
+    per = load1 / (os.cpu_count() or 1)
+    f = 1 if per <= 1 else (int(per) if per == int(per) else int(per) + 1)
+    return float(min(f, 6))
+
+
+def env_secs(name, default, scale):
+    v = os.environ.get(name, "")
+    try:
+        s = float(v) if v else default
+    except ValueError:
+        die("%s=%r is not a number of seconds" % (name, v))
+    return s * scale
+
+
+# ---------------------------------------------------------------- labs.txt
+
+def read_labs(stage):
+    """[(lab, weight, regex)] from STAGE/labs.txt: `name weight regex`, # comments."""
+    path = os.path.join(ROOT, stage, "labs.txt")
+    labs = []
+    if not os.path.exists(path):
+        return labs
+    for n, line in enumerate(open(path), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 2)
+        if len(parts) != 3:
+            die("%s:%d: want `lab weight regex`" % (path, n))
+        try:
+            w = float(parts[1])
+            rx = re.compile(parts[2])
+        except (ValueError, re.error) as e:
+            die("%s:%d: %s" % (path, n, e))
+        labs.append((parts[0], w, rx))
+    return labs
+
+
+def lab_of(name, labs):
+    for lab, _, rx in labs:
+        if rx.search(name):
+            return lab
+    return None
+
+
+def test_names(bats_file):
+    """The test names of a bats file, in order (its @test lines)."""
+    names = []
+    for line in open(bats_file):
+        m = re.match(r'^@test\s+"(.*)"\s*\{\s*$', line) or re.match(r"^@test\s+'(.*)'\s*\{\s*$", line)
+        if m:
+            # bats shows the name with the shell's quoting undone: \" -> ", \\ -> \, \$ -> $
+            names.append(re.sub(r'\\(["\\$`])', r"\1", m.group(1)))
+    return names
+
+
+# ---------------------------------------------------------------- processes
+
+def pids_left(sid, marker, scratch, me):
+    """Processes of this run still alive: in session SID, carrying MARKER in their
+    environment, or with their cwd or program in SCRATCH."""
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) in me:
+            continue
+        pid = int(p)
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                stat = f.read()
+            fields = stat[stat.rindex(")") + 2:].split()
+            if fields[0] == "Z":
+                continue
+            if sid is not None and int(fields[3]) == sid:
+                found.append(pid)
+                continue
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                if marker in f.read():
+                    found.append(pid)
+                    continue
+            for link in ("cwd", "exe"):
+                t = os.readlink("/proc/%d/%s" % (pid, link))
+                if t == scratch or t.startswith(scratch + "/"):
+                    found.append(pid)
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def kill_left(sid, marker, scratch):
+    """SIGKILL every process of this run, until none is left (bounded). Returns how many."""
+    me = {os.getpid()}
+    killed = set()
+    for _ in range(50):
+        if sid is not None:
+            try:
+                os.killpg(sid, signal.SIGKILL)
+            except OSError:
+                pass
+        left = pids_left(sid, marker, scratch, me)
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    return len(killed)
+
+
+def run_limited(cmd, cwd, env, limit, marker, scratch, out_path):
+    """Runs CMD in a new session, output to OUT_PATH, for at most LIMIT seconds; then kills
+    everything of the run. Returns (status or None on timeout, processes killed after)."""
+    with open(out_path, "wb") as out:
+        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        try:
+            status = p.wait(timeout=max(limit, 0.1))
+        except subprocess.TimeoutExpired:
+            status = None
+    killed = kill_left(p.pid, marker, scratch)
+    if status is None:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    return status, killed
+
+
+# ---------------------------------------------------------------- the copy
+
+PINNED = re.compile(r"(^|/)(test[^/]*\.bats|Makefile|[^/]*_test\.c|test_[^/]*\.h)$|^fuzz/")
+
+
+def assemble(stage, student, scratch):
+    """The kit in SCRATCH/kit, with STUDENT's sources in place of STAGE's."""
+    kit = os.path.join(scratch, "kit")
+    excl = ["--exclude=./.git", "--exclude=build-*", "--exclude=*.o", "--exclude=*.d",
+            "--exclude=./tests/.out", "--exclude=*.gcda", "--exclude=*.gcno",
+            "--exclude=./tests/bench/results", "--exclude=__pycache__"]
+    os.makedirs(kit)
+    tar = subprocess.Popen(["tar", "-C", ROOT] + excl + ["-cf", "-", "."], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-C", kit, "-xf", "-"], stdin=tar.stdout, check=True)
+    tar.stdout.close()
+    if tar.wait() != 0:
+        die("could not copy the kit")
+    sdir = os.path.join(kit, stage)
+    subprocess.run(["make", "-s", "-C", sdir, "clean"], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    # The stage's own sources go; the pinned files (tests, Makefile, fuzz/) stay.
+    for f in os.listdir(sdir):
+        if f.endswith((".c", ".h")) and not PINNED.search(f):
+            os.unlink(os.path.join(sdir, f))
+    taken = []
+    for f in sorted(os.listdir(student)):
+        src = os.path.join(student, f)
+        if f.endswith((".c", ".h")) and not PINNED.search(f) and os.path.isfile(src) \
+                and not os.path.islink(src):
+            shutil.copyfile(src, os.path.join(sdir, f))
+            taken.append(f)
+    return kit, sdir, taken
+
+
+def guard_flags(scratch):
+    """Compiles tests/lib/grade_guard.c; the link flags that put it in a binary."""
+    obj = os.path.join(scratch, "grade_guard.o")
+    r = subprocess.run(["cc", "-std=c11", "-O2", "-c", "-o", obj, os.path.join(ROOT, "tests/lib/grade_guard.c")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        die("cannot build the guard: %s" % r.stderr.strip())
+    return "%s -Wl,--wrap=main,--wrap=exit,--wrap=_exit,--wrap=_Exit" % obj
+
+
+def make_vars(sdir, var):
+    for line in open(os.path.join(sdir, "Makefile")):
+        m = re.match(r"^%s\s*:?=\s*(.*)$" % var, line)
+        if m:
+            return m.group(1).split()
+    return []
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv):
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
+    if len(argv) != 2:
+        usage()
+    stage = stage_dir(argv[0])
+    if stage is None:
+        die("no stage '%s' here" % argv[0])
+    student = os.path.abspath(argv[1])
+    if not os.path.isdir(student):
+        die("no folder '%s'" % argv[1])
+    if not any(f.endswith(".c") for f in os.listdir(student)):
+        die("%s has no .c files: is it a copy of %s?" % (student, stage))
+    if os.path.realpath(student) == os.path.realpath(os.path.join(ROOT, stage)):
+        print("(grading the reference itself)")
+    scale = timeout_scale()
+    test_secs = env_secs("GRADE_TEST_SECS", 300, scale)
+    run_secs = env_secs("GRADE_RUN_SECS", 3600, scale)
+    build_secs = env_secs("GRADE_BUILD_SECS", 300, scale)
+    run_deadline = time.monotonic() + run_secs
+    flt = os.environ.get("GRADE_FILTER", "")
+    try:
+        frx = re.compile(flt) if flt else None
+    except re.error as e:
+        die("GRADE_FILTER: %s" % e)
+    json_path = os.environ.get("GRADE_JSON", "results.json")
+
+    bats_files = sorted(f for f in os.listdir(os.path.join(ROOT, stage)) if re.match(r"^test.*\.bats$", f))
+    tests = [(f, n) for f in bats_files for n in test_names(os.path.join(ROOT, stage, f))]
+    if frx:
+        tests = [(f, n) for f, n in tests if frx.search(n)]
+    if not tests:
+        die("no test of %s matches GRADE_FILTER=%r" % (stage, flt))
+    labs = read_labs(stage)
+    weights = {lab: w for lab, w, _ in labs}
+
+    scratch = os.path.realpath(tempfile.mkdtemp(prefix="kit-grade."))
+    marker_val = secrets.token_hex(12)
+    marker = ("KIT_GRADE_RUN=%s" % marker_val).encode()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "COVERAGE", "STAGE_BUILD", "SAN",
+                        "HARNESS_SUBST", "BATS_FILTER", "TEST_OUT", "TEST_RERUN", "GRADE_JSON")}
+    env["KIT_GRADE_RUN"] = marker_val
+    env["TIMEOUT_SCALE"] = ("%g" % scale)
+    env["TMPDIR"] = os.path.join(scratch, "tmp")
+    os.makedirs(env["TMPDIR"])
+    try:
+        kit, sdir, taken = assemble(stage, student, scratch)
+        todo = []
+        for f in taken:
+            for n, line in enumerate(open(os.path.join(student, f), errors="replace"), 1):
+                m = re.match(r"^\s*//\s*LAB TODO ([A-Za-z_0-9]+):", line)
+                if m:
+                    todo.append("  %s (%s)" % (m.group(1), f))
+        print("== grading %s as %s (TIMEOUT_SCALE=%g: %ds a test, %ds in all)"
+              % (student, stage, scale, test_secs, run_secs))
+        results = {}   # name -> (passed, reason lines)
+        build_log = os.path.join(scratch, "build.log")
+        status, killed = run_limited(["make", "-s", "-C", sdir], kit, env, build_secs, marker, scratch, build_log)
+        built = status == 0
+        if built:
+            # The unit tests again, each with the guard linked in.
+            units = [t for t in make_vars(sdir, "TESTS") if t.endswith("_test")]
+            if units:
+                for u in units:
+                    try:
+                        os.unlink(os.path.join(sdir, u))
+                    except OSError:
+                        pass
+                status, _ = run_limited(["make", "-s", "-C", sdir, "LDFLAGS=" + guard_flags(scratch)] + units,
+                                        kit, env, build_secs, marker, scratch, build_log + ".guard")
+                built = status == 0
+                if not built:
+                    build_log += ".guard"
+        if not built:
+            why = "the build took longer than %ds" % build_secs if status is None else "the build failed"
+            lines = [l.replace(kit + "/", "") for l in open(build_log, errors="replace").read().splitlines()
+                     if re.search(r"error|undefined reference", l)][:8]
+            print("BUILD FAILED (%s); the compiler's first complaints:" % why)
+            for l in lines:
+                print("  " + l)
+            for _, n in tests:
+                results[n] = (False, ["not built: " + why] + lines)
+        else:
+            for i, (f, n) in enumerate(tests):
+                left = run_deadline - time.monotonic()
+                if left <= 0:
+                    results[n] = (False, ["not run: the whole run's time limit (%ds) was spent" % run_secs])
+                    continue
+                limit = min(test_secs, left)
+                log = os.path.join(scratch, "test.%d.tap" % i)
+                cmd = ["bats", "--tap", "--filter", "^%s$" % re.escape(n), os.path.join(stage, f)]
+                st, killed = run_limited(cmd, kit, env, limit, marker, scratch, log)
+                out = open(log, errors="replace").read().splitlines()
+                results[n] = judge(st, out, limit, killed)
+                ok, why = results[n]
+                print("  %s  %s" % ("PASS" if ok else ("SKIP" if why and why[0].startswith("skipped") else "FAIL"), n))
+        report(stage, student, tests, labs, weights, results, todo, json_path)
+        full = all(results[n][0] for _, n in tests)
+        return 0 if full else 1
+    finally:
+        kill_left(None, marker, scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def judge(status, out, limit, killed):
+    """(passed, reasons) for one test from bats' exit status and its TAP lines."""
+    results = [l for l in out if re.match(r"^(not )?ok \d+", l)]
+    msgs = [l[2:] if l.startswith("# ") else l for l in out
+            if l.startswith("#") and not l.startswith("# bats warning")]
+    extra = ["(%d process%s it left running were killed)" % (killed, "es" if killed > 1 else "")] if killed else []
+    if status is None:
+        return False, ["timed out after %ds (the test, or a process it started, was still running)" % limit] + msgs + extra
+    if len(results) != 1 or not re.match(r"^1\.\.1$", out[0] if out else ""):
+        return False, ["bats reported %d results for one test (exit %d): output on bats' own descriptor?"
+                       % (len(results), status)] + results[:3] + msgs + extra
+    line = results[0]
+    m = re.search(r"# skip\b ?\(?(.*?)\)?$", line)
+    if m:
+        return False, ["skipped: %s (a skipped test is not passed)" % (m.group(1) or "no reason given")] + extra
+    if status == 0 and line.startswith("ok "):
+        return True, extra
+    return False, msgs + (["bats exit %d" % status] if not msgs else []) + extra
+
+
+def report(stage, student, tests, labs, weights, results, todo, json_path):
+    by_lab = {}
+    order = []
+    for _, n in tests:
+        lab = lab_of(n, labs) if labs else None
+        lab = lab or ("contract" if labs else "tests")
+        if lab not in by_lab:
+            by_lab[lab] = []
+            order.append(lab)
+        by_lab[lab].append(n)
+    failing = [(n, results[n][1]) for _, n in tests if not results[n][0]]
+    if failing:
+        print("Why the failing tests failed:")
+        for n, why in failing:
+            print("  %s" % n)
+            for l in why[:25]:
+                print("      %s" % l)
+    total = score = 0.0
+    gs = []
+    print("Per lab:")
+    for lab in order:
+        names = by_lab[lab]
+        w = weights.get(lab, float(len(names)))
+        passed = sum(1 for n in names if results[n][0])
+        pts = w * passed / len(names)
+        total += w
+        score += pts
+        print("  %s: passed %d/%d (%s/%s points)" % (lab, passed, len(names), fmt(pts), fmt(w)))
+        for n in names:
+            ok, why = results[n]
+            gs.append({"name": "%s: %s" % (lab, n), "score": round(w / len(names) if ok else 0.0, 4),
+                       "max_score": round(w / len(names), 4), "output": "\n".join(why)})
+    if todo:
+        print("LAB regions still TODO in %s:" % student)
+        print("\n".join(todo))
+    print("Score: %s/%s" % (fmt(score), fmt(total)))
+    if json_path != "-":
+        doc = {"score": round(score, 4), "max_score": round(total, 4), "tests": gs,
+               "output": "%s: %s/%s" % (stage, fmt(score), fmt(total))}
+        try:
+            with open(json_path, "w") as f:
+                json.dump(doc, f, indent=1)
+        except OSError as e:
+            print("tests/grade: cannot write %s: %s" % (json_path, e), file=sys.stderr)
+
+
+def fmt(x):
+    return ("%.2f" % x).rstrip("0").rstrip(".")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
