@@ -460,3 +460,80 @@ time_wait_on() {
     done
     fail "in 3 runs the drain never outlasted the check: $out"
 }
+
+# --- the drain's timer, read from the server's own ppoll() calls ------------------------------
+# How long the drain waits is a timer (DRAIN_MS, 1 s), and the one bound a test could put on
+# the exit time stretches with TIMEOUT_SCALE: a drain of 3 s, or a drain that waits its whole
+# second for clients already gone, fits a scaled 2 s. So these tests read what the server asks
+# the kernel for: strace, attached to the server, logs each ppoll() with its timeout.
+
+# start_strace: attach strace to the running server, logging its ppoll() calls to
+# $BATS_TEST_TMPDIR/ppoll.txt; returns once strace says it is attached (skips without strace).
+start_strace() {
+    command -v strace >/dev/null || skip "no strace here"
+    STRACE_LOG=$BATS_TEST_TMPDIR/ppoll.txt
+    start_bg strace strace -p "$SERVER_PID" -e trace=ppoll -e signal=TERM -o "$STRACE_LOG"
+    STRACE_PID=$BG_PID
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until grep -q 'attached' "$BATS_TEST_TMPDIR/strace.out" 2>/dev/null; do
+        if has_exited "$STRACE_PID" || (($(now_ms) > deadline)); then
+            stop_server
+            skip "strace cannot attach to the server here: $(cat "$BATS_TEST_TMPDIR/strace.out")"
+        fi
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+}
+
+# after_sigterm: the ppoll() lines strace logged after the SIGTERM was delivered.
+after_sigterm() {
+    sed -n '/^--- SIGTERM/,$p' "$STRACE_LOG" | grep '^ppoll(' || true
+}
+
+@test "stopping with only quiet clients: the drain closes them and exits without waiting for its deadline" {
+    start_server server
+    start_strace
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'hello\n' >&5
+    local reply
+    read -r -t "$(scaled_s 2)" reply <&5 || true
+    [[ $reply == hello ]] || { exec 5>&-; fail "expected echo 'hello', got '$reply'"; } || return
+    stop_server || { exec 5>&-; return 1; }
+    exec 5>&-
+    wait_bg "$STRACE_PID" strace
+    grep -q '^--- SIGTERM' "$STRACE_LOG" || fail "strace saw no SIGTERM:" "$(cat "$STRACE_LOG")" || return
+    grep -q 'closed (server stopping)' "$SERVER_ERR" || fail "the quiet client was not closed by the drain:" "$(cat "$SERVER_ERR")" || return
+    # Every client was closed by the first sweep: nothing is left to wait for, so a ppoll()
+    # that sleeps until the deadline (returns 0: timeout) is a second lost on every stop.
+    local waits
+    waits=$(after_sigterm | grep -c '= 0 (Timeout)' || true)
+    ((waits == 0)) || fail "after SIGTERM, with no client left, the server still waited for its drain deadline:" "$(after_sigterm)"
+}
+
+@test "stopping with a client that never reads: the drain waits 1 s (DRAIN_MS), no more, then closes it" {
+    # 8 MiB sent, none read: several MiB stay queued in the server (--max-output 16 MiB, so it
+    # reads them all), and the drain can never finish them: it ends at its deadline.
+    start_server server --max-output 16777216
+    start_bg stuck netkit stuck --size 8388608 --hold "$(scaled_s 20)"
+    local stuck=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/stuck.out" '^stuck:' 20
+    start_strace
+    stop_server
+    wait_bg "$STRACE_PID" strace
+    kill "$stuck" 2>/dev/null || true
+    wait "$stuck" 2>/dev/null || true   # it was holding the connection: ended by us, status 143
+    grep -qE 'stopping: finishing 1 connection, [1-9][0-9]* bytes pending' "$SERVER_ERR" ||
+        fail "no output was pending at SIGTERM: the drain had nothing to wait for" "$(cat "$SERVER_ERR")" || return
+    grep -qE '^server: fd [0-9]+: [1-9][0-9]* bytes still unsent, closing$' "$SERVER_ERR" ||
+        fail "no 'fd N: M bytes still unsent, closing' line: the drain did not end at its deadline" "$(cat "$SERVER_ERR")" || return
+    # The first ppoll() of the drain is given the whole deadline (a little less: the sweep ran
+    # first); ppoll() rounds nothing, so it reads as tv_sec=0, tv_nsec=9xx000000.
+    local first
+    first=$(after_sigterm | sed -n 's/.*{tv_sec=\([0-9]*\), tv_nsec=\([0-9]*\)}.*/\1 \2/p' | head -n1)
+    [[ -n $first ]] || fail "no ppoll() with a timeout after SIGTERM:" "$(after_sigterm)" || return
+    awk -v t="$first" 'BEGIN { split(t, a, " "); s = a[1] + a[2] / 1e9; exit !(s > 0.5 && s <= 1.0) }' ||
+        fail "the drain's first wait was $first (s ns), want at most 1 s and more than 0.5 s" || return
+    # And the drain ended because that time ran out, not because the client went away.
+    after_sigterm | tail -n1 | grep -q '= 0 (Timeout)$' ||
+        fail "the drain's last ppoll() did not time out:" "$(after_sigterm)"
+}
