@@ -380,6 +380,12 @@ def outage(cl, rport, rbin, gone_s, timeout):
     c.send_line("/nick dave")
     cl.expect(c, "* you are now dave", timeout)
     old_c, c.name = c.name, "dave"
+    # A member who joins during the split is told so after its welcome; its node's members
+    # see it join, the other nodes do not (yet).
+    e = cl.connect(1, "e")
+    cl.expect(e, SPLIT, timeout)
+    cl.expect(b, "* %s joined" % e.name, timeout)
+    everyone.append(e)
     # The split lasts: the nodes try to reconnect meanwhile; nobody hears more.
     cl.quiet(scaled(gone_s))
     red = start_redis(rbin, rport)
@@ -387,9 +393,9 @@ def outage(cl, rport, rbin, gone_s, timeout):
     try:
         for o in everyone:
             cl.expect(o, WHOLE, 5.0)
-        # The nodes exchange rosters: c's rename (dave) and a2's reach the others as the
-        # difference of a roster (left + joined); the name's conflict is resolved: exactly one
-        # dave stays. Collect everybody's lines for a moment and judge.
+        # The nodes exchange rosters: c's rename (dave), a2's and e's join reach the others as
+        # the difference of a roster (left + joined); the name's conflict is resolved: exactly
+        # one dave stays. Collect everybody's lines for a moment and judge.
         lines = {o.label: [] for o in everyone}
         deadline = time.monotonic() + scaled(1.5)
         while time.monotonic() < deadline:
@@ -408,6 +414,10 @@ def outage(cl, rport, rbin, gone_s, timeout):
             raise Failure("%s lost dave: want one '* you are now userN-NODE', got %r"
                           % (loser.label, lines[loser.label]))
         loser.name = guest[0][len("* you are now "):]
+        for o in (a, a2, c):
+            if "* %s joined" % e.name not in lines[o.label]:
+                raise Failure("%s: no '* %s joined' once the room was whole (e joined nb during "
+                              "the split): %r" % (o.label, e.name, lines[o.label]))
         for o in everyone:
             if sum(1 for ln in lines[o.label] if ln in (SPLIT, WHOLE)) != 0:
                 raise Failure("%s: a second split or whole notice: %r" % (o.label, lines[o.label]))
