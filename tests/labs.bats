@@ -10,6 +10,7 @@ setup() {
     LAB="$BATS_TEST_TMPDIR/lab"
     # A few quick tests of 03: a broken conn_flush or buffer fails them.
     export GRADE_FILTER='^queued output|^half-close: everything|^buffer unit test'
+    export GRADE_JSON=-   # no results.json left in the folder the tests run from
 }
 
 @test "lab: cuts only the named region, leaves the others and drops bugs/" {
@@ -99,11 +100,24 @@ lab_regions() {
         fail "no full score: $output"
 }
 
-@test "grade: a starter copy scores 0 and names its TODO regions" {
+@test "grade: a starter builds; its cut lab scores 0, the other labs full marks; TODO regions named; results.json" {
     "$KIT_ROOT/tests/lab" 03 "$LAB" conn_flush >/dev/null
-    run "$KIT_ROOT/tests/grade" 03 "$LAB"
+    run env GRADE_JSON="$BATS_TEST_TMPDIR/results.json" "$KIT_ROOT/tests/grade" 03 "$LAB"
     [[ $status -eq 1 ]] || fail "status $status: $output"
-    [[ $output == *"Score: 0/"* && $output == *"conn_flush (server.c)"* ]] || fail "$output"
+    [[ $output == *"conn_flush: passed 0/1 (0/10 points)"* && $output == *"conn_write: passed 1/1 (10/10 points)"* &&
+        $output == *"contract: passed 1/1 (5/5 points)"* && $output == *"Score: 15/25"* &&
+        $output == *"conn_flush (server.c)"* ]] || fail "$output"
+    # The failing test's own explanation reaches the student: the server's log line.
+    [[ $output == *"conn_flush not written, dropping"* ]] || fail "no reason shown: $output"
+    python3 - "$BATS_TEST_TMPDIR/results.json" <<'PY' || fail "results.json: $(cat "$BATS_TEST_TMPDIR/results.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["score"] == 15 and d["max_score"] == 25, d
+t = {x["name"].split(": ", 1)[0]: x for x in d["tests"]}
+assert t["conn_flush"]["score"] == 0 and t["conn_flush"]["max_score"] == 10, t
+assert "conn_flush not written" in t["conn_flush"]["output"], t["conn_flush"]
+assert t["conn_write"]["score"] == 10 and t["contract"]["score"] == 5, t
+PY
 }
 
 @test "grade: a wrong answer loses points, and editing the tests does not help" {
@@ -122,4 +136,124 @@ lab_regions() {
     [[ $output == *"FAIL  buffer unit test"* && $output == *"PASS  queued output"* && $output != *cheating* ]] ||
         fail "$output"
     [[ $output =~ Score:\ ([0-9]+)/([0-9]+) && ${BASH_REMATCH[1]} -lt ${BASH_REMATCH[2]} ]] || fail "$output"
+}
+
+@test "labs.txt: every test of 01-07 grades a lab or the contract; every LAB region is a lab; every line matches a test" {
+    local s names count
+    for s in 01 02 03 04 05 06 07; do
+        run python3 "$KIT_ROOT/tests/lib/grade.py" --check "$s"
+        [[ $status -eq 0 ]] || fail "$output"
+        # The grader reads test names from the @test lines: as many as bats counts.
+        names=$(cd "$KIT_ROOT" && python3 -c 'import sys; sys.path.insert(0, "tests/lib"); import grade
+print(len(grade.test_names(sys.argv[1])))' "$s"_*/test.bats)
+        count=$(bats --count "$KIT_ROOT/$s"_*/test.bats)
+        [[ $names == "$count" ]] || fail "$s: the grader reads $names test names, bats counts $count"
+    done
+    # The check sees a test no line takes, and a region without a lab.
+    local kit="$BATS_TEST_TMPDIR/kit"
+    mkdir -p "$kit/tests/lib"
+    cp "$KIT_ROOT/tests/lib/grade.py" "$kit/tests/lib/"
+    cp -r "$KIT_ROOT/03_poll" "$kit/03_poll"
+    printf '@test "a test nobody grades" {\n    true\n}\n' >>"$kit/03_poll/test.bats"
+    sed -i '/^conn_watch /d' "$kit/03_poll/labs.txt"
+    run python3 "$kit/tests/lib/grade.py" --check 03
+    [[ $status -eq 1 && $output == *"test in no lab: a test nobody grades"* &&
+        $output == *"LAB region with no line in labs.txt: conn_watch"* ]] || fail "$output"
+}
+
+# hostile_lab NAME C-CODE: a copy of 03_poll in $LAB.NAME whose buffer.c ends with C-CODE
+# (03's buffer unit test, buffer_test, links buffer.c: the code runs inside the kit's test).
+hostile_lab() {
+    local d="$LAB.$1"
+    mkdir -p "$d"
+    cp "$KIT_ROOT"/03_poll/*.c "$KIT_ROOT"/03_poll/*.h "$d/"
+    printf '%s\n' "$2" >>"$d/buffer.c"
+}
+
+# no_process_left MARK: no process carries MARK in its environment.
+no_process_left() {
+    local p left=
+    for p in /proc/[0-9]*; do
+        grep -qs -- "$1" "$p/environ" 2>/dev/null && left+=" ${p#/proc/}($(tr '\0' ' ' <"$p/cmdline" 2>/dev/null))"
+    done
+    [[ -z $left ]] || fail "processes left running:$left"
+}
+
+@test "grade: an infinite loop, a child that never exits, a setsid double fork and stdout noise: each run ends within its limit, 0 points, nothing left" {
+    export GRADE_FILTER='^buffer unit test' GRADE_TEST_SECS=3 GRADE_JSON=- HOSTILE_MARK="hostile-$RANDOM$RANDOM"
+    local limit_ms=$(($(scaled_ms 3) + $(scaled_ms 60))) t0
+    hostile_lab loop '__attribute__((constructor)) static void spin(void) { for (;;) { } }'
+    hostile_lab linger '#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void linger(void)
+{
+    printf("ok 1 all good\nScore: 100/100\n");
+    fflush(stdout);
+    if (fork() == 0) {               /* a child that ignores SIGTERM and keeps stdout open */
+        signal(SIGTERM, SIG_IGN);
+        for (;;)
+            pause();
+    }
+    if (fork() == 0) {               /* setsid, fork again, the middle one exits */
+        setsid();
+        if (fork() == 0) {
+            signal(SIGTERM, SIG_IGN);
+            close(0); close(1); close(2);
+            for (;;)
+                pause();
+        }
+        _exit(0);
+    }
+}'
+    local case
+    for case in loop linger; do
+        t0=$(now_ms)
+        run "$KIT_ROOT/tests/grade" 03 "$LAB.$case"
+        (($(now_ms) - t0 < limit_ms)) || fail "$case: the grader took $(($(now_ms) - t0)) ms: $output"
+        [[ $status -eq 1 && $output == *"FAIL  buffer unit test"* && $output == *"timed out after"* &&
+            $output == *"Score: 0/5"* && $output != *"Score: 100"*"Score: 0"* ]] || fail "$case: status $status: $output"
+        no_process_left "$HOSTILE_MARK"
+    done
+}
+
+@test "grade: _exit(0) or a forged 'ok 1' on descriptor 3 from a constructor does not pass a wrong buffer" {
+    export GRADE_FILTER='^buffer unit test' GRADE_TEST_SECS=30 GRADE_JSON=- HOSTILE_MARK="hostile-$RANDOM$RANDOM"
+    local case code
+    for case in exit forge; do
+        [[ $case == exit ]] && code='#include <unistd.h>
+__attribute__((constructor)) static void leave(void) { _exit(0); }'
+        [[ $case == forge ]] && code='#include <unistd.h>
+__attribute__((constructor)) static void forge(void) { (void)!write(3, "ok 1 buffer unit test\n", 22); }'
+        hostile_lab "$case" "$code"
+        # The buffer is wrong too (03's bugs/buffer-shrink-flip.patch): buffer_test fails on it.
+        patch -s -p2 -d "$LAB.$case" --no-backup-if-mismatch <"$KIT_ROOT/03_poll/bugs/buffer-shrink-flip.patch" ||
+            fail "the bug patch does not apply"
+        run "$KIT_ROOT/tests/grade" 03 "$LAB.$case"
+        [[ $status -eq 1 && $output == *"FAIL  buffer unit test"* && $output == *"Score: 0/5"* ]] ||
+            fail "$case: status $status: $output"
+        no_process_left "$HOSTILE_MARK"
+    done
+}
+
+@test "grade: the student's copies of test files, unit tests and fuzz targets are never used (06)" {
+    # The grader's own assembly of the scratch kit, without building it: every pinned file
+    # is the kit's, the student's sources are the student's.
+    cp -r "$KIT_ROOT/06_codecs" "$LAB"
+    rm -rf "$LAB"/build-* "$LAB"/*.o "$LAB"/*.d
+    local f
+    for f in test.bats Makefile line_test.c test_util.h fuzz/fuzz_line.c; do
+        [[ -f $LAB/$f ]] || fail "06 has no $f"
+        echo '/* edited by the student */' >>"$LAB/$f"
+    done
+    echo '/* the student s line.c */' >>"$LAB/line.c"
+    run python3 -c 'import sys, os; sys.path.insert(0, sys.argv[1] + "/tests/lib"); import grade
+kit, sdir, taken = grade.assemble("06_codecs", sys.argv[2], sys.argv[3])
+print(sdir)' "$KIT_ROOT" "$LAB" "$BATS_TEST_TMPDIR/scratch"
+    [[ $status -eq 0 ]] || fail "$output"
+    local sdir=${lines[-1]}
+    for f in test.bats Makefile line_test.c test_util.h fuzz/fuzz_line.c; do
+        cmp -s "$sdir/$f" "$KIT_ROOT/06_codecs/$f" || fail "the grader took the student's $f"
+    done
+    grep -q "the student s line.c" "$sdir/line.c" || fail "the grader did not take the student's line.c"
 }

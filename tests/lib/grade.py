@@ -92,11 +92,13 @@ def env_secs(name, default, scale):
 # ---------------------------------------------------------------- labs.txt
 
 def read_labs(stage):
-    """[(lab, weight, regex)] from STAGE/labs.txt: `name weight regex`, # comments."""
+    """[(lab, weight, regex)] from STAGE/labs.txt: `lab weight regex` lines, # comments.
+    A lab may take several lines (the same weight on each)."""
     path = os.path.join(ROOT, stage, "labs.txt")
     labs = []
     if not os.path.exists(path):
         return labs
+    seen = {}
     for n, line in enumerate(open(path), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -109,22 +111,29 @@ def read_labs(stage):
             rx = re.compile(parts[2])
         except (ValueError, re.error) as e:
             die("%s:%d: %s" % (path, n, e))
+        if seen.setdefault(parts[0], w) != w:
+            die("%s:%d: lab %s has two weights" % (path, n, parts[0]))
         labs.append((parts[0], w, rx))
     return labs
 
 
-def lab_of(name, labs):
+def labs_of(name, labs):
+    """The labs test NAME grades: every lab with a matching line, else "contract" if one of
+    its lines matches; [] if none does (labs.txt is incomplete)."""
+    hit = []
     for lab, _, rx in labs:
-        if rx.search(name):
-            return lab
-    return None
+        if lab != "contract" and rx.search(name) and lab not in hit:
+            hit.append(lab)
+    if not hit and any(rx.search(name) for lab, _, rx in labs if lab == "contract"):
+        hit = ["contract"]
+    return hit
 
 
 def test_names(bats_file):
     """The test names of a bats file, in order (its @test lines)."""
     names = []
     for line in open(bats_file):
-        m = re.match(r'^@test\s+"(.*)"\s*\{\s*$', line) or re.match(r"^@test\s+'(.*)'\s*\{\s*$", line)
+        m = re.match(r'^@test\s+"((?:[^"\\]|\\.)*)"\s*\{', line) or re.match(r"^@test\s+'([^']*)'\s*\{", line)
         if m:
             # bats shows the name with the shell's quoting undone: \" -> ", \\ -> \, \$ -> $
             names.append(re.sub(r'\\(["\\$`])', r"\1", m.group(1)))
@@ -264,6 +273,8 @@ def main(argv):
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.strip())
         return 0
+    if argv[:1] == ["--check"] and len(argv) == 2:
+        return check(argv[1])
     if len(argv) != 2:
         usage()
     stage = stage_dir(argv[0])
@@ -366,6 +377,45 @@ def main(argv):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def check(arg):
+    """--check STAGE: labs.txt covers the stage: every test in a lab or in "contract", every
+    LAB region's name a lab, every line matching some test. Prints each problem; 0 if none."""
+    stage = stage_dir(arg)
+    if stage is None:
+        die("no stage '%s' here" % arg)
+    labs = read_labs(stage)
+    if not labs:
+        print("%s: no labs.txt" % stage)
+        return 1
+    names = [n for f in sorted(os.listdir(os.path.join(ROOT, stage))) if re.match(r"^test.*\.bats$", f)
+             for n in test_names(os.path.join(ROOT, stage, f))]
+    problems = []
+    for n in names:
+        if not labs_of(n, labs):
+            problems.append("test in no lab: %s" % n)
+    regions = set()
+    for f in os.listdir(os.path.join(ROOT, stage)):
+        if f.endswith((".c", ".h")):
+            for line in open(os.path.join(ROOT, stage, f), errors="replace"):
+                m = re.match(r"^\s*//\s*LAB BEGIN ([A-Za-z_0-9]+):", line)
+                if m:
+                    regions.add(m.group(1))
+    declared = {lab for lab, _, _ in labs}
+    for r in sorted(regions - declared):
+        problems.append("LAB region with no line in labs.txt: %s" % r)
+    for lab in sorted(declared - regions - {"contract"}):
+        problems.append("labs.txt names a lab with no LAB region: %s" % lab)
+    for lab, _, rx in labs:
+        if not any(rx.search(n) for n in names):
+            problems.append("labs.txt line matches no test: %s %s" % (lab, rx.pattern))
+    for lab in sorted(declared):
+        if not any(lab in labs_of(n, labs) for n in names):
+            problems.append("lab %s grades no test (each of its tests is taken by another lab?)" % lab)
+    for p in problems:
+        print("%s: %s" % (stage, p))
+    return 1 if problems else 0
+
+
 def judge(status, out, limit, killed):
     """(passed, reasons) for one test from bats' exit status and its TAP lines."""
     results = [l for l in out if re.match(r"^(not )?ok \d+", l)]
@@ -389,13 +439,17 @@ def judge(status, out, limit, killed):
 def report(stage, student, tests, labs, weights, results, todo, json_path):
     by_lab = {}
     order = []
-    for _, n in tests:
-        lab = lab_of(n, labs) if labs else None
-        lab = lab or ("contract" if labs else "tests")
+    for lab, _, _ in labs:
         if lab not in by_lab:
             by_lab[lab] = []
             order.append(lab)
-        by_lab[lab].append(n)
+    for _, n in tests:
+        for lab in (labs_of(n, labs) if labs else []) or ["other" if labs else "tests"]:
+            if lab not in by_lab:
+                by_lab[lab] = []
+                order.append(lab)
+            by_lab[lab].append(n)
+    order = [lab for lab in order if by_lab[lab]]
     failing = [(n, results[n][1]) for _, n in tests if not results[n][0]]
     if failing:
         print("Why the failing tests failed:")
