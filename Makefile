@@ -9,6 +9,7 @@
 #   make bugs                    every stage's bug gallery: each bugs/*.patch must fail its tests
 #   make coverage                every stage's LAB regions: lines its tests run (gcov)
 #   make fuzz                    every stage's libFuzzer targets, FUZZ_SECS (default 60) s each (needs clang)
+#   make valgrind                08's echo, kv_server, http_server under valgrind for a short load (tests/valgrind.sh)
 #   make lab STAGE=04 OUT=dir    starter code: stage 04 with its LAB regions cut out (LABS="a b": only those)
 #   make grade STAGE=04 DIR=dir  run stage 04's tests on a student's folder: `Score: N/M`
 #   make new NAME=x DIR=path     a new server project on 08's library, standalone (08_framework/template/)
@@ -59,6 +60,10 @@ coverage:
 fuzz:
 	@st=0; for d in $(STAGES); do grep -q '^fuzz:' $$d/Makefile || continue; $(MAKE) -C $$d fuzz || st=1; done; exit $$st
 
+# The normal build of 08 (valgrind and the sanitizers do not mix): tests/valgrind.sh builds it.
+valgrind:
+	tests/valgrind.sh
+
 lab:
 	@[ -z "$(BUG)" ] || { echo 'make lab: BUG= is not supported yet (a starter with one gallery bug in it): nothing was made' >&2; exit 2; }
 	@[ -n "$(STAGE)" ] && [ -n "$(OUT)" ] || { echo 'usage: make lab STAGE=04 OUT=dir [LABS="name ..."]' >&2; exit 2; }
@@ -77,4 +82,4 @@ clean:
 	for d in $(SUBDIRS); do $(MAKE) -C $$d clean || exit 1; done
 	rm -rf tests/.out
 
-.PHONY: all test tour matrix bench bench-deps bugs coverage fuzz lab grade new clean $(SUBDIRS)
+.PHONY: all test tour matrix bench bench-deps bugs coverage fuzz valgrind lab grade new clean $(SUBDIRS)

@@ -825,6 +825,11 @@ class Battery:
 
     def run(self):
         self.healthy("the start")  # the healthy session is accepted and served
+        if self.args.trips:
+            t0 = time.monotonic()
+            for i in range(self.args.trips):
+                self.healthy("load (round trip %d of %d)" % (i + 1, self.args.trips), timeout=5.0)
+            print("ok load     %d round trips (%.1f s)" % (self.args.trips, time.monotonic() - t0), flush=True)
         rss0 = self.srv.status_kib("VmRSS")
         self.fds0 = self.srv.fds()
         results = []
@@ -874,6 +879,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated, default all")
     ap.add_argument("--conns", type=int, default=1000)
+    ap.add_argument("--trips", type=int, default=0,
+                    help="first, this many healthy round trips (a load: tests/valgrind.sh)")
     ap.add_argument("--no-memory", action="store_true",
                     help="skip the RSS bounds (sanitized builds: ASan keeps freed memory in quarantine)")
     args = ap.parse_args(argv)
