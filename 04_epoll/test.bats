@@ -63,7 +63,7 @@ scaled_s() {
     # the echo always fits in the kernel, so what epoll watches never changes. 2000
     # messages: 2001 recv (the last one reads the EOF), 0 epoll_ctl(MOD). The bounds allow
     # a spurious wake-up per hundred messages, not a second recv per message.
-    local m recvs mods
+    local m recvs mods short flushes pauses
     for m in "${MODES[@]}"; do
         start_server server -m "$m"
         netkit round-trips --size 64 --count 2000 --within 20
@@ -72,6 +72,12 @@ scaled_s() {
         ((recvs <= 2000 + 20 + 1)) || fail "$m: $recvs recv calls for 2000 messages (want about 2001: one per message)"
         ((recvs >= 2000)) || fail "$m: only $recvs recv calls for 2000 messages: the count is wrong"
         ((mods <= 20)) || fail "$m: $mods epoll_ctl(MOD) calls for 2000 messages that never queued (want 0)"
+        # 64 bytes always fit in the kernel's send buffer: no send() comes up short, so
+        # nothing is queued, flushed or paused (a counter that counts every send as short
+        # would make the queued-output tests below prove nothing).
+        short=$(counter "short sends") && flushes=$(counter "flushes") && pauses=$(counter "pauses") || return
+        ((short == 0 && flushes == 0 && pauses == 0)) ||
+            fail "$m: $short short sends, $flushes flushes, $pauses pauses for 64-byte round trips (want 0 each)"
     done
 }
 
@@ -89,6 +95,20 @@ scaled_s() {
     done
 }
 
+# assert_mods_only_on_change (after stop_server): conn_watch calls epoll_ctl(MOD) only when
+# what it waits for changes. A queue starts with a short send (EPOLLOUT on) and ends with a
+# flush that empties it (EPOLLOUT off); a pause and a resume each change EPOLLIN (LT); a
+# re-arm is a MOD of its own. So MODs <= 2 x short sends + pauses + resumes + re-arms: a
+# server that forgets what it registered (conn_modify not recording `events`) makes one
+# per event once the first has happened, hundreds here.
+assert_mods_only_on_change() {
+    local mods short pauses resumes rearms
+    mods=$(counter 'epoll_ctl(MOD) calls') && short=$(counter "short sends") && pauses=$(counter "pauses") &&
+        resumes=$(counter "resumes") && rearms=$(counter "re-arms") || return
+    ((mods <= 2 * short + pauses + resumes + rearms + 2)) ||
+        fail "$mods epoll_ctl(MOD) calls for $short short sends, $pauses pauses, $resumes resumes, $rearms re-arms: MODs without a change"
+}
+
 @test "lt: queued output: a slow reader gets every byte, through short sends and EPOLLOUT flushes" {
     start_server server -m lt
     # 8 MiB through a 4 KiB receive buffer: more than the kernel buffers hold (its send
@@ -102,6 +122,7 @@ scaled_s() {
     short=$(counter "short sends") && flushes=$(counter "flushes") || return
     ((short > 0)) || fail "no short send: the server never had to queue (the test proved nothing)"
     ((flushes > 0)) || fail "no flush on EPOLLOUT: queued output was never sent from the queue"
+    assert_mods_only_on_change
 }
 
 @test "et: queued output: a slow reader gets every byte, through short sends and EPOLLOUT flushes" {
@@ -112,6 +133,7 @@ scaled_s() {
     short=$(counter "short sends") && flushes=$(counter "flushes") || return
     ((short > 0)) || fail "no short send: the server never had to queue (the test proved nothing)"
     ((flushes > 0)) || fail "no flush on EPOLLOUT: queued output was never sent from the queue"
+    assert_mods_only_on_change
 }
 
 @test "lt: EPOLLOUT is off once the output drained: an idle client costs no CPU" {
@@ -168,6 +190,22 @@ scaled_s() {
         start_server server -m "$m" --max-output 1024
         netkit echo --count 6 --max-size 1048576 --max-piece 65536
         stop_server
+    done
+}
+
+# --max-output 0, the boundary: pause as soon as one byte is unsent (more than 0), resume only
+# once the queue is empty (down to 0, half of 0). A pause at "0 or more" pauses a client with
+# nothing queued, which nothing resumes (LT: no EPOLLIN, no EPOLLOUT); a resume at "less than
+# half" never comes for 0. Either hangs the echo; every byte must come back, and every pause
+# and resume line must keep the rule.
+@test "lt and et: --max-output 0 pauses at the first unsent byte, resumes at an empty queue, and echoes every byte" {
+    local m
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m" --max-output 0
+        netkit echo --count 4 --max-size 262144 --max-piece 65536
+        netkit slow-drain --size 4194304 --rcvbuf 4096 --piece 65536 --pause-ms 1
+        stop_server
+        assert_backpressure_lines "$m" 0 || return
     done
 }
 
@@ -359,6 +397,113 @@ s.close()' "$PORT"
         pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
         [[ -n $pending ]] || fail "$m: no 'stopping: ... N bytes pending' line:" "$(tail -n 5 "$SERVER_ERR")"
         ((pending > 0)) || fail "$m: nothing was pending in the server at SIGTERM: the drain was not tested"
+    done
+}
+
+# A client that stops reading for a while during the drain: its echo waits in the server, so
+# a quiet turn (no event for LINGER_QUIET_MS) is no reason to close it; only clients that have
+# had their echo and our FIN (all lingering) are closed on a quiet turn. The client leaves
+# echo pending (4 MiB through a 4 KiB window), SIGTERMs the server, waits for its `stopping:`
+# line, reads nothing for 0.3 s (three quiet turns, well inside DRAIN_MS: the scenario itself,
+# not a readiness wait), then reads: every byte, then EOF.
+@test "lt and et: during the drain a client that pauses reading longer than a quiet turn still gets every byte" {
+    local m pending
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m" --max-output 16777216
+        python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "$m: the client that paused during the drain" || return
+import os, random, socket, sys, time
+port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, sys.argv[4])
+import netkit
+size = 4 << 20
+payload = netkit.make_payload(random.Random(4), size)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(netkit.scaled(5))
+s.connect(("127.0.0.1", port))
+s.sendall(payload)
+netkit.wait_server_read_all(port, s.getsockname()[1], 5)
+os.kill(pid, 15)
+deadline = time.monotonic() + netkit.scaled(5)
+while "stopping:" not in open(log).read():
+    if time.monotonic() > deadline:
+        sys.exit("no 'stopping:' line after SIGTERM")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+time.sleep(0.3)  # the pause under test: longer than LINGER_QUIET_MS, inside DRAIN_MS
+got = bytearray()
+while True:
+    chunk = s.recv(262144)
+    if not chunk:
+        break
+    got += chunk
+if bytes(got) != payload:
+    n = min(len(got), size)
+    off = next((i for i in range(n) if got[i] != payload[i]), n)
+    sys.exit(netkit.describe_mismatch(payload, bytes(got), off) if off < n else
+             "%d of %d bytes came back after the pause, then EOF" % (len(got), size))
+PY
+        stop_server
+        pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
+        ((pending > 0)) || fail "$m: nothing was pending in the server at SIGTERM: the drain was not tested" || return
+    done
+}
+
+# Our FIN follows the last byte of a stopping client's echo (conn_linger: shutdown(SHUT_WR)),
+# while the server still reads and discards what the client sends; it does not wait for the
+# server to give up on the client. Client A leaves 4 MiB of echo pending, SIGTERMs, sends 1000
+# bytes more once the server logs `stopping:` (the server must discard them, so it lingers),
+# then reads: its echo, then EOF, and at that EOF the server must not have closed A by force
+# yet (no "no EOF from the client" line). Client B leaves 8 MiB pending and reads nothing: the
+# drain cannot end on a quiet turn, only at DRAIN_MS, so a server that never sends the FIN
+# (or never lingers) gives A its EOF only at that forced close, with the line already logged.
+@test "lt and et: a stopping server sends its FIN right after the echo, while it still discards the client's input" {
+    local m
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m" --max-output 16777216
+        python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "$m: the client that sent more after SIGTERM" || return
+import os, random, socket, sys, time
+port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, sys.argv[4])
+import netkit
+rng = random.Random(5)
+def client(size):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(netkit.scaled(5))
+    s.connect(("127.0.0.1", port))
+    payload = netkit.make_payload(rng, size)
+    s.sendall(payload)
+    netkit.wait_server_read_all(port, s.getsockname()[1], 5)
+    return s, payload
+b, _ = client(8 << 20)
+a, payload = client(4 << 20)
+os.kill(pid, 15)
+deadline = time.monotonic() + netkit.scaled(5)
+while "stopping:" not in open(log).read():
+    if time.monotonic() > deadline:
+        sys.exit("no 'stopping:' line after SIGTERM")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+a.sendall(b"x" * 1000)
+got = bytearray()
+while True:
+    chunk = a.recv(262144)
+    if not chunk:
+        break
+    got += chunk
+forced = "no EOF from the client" in open(log).read()
+if bytes(got) != payload:
+    n = min(len(got), len(payload))
+    off = next((i for i in range(n) if got[i] != payload[i]), n)
+    sys.exit(netkit.describe_mismatch(payload, bytes(got), off) if off < n else
+             "%d of %d bytes came back, then EOF" % (len(got), len(payload)))
+if forced:
+    sys.exit("the whole echo came back, but EOF only when the server closed us at its deadline "
+             "('echo sent but no EOF from the client'): no FIN after the echo")
+a.close()
+b.close()
+PY
+        stop_server
+        grep -q 'closed (server stopping)' "$SERVER_ERR" || fail "$m: no 'closed (server stopping)' line: the client's EOF was never read" || return
     done
 }
 
