@@ -156,6 +156,17 @@ cluster() {
     done
 }
 
+@test "cluster: a slow reader dropped by its node's cap is announced '* NAME dropped (too slow)' on the other nodes too" {
+    redis_start
+    node na 30000 --max-output 65536 --soft-seconds 0 && node nb 30000 || return
+    run cluster slowdrop --lines 5000 --size 1000 --timeout 5
+    [[ $output == ok:* ]] || fail "$output" || return
+    stop_node na && stop_node nb || return
+    redis_stop
+    # The drop was the library's cap (the path the test means), on na.
+    grep -q 'dropped (too slow)' "$na_ERR" || fail "na did not log a drop as too slow"
+}
+
 @test "cluster: names refreshed and nodes heard for twice the ttl; a node killed with SIGKILL: its users' '* NAME left' reach the others within the name ttl and a beat; its names expire" {
     redis_start
     local n ttl

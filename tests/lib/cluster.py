@@ -27,6 +27,10 @@ guest names are userN-NODE, NODE given by --nodes (same order).
   subkill --redis-port P
         Redis drops the subscribers (CLIENT KILL TYPE pubsub, as it does a slow one): split,
         then whole again within 5 s and cross-node lines delivered again
+  slowdrop --lines L --size B
+        a reader that never reads on node 0 (its node's --max-output small), a flooder beside
+        it, an observer on node 1: the observer gets every flood line in order, then
+        `* SLOW dropped (too slow)` (not `left`); /who no longer lists it
   death --redis-port P --pid PID --signal SIG --within-ms W --ttl-ms T [--check-refresh]
         clients on every node (zed claimed on the last); with --check-refresh, twice the ttl T
         first: zed still held in Redis, nobody left (refresh and heartbeats); then PID (the
@@ -493,6 +497,50 @@ def subkill(cl, rport, timeout):
         time.monotonic() - t0)
 
 
+# --------------------------------------------------------------------------- slowdrop
+
+def slowdrop(cl, lines, size, timeout):
+    """A reader that never reads (SO_RCVBUF 4 KiB) on node 0, a flooder beside it, an
+    observer on node 1: the slow one is dropped by node 0's cap, and the observer, on another
+    node, is told `* NAME dropped (too slow)`, not `left`, after every flood line in order."""
+    f, o = cl.join([(0, "f"), (1, "o")], timeout)
+    cl.room.port = cl.ports[0]
+    s = Client(cl.room, "slow", rcvbuf=4096)
+    s.node = 0
+    cl.room.welcome(s, timeout)
+    cl.settle(s, [f.name, o.name], timeout)
+    s.reading = False
+    cl.room.update(s)
+    cl.clients.append(s)
+    cl.expect(f, "* %s joined" % s.name, timeout)
+    cl.expect(o, "* %s joined" % s.name, timeout)
+    pad = "y" * size
+    sent = seen = 0
+    deadline = time.monotonic() + scaled(timeout * 4)
+    while True:
+        while sent < lines and sent - seen < 64:
+            f.send_line("%d %s" % (sent, pad))
+            sent += 1
+        line = cl.room.next_line(o, timeout)
+        if line == "* %s dropped (too slow)" % s.name:
+            break
+        if line != "%s: %d %s" % (f.name, seen, pad):
+            raise Failure("o: got %r, want flood line %d or '* %s dropped (too slow)'"
+                          % (line[:80], seen, s.name))
+        seen += 1
+        if seen >= lines or time.monotonic() > deadline:
+            raise Failure("the slow reader was not dropped after %d lines of %d bytes" % (seen, size))
+    dropped_at = seen
+    while seen < sent:  # the lines still in flight, in order, and nothing else
+        line = cl.room.next_line(o, timeout)
+        if line != "%s: %d %s" % (f.name, seen, pad):
+            raise Failure("o: got %r after the drop, want flood line %d" % (line[:80], seen))
+        seen += 1
+    cl.who(o, [f.name, o.name], timeout)
+    seen = dropped_at
+    return "slow reader dropped after %d flood lines; the other node was told 'dropped (too slow)'" % seen
+
+
 # --------------------------------------------------------------------------- death
 
 def refreshed(cl, rport, a, ttl_ms, node, timeout):
@@ -548,6 +596,9 @@ def main(argv=None):
     p.add_argument("--gone-s", type=float, default=1.0)
     p = sub.add_parser("subkill", parents=[common])
     p.add_argument("--redis-port", type=int, required=True)
+    p = sub.add_parser("slowdrop", parents=[common])
+    p.add_argument("--lines", type=int, default=5000)
+    p.add_argument("--size", type=int, default=1000)
     p = sub.add_parser("death", parents=[common])
     p.add_argument("--redis-port", type=int, required=True)
     p.add_argument("--pid", type=int, required=True)
@@ -565,6 +616,8 @@ def main(argv=None):
             msg = names_case(cl, a.redis_port, a.ttl_ms, a.timeout)
         elif a.cmd == "outage":
             msg = outage(cl, a.redis_port, a.redis_bin, a.gone_s, a.timeout)
+        elif a.cmd == "slowdrop":
+            msg = slowdrop(cl, a.lines, a.size, a.timeout)
         elif a.cmd == "subkill":
             msg = subkill(cl, a.redis_port, a.timeout)
         else:
