@@ -507,6 +507,24 @@ PY
     done
 }
 
+# SIGTERM while the server has paused a client (back-pressure): the client goes to
+# CONN_STOPPING like every other, so the stop ends its stream where the server's reading
+# stopped: its queued echo is sent, nothing more is read or echoed (no "reading again" after
+# `stopping:`), then our FIN. netkit sends until the server logs the pause, SIGTERMs, ends its
+# own write side and reads: a prefix of what it sent, in order, then EOF.
+@test "lt and et: SIGTERM while a client is paused: its queued echo, then EOF, and reading never resumes" {
+    local m resumed
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m" --max-output 1048576
+        netkit drain-paused-on-term --pid "$SERVER_PID" --server-err "$SERVER_ERR" --size 67108864
+        stop_server
+        resumed=$(sed -n '/stopping:/,$p' "$SERVER_ERR" | grep -m1 'reading again') || true
+        [[ -z $resumed ]] || fail "$m: a paused client was resumed after SIGTERM: $resumed" || return
+        grep -qE 'stopping: finishing 1 connection, [1-9][0-9]* bytes pending' "$SERVER_ERR" ||
+            fail "$m: no echo was pending at SIGTERM: the test proved nothing" || return
+    done
+}
+
 @test "matrix: server (level-triggered, the default)" {
     start_matrix_server server
     assert_matrix_row 04_epoll/server
