@@ -643,6 +643,65 @@ time_wait_on() {
     stop_server
 }
 
+# More clients waiting in the backlog than one turn accepts (ACCEPTS_PER_TURN, 64), and no
+# new one after them: the listening socket is level-triggered in both modes, so epoll reports
+# the rest of the backlog next turn. 150 clients connect while the server is stopped (SIGSTOP,
+# until the kernel has completed all of them), each sends one byte; then SIGCONT and nothing
+# else connects: every one of them must get its byte back.
+@test "lt and et: 150 clients waiting in the backlog, past one turn's accepts, are all served with no newcomer after them" {
+    local m
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m"
+        python3 - "$PORT" "$SERVER_PID" "$(dirname "$NETKIT")" <<'PY' || fail "$m: clients left in the backlog" || return
+import os, select, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+sys.path.insert(0, sys.argv[3])
+import netkit
+n = 150
+netkit.raise_nofile(n + 64)
+socks, stopped = [], False
+try:
+    os.kill(pid, 19)  # SIGSTOP
+    stopped = True
+    netkit.wait_stopped(pid)
+    socks = [netkit.nonblocking_connect("127.0.0.1", port) for _ in range(n)]
+    deadline = time.monotonic() + netkit.scaled(5)
+    ports = set()
+    while True:
+        for s in socks:
+            try:
+                ports.add(s.getsockname()[1])
+            except OSError:
+                pass
+        if netkit.server_established(port, ports) >= n:
+            break
+        if time.monotonic() > deadline:
+            sys.exit("the kernel did not complete %d connections to the stopped server" % n)
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    for s in socks:
+        s.send(b"x")
+    os.kill(pid, 18)  # SIGCONT
+    stopped = False
+    waiting = set(socks)
+    deadline = time.monotonic() + netkit.scaled(5)
+    while waiting and time.monotonic() < deadline:
+        r, _, _ = select.select(list(waiting), [], [], 0.1)
+        for s in r:
+            if s.recv(1) != b"x":
+                sys.exit("a client got EOF or a wrong byte instead of its echo")
+            waiting.discard(s)
+    if waiting:
+        sys.exit("%d of %d clients that waited in the backlog were never served" % (len(waiting), n))
+finally:
+    if stopped:
+        os.kill(pid, 18)
+    for s in socks:
+        s.close()
+PY
+        stop_server
+    done
+}
+
 @test "-H ::1: listens on IPv6, prints listening on [::1]:PORT, logs [::1]:PORT clients, echoes" {
     python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null ||
         skip "no IPv6 loopback on this machine"
