@@ -537,3 +537,32 @@ after_sigterm() {
     after_sigterm | tail -n1 | grep -q '= 0 (Timeout)$' ||
         fail "the drain's last ppoll() did not time out:" "$(after_sigterm)"
 }
+
+# --max-output 0, the boundary: nothing may stay queued while the client is read from. A
+# client is paused only with more than 0 bytes unsent (never at exactly the limit) and
+# resumed once its queue is back to 0 (half of 0); a reader that keeps up is never paused.
+@test "--max-output 0: paused only with bytes unsent, resumed at 0, every byte delivered" {
+    start_server server --max-output 0
+    netkit round-trips --size 512 --count 200 --within 30
+    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 16384 --pause-ms 1
+    netkit echo --count 4 --max-size 262144 --max-piece 65536
+    stop_server
+    assert_backpressure_lines "--max-output 0" 0
+    # Each pause needs a short send first: without one nothing was ever queued.
+    local pauses short
+    pauses=$(counter "pauses") && short=$(counter "short sends") || return
+    ((pauses <= short)) || fail "$pauses pauses but only $short short sends: paused with nothing queued"
+}
+
+# SIGTERM lands while the client's burst waits unread in the server's socket (the server is
+# SIGSTOPped; both are found when it runs again: the turn that takes the signal reads 64 KiB
+# of it). The stopping server reads the rest, several reads' worth (300 KB: 4 MiB of echo
+# first let the kernel grow the server's receive buffer to hold them), echoes all of it, and
+# closes only once the client is quiet: a close after one more read would leave bytes unread
+# and send a reset, and the echo still in flight is lost (conn_quiet).
+@test "SIGTERM with a burst still unread: the drain reads it all, echoes every byte, then EOF" {
+    start_server server
+    netkit stopped-burst --pid "$SERVER_PID" --size 300000 --warm-up 4194304 --term
+    stop_server
+    grep -q 'closed (server stopping)' "$SERVER_ERR" || fail "the drain did not close the quiet client:" "$(cat "$SERVER_ERR")"
+}

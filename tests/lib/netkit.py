@@ -747,13 +747,19 @@ def wait_stopped(pid, timeout=3.0):
         time.sleep(0.001)  # poll interval of a loop with a deadline
 
 
-def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
+def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0, term=False, warm_up=0):
     """A burst that must wait in the kernel until the server reads it: connect, prove the
     server serves us (a 1-byte echo), SIGSTOP the server, send `size` bytes (and, with
     `then_eof`, our FIN), wait until the server's socket holds them all unread
     (/proc/net/tcp: the bytes in its receive queue, CLOSE_WAIT once the FIN is in), SIGCONT
     it, then expect the whole echo (and then EOF) within `timeout` seconds while sending
     nothing more.
+
+    With `term`, SIGTERM is sent too while the server is stopped (it finds the signal and the
+    unread burst together when it runs again): a stopping server still reads, echoes, and then
+    closes (EOF) a client whose bytes had arrived; the whole echo must come back, then EOF.
+    `warm_up` bytes echoed in 64 KiB round trips first let the kernel grow the server's
+    receive buffer (autotuning), so that a burst of several reads' worth fits in it.
 
     For an edge-triggered server: the bytes (and the FIN) arrived as one edge. With a read
     budget smaller than the burst, the bytes left after the budget are reported again only
@@ -770,6 +776,16 @@ def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
         s.sendall(b"!")
         if s.recv(1) != b"!":
             raise Failure("no 1-byte echo before the burst")
+        block = b"w" * 65536
+        s.settimeout(scaled(timeout))
+        for _ in range(warm_up // len(block)):
+            s.sendall(block)
+            n = 0
+            while n < len(block):
+                chunk = s.recv(len(block) - n)
+                if not chunk:
+                    raise Failure("EOF during the warm-up")
+                n += len(chunk)
         client_port = s.getsockname()[1]
         os.kill(pid, 19)  # SIGSTOP
         stopped = True
@@ -786,6 +802,8 @@ def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
                 raise Failure("the stopped server's socket holds %s of the %d bytes sent: send fewer"
                               % (server_rx_queue(port, client_port), queued))
             time.sleep(0.01)  # poll interval of a loop with a deadline
+        if term:
+            os.kill(pid, 15)  # SIGTERM: pending until the server runs again
         os.kill(pid, 18)  # SIGCONT
         stopped = False
         s.settimeout(scaled(timeout))
@@ -795,16 +813,21 @@ def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
                 chunk = s.recv(262144)
             except socket.timeout:
                 chunk = None
+            except ConnectionResetError:
+                if not term:
+                    raise
+                raise Failure("%d of the %d bytes of the burst came back, then a reset: the server "
+                              "closed with the rest of the burst unread" % (len(got), size))
             if not chunk or time.monotonic() > deadline:
                 raise Failure("%d of the %d bytes of the burst came back within %.1f s (%s)"
                               % (len(got), size, scaled(timeout), "EOF" if chunk == b"" else "then nothing"))
             got += chunk
-        if then_eof:
+        if then_eof or term:
             try:
                 extra = s.recv(1)
             except socket.timeout:
-                raise Failure("the whole echo came back, but no EOF within %.1f s: the server never read ours"
-                              % scaled(timeout))
+                raise Failure("the whole echo came back, but no EOF within %.1f s: %s" % (
+                    scaled(timeout), "the server never read ours" if then_eof else "the stopping server never closed"))
             if extra:
                 raise Failure("more bytes than were sent came back")
     finally:
@@ -814,8 +837,9 @@ def stopped_burst(host, port, pid, size, seed, then_eof=False, timeout=3.0):
     if bytes(got) != payload:
         bad = next(i for i in range(size) if got[i] != payload[i])
         raise Failure(describe_mismatch(payload, bytes(got), bad))
-    return "%d bytes%s sent while the server was stopped, all echoed after SIGCONT%s" % (
-        size, " and our FIN" if then_eof else "", ", then EOF" if then_eof else "")
+    return "%d bytes%s sent while the server was stopped%s, all echoed after SIGCONT%s" % (
+        size, " and our FIN" if then_eof else "", ", then SIGTERM" if term else "",
+        ", then EOF" if then_eof or term else "")
 
 
 def server_established(server_port, client_ports):
@@ -1543,6 +1567,8 @@ def main(argv=None):
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=100000)
     p.add_argument("--then-eof", action="store_true", help="send our FIN with the burst; expect EOF after the echo")
+    p.add_argument("--term", action="store_true", help="SIGTERM the stopped server too; expect the whole echo, then EOF")
+    p.add_argument("--warm-up", type=int, default=0, help="echo this many bytes first (the server's receive buffer grows)")
     p = add("cloexec", "the server's descriptor for a new connection is close-on-exec (/proc fdinfo)")
     p.add_argument("--pid", type=int, required=True)
     p = add("nodelay", "the server's socket for a served client must have TCP_NODELAY (looked at with pidfd_getfd)")
@@ -1625,7 +1651,7 @@ def main(argv=None):
                 print("cannot inspect: %s" % e)
                 return 3
         elif a.cmd == "stopped-burst":
-            msg = stopped_burst(h, port, a.pid, a.size, seed, a.then_eof)
+            msg = stopped_burst(h, port, a.pid, a.size, seed, a.then_eof, term=a.term, warm_up=a.warm_up)
         elif a.cmd == "pause-read":
             msg = pause_read(h, port, a.size, a.resume_file, seed)
         elif a.cmd == "reset-idle":
