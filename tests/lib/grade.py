@@ -225,9 +225,12 @@ def assemble(stage, student, scratch):
     kit = os.path.join(scratch, "kit")
     excl = ["--exclude=./.git", "--exclude=build-*", "--exclude=*.o", "--exclude=*.d",
             "--exclude=./tests/.out", "--exclude=*.gcda", "--exclude=*.gcno",
-            "--exclude=./tests/bench/results", "--exclude=__pycache__"]
+            "--exclude=./tests/bench/results", "--exclude=__pycache__", "--exclude=*.orig",
+            "--exclude=*.rej"]
     os.makedirs(kit)
-    tar = subprocess.Popen(["tar", "-C", ROOT] + excl + ["-cf", "-", "."], stdout=subprocess.PIPE)
+    # The harness (tests/) and the stage: a stage's tests use nothing else of the kit.
+    tar = subprocess.Popen(["tar", "-C", ROOT] + excl + ["-cf", "-", "./tests", "./" + stage],
+                           stdout=subprocess.PIPE)
     subprocess.run(["tar", "-C", kit, "-xf", "-"], stdin=tar.stdout, check=True)
     tar.stdout.close()
     if tar.wait() != 0:
