@@ -450,18 +450,20 @@ PY
 
 # Our FIN follows the last byte of a stopping client's echo (conn_linger: shutdown(SHUT_WR)),
 # while the server still reads and discards what the client sends; it does not wait for the
-# server to give up on the client. Client A leaves 4 MiB of echo pending, SIGTERMs, sends 1000
-# bytes more once the server logs `stopping:` (the server must discard them, so it lingers),
-# then reads: its echo, then EOF, and at that EOF the server must not have closed A by force
+# server to give up on the client. Client A leaves 4 MiB of echo pending, SIGTERMs, sends
+# 200,000 bytes more once the server logs `stopping:` (the server must discard them, so it
+# lingers; with --read-budget 1 that takes several turns, each re-armed in ET: conn_linger's
+# `rearm`), then reads: its echo, then EOF, and at that EOF the server must not have closed A by force
 # yet (no "no EOF from the client" line). Client B leaves 8 MiB pending and reads nothing: the
 # drain cannot end on a quiet turn, only at DRAIN_MS, so a server that never sends the FIN
-# (or never lingers) gives A its EOF only at that forced close, with the line already logged.
+# (or never lingers) gives A its EOF only at that forced close, with the line already logged;
+# one that stops discarding before A's EOF (no re-arm) closes A by force too.
 @test "lt and et: a stopping server sends its FIN right after the echo, while it still discards the client's input" {
-    local m
+    local m rearms
     for m in "${MODES[@]}"; do
-        start_server server -m "$m" --max-output 16777216
+        start_server server -m "$m" --max-output 16777216 --read-budget 1
         python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "$m: the client that sent more after SIGTERM" || return
-import os, random, socket, sys, time
+import os, random, socket, sys, threading, time
 port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 sys.path.insert(0, sys.argv[4])
 import netkit
@@ -483,7 +485,8 @@ while "stopping:" not in open(log).read():
     if time.monotonic() > deadline:
         sys.exit("no 'stopping:' line after SIGTERM")
     time.sleep(0.005)  # poll interval of a loop with a deadline
-a.sendall(b"x" * 1000)
+more = threading.Thread(target=a.sendall, args=(b"x" * 200000,), daemon=True)
+more.start()
 got = bytearray()
 while True:
     chunk = a.recv(262144)
@@ -499,11 +502,14 @@ if bytes(got) != payload:
 if forced:
     sys.exit("the whole echo came back, but EOF only when the server closed us at its deadline "
              "('echo sent but no EOF from the client'): no FIN after the echo")
+more.join(netkit.scaled(5))
 a.close()
 b.close()
 PY
         stop_server
         grep -q 'closed (server stopping)' "$SERVER_ERR" || fail "$m: no 'closed (server stopping)' line: the client's EOF was never read" || return
+        rearms=$(counter "re-arms") || return
+        [[ $m == lt ]] || ((rearms > 0)) || fail "et: no re-arm: the discarding never outlasted the read budget (the test proved less)" || return
     done
 }
 
