@@ -130,6 +130,9 @@ counter() {
     start_server server
     scenario_half_close
     stop_server
+    # conn_read logs an EOF only when echo is still queued behind it: these clients read theirs.
+    ! grep -q 'EOF with 0 bytes' "$SERVER_ERR" || fail "an EOF logged with 0 bytes of echo to send:" "$(grep 'EOF with' "$SERVER_ERR")"
+    [[ $(grep -c ' closed$' "$SERVER_ERR") -eq 2 ]] || fail "want 2 'PEER closed' lines:" "$(cat "$SERVER_ERR")"
 }
 
 @test "a client that resets mid-reply is dropped; the others carry on" {
@@ -285,6 +288,9 @@ assert_backpressure_lines() {
     ((n == resumes)) || fail "$m: $n resume lines, but the counter says $resumes" || return
     # A client is paused and resumed in turn: never two resumes for one pause.
     ((resumes == pauses || resumes == pauses - 1)) || fail "$m: $pauses pauses but $resumes resumes" || return
+    # Every pause line names the limit itself: 'fd N: B bytes unsent > --max-output M, not reading until it drains'.
+    n=$(grep -cE "^server: fd [0-9]+: [0-9]+ bytes unsent > --max-output $max, not reading until it drains\$" "$SERVER_ERR" || true)
+    ((n == pauses)) || fail "$m: $n of $pauses pause lines read 'fd N: B bytes unsent > --max-output $max, not reading until it drains'" || return
     bad=$(sed -n 's/.*: \([0-9]*\) bytes unsent > --max-output.*/\1/p' "$SERVER_ERR" | awk -v m="$max" '$1 <= m' | head -n1)
     [[ -z $bad ]] || fail "$m: paused with $bad bytes unsent, not more than --max-output $max" || return
     bad=$(sed -n 's/.*output down to \([0-9]*\) bytes, reading again.*/\1/p' "$SERVER_ERR" | awk -v m="$max" '$1 * 2 > m' | head -n1)
@@ -564,5 +570,12 @@ after_sigterm() {
     start_server server
     netkit stopped-burst --pid "$SERVER_PID" --size 300000 --warm-up 4194304 --term
     stop_server
-    grep -q 'closed (server stopping)' "$SERVER_ERR" || fail "the drain did not close the quiet client:" "$(cat "$SERVER_ERR")"
+    grep -q 'closed (server stopping)' "$SERVER_ERR" || fail "the drain did not close the quiet client:" "$(cat "$SERVER_ERR")" || return
+    # The same with the client's FIN behind the burst: the drain reads up to the EOF and then
+    # closes at once ('PEER closed'), not at its deadline.
+    start_server server
+    netkit stopped-burst --pid "$SERVER_PID" --size 300000 --warm-up 4194304 --term --then-eof
+    stop_server
+    grep -qE '^server: [0-9.:]+ closed$' "$SERVER_ERR" || fail "the half-closed client was not closed on its EOF:" "$(cat "$SERVER_ERR")" || return
+    ! grep -q 'at the deadline' "$SERVER_ERR" || fail "the drain kept a client whose EOF it had read until its deadline:" "$(cat "$SERVER_ERR")"
 }
