@@ -238,17 +238,25 @@ def assemble(stage, student, scratch):
     sdir = os.path.join(kit, stage)
     subprocess.run(["make", "-s", "-C", sdir, "clean"], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    # The stage's own sources go; the pinned files (tests, Makefile, fuzz/) stay.
-    for f in os.listdir(sdir):
-        if f.endswith((".c", ".h")) and not PINNED.search(f):
-            os.unlink(os.path.join(sdir, f))
+    # The stage's own sources go; the pinned files (tests, Makefile, fuzz/) stay. Sources in
+    # subfolders count too (08's lib/, examples/), never fuzz/, bugs/ or build folders.
+    def sources(top):
+        for dirpath, dirnames, filenames in os.walk(top):
+            rel = os.path.relpath(dirpath, top)
+            dirnames[:] = [d for d in dirnames if d not in ("fuzz", "bugs", ".git") and not d.startswith("build-")]
+            for f in filenames:
+                r = os.path.normpath(os.path.join(rel, f))
+                if f.endswith((".c", ".h")) and not PINNED.search(r):
+                    yield r
+    for r in list(sources(sdir)):
+        os.unlink(os.path.join(sdir, r))
     taken = []
-    for f in sorted(os.listdir(student)):
-        src = os.path.join(student, f)
-        if f.endswith((".c", ".h")) and not PINNED.search(f) and os.path.isfile(src) \
-                and not os.path.islink(src):
-            shutil.copyfile(src, os.path.join(sdir, f))
-            taken.append(f)
+    for r in sorted(sources(student)):
+        src = os.path.join(student, r)
+        if os.path.isfile(src) and not os.path.islink(src):
+            os.makedirs(os.path.dirname(os.path.join(sdir, r)), exist_ok=True)
+            shutil.copyfile(src, os.path.join(sdir, r))
+            taken.append(r)
     return kit, sdir, taken
 
 
@@ -286,7 +294,7 @@ def main(argv):
     student = os.path.abspath(argv[1])
     if not os.path.isdir(student):
         die("no folder '%s'" % argv[1])
-    if not any(f.endswith(".c") for f in os.listdir(student)):
+    if not any(f.endswith(".c") for _, _, fs in os.walk(student) for f in fs):
         die("%s has no .c files: is it a copy of %s?" % (student, stage))
     if os.path.realpath(student) == os.path.realpath(os.path.join(ROOT, stage)):
         print("(grading the reference itself)")
@@ -436,6 +444,9 @@ def judge(status, out, limit, killed):
         return False, ["skipped: %s (a skipped test is not passed)" % (m.group(1) or "no reason given")] + extra
     if status == 0 and line.startswith("ok "):
         return True, extra
+    if any(re.search(r"\bexit(ed)? (status )?%d\b" % GUARD_EXIT, m) for m in msgs):
+        extra.append("(status %d: the program exited before its main() ran, from a constructor:"
+                     " tests/lib/grade_guard.c)" % GUARD_EXIT)
     return False, msgs + (["bats exit %d" % status] if not msgs else []) + extra
 
 
