@@ -484,8 +484,8 @@ def report(stage, student, tests, labs, weights, results, todo, json_path):
         print("  %s: passed %d/%d (%s/%s points)" % (lab, passed, len(names), fmt(pts), fmt(w)))
         for n in names:
             ok, why = results[n]
-            gs.append({"name": "%s: %s" % (lab, n), "score": round(w / len(names) if ok else 0.0, 4),
-                       "max_score": round(w / len(names), 4), "output": "\n".join(why)})
+            gs.append({"name": "%s: %s" % (lab, n), "score": w / len(names) if ok else 0.0,
+                       "max_score": w / len(names), "output": "\n".join(why)})
     if todo:
         print("LAB regions still TODO in %s:" % student)
         print("\n".join(todo))
