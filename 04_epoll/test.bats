@@ -459,7 +459,7 @@ PY
 # (or never lingers) gives A its EOF only at that forced close, with the line already logged;
 # one that stops discarding before A's EOF (no re-arm) closes A by force too.
 @test "lt and et: a stopping server sends its FIN right after the echo, while it still discards the client's input" {
-    local m rearms
+    local m rearms waits recvs flushes
     for m in "${MODES[@]}"; do
         start_server server -m "$m" --max-output 16777216 --read-budget 1
         python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "$m: the client that sent more after SIGTERM" || return
@@ -508,8 +508,14 @@ b.close()
 PY
         stop_server
         grep -q 'closed (server stopping)' "$SERVER_ERR" || fail "$m: no 'closed (server stopping)' line: the client's EOF was never read" || return
-        rearms=$(counter "re-arms") || return
+        rearms=$(counter "re-arms") && waits=$(counter "epoll_wait") && recvs=$(counter "recv") &&
+            flushes=$(counter "flushes") || return
         [[ $m == lt ]] || ((rearms > 0)) || fail "et: no re-arm: the discarding never outlasted the read budget (the test proved less)" || return
+        # While A's echo was queued the server read nothing from A: it must not have asked for
+        # EPOLLIN then (LT would report A's unread 200,000 bytes on every turn). Each wake-up
+        # is a read or a flush, plus one quiet turn per LINGER_QUIET_MS of the drain.
+        ((waits <= recvs + flushes + 30)) ||
+            fail "$m: $waits epoll_wait calls for $recvs reads and $flushes flushes: woken without work during the drain" || return
     done
 }
 
