@@ -13,6 +13,11 @@
 # Deadlines: TIMEOUT_SCALE (default 1) times 5 for valgrind's slowdown. About a minute.
 # Exit 0: all clean; 1: a failure (the valgrind log is printed); 2: valgrind missing.
 set -u
+case ${1:-} in
+    -h | --help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    "") ;;
+    *) echo "usage: tests/valgrind.sh [--help]   (TRIPS=N, TIMEOUT_SCALE=K in the environment)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 if ! command -v valgrind >/dev/null; then
