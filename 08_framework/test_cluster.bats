@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # 08_framework: chat_server --redis, chat nodes joined through Redis pub/sub (issue 17; notes:
-# examples/cluster.md). A real redis-server on an ephemeral loopback port, started and stopped
-# by each test (skipped with a message where it is not installed); three nodes; the scenarios
+# README.md, section 9, "chat_server --redis"). A real redis-server on an ephemeral loopback
+# port, started and stopped by each test (skipped with a message where it is not installed); three nodes; the scenarios
 # are tests/lib/cluster.py's (every byte a client receives compared). Short name expiries
 # (--name-ttl) keep the file fast; the production default (15 s) is in the notes.
 

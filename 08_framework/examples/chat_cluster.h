@@ -1,7 +1,7 @@
 // chat_cluster.h: chat_server's nodes joined through Redis pub/sub (issue 17; notes:
-// examples/cluster.md). Included by chat_server.c alone, after the room and its members are
-// defined: every function is static and runs in the main thread. Without --redis nothing here
-// runs (cl.on is false) and the server is stage 07's room, byte for byte.
+// README.md, section 9, "chat_server --redis"). Included by chat_server.c alone, after the
+// room and its members are defined: every function is static and runs in the main thread.
+// Without --redis nothing here runs (cl.on is false) and the server is stage 07's room, byte for byte.
 //
 // Two outbound sessions to redis-server, both the library's connector (reconnect with
 // backoff): SUB, in SUBSCRIBE mode on the room's channel, and CMD, for everything else

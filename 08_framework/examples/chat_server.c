@@ -15,7 +15,7 @@
 // table: a member outlives its session while its leaving is not announced yet (a closed
 // session's pointer is gone, its name is not). Everything that changes the room goes through
 // member_join, member_leave and announce_leavers. With --redis, a node shares the room with
-// others through Redis pub/sub (examples/chat_cluster.h, notes in examples/cluster.md): its
+// others through Redis pub/sub (examples/chat_cluster.h, notes in README.md section 9): its
 // hooks are called from there, and from cmd_nick, cmd_who, cmd_msg, on_message and on_stop;
 // without it none of them does anything.
 
@@ -47,6 +47,14 @@ enum member_state {
 
 // Why a member left: what the room is told (announce_leavers).
 enum leave_reason { LEFT_QUIT, LEFT_EOF, LEFT_IDLE, LEFT_TOO_LONG, LEFT_ERROR, LEFT_SLOW, LEFT_SHUTDOWN };
+// The log's words for each (on_closed): the library's reason is 'local' for every close the
+// room asked for; this says which.
+static const char *const leave_reason_name[] = {
+    [LEFT_QUIT] = "/quit",           [LEFT_EOF] = "the client closed",
+    [LEFT_IDLE] = "idle timeout",    [LEFT_TOO_LONG] = "line too long",
+    [LEFT_ERROR] = "error",          [LEFT_SLOW] = "too slow",
+    [LEFT_SHUTDOWN] = "server stopping",
+};
 
 struct member {
     rx_session *s;  // NULL once its session closed (the member waits for its announcement)
@@ -351,8 +359,8 @@ static void on_closed(rx_session *s, enum rx_close_reason why)
         }
         member_leave(m, r, false);
     }
-    rx_log(RX_LOG_INFO, "session %" PRIu64 " (%s) closed: %s", rx_session_id(s), m->name,
-           rx_close_reason_name(why));
+    rx_log(RX_LOG_INFO, "session %" PRIu64 " (%s) closed: %s (%s)", rx_session_id(s), m->name,
+           rx_close_reason_name(why), leave_reason_name[m->why]);
     idle_stop(m);
     m->s = NULL;
     if (!m->on_leavers)
@@ -641,7 +649,7 @@ static void usage(FILE *to)
             "                        may take (0 to 60000; default 1000)\n"
             "      --redis HOST:PORT    join the room of every node on this redis-server (numeric\n"
             "                        address, [IPv6]:PORT) through its pub/sub: lines, names and /who span\n"
-            "                        the nodes (examples/cluster.md); without it: one room here\n"
+            "                        the nodes (README.md, section 9); without it: one room here\n"
             "      --node NAME          this node's name, unique among the nodes (1-16 letters,\n"
             "                        digits, _ or -; default n<pid>); guests are userN-NAME\n"
             "      --name-ttl MS        a claimed name expires MS after its node's last refresh\n"
