@@ -145,6 +145,14 @@ enum leave_reason {
     LEFT_SHUTDOWN,  // the server is stopping (no one is told: everyone is leaving)
 };
 
+// The log's words for each reason (reap_closed): a dropped client's line says why.
+static const char *const leave_reason_name[] = {
+    [LEFT_QUIT] = "/quit",           [LEFT_EOF] = "the client closed",
+    [LEFT_IDLE] = "idle timeout",    [LEFT_TOO_LONG] = "line too long",
+    [LEFT_ERROR] = "error",          [LEFT_SLOW] = "too slow",
+    [LEFT_SHUTDOWN] = "server stopping",
+};
+
 struct session {
     int fd;
     enum session_state state;
@@ -996,7 +1004,7 @@ static void reap_closed(void)
         if (s->state != S_CLOSED)
             continue;
         if (s->why != LEFT_SHUTDOWN)
-            log_msg("fd %d (%s) closed", s->fd, s->name);
+            log_msg("fd %d (%s) closed: %s", s->fd, s->name, leave_reason_name[s->why]);
         session_free(s);
     }
 }

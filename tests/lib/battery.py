@@ -523,7 +523,8 @@ class Chat(Proto):  # 07 and 08's chat_server: two members, a line from A reache
         self.told = {"longline": ("last", b"* line too long\n")}
         # 07 logs a too-long line as any other close, `fd N (NAME) closed` (no reason);
         # 08 names the reason.
-        self.drop_re = r"session \d+ \(.*\) closed: local" if stage08 else r"fd \d+ \(.*\) closed"
+        self.drop_re = (r"session \d+ \(.*\) closed: local \(line too long\)" if stage08
+                        else r"fd \d+ \(.*\) closed: line too long")
 
     def welcome(self, c):
         line = c.line(2, "welcome")
