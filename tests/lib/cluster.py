@@ -153,6 +153,24 @@ class Cluster:
             if o is not c:
                 self.expect(o, "* %s is now %s" % (old, name))
 
+    def nick_once_free(self, c, name, why, seconds, skip=lambda line: False):
+        """C asks for NAME until it is granted: `* NAME is taken` while another node's release
+        has not reached Redis yet, for at most 3 s (scaled); any other answer fails. Lines
+        SKIP accepts are passed over."""
+        t0 = time.monotonic()
+        deadline = t0 + scaled(3)
+        while True:
+            c.send_line("/nick " + name)
+            line = self.room.next_line(c, seconds)
+            while skip(line):
+                line = self.room.next_line(c, seconds)
+            if line == "* you are now " + name:
+                return
+            if line != "* %s is taken" % name or time.monotonic() > deadline:
+                raise Failure("%s: /nick %s %s: %r (for %.1f s)"
+                              % (c.label, name, why, line, time.monotonic() - t0))
+            time.sleep(0.05)  # the release is on its way through Redis: ask again
+
     def close(self):
         for c in self.clients:
             c.close()
@@ -300,17 +318,7 @@ def names_case(cl, rport, ttl_ms, timeout):
     cl.expect(a, "* bye", timeout)
     cl.expect(b, "* alice left", timeout)
     cl.expect(c, "* alice left", timeout)
-    t0 = time.monotonic()
-    deadline = t0 + scaled(3)
-    while True:
-        c.send_line("/nick alice")
-        line = cl.room.next_line(c, timeout)
-        if line == "* you are now alice":
-            break
-        if line != "* alice is taken" or time.monotonic() > deadline:
-            raise Failure("c: /nick alice after alice quit on another node: %r (for %.1f s)"
-                          % (line, time.monotonic() - t0))
-        time.sleep(0.05)
+    cl.nick_once_free(c, "alice", "after alice quit on another node", timeout)
     old, c.name = c.name, "alice"
     cl.expect(b, "* %s is now alice" % old, timeout)
     # A member that leaves while its claim is pending: the name is released once granted.
@@ -323,19 +331,9 @@ def names_case(cl, rport, ttl_ms, timeout):
     cl.expect(d, "* bye", timeout)
     d.close()
     cl.clients.remove(d)
-    t0 = time.monotonic()
-    deadline = t0 + scaled(3)
-    while True:
-        b.send_line("/nick carol")
-        line = cl.room.next_line(b, timeout)
-        while line.endswith(" left") or line == "* %s is now carol" % d.name:
-            line = cl.room.next_line(b, timeout)  # d's leaving (and its rename, if granted first)
-        if line == "* you are now carol":
-            break
-        if line != "* carol is taken" or time.monotonic() > deadline:
-            raise Failure("b: /nick carol after its claimer left while pending: %r (for %.1f s)"
-                          % (line, time.monotonic() - t0))
-        time.sleep(0.05)
+    # d's leaving (and its rename, if granted first) may come before the answer.
+    cl.nick_once_free(b, "carol", "after its claimer left while pending", timeout,
+                      skip=lambda line: line.endswith(" left") or line == "* %s is now carol" % d.name)
     return "names unique across nodes (5 races, one winner each); freed by /quit and by a " \
         "pending claimer's leaving at once"
 
