@@ -36,24 +36,10 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RESULTS = os.environ.get("BENCH_OUT") or os.path.join(HERE, "results")
-CHAT = os.path.join(ROOT, "08_framework", "examples", "chat_server")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from peers import CLK_TCK, EX, RESULTS, cpu_ticks, free_port, wait_ping
+
+CHAT = os.path.join(EX, "chat_server")
 PAD = "x" * 40
-
-
-def cpu_ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proc:
@@ -78,19 +64,12 @@ def start_redis():
     port = free_port()
     r = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
               "--appendonly", "no"], "redis")
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return r, port
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            r.stop()
-            sys.exit("cluster.py: redis-server did not start")
-        time.sleep(0.05)
+    try:
+        wait_ping(port, time.monotonic() + 10)
+    except RuntimeError:
+        r.stop()
+        sys.exit("cluster.py: redis-server did not start")
+    return r, port
 
 
 def start_node(args, logname):
