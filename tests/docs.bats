@@ -113,3 +113,40 @@ SECTIONS=("The decision" "Run it" "How it works" "Walk through the code" "Limits
     if grep -nE '\$[A-Za-z_{]' <<<"$block"; then fail "a set-up command uses a shell variable the reader never set"; fi
     grep -qE '^cd kit' <<<"$block" || fail "the set-up commands never enter the kit's folder (cd kit)"
 }
+
+@test "docs: make tour, piped: one heading per stage, every claim shown, the matrix, no escape codes, exit 0" {
+    # tests/tour itself fails (exit 1, the stage named) when a demonstration does not show its
+    # claim; here: the shape a reader sees. Bounded: 120 s, stretched by TIMEOUT_SCALE.
+    local out="$BATS_TEST_TMPDIR/tour.out" stage n row
+    run timeout -s TERM "$(($(scaled_ms 120) / 1000))" "$KIT_ROOT/tests/tour"
+    printf '%s\n' "$output" >"$out"
+    [[ $status -eq 0 ]] || fail "tests/tour exited $status:" "$(tail -n 20 "$out")" || return
+    if grep -n $'\033' "$out"; then fail "escape codes in the tour's piped output"; return 1; fi
+    for stage in "$KIT_ROOT"/[0-9][0-9]_*/; do
+        stage=$(basename "$stage")
+        n=$(grep -c "^$stage  " "$out")
+        ((n == 1)) || fail "$n heading lines for $stage (one expected):" "$(head -n 5 "$out")" || return
+    done
+    grep -q '^capability matrix' "$out" || fail "no capability matrix in the tour" || return
+    for row in $(awk '!/^#/ && NF && $1 != "server" { print $1 }' "$KIT_ROOT/tests/matrix/expected.txt"); do
+        [[ -d $KIT_ROOT/${row%%/*} ]] || continue
+        grep -qE "^  $row +(yes|no)" "$out" || fail "the tour's matrix has no row for $row" || return
+    done
+    grep -q 'NOT SHOWN' "$out" && { fail "a claim not shown, yet exit 0"; return 1; }
+    grep -qE '^tour done in [0-9]+ s' "$out" || fail "no 'tour done' line" || return
+    n=$(wc -l <"$out")
+    ((n <= 60)) || fail "the tour takes $n lines; one screen is about 50" || return
+}
+
+@test "docs: the tour fails, naming the stage, when a demonstration does not show its claim" {
+    # A kit whose 02_select/server is 03_poll's: the stall the tour claims for 02 cannot happen.
+    local kit="$BATS_TEST_TMPDIR/kit"
+    local sub=${SAN:+build-${SAN//,/-}/}
+    mkdir -p "$kit/tests" "$kit/02_select/$sub"
+    cp -r "$KIT_ROOT/tests/tour" "$KIT_ROOT/tests/lib" "$KIT_ROOT/tests/matrix" "$kit/tests/"
+    ln -s "$KIT_ROOT/03_poll/${sub}server" "$kit/02_select/${sub}server"
+    run timeout -s TERM "$(($(scaled_ms 60) / 1000))" "$kit/tests/tour" 02_select
+    [[ $status -eq 1 ]] || fail "tests/tour exited $status, not 1:" "$output" || return
+    grep -q '^tour: FAILED: 02_select: client B was echoed' <<<"$output" || fail "no failure naming 02_select's stall:" "$output" || return
+    grep -q 'NOT SHOWN' <<<"$output" || fail "the result line does not say NOT SHOWN:" "$output" || return
+}
