@@ -12,6 +12,8 @@
 #   make valgrind                08's echo, kv_server, http_server under valgrind for a short load (tests/valgrind.sh)
 #   make lab STAGE=04 OUT=dir    starter code: stage 04 with its LAB regions cut out (LABS="a b": only those)
 #   make grade STAGE=04 DIR=dir  run stage 04's tests on a student's folder: `Score: N/M`
+#   make handout STAGE=04 OUT=lab04.tar.gz   a student's handout: the starter, the tests it needs, LAB.md,
+#                                `make test`/`make grade` inside (LABS="a b"; BUG=name: one gallery bug to find)
 #   make new NAME=x DIR=path     a new server project on 08's library, standalone (08_framework/template/)
 #   make SAN=address,undefined   sanitized builds, in each stage's build-address-undefined/
 #   make test SAN=thread         the tests against the ThreadSanitizer builds
@@ -65,13 +67,18 @@ valgrind:
 	tests/valgrind.sh
 
 lab:
-	@[ -z "$(BUG)" ] || { echo 'make lab: BUG= is not supported yet (a starter with one gallery bug in it): nothing was made' >&2; exit 2; }
+	@[ -z "$(BUG)" ] || { echo 'make lab: BUG= is not supported (nothing was made); a handout with one gallery bug in it: make handout STAGE=$(STAGE) BUG=$(BUG) OUT=file.tar.gz' >&2; exit 2; }
 	@[ -n "$(STAGE)" ] && [ -n "$(OUT)" ] || { echo 'usage: make lab STAGE=04 OUT=dir [LABS="name ..."]' >&2; exit 2; }
 	tests/lab $(STAGE) $(OUT) $(LABS)
 
 grade:
 	@[ -n "$(STAGE)" ] && [ -n "$(DIR)" ] || { echo 'usage: make grade STAGE=04 DIR=dir' >&2; exit 2; }
 	tests/grade $(STAGE) $(DIR)
+
+# A tarball a student unpacks, builds and tests alone (tests/lib/handout.py; --help says what is in it).
+handout:
+	@[ -n "$(STAGE)" ] && [ -n "$(OUT)" ] || { echo 'usage: make handout STAGE=04 OUT=lab04.tar.gz [LABS="name ..."] [BUG=name]' >&2; exit 2; }
+	tests/handout '$(STAGE)' '$(OUT)' --labs '$(LABS)' --bug '$(BUG)'
 
 # DIR is relative to where make was typed (here), not to 08_framework.
 new:
@@ -82,4 +89,4 @@ clean:
 	for d in $(SUBDIRS); do $(MAKE) -C $$d clean || exit 1; done
 	rm -rf tests/.out
 
-.PHONY: all test tour matrix bench bench-deps bugs coverage fuzz valgrind lab grade new clean $(SUBDIRS)
+.PHONY: all test tour matrix bench bench-deps bugs coverage fuzz valgrind lab grade handout new clean $(SUBDIRS)
