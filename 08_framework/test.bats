@@ -96,14 +96,17 @@ clean() {
 }
 
 # The issue's memory target: at most 512 bytes of heap per idle connection (after one echo
-# each, ~10000 of them, -t 0 and -t 1). mallinfo2 in the server's thread, before and after.
+# each, ~10000 of them, -t 0 and -t 1), with the raw codec and with RESP's per-connection state
+# (kv_server's). mallinfo2 in the server's thread, before and after.
 @test "unit: idle_test" {
     [[ -z ${SAN:-} ]] || skip "a sanitizer's allocator is not malloc's: the heap is measured in the normal build"
-    local t
-    for t in 0 1; do
-        unit idle_test -t "$t" -c 10000 -m 512 || return
-        [[ $output == *"io threads $t: "*" bytes of heap per idle connection after one echo (at most 512)"* ]] ||
-            fail "idle_test -t $t did not say what it measured:" "$output" || return
+    local t k
+    for k in raw resp; do
+        for t in 0 1; do
+            unit idle_test -k "$k" -t "$t" -c 10000 -m 512 || return
+            [[ $output == *"io threads $t, $k codec: "*" bytes of heap per idle connection after one echo (at most 512)"* ]] ||
+                fail "idle_test -k $k -t $t did not say what it measured:" "$output" || return
+        done
     done
 }
 

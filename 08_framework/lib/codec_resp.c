@@ -12,6 +12,7 @@
 #include "rx.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,15 +31,19 @@ enum resp_next {
 // any count a limit lets through; a longer line is garbage, not a count.
 #define RESP_COUNT_LINE 20
 
+// Every connection holds one from its first byte to its close, idle or not: 40 bytes, a 48-byte
+// block of glibc's malloc (lib/idle_test -k resp bounds what an idle one costs). The counts
+// are 32 bits (at most RX_RESP_MAX_ARGS), and the refusal's words live on resp_fail's stack
+// (a frame's bytes are valid during the callback only, rx.h), not here.
 struct resp_state {
     enum resp_next next;
+    uint32_t nargs;   // elements announced by "*<n>" (at most RX_RESP_MAX_ARGS)
+    uint32_t argc;    // elements read so far
     size_t pos;       // next byte to parse, from the start of the request
     size_t scanned;   // in a line: bytes from pos on known to hold no '\n'
-    size_t nargs;     // elements announced by "*<n>"
-    size_t argc;      // elements read so far
     size_t bulk_len;  // the bulk being read: its announced length
-    char why[64];     // RS_FAILED: "Protocol error: ...", the refusal frame's bytes
 };
+_Static_assert(RX_RESP_MAX_ARGS <= UINT32_MAX, "argument counts are 32 bits");
 
 static void *resp_create(const rx_codec *c)
 {
@@ -61,9 +66,10 @@ static ssize_t resp_fail(struct resp_state *st, size_t len, rx_emit_fn *emit, vo
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     rx_log(RX_LOG_INFO, "resp: Protocol error: %s", msg);
-    int n = snprintf(st->why, sizeof st->why, "Protocol error: %s", msg);
+    char why[64];
+    int n = snprintf(why, sizeof why, "Protocol error: %s", msg);
     st->next = RS_FAILED;
-    rx_frame f = {.data = st->why, .len = (size_t)n, .type = 0,
+    rx_frame f = {.data = why, .len = (size_t)n, .type = 0,
                   .flags = RX_FRAME_FIRST | RX_FRAME_LAST | RX_FRAME_REFUSED, .total = (size_t)n};
     emit(ctx, &f);
     return (ssize_t)len;
@@ -170,7 +176,7 @@ static ssize_t resp_decode(const rx_codec *c, void *state, const char *in, size_
             n = (long long)inline_words(req, end, NULL, 0);
             if (n > RX_RESP_MAX_ARGS)
                 return resp_fail(st, len, emit, ctx, "too many arguments in inline request");
-            st->argc = st->nargs = (size_t)n;
+            st->argc = st->nargs = (uint32_t)n;
             st->pos = end + 1;
             break;  // a whole request (or an empty line)
         case RS_COUNT:
@@ -184,7 +190,7 @@ static ssize_t resp_decode(const rx_codec *c, void *state, const char *in, size_
             st->pos = end + 1;
             if (st->pos > max)
                 return resp_fail(st, len, emit, ctx, "invalid multibulk length");
-            st->nargs = n > 0 ? (size_t)n : 0;  // "*0" and "*-1": an empty request
+            st->nargs = n > 0 ? (uint32_t)n : 0;  // "*0" and "*-1": an empty request
             if (st->nargs == 0)
                 break;
             st->next = RS_BULKLEN;

@@ -1,11 +1,14 @@
 // idle_test.c: the heap an idle connection costs, against the target (at most 512
-// bytes beyond the kernel's buffers). An in-process echo server (rx.h, raw codec) with T io
-// threads; a client thread opens C connections in batches, each sends one message and reads
-// its echo whole, and leaves it open. In the server's own thread, between two turns, the heap
+// bytes beyond the kernel's buffers). An in-process echo server (rx.h, the raw codec, or the
+// RESP codec with -k resp: its per-connection state is kv_server's) with T io threads; a
+// client thread opens C connections in batches, each sends one message (raw: 16 bytes; resp:
+// a 16-byte request, "*1\r\n$6\r\nNNNNNN\r\n", echoed as its frame) and reads its echo whole,
+// and leaves it open. In the server's own thread, between two turns, the heap
 // in use (mallinfo2: uordblks + hblkhd, with one malloc arena for every thread) is read before
 // the first connection and once all are idle: (after - before) / C must be at most MAX.
 // Under a sanitizer (its allocator is not malloc's) it says so and checks nothing.
-//   idle_test [-t IO_THREADS] [-c CONNECTIONS] [-m MAX_BYTES]     (defaults 0, 10000, 512)
+//   idle_test [-k raw|resp] [-t IO_THREADS] [-c CONNECTIONS] [-m MAX_BYTES]
+//                                                  (defaults raw, 0, 10000, 512)
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <netinet/in.h>
@@ -35,6 +38,7 @@ enum { MSG = 16, BATCH = 250 };
 static rx_server *srv;
 static int port;
 static int nconns = 10000;
+static bool resp;  // -k resp: the RESP codec (a state per connection, kept while idle)
 static int *fds;
 static sem_t measured;
 static size_t heap_before, heap_after;
@@ -72,6 +76,15 @@ static void post(void (*fn)(void *), void *arg)
         fail("rx_loop_post");
 }
 
+// Connection I's message: MSG bytes (and a NUL) at OUT.
+static void make_msg(char out[MSG + 1], int i)
+{
+    if (resp)
+        snprintf(out, MSG + 1, "*1\r\n$6\r\n%06d\r\n", i % 1000000);
+    else
+        snprintf(out, MSG + 1, "%015d", i);  // 15 digits and the NUL: 16 bytes sent
+}
+
 // Reads exactly N bytes from FD within SECONDS (x TIMEOUT_SCALE) and checks them.
 static void read_echo(int fd, const char *want, int i)
 {
@@ -107,17 +120,17 @@ static void *client(void *arg)
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     for (int base = 0; base < nconns; base += BATCH) {
         int end = base + BATCH < nconns ? base + BATCH : nconns;
-        char msg[MSG];
+        char msg[MSG + 1];
         for (int i = base; i < end; i++) {
             fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
             if (fds[i] == -1 || connect(fds[i], (struct sockaddr *)&a, sizeof a) == -1)
                 fail("connection %d: %s", i, strerror(errno));
-            snprintf(msg, sizeof msg, "%015d", i);
+            make_msg(msg, i);
             if (write(fds[i], msg, MSG) != MSG)
                 fail("connection %d: write: %s", i, strerror(errno));
         }
         for (int i = base; i < end; i++) {
-            snprintf(msg, sizeof msg, "%015d", i);
+            make_msg(msg, i);
             read_echo(fds[i], msg, i);
         }
     }
@@ -137,14 +150,23 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s [-t IO_THREADS] [-c CONNECTIONS] [-m MAX_BYTES]\n"
-                   "  the heap per idle connection after one echo; exits 0 when at most "
-                   "MAX_BYTES (512)\n", argv[0]);
+            printf("usage: %s [-k raw|resp] [-t IO_THREADS] [-c CONNECTIONS] [-m MAX_BYTES]\n"
+                   "  the heap per idle connection after one echo (raw codec, or resp: "
+                   "kv_server's); exits 0 when at most MAX_BYTES (512)\n", argv[0]);
             return 0;
         }
-        if (v == NULL || (strcmp(argv[i], "-t") && strcmp(argv[i], "-c") && strcmp(argv[i], "-m"))) {
+        if (v == NULL || (strcmp(argv[i], "-t") && strcmp(argv[i], "-c") && strcmp(argv[i], "-m") &&
+                          strcmp(argv[i], "-k"))) {
             fprintf(stderr, "idle_test: bad argument '%s' (see --help)\n", argv[i]);
             return 2;
+        }
+        if (argv[i][1] == 'k') {
+            if (strcmp(v, "raw") && strcmp(v, "resp")) {
+                fprintf(stderr, "idle_test: -k raw or -k resp, not '%s'\n", v);
+                return 2;
+            }
+            resp = strcmp(v, "resp") == 0;
+            continue;
         }
         long n = strtol(v, NULL, 10);
         if (argv[i][1] == 't')
@@ -197,9 +219,9 @@ int main(int argc, char **argv)
     srv = rx_server_new(&cfg);
     if (srv == NULL)
         fail("rx_server_new");
-    rx_codec raw = rx_codec_raw();
+    rx_codec codec = resp ? rx_codec_resp(1u << 20) : rx_codec_raw();  // kv_server's default
     rx_factory f = {.message = on_message};
-    port = rx_listen(srv, "127.0.0.1", 0, &raw, &f);
+    port = rx_listen(srv, "127.0.0.1", 0, &codec, &f);
     if (port < 0)
         fail("rx_listen");
     pthread_t th;
@@ -219,8 +241,8 @@ int main(int argc, char **argv)
           atomic_load(&echoed_frames));
     double per = ((double)heap_after - (double)heap_before) / nconns;
     check(per <= (double)max_bytes,
-          "io threads %d: %.0f bytes of heap per idle connection after one echo (at most %ld): "
-          "%zu bytes in use before the first, %zu with %d idle",
-          io_threads, per, max_bytes, heap_before, heap_after, nconns);
+          "io threads %d, %s codec: %.0f bytes of heap per idle connection after one echo (at "
+          "most %ld): %zu bytes in use before the first, %zu with %d idle",
+          io_threads, resp ? "resp" : "raw", per, max_bytes, heap_before, heap_after, nconns);
     return 0;
 }
