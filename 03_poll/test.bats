@@ -29,7 +29,7 @@ counter() {
     [[ $status -eq 2 ]] || fail "--max-output -5 exited $status, want 2"
 }
 
-@test "buffer unit test: at most 1 byte moved per byte appended, none to grow, no reallocation per pause/resume cycle, any append fits" {
+@test "buffer unit test: at most 1 byte moved per byte appended, none to grow, no reallocation per pause/resume cycle, any append fits, compaction and shrinking at their exact boundaries" {
     run "$(stage_bin buffer_test)"
     [[ $status -eq 0 ]] || fail "buffer_test exited $status:" "$output"
 }

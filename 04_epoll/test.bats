@@ -39,7 +39,7 @@ scaled_s() {
     [[ $status -eq 2 ]] || fail "--read-budget 0 exited $status, want 2"
 }
 
-@test "buffer unit test: at most 1 byte moved per byte appended, none to grow, no reallocation per pause/resume cycle, any append fits" {
+@test "buffer unit test: at most 1 byte moved per byte appended, none to grow, no reallocation per pause/resume cycle, any append fits, compaction and shrinking at their exact boundaries" {
     run "$(stage_bin buffer_test)"
     [[ $status -eq 0 ]] || fail "buffer_test exited $status:" "$output"
 }

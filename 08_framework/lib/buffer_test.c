@@ -15,6 +15,8 @@
 //   6. buf_reserve_capped (the io thread's input buffer) never grows past its ceiling, gives
 //      room until the buffer holds LIMIT bytes and none at LIMIT, and keeps every byte in order;
 //   7. buf_stats is per thread: another thread's buffers never show in this thread's counters.
+//   8. rules 2 and 4 hold at their exact boundaries (compact at buf_len() == start, shrink at
+//      a sixteenth full, not one byte more), read from the struct's cap and start.
 // Part 2, the output queue (rxbuf.c), against a plain model of it: random pushes (counted and
 // notices, shared by two queues as a broadcast shares them), random partial consumes across
 // entries, the ring growing while it wraps; after every step the entries, their offsets, the
@@ -667,6 +669,84 @@ static void test_shared_threads(void)
     expect(alive == 0, "%s", what);
 }
 
+// 8. Rules 2 and 4 at their exact boundaries, read from the struct itself (cap, start), so a
+// `<` for `<=` or a sixteenth for an eighth shows at once. Rule 2: a full BUF_MIN_CAP block
+// with K bytes consumed compacts for one more byte exactly when buf_len() <= start (K = half)
+// and doubles when K is one less; and compacts only if that makes room (cap - len >= n).
+// Rule 4: a block over BUF_SHRINK_MIN shrinks when buf_consume leaves it at most a sixteenth
+// full, not one byte more; never at BUF_SHRINK_MIN itself; and halves while the result would
+// be at most an eighth full. Every byte is checked after each step.
+static struct buffer filled(size_t n, unsigned long long *next)
+{
+    static unsigned char chunk[CHUNK];
+    struct buffer b = BUFFER_EMPTY;
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < CHUNK ? n - done : CHUNK;
+        for (size_t i = 0; i < k; i++)
+            chunk[i] = *bytes_at(*next + done + i);
+        if (buf_append(&b, chunk, k) == -1)
+            break;
+        done += k;
+    }
+    *next += n;
+    return b;
+}
+
+static int holds_from(const struct buffer *b, unsigned long long first)
+{
+    const unsigned char *p = (const unsigned char *)buf_peek(b);
+    for (size_t i = 0; i < buf_len(b); i++)
+        if (p[i] != *bytes_at(first + i))
+            return 0;
+    return 1;
+}
+
+static void test_exact_boundaries(void)
+{
+    char what[200];
+    // Rule 2: cap BUF_MIN_CAP, full; consume K; ask for N more.
+    static const struct { size_t k, n, cap, start; } r2[] = {
+        {BUF_MIN_CAP / 2, 1, BUF_MIN_CAP, 0},              // len == start: compact
+        {BUF_MIN_CAP / 2 - 1, 1, 2 * BUF_MIN_CAP, BUF_MIN_CAP / 2 - 1},  // len == start + 2: double
+        {3000, 3000, BUF_MIN_CAP, 0},                      // compacting makes exactly enough room
+        {3000, 3001, 2 * BUF_MIN_CAP, 3000},               // one byte more than it would make
+    };
+    for (size_t i = 0; i < sizeof r2 / sizeof *r2; i++) {
+        unsigned long long next = 0;
+        struct buffer b = filled(BUF_MIN_CAP, &next);
+        size_t room;
+        buf_consume(&b, r2[i].k);
+        int ok = b.cap == BUF_MIN_CAP && buf_reserve(&b, r2[i].n, &room) != NULL;
+        snprintf(what, sizeof what,
+                 "rule 2: a full %d-byte block, %zu consumed, %zu asked for: cap %zu start %zu "
+                 "(want cap %zu start %zu), bytes in order",
+                 BUF_MIN_CAP, r2[i].k, r2[i].n, b.cap, b.start, r2[i].cap, r2[i].start);
+        check(ok && b.cap == r2[i].cap && b.start == r2[i].start && holds_from(&b, r2[i].k), what);
+        buf_free(&b);
+    }
+    // Rule 4: a block of CAP bytes, full; consume all but LEFT; the capacity after.
+    static const struct { size_t cap, left, want; } r4[] = {
+        {2 * BUF_SHRINK_MIN, 2 * BUF_SHRINK_MIN / 16, BUF_SHRINK_MIN},  // a sixteenth: shrinks
+        {2 * BUF_SHRINK_MIN, 2 * BUF_SHRINK_MIN / 16 + 1, 2 * BUF_SHRINK_MIN},  // one more: not
+        {BUF_SHRINK_MIN, 1, BUF_SHRINK_MIN},                 // not bigger than BUF_SHRINK_MIN
+        {64 * BUF_SHRINK_MIN, 64 * BUF_SHRINK_MIN / 32, 8 * BUF_SHRINK_MIN},      // a quarter full
+        {64 * BUF_SHRINK_MIN, 64 * BUF_SHRINK_MIN / 32 + 1, 16 * BUF_SHRINK_MIN}, // an eighth+
+        {64 * BUF_SHRINK_MIN, 1, BUF_SHRINK_MIN},            // halves down to BUF_SHRINK_MIN
+    };
+    for (size_t i = 0; i < sizeof r4 / sizeof *r4; i++) {
+        unsigned long long next = 0;
+        struct buffer b = filled(r4[i].cap, &next);
+        int ok = b.cap == r4[i].cap;
+        buf_consume(&b, r4[i].cap - r4[i].left);
+        snprintf(what, sizeof what,
+                 "rule 4: a full %zu-byte block consumed down to %zu bytes: cap %zu (want %zu), "
+                 "bytes in order",
+                 r4[i].cap, r4[i].left, b.cap, r4[i].want);
+        check(ok && b.cap == r4[i].want && holds_from(&b, r4[i].cap - r4[i].left), what);
+        buf_free(&b);
+    }
+}
+
 int main(void)
 {
     alarm(600);  // a last resort: every loop here is bounded
@@ -678,6 +758,7 @@ int main(void)
     test_random_append_consume();
     test_reserve_capped();
     test_stats_per_thread();
+    test_exact_boundaries();
     test_outq_cases();
     test_outq_model();
     test_shared_threads();
