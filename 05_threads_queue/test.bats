@@ -250,7 +250,7 @@ inflight_at_stop() {
     assert_log '1 job still running after [0-9]+ ms: aborting'
 }
 
-@test "a request of exactly 64 KiB is accepted ending in \\n or \\r\\n; one byte more is refused either way" {
+@test "a request of exactly 64 KiB is accepted ending in LF or CRLF; one byte more is refused either way" {
     start_server server -w 1
     lineproto line-at --len 65536 --accepted
     lineproto line-at --len 65536 --crlf --accepted
@@ -628,7 +628,7 @@ inflight_at_stop() {
     stop_server
 }
 
-@test "exact bytes: a \\r only before the \\n is dropped, other bytes pass; a partial last line before EOF is ignored" {
+@test "exact bytes: a CR only before the LF is dropped, other bytes pass; a partial last line before EOF is ignored" {
     start_server server -w 1
     lineproto raw --data 'ECHO a\r\nECHO b\r\r\nECHO c\rd\nECHO \x00z\nSLEEP 1\r\nECHO partial' \
         --expect a --expect 'b\r' --expect 'c\rd' --expect '\x00z' --expect 'slept 1' --eof
