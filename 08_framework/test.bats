@@ -851,3 +851,30 @@ cpu_ticks() {
         ((ms < 50)) || fail "-t $t: $ms ms of CPU in one idle second: a loop that does not block (spinning)" || return
     done
 }
+
+# ---- the codecs under libFuzzer (fuzz/, make fuzz-smoke) ----
+# fuzz_smoke TARGET: builds fuzz/TARGET.c with clang's libFuzzer (ASan + UBSan) and runs it over
+# its seed corpus plus 3 s of new inputs; fuzz/fuzz.h checks codec.c's rules on every decode
+# (five feeds of one stream agree, limits judged by the codec, pieces add up, nothing after a
+# refusal). Skipped under SAN (the target is sanitized already) and where clang cannot build a
+# libFuzzer binary.
+fuzz_smoke() {
+    [[ -z ${SAN:-} && -z ${STAGE_BUILD:-} ]] || skip "fuzz targets carry their own sanitizers and build; run without SAN or STAGE_BUILD"
+    command -v clang >/dev/null || skip "clang is not installed (Debian/Ubuntu: apt-get install clang)"
+    local probe
+    probe=$(mktemp -d)
+    printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n)\n{ (void)d; (void)n; return 0; }\n' >"$probe/p.c"
+    clang -fsanitize=fuzzer,address,undefined -o "$probe/p" "$probe/p.c" 2>/dev/null ||
+        { rm -rf "$probe"; skip "clang cannot link libFuzzer (Debian/Ubuntu: apt-get install clang; it needs libclang-rt-dev or libclang-common-dev)"; }
+    rm -rf "$probe"
+    run make -s -C "$STAGE_DIR" fuzz-smoke FUZZ_TARGETS="$1"
+    [[ $status -eq 0 ]] || fail "make fuzz-smoke FUZZ_TARGETS=$1 failed:" "$(tail -n 40 <<<"$output")" || return
+    grep -q "$1 stat::number_of_executed_units: [1-9]" <<<"$output" || fail "$1 reported no runs:" "$output" || return
+}
+
+@test "fuzz: fuzz_line over its corpus + 3 s" { fuzz_smoke fuzz_line; }
+@test "fuzz: fuzz_len over its corpus + 3 s" { fuzz_smoke fuzz_len; }
+@test "fuzz: fuzz_hdr over its corpus + 3 s" { fuzz_smoke fuzz_hdr; }
+@test "fuzz: fuzz_resp over its corpus + 3 s" { fuzz_smoke fuzz_resp; }
+@test "fuzz: fuzz_resp_reply over its corpus + 3 s" { fuzz_smoke fuzz_resp_reply; }
+@test "fuzz: fuzz_http over its corpus + 3 s" { fuzz_smoke fuzz_http; }

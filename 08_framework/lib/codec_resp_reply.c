@@ -101,17 +101,17 @@ static ssize_t reply_decode(const rx_codec *c, void *state, const char *in, size
             char type = b[st->pos];
             if (type != '+' && type != '-' && type != ':' && type != '$' && type != '*')
                 return reply_fail("unknown reply type byte 0x%02x", (unsigned char)type);
-            // The line's '\n', within what the limit allows it.
-            size_t window = type == '+' || type == '-' ? max - st->pos : NUMBER_LINE;
+            // The line's '\n', within what the limit allows it (a number's: NUMBER_LINE too).
+            size_t window = max - st->pos;  // pos < max: checked above
+            window = type != '+' && type != '-' && window > NUMBER_LINE ? NUMBER_LINE : window;
             size_t limit = avail - st->pos < window ? avail : st->pos + window;
             size_t from = st->pos + 1 + st->scanned;
             const char *nl = from < limit ? memchr(b + from, '\n', limit - from) : NULL;
             if (!nl) {
                 st->scanned = limit - st->pos - 1;
-                if (limit - st->pos >= window)
-                    return reply_fail(type == '+' || type == '-' ? "reply longer than %zu bytes"
-                                                                 : "number line too long (limit %zu)",
-                                      type == '+' || type == '-' ? max : (size_t)NUMBER_LINE);
+                if (limit - st->pos >= window)  // past a number line's limit, or the reply's
+                    return window < max - st->pos ? reply_fail("number line too long (limit %d)", NUMBER_LINE)
+                                                  : reply_fail("reply longer than %zu bytes", max);
                 return (ssize_t)done;
             }
             st->scanned = 0;
