@@ -439,15 +439,11 @@ static void session_printf(struct session *s, const char *fmt, ...)
 // slow): it stays linked until the end of the turn, so r->next is valid.
 static void fan_out(struct session *from, struct refbuf *rb)
 {
-    // LAB BEGIN fan_out: deliver RB to every S_OPEN session of the room (room_head, r->next) except FROM, with session_deliver
-    // LAB STUB: (void)from;  // not written: nobody hears anybody
-    // LAB STUB: (void)rb;
     for (struct session *r = room_head; r != NULL; r = r->next) {
         if (r == from || r->state != S_OPEN)
             continue;
         session_deliver(r, rb);
     }
-    // LAB END
 }
 
 // fan_out of the formatted line, then the creator's reference dropped.
@@ -559,10 +555,14 @@ static int session_flush(struct session *s)
 // session keeps its name until then, so nobody can see `* X is now NAME` before `* NAME left`.
 static struct session *name_holder(const char *name)
 {
+    // LAB BEGIN name_holder: the session of the room (room_head, s->next) that holds NAME: names compare without regard to case, and a session that left keeps its name until its `* NAME left` has been queued (s->announced); NULL if nobody holds it
+    // LAB STUB: (void)name;  // not written: every name is free
+    // LAB STUB: return NULL;
     for (struct session *s = room_head; s != NULL; s = s->next)
         if (!s->announced && strcasecmp(s->name, name) == 0)
             return s;
     return NULL;
+    // LAB END
 }
 
 // The session in the room called NAME (/msg): a session that left gets nothing more.
