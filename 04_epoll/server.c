@@ -225,9 +225,9 @@ static int conn_modify(struct conn *c, uint32_t want)
 static int conn_watch(struct conn *c)
 {
     // LAB BEGIN conn_watch: choose the events C waits for (EPOLLIN while it may read, EPOLLOUT only while output is queued, EPOLLET|EPOLLRDHUP in -m et) and call conn_modify only when they differ from c->events or c->rearm is set
-    // LAB STUB: (void)conn_modify;
-    // LAB STUB: log_msg("fd %d: conn_watch not written, dropping", c->fd);
-    // LAB STUB: return -1;
+    // LAB STUB: // not written: C keeps the events it was added with (EPOLLIN), so queued
+    // LAB STUB: // output never gets its EPOLLOUT; only a re-arm is passed on
+    // LAB STUB: return c->rearm ? conn_modify(c, c->events) : 0;
     uint32_t want = 0;
     if (c->state >= CONN_STOPPING) {
         // The queued output, then what the client still sends (conn_linger).
@@ -301,9 +301,6 @@ static int conn_write(struct conn *c, const char *p, size_t n)
 // or -1 after logging why C must be dropped.
 static int conn_flush(struct conn *c)
 {
-    // LAB BEGIN conn_flush: send the queued output (buf_peek, buf_len) with send_some; consume what the kernel took; return -1 if send_some says the client must be dropped
-    // LAB STUB: log_msg("fd %d: conn_flush not written, dropping", c->fd);
-    // LAB STUB: return -1;
     // One send_some offers the whole queue (one contiguous run of bytes); a
     // short send means the kernel is full, and EPOLLOUT calls us back.
     ssize_t sent = send_some(c, buf_peek(&c->out), buf_len(&c->out));
@@ -312,7 +309,6 @@ static int conn_flush(struct conn *c)
     // Frees the buffer once it empties, or shrinks it (buffer.h).
     buf_consume(&c->out, (size_t)sent);
     return 0;
-    // LAB END
 }
 
 // Reads once from client C into `scratch`, up to READ_CHUNK, and echoes
@@ -422,13 +418,14 @@ static bool conn_handle(struct conn *c, uint32_t revents)
     // read never lets the kernel empty and would keep the loop to itself
     // (README.md, section 5), so after --read-budget reads we set `rearm` and
     // conn_watch's MOD has epoll report the socket again.
-    // LAB BEGIN conn_read_echo: read and echo with conn_read: LT, once per event (epoll reports what is left next turn); ET, while c->unread, until EOF, back-pressure pauses us, or read_budget reads are spent (then set c->rearm)
-    // LAB STUB: (void)conn_read;
-    // LAB STUB: (void)fin_seen;
-    // LAB STUB: (void)readable;
-    // LAB STUB: log_msg("fd %d: conn_read_echo not written, dropping", c->fd);
-    // LAB STUB: return false;
     if (edge) {
+        // LAB BEGIN et_drain: call conn_read while c->unread and C is CONN_READING (until EAGAIN, EOF or a back-pressure pause); after read_budget reads stop and set c->rearm
+        // LAB STUB: // not written: one read per event, then a re-arm (an epoll_ctl) every time
+        // LAB STUB: if (readable && c->state == CONN_READING) {
+        // LAB STUB:     if (conn_read(c, fin_seen) == -1)
+        // LAB STUB:         return false;
+        // LAB STUB:     c->rearm = true;
+        // LAB STUB: }
         for (int budget = read_budget; c->unread && c->state == CONN_READING; budget--) {
             if (budget == 0) {
                 c->rearm = true;
@@ -437,6 +434,7 @@ static bool conn_handle(struct conn *c, uint32_t revents)
             if (conn_read(c, fin_seen) == -1)
                 return false;
         }
+        // LAB END
     } else if (readable && c->state == CONN_READING) {
         // Once per turn: level-triggered, what we leave is reported again next
         // turn, and meanwhile the other clients get theirs. (EOF is
@@ -444,7 +442,6 @@ static bool conn_handle(struct conn *c, uint32_t revents)
         if (conn_read(c, fin_seen) == -1)
             return false;
     }
-    // LAB END
 
     // EOF and nothing left to send: a half-closed client has had every byte.
     if (c->state == CONN_CLOSING && buf_len(&c->out) == 0) {
