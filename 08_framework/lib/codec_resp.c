@@ -154,7 +154,7 @@ static ssize_t resp_decode(const rx_codec *c, void *state, const char *in, size_
     for (;;) {
         const char *req = in + base;
         size_t have = len - base;
-        size_t end;
+        size_t end, window;
         long long n;
         int found;
         switch (st->next) {
@@ -180,7 +180,9 @@ static ssize_t resp_decode(const rx_codec *c, void *state, const char *in, size_
             st->pos = end + 1;
             break;  // a whole request (or an empty line)
         case RS_COUNT:
-            found = line_end(st, req, have, RESP_COUNT_LINE + 2, &end);
+            // At most 22 bytes, and within MAX (pos, after the line, may not pass MAX).
+            window = max < RESP_COUNT_LINE + 2 ? max : RESP_COUNT_LINE + 2;
+            found = line_end(st, req, have, window, &end);
             if (found == -1)
                 return resp_fail(st, len, emit, ctx, "too big mbulk count string");
             if (found == 0)
@@ -204,7 +206,9 @@ static ssize_t resp_decode(const rx_codec *c, void *state, const char *in, size_
                 return resp_fail(st, len, emit, ctx, "expected '$', got '%c'",
                                  got >= 0x20 && got < 0x7f ? got : '?');
             }
-            found = line_end(st, req, have, RESP_COUNT_LINE + 2, &end);
+            // At most 22 bytes, and ending where a bulk ("\r\n" at least) still fits in MAX.
+            window = max - st->pos < RESP_COUNT_LINE + 4 ? max - st->pos : RESP_COUNT_LINE + 4;
+            found = line_end(st, req, have, window > 3 ? window - 2 : 1, &end);
             if (found == -1)
                 return resp_fail(st, len, emit, ctx, "too big bulk count string");
             if (found == 0)
