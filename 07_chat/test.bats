@@ -858,9 +858,10 @@ PY
     # client stops reading stdin only then). Then the server reads all, checking every line,
     # the writer stops, and the end of stdin lets the client finish: FIN, close, exit 0.
     local go="$BATS_TEST_TMPDIR/go" stop="$BATS_TEST_TMPDIR/stop"
-    # A small MSS keeps the client's send buffer a few segments big (on loopback it can grow
-    # past the client's whole 1 MiB queue, and then no send comes up short).
-    start_bg door python3 "$CHATC" door-say --mss 1000 --step "waitfile:$go" --step txq-below:524288 --step lines --step close --timeout 30
+    # A small MSS and window keep the client's send buffer small (~120 KiB; on loopback it
+    # grows to 4 MiB, past the client's whole 1 MiB queue, and then no send comes up short):
+    # the door checks that the client's kernel holds under 256 KiB before it reads.
+    start_bg door python3 "$CHATC" door-say --mss 536 --rcvbuf 4096 --step "waitfile:$go" --step txq-below:262144 --step lines --step close --timeout 30
     local door=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 10 || return
     local port

@@ -21,7 +21,8 @@ stretches them all. A stand-in server prints `door: listening on PORT` first (fl
                       back sooner than SEC/2 and that the first and last came back at least
                       MIN-SPREAD ms apart (jitter: without it they all return in the same
                       few ms)
-  door-say --step send:HEX|wait:HEX|fill:N|waitfile:PATH|recv:HEX|lines|hold|close [--out FILE]
+  door-say --step send:HEX|wait:HEX|fill:N|waitfile:PATH|txq-below:N|recv:HEX|lines|hold|close
+           [--out FILE] [--mss BYTES] [--rcvbuf BYTES]
                       one connection: sends bytes (HEX, or N bytes of 64-byte lines, then
                       prints `door: filled N`: on loopback they are then in the client's
                       socket, as far as its buffer goes),
@@ -29,7 +30,10 @@ stretches them all. A stand-in server prints `door: listening on PORT` first (fl
                       until PATH exists, receives the given bytes from the client, receives
                       numbered lines (`lines`, as `writer` writes them) until the client's
                       EOF and prints `door: N lines in order`, holds the connection until
-                      the client closes it, closes
+                      the client closes it, closes; `txq-below:N` fails unless the client's
+                      kernel holds fewer than N bytes of its sends (/proc/net/tcp tx_queue).
+                      --mss advertises a small segment size (TCP_MAXSEG on the listener) and
+                      --rcvbuf sets a small window, so that the client's send buffer stays small
   writer --fifo PATH --stop FILE
                       writes numbered 1024-byte lines (`%01023d\\n`) into PATH until FILE
                       exists, then prints `writer: N lines` and closes it
@@ -64,9 +68,18 @@ def scaled(seconds):
     return seconds * TIMEOUT_SCALE
 
 
-def listen(port=0):
+def listen(port=0, mss=0, rcvbuf=0):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if mss:
+        # Advertised in the SYN-ACK: the client's segments, and so the send buffer the kernel
+        # sizes from them (a few segments' worth), stay small. On loopback the MSS is ~64 KiB
+        # and the client's send buffer can grow past everything it ever queues.
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+    if rcvbuf:
+        # A small window too: a sender's buffer grows with its congestion window, which
+        # grows only while the window lets it (here: 4 MiB without either, ~120 KiB with both).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.bind(("127.0.0.1", port))
     s.listen(128)
     print("door: listening on %d" % s.getsockname()[1], flush=True)
@@ -144,8 +157,21 @@ def door_restart(port, nclients, retry, min_spread, timeout):
     return desc
 
 
-def door_say(steps, out, timeout):
-    lsock = listen()
+def client_tx_queue(conn):
+    """Bytes the client's kernel holds unsent or unacknowledged on this connection (the
+    tx_queue of its socket in /proc/net/tcp), or None if the socket is not found."""
+    mine, peer = conn.getsockname()[1], conn.getpeername()[1]
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if (int(fields[1].rsplit(":", 1)[1], 16) == peer
+                    and int(fields[2].rsplit(":", 1)[1], 16) == mine):
+                return int(fields[4].split(":")[0], 16)
+    return None
+
+
+def door_say(steps, out, timeout, mss=0, rcvbuf=0):
+    lsock = listen(mss=mss, rcvbuf=rcvbuf)
     deadline = time.monotonic() + scaled(timeout)
     conn = accept(lsock, deadline, "the client did not connect")
     for step in steps:
@@ -171,6 +197,14 @@ def door_say(steps, out, timeout):
                 if time.monotonic() > deadline:
                     raise Failure("%s never appeared" % arg)
                 time.sleep(0.01)  # poll interval of a loop with a deadline
+        elif op == "txq-below":
+            # The client's own queue is full (1 MiB) when the test gets here: its kernel
+            # holding less means the next send() must come up short.
+            txq = client_tx_queue(conn)
+            if txq is None or txq >= int(arg):
+                raise Failure("the client's kernel send queue holds %s bytes, want under %s: "
+                              "its sends would not come up short" % (txq, arg))
+            print("door: the client's kernel send queue holds %d bytes" % txq, flush=True)
         elif op == "recv":
             want, got = bytes.fromhex(arg), b""
             conn.settimeout(max(0.01, deadline - time.monotonic()))
@@ -315,6 +349,8 @@ def main(argv=None):
     p = add("door-say")
     p.add_argument("--step", action="append", required=True)
     p.add_argument("--out")
+    p.add_argument("--mss", type=int, default=0)
+    p.add_argument("--rcvbuf", type=int, default=0)
     p = add("backoff-check")
     p.add_argument("--err", required=True)
     p.add_argument("--door", required=True)
@@ -336,7 +372,7 @@ def main(argv=None):
         elif a.cmd == "door-restart":
             msg = door_restart(a.port, a.clients, a.retry, a.min_spread, a.timeout)
         elif a.cmd == "door-say":
-            msg = door_say(a.step, a.out, a.timeout)
+            msg = door_say(a.step, a.out, a.timeout, a.mss, a.rcvbuf)
         elif a.cmd == "backoff-check":
             msg = backoff_check(a.err, a.door, a.retry, a.retry_max, a.count)
         elif a.cmd == "writer":
