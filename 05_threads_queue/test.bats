@@ -151,6 +151,22 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     stop_server
 }
 
+# More replies than both kernels hold: the server's send buffer grows to tcp_wmem's maximum at
+# most, ours is fixed at 64 KiB, and the client reads nothing until the server has read every
+# request (/proc/net/tcp), so the server reads our EOF with a megabyte or more of replies
+# still in its own buffer (c->out). A server that closes at EOF once no reply slot waits,
+# without looking at c->out, cuts them off. No pause (--max-output 64 MiB): every line was
+# read while the replies piled up.
+@test "half-close: every reply still arrives when more than both kernels hold is queued in the server at our EOF, then EOF" {
+    start_server server -w 2 --max-output 67108864
+    local wmem
+    wmem=$(awk '{print $3}' /proc/sys/net/ipv4/tcp_wmem 2>/dev/null) || true
+    [[ $wmem =~ ^[0-9]+$ ]] || wmem=4194304
+    lineproto half-close-big --bytes $((wmem + (1 << 20))) --line-bytes 60000 --timeout 20
+    stop_server
+    (($(counter pauses) == 0)) || fail "the server paused reading: the EOF was not read with every reply queued: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
 @test "a client that disconnects mid-job: its result is dropped, nothing else breaks" {
     start_server server -w 2
     # Still running at the reset, however slow the machine (a stopping server aborts it:
@@ -429,6 +445,23 @@ inflight_at_stop() {
     local ms
     ms=$(sed -n 's/.*every client quiet after \([0-9]*\) ms.*/\1/p' "$SERVER_ERR")
     [[ -n $ms ]] && ((ms < 500)) || fail "the drain did not end early for a quiet client: $(grep stopping "$SERVER_ERR")"
+}
+
+# A stopping server accepts nobody (stop_serving takes the listening socket out of the epoll
+# set): C connects once the log says `stopping:`, while A's SLEEP 8000 holds the drain open,
+# and must get no byte, only the close when the server exits (the kernel resets what it never
+# accepted). A run where the server had stopped before C's request proves nothing: tried again.
+@test "SIGTERM with a client connecting during the drain: it is never accepted, no reply, then the close" {
+    local try st out
+    for try in 1 2 3; do
+        start_server server -w 1
+        st=0
+        out=$(lineproto drain-newcomer --server-pid "$SERVER_PID" --server-err "$SERVER_ERR" --ms 8000) || st=$?
+        stop_server || return
+        ((st == 0)) && return 0
+        ((st == 3)) || fail "$out" || return
+        ((try < 3)) || fail "in 3 runs the server had stopped before C's request: $out" || return
+    done
 }
 
 @test "SIGINT stops it as SIGTERM does" {

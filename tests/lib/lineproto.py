@@ -66,6 +66,15 @@ stretches them all.
                       PRIMES n for every n in 1..N, and at each square of a prime up to
                       N*N and one either side, pipelined: each reply checked against a
                       plain sieve
+  half-close-big --bytes B --line-bytes L
+                      through a 64 KiB SO_RCVBUF, sends B bytes of `ECHO <n> z...` lines (L
+                      bytes each) without reading until the server has read them all
+                      (/proc/net/tcp), then its FIN at once: every echo must come back,
+                      byte for byte and in order, then EOF (a FIN, not a reset)
+  drain-newcomer --server-pid PID --server-err FILE [--ms M]
+                      (-w 1) A's SLEEP M runs (/proc); SIGTERM PID; after the `stopping:` line
+                      C connects and sends `ECHO late`: C must get no byte, then the close;
+                      exits 3 (SKIP) when the server had stopped before C's request
   demo --busy N --busy-line L --probes K (--under MS | --over MS)
                       N clients keep L running in a loop; meanwhile K `ECHO` probes measure
                       the round trip: all under MS, or (a server that waits) the first over MS
@@ -679,6 +688,114 @@ def raw(host, port, data, expect, eof, timeout):
     return "%d bytes of replies exactly as expected%s" % (len(want), ", then EOF" if eof else "")
 
 
+def half_close_big(host, port, total, line_bytes, timeout):
+    """ECHO lines of LINE_BYTES, TOTAL bytes in all, sent in one go with nothing read, then
+    our FIN at once: more replies than the kernels hold (the server's send buffer grows to
+    tcp_wmem's maximum at most; ours is fixed at 64 KiB, so it does not grow with them), so
+    the server reads our EOF with replies still queued in its own buffer. Every reply byte
+    must come back, in order, then the server's FIN (not a reset)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(scaled(timeout))
+    s.connect((host, port))
+    pad = max(0, line_bytes - 14)
+    n = max(1, total // (14 + pad + 1))
+    lines = [b"ECHO %08d %s" % (i, b"z" * pad) for i in range(n)]
+    want = b"".join(line[5:] + b"\n" for line in lines)
+    s.sendall(b"".join(line + b"\n" for line in lines))
+    s.shutdown(socket.SHUT_WR)
+    # Read nothing until the server has read every request (its socket's rx_queue empty, our
+    # FIN in: CLOSE_WAIT): its next turn reads our EOF, long before our reads could drain
+    # the megabytes of replies it still holds.
+    me = s.getsockname()[1]
+    wait_until("the server reading every request", lambda: _server_side_read_all(port, me), timeout)
+    got = bytearray()
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure("no EOF within %.1f s: %d of %d reply bytes" % (scaled(timeout), len(got), len(want)))
+        s.settimeout(left)
+        try:
+            chunk = s.recv(262144)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            raise Failure("reset after %d of %d reply bytes (the server closed with replies queued)" % (
+                len(got), len(want)))
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    if got != want:
+        off = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]), min(len(got), len(want)))
+        raise Failure("%d reply bytes then EOF, want %d; first difference at byte %d (line %d)" % (
+            len(got), len(want), off, want[:off].count(b"\n") + 1))
+    return "%d echoes, %d bytes, every byte in order, then EOF" % (n, len(want))
+
+
+def _server_side_read_all(port, peer_port):
+    """True once the server-side socket of the connection from PEER_PORT to PORT has no byte
+    unread and our FIN in (CLOSE_WAIT, or LAST_ACK once closed), or is gone (/proc/net/tcp)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.readlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if (int(fields[1].rsplit(":", 1)[1], 16) == port and
+                    int(fields[2].rsplit(":", 1)[1], 16) == peer_port):
+                return fields[3] in ("08", "09") and int(fields[4].split(":")[1], 16) == 0
+    return True
+
+
+def _log_has(path, text):
+    with open(path, errors="replace") as f:
+        return text in f.read()
+
+
+def drain_newcomer(host, port, pid, server_err, ms, timeout):
+    """(-w 1) A's SLEEP MS runs (proved from /proc) and holds the drain open; SIGTERM PID;
+    once the log says `stopping:`, C connects and sends `ECHO late`: a stopping server accepts
+    nobody, so C must get no byte, only the reset (or EOF) when the server exits. Exit 3
+    (SKIP) when the server had finished stopping before C's request reached it."""
+    a = LineConn(host, port)
+    a.send_lines(["SLEEP %d" % ms])
+    wait_until("A's SLEEP running on the worker", lambda: threads_in_nanosleep(pid, "worker") > 0, timeout)
+    os.kill(pid, 15)
+    wait_until("the server's 'stopping:' line", lambda: _log_has(server_err, "stopping:"), timeout)
+    try:
+        c = LineConn(host, port)
+        c.send_lines(["ECHO late"])
+    except OSError as e:
+        return None, "C could not connect or send (%s): the server had stopped" % e
+    if _log_has(server_err, "stopped after") or _exited(pid):
+        return None, "the server had finished stopping when C's request was sent"
+    got = b""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Failure("C: neither a reply nor a close within %.1f s" % scaled(timeout))
+        c.sock.settimeout(left)
+        try:
+            chunk = c.sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    c.close()
+    a.close()
+    if got:
+        raise Failure("C, which connected during the drain, got %r: a stopping server accepted it" % got[:80])
+    return True, "C, connected during the drain, got no byte, then the close"
+
+
 def queue_fill(host, port, conns, per, timeout):
     """CONNS connections each pipeline PER `SLEEP 0`s (the last one PER - 1), all sent before
     two probes connect, one after the other: the first must be taken, the second refused."""
@@ -854,6 +971,13 @@ def main(argv=None):
     p.add_argument("--per", type=int, default=64)
     p = add("primes-table", "PRIMES against a reference sieve")
     p.add_argument("--upto", type=int, default=200)
+    p = add("half-close-big", "ECHOs past every buffer, our FIN at once, every reply then EOF")
+    p.add_argument("--bytes", type=int, default=8 << 20)
+    p.add_argument("--line-bytes", type=int, default=60000)
+    p = add("drain-newcomer", "a client that connects during the drain is not served")
+    p.add_argument("--server-pid", type=int, required=True)
+    p.add_argument("--server-err", required=True)
+    p.add_argument("--ms", type=int, default=8000)
     p = add("demo", "ECHO latency while other clients keep jobs running")
     p.add_argument("--busy", type=int, default=4)
     p.add_argument("--busy-line", default="SLEEP 500")
@@ -893,6 +1017,13 @@ def main(argv=None):
             msg = primes_table(a.host, a.port, a.upto, a.timeout)
         elif a.cmd == "echo-flood":
             msg = echo_flood(a.host, a.port, a.bytes, a.line_bytes, a.hold, a.timeout)
+        elif a.cmd == "half-close-big":
+            msg = half_close_big(a.host, a.port, a.bytes, a.line_bytes, a.timeout)
+        elif a.cmd == "drain-newcomer":
+            done, msg = drain_newcomer(a.host, a.port, a.server_pid, a.server_err, a.ms, a.timeout)
+            if done is None:
+                print("SKIP: %s: %s" % (a.cmd, msg), flush=True)
+                return 3
         else:
             msg = demo(a.host, a.port, a.busy, a.busy_line, a.probes, a.under, a.over, a.warm,
                        a.timeout)
