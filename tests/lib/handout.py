@@ -39,6 +39,7 @@ import difflib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -282,6 +283,7 @@ class Ctx:
         self.bug = mode_bug
         self.body = "\n".join(self.leaks)
         self.gone = None              # regex: references to exercises the notes lost
+        self.bugnames = None          # regex: the names of the stage's gallery patches
 
     def leak_in(self, text):
         """The labs whose reference lines TEXT reproduces."""
@@ -302,6 +304,12 @@ class Ctx:
         if m:
             return m.group(0)
         m = self.gone and self.gone.search(text)
+        if m:
+            return m.group(0)
+        m = self.bug and re.search(r"\bLAB\b(?!\.md)|\blabs?\b.{0,40}\bstudent", text)
+        if m:
+            return m.group(0)   # a debugging handout has no LAB markers
+        m = self.bugnames and self.bugnames.search(text)
         if m:
             return m.group(0)
         for m in re.finditer(r"(?<![\w.])\.\./([\w.-]+(?:/[\w.-]+)*)", text):
@@ -644,7 +652,7 @@ def wrap(text, prefix=""):
                          break_long_words=False, break_on_hyphens=False) or [prefix.rstrip()]
 
 
-def lab_md(stage, title, cut, all_regions, labs, tests, readme, bug):
+def lab_md(stage, title, cut, all_regions, labs, tests, readme, bug, san=None):
     out = ["# %s: %s" % (title, stage), ""]
     run = ["## Build, test, grade", "",
            "Everything runs from this folder (the one holding `LAB.md`):", "",
@@ -653,6 +661,7 @@ def lab_md(stage, title, cut, all_regions, labs, tests, readme, bug):
            "make test                 # every test of the stage; each failure says why",
            "make test LAB=<name>      # only the tests of one lab (names below)",
            "make grade                # your score per lab, as the grader counts it",
+           "make labs                 # each lab's weight and the names of its tests",
            "```", "",
            "The tests need `bats` and `python3` (Debian/Ubuntu: `apt-get install bats python3`).",
            "`TIMEOUT_SCALE=3 make test` gives a slow machine three times the time.",
@@ -671,6 +680,8 @@ def lab_md(stage, title, cut, all_regions, labs, tests, readme, bug):
                 "behave. One change, of the kind people really make, has been put into its code.",
                 "Run `make test`: the tests that fail show what goes wrong. Find the cause in the",
                 "sources, fix it, and run the tests again until they all pass.", ""]
+        if san:
+            out += ["This one shows in the sanitized build: `make SAN=%s && make test SAN=%s`." % (san, san), ""]
         out += run
         out += ["## What is graded", "",
                 "The same tests as for the labs of this stage, per lab (weights from `%s/labs.txt`):" % stage, ""]
@@ -936,6 +947,13 @@ def make(stage_arg, out, want_labs, bug):
             def __call__(self, rel):
                 return exists(rel) or exists_top(rel)
         ctx = Ctx(leaks, "\n".join(starter_text), Exists(), targets, bool(bug))
+        # A list of the gallery's patches by name (an exercise) points at bugs/ too; in a
+        # debugging handout it would name the bug.
+        stems = sorted((f[:-6] for f in os.listdir(os.path.join(sdir, "bugs")) if f.endswith(".patch")),
+                       key=len, reverse=True) if os.path.isdir(os.path.join(sdir, "bugs")) else []
+        if stems:
+            ctx.bugnames = re.compile(r"(?<![\w-])(%s)(?![\w-])" % "|".join(
+                re.escape(x) if "-" in x else "(?<=`)%s(?=`)" % re.escape(x) for x in stems))
         readme_path = os.path.join(hs, "README.md")
         readme = ""
         if os.path.isfile(readme_path):
@@ -948,7 +966,11 @@ def make(stage_arg, out, want_labs, bug):
         for lab, _, _ in labs:
             tests[lab] = [n for n in names if lab in grade.labs_of(n, labs)]
         title = "Debugging exercise" if bug else "Lab handout"
-        write(os.path.join(root, "LAB.md"), lab_md(stage, title, cut, all_regions, labs, tests, readme, bug))
+        san = None
+        if bug:
+            m = re.search(r"^SAN:\s*(\S+)", read(patch).split("\n--- ", 1)[0], re.M)
+            san = m and m.group(1)
+        write(os.path.join(root, "LAB.md"), lab_md(stage, title, cut, all_regions, labs, tests, readme, bug, san))
         write(os.path.join(root, "Makefile"), TOP_MAKEFILE.format(top=top, stage=stage))
 
         # The checks: no reference line, no patch name or header, no leftovers, anywhere.
@@ -958,7 +980,12 @@ def make(stage_arg, out, want_labs, bug):
             for l in read(patch).splitlines():
                 if l.startswith(("--- ", "diff ")):
                     break
-                if l.strip() and not l.startswith("Caught-by:"):
+                # What the patch says of itself (Bug:, Symptom:, and lines that go on from
+                # them); not its metadata (Caught-by: names tests, SAN: a build).
+                key = re.match(r"^([A-Z][\w-]*):", l)
+                if key and key.group(1) not in ("Bug", "Symptom"):
+                    continue
+                if l.strip():
                     header.append(norm(re.sub(r"^[A-Z][\w-]*:\s*", "", l)))
         for f in walk_files(root):
             rel = os.path.relpath(f, root)
@@ -1034,6 +1061,7 @@ clean:
 
 
 def main(argv):
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # `tests/handout ... | head` ends quietly
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.strip())
         return 0
