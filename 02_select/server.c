@@ -241,12 +241,6 @@ static bool serve_forever(int listen_fd)
     // signals are blocked here: one that arrives after this test stays
     // pending, and pselect() returns EINTR for it at once.
     while (!stop_requested) {
-        // LAB BEGIN select_wait: build the set to watch (a copy of the clients plus the listening socket) and sleep in pselect() with the stop signals unblocked
-        // LAB STUB: fd_set readable;
-        // LAB STUB: FD_ZERO(&readable);
-        // LAB STUB: int nfds = 0;
-        // LAB STUB: errno = ENOSYS;  // not written: the wait fails, the server stops
-        // LAB STUB: int ready = -1;
         // pselect() overwrites the set we pass with the subset that is ready,
         // so it gets a copy, rebuilt from our own set on every call. That copy,
         // the kernel's walk over descriptors 0..nfds-1 and our scan below are
@@ -255,10 +249,19 @@ static bool serve_forever(int listen_fd)
         FD_SET(listen_fd, &readable);
         int nfds = (listen_fd > max_client_fd ? listen_fd : max_client_fd) + 1;
 
+        stats.waits++;
+        // LAB BEGIN select_wait: sleep until a descriptor in `readable` is ready, with SIGINT and SIGTERM unblocked only while asleep, so that one sent before the wait ends it at once
+        // LAB STUB: // not written: unblocks the signals, then select(): one that lands in between
+        // LAB STUB: // is handled before select() sleeps, and select() then sleeps on regardless
+        // LAB STUB: sigset_t blocked;
+        // LAB STUB: sigprocmask(SIG_SETMASK, &wait_mask, &blocked);
+        // LAB STUB: int ready = select(nfds, &readable, NULL, NULL, NULL);
+        // LAB STUB: int select_errno = errno;
+        // LAB STUB: sigprocmask(SIG_SETMASK, &blocked, NULL);
+        // LAB STUB: errno = select_errno;
         // No timeout (NULL): sleep until a descriptor is ready or a stop
         // signal arrives; &wait_mask unblocks those only while we sleep.
         // Only the read set: a client's send waits in send_all instead.
-        stats.waits++;
         int ready = pselect(nfds, &readable, NULL, NULL, NULL, &wait_mask);
         // LAB END
         if (ready == -1) {
