@@ -401,12 +401,11 @@ int send_all(int fd, const void *buf, size_t len)
 
 void echo_client(int fd, const char *peer)
 {
-    // LAB BEGIN echo_loop: recv into buf and send it all back until EOF; log how the client left
-    // LAB STUB: (void)fd;
-    // LAB STUB: log_msg("%s: echo_loop not written, closing", peer);
     // Any size works; bigger means fewer system calls per megabyte.
     char buf[16 * 1024];
     for (;;) {
+        // LAB BEGIN echo_loop: (1 of 2) before each recv(): once stop_requested is set, log "<peer> closed (server stopping)" and return
+        // LAB STUB: // not written: the flag is not looked at
         // Look at the flag right before each blocking call: a SIGTERM that came
         // while we were busy elsewhere (logging, sending) interrupted nothing,
         // so recv() would never see EINTR for it. One that lands between this
@@ -419,12 +418,18 @@ void echo_client(int fd, const char *peer)
             log_msg("%s closed (server stopping)", peer);
             return;
         }
+        // LAB END
         // recv() blocks until at least one byte is there, then returns what
         // has arrived so far, up to sizeof buf. TCP is a byte stream: the 1 MiB
         // a client sent in one send() may arrive as 1 byte, then 64 KiB,
         // then... The sender's write boundaries are not kept, so we never
         // assume a recv() returns "a message"; we just echo whatever we got.
         ssize_t n = recv(fd, buf, sizeof buf, 0);
+        // LAB BEGIN echo_loop: (2 of 2) how recv() ended: 0 is EOF (log "<peer> closed", return); -1 with EINTR is a signal, not always a stop (go round again); any other error: log "fd N: recv: <strerror>, dropping" and return
+        // LAB STUB: if (n <= 0) {  // not written: EOF, errors and signals all end the echo alike
+        // LAB STUB:     log_msg("%s: echo_loop not written, dropping", peer);
+        // LAB STUB:     return;
+        // LAB STUB: }
         if (n == 0) {
             // 0 means EOF: the client closed or half-closed (shutdown SHUT_WR).
             // Everything it sent has been echoed already, so we are done.
@@ -437,6 +442,7 @@ void echo_client(int fd, const char *peer)
             log_msg("fd %d: recv: %s, dropping", fd, strerror(errno));
             return;
         }
+        // LAB END
         if (send_all(fd, buf, (size_t)n) == -1) {
             if (errno == EINTR)
                 log_msg("%s closed (server stopping)", peer);
@@ -445,5 +451,4 @@ void echo_client(int fd, const char *peer)
             return;
         }
     }
-    // LAB END
 }
