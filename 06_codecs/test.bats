@@ -316,6 +316,14 @@ time_wait_on() {
     stop_server
 }
 
+@test "server: resp: a pipelined script of inline commands split on tabs, names in any case, GET's null and empty bulks, byte for byte" {
+    # Redis splits an inline command on spaces and tabs alike, and takes a command name in
+    # any case; each case whole, byte by byte and cut at random, every reply byte, then EOF.
+    start_server server --codec resp
+    codecs resp-rules --timeout 20
+    stop_server
+}
+
 @test "server: resp: the SET/GET table holds at most 1000 keys (bounded memory)" {
     # 1100 new keys: 1000 stored, 100 refused; a replacement is not a new key.
     start_server server --codec resp
@@ -339,6 +347,16 @@ time_wait_on() {
     # second response after "Connection: foo, Close", shows as a difference).
     start_server server --codec http
     codecs http-exact --timeout 20
+    stop_server
+}
+
+@test "server: http: bad requests and the head's other rules, byte for byte: Host exactly once in 1.1, Content-Length forms, token characters, tabs, the request line's spaces" {
+    # RFC 9112 3.2: a 1.1 request with two Host lines is 400 (1.0 needs none); equal
+    # Content-Length duplicates are one length, unequal ones and any non-digit are 400; a
+    # method or name may use every token character; a value may hold a tab. Each script
+    # whole, byte by byte and cut at random: every response byte, then the close.
+    start_server server --codec http
+    codecs http-rules --timeout 20
     stop_server
 }
 
@@ -556,6 +574,24 @@ time_wait_on() {
     pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
     [[ -n $pending ]] || fail "no 'stopping: ... N bytes pending' line:" "$(tail -n 5 "$SERVER_ERR")" || return
     ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
+}
+
+# A stopping server accepts nobody (drain_and_close_all takes the listening socket out of the
+# epoll set): A leaves 8 MiB of echo pending (fixed:1 is a plain echo; A reads nothing), which
+# holds the drain open; once the log says `stopping:`, B connects and sends a byte: no echo
+# may come back within 0.3 s (not scaled: inside the 1 s drain), and the server must still
+# be draining at the end of that window, or the run proved nothing and is tried again.
+@test "server: SIGTERM that lands while a slow reader is drained: a client that connects then is never served" {
+    local try out st
+    for try in 1 2 3; do
+        start_server server --codec fixed:1 --max-output 16777216
+        st=0
+        out=$(netkit drain-refuses-new --pid "$SERVER_PID" --size 8388608 --window 0.3 --log "$SERVER_ERR") || st=$?
+        stop_server || return
+        ((st == 0)) && return 0
+        [[ $out == *"could not ask its question"* ]] || fail "$out" || return
+        ((try < 3)) || fail "in 3 runs the drain never outlasted the check: $out" || return
+    done
 }
 
 @test "server: SIGTERM while a client is paused: its pending replies go out, then EOF; nothing read after the signal is answered" {

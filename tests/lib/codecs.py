@@ -48,6 +48,13 @@ Subcommands (all take --port, --host, --timeout):
   resp-exact          redis 7's error texts, RESP numbers as strict as redis's, the inline,
                       bulk, argument-count and 2 MiB request limits at and one past: every
                       reply byte exact, then EOF
+  http-rules          more head rules, as http-exact: Host exactly once in HTTP/1.1 (none
+                      needed in 1.0), equal and unequal Content-Length pairs, malformed
+                      lengths, token characters in methods and names, tabs, the request
+                      line's single spaces and its exact HTTP/ prefix
+  resp-rules          inline words split on tabs as on spaces, empty inline lines, command
+                      names in any case, GET's null bulk, SET replacing, empty bulks: every
+                      reply byte exact (whole, byte by byte, cut at random), then EOF
   bad --codec C --case NAME [--max-frame B]
                       connection A is served once; connection B sends one malformed input
                       and must get exactly the protocol's error (or none), then EOF; A must then
@@ -1113,6 +1120,106 @@ def linger(host, port, timeout):
             "never stops" % sent)
 
 
+# More of RFC 9112's head rules, each pinned byte for byte like HTTP_EXACT's (same format):
+# Host exactly once in 1.1 (RFC 9112 3.2: a second one is 400) and not needed in 1.0; equal
+# Content-Length duplicates are one length, a malformed one is 400; optional whitespace around
+# a value; every token character in a method or a name; a tab inside a value and around list
+# tokens; the request line's single spaces and its exact "HTTP/" prefix.
+HTTP_RULES = [
+    ("two Host lines are 400 (RFC 9112 3.2)",
+     raw("GET", headers=(("Host", "a"), ("Host", "a"))),
+     http_response(400, keep_alive=False, body="more than one Host"), "all"),
+    ("two Host lines in any case are 400",
+     raw("GET", headers=(("host", "a"), ("X", "y"), ("HOST", "b"))),
+     http_response(400, keep_alive=False, body="more than one Host"), "all"),
+    ("HTTP/1.0 needs no Host: 200, then the close (1.0's default)",
+     raw("GET", version="1.0", headers=()) + raw("GET"),
+     http_response(200, keep_alive=False), "all"),
+    ("two equal Content-Lengths are one length: the body read past once",
+     raw("POST", headers=(("Host", "a"), ("Content-Length", "3"), ("content-length", "3")), body=b"abc") +
+     raw("GET", headers=CLOSE),
+     http_response(405) + http_response(200, keep_alive=False), "all"),
+    ("two Content-Lengths that differ are 400",
+     raw("POST", headers=(("Host", "a"), ("Content-Length", "3"), ("Content-Length", "4"))) + b"abcd",
+     http_response(400, keep_alive=False, body="conflicting Content-Length headers"), "all"),
+    ("spaces and tabs around a Content-Length are not part of it",
+     raw("POST", headers=(("Host", "a"), ("Content-Length", " \t 3 \t"))) + b"xyz" + raw("GET", headers=CLOSE),
+     http_response(405) + http_response(200, keep_alive=False), "all"),
+]
+for _cl in ("+3", "-3", "3 3", "0x3", "3,3", ""):
+    HTTP_RULES.append(("Content-Length %r is 400" % _cl,
+                       raw("POST", headers=(("Host", "a"), ("Content-Length", _cl))) + b"abc",
+                       http_response(400, keep_alive=False, body="bad Content-Length"), "all"))
+HTTP_RULES += [
+    ("every token character in a header name is allowed",
+     raw("GET", headers=(("Host", "a"), ("!#$%&'*+-.^_`|~09AZaz", "v"))) + raw("GET", headers=CLOSE),
+     http_response(200) + http_response(200, keep_alive=False), "all"),
+    ("a method of token characters other than GET is 405, with its body",
+     raw("M-SEARCH") + raw("GET.") + raw("GET", headers=CLOSE),
+     http_response(405) + http_response(405) + http_response(200, keep_alive=False), "all"),
+    ("a tab inside a value is allowed, and tabs separate Connection tokens",
+     raw("GET", headers=(("Host", "a"), ("X", "a\tb"))) +
+     raw("GET", headers=(("Host", "a"), ("Connection", "\tfoo\t,\tclose\t"))) + raw("GET"),
+     http_response(200) + http_response(200, keep_alive=False), "all"),
+    ("a query or a second slash is another target: 404",
+     raw("GET", "/?") + raw("GET", "//", headers=CLOSE),
+     http_response(404) + http_response(404, keep_alive=False), "all"),
+    ("two spaces in the request line are 400",
+     b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+     http_response(400, keep_alive=False, body="malformed request line"), "all"),
+    ("a space after the version is 400",
+     b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
+     http_response(400, keep_alive=False, body="malformed request line"), "all"),
+    ("'http/1.1' in lower case is 400 (the name is case-sensitive)",
+     b"GET / http/1.1\r\nHost: a\r\n\r\n",
+     http_response(400, keep_alive=False, body="malformed request line"), "all"),
+    ("HTTP/1.10 is 400 (one digit each side of the dot)",
+     b"GET / HTTP/1.10\r\nHost: a\r\n\r\n",
+     http_response(400, keep_alive=False, body="malformed request line"), "all"),
+]
+
+
+def http_rules(host, port, seed, timeout):
+    n = 0
+    for name, request, want, splits in HTTP_RULES:
+        for sp in (["none", "bytes", "random"] if splits == "all" else ["none"]):
+            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
+            n += 1
+    return "%d scripts, %d sessions: every response byte as expected, then the close" % (len(HTTP_RULES), n)
+
+
+def resp_rules_cases():
+    """(name, request bytes, the exact reply bytes until EOF), as resp_exact_cases: inline
+    commands split on spaces and tabs alike, command names in any case, the table's replies."""
+    end = b"*1\r\n$x\r\n"
+    end_reply = resp_proto("invalid bulk length")
+    nosuch = "ERR unknown command '%s', with args beginning with: %s"
+    return [
+        ("inline words are split on tabs as on spaces",
+         b"ECHO\thi\r\n\t PING \t\r\nSET\tk\t v\r\nGET k\t\r\nFOO\ta\t\tb\r\n" + end,
+         b"$2\r\nhi\r\n+PONG\r\n+OK\r\n$1\r\nv\r\n" + resp_err(nosuch % ("FOO", "'a' 'b' ")) + end_reply),
+        ("an inline line of only spaces and tabs, or empty, gets no reply",
+         b" \t \r\n\r\n\nPING\n" + end, b"+PONG\r\n" + end_reply),
+        ("command names in any case; GET of a missing key is the null bulk; SET replaces",
+         resp_command("eChO", "x") + resp_command("get", "nokey") + resp_command("Set", "k2", "one") +
+         resp_command("SET", "k2", "two") + resp_command("GET", "k2") + resp_command("pInG") + end,
+         b"$1\r\nx\r\n$-1\r\n+OK\r\n+OK\r\n$3\r\ntwo\r\n+PONG\r\n" + end_reply),
+        ("empty bulks: ECHO of nothing, a key with an empty value",
+         resp_command("ECHO", "") + resp_command("SET", "k3", "") + resp_command("GET", "k3") + end,
+         b"$0\r\n\r\n+OK\r\n$0\r\n\r\n" + end_reply),
+    ]
+
+
+def resp_rules(host, port, seed, timeout):
+    cases = resp_rules_cases()
+    n = 0
+    for name, request, want in cases:
+        for sp in ("none", "bytes", "random"):
+            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
+            n += 1
+    return "%d cases, %d sessions: every reply byte as expected, then the close" % (len(cases), n)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1152,6 +1259,8 @@ def main(argv=None):
     add("http-limits", "head size, header count and body limits at and one past")
     add("resp-exact", "every reply byte: redis 7's error texts, strict numbers, RESP limits")
     add("linger", "line: after a bad frame, bytes up to 1 MiB are read and dropped, never past it")
+    add("http-rules", "more head rules byte for byte: Host once, Content-Length forms, tokens, tabs")
+    add("resp-rules", "inline words split on tabs, names in any case, the table's replies, byte for byte")
     p = add("bad", "one malformed input, while another client is served")
     p.add_argument("--codec", required=True)
     p.add_argument("--case", required=True)
@@ -1178,6 +1287,10 @@ def main(argv=None):
             msg = resp_exact(a.host, a.port, a.seed, a.timeout)
         elif a.cmd == "linger":
             msg = linger(a.host, a.port, a.timeout)
+        elif a.cmd == "http-rules":
+            msg = http_rules(a.host, a.port, a.seed, a.timeout)
+        elif a.cmd == "resp-rules":
+            msg = resp_rules(a.host, a.port, a.seed, a.timeout)
         else:
             msg = bad(a.host, a.port, a.codec, a.case, a.max_frame, a.timeout)
     except (Failure, OSError) as e:
