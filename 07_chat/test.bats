@@ -1294,11 +1294,14 @@ PY
     exec 5<>"/dev/tcp/127.0.0.1/$PORT"
     read -r -t "$(scaled_s 5)" line <&5 || true
     [[ $line == "* welcome user1" ]] || { exec 5>&-; fail "want '* welcome user1', got '$line'"; } || return
-    stop_server || { exec 5>&-; return 1; }
-    # What the server sent last (* server shutting down, then its FIN) is read before the
-    # close: a close with unread bytes would send a reset, and no TIME_WAIT would follow.
-    timeout "$(scaled_s 5)" cat <&5 >/dev/null || true
+    # What the server sends last (* server shutting down, then its FIN) is read before the
+    # close: a close with unread bytes would send a reset, and no TIME_WAIT would follow. The
+    # reader closes at that FIN, so the drain ends on our EOF, not on its deadline.
+    timeout "$(scaled_s 5)" cat <&5 >/dev/null &
+    local reader=$!
     exec 5>&-
+    stop_server || { wait "$reader"; return 1; }
+    wait "$reader" || true
     deadline=$(($(now_ms) + $(scaled_ms 3)))
     until time_wait_on "$port"; do
         (($(now_ms) < deadline)) || fail "no connection in TIME_WAIT on port $port: the test proved nothing" || return
