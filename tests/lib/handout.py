@@ -719,8 +719,10 @@ def lab_md(stage, title, cut, all_regions, labs, tests, readme, bug, san=None):
                 where.append("`%s`, in `%s()`" % (r["file"], r["enclosing"]))
             else:
                 where.append("`%s`" % r["file"])
+        places = ["%s%s" % (w, " (%d places)" % where.count(w) if where.count(w) > 1 else "")
+                  for w in dict.fromkeys(where)]
         out += wrap("**Where.** %s: at the `// LAB TODO %s:` comment%s." % (
-            "; ".join(where), name, "s" if len(rs) > 1 else "")) + [""]
+            "; ".join(places), name, "s" if len(rs) > 1 else "")) + [""]
         ts = tests.get(name, [])
         if ts:
             out += wrap("**What the tests check.** %d test%s share%s its %s points (a test can count"
