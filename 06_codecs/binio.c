@@ -12,7 +12,7 @@ void br_init(struct binio_reader *r, const void *data, size_t len)
     r->err = 0;
 }
 
-// LAB BEGIN br_take: the bounds check every read goes through
+// LAB BEGIN binio_read: the bounds check every read goes through
 // LAB STUB: static const unsigned char *br_take(struct binio_reader *r, size_t n)
 // LAB STUB: {
 // LAB STUB:     (void)n;
@@ -34,7 +34,7 @@ static const unsigned char *br_take(struct binio_reader *r, size_t n)
 }
 // LAB END
 
-// LAB BEGIN br_ints: network byte order (big-endian), whatever the host's
+// LAB BEGIN binio_read: network byte order (big-endian), whatever the host's
 // LAB STUB: uint8_t br_u8(struct binio_reader *r)
 // LAB STUB: {
 // LAB STUB:     r->err = 1;  // not written: every read fails

@@ -46,7 +46,7 @@ static unsigned char ascii_lower(unsigned char c)
     return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
 }
 
-// LAB BEGIN http_name_eq: header names are case-insensitive (RFC 9110 5.1)
+// LAB BEGIN http_head: header names are case-insensitive (RFC 9110 5.1)
 // LAB STUB: static int name_eq(const char *p, size_t n, const char *name)
 // LAB STUB: {
 // LAB STUB:     (void)p;
@@ -221,11 +221,11 @@ struct codec_result http_decode(struct http_decoder *d, const char *data, size_t
         r.total = d->req.content_length;
         return r;
     }
-    // LAB BEGIN http_head_end: find the empty line that ends the head, within the limits
+    // LAB BEGIN http_head: find the empty line that ends the head, within the limits
     // LAB STUB: (void)line_stop;
     // LAB STUB: size_t head_len = 0;
     // LAB STUB: if (head_len == 0)
-    // LAB STUB:     return http_fail(d, 501, "http_head_end not written");
+    // LAB STUB:     return http_fail(d, 501, "http_head not written");
     // Look no further than max_head bytes: a head that has not ended by then is too large.
     size_t limit = len < d->max_head ? len : d->max_head;
     size_t head_len = 0;

@@ -28,12 +28,12 @@ struct codec_result lenframe_decode(struct lenframe_decoder *d, const char *data
     if (d->failed)
         return codec_error(frame_too_large, 0);
     struct codec_result r = {.status = CODEC_PIECE};
-    // LAB BEGIN lenframe_pieces: continue a frame delivered in pieces, or start the next one
+    // LAB BEGIN lenframe_decode: continue a frame delivered in pieces, or start the next one
     // LAB STUB: (void)read_be32;
     // LAB STUB: (void)r;
     // LAB STUB: uint32_t n = 0;
     // LAB STUB: if (n == 0)
-    // LAB STUB:     return codec_error("lenframe_pieces not written", 0);
+    // LAB STUB:     return codec_error("lenframe_decode not written", 0);
     if (d->remaining > 0) {
         // Inside a long frame: every byte in data up to its end is the next piece.
         if (len == 0)
@@ -50,17 +50,17 @@ struct codec_result lenframe_decode(struct lenframe_decoder *d, const char *data
         return codec_need_more();
     uint32_t n = read_be32(data);
     // LAB END
-    // LAB BEGIN lenframe_limit: the header is a claim: check it before trusting it
+    // LAB BEGIN lenframe_decode: the header is a claim: check it before trusting it
     if (n > d->max) {
         d->failed = 1;
         return codec_error(frame_too_large, 0);
     }
     // LAB END
-    // LAB BEGIN lenframe_whole: a whole frame as a view, or the first piece of a long one
+    // LAB BEGIN lenframe_decode: a whole frame as a view, or the first piece of a long one
     // LAB STUB: (void)len;
     // LAB STUB: (void)data;
     // LAB STUB: (void)r;
-    // LAB STUB: return codec_error("lenframe_whole not written", 0);
+    // LAB STUB: return codec_error("lenframe_decode not written", 0);
     size_t avail = len - LENFRAME_HEADER;
     if (avail >= n)
         return codec_frame(data + LENFRAME_HEADER, n, LENFRAME_HEADER + (size_t)n);

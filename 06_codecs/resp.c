@@ -214,8 +214,8 @@ struct codec_result resp_decode(struct resp_decoder *d, const char *data, size_t
             // LAB END
             if (resp_push(d, d->pos, n) == -1)
                 return resp_fail(d, "out of memory");
-            // LAB BEGIN resp_next: step past the bulk and its CRLF; is the request whole?
-            // LAB STUB: return resp_fail(d, "resp_next not written");
+            // LAB BEGIN resp_bulk: step past the bulk and its CRLF; is the request whole?
+            // LAB STUB: return resp_fail(d, "resp_bulk not written");
             d->pos += n + 2;
             if ((long long)d->argc < d->nargs) {
                 d->state = RS_BULKLEN;
