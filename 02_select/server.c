@@ -271,14 +271,6 @@ static bool serve_forever(int listen_fd)
             return false;
         }
 
-        // LAB BEGIN dispatch: accept new clients if the listening socket is ready, then serve every ready client and drop the finished
-        // LAB STUB: (void)nfds;
-        // LAB STUB: (void)listen_fd;
-        // LAB STUB: (void)accept_clients;
-        // LAB STUB: (void)serve_client;
-        // LAB STUB: (void)drop_client;
-        // LAB STUB: log_msg("dispatch not written, stopping");
-        // LAB STUB: return false;
         if (FD_ISSET(listen_fd, &readable))
             accept_clients(listen_fd);
 
@@ -291,7 +283,6 @@ static bool serve_forever(int listen_fd)
             if (!serve_client(fd))
                 drop_client(fd);
         }
-        // LAB END
     }
     return true;
 }
