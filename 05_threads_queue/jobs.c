@@ -132,16 +132,18 @@ static void jq_wake(struct job_queue *q)
 
 bool jq_try_push(struct job_queue *q, struct job *j)
 {
-    // LAB BEGIN job_queue_push: under the lock, refuse the job if the queue is closed or holds cap jobs already; otherwise append it at the tail and wake one sleeping worker
-    // LAB STUB: (void)q;
-    // LAB STUB: (void)j;
-    // LAB STUB: (void)jq_wake;
-    // LAB STUB: return false;  // not written: every job is refused (ERR busy)
     pthread_mutex_lock(&q->lock);
-    if (q->closed || q->len >= q->cap) {
+    if (q->closed) {
+        pthread_mutex_unlock(&q->lock);
+        return false;  // stopping: no job is taken any more
+    }
+    // LAB BEGIN job_queue_push: the queue is bounded: if it holds cap jobs already, refuse the job (unlock, return false: the caller answers ERR busy)
+    // LAB STUB: // not written: every job is taken, the queue grows without bound
+    if (q->len >= q->cap) {
         pthread_mutex_unlock(&q->lock);
         return false;  // the caller answers "ERR busy": back-pressure, not a longer queue
     }
+    // LAB END
     j->next = NULL;
     if (q->tail != NULL)
         q->tail->next = j;
@@ -156,7 +158,6 @@ bool jq_try_push(struct job_queue *q, struct job *j)
     // must then wake it a second time: two more futex calls per job.
     jq_wake(q);
     return true;
-    // LAB END
 }
 
 struct job *jq_pop(struct job_queue *q)
