@@ -340,10 +340,13 @@ inflight_at_stop() {
     ((echoes + 2 == $(counter requests))) || fail "$echoes echoes came back, the server read $(($(counter requests) - 2)): $(grep 'stopped after' "$SERVER_ERR")"
 }
 
-@test "a line over 64 KiB: ERR line too long, then the server closes (FIN, not reset)" {
+@test "a line over 64 KiB: ERR line too long, in order after the replies still due, then the server closes (FIN, not reset)" {
     start_server server -w 2
     lineproto long-line --size 70000
     lineproto long-line --size 1000000
+    # Behind a running job the refusal waits its turn (conn_take_lines answers with REPLY,
+    # a slot like any other): `slept 300` first, then `ERR line too long`, then EOF.
+    lineproto long-line --size 70000 --first-line "SLEEP 300" --first-reply "slept 300"
     lineproto talk --line "ECHO next client" --expect "next client"
     stop_server
 }

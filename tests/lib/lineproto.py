@@ -14,7 +14,8 @@ stretches them all.
                       sends SLEEP M, waits until a worker runs it (as inflight does), then
                       resets the connection (SO_LINGER 0)
   long-line --size B  sends `ECHO before`, then B bytes with no newline: wants `before`,
-                      `ERR line too long`, then EOF (a FIN, not a reset)
+                      `ERR line too long`, then EOF (a FIN, not a reset); --first-line L
+                      --first-reply R: L instead of `ECHO before`, R its reply (first)
   line-at --len N [--crlf] (--accepted | --refused)
                       one `ECHO x...` request of exactly N bytes (without its ending), ended
                       by "\n" or "\r\n": --accepted wants its echo, --refused wants
@@ -249,16 +250,16 @@ def reset_mid_job(host, port, ms, timeout):
     return "SLEEP %d running, then the connection was reset" % ms
 
 
-def long_line(host, port, size, timeout):
+def long_line(host, port, size, timeout, first_line="ECHO before", first_reply="before"):
     c = LineConn(host, port)
-    c.send_lines(["ECHO before"])
+    c.send_lines([first_line])
     try:
         c.send_raw(b"ECHO " + b"x" * size)
     except (BrokenPipeError, ConnectionResetError) as e:
         raise Failure("sending the long line failed: %s (the server reset us)" % e)
     got = [c.read_line(timeout), c.read_line(timeout)]
-    if got != ["before", "ERR line too long"]:
-        raise Failure("replies %r, want ['before', 'ERR line too long']" % got)
+    if got != [first_reply, "ERR line too long"]:
+        raise Failure("replies %r, want [%r, 'ERR line too long']" % (got, first_reply))
     c.expect_eof(timeout)
     c.close()
     return "a %d-byte line: 'ERR line too long', then EOF" % (size + 5)
@@ -925,6 +926,8 @@ def main(argv=None):
     p.add_argument("--ms", type=int, default=300)
     p = add("long-line", "a line over the limit")
     p.add_argument("--size", type=int, default=70000)
+    p.add_argument("--first-line", default="ECHO before", help="the request before the long line")
+    p.add_argument("--first-reply", default="before", help="its reply, which must come first")
     p = add("inflight", "a job running when the server stops")
     p.add_argument("--ms", type=int, default=800)
     p.add_argument("--more", type=int, default=0, help="then MORE SLEEPs: 1 runs, the rest queue")
@@ -994,7 +997,7 @@ def main(argv=None):
         elif a.cmd == "reset-mid-job":
             msg = reset_mid_job(a.host, a.port, a.ms, a.timeout)
         elif a.cmd == "long-line":
-            msg = long_line(a.host, a.port, a.size, a.timeout)
+            msg = long_line(a.host, a.port, a.size, a.timeout, a.first_line, a.first_reply)
         elif a.cmd == "inflight":
             msg = inflight(a.host, a.port, a.ms, a.more, a.timeout, a.first, a.unread,
                            a.echo_bytes, a.server_pid)
