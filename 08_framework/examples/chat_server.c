@@ -658,62 +658,37 @@ static void usage(FILE *to)
             "  -h, --help            print this help and exit\n");
 }
 
-// Takes --redis, --node and --name-ttl out of ARGV (into cl) before the shared parser sees
-// the rest; returns the new count.
-static int take_cluster_options(int argc, char **argv)
+// chat_server's own options, taken out of ARGV (into cl) before the shared parser sees the
+// rest: --redis, --node, --name-ttl, in the order take_cluster_option reads their indexes.
+static const struct opt_own cluster_options[] = {
+    {"--redis", 1}, {"--node", 1}, {"--name-ttl", 1}};
+
+static void take_cluster_option(size_t k, const char *v)
 {
-    static const char *const own[] = {"--redis", "--node", "--name-ttl"};
-    int out = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (strcmp(a, "--") == 0) {
-            while (i < argc)
-                argv[out++] = argv[i++];
-            break;
+    if (k == 0) {
+        // HOST:PORT, HOST numeric (IPv4, or IPv6 in brackets: [::1]:6379).
+        const char *colon = strrchr(v, ':'), *h = v;
+        size_t hl = colon != NULL ? (size_t)(colon - v) : 0;
+        if (hl >= 2 && v[0] == '[' && v[hl - 1] == ']') {
+            h++;
+            hl -= 2;
         }
-        size_t k, l = 0;
-        for (k = 0; k < 3; k++) {
-            l = strlen(own[k]);
-            if (strncmp(a, own[k], l) == 0 && (a[l] == '\0' || a[l] == '='))
-                break;
-        }
-        if (k == 3) {
-            argv[out++] = argv[i];
-            continue;
-        }
-        if (a[l] == '=')
-            v = a + l + 1;
-        else if (i + 1 < argc)
-            v = argv[++i];
-        else
-            opt_fail("missing value for", a);
-        if (k == 0) {
-            // HOST:PORT, HOST numeric (IPv4, or IPv6 in brackets: [::1]:6379).
-            const char *colon = strrchr(v, ':'), *h = v;
-            size_t hl = colon != NULL ? (size_t)(colon - v) : 0;
-            if (hl >= 2 && v[0] == '[' && v[hl - 1] == ']') {
-                h++;
-                hl -= 2;
-            }
-            unsigned char addr[sizeof(struct in6_addr)];
-            if (colon == NULL || hl == 0 || hl >= sizeof cl.host)
-                opt_fail("bad --redis (want HOST:PORT, a numeric address)", v);
-            memcpy(cl.host, h, hl);
-            cl.host[hl] = '\0';
-            if (inet_pton(AF_INET, cl.host, addr) != 1 && inet_pton(AF_INET6, cl.host, addr) != 1)
-                opt_fail("bad --redis (want HOST:PORT, a numeric address)", v);
-            cl.port = (int)opt_uint(colon + 1, 1, 65535, "bad --redis port (want 1 to 65535)");
-            cl.on = true;
-        } else if (k == 1) {
-            if (!valid_name(v, strlen(v)) || strlen(v) > NODE_MAX)
-                opt_fail("bad --node (want 1-16 letters, digits, _ or -)", v);
-            snprintf(cl.node, sizeof cl.node, "%s", v);
-        } else {
-            cl.ttl_ms = opt_uint(v, 300, 3600000, "bad --name-ttl (want 300 to 3600000 ms)");
-        }
+        unsigned char addr[sizeof(struct in6_addr)];
+        if (colon == NULL || hl == 0 || hl >= sizeof cl.host)
+            opt_fail("bad --redis (want HOST:PORT, a numeric address)", v);
+        memcpy(cl.host, h, hl);
+        cl.host[hl] = '\0';
+        if (inet_pton(AF_INET, cl.host, addr) != 1 && inet_pton(AF_INET6, cl.host, addr) != 1)
+            opt_fail("bad --redis (want HOST:PORT, a numeric address)", v);
+        cl.port = (int)opt_uint(colon + 1, 1, 65535, "bad --redis port (want 1 to 65535)");
+        cl.on = true;
+    } else if (k == 1) {
+        if (!valid_name(v, strlen(v)) || strlen(v) > NODE_MAX)
+            opt_fail("bad --node (want 1-16 letters, digits, _ or -)", v);
+        snprintf(cl.node, sizeof cl.node, "%s", v);
+    } else {
+        cl.ttl_ms = opt_uint(v, 300, 3600000, "bad --name-ttl (want 300 to 3600000 ms)");
     }
-    argv[out] = NULL;
-    return out;
 }
 
 int main(int argc, char **argv)
@@ -736,7 +711,7 @@ int main(int argc, char **argv)
     struct server_opts o;
     opt_init("chat_server", usage);
     cl.ttl_ms = 15000;
-    argc = take_cluster_options(argc + NDEF, args) - NDEF;
+    argc = opt_take_own(argc + NDEF, args, cluster_options, 3, take_cluster_option) - NDEF;
     if (cl.node[0] == '\0')
         snprintf(cl.node, sizeof cl.node, "n%ld", (long)getpid());
     server_opts_parse(argc + NDEF, args, 7007, 0, &o);

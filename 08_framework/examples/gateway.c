@@ -822,55 +822,22 @@ static void cl_message(rx_session *s, const rx_frame *f)
 
 enum { OPT_FOLLOWERS = 400, OPT_POSTS, OPT_BIO, OPT_SCORE, OPT_REDIS, OPT_TIMEOUT, OPT_SERIAL };
 
-// Strips the gateway's own options from ARGV before the shared parser sees the rest.
-static int take_own_options(int argc, char **argv)
+// The gateway's own options, in the order take_own reads their indexes.
+static const struct opt_own own_options[] = {
+    {"--followers", 1}, {"--posts", 1}, {"--bio", 1},   {"--score", 1},
+    {"--redis", 1},     {"--timeout", 1}, {"--serial", 0},
+};
+static const int own_ids[] = {BK_FOLLOWERS, BK_POSTS, BK_BIO, BK_SCORE, BK_REDIS, OPT_TIMEOUT,
+                              OPT_SERIAL};
+
+static void take_own(size_t k, const char *v)
 {
-    static const struct {
-        const char *name;
-        int id;
-        bool value;
-    } own[] = {
-        {"--followers", BK_FOLLOWERS, true}, {"--posts", BK_POSTS, true},
-        {"--bio", BK_BIO, true},             {"--score", BK_SCORE, true},
-        {"--redis", BK_REDIS, true},         {"--timeout", OPT_TIMEOUT, true},
-        {"--serial", OPT_SERIAL, false},
-    };
-    int out = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        if (strcmp(a, "--") == 0) {
-            while (i < argc)
-                argv[out++] = argv[i++];
-            break;
-        }
-        size_t k, n = sizeof own / sizeof own[0];
-        for (k = 0; k < n; k++) {
-            size_t l = strlen(own[k].name);
-            if (strncmp(a, own[k].name, l) == 0 && (a[l] == '\0' || (own[k].value && a[l] == '='))) {
-                v = a[l] == '=' ? a + l + 1 : NULL;
-                break;
-            }
-        }
-        if (k == n) {
-            argv[out++] = argv[i];
-            continue;
-        }
-        if (!own[k].value) {
-            g.serial = true;
-            continue;
-        }
-        if (v == NULL) {
-            if (i + 1 >= argc)
-                opt_fail("missing value for", a);
-            v = argv[++i];
-        }
-        if (own[k].id == OPT_TIMEOUT)
-            g.timeout_ms = opt_uint(v, 1, 600000, "bad --timeout (want 1 to 600000 ms)");
-        else
-            g.bk[own[k].id].port = (int)opt_uint(v, 1, 65535, "bad backend port (want 1 to 65535)");
-    }
-    argv[out] = NULL;
-    return out;
+    if (own_ids[k] == OPT_SERIAL)
+        g.serial = true;
+    else if (own_ids[k] == OPT_TIMEOUT)
+        g.timeout_ms = opt_uint(v, 1, 600000, "bad --timeout (want 1 to 600000 ms)");
+    else
+        g.bk[own_ids[k]].port = (int)opt_uint(v, 1, 65535, "bad backend port (want 1 to 65535)");
 }
 
 int main(int argc, char **argv)
@@ -878,7 +845,8 @@ int main(int argc, char **argv)
     struct server_opts o;
     g.timeout_ms = 1000;
     opt_init("gateway", usage);
-    argc = take_own_options(argc, argv);
+    argc = opt_take_own(argc, argv, own_options, sizeof own_options / sizeof own_options[0],
+                        take_own);
     server_opts_parse(argc, argv, 8090, 0, &o);
 
     rx_thread_set_name("main");

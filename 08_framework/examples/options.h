@@ -33,6 +33,50 @@ _Noreturn static inline void opt_fail(const char *what, const char *arg)
     exit(2);
 }
 
+// A program's own options (the gateway's backend ports, chat_server's --redis), taken out of
+// ARGV before server_opts_parse sees the rest: `NAME VALUE` or `NAME=VALUE`, or `NAME` alone
+// for a flag (VALUE false). TAKE gets the entry's index in OWN and its value (NULL for a flag);
+// everything else, and all after `--`, stays in order for the shared parser. Returns the new
+// argc (ARGV[argc] is NULL). A value missing at the end is a usage error.
+struct opt_own {
+    const char *name;
+    int value;  // takes a value
+};
+
+static inline int opt_take_own(int argc, char **argv, const struct opt_own *own, size_t n,
+                               void (*take)(size_t k, const char *value))
+{
+    int out = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (strcmp(a, "--") == 0) {
+            while (i < argc)
+                argv[out++] = argv[i++];
+            break;
+        }
+        size_t k;
+        for (k = 0; k < n; k++) {
+            size_t l = strlen(own[k].name);
+            if (strncmp(a, own[k].name, l) == 0 && (a[l] == '\0' || (own[k].value && a[l] == '='))) {
+                v = a[l] == '=' ? a + l + 1 : NULL;
+                break;
+            }
+        }
+        if (k == n) {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (own[k].value && v == NULL) {
+            if (i + 1 >= argc)
+                opt_fail("missing value for", a);
+            v = argv[++i];
+        }
+        take(k, v);
+    }
+    argv[out] = NULL;
+    return out;
+}
+
 // ARG as a whole number in [MIN, MAX], or a usage error saying WHAT. Strict: a digit first
 // (strtoull would skip spaces and read "-1" as a huge number), nothing after the digits.
 static inline uint64_t opt_uint(const char *arg, uint64_t min, uint64_t max, const char *what)
