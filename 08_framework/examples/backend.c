@@ -209,46 +209,22 @@ static void on_closed(rx_session *s, enum rx_close_reason why)
     free(c);
 }
 
-// Strips "--name NAME" and "--delay MS" (or "--opt=V") from ARGV before the shared parser
-// sees the rest. Returns the new argc.
-static int take_own_options(int argc, char **argv)
+// backend's own options, taken out of ARGV before the shared parser sees the rest.
+static const struct opt_own own_options[] = {{"--name", 1}, {"--delay", 1}};
+
+static void take_own(size_t k, const char *v)
 {
-    int out = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        int which = 0;
-        if (strcmp(a, "--") == 0) {
-            while (i < argc)
-                argv[out++] = argv[i++];
-            break;
-        }
-        if (strncmp(a, "--name", 6) == 0 && (a[6] == '\0' || a[6] == '='))
-            which = 1, v = a[6] == '=' ? a + 7 : NULL;
-        else if (strncmp(a, "--delay", 7) == 0 && (a[7] == '\0' || a[7] == '='))
-            which = 2, v = a[7] == '=' ? a + 8 : NULL;
-        if (!which) {
-            argv[out++] = argv[i];
-            continue;
-        }
-        if (v == NULL) {
-            if (i + 1 >= argc)
-                opt_fail("missing value for", a);
-            v = argv[++i];
-        }
-        if (which == 2) {
-            g.delay_ms = opt_uint(v, 0, 60000, "bad --delay (want 0 to 60000 ms)");
-            continue;
-        }
-        size_t k;
-        for (k = 0; k < sizeof kind_names / sizeof kind_names[0]; k++)
-            if (strcmp(v, kind_names[k]) == 0)
-                break;
-        if (k == sizeof kind_names / sizeof kind_names[0])
-            opt_fail("bad --name (want followers, posts, bio or score)", v);
-        g.kind = (enum backend_kind)k;
+    if (k == 1) {
+        g.delay_ms = opt_uint(v, 0, 60000, "bad --delay (want 0 to 60000 ms)");
+        return;
     }
-    argv[out] = NULL;
-    return out;
+    size_t n;
+    for (n = 0; n < sizeof kind_names / sizeof kind_names[0]; n++)
+        if (strcmp(v, kind_names[n]) == 0)
+            break;
+    if (n == sizeof kind_names / sizeof kind_names[0])
+        opt_fail("bad --name (want followers, posts, bio or score)", v);
+    g.kind = (enum backend_kind)n;
 }
 
 int main(int argc, char **argv)
@@ -256,7 +232,7 @@ int main(int argc, char **argv)
     struct server_opts o;
     g.delay_ms = 100;
     opt_init("backend", usage);
-    argc = take_own_options(argc, argv);
+    argc = opt_take_own(argc, argv, own_options, 2, take_own);
     server_opts_parse(argc, argv, 9100, 0, &o);
 
     rx_thread_set_name("main");

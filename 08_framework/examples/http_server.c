@@ -137,51 +137,25 @@ static void on_closed(rx_session *s, enum rx_close_reason why)
     g.open--;
 }
 
-// Strips "--max-head N" and "--max-body N" (or "--opt=N") from ARGV, the options only this
-// program has, before the shared parser sees the rest. Returns the new argc.
-static int take_own_options(int argc, char **argv, size_t *max_head, size_t *max_body)
+// http_server's own options, taken out of ARGV before the shared parser sees the rest: the
+// request head's and body's limits (defaults 8192 and 1 MiB).
+static const struct opt_own own_options[] = {{"--max-head", 1}, {"--max-body", 1}};
+static size_t max_head = 8192, max_body = 1u << 20;
+
+static void take_own(size_t k, const char *v)
 {
-    int out = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        size_t *dst = NULL;
-        uint64_t lo = 1, hi = 0;
-        const char *what = NULL;
-        if (strcmp(a, "--") == 0) {  // the rest is not options
-            while (i < argc)
-                argv[out++] = argv[i++];
-            break;
-        }
-        if (strncmp(a, "--max-head", 10) == 0 && (a[10] == '\0' || a[10] == '=')) {
-            dst = max_head, hi = RX_HTTP_MAX_HEAD_LIMIT;
-            what = "bad --max-head (want 1 to 1048576)";
-            v = a[10] == '=' ? a + 11 : NULL;
-        } else if (strncmp(a, "--max-body", 10) == 0 && (a[10] == '\0' || a[10] == '=')) {
-            dst = max_body, lo = 0, hi = UINT32_MAX;
-            what = "bad --max-body (want 0 to 4294967295)";
-            v = a[10] == '=' ? a + 11 : NULL;
-        }
-        if (dst == NULL) {
-            argv[out++] = argv[i];
-            continue;
-        }
-        if (v == NULL) {
-            if (i + 1 >= argc)
-                opt_fail("missing value for", a);
-            v = argv[++i];
-        }
-        *dst = (size_t)opt_uint(v, lo, hi, what);
-    }
-    argv[out] = NULL;
-    return out;
+    if (k == 0)
+        max_head = (size_t)opt_uint(v, 1, RX_HTTP_MAX_HEAD_LIMIT,
+                                    "bad --max-head (want 1 to 1048576)");
+    else
+        max_body = (size_t)opt_uint(v, 0, UINT32_MAX, "bad --max-body (want 0 to 4294967295)");
 }
 
 int main(int argc, char **argv)
 {
     struct server_opts o;
-    size_t max_head = 8192, max_body = 1u << 20;
     opt_init("http_server", usage);
-    argc = take_own_options(argc, argv, &max_head, &max_body);
+    argc = opt_take_own(argc, argv, own_options, 2, take_own);
     server_opts_parse(argc, argv, 8080, 0, &o);
 
     rx_thread_set_name("main");
