@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -235,6 +237,18 @@ void conn_flush(struct conn *c)
         server_on_high_water(io->srv, c->node.id, c->out.bytes + c->out.notice_bytes);
         if (c->state == C_DEAD)
             return;
+    }
+    // Replies written in pieces must not wait for the peer's delayed ACK: TCP_NODELAY, set
+    // before the first write of a connection that stays open (as nginx's tcp_nodelay, for
+    // keep-alive connections only). One answered and closed (Connection: close) goes without
+    // it and saves the system call: nothing follows its answer but the FIN, and the close
+    // sends a segment Nagle held back at once.
+    if (!c->nodelay && c->out.n > 0 && c->state == C_OPEN) {
+        int one = 1;
+        c->nodelay = true;
+        if (setsockopt(c->w.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1)
+            rx_log(RX_LOG_WARN, "session %llu: setsockopt(TCP_NODELAY): %s",
+                   (unsigned long long)c->node.id, strerror(errno));
     }
     while (c->out.n > 0) {
         struct iovec iov[64];

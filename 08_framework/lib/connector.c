@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,10 +110,7 @@ static void connected(rx_connector *c)
     int fd = c->w.fd;
     loop_unwatch(c->srv->loop, &c->w);
     c->w.fd = -1;
-    stop_timer(c);
-    int one = 1;
-    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1)
-        rx_log(RX_LOG_WARN, "setsockopt(TCP_NODELAY): %s", strerror(errno));
+    stop_timer(c);  // TCP_NODELAY: conn_flush, before the session's first write
     c->attempt = 0;
     rx_log(RX_LOG_INFO, "connector %s: connected", c->name);
     // server_adopt sets c->session (connector_set_session) before the session's create and

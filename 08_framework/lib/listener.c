@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -55,10 +54,8 @@ static void accept_ready(struct watch *w, unsigned ready)
             rx_log(RX_LOG_ERROR, "accept: %s", strerror(errno));
             return;
         }
-        // Replies written in pieces must not wait for the peer's delayed ACK.
-        int one = 1;
-        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1)
-            rx_log(RX_LOG_WARN, "setsockopt(TCP_NODELAY): %s", strerror(errno));
+        // TCP_NODELAY: conn_flush sets it before the first write of a connection that stays
+        // open (none for one answered and closed).
         server_adopt(srv, fd, &l->origin, (struct sockaddr *)&ss);
     }
 }
