@@ -8,14 +8,21 @@
 
 Load: `wrk -t1 -c50 -d3s http://127.0.0.1:PORT/`, keep-alive, and the same with
 `-H 'Connection: close'` (a new connection per request). Figures: the server's CPU time per
-request (utime + stime from /proc/PID/stat over the run: the http_server process; nginx's
-worker process) and requests/s (wrk's). Runs alternate between the servers; medians of
+request (the process's CPU time over the run, in nanoseconds from /proc/PID/task/*/schedstat,
+utime + stime in clock ticks where that is missing: the http_server process; nginx's worker
+process) and requests/s (wrk's). Runs alternate between the servers; medians of
 --repeat runs, with the range of the CPU figure. Server on CPU 0, wrk on CPU 1 (taskset, where
 there are 2 cores). nginx cannot take port 0: the script asks the kernel for a free port and
 hands it over. A wrk run with socket errors or non-2xx answers is an error, never a figure:
 the script exits 1. Writes results/http.md and results/http.csv, and prints the table.
 
   python3 tests/bench/http.py [--repeat N] [--duration S] [--servers http_t0,nginx]
+                              [--also NAME=PATH ...]
+
+--also NAME=PATH adds another http_server build (started like http_t0, with PATH) to the
+alternation, e.g. the commit before a change built in a scratch clone: its figures and its ratio
+to nginx come from the same runs, side by side. The ratio rows are the median of the ratios of
+the runs made side by side (the same repetition), with their range.
 """
 
 import argparse
@@ -32,7 +39,7 @@ import tempfile
 import time
 
 import peers
-from peers import CLK_TCK, RESULTS, cpu_ticks
+from peers import CLK_TCK, RESULTS, cpu_ns, cpu_ticks
 
 HTTP = os.path.join(peers.EX, "http_server")
 BODY = "Hello from the rx http_server.\n"  # http_server's GET / (examples/http_server.c)
@@ -79,13 +86,13 @@ def wait_get(port, deadline):
     raise RuntimeError("no 200 with the body from port %d" % port)
 
 
-def start(name, pin, tmp):
+def start(name, pin, tmp, binary=HTTP):
     """Returns (process, port, pid to measure)."""
-    if name != "http_t0":
+    if name == "nginx":
         body = BODY.replace("\n", "\\n")
         return peers.start_nginx(lambda prefix, port: NGINX_CONF % {"prefix": prefix, "port": port, "body": body},
                                  tmp, wait_get, pin)
-    p, port = peers.start_listening(pin + [HTTP, "-p", "0", "-t", "0"])
+    p, port = peers.start_listening(pin + [binary, "-p", "0", "-t", "0"])
     try:
         wait_get(port, time.monotonic() + 10)
     except RuntimeError:
@@ -96,16 +103,18 @@ def start(name, pin, tmp):
 
 def one_run(port, pid, extra, duration, pin):
     cmd = pin + ["wrk", "-t1", "-c50", "-d%ds" % duration] + extra + ["http://127.0.0.1:%d/" % port]
-    t0 = cpu_ticks(pid)
+    t0, n0 = cpu_ticks(pid), cpu_ns(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration * 10 + 30)
-    ticks = cpu_ticks(pid) - t0
+    ticks, n1 = cpu_ticks(pid) - t0, cpu_ns(pid)
+    # Nanoseconds where schedstat is there (a 3 s run at this cost is only 10-20 ticks).
+    cpu_s = (n1 - n0) / 1e9 if n0 is not None and n1 is not None else ticks / CLK_TCK
     text = out.stdout + out.stderr
     n = re.search(r"^\s*(\d+) requests in", text, re.M)
     rps = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.M)
     if out.returncode != 0 or not n or not rps or "Socket errors" in text or "Non-2xx" in text:
         raise RuntimeError("wrk %s failed (%d): %s" % (" ".join(extra), out.returncode, text.strip()[-400:]))
     n = int(n.group(1))
-    return {"rps": float(rps.group(1)), "cpu_us": ticks * 1e6 / CLK_TCK / max(n, 1), "requests": n}
+    return {"rps": float(rps.group(1)), "cpu_us": cpu_s * 1e6 / max(n, 1), "requests": n}
 
 
 def main():
@@ -113,14 +122,23 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
     ap.add_argument("--servers", default="http_t0,nginx")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
+                    help="another http_server binary in the alternation (repeatable)")
     a = ap.parse_args()
+    also = {}
+    for spec in a.also:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or name in ("http_t0", "nginx") or not os.access(path, os.X_OK):
+            print("http.py: --also wants NAME=PATH, a new name and an executable: %r" % spec, file=sys.stderr)
+            return 2
+        also[name] = path
     if not os.access(HTTP, os.X_OK):
         print("http.py: no %s: build it with make -C 08_framework" % HTTP, file=sys.stderr)
         return 2
     if shutil.which("wrk") is None:
         print("http.py: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    names = [s for s in a.servers.split(",") if s in ("http_t0", "nginx")]
+    names = [s for s in a.servers.split(",") if s in ("http_t0", "nginx")] + list(also)
     skipped = []
     if "nginx" in names and shutil.which("nginx") is None:
         skipped.append("nginx")
@@ -133,7 +151,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench-http.")
     try:
         for name in names:
-            procs[name] = start(name, srv_pin, tmp)
+            procs[name] = start(name, srv_pin, tmp, also.get(name, HTTP))
         for rep in range(a.repeat):
             order = names[rep % len(names):] + names[:rep % len(names)]
             for mode, extra in MODES:
@@ -161,7 +179,7 @@ def main():
           "keep-alive and with `-H 'Connection: close'`; medians of %d runs in alternation (range in "
           "brackets); %s. nginx: one worker, access log off, `return 200` of the same %d-byte body "
           "(its answer also carries Server and Date headers). CPU: the http_server process, nginx's "
-          "worker. Machine: %d cores, %s; load average at the start: %s. Started %s.%s"
+          "worker (schedstat, in ns). Machine: %d cores, %s; load average at the start: %s. Started %s.%s"
           % (a.repeat, a.duration, a.duration, a.repeat, pin_note, len(BODY), os.cpu_count() or 1,
              os.uname().release, load, started.strftime("%Y-%m-%d %H:%M"),
              " Skipped (not installed): %s." % ", ".join(skipped) if skipped else ""), "",
@@ -172,10 +190,16 @@ def main():
         md.append("| %s | %s | %s |" % (
             name, " | ".join("%.2f (%s)" % (med(name, m, "cpu_us"), rng(name, m, "cpu_us")) for m in modes),
             " | ".join("%.0f (%s)" % (med(name, m, "rps"), rng(name, m, "rps")) for m in modes)))
-    if "http_t0" in names and "nginx" in names:
-        md.append("| http_t0 / nginx | %s | %s |" % (
-            " | ".join("%.2f" % (med("http_t0", m, "cpu_us") / med("nginx", m, "cpu_us")) for m in modes),
-            " | ".join("%.2f" % (med("http_t0", m, "rps") / med("nginx", m, "rps")) for m in modes)))
+    def ratio(name, mode, key):
+        """The median (min–max) of the ratios NAME / nginx of the runs of one repetition."""
+        v = [r[key] / p[key] for r, p in zip(runs[(name, mode)], runs[("nginx", mode)])]
+        return "%.2f (%.2f–%.2f)" % (statistics.median(v), min(v), max(v))
+
+    for name in names:
+        if name != "nginx" and "nginx" in names:
+            md.append("| %s / nginx | %s | %s |" % (
+                name, " | ".join(ratio(name, m, "cpu_us") for m in modes),
+                " | ".join(ratio(name, m, "rps") for m in modes)))
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "http.md"), "w") as f:
         f.write("\n".join(md) + "\n")
