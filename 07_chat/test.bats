@@ -873,6 +873,13 @@ PY
     local wr=$BG_PID
     python3 "$CHATC" pipe-empty --fifo "$BATS_TEST_TMPDIR/w.in" --full 65536 --timeout 20 >/dev/null || { exec 6>&-; fail "the fifo never filled: the client never stopped reading"; } || return
     touch "$stop" "$go"
+    # The writer ends once the door has read what the client held; a door that failed reads
+    # nothing, and the writer would block in write() on the full fifo for ever.
+    local deadline=$(($(now_ms) + $(scaled_ms 30)))
+    while ! has_exited "$wr"; do
+        (($(now_ms) < deadline)) || { exec 6>&-; fail "the writer was still blocked 30 s after the door was told to read; the door: $(tail -n 5 "$BATS_TEST_TMPDIR/door.out")"; } || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
     wait_bg "$wr" writer || { exec 6>&-; return 1; }
     exec 6>&-
     client_exit "$cl" w 20 0 || return
