@@ -105,7 +105,8 @@ int rx_loop_post(rx_loop *loop, void (*fn)(void *arg), void *arg)
     int was_empty = taskq_push(&loop->q, fn, arg);
     if (was_empty == -1)
         return -1;
-    // LAB BEGIN loop_post: wake the loop (wake) only when the queue was empty before (was_empty == 1) and the caller is another thread; from the loop's own thread set loop->self_posted instead
+    // LAB BEGIN task_queue: wake the loop (wake) only when the queue was empty before (was_empty == 1) and the caller is another thread; from the loop's own thread set loop->self_posted instead
+    // LAB STUB: wake(loop);  // not written: every post writes a wakeup, from any thread, whatever the queue held
     if (current_loop == loop) {
         // The loop's own thread (a task, a timer, a handler): it is not waiting, and step 1
         // of its next turn will not wait either (self_posted), so no wakeup is needed.
@@ -174,6 +175,7 @@ void rx_timer_stop(rx_loop *loop, rx_timer *t)
     if (!(t->firing && t->repeat_ms == 0))
         timer_heap_del(&loop->timers, &t->t);  // a firing one-shot is out of the heap already
     // LAB BEGIN timer_stop: if T's callback is running (t->firing), only mark it stopped: run_timers frees it once the callback returns; else free it now (timer_free)
+    // LAB STUB: timer_free(loop, t);  // not written: freed at once, even from inside its own callback
     if (t->firing)
         t->stopped = true;
     else
@@ -341,7 +343,13 @@ void loop_bind_thread(rx_loop *loop)
 static void run_tasks(rx_loop *loop)
 {
     loop->self_posted = false;
-    // LAB BEGIN run_tasks: swap the queue out (taskq_take into loop->running) and run its tasks outside the lock, oldest first (count them in loop->tasks_run); then empty loop->running (its array is reused)
+    // LAB BEGIN task_queue: swap the queue out (taskq_take into loop->running) and run its tasks outside the lock, oldest first (count them in loop->tasks_run); then empty loop->running (its array is reused)
+    // LAB STUB: pthread_mutex_lock(&loop->q.lock);  // not written: the queue is run in place, under its lock
+    // LAB STUB: for (size_t i = 0; i < loop->q.pending.n; i++)
+    // LAB STUB:     loop->q.pending.v[i].fn(loop->q.pending.v[i].arg);
+    // LAB STUB: loop->tasks_run += loop->q.pending.n;
+    // LAB STUB: loop->q.pending.n = 0;
+    // LAB STUB: pthread_mutex_unlock(&loop->q.lock);
     taskq_take(&loop->q, &loop->running);
     for (size_t i = 0; i < loop->running.n; i++)
         loop->running.v[i].fn(loop->running.v[i].arg);

@@ -16,7 +16,6 @@ static void heap_set(struct timer_heap *h, size_t i, struct timer *t)
 static void heap_sift(struct timer_heap *h, size_t i)
 {
     struct timer *t = h->v[i];
-    // LAB BEGIN heap_sift: find where T (now at v[i]) belongs: move i up while T is earlier than its parent (parent (i-1)/2), else down while a child (2i+1, 2i+2) is earlier, moving each entry it passes with heap_set; T is put at the final i below
     while (i > 0 && h->v[(i - 1) / 2]->deadline > t->deadline) {
         heap_set(h, i, h->v[(i - 1) / 2]);
         i = (i - 1) / 2;
@@ -32,7 +31,6 @@ static void heap_sift(struct timer_heap *h, size_t i)
         heap_set(h, i, h->v[c]);
         i = c;
     }
-    // LAB END
     heap_set(h, i, t);
 }
 
