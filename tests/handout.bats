@@ -234,6 +234,7 @@ lab_md_lists() {
 # prints the unpacked folder.
 bug_handout() {
     local stage=$1 name=$2 patch="$KIT_ROOT/$1/bugs/$2.patch" dir line
+    [[ -f $patch ]] || fail "$patch is gone: choose another patch of $stage whose added lines carry a comment" || return
     grep -qE '^\+[^+].*(//|/\*)' "$patch" || fail "$name: its added lines carry no comment: not the case to test" || return
     # The tarball's name is the folder's: a neutral one (the tool refuses one naming the bug).
     run "$KIT_ROOT/tests/handout" "${stage%%_*}" "$OUT/bug${stage%%_*}.tar.gz" --bug "$name.patch"
