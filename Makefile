@@ -9,7 +9,7 @@
 #   make bugs                    every stage's bug gallery: each bugs/*.patch must fail its tests
 #   make coverage                every stage's LAB regions: lines its tests run (gcov)
 #   make fuzz                    every stage's libFuzzer targets, FUZZ_SECS (default 60) s each (needs clang)
-#   make valgrind                08's echo, kv_server, http_server under valgrind for a short load (tests/valgrind.sh)
+#   make valgrind                08's echo, kv_server, http_server, heartbeat_server under valgrind for a short load (tests/valgrind.sh)
 #   make lab STAGE=04 OUT=dir    starter code: stage 04 with its LAB regions cut out (LABS="a b": only those)
 #   make grade STAGE=04 DIR=dir  run stage 04's tests on a student's folder: `Score: N/M`
 #   make handout STAGE=04 OUT=lab04.tar.gz   a student's handout: the starter, the tests it needs, LAB.md,
@@ -58,7 +58,7 @@ bugs:
 coverage:
 	@st=0; for d in $(STAGES); do tests/coverage $$d || st=1; done; exit $$st
 
-# Stages with fuzz targets (06_codecs) have a `fuzz` target of their own.
+# Stages with fuzz targets (06_codecs, 08_framework's codecs) have a `fuzz` target of their own.
 fuzz:
 	@st=0; for d in $(STAGES); do grep -q '^fuzz:' $$d/Makefile || continue; $(MAKE) -C $$d fuzz || st=1; done; exit $$st
 
