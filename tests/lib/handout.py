@@ -319,7 +319,8 @@ class Ctx:
             if not self.exists(m.group(1).rstrip(".")):
                 return m.group(1)
         # A command (in a code span, a code block, after && or ;), not the verb in prose.
-        for m in re.finditer(r"(?:^|[`(;&|]\s*)make\s+(?:-s\s+)?(-C\s*)?([\w./-]+)", text, re.M):
+        for m in re.finditer(r"(?:^|[`(;&|]\s*)(?:[A-Z_][A-Z0-9_]*=\S*\s+)*make\s+(?:-s\s+)?(-C\s*)?([\w./-]+)",
+                             text, re.M):
             if m.group(1):
                 if not self.exists(m.group(2)) and not os.path.isabs(m.group(2)):
                     return m.group(0).lstrip("`(;&| ")
