@@ -480,6 +480,22 @@ time_wait_on() {
     ((pauses > 0 && resumes > 0)) || fail "$pauses pauses, $resumes resumes: back-pressure never engaged"
 }
 
+# The client half-closes with more of its echo than both kernels hold still to come: it sends
+# tcp_wmem's maximum plus 2 MiB (through a fixed 64 KiB receive buffer, reading nothing), its
+# FIN at once, and reads only once the server has read everything (/proc/net/tcp), so the
+# server reads the EOF with megabytes queued in c->out. CONN_CLOSING must send them all
+# before the close. No pause (--max-output 64 MiB): every byte was read while they piled up.
+@test "server: queued output held in the server when the client's EOF arrives (half-close): every byte, then EOF" {
+    local wmem pauses
+    wmem=$(awk '{print $3}' /proc/sys/net/ipv4/tcp_wmem 2>/dev/null) || true
+    [[ $wmem =~ ^[0-9]+$ ]] || wmem=4194304
+    start_server server --codec fixed:4096 --max-output 67108864
+    netkit half-close-held --size $((wmem + (2 << 20)))
+    stop_server
+    pauses=$(srv_counter "pauses") || return
+    ((pauses == 0)) || fail "the server paused reading: the EOF was not read with the echo queued (the test proved nothing)"
+}
+
 # 04's promise, kept by 06's conn_check_backpressure: a client is paused once more than
 # --max-output is queued, and read again only once half of it has left (the gap makes each
 # pause count), every time, each pause and resume a log line and a counter. The default

@@ -1286,6 +1286,51 @@ def wait_server_read_all(server_port, client_port, timeout):
         time.sleep(0.01)  # poll interval of a loop with a deadline
 
 
+def half_close_held(host, port, size, seed, timeout=20.0):
+    """Half-close with the echo held in the server itself: send `size` bytes (more than
+    tcp_wmem's maximum plus our fixed 64 KiB receive buffer: the caller sizes it) reading
+    nothing, then shutdown(SHUT_WR) at once; read nothing until the server has read every
+    byte and our FIN (its socket: nothing unread, CLOSE_WAIT), so that it reads our EOF with
+    the rest of the echo still in its own output buffer; then read: every byte, then EOF.
+    (The server must not be paused meanwhile: start it with a --max-output above `size`.)"""
+    payload = make_payload(random.Random(seed), size)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    got = bytearray()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(scaled(timeout))
+        s.connect((host, port))
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        me = s.getsockname()[1]
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            rx, state = server_rx_queue(port, me), server_tcp_state(port, me)
+            if rx is None or (rx == 0 and state in ("08", "09")):
+                break   # read to our FIN (or closed already: what it sent is all we get)
+            if time.monotonic() > deadline:
+                raise Failure("the server left %s bytes unread (state %s) for %.1f s" % (rx, state, scaled(timeout)))
+            time.sleep(0.01)  # poll interval of a loop with a deadline
+        while True:
+            try:
+                chunk = s.recv(262144)
+            except ConnectionResetError:
+                raise Failure("reset after %d of %d echoed bytes" % (len(got), size))
+            if not chunk:
+                break
+            got += chunk
+    except socket.timeout:
+        raise Failure("no EOF within %.1f s (%d of %d bytes back)" % (scaled(timeout), len(got), size))
+    finally:
+        s.close()
+    if bytes(got) != payload:
+        off = next((i for i in range(min(len(got), size)) if got[i] != payload[i]), min(len(got), size))
+        if off < min(len(got), size):
+            raise Failure(describe_mismatch(payload, bytes(got), off))
+        raise Failure("after our FIN the server sent %d of %d echoed bytes, then closed" % (len(got), size))
+    return "%d bytes echoed after our FIN, read once the server had read it, then EOF" % size
+
+
 def drain_on_term(host, port, pid, size, seed, timeout=5.0):
     """Leave output pending in the server, SIGTERM it, then read: every byte must arrive, then EOF."""
     rng = random.Random(seed)
@@ -1545,6 +1590,8 @@ def main(argv=None):
     p.add_argument("--rcvbuf", type=int, default=4096)
     p.add_argument("--piece", type=int, default=16384)
     p.add_argument("--pause-ms", type=int, default=1)
+    p = add("half-close-held", "send, shutdown(SHUT_WR), read only once the server has read it all: all, then EOF")
+    p.add_argument("--size", type=int, default=8 << 20)
     p = add("drain-on-term", "leave output pending, SIGTERM the server: everything must still arrive")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=4 << 20)
@@ -1630,6 +1677,8 @@ def main(argv=None):
             msg = drain_idle(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, a.hold, seed)
         elif a.cmd == "half-close-slow":
             msg = half_close_slow(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, seed)
+        elif a.cmd == "half-close-held":
+            msg = half_close_held(h, port, a.size, seed)
         elif a.cmd == "drain-on-term":
             msg = drain_on_term(h, port, a.pid, a.size, seed)
         elif a.cmd == "drain-paused-on-term":
