@@ -344,12 +344,19 @@ static void run_tasks(rx_loop *loop)
 {
     loop->self_posted = false;
     // LAB BEGIN task_queue: swap the queue out (taskq_take into loop->running) and run its tasks outside the lock, oldest first (count them in loop->tasks_run); then empty loop->running (its array is reused)
-    // LAB STUB: pthread_mutex_lock(&loop->q.lock);  // not written: the queue is run in place, under its lock
-    // LAB STUB: for (size_t i = 0; i < loop->q.pending.n; i++)
-    // LAB STUB:     loop->q.pending.v[i].fn(loop->q.pending.v[i].arg);
-    // LAB STUB: loop->tasks_run += loop->q.pending.n;
-    // LAB STUB: loop->q.pending.n = 0;
-    // LAB STUB: pthread_mutex_unlock(&loop->q.lock);
+    // LAB STUB: for (;;) {  // not written: one task at a time off the front, under the lock, until none is left
+    // LAB STUB:     pthread_mutex_lock(&loop->q.lock);
+    // LAB STUB:     struct task_vec *v = &loop->q.pending;
+    // LAB STUB:     if (v->n == 0) {
+    // LAB STUB:         pthread_mutex_unlock(&loop->q.lock);
+    // LAB STUB:         break;
+    // LAB STUB:     }
+    // LAB STUB:     struct task t = v->v[0];
+    // LAB STUB:     memmove(v->v, v->v + 1, --v->n * sizeof *v->v);
+    // LAB STUB:     pthread_mutex_unlock(&loop->q.lock);
+    // LAB STUB:     t.fn(t.arg);
+    // LAB STUB:     loop->tasks_run++;
+    // LAB STUB: }
     taskq_take(&loop->q, &loop->running);
     for (size_t i = 0; i < loop->running.n; i++)
         loop->running.v[i].fn(loop->running.v[i].arg);
