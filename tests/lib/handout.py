@@ -2,7 +2,7 @@
 """tests/handout STAGE OUT.tar.gz [--labs "a b"] [--bug NAME]: a lab handout, one tarball.
 
     make handout STAGE=04 OUT=~/lab04.tar.gz                 every LAB region cut out
-    make handout STAGE=04 LABS="conn_flush" OUT=lab04.tar.gz only those cut; the rest written
+    make handout STAGE=04 LABS="et_drain" OUT=lab04.tar.gz only those cut; the rest written
     make handout STAGE=04 BUG=et-reads-once OUT=bug04.tar.gz the whole stage, one gallery bug in it
 
 OUT unpacks to one folder named after it (lab04.tar.gz -> lab04/) that a student builds and
