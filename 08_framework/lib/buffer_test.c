@@ -721,7 +721,7 @@ static void test_exact_boundaries(void)
                  "rule 2: a full %d-byte block, %zu consumed, %zu asked for: cap %zu start %zu "
                  "(want cap %zu start %zu), bytes in order",
                  BUF_MIN_CAP, r2[i].k, r2[i].n, b.cap, b.start, r2[i].cap, r2[i].start);
-        check(ok && b.cap == r2[i].cap && b.start == r2[i].start && holds_from(&b, r2[i].k), what);
+        check(ok && b.cap == r2[i].cap && b.start == r2[i].start && holds_from(&b, r2[i].k), "%s", what);
         buf_free(&b);
     }
     // Rule 4: a block of CAP bytes, full; consume all but LEFT; the capacity after.
@@ -742,7 +742,7 @@ static void test_exact_boundaries(void)
                  "rule 4: a full %zu-byte block consumed down to %zu bytes: cap %zu (want %zu), "
                  "bytes in order",
                  r4[i].cap, r4[i].left, b.cap, r4[i].want);
-        check(ok && b.cap == r4[i].want && holds_from(&b, r4[i].cap - r4[i].left), what);
+        check(ok && b.cap == r4[i].want && holds_from(&b, r4[i].cap - r4[i].left), "%s", what);
         buf_free(&b);
     }
 }
