@@ -96,6 +96,19 @@ def describe_mismatch(expected, got, offset):
             % (offset, len(expected), expected[lo:hi].hex(" "), got[lo:hi].hex(" "), lo, hi - 1))
 
 
+
+def require_all_back(payload, got, short):
+    """Raises Failure unless GOT is PAYLOAD: at the first differing byte, or, when what came is
+    a prefix, with SHORT ("... %d of %d ...": the bytes received and expected)."""
+    got = bytes(got)
+    if got == payload:
+        return
+    n = min(len(got), len(payload))
+    off = next((i for i in range(n) if got[i] != payload[i]), n)
+    if off < n:
+        raise Failure(describe_mismatch(payload, got, off))
+    raise Failure(short % (len(got), len(payload)))
+
 def random_sizes(rng, count, max_size):
     """Sizes spread evenly on a log scale from 1 to max_size; the extremes always included."""
     if count <= 0:
@@ -1323,11 +1336,7 @@ def half_close_held(host, port, size, seed, timeout=20.0):
         raise Failure("no EOF within %.1f s (%d of %d bytes back)" % (scaled(timeout), len(got), size))
     finally:
         s.close()
-    if bytes(got) != payload:
-        off = next((i for i in range(min(len(got), size)) if got[i] != payload[i]), min(len(got), size))
-        if off < min(len(got), size):
-            raise Failure(describe_mismatch(payload, bytes(got), off))
-        raise Failure("after our FIN the server sent %d of %d echoed bytes, then closed" % (len(got), size))
+    require_all_back(payload, got, "after our FIN the server sent %d of %d echoed bytes, then closed")
     return "%d bytes echoed after our FIN, read once the server had read it, then EOF" % size
 
 
@@ -1357,11 +1366,7 @@ def drain_on_term(host, port, pid, size, seed, timeout=5.0):
         raise Failure("no EOF within %.1f s after SIGTERM (%d of %d bytes back)" % (scaled(timeout), len(got), size))
     finally:
         s.close()
-    if bytes(got) != payload:
-        off = next((i for i in range(min(len(got), size)) if got[i] != payload[i]), min(len(got), size))
-        if off < min(len(got), size):
-            raise Failure(describe_mismatch(payload, bytes(got), off))
-        raise Failure("after SIGTERM the server sent %d of %d pending bytes, then closed" % (len(got), size))
+    require_all_back(payload, got, "after SIGTERM the server sent %d of %d pending bytes, then closed")
     return "%d bytes pending at SIGTERM all arrived, then EOF" % size
 
 
