@@ -578,8 +578,11 @@ inflight_at_stop() {
     # sockets, none with bytes unread, in /proc/net/tcp), and times the exit from it. Not
     # this shell: with every worker busy each command it forks waits behind them, and the jobs
     # ran a second or more before the signal left (they then finished in the drain: nothing
-    # was left running to abort).
-    start_bg during lineproto stop-during --clients "$w" --line "PRIMES 50000000" --count 3 --want 3001134 --timeout 10 --stop "$SERVER_PID"
+    # was left running to abort). And only once w of its threads have computed (2 ms of
+    # CPU each since the sends): read is not running, and neither is runnable (on a loaded
+    # machine 11 of 64 workers had taken a job when the signal left, and all 11 ended in the
+    # drain; with 64 threads runnable, 51 had).
+    start_bg during lineproto stop-during --clients "$w" --line "PRIMES 50000000" --count 3 --want 3001134 --timeout 10 --stop "$SERVER_PID" --busy "$w"
     local bg=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/during.out" '^stop-during: SIGTERM .* exit after [0-9]* ms' 20
     local exit_ms

@@ -50,7 +50,10 @@ stretches them all.
                       sent`; once the server stops, each reply must be R or `ERR stopping`,
                       then EOF; prints `stop-during: X ERR stopping, Y R`. With --stop PID:
                       SIGTERM PID once it has read every request (/proc/net/tcp), wait for
-                      its exit, print `stop-during: ... exit after MS ms`
+                      its exit, print `stop-during: ... exit after MS ms`; with --busy B
+                      as well: only once B threads of PID (not its first) have each run 2 ms
+                      of CPU since the sends (/proc/PID/task/*/schedstat): every worker holds
+                      a job when the signal lands
   fd-reuse --server-err FILE --ms M
                       (-w 2) A sends SLEEP M (running) and resets; new connections are made
                       until one gets A's descriptor number (from the server's log); it
@@ -569,10 +572,38 @@ def _exited(pid):
         return True
 
 
-def _stop_when_read(port, clients, pid, timeout):
+def _thread_cpu(pid):
+    """{tid: ns of CPU it has run} for every thread of `pid` but the first (the I/O loop's),
+    from /proc/PID/task/TID/schedstat (its first field)."""
+    ran = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return ran
+    for tid in tids:
+        if tid == str(pid):
+            continue
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                ran[tid] = int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ran
+
+
+def _working_threads(pid, before, min_ns=2000000):
+    """How many threads of `pid` have run `min_ns` of CPU since `before` (a _thread_cpu
+    snapshot): a worker that took a job computes; a runnable one (state R) may not have run
+    yet, and finds the queue cancelled when it does."""
+    return sum(ns - before.get(tid, 0) >= min_ns for tid, ns in _thread_cpu(pid).items())
+
+
+def _stop_when_read(port, clients, pid, timeout, busy=0, before=None):
     """SIGTERM `pid` once it has read every request (`clients` server-side sockets, none
-    with bytes unread), then wait for it to exit; returns the ms from the signal to the
-    exit. Done here, in one process, not by the test's shell: with the server's workers
+    with bytes unread) and `busy` of its threads have computed since `before`, then wait for
+    it to exit; returns the ms from the signal to the exit. (Read is not running: on a
+    loaded machine the workers woken for the jobs may not have been scheduled yet, and a
+    job that starts late ends in the drain, with nothing left running to abort.) Done here, in one process, not by the test's shell: with the server's workers
     busy on every core, each command a shell forks waits its turn behind them, and the
     jobs would run for a second or more before the signal left."""
     deadline = time.monotonic() + scaled(timeout)
@@ -580,6 +611,11 @@ def _stop_when_read(port, clients, pid, timeout):
         if time.monotonic() > deadline:
             raise Failure("the server did not read every request within %.0f s: "
                           "(established, with bytes unread) = %s" % (scaled(timeout), _server_sockets(port)))
+        time.sleep(0.002)  # poll interval of a loop with a deadline
+    while busy and _working_threads(pid, before) < busy:
+        if time.monotonic() > deadline:
+            raise Failure("fewer than %d threads of the server computed 2 ms within %.0f s: %d"
+                          % (busy, scaled(timeout), _working_threads(pid, before)))
         time.sleep(0.002)  # poll interval of a loop with a deadline
     t0 = time.monotonic()
     os.kill(pid, 15)
@@ -590,13 +626,14 @@ def _stop_when_read(port, clients, pid, timeout):
     return int((time.monotonic() - t0) * 1000)
 
 
-def stop_during(host, port, clients, line, count, want, timeout, stop_pid=None):
+def stop_during(host, port, clients, line, count, want, timeout, stop_pid=None, busy=0):
     conns = [LineConn(host, port) for _ in range(clients)]
+    before = _thread_cpu(stop_pid) if stop_pid is not None else {}
     for c in conns:
         c.send_lines([line] * count)
     print("stop-during: sent", flush=True)
     if stop_pid is not None:
-        ms = _stop_when_read(port, clients, stop_pid, timeout)
+        ms = _stop_when_read(port, clients, stop_pid, timeout, busy, before)
         print("stop-during: SIGTERM once every request was read; exit after %d ms" % ms, flush=True)
     counts = {"ERR stopping": 0, want: 0}
     for i, c in enumerate(conns):
@@ -962,6 +999,8 @@ def main(argv=None):
     p.add_argument("--want", default="3001134")
     p.add_argument("--stop", type=int, metavar="PID",
                    help="SIGTERM PID once it has read every request; print how long it took to exit")
+    p.add_argument("--busy", type=int, default=0, metavar="B",
+                   help="with --stop: and once B threads of PID have computed")
     p = add("fd-reuse", "a new connection on a closed one's descriptor")
     p.add_argument("--server-err", required=True)
     p.add_argument("--ms", type=int, default=1500)
@@ -1009,7 +1048,8 @@ def main(argv=None):
             msg = held_flood(a.host, a.port, a.clients, a.ms, a.echoes, a.echo_bytes,
                              a.want_echoes, a.timeout)
         elif a.cmd == "stop-during":
-            msg = stop_during(a.host, a.port, a.clients, a.line, a.count, a.want, a.timeout, a.stop)
+            msg = stop_during(a.host, a.port, a.clients, a.line, a.count, a.want, a.timeout, a.stop,
+                              a.busy)
         elif a.cmd == "fd-reuse":
             msg = fd_reuse(a.host, a.port, a.server_err, a.ms, a.timeout)
         elif a.cmd == "raw":
