@@ -488,6 +488,9 @@ while "stopping:" not in open(log).read():
     if time.monotonic() > deadline:
         sys.exit("no 'stopping:' line after SIGTERM")
     time.sleep(0.005)  # poll interval of a loop with a deadline
+# The echo is pending now; read it through a wide window (4 MiB through 4 KiB took 0.3 s
+# alone and over the 1 s drain at load 8; through 1 MiB, 0.03 s).
+a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 more = threading.Thread(target=a.sendall, args=(b"x" * 200000,), daemon=True)
 more.start()
 got = bytearray()
