@@ -722,11 +722,12 @@ inflight_at_stop() {
 @test "the default job queue takes exactly 1024 jobs, and refuses the 1025th" {
     # The one worker runs a SLEEP (proved from /proc); 16 connections then queue 1023
     # SLEEP 0s (64 each, the last 63: the per-connection limit), a probe the 1024th; a
-    # second probe is refused.
+    # second probe is refused. The SLEEP must outlast the filling (17 connections and 1024
+    # lines read by the server): 3 s, not 1.5 (at load 8, 1.5 s was once too short).
     raise_nofile 200
     start_server server -w 1
     local ms
-    ms=$(scaled_ms 1.5)
+    ms=$(scaled_ms 3)
     ((ms <= 10000)) || ms=10000
     start_bg runner lineproto talk --line "SLEEP $ms" --expect "slept $ms"
     local bg=$BG_PID
