@@ -949,6 +949,8 @@ def drain_on_term_many(host, port, pid, clients, size, seed, timeout=10.0):
         for s in socks:
             wait_server_read_all(port, s.getsockname()[1], timeout)
         os.kill(pid, 15)
+        for s in socks:  # pending now; read through wide windows (as drain_on_term)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         results = [None] * clients
 
         def read_all(i):
@@ -1357,6 +1359,9 @@ def drain_on_term(host, port, pid, size, seed, timeout=5.0):
         # in its own buffers, and the test does not race the server's reads.
         wait_server_read_all(port, s.getsockname()[1], timeout)
         os.kill(pid, 15)
+        # Pending now; read it through a wide window: 8 MiB through 4 KiB takes 0.6 s alone,
+        # past the server's 1 s drain at load (then the test fails for the machine's sake).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         while True:
             chunk = s.recv(262144)
             if not chunk:
