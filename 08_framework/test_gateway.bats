@@ -117,6 +117,10 @@ gw() {
 }
 
 @test "backend: answers each line after --delay, in order, every byte; a client that leaves cancels its timers" {
+    # The client that leaves must close within the delay: 500 ms (stretched), not 100, so
+    # a loaded machine that runs it late does not see its requests answered.
+    local DELAY
+    DELAY=$(scaled_ms 0.5)
     start_as bio examples/backend --name bio --delay "$DELAY"
     start_as score examples/backend --name score --delay 0
     # An ID is 1 to 18 digits: 19 is a bad request.
