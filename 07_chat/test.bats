@@ -1514,3 +1514,71 @@ PY
         ((try < 3)) || fail "in 3 runs the drain never outlasted C's check (TIMEOUT_SCALE=$TIMEOUT_SCALE)" || return
     done
 }
+
+# A client's FIN is a way out of the room (LEFT_EOF): the session leaves, what it was owed
+# still goes, then the server's FIN, and it is closed as soon as both FINs are out, not by its
+# 1 s leaving timer. A partial last line dies with it. (chat.py halfclose says the steps.)
+@test "a client's EOF: it gets every reply owed, then EOF at once (no leaving timer), its partial last line is dropped, the room sees it leave" {
+    start_server server
+    chat halfclose --lines 3000 --timeout 10
+    stop_server
+    local timers lines
+    timers=$(counter "timers") && lines=$(counter "lines in") || return
+    # B: hello and /who (not its partial line); C: 3000; A: /who.
+    ((lines == 3003)) || fail "$lines lines in, want 3003"
+    ((timers == 0)) || fail "$timers timers expired, want 0: a session whose client sent its FIN waited for its leaving timer"
+    assert_log '\(user2\) closed: the client closed'
+    assert_log '\(user3\) closed: the client closed'
+}
+
+# The same with output still queued: a stalled reader (4 KiB receive buffer) leaves by its FIN,
+# or by /quit and its FIN, while the server holds lines for it. A leaving session is kept until
+# its queue is sent (or LEAVE_NS is up), so the server must not close it while it stays stalled
+# for 0.3 s after its FIN (closed on the FIN, it would lose the queue); then it reads the lines
+# in order, every byte right (and `* bye` after /quit), then EOF. In those 0.3 s the session is
+# at EOF and not watched for input: a server still asking for EPOLLIN there is woken at once
+# on every turn (level-triggered) and spins.
+@test "a slow reader's FIN (and /quit then FIN) with output queued in the server: not closed on its FIN, its lines in order, then EOF; no spin while it stalls" {
+    local how waits
+    for how in eof quit; do
+        OUTPUT_ARGS=(--max-output 16777216 --soft-output 16777216)
+        start_server server "${OUTPUT_ARGS[@]}"
+        chat_arranged halfslow --how "$how" --hold 0.3 --timeout 10 || return
+        stop_server
+        waits=$(counter "epoll_wait") || return
+        echo "# --how $how: $waits epoll_wait calls" >&3
+        ((waits < 2000)) || fail "--how $how: $waits epoll_wait calls: the loop spun while the reader stalled at EOF" || return
+    done
+}
+
+# The budget charges each line what it took of the input, its ending included ("\n", or
+# "\r\n"): 301 bytes for 300 bytes of text and "\n", or 299 and "\r\n". TURN_BYTES (32768)
+# is spent at the 109th such line (32809), so 109 found at once cost no yield and 110 cost
+# exactly one; charged without its ending (300 or 299 bytes) a line would let the 110th into
+# the same turn (no yield at all).
+@test "the per-turn budget charges a line its ending too: 109 lines of 301 bytes found at once cost no yield, 110 (with CRLF) cost exactly one" {
+    start_server server
+    python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY' || return
+import sys
+sys.path.insert(0, sys.argv[2])
+import chat
+room = chat.Room("127.0.0.1", int(sys.argv[1]))
+a = chat.Client(room, "A"); room.welcome(a)
+b = chat.Client(room, "B"); room.welcome(b)
+seq = 0
+for n, size, end in ((109, 300, b"\n"), (110, 299, b"\r\n")):
+    texts = [chat.pad_text(seq + i, size) for i in range(n)]
+    seq += n
+    a.send(b"".join(t.encode() + end for t in texts))   # one send: found at once
+    for t in texts:
+        line = room.next_line(b)
+        if line != "%s: %s" % (a.name, t):
+            sys.exit("FAIL: %s" % chat.first_difference("B", line, "%s: %s" % (a.name, t)))
+print("ok")
+PY
+    stop_server
+    local yields lines
+    yields=$(counter "fairness yields") && lines=$(counter "lines in") || return
+    ((lines == 219)) || fail "$lines lines in, want 219" || return
+    ((yields == 1)) || fail "$yields fairness yields, want 1 (none for 109 lines of 301 bytes, one for 110)"
+}

@@ -1287,7 +1287,119 @@ def leaving(host, port, log, timeout):
         took, len(reader.lines), len(texts))
 
 
+def halfclose(host, port, nlines, timeout):
+    """A client's EOF (shutdown SHUT_WR) is a way out: the session leaves (LEFT_EOF), what it
+    was owed still goes, then the server's FIN, and the room hears `* NAME left`. B sends two
+    lines and a partial third, then its FIN: A gets B's line and `* B left` (never the partial
+    line), B its /who reply, then EOF. C sends NLINES commands and its FIN at once (more than
+    one recv of 16 KiB, more than one turn's budget): every reply comes, in order, then EOF.
+    The caller checks the stop line: no timer expired (each was closed on its EOF, not by its
+    leaving timer) and the lines counted."""
+    room = Room(host, port)
+    a = Client(room, "A")
+    room.welcome(a, timeout)
+
+    def half_close(c, data):
+        c.send(data)
+        room.run_until(lambda: not c.outbuf, timeout, "%s: its bytes not sent" % c.label)
+        c.sock.shutdown(socket.SHUT_WR)
+
+    def expect(c, want):
+        for i, w in enumerate(want):
+            line = room.next_line(c, timeout)
+            if line != w:
+                raise first_difference("%s, line %d" % (c.label, i), line, w)
+
+    def expect_eof(c):
+        room.run_until(lambda: c.lines or c.eof, timeout, "%s: no EOF after its FIN" % c.label)
+        if c.lines or c.inbuf:
+            raise Failure("%s: got %r after its last reply, want EOF" % (
+                c.label, (c.lines + [c.inbuf])[0]))
+
+    b = Client(room, "B")
+    room.welcome(b, timeout)
+    expect(a, ["* %s joined" % b.name])
+    half_close(b, b"hello\n/who\npartial")
+    expect(b, ["* users: %s %s" % (a.name, b.name)])
+    expect_eof(b)
+    expect(a, ["%s: hello" % b.name, "* %s left" % b.name])
+    c = Client(room, "C")
+    room.welcome(c, timeout)
+    expect(a, ["* %s joined" % c.name])
+    half_close(c, b"".join(b"/who %d\n" % i for i in range(nlines)))
+    expect(c, ["* unknown command"] * nlines)
+    expect_eof(c)
+    expect(a, ["* %s left" % c.name])
+    a.send_line("/who")
+    expect(a, ["* users: %s" % a.name])
+    return "B and C half-closed: every reply, then EOF; the room saw both leave"
+
+
+def halfslow(host, port, log, how, hold, timeout):
+    """A slow reader that leaves by its FIN with output still queued in the server: the reader
+    stops reading until the kernel refuses 256 KiB of the sender's lines (they wait in the
+    server's queue), then sends its FIN (HOW "eof"), or `/quit` and its FIN (HOW "quit"),
+    and reads nothing for HOLD seconds more (not scaled: it must stay under the 1 s leaving
+    timer). The sender hears `* user1 left` at once; the server must not close the reader in
+    that time (a leaving session is kept until its output is sent or LEAVE_NS is up: closed
+    on the client's FIN, it would lose its queue). Then the reader reads: a prefix of the
+    lines, every byte right (all of them, and `* bye` for quit, unless its leaving timer ran
+    out while it read), then EOF; the server logs the close with its reason. The caller
+    checks the server's turns: a session at EOF is no longer watched for input
+    (level-triggered, it would spin)."""
+    room, reader, sender, send, ping, texts = stalled_pair(host, port, 4000, timeout)
+    reader_port = reader.sock.getsockname()[1]
+    for _ in range(4096):
+        send(16, 4000)
+        ping()
+        held = kernel_held(port, reader_port)
+        # A margin: the client's FIN makes the kernel take some more (180 KB seen).
+        if held is not None and sum(len(t) + 4 for t in texts) > held + 262144:
+            break
+    else:
+        raise Failure("the kernel took %d lines without refusing 256 KiB" % len(texts))
+    if how == "quit":
+        reader.send_line("/quit")
+        room.run_until(lambda: not reader.outbuf, timeout, "reader: /quit not sent")
+    closed = r"\(user1\) closed"
+    t0 = time.monotonic()
+    reader.sock.shutdown(socket.SHUT_WR)
+    line = room.next_line(sender, timeout)
+    if line != "* user1 left":
+        raise Failure("sender: got %r after the reader's %s, want '* user1 left'" % (
+            line, "/quit and FIN" if how == "quit" else "FIN"))
+    end = t0 + hold
+    while time.monotonic() < end:   # the reader's stall, not a readiness wait
+        room.pump(end - time.monotonic())
+    early = log_matches(log, closed)
+    took = time.monotonic() - t0
+    if took >= 1.0:
+        raise Unarranged("the reader's %.1f s stall took %.2f s, past the 1 s leaving timer" % (
+            hold, took))
+    if early:
+        raise Failure("the reader was closed within %.3f s of its FIN, with its lines still "
+                      "queued in the server (a leaving session waits for its output, up to "
+                      "1 s)" % took)
+    reader.reading = True
+    room.update(reader)
+    room.run_until(lambda: reader.eof, timeout, "reader: no EOF")
+    want = ["s: " + t for t in texts] + (["* bye"] if how == "quit" else [])
+    got = reader.lines + ([reader.inbuf] if reader.inbuf else [])
+    for i, line in enumerate(got):
+        if i >= len(want):
+            raise Failure("reader: got %r after its last line, want EOF" % line)
+        if line != want[i]:
+            raise first_difference("reader, line %d" % i, line, want[i])
+    reason = "/quit" if how == "quit" else "the client closed"
+    if not log_matches(log, r"\(user1\) closed: %s$" % re.escape(reason)):
+        raise Failure("no '(user1) closed: %s' in the server's log" % reason)
+    return "not closed in the %.3f s after its FIN; then %d of %d lines, every byte right, then EOF" % (
+        took, len(got), len(want))
+
+
 OUTPUT_CMDS = {
+    "halfslow": lambda a: halfslow(a.host, a.port, a.log, a.how, a.hold, a.timeout),
+    "halfclose": lambda a: halfclose(a.host, a.port, a.lines, a.timeout),
     "burst": lambda a: burst(a.host, a.port, a.senders, a.lines, a.size, a.warm, a.timeout),
     "softcap": lambda a: softcap(a.host, a.port, a.log, a.soft, a.size, a.timeout),
     "capfill": lambda a: capfill(a.host, a.port, a.log, a.pid, a.cap, a.then, a.timeout),
@@ -1313,6 +1425,13 @@ def add_output_cmds(add):
     p.add_argument("--then", choices=("over", "notice"), required=True)
     p = add("leaving", "a leaving session that cannot be sent to is closed after 1 s")
     p.add_argument("--log", required=True, help="the server's stderr")
+    p = add("halfclose", "a client's FIN: its replies, then EOF, and the room told")
+    p.add_argument("--lines", type=int, default=3000)
+    p = add("halfslow", "a slow reader's FIN with output queued: the queue still goes")
+    p.add_argument("--log", required=True, help="the server's stderr")
+    p.add_argument("--pid", type=int, help="(not used)")
+    p.add_argument("--how", choices=("eof", "quit"), required=True)
+    p.add_argument("--hold", type=float, default=0.3, help="seconds the reader stays stalled")
 
 
 def main(argv=None):
