@@ -769,8 +769,8 @@ paused_in_range() {
 @test "the soft cap's clock stops when the queue goes back under --soft-output: a client over it for a moment, that then keeps up, is kept past --soft-seconds (-t 1)" {
     local t q slow
     for t in 1; do
-        start_server examples/echo -t "$t" --high-water 0 --soft-output 262144 --soft-seconds 1.5
-        rxflow soft-dip --size 8388608 --hold 2.5 || return
+        start_server examples/echo -t "$t" --high-water 0 --soft-output 262144 --soft-seconds "$(scaled_s 1.5)"
+        rxflow soft-dip --size 8388608 --hold "$(scaled_s 2.5)" || return
         stop_server || return
         q=$(counter "peak queued") && slow=$(counter "too slow") || return
         ((q > 262144)) || fail "-t $t: peak queued $q: the queue never went over the soft cap (the test proved nothing)" || return

@@ -85,6 +85,9 @@ def soft_dip(port, size, hold, rng):
         data = rng.randbytes(size)
         t0 = time.monotonic()
         a.sendall(data)
+        # Over the cap now; read the echo through a wide window, so that the queue comes back
+        # under the cap soon (8 MiB through 4 KiB took 1.6 s at load: past --soft-seconds).
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         got = recv_exact(a, size, "A's echo")
         if got != data:
             raise Failure(mismatch(data, got, "A's echo"))
