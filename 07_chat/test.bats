@@ -1582,3 +1582,20 @@ PY
     ((lines == 219)) || fail "$lines lines in, want 219" || return
     ((yields == 1)) || fail "$yields fairness yields, want 1 (none for 109 lines of 301 bytes, one for 110)"
 }
+
+# A command is its whole first word, compared whole: a line that only starts with a command's
+# name is another (unknown) command, and the separator is one space, nothing else. A prefix
+# match would make /whoami a /who, /quitting a /quit, /nickname bob a /nick.
+@test "commands are whole words: /whoami, /nickname x, /msgs NAME x, /quitting, /who or /msg followed by a TAB are unknown commands" {
+    start_server server
+    chat script --step 'A+' --step 'B+' --step 'A< * {B} joined' \
+        --step 'A> /whoami' --step 'A< * unknown command' \
+        --step 'A> /nickname bob' --step 'A< * unknown command' \
+        --step 'A> /msgs {B} hi' --step 'A< * unknown command' \
+        --step 'A> /quitting' --step 'A< * unknown command' \
+        --step 'A raw 2f77686f090a' --step 'A< * unknown command' \
+        --step 'A raw 2f6d73670975736572322068690a' --step 'A< * unknown command' \
+        --step 'A> /who' --step 'A< * users: {A} {B}' \
+        --step 'B> /who' --step 'B< * users: {A} {B}'
+    stop_server
+}
