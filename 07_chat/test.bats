@@ -1167,6 +1167,8 @@ chat_arranged() {
     timers=$(counter "timers") && slow=$(counter "dropped (too slow)") || return
     ((timers == 1)) || fail "$timers timers expired, want 1 (the leaving one)"
     ((slow == 0)) || fail "$slow sessions dropped as too slow"
+    # Closed by its leaving timer, for the reason it left.
+    assert_log '\(user1\) closed: /quit$'
 }
 
 @test "coalescing: 512 short lines sent at once reach the other client in a few writes (the fairness budget is in bytes, not 16 lines a turn)" {
@@ -1539,10 +1541,11 @@ PY
 # or by /quit and its FIN, while the server holds lines for it. A leaving session is kept until
 # its queue is sent (or LEAVE_NS is up), so the server must not close it while it stays stalled
 # for 0.3 s after its FIN (closed on the FIN, it would lose the queue); then it reads the lines
-# in order, every byte right (and `* bye` after /quit), then EOF. In those 0.3 s the session is
+# in order, every byte right (and `* bye` after /quit), then EOF: not the line the room said
+# after it left (a broadcast reaches the room, not a leaving session). In those 0.3 s it is
 # at EOF and not watched for input: a server still asking for EPOLLIN there is woken at once
 # on every turn (level-triggered) and spins.
-@test "a slow reader's FIN (and /quit then FIN) with output queued in the server: not closed on its FIN, its lines in order, then EOF; no spin while it stalls" {
+@test "a slow reader's FIN (and /quit then FIN) with output queued in the server: not closed on its FIN, its lines in order, then EOF, no broadcast after it left; no spin while it stalls" {
     local how waits
     for how in eof quit; do
         OUTPUT_ARGS=(--max-output 16777216 --soft-output 16777216)

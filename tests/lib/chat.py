@@ -1340,9 +1340,10 @@ def halfslow(host, port, log, how, hold, timeout):
     stops reading until the kernel refuses 256 KiB of the sender's lines (they wait in the
     server's queue), then sends its FIN (HOW "eof"), or `/quit` and its FIN (HOW "quit"),
     and reads nothing for HOLD seconds more (not scaled: it must stay under the 1 s leaving
-    timer). The sender hears `* user1 left` at once; the server must not close the reader in
-    that time (a leaving session is kept until its output is sent or LEAVE_NS is up: closed
-    on the client's FIN, it would lose its queue). Then the reader reads: a prefix of the
+    timer). The sender hears `* user1 left` at once, and says a line the reader must never
+    get (it left the room). The server must not close the reader in that time (a leaving
+    session is kept until its output is sent or LEAVE_NS is up: closed on the client's FIN,
+    it would lose its queue). Then the reader reads: a prefix of the
     lines, every byte right (all of them, and `* bye` for quit, unless its leaving timer ran
     out while it read), then EOF; the server logs the close with its reason. The caller
     checks the server's turns: a session at EOF is no longer watched for input
@@ -1368,6 +1369,8 @@ def halfslow(host, port, log, how, hold, timeout):
     if line != "* user1 left":
         raise Failure("sender: got %r after the reader's %s, want '* user1 left'" % (
             line, "/quit and FIN" if how == "quit" else "FIN"))
+    # The room talks on: a leaving session is out of it, so this line never reaches the reader.
+    sender.send_line("after user1 left")
     end = t0 + hold
     while time.monotonic() < end:   # the reader's stall, not a readiness wait
         room.pump(end - time.monotonic())
