@@ -1606,3 +1606,26 @@ PY
         --step 'B> /who' --step 'B< * users: {A} {B}'
     stop_server
 }
+
+# Only `* welcome NAME` ends a row of failures: a server that answers with another line and
+# closes (full, or not a chat server at all) is a failure like a refused connect, and the
+# waits go on doubling. A client that took any first line for a welcome would retry at
+# --retry for ever, however long the server keeps refusing it.
+@test "client: a server that answers with another line than * welcome and closes still backs it off (the row of failures goes on)" {
+    start_bg door python3 "$CHATC" door-close --accepts 8 --say '* server full'
+    local door=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/door.out" '^door: listening on' 10 || return
+    local port
+    port=$(sed -n 's/^door: listening on //p' "$BATS_TEST_TMPDIR/door.out")
+    client_stdin b2
+    client_start b2 "$BATS_TEST_TMPDIR/b2.in" -p "$port" --retry 0.02 --retry-max 0.08
+    local cl=$BG_PID
+    wait_bg "$door" door || { exec 6>&-; return 1; }
+    wait_file_match "$BATS_TEST_TMPDIR/b2.err" 'retry 7 in' 5 || { exec 6>&-; return 1; }
+    kill -INT "$cl"
+    client_exit "$cl" b2 2 130 || { exec 6>&-; return 1; }
+    exec 6>&-
+    python3 "$CHATC" backoff-check --err "$BATS_TEST_TMPDIR/b2.err" --door "$BATS_TEST_TMPDIR/door.out" \
+        --retry 0.02 --retry-max 0.08 --count 7 || fail "$(cat "$BATS_TEST_TMPDIR/b2.err")" || return
+    grep -qx '\* server full' "$BATS_TEST_TMPDIR/b2.out" || fail "the client never printed the door's line: the test proved nothing"
+}

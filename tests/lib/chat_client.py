@@ -106,13 +106,17 @@ def door_refuse(timeout):
     return "held the port for %.0f s" % scaled(timeout)
 
 
-def door_close(accepts, timeout):
+def door_close(accepts, timeout, say=None):
+    """Accepts ACCEPTS connections and closes each at once (after the line SAY, if given: a
+    server that answers but never welcomes, so the client's backoff must go on growing)."""
     lsock = listen()
     t0 = time.monotonic()
     deadline = t0 + scaled(timeout)
     for i in range(accepts):
         conn = accept(lsock, deadline, "only %d of %d connections within %.1f s" % (i, accepts, scaled(timeout)))
         at = (time.monotonic() - t0) * 1000
+        if say is not None:
+            conn.sendall(say.encode() + b"\n")
         conn.close()
         print("door: accept %d at %.1f" % (i, at), flush=True)
     return "%d connections accepted and closed at once" % accepts
@@ -341,6 +345,7 @@ def main(argv=None):
     add("door-refuse")
     p = add("door-close")
     p.add_argument("--accepts", type=int, required=True)
+    p.add_argument("--say", help="a line sent to each connection before closing it")
     p = add("door-restart")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--clients", type=int, required=True)
@@ -368,7 +373,7 @@ def main(argv=None):
         if a.cmd == "door-refuse":
             msg = door_refuse(a.timeout)
         elif a.cmd == "door-close":
-            msg = door_close(a.accepts, a.timeout)
+            msg = door_close(a.accepts, a.timeout, a.say)
         elif a.cmd == "door-restart":
             msg = door_restart(a.port, a.clients, a.retry, a.min_spread, a.timeout)
         elif a.cmd == "door-say":
