@@ -4,6 +4,7 @@
 #include "net.h"
 
 #include <errno.h>
+#include <poll.h>  // (the job_queue_pop starter polls)
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -162,14 +163,18 @@ bool jq_try_push(struct job_queue *q, struct job *j)
 
 struct job *jq_pop(struct job_queue *q)
 {
-    // LAB BEGIN job_queue_pop: under the lock, wait on not_empty while the queue is empty and open (in a loop: wakeups may be spurious); return NULL once closed, else unlink and return the head
-    // LAB STUB: (void)q;
-    // LAB STUB: return NULL;  // not written: the workers see a closed queue and leave
     pthread_mutex_lock(&q->lock);
+    // LAB BEGIN job_queue_pop: sleep on not_empty (the lock held, as here) until the queue holds a job or is closed; in a loop: a wakeup may be spurious, or another worker may have taken the job first
+    // LAB STUB: while (q->head == NULL && !q->closed) {  // not written: no sleep on not_empty: an idle worker polls the queue every millisecond
+    // LAB STUB:     pthread_mutex_unlock(&q->lock);
+    // LAB STUB:     (void)poll(NULL, 0, 1);  // 1 ms
+    // LAB STUB:     pthread_mutex_lock(&q->lock);
+    // LAB STUB: }
     // A loop, not an if: pthread_cond_wait may return without a signal (a
     // spurious wakeup), and another worker may have taken the job first.
     while (q->head == NULL && !q->closed)
         pthread_cond_wait(&q->not_empty, &q->lock);
+    // LAB END
     struct job *j = NULL;
     if (!q->closed) {
         j = q->head;
@@ -180,7 +185,6 @@ struct job *jq_pop(struct job_queue *q)
     }
     pthread_mutex_unlock(&q->lock);
     return j;
-    // LAB END
 }
 
 struct job *jq_cancel(struct job_queue *q, uint64_t conn_id)
@@ -227,6 +231,7 @@ struct job *jq_close(struct job_queue *q)
 int cq_init(struct completion_queue *q)
 {
     memset(q, 0, sizeof *q);
+    atomic_init(&q->wakes, 0);
     // Non-blocking: cq_take_all reads it after every wakeup, and a read of a
     // zero counter must say EAGAIN, not sleep. Close-on-exec, as every
     // descriptor we own.
@@ -252,16 +257,19 @@ static long long now_us(void)
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-// Adds 1 to the eventfd's counter. EAGAIN (the counter at its maximum,
-// 2^64-2) is harmless: the counter is nonzero, readable, and the I/O thread
-// will wake anyway. Any other error (EBADF: the descriptor is gone) means
-// this wakeup is lost and the result may wait for an unrelated event: say so.
-static void wake(int fd)
+// Adds 1 to Q's eventfd counter, and counts the write (the stop line's
+// "eventfd writes": a test holds them to one per empty -> non-empty).
+// EAGAIN (the counter at its maximum, 2^64-2) is harmless: the counter is
+// nonzero, readable, and the I/O thread will wake anyway. Any other error
+// (EBADF: the descriptor is gone) means this wakeup is lost and the result
+// may wait for an unrelated event: say so.
+static void wake(struct completion_queue *q)
 {
     uint64_t one = 1;
     ssize_t n;
+    atomic_fetch_add_explicit(&q->wakes, 1, memory_order_relaxed);
     do
-        n = write(fd, &one, sizeof one);
+        n = write(q->wake_fd, &one, sizeof one);
     while (n == -1 && errno == EINTR);
     if (n == -1 && errno != EAGAIN)
         log_msg("eventfd write: %s (a wakeup is lost)", strerror(errno));
@@ -296,11 +304,6 @@ static void between_steps(const struct completion_queue *q)
 
 void cq_push(struct completion_queue *q, struct job *j)
 {
-    // LAB BEGIN completion_push: under the lock, append J at the tail and remember whether the queue was empty; after unlocking, write the eventfd only if it was
-    // LAB STUB: (void)q;  // not written: finished jobs are lost
-    // LAB STUB: (void)j;
-    // LAB STUB: (void)wake;
-    // LAB STUB: (void)now_us;
     long long t0 = now_us();
     pthread_mutex_lock(&q->lock);
     // How long this worker waited for the lock: a few microseconds when the
@@ -309,6 +312,15 @@ void cq_push(struct completion_queue *q, struct job *j)
     unsigned long long waited = (unsigned long long)(now_us() - t0);
     if (waited > q->max_wait_us)
         q->max_wait_us = waited;
+    // LAB BEGIN completion_push: append J at the tail (the lock is held) and remember whether the list was empty; unlock; then write the eventfd (wake) only if it was: one write per empty -> non-empty, none for a result that joins others still waiting
+    // LAB STUB: j->next = NULL;  // not written as asked: the eventfd is written for every result, even one that joins others still waiting
+    // LAB STUB: if (q->tail != NULL)
+    // LAB STUB:     q->tail->next = j;
+    // LAB STUB: else
+    // LAB STUB:     q->head = j;
+    // LAB STUB: q->tail = j;
+    // LAB STUB: pthread_mutex_unlock(&q->lock);
+    // LAB STUB: wake(q);
     bool was_empty = q->head == NULL;
     j->next = NULL;
     if (q->tail != NULL)
@@ -316,22 +328,26 @@ void cq_push(struct completion_queue *q, struct job *j)
     else
         q->head = j;
     q->tail = j;
-    if (was_empty)
-        q->wakes++;
     pthread_mutex_unlock(&q->lock);
     // After the push, never before: a wakeup that comes first may be read,
     // and the list found empty, before the job is in it (the lost wakeup).
+    // Only when it was empty: a worker that finds results waiting knows the
+    // I/O thread has a wakeup coming for them, and will swap ours out too.
     if (was_empty)
-        wake(q->wake_fd);
+        wake(q);
     // LAB END
 }
 
 struct job *cq_take_all(struct completion_queue *q)
 {
     // LAB BEGIN completion_swap: reset the eventfd first (wake_reset), then (after between_steps, the test knob) take the whole list in one swap under the lock and return it
-    // LAB STUB: (void)between_steps;
+    // LAB STUB: pthread_mutex_lock(&q->lock);  // not written as asked: the swap comes first and the reset after, so a result pushed in between loses its wakeup
+    // LAB STUB: struct job *list = q->head;
+    // LAB STUB: q->head = q->tail = NULL;
+    // LAB STUB: pthread_mutex_unlock(&q->lock);
+    // LAB STUB: between_steps(q);
     // LAB STUB: wake_reset(q->wake_fd);
-    // LAB STUB: return NULL;  // not written: no result is ever taken
+    // LAB STUB: return list;
     wake_reset(q->wake_fd);
     // Nothing read (EAGAIN) does not mean an empty list: a worker that
     // pushed after our last swap but found the list non-empty did not write.

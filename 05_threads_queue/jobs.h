@@ -122,9 +122,10 @@ struct completion_queue {
     int swap_delay_ms;  // --swap-delay-ms (a test knob): cq_take_all pauses between its
                         // two steps; set and read by the I/O thread only
 
-    // Counted under `lock`, read by the I/O thread (under it too, or after
-    // the workers were joined): for the server's stop line and the tests.
-    unsigned long long wakes;        // eventfd writes (at most one per empty -> non-empty)
+    // For the server's stop line and the tests, read by the I/O thread once
+    // the workers were joined. `wakes` is counted by every write (atomic:
+    // the writes happen after the unlock), max_wait_us under `lock`.
+    atomic_ullong wakes;             // eventfd writes (one per empty -> non-empty)
     unsigned long long max_wait_us;  // longest a worker waited for `lock` in cq_push
 };
 

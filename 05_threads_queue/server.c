@@ -373,27 +373,37 @@ static int conn_reply(struct conn *c, const char *text, size_t len)
     // LAB END
 }
 
+// Moves the reply at the head of C's list (ready) into c->out: unlinked,
+// no longer held, freed. Returns 0, or -1 if out of memory.
+static int conn_release_head(struct conn *c)
+{
+    struct reply *r = c->waiting;
+    int rc = buf_append(&c->out, r->text, r->len);
+    c->waiting = r->next;
+    if (c->waiting == NULL)
+        c->waiting_tail = NULL;
+    c->nwaiting--;
+    c->held -= r->len;
+    free(r);
+    return rc;
+}
+
 // Moves the replies at the head of C's list that are ready into c->out, in
 // order, and stops at the first that is not: everything behind it waits.
 // Returns 0, or -1 if out of memory.
 static int conn_release_replies(struct conn *c)
 {
-    // LAB BEGIN release_replies: from the head of c->waiting, while the head is ready, append its text to c->out, unlink it and free it; stop at the first reply that is not ready
-    // LAB STUB: (void)c;  // not written: the waiting replies stay waiting
-    // LAB STUB: return 0;
     int rc = 0;
-    while (rc == 0 && c->waiting != NULL && c->waiting->ready) {
-        struct reply *r = c->waiting;
-        rc = buf_append(&c->out, r->text, r->len);
-        c->waiting = r->next;
-        if (c->waiting == NULL)
-            c->waiting_tail = NULL;
-        c->nwaiting--;
-        c->held -= r->len;
-        free(r);
-    }
-    return rc;
+    // LAB BEGIN release_replies: release the head of c->waiting (conn_release_head) while there is one and it is ready: a reply leaves as soon as every reply before it has left; stop at the first that is not ready (everything behind it waits, ready or not)
+    // LAB STUB: for (struct reply *r = c->waiting; r != NULL; r = r->next)  // not written as asked: nothing leaves until every reply waiting is ready
+    // LAB STUB:     if (!r->ready)
+    // LAB STUB:         return 0;
+    // LAB STUB: while (rc == 0 && c->waiting != NULL)
+    // LAB STUB:     rc = conn_release_head(c);
+    while (rc == 0 && c->waiting != NULL && c->waiting->ready)
+        rc = conn_release_head(c);
     // LAB END
+    return rc;
 }
 
 // The reply line for finished job J, into OUT (JOB_REPLY_ROOM bytes).
@@ -1129,7 +1139,7 @@ int main(int argc, char **argv)
     }
 
     stop_serving();  // joins the workers: nothing but this thread touches the pool after it
-    unsigned long long wakes = use_pool ? pool.done.wakes : 0;
+    unsigned long long wakes = use_pool ? atomic_load(&pool.done.wakes) : 0;
     unsigned long long max_wait = use_pool ? pool.done.max_wait_us : 0;
     unsigned long long aborted = use_pool ? atomic_load(&pool.n_aborted) : 0;
     unsigned long long late = use_pool ? atomic_load(&pool.n_late) : 0;

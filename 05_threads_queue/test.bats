@@ -46,6 +46,27 @@ wait_worker_sleeping() {
     done
 }
 
+# worker_wakeups: how many times the server's worker threads have been scheduled in after
+# sleeping or being preempted (voluntary + nonvoluntary context switches, /proc/PID/task/*/
+# status), summed. An idle worker asleep in pthread_cond_wait adds none.
+worker_wakeups() {
+    local t n total=0
+    for t in /proc/"$SERVER_PID"/task/*; do
+        [[ $(cat "$t/comm" 2>/dev/null) == worker ]] || continue
+        n=$(awk '/^(non)?voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }' "$t/status" 2>/dev/null) || continue
+        total=$((total + n))
+    done
+    echo "$total"
+}
+
+# io_thread_ticks: the CPU time of the server's I/O thread (its main thread), in ticks of 10 ms,
+# as cpu_ticks counts a process: running plus waiting to run (/proc/PID/task/PID/schedstat).
+io_thread_ticks() {
+    local run wait n
+    read -r run wait n <"/proc/$SERVER_PID/task/$SERVER_PID/schedstat" || return
+    echo $(((run + wait) / 10000000))
+}
+
 # set_soft_nofile PID N: sets PID's soft open-file limit to N (the hard one stays), prints
 # the old soft limit.
 set_soft_nofile() {
@@ -148,6 +169,21 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     (($(counter results) == 400 && $(counter dropped) == 0)) || fail "want 400 results back from the workers, none dropped: $(grep 'stopped after' "$SERVER_ERR")"
 }
 
+@test "a reply leaves as soon as every reply before it has: SLEEP 0's arrives while the SLEEP 10000 behind it still runs" {
+    # -w 2: both jobs run at once. 'slept 0' is ready at once and nothing is ahead of it: it
+    # must come while the other SLEEP still runs (a worker in clock_nanosleep, /proc), not
+    # once every reply waiting is ready. The ECHO behind the SLEEP waits (order).
+    start_server server -w 2
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'SLEEP 0\nSLEEP 10000\nECHO behind\n' >&5
+    local reply
+    read -r -t "$(scaled_s 5)" reply <&5 || true
+    [[ $reply == "slept 0" ]] || { exec 5>&-; fail "the first reply: '$reply', want 'slept 0' (within $(scaled_s 5) s)"; } || return
+    wait_worker_sleeping || { exec 5>&-; fail "'slept 0' came only once the SLEEP 10000 behind it had ended: a ready reply must leave as soon as every reply before it has, not once every reply waiting is ready"; } || return
+    exec 5>&-
+    stop_server
+}
+
 @test "half-close: every reply still arrives, then EOF" {
     start_server server -w 2
     lineproto talk --line "SLEEP 100" --expect "slept 100" --line "PRIMES 1000" --expect "168" \
@@ -186,9 +222,9 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     (($(counter dropped) == 1)) || fail "want 1 result dropped for a closed connection: $(grep 'stopped after' "$SERVER_ERR")"
 }
 
-@test "ERR busy is exact: one SLEEP running, --queue 3 takes 3 more and refuses the rest, in order" {
+@test "ERR busy is exact: one SLEEP running, --queue 3 takes 3 more and refuses the next" {
     start_server server -w 1 --queue 3
-    # The running SLEEP must outlast the probe below, however slow the machine: scaled.
+    # The running SLEEP must outlast the probes below, however slow the machine: scaled.
     local ms
     ms=$(scaled_ms 1.5)
     ((ms <= 10000)) || ms=10000
@@ -196,12 +232,14 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     local bg=$BG_PID
     # Proved from the server: its one worker sits in clock_nanosleep, so the queue is empty.
     wait_worker_sleeping || return
-    lineproto talk --line "SLEEP 0" --expect "slept 0" --line "SLEEP 0" --expect "slept 0" \
-        --line "SLEEP 0" --expect "slept 0" --line "SLEEP 0" --expect "ERR busy" \
-        --line "SLEEP 0" --expect "ERR busy" --line "ECHO in order" --expect "in order"
+    # 2 SLEEP 0s pipelined on one connection, then two probes of one SLEEP 0 each, on
+    # connections of their own (a refusal there has no reply ahead of it): the first probe
+    # is the 3rd job queued and taken, the second refused. (ERR busy in its place behind
+    # earlier replies: the order tests.)
+    lineproto queue-fill --conns 1 --per 3 --timeout 10
     wait_bg "$bg" runner
     stop_server
-    (($(counter busy) == 2 && $(counter "jobs queued") == 4)) || fail "want 2 busy, 4 queued: $(grep 'stopped after' "$SERVER_ERR")"
+    (($(counter busy) == 1 && $(counter "jobs queued") == 4)) || fail "want 1 busy, 4 queued (the running SLEEP and 3): $(grep 'stopped after' "$SERVER_ERR")"
 }
 
 @test "a full job queue answers ERR busy at once, in order" {
@@ -286,8 +324,7 @@ inflight_at_stop() {
     # emptied list and wrote the eventfd, the read then reset it, and nothing ever wakes
     # the I/O thread for it again (no worker writes while the list is not empty).
     start_server server -w 2 --swap-delay-ms 300
-    lineproto talk --line "SLEEP 0" --expect "slept 0" --line "SLEEP 50" --expect "slept 50" \
-        --line "ECHO done" --expect "done" --timeout 3
+    lineproto talk --line "SLEEP 0" --expect "slept 0" --line "SLEEP 50" --expect "slept 50" --timeout 3
     stop_server
     (($(counter results) == 2)) || fail "want 2 results: $(grep 'stopped after' "$SERVER_ERR")"
 }
@@ -298,8 +335,18 @@ inflight_at_stop() {
     # again (a while around pthread_cond_wait), not take a job that is not there.
     raise_nofile 300
     start_server server -w 4 --wake-all
-    lineproto many --clients 20
+    lineproto many --clients 20 --jobs-only
     lineproto talk --line "SLEEP 0" --expect "slept 0" --line "PRIMES 10" --expect "4"
+    # And it waits asleep on not_empty: with no job coming, the 4 idle workers are not woken
+    # at all (one worker may still be on its way back from its last job: 2 wakeups each at
+    # most). A worker that polls the queue (unlock, sleep a little, look again) wakes every
+    # time it looks. The window is a measurement, not a wait for anything.
+    local w0 w1 window
+    window=$(scaled_ms 0.3)
+    w0=$(worker_wakeups)
+    sleep "$(awk -v ms="$window" 'BEGIN { print ms / 1000 }')"
+    w1=$(worker_wakeups)
+    ((w1 - w0 <= 8)) || fail "the 4 idle workers were woken $((w1 - w0)) times in $window ms with no job queued (want none but a last return from a job, 8 at most): they poll the queue instead of sleeping on not_empty (pthread_cond_wait)" || return
     stop_server
     (($(counter results) == 42)) || fail "want 42 results: $(grep 'stopped after' "$SERVER_ERR")"
 }
@@ -386,6 +433,24 @@ inflight_at_stop() {
     ((batch >= 3)) || fail "at most $batch results per wakeup (want >= 3): the workers did not progress while results were handled"
 }
 
+@test "a worker writes the eventfd only for a result that finds the completion list empty: results that join others waiting cost no write" {
+    # The setup of the test above: with --reply-delay-ms 150 the I/O thread is busy 150 ms
+    # per result, and the workers finish SLEEP 20s meanwhile: they pile up in the list and
+    # leave in one swap. Only the first of each pile found the list empty and wrote the
+    # eventfd; each write is followed by exactly one swap that finds results (the stop line's
+    # wakeups: an eventfd read that found the list empty is not one). So writes == wakeups,
+    # fewer than the results; a worker that writes for every result makes one per result.
+    start_server server -w 2 --reply-delay-ms 150
+    lineproto talk --line "SLEEP 20" --expect "slept 20" --line "SLEEP 20" --expect "slept 20" \
+        --line "SLEEP 20" --expect "slept 20" --line "SLEEP 20" --expect "slept 20" \
+        --line "SLEEP 20" --expect "slept 20" --line "SLEEP 20" --expect "slept 20"
+    stop_server
+    local results wakeups writes
+    results=$(counter results) && wakeups=$(counter wakeups) && writes=$(counter "eventfd writes") || return
+    ((results == 6 && wakeups < results)) || fail "want 6 results in fewer swaps (results piled up behind the slow reply path): $(grep 'stopped after' "$SERVER_ERR")" || return
+    ((writes == wakeups)) || fail "$writes eventfd writes for $wakeups swaps that found results (want one write each: only a result that finds the list empty writes; $results results): $(grep 'stopped after' "$SERVER_ERR")"
+}
+
 @test "EMFILE: out of descriptors, the server neither spins nor stops serving" {
     raise_nofile 300
     # 32 descriptors: 0-2, the epoll instance, the listening socket, the eventfd and the
@@ -396,18 +461,21 @@ inflight_at_stop() {
     local flood=$BG_PID
     # Generous: the flood client is a fresh Python process, slow to start on a busy machine.
     assert_log 'accept: out of descriptors; dropped one pending connection' 10
-    # A server that retries accept() in a tight loop burns ~100 ticks a second; ours ~0.
+    # An I/O thread that retries accept() in a tight loop burns ~100 ticks a second; ours ~0.
+    # (That thread's own: the process's main thread. Idle workers are no part of this.)
     local t0 t1
-    t0=$(cpu_ticks "$SERVER_PID")
+    t0=$(io_thread_ticks)
     sleep 1   # the measurement window itself, not a readiness wait
-    t1=$(cpu_ticks "$SERVER_PID")
-    printf 'SLEEP 10\nECHO ping\n' >&5
+    t1=$(io_thread_ticks)
+    # A job, then (answered) an ECHO: the pool and the I/O thread both still serve.
     local r1 r2
+    printf 'SLEEP 10\n' >&5
     read -r -t "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2*k}')" r1 <&5 || true
+    printf 'ECHO ping\n' >&5
     read -r -t "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 2*k}')" r2 <&5 || true
     exec 5>&-
     wait_bg "$flood" flood
-    (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s while out of fds: it is spinning"
+    (((t1 - t0) < 30)) || fail "the I/O thread used $((t1 - t0)) of 100 CPU ticks in 1 s while out of fds: it is spinning"
     [[ $r1 == "slept 10" && $r2 == ping ]] || fail "the client connected before the flood got '$r1' '$r2', want 'slept 10' 'ping'"
     # Refused clients hear "no" at once (EOF), not a hang in the backlog.
     local closed
