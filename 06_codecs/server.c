@@ -352,22 +352,6 @@ static void conn_fail(struct conn *c, const char *reason, int code)
 
 // fixed, line, len: how many bytes FRAME (LEN bytes) takes re-encoded with the codec, and
 // the encoding itself into OUT (NEED bytes, from echo_size). Returns the bytes written.
-// LAB BEGIN echo_encode: the size of a frame of LEN bytes re-encoded with the server's codec (fixed: LEN; line: LEN + 1; len: the 4-byte header + LEN), and the encoding with the codec's encoder (fixed_encode, line_encode, lenframe_encode)
-// LAB STUB: static size_t echo_size(size_t len)
-// LAB STUB: {
-// LAB STUB:     (void)len;
-// LAB STUB:     return 0;  // not written: an empty echo
-// LAB STUB: }
-// LAB STUB:
-// LAB STUB: static size_t echo_encode(struct conn *c, char *out, size_t need, const char *frame, size_t len)
-// LAB STUB: {
-// LAB STUB:     (void)c;
-// LAB STUB:     (void)out;
-// LAB STUB:     (void)need;
-// LAB STUB:     (void)frame;
-// LAB STUB:     (void)len;
-// LAB STUB:     return 0;
-// LAB STUB: }
 static size_t echo_size(size_t len)
 {
     return opt.codec == CODEC_FIXED ? len
@@ -383,7 +367,6 @@ static size_t echo_encode(struct conn *c, char *out, size_t need, const char *fr
         return line_encode(out, need, frame, len);
     return lenframe_encode(out, need, frame, (uint32_t)len);
 }
-// LAB END
 
 // Echoes FRAME (LEN bytes) re-encoded: written straight into C's output queue, one copy.
 static void echo_frame(struct conn *c, const char *frame, size_t len)
@@ -399,7 +382,7 @@ static void echo_frame(struct conn *c, const char *frame, size_t len)
 // each piece's bytes as they come. The input buffer never holds more than one piece.
 static void echo_piece(struct conn *c, const struct codec_result *r)
 {
-    // LAB BEGIN echo_piece: on the BEGIN piece, count the frame and queue the 4-byte header for the whole frame (r->total, lenframe_header); then queue the piece's bytes (out_append2)
+    // LAB BEGIN lenframe_decode: the echo of a frame delivered in pieces: on the BEGIN piece, count the frame and queue the 4-byte header for the whole frame (r->total, lenframe_header); then queue the piece's bytes (out_append2)
     // LAB STUB: (void)c;  // not written: the pieces are not echoed
     // LAB STUB: (void)r;
     n_pieces++;
@@ -470,16 +453,6 @@ static void resp_answer(struct conn *c, const char *data)
         return;  // an empty line or "*0": redis answers nothing, and so do we
     size_t n0, n1, n2;
     const char *cmd = resp_arg(d, data, 0, &n0);
-    // LAB BEGIN resp_commands: PING (0 or 1 argument), ECHO x, SET k v (+OK), GET k (bulk, or null when missing); the wrong number of arguments and unknown commands get redis's -ERR replies
-    // LAB STUB: (void)is_command;
-    // LAB STUB: (void)reply_simple;
-    // LAB STUB: (void)reply_bulk;
-    // LAB STUB: (void)reply_null;
-    // LAB STUB: (void)shown_bytes;
-    // LAB STUB: (void)n1;
-    // LAB STUB: (void)n2;
-    // LAB STUB: (void)cmd;
-    // LAB STUB: reply_error(c, "ERR resp_commands not written");
     const char *name = NULL;  // the command, for the wrong-arguments error
     if (is_command(cmd, n0, "PING")) {
         if (d->argc <= 2) {
@@ -547,7 +520,6 @@ static void resp_answer(struct conn *c, const char *data)
         msg[k] = '\0';
     }
     reply_error(c, msg);
-    // LAB END
 }
 
 // http: queues a response with a text body. KEEP_ALIVE decides the Connection header; a
@@ -557,7 +529,7 @@ static void resp_answer(struct conn *c, const char *data)
 // of the next response (curl: "Excess found").
 static void http_respond(struct conn *c, int status, bool keep_alive, const char *body)
 {
-    // LAB BEGIN http_respond: status line, Content-Type, Content-Length, Connection (keep-alive or close), the empty line, the body; when not keep-alive, finish the connection after it
+    // LAB BEGIN http_head: the response's head: status line, Content-Type, Content-Length, Connection (keep-alive or close), the empty line, the body; when not keep-alive, finish the connection after it
     // LAB STUB: (void)status;  // not written: no response, the connection ends
     // LAB STUB: (void)keep_alive;
     // LAB STUB: (void)body;
@@ -668,11 +640,6 @@ static void handle_frame(struct conn *c, const char *data, const struct codec_re
 // the decoder needs more bytes, or C is paused, finished (a bad frame: conn_fail) or broken.
 static void conn_decode(struct conn *c)
 {
-    // LAB BEGIN conn_decode: while C is READING, feed the decoder c->in's unread bytes (buf_peek, buf_len, decode_once); NEED_MORE: stop (and a full buffer is an error: the request is larger than in_limit); FRAME or PIECE: handle_frame, THEN drop r.consumed (buf_consume: codec.h rule 1), then conn_check_backpressure; ERROR: conn_fail
-    // LAB STUB: (void)decode_once;
-    // LAB STUB: (void)handle_frame;
-    // LAB STUB: (void)conn_check_backpressure;
-    // LAB STUB: conn_fail(c, "conn_decode not written", 500);
     while (c->state == CONN_READING) {
         const char *data = buf_peek(&c->in);
         size_t len = buf_len(&c->in);
@@ -692,7 +659,6 @@ static void conn_decode(struct conn *c)
         buf_consume(&c->in, r.consumed);
         conn_check_backpressure(c);
     }
-    // LAB END
 }
 
 // Is C in the middle of a frame: bytes of one in its input, or a long frame's pieces not
@@ -800,19 +766,20 @@ static bool conn_handle(struct conn *c, uint32_t revents)
             return false;
         }
     }
-    // LAB BEGIN conn_replies: send the replies just queued (conn_flush, unless a send came up short this turn); while that lifts a pause (conn_check_backpressure), decode the requests still waiting in c->in (conn_decode) and send again
-    // LAB STUB: (void)kernel_full;  // not written: the replies wait for EPOLLOUT, a pause is lifted only by a read
-    // The replies to what we decoded: one send for all of them (unless a send came up short
-    // this turn: then EPOLLOUT brings us back). If that lifts a pause, the requests already
-    // in c->in are decoded now, not after the next read: the client may be waiting for
-    // these very replies before it sends anything more, and then no read would ever come.
-    // Each round decodes bytes that were waiting, so it ends.
+    // The replies to what we decoded: one send for all of them, now (unless a send came up
+    // short this turn: then EPOLLOUT brings us back). If that lifts a pause, the requests
+    // already in c->in are decoded now, not after the next read: the client may be waiting
+    // for these very replies before it sends anything more, and then no read would ever
+    // come. Each round decodes bytes that were waiting, so it ends.
     for (;;) {
+        // LAB BEGIN conn_replies: send the replies just queued, in this turn, with one send for all of them (conn_flush), unless a send already came up short this turn (kernel_full: the kernel is full, EPOLLOUT brings us back); note whether this one came up short
+        // LAB STUB: (void)kernel_full;  // not written: every reply waits for EPOLLOUT, a turn later
         if (buf_len(&c->out) > 0 && !kernel_full) {
             if (conn_flush(c) == -1)
                 return false;
             kernel_full = buf_len(&c->out) > 0;
         }
+        // LAB END
         if (c->state != CONN_PAUSED)
             break;
         conn_check_backpressure(c);
@@ -820,7 +787,6 @@ static bool conn_handle(struct conn *c, uint32_t revents)
             break;  // still paused: EPOLLOUT brings us back
         conn_decode(c);
     }
-    // LAB END
     if (c->state == CONN_BROKEN)
         return false;
     if (c->state == CONN_CLOSING && buf_len(&c->out) == 0) {

@@ -391,15 +391,22 @@ time_wait_on() {
     stop_server
 }
 
-@test "server: a bad client is dropped with a log line while another carries on (line, len, fixed)" {
+# One test per codec: each grades its own codec's lab (labs.txt), the fixed one the contract.
+@test "server: line: a bad client is dropped with a log line while another carries on" {
     start_server server --codec line --max-frame 4096
     codecs bad --codec line --case too-long --max-frame 4096
     assert_log 'client 127\.0\.0\.1:[0-9]+: line too long, closing'
     stop_server
+}
+
+@test "server: len: a bad client (a 4 GiB header, a frame past --max-frame) is dropped while another carries on" {
     start_server server --codec len --max-frame 65536
     codecs bad --codec len --case huge-header
     codecs bad --codec len --case over-limit --max-frame 65536
     stop_server
+}
+
+@test "server: fixed:8: a client that ends in the middle of a frame is dropped with a log line while another carries on" {
     start_server server --codec fixed:8
     codecs bad --codec fixed:8 --case truncated
     assert_log 'client 127\.0\.0\.1:[0-9]+: EOF in the middle of a frame \(1 bytes of it unread\), closing'
@@ -451,7 +458,7 @@ time_wait_on() {
 }
 
 @test "server: SIGTERM with a client connected exits 0 within 2 s" {
-    start_server server --codec line
+    start_server server --codec fixed:1
     scenario_sigterm
 }
 
@@ -472,10 +479,13 @@ time_wait_on() {
     start_server server --codec fixed:4096 --max-output 65536
     netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 16384 --pause-ms 1
     stop_server
-    local short flushes pauses resumes
+    local short flushes pauses resumes sends
     short=$(srv_counter "short sends") && flushes=$(srv_counter "flushes") || return
-    pauses=$(srv_counter "pauses") && resumes=$(srv_counter "resumes") || return
-    ((short > 0)) || fail "no short send: the server never had to queue (the test proved nothing)"
+    pauses=$(srv_counter "pauses") && resumes=$(srv_counter "resumes") && sends=$(srv_counter "sends") || return
+    # A server that sends right after each read meets the full kernel (short sends); one that
+    # leaves every reply to EPOLLOUT (the conn_replies lab unwritten: its own test fails) sends
+    # only what the kernel has room for, and queues all the same.
+    ((short > 0 || sends == flushes)) || fail "no short send, and $((sends - flushes)) of $sends sends right after a read: the server never had to queue (the test proved nothing)"
     ((flushes > 0)) || fail "no flush on EPOLLOUT: queued output was never sent from the queue"
     ((pauses > 0 && resumes > 0)) || fail "$pauses pauses, $resumes resumes: back-pressure never engaged"
 }
@@ -563,9 +573,32 @@ time_wait_on() {
     local pauses resumes
     pauses=$(srv_counter "pauses") && resumes=$(srv_counter "resumes") || return
     ((pauses > 10 && resumes > 10)) || fail "$pauses pauses, $resumes resumes: the burst never paused the server (the test proved nothing)"
+}
+
+@test "server: len: a pipelined burst of frames of up to 3000 bytes in one write past a tiny --max-output: every reply" {
+    # As above, with frames of every size: a pause lands anywhere in a frame's bytes.
     start_server server --codec len --max-output 4096
     codecs echo --codec len --frames 2000 --max-size 3000 --splits none
     stop_server
+    local pauses
+    pauses=$(srv_counter "pauses") || return
+    ((pauses > 10)) || fail "$pauses pauses: the burst never paused the server (the test proved nothing)"
+}
+
+# Change 3 of server.c: the replies to what one read brought leave in that same turn, in one
+# send (conn_handle, after conn_read). A reply left for EPOLLOUT costs a turn of the loop and
+# two epoll_ctl(MOD) calls, and every reply arrives a turn late. So an EPOLLOUT flush only
+# ever follows a send that came up short: flushes <= short sends, from the stop line.
+@test "server: replies leave in the turn their requests were read: no EPOLLOUT flush without a short send before it" {
+    start_server server --codec fixed:7
+    codecs echo --codec fixed:7 --frames 300 --splits random --pause-ms 5
+    codecs echo --codec fixed:7 --frames 1000 --splits none
+    stop_server
+    local frames sends short flushes
+    frames=$(srv_counter "frames") && sends=$(srv_counter "sends") || return
+    short=$(srv_counter "short sends") && flushes=$(srv_counter "flushes") || return
+    ((frames == 1300 && sends > 0)) || fail "$frames frames decoded and $sends sends, want 1300 frames echoed (the test proved nothing)" || return
+    ((flushes <= short)) || fail "$flushes replies sent on EPOLLOUT after $short short sends: the replies waited for EPOLLOUT (a turn later) instead of leaving with one send in the turn that read their requests (conn_flush after conn_read in conn_handle)"
 }
 
 @test "server: len: a 10 MiB frame to a slow reader: back-pressure, and the input buffer still 64 KiB" {
@@ -629,7 +662,7 @@ time_wait_on() {
 
 @test "server: EMFILE: out of descriptors, the server refuses the extra clients at once and goes on serving" {
     raise_nofile 300
-    SERVER_NOFILE=32 start_server server --codec line
+    SERVER_NOFILE=32 start_server server --codec fixed:1   # a plain echo: 'before\n' comes back whole
     exec 5<>"/dev/tcp/127.0.0.1/$PORT"
     local reply=
     printf 'before\n' >&5
