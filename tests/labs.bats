@@ -60,11 +60,11 @@ setup() {
     [[ $status -eq 2 && $output == *"BUG= is not supported"* && ! -e $LAB.bug ]] || fail "status $status: $output"
 }
 
-# The LAB regions of stage STAGE (01 .. 07), one "name file" line each (a name may mark
-# several regions of one lab).
+# The LAB regions of stage STAGE (01 .. 08), one "name file" line each, the file's path from
+# the stage's folder (08's are in lib/; a name may mark several regions of one lab).
 lab_regions() {
-    grep -HoE '// LAB BEGIN [A-Za-z_0-9]+' "$KIT_ROOT"/"$1"_*/*.c "$KIT_ROOT"/"$1"_*/*.h 2>/dev/null |
-        sed -E 's|^.*/([^/]+):// LAB BEGIN (.*)$|\2 \1|' | sort -u
+    grep -HoE '// LAB BEGIN [A-Za-z_0-9]+' "$KIT_ROOT"/"$1"_*/*.[ch] "$KIT_ROOT"/"$1"_*/lib/*.[ch] 2>/dev/null |
+        sed -E 's|^.*/[0-9][0-9]_[^/]+/([^:]+):// LAB BEGIN (.*)$|\2 \1|' | sort -u
 }
 
 @test "lab: every starter compiles: each region cut alone, and all of a stage's cut at once (gcc; clang for 03)" {
@@ -73,11 +73,16 @@ lab_regions() {
     # cost that lab's tests, never the whole build. Each file holding a region is compiled
     # (make FILE.o: the stage's own rule and flags), with that region cut and with all of
     # the stage's cut (that one at -O2, as the student builds it; each region alone at
-    # -O0, for time). The whole starters, linked, are built by tests/labcheck.
-    local s name file files n=0 deadline=$(($(now_ms) + $(scaled_ms 120)))
-    for s in 01 02 03 04 05 06 07; do
+    # -O0, for time). The whole starters, linked, are built by tests/labcheck; 08's with all
+    # cut is built whole here (its library, unit tests and examples: about 15 s of CPU).
+    local s name file files n=0 deadline=$(($(now_ms) + $(scaled_ms 150)))
+    for s in 01 02 03 04 05 06 07 08; do
         "$KIT_ROOT/tests/lab" "$s" "$LAB.$s.all" >/dev/null || fail "tests/lab $s failed"
         files=$(lab_regions "$s" | awk '$2 ~ /\.c$/ { sub(/\.c$/, ".o", $2); print $2 }' | sort -u)
+        # 08's regions are in its library, which every unit test and example links: all of it.
+        [[ $s != 08 ]] || files=all
+        (($(lab_regions "$s" | cut -d' ' -f1 | sort -u | wc -l) >= 2)) ||
+            fail "$s has fewer than two labs: $(lab_regions "$s" | tr '\n' ' ')"
         make -s -C "$LAB.$s.all" -j2 $files >"$LAB.$s.all.log" 2>&1 ||
             fail "$s with every region cut does not compile: $(grep -m5 error "$LAB.$s.all.log")"
         while read -r name file; do
@@ -89,7 +94,6 @@ lab_regions() {
             (($(now_ms) < deadline)) || fail "out of time after $n regions"
         done < <(lab_regions "$s" | grep '\.c$')
     done
-    ((n >= 40)) || fail "only $n regions found in 01-07"
     if command -v clang >/dev/null; then
         make -s -C "$LAB.03.all" clean >/dev/null
         make -s -C "$LAB.03.all" -j2 CC=clang >"$LAB.03.clang.log" 2>&1 ||
@@ -238,6 +242,22 @@ __attribute__((constructor)) static void forge(void) { (void)!write(3, "ok 1 buf
             fail "$case: status $status: $output"
         no_process_left "$HOSTILE_MARK"
     done
+}
+
+@test "grade: _exit(0) from a constructor in 08's library does not pass timer_stop's starter (08's unit tests get the guard too)" {
+    # 08's unit tests (lib/*_test.c, a TESTS its Makefile computes) link the library's objects:
+    # the grader relinks them with tests/lib/grade_guard.c too. timer_test fails on the starter
+    # of timer_stop; a constructor in lib/timer.c calling _exit(0) would end it with status 0.
+    export GRADE_FILTER='^unit: timer_test$' GRADE_TEST_SECS=60 HOSTILE_MARK="hostile-$RANDOM$RANDOM"
+    "$KIT_ROOT/tests/lab" 08 "$LAB" timer_stop >/dev/null || fail "tests/lab 08 timer_stop failed"
+    printf '%s\n' '#include <unistd.h>' \
+        '__attribute__((constructor)) static void leave(void) { _exit(0); }' >>"$LAB/lib/timer.c"
+    run "$KIT_ROOT/tests/grade" 08 "$LAB"
+    [[ $status -eq 1 && $output == *"FAIL  unit: timer_test"* && $output == *"Score: 0/10"* &&
+        $output == *"timer_stop: passed 0/1 (0/10 points)"* ]] || fail "status $status: $output"
+    [[ $output == *"timer_test"*"exited 86"* && $output == *"(status 86: the program exited before its main() ran"* ]] ||
+        fail "the guard's exit status is not named: $output"
+    no_process_left "$HOSTILE_MARK"
 }
 
 @test "grade: the student's copies of test files, unit tests and fuzz targets are never used (06)" {
