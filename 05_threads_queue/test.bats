@@ -169,19 +169,23 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     (($(counter results) == 400 && $(counter dropped) == 0)) || fail "want 400 results back from the workers, none dropped: $(grep 'stopped after' "$SERVER_ERR")"
 }
 
-@test "a reply leaves as soon as every reply before it has: SLEEP 0's arrives while the SLEEP 10000 behind it still runs" {
-    # -w 2: both jobs run at once. 'slept 0' is ready at once and nothing is ahead of it: it
-    # must come while the other SLEEP still runs (a worker in clock_nanosleep, /proc), not
-    # once every reply waiting is ready. The ECHO behind the SLEEP waits (order).
+@test "a reply leaves as soon as every reply before it has, and not before: SLEEP 0's while the SLEEP 10000 behind it runs, SLEEP 1's only after that one's" {
+    # -w 2: SLEEP 0 and SLEEP 10000 run at once, then SLEEP 1. 'slept 0' is ready at once
+    # and nothing is ahead of it: it must come while the SLEEP 10000 still runs (a worker in
+    # clock_nanosleep, /proc), not once every reply waiting is ready. 'slept 1' is ready
+    # soon too, but waits behind the running one: at SIGTERM that one is aborted after the
+    # drain, and its 'ERR stopping' leaves first, then 'slept 1', then EOF.
     start_server server -w 2
     exec 5<>"/dev/tcp/127.0.0.1/$PORT"
-    printf 'SLEEP 0\nSLEEP 10000\nECHO behind\n' >&5
-    local reply
+    printf 'SLEEP 0\nSLEEP 10000\nSLEEP 1\n' >&5
+    local reply rest
     read -r -t "$(scaled_s 5)" reply <&5 || true
     [[ $reply == "slept 0" ]] || { exec 5>&-; fail "the first reply: '$reply', want 'slept 0' (within $(scaled_s 5) s)"; } || return
     wait_worker_sleeping || { exec 5>&-; fail "'slept 0' came only once the SLEEP 10000 behind it had ended: a ready reply must leave as soon as every reply before it has, not once every reply waiting is ready"; } || return
+    stop_server || { exec 5>&-; return 1; }
+    rest=$(timeout "$(scaled_s 5)" cat <&5 | tr '\n' '|') || true
     exec 5>&-
-    stop_server
+    [[ $rest == "ERR stopping|slept 1|" ]] || fail "after 'slept 0', want 'ERR stopping' (the SLEEP 10000, aborted), then 'slept 1', then EOF; got '$rest' ('|' ends a line): a reply leaves only once every reply before it has"
 }
 
 @test "half-close: every reply still arrives, then EOF" {
