@@ -225,8 +225,8 @@ lab_md_lists() {
     local dir
     dir=$(unpack "$OUT/lab06.tar.gz") || return
     in_handout "$dir" 240 make -s -j2 >"$OUT/build.log" 2>&1 || fail "make failed in the handout: $(tail -n 20 "$OUT/build.log")"
-    run in_handout "$dir" 120 env BATS_FILTER='^unit: (fixed_test|table_test)$' make -s test
-    [[ $output =~ FAIL\ [0-9]+\ unit:\ fixed_test && $output =~ pass\ [0-9]+\ unit:\ table_test &&
+    run in_handout "$dir" 120 env BATS_FILTER='^unit: (line_test|table_test)$' make -s test
+    [[ $output =~ FAIL\ [0-9]+\ unit:\ line_test && $output =~ pass\ [0-9]+\ unit:\ table_test &&
         $output == *"1 passed, 1 failed"* ]] || fail "$output"
 }
 
