@@ -414,3 +414,41 @@ time_wait_on() {
     ((swaits > 0)) || fail "no send wait: the kernel never refused bytes (the test proved nothing)"
     ((sends > recvs)) || fail "$sends send calls for $recvs reads: no send came back short (the test proved nothing)"
 }
+
+# The stop closes every client still connected, and says how many: client_count is kept by
+# add_client and drop_client. Three clients are echoed once each, one leaves, then SIGTERM:
+# `stopping: closing 2 clients`, and both see EOF. Then a server with one client:
+# `stopping: closing 1 client`.
+@test "SIGTERM closes the clients still connected and says how many: 2 of 3 after one left, then 1 alone" {
+    local n want i name fds reply line st
+    for n in 3 1; do
+        start_server server
+        fds=()
+        for ((i = 0; i < n; i++)); do
+            exec {name}<>"/dev/tcp/127.0.0.1/$PORT" || fail "client $((i + 1)) could not connect" || return
+            fds[i]=$name
+            printf 'x%d\n' "$i" >&"$name"
+            reply=
+            read -r -t "$(scaled_s 2)" reply <&"$name" || true
+            [[ $reply == "x$i" ]] || fail "client $((i + 1)) got '$reply' back, want 'x$i'" || return
+        done
+        want="stopping: closing 1 client"
+        if ((n == 3)); then
+            name=${fds[1]}
+            exec {name}>&-
+            assert_log '^server: 127\.0\.0\.1:[0-9]+ closed$' || return
+            fds=("${fds[0]}" "${fds[2]}")
+            want="stopping: closing 2 clients"
+        fi
+        stop_server || return
+        line=$(grep 'stopping: closing' "$SERVER_ERR")
+        [[ $line == "server: $want" ]] || fail "the stop logged '$line', want 'server: $want'" || return
+        for name in "${fds[@]}"; do
+            st=0
+            read -r -t "$(scaled_s 2)" reply <&"$name" || st=$?
+            exec {name}>&-
+            # read's status: 1 at EOF, above 128 when it timed out.
+            ((st == 1)) && [[ -z $reply ]] || fail "a client still connected at the stop read '$reply' (read status $st), want EOF" || return
+        done
+    done
+}
