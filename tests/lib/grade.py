@@ -234,8 +234,17 @@ def assemble(stage, student, scratch):
             "--exclude=./tests/bench/results", "--exclude=__pycache__", "--exclude=*.orig",
             "--exclude=*.rej"]
     os.makedirs(kit)
-    # The harness (tests/) and the stage: a stage's tests use nothing else of the kit.
-    tar = subprocess.Popen(["tar", "-C", ROOT] + excl + ["-cf", "-", "./tests", "./" + stage],
+    # The harness (tests/) and the stage, plus the files of another stage its tests name
+    # ($KIT_ROOT/07_chat/test.bats: 08 runs 07's protocol tests against its chat_server),
+    # the kit's own copies; a stage's tests use nothing else of the kit.
+    others = set()
+    for f in os.listdir(os.path.join(ROOT, stage)):
+        if re.match(r"^test.*\.bats$", f):
+            for m in re.finditer(r"\$KIT_ROOT/(\d\d_[A-Za-z0-9_]+/[A-Za-z0-9_./-]*[A-Za-z0-9_])",
+                                 open(os.path.join(ROOT, stage, f)).read()):
+                if m.group(1).split("/")[0] != stage and os.path.isfile(os.path.join(ROOT, m.group(1))):
+                    others.add("./" + m.group(1))
+    tar = subprocess.Popen(["tar", "-C", ROOT] + excl + ["-cf", "-", "./tests", "./" + stage] + sorted(others),
                            stdout=subprocess.PIPE)
     subprocess.run(["tar", "-C", kit, "-xf", "-"], stdin=tar.stdout, check=True)
     tar.stdout.close()
