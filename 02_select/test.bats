@@ -452,3 +452,76 @@ time_wait_on() {
         done
     done
 }
+
+# One turn accepts at most ACCEPTS_PER_TURN (64) clients, then serves the ready ones: a flood
+# of newcomers must not keep the loop from the clients it has. X is served once, then the
+# server is stopped (SIGSTOP) while 150 clients complete their handshake in the backlog and X
+# closes; continued, the first turn accepts 64 of them and then serves X's EOF: the log has
+# at most 64 `connected` lines between X's and its `closed`. (Accepting until EAGAIN would
+# take all 150 first.) Then every newcomer is echoed.
+@test "a turn accepts at most 64 clients: 150 waiting in the backlog do not hold back a client that is already served" {
+    start_server server
+    python3 - "$PORT" "$SERVER_PID" "$(dirname "$NETKIT")" "$SERVER_ERR" <<'PY' || fail "the backlog test failed" || return
+import os, re, select, socket, sys, time
+port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
+sys.path.insert(0, sys.argv[3])
+import netkit
+n = 150
+netkit.raise_nofile(n + 64)
+x = socket.create_connection(("127.0.0.1", port), timeout=netkit.scaled(5))
+x.sendall(b"x")
+if x.recv(1) != b"x":
+    sys.exit("FAIL: X got no echo")
+xport = x.getsockname()[1]
+socks, stopped = [], False
+try:
+    os.kill(pid, 19)  # SIGSTOP
+    stopped = True
+    netkit.wait_stopped(pid)
+    socks = [netkit.nonblocking_connect("127.0.0.1", port) for _ in range(n)]
+    deadline = time.monotonic() + netkit.scaled(5)
+    ports = set()
+    while True:
+        for s in socks:
+            try:
+                ports.add(s.getsockname()[1])
+            except OSError:
+                pass
+        if netkit.server_established(port, ports) >= n:
+            break
+        if time.monotonic() > deadline:
+            sys.exit("FAIL: the kernel did not complete %d connections to the stopped server" % n)
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    x.close()   # its EOF waits, readable, with the 150 in the backlog
+    for s in socks:
+        s.send(b"x")
+    os.kill(pid, 18)  # SIGCONT
+    stopped = False
+    waiting = set(socks)
+    deadline = time.monotonic() + netkit.scaled(10)
+    while waiting and time.monotonic() < deadline:
+        r, _, _ = select.select(list(waiting), [], [], 0.1)
+        for s in r:
+            if s.recv(1) != b"x":
+                sys.exit("FAIL: a newcomer got EOF or a wrong byte instead of its echo")
+            waiting.discard(s)
+    if waiting:
+        sys.exit("FAIL: %d of %d newcomers not echoed" % (len(waiting), n))
+finally:
+    if stopped:
+        os.kill(pid, 18)
+    for s in socks:
+        s.close()
+lines = open(log).read().splitlines()
+xname = "127.0.0.1:%d" % xport
+start = next(i for i, l in enumerate(lines) if l.startswith("server: %s connected (fd" % xname))
+end = next((i for i, l in enumerate(lines) if l == "server: %s closed" % xname), None)
+if end is None:
+    sys.exit("FAIL: no 'server: %s closed' line" % xname)
+between = sum(1 for l in lines[start + 1:end] if re.fullmatch(r"server: \S+ connected \(fd \d+\)", l))
+if not 1 <= between <= 64:
+    sys.exit("FAIL: %d clients accepted before X's EOF was served, want 1 to 64 (one turn's accepts)" % between)
+print("ok: %d newcomers accepted before X's EOF was served, then all %d echoed" % (between, n))
+PY
+    stop_server
+}
