@@ -53,7 +53,10 @@ unit() {
     bin=$(stage_bin "lib/$1")
     [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
     run timeout "$(scaled_s 60)" "$bin" "${@:2}"
-    [[ $status -eq 0 ]] || fail "$1 ${*:2} exited $status:" "$output" || return
+    # The check that failed (test_util.h's "FAIL: ...", after the one before it: "..." names it)
+    # first: a grader shows the start of a message.
+    [[ $status -eq 0 ]] || fail "$1 ${*:2} exited $status: $(grep -m1 -B1 '^FAIL' <<<"$output" | tr '\n' ' ')" \
+        "$(grep -v '^ok' <<<"$output" | tail -n 30)" || return
 }
 
 # clean NAME TEXT: no sanitizer report in TEXT, the stderr of a client example (stop_server
