@@ -15,8 +15,8 @@ unit() {
     bin=$(stage_bin "$1")
     [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
     run "$bin"
-    [[ $status -eq 0 ]] || fail "$1 failed:" "$(grep -v '^ok ' <<<"$output")" || return
-    grep -q '^ok ' <<<"$output" || fail "$1 ran no test" || return
+    [[ $status -eq 0 ]] || fail "$1 failed:" "$(grep -av '^ok ' <<<"$output")" || return
+    grep -aq '^ok ' <<<"$output" || fail "$1 ran no test" || return
 }
 
 # fuzz_smoke TARGET: builds fuzz/TARGET.c with clang's libFuzzer (ASan + UBSan) and runs it over
@@ -49,7 +49,7 @@ fuzz_smoke() {
     bin=$(stage_bin buffer_test)
     [[ -x $bin ]] || fail "no binary $bin: build it with: make -C $STAGE_DIR${SAN:+ SAN=$SAN}" || return
     run "$bin"
-    [[ $status -eq 0 ]] || fail "buffer_test failed:" "$(grep -v '^ok: ' <<<"$output")" || return
+    [[ $status -eq 0 ]] || fail "buffer_test failed:" "$(grep -av '^ok: ' <<<"$output")" || return
     grep -q '^ok: buf_reserve_capped' <<<"$output" || fail "buffer_test checked no ceiling:" "$output" || return
 }
 
