@@ -80,12 +80,16 @@ def scaled(seconds):
 class Client:
     """One chat connection: non-blocking, lines in, lines out, driven by a Room's selector."""
 
-    def __init__(self, room, label, rcvbuf=None):
+    def __init__(self, room, label, rcvbuf=None, mss=None):
         self.room = room
         self.label = label
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if mss:
+            # Advertised in the SYN: the server sends segments of MSS bytes at most, and its
+            # kernel send buffer, sized by segments, stays small (not megabytes on loopback).
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
         s.settimeout(scaled(5))
         s.connect((room.host, room.port))
         s.setblocking(False)
@@ -994,13 +998,13 @@ def wait_stopped_and_waiting(log, pid, timeout):
         time.sleep(0.01)  # poll interval of a loop with a deadline
 
 
-def stalled_pair(host, port, size, timeout):
+def stalled_pair(host, port, size, timeout, mss=None):
     """A reader (SO_RCVBUF 4 KiB) that has read its welcome and the sender's arrival, then
     stops reading, and a sender named `s`. Returns room, reader, sender, send(n, size) (the
     sender's next N lines of text SIZE, numbered on) and ping() (a /who round trip; two,
     so that the turn that queued the lines has finished its writes)."""
     room = Room(host, port)
-    reader = Client(room, "reader", rcvbuf=4096)
+    reader = Client(room, "reader", rcvbuf=4096, mss=mss)
     room.welcome(reader, timeout)
     sender = Client(room, "sender")
     room.welcome(sender, timeout)
@@ -1349,7 +1353,10 @@ def halfslow(host, port, log, how, hold, timeout):
     the close with its reason. The caller
     checks the server's turns: a session at EOF is no longer watched for input
     (level-triggered, it would spin)."""
-    room, reader, sender, send, ping, texts = stalled_pair(host, port, 4000, timeout)
+    # A 536-byte MSS keeps the server's kernel send buffer small (tens of KB, not the 2.8 MB a
+    # loopback MSS of 64 KiB gives): what waits is in the server's queue, and the reader reads
+    # it well within its 1 s leaving timer even on a busy machine.
+    room, reader, sender, send, ping, texts = stalled_pair(host, port, 4000, timeout, mss=536)
     reader_port = reader.sock.getsockname()[1]
     for _ in range(4096):
         send(16, 4000)
