@@ -158,9 +158,9 @@ static void conn_close(size_t i)
 static void conn_watch(size_t i)
 {
     // LAB BEGIN conn_watch: set pfds[i].events: POLLIN unless input is closed or the client is over --max-output (resume at half), POLLOUT only while output is queued; count and log each pause and resume
-    // LAB STUB: log_msg("fd %d: conn_watch not written, dropping", pfds[i].fd);
-    // LAB STUB: conns[i].input_closed = true;
-    // LAB STUB: pfds[i].events = 0;
+    // LAB STUB: // not written: reads until EOF, never pauses and never asks for POLLOUT, so
+    // LAB STUB: // whatever the kernel could not take at once stays in the queue
+    // LAB STUB: pfds[i].events = conns[i].input_closed ? 0 : POLLIN;
     struct conn *c = &conns[i];
     size_t queued = buf_len(&c->out);
     bool was_reading = (pfds[i].events & POLLIN) != 0;
@@ -236,12 +236,9 @@ static int conn_queue(struct conn *c, int fd, const char *p, size_t n)
 static int conn_write(struct conn *c, int fd, const char *p, size_t n)
 {
     // LAB BEGIN conn_write: if nothing is queued, send_some() the bytes now and skip what the kernel took; conn_queue() the rest (all of it when something was queued already)
-    // LAB STUB: (void)c;
-    // LAB STUB: (void)p;
-    // LAB STUB: (void)n;
-    // LAB STUB: (void)conn_queue;
-    // LAB STUB: log_msg("fd %d: conn_write not written, dropping", fd);
-    // LAB STUB: return -1;
+    // LAB STUB: // not written: every byte waits in the queue for POLLOUT, even when the kernel
+    // LAB STUB: // had room for it (the right bytes, but a buffer allocated per read)
+    // LAB STUB: return conn_queue(c, fd, p, n);
     // With bytes already queued, these must wait their turn behind them;
     // and the kernel said "full" last time, so trying again now is pointless.
     if (buf_len(&c->out) == 0) {
@@ -259,11 +256,6 @@ static int conn_write(struct conn *c, int fd, const char *p, size_t n)
 // or -1 after logging why C must be dropped.
 static int conn_flush(struct conn *c, int fd)
 {
-    // LAB BEGIN conn_flush: send the queued output (buf_peek, buf_len) with send_some; consume what the kernel took; return -1 if send_some says the client must be dropped
-    // LAB STUB: (void)c;
-    // LAB STUB: (void)send_some;
-    // LAB STUB: log_msg("fd %d: conn_flush not written, dropping", fd);
-    // LAB STUB: return -1;
     // One send_some: the queue is one contiguous run of bytes, so one call
     // offers all of it, and a short send means the kernel is full (POLLOUT
     // calls us back).
@@ -273,7 +265,6 @@ static int conn_flush(struct conn *c, int fd)
     // Frees the buffer once it empties, or shrinks it (buffer.h).
     buf_consume(&c->out, (size_t)sent);
     return 0;
-    // LAB END
 }
 
 // Reads once from client C into `scratch`: whatever has arrived, up to

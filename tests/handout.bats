@@ -152,7 +152,7 @@ lab_md_lists() {
     run make -s -C "$KIT_ROOT" handout STAGE=03
     [[ $status -ne 0 && $output == *"usage: make handout"* ]] || fail "make handout without OUT: $status: $output"
     # OUT's folder is made; a second run does not overwrite the first.
-    run "$KIT_ROOT/tests/handout" 03 "$OUT/new/folder/lab03.tar.gz" --labs conn_flush
+    run "$KIT_ROOT/tests/handout" 03 "$OUT/new/folder/lab03.tar.gz" --labs conn_write
     [[ $status -eq 0 && -s $OUT/new/folder/lab03.tar.gz ]] || fail "$output"
     run "$KIT_ROOT/tests/handout" 03 "$OUT/new/folder/lab03.tar.gz"
     [[ $status -eq 2 && $output == *exists* ]] || fail "an existing OUT: status $status: $output"
@@ -161,7 +161,7 @@ lab_md_lists() {
 }
 
 @test "handout 03, one lab cut: builds away from the kit; its test fails, another lab's passes; make test LAB= runs exactly that lab's tests" {
-    run make -s -C "$KIT_ROOT" handout STAGE=03 LABS=conn_flush OUT="$OUT/lab03.tar.gz"
+    run make -s -C "$KIT_ROOT" handout STAGE=03 LABS=conn_write OUT="$OUT/lab03.tar.gz"
     [[ $status -eq 0 ]] || fail "$output"
     local dir
     dir=$(unpack "$OUT/lab03.tar.gz") || return
@@ -172,28 +172,29 @@ lab_md_lists() {
     extra=$(cd "$dir" && find . \( -name bugs -o -name '*.patch' -o -name '0[0-9]_*' -o -name bench -o -name '*.o' \
         -o -name '*.orig' -o -name server -o -name buffer_test \) ! -path ./03_poll -print)
     [[ -z $extra ]] || fail "the handout holds: $extra"
-    grep -q '// LAB TODO conn_flush:' "$dir/03_poll/server.c" || fail "conn_flush is not cut"
-    grep -q 'LAB BEGIN conn_write' "$dir/03_poll/server.c" || fail "conn_write was cut too"
+    grep -q '// LAB TODO conn_write:' "$dir/03_poll/server.c" || fail "conn_write is not cut"
+    grep -q 'LAB BEGIN conn_watch' "$dir/03_poll/server.c" || fail "conn_watch was cut too"
     ! grep -q 'tests/grade' "$dir/03_poll/server.c" || fail "the TODO names the teacher's command: $(grep -n 'tests/grade' "$dir/03_poll/server.c")"
-    no_answers "$dir" 03_poll conn_flush || return
+    no_answers "$dir" 03_poll conn_write || return
     in_handout "$dir" 120 make -s -j2 >"$OUT/build.log" 2>&1 || fail "make failed in the handout: $(tail -n 20 "$OUT/build.log")"
     [[ -x $dir/03_poll/server ]] || fail "no server built"
-    # One conn_flush test (the stub drops the client: it fails) and one conn_write test.
-    run in_handout "$dir" 120 env BATS_FILTER='^(queued output: a slow reader|echo of random sizes in random pieces)' make -s test
-    [[ $output == *"FAIL 1 queued output"* || $output == *"FAIL 2 queued output"* ]] || fail "the cut lab's test did not fail: $output"
-    [[ $output == *"pass "?" echo of random sizes"* && $output == *"1 passed, 1 failed"* ]] || fail "the written lab's test did not pass: $output"
-    [[ $output == *"conn_flush not written"* ]] || fail "the failure does not say why: $output"
-    # make test LAB=conn_flush hands tests/run a filter that takes exactly conn_flush's tests
+    # One conn_write test (the stub queues every echo: a client that keeps up is paused at
+    # --max-output 0, so it fails) and one conn_watch test.
+    run in_handout "$dir" 120 env BATS_FILTER='^(queued output: a slow reader|--max-output 0: a reader that keeps up)' make -s test
+    [[ $output == *"FAIL "?" --max-output 0: a reader that keeps up"* ]] || fail "the cut lab's test did not fail: $output"
+    [[ $output == *"pass "?" queued output"* && $output == *"1 passed, 1 failed"* ]] || fail "the written lab's test did not pass: $output"
+    [[ $output == *"leave nothing queued"* ]] || fail "the failure does not say why: $output"
+    # make test LAB=conn_write hands tests/run a filter that takes exactly conn_write's tests
     # (a stand-in runner prints what it was given; bats counts what the filter selects).
     printf '#!/bin/sh\nprintf "%%s\\n" "$BATS_FILTER" >"$0.filter"; echo "$@" >"$0.args"\n' >"$dir/tests/run"
-    in_handout "$dir" 60 make -s test LAB=conn_flush >/dev/null || fail "make test LAB=conn_flush failed"
+    in_handout "$dir" 60 make -s test LAB=conn_write >/dev/null || fail "make test LAB=conn_write failed"
     [[ $(cat "$dir/tests/run.args") == "03_poll/test.bats" ]] || fail "runner args: $(cat "$dir/tests/run.args")"
     local filter want got
     filter=$(cat "$dir/tests/run.filter")
-    want=$(lab_tests 03 conn_flush | sort)
+    want=$(lab_tests 03 conn_write | sort)
     got=$(python3 -c 'import re, sys; rx = re.compile(sys.argv[1]); [print(n) for n in sys.stdin.read().splitlines() if rx.search(n)]' \
         "$filter" < <(sed -nE 's/^@test "(.*)" \{.*/\1/p' "$KIT_ROOT/03_poll/test.bats") | sort)
-    [[ -n $want && $got == "$want" ]] || fail "make test LAB=conn_flush selects:"$'\n'"$got"$'\n'"the lab's tests:"$'\n'"$want"
+    [[ -n $want && $got == "$want" ]] || fail "make test LAB=conn_write selects:"$'\n'"$got"$'\n'"the lab's tests:"$'\n'"$want"
     [[ $(bats --count --filter "$filter" "$dir/03_poll/test.bats") -eq $(wc -l <<<"$want") ]] || fail "bats counts another number for: $filter"
     run in_handout "$dir" 60 make -s test LAB=no_such_lab
     [[ $status -ne 0 && $output == *"no lab 'no_such_lab'"* ]] || fail "an unknown LAB: $status: $output"
