@@ -94,15 +94,49 @@ reset_mid_reply_with() {
     reset_mid_reply_with server_thread
 }
 
+# reset_idle_once: one client, echoed one byte, then reset (SO_LINGER 0) while the server
+# waits in recv() for more: that recv() fails with ECONNRESET.
+reset_idle_once() {
+    python3 -c '
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=float(sys.argv[2]))
+s.sendall(b"r")
+assert s.recv(1) == b"r", "no echo of the first byte"
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()' "$PORT" "$(scaled_s 5)"
+}
+
 # The reset lands while the server (or its child, or its worker) sleeps in recv(): recv()
-# fails with ECONNRESET and that client alone is dropped, with a log line that says why.
+# fails with ECONNRESET and that client is dropped, with a log line that says why. (That the
+# next client is served after it is each server's loop: the three tests after this one.)
 @test "a client that resets while the server waits in recv() is dropped with a log line" {
     for s in "${SERVERS[@]}"; do
         start_server "$s"
-        netkit reset-idle
-        assert_log "$s: fd [0-9]+: recv: Connection reset by peer, dropping"
+        reset_idle_once || fail "$s: the client could not be echoed before its reset" || return
+        assert_log "$s: fd [0-9]+: recv: Connection reset by peer, dropping" || return
         stop_server
     done
+}
+
+# next_after_reset_with SERVER: a client resets while SERVER waits in recv(); the next
+# client is served (netkit reset-idle), and the first was dropped with a log line.
+next_after_reset_with() {
+    start_server "$1"
+    netkit reset-idle
+    assert_log 'dropping'
+    stop_server
+}
+
+@test "server: the next client is served after one that reset while idle" {
+    next_after_reset_with server
+}
+
+@test "server_fork: the next client is served after one that reset while idle" {
+    next_after_reset_with server_fork
+}
+
+@test "server_thread: the next client is served after one that reset while idle" {
+    next_after_reset_with server_thread
 }
 
 @test "SIGTERM with a client connected: every server exits 0 within 2 s" {
@@ -186,7 +220,7 @@ masked_with() {
 @test "SIGTERM while blocked sending to a client that does not read: every server exits 0 within 2 s" {
     for s in "${SERVERS[@]}"; do
         start_server "$s"
-        start_bg "stuck-$s" netkit stuck --hold 10
+        start_bg "stuck-$s" netkit stuck --hold "$(scaled_s 10)"   # longer than stop_server waits
         wait_file_match "$BATS_TEST_TMPDIR/stuck-$s.out" '^stuck:' 15
         stop_server
         # The shutdown() that wakes a worker cuts its send() short (then it sees the flag)
