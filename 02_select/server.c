@@ -54,6 +54,7 @@ static struct {
     unsigned long send_waits;   // times send_all slept for one client's full buffers
     unsigned long accepted;     // clients accepted, including those turned away
     unsigned long turned_away;  // clients closed at once: fd >= FD_SETSIZE
+    int nfds;                   // descriptors the last pselect() watched (its nfds)
 } stats;
 
 // The mask pselect() sleeps with: ours, minus SIGINT and SIGTERM (main).
@@ -75,10 +76,8 @@ static char peers[FD_SETSIZE][PEER_LEN];
 // Starts serving FD, or turns it away when it does not fit in an fd_set.
 static void add_client(int fd, const char *peer)
 {
-    // LAB BEGIN add_client: turn away a descriptor >= FD_SETSIZE (log, close); otherwise put it in the set and keep max_client_fd, client_count and peers[] right
-    // LAB STUB: (void)peer;
-    // LAB STUB: log_msg("fd %d: add_client not written, closing", fd);
-    // LAB STUB: close_or_log(fd);
+    // LAB BEGIN add_client: turn away a descriptor >= FD_SETSIZE: log "fd N >= FD_SETSIZE (1024), closing", close it, count it in stats.turned_away, and return
+    // LAB STUB: // not written: every descriptor goes into the set, even one past its end
     // FD_SET(1024, &set) would set a bit past the end of the 128-byte
     // bitmap: undefined behaviour, in practice a silent write over whatever
     // lies next to it. The kernel handed us the lowest free number, so this
@@ -90,25 +89,25 @@ static void add_client(int fd, const char *peer)
         stats.turned_away++;
         return;
     }
+    // LAB END
     FD_SET(fd, &clients);
     if (fd > max_client_fd)
         max_client_fd = fd;
     client_count++;
     snprintf(peers[fd], PEER_LEN, "%s", peer);
-    // LAB END
 }
 
 // Stops serving FD and closes it.
 static void drop_client(int fd)
 {
-    // LAB BEGIN drop_client: take FD out of the set before closing it, and walk max_client_fd down to the highest client left
-    // LAB STUB: close_or_log(fd);  // not written: only closed, still in the set
     // Out of the set first: pselect() on a closed descriptor fails with
     // EBADF, and a later client given the same number would be served
     // through a stale bit.
     FD_CLR(fd, &clients);
     client_count--;
     close_or_log(fd);
+    // LAB BEGIN drop_client: if FD was the highest client, walk max_client_fd down to the highest one still in the set (-1: none left), so that pselect() watches no more descriptors than it must
+    // LAB STUB: // not written: max_client_fd stays at the highest descriptor ever served
     // If it was the highest, walk down to the next one still in the set.
     while (max_client_fd >= 0 && !FD_ISSET(max_client_fd, &clients))
         max_client_fd--;
@@ -140,11 +139,17 @@ static void accept_clients(int listen_fd)
 static int send_all(int fd, const char *p, size_t len)
 {
     // LAB BEGIN send_all: send every byte; when the kernel takes no more, sleep in pselect() on this one client's socket with the stop signals unblocked, and give up with EINTR once a stop was asked for
-    // LAB STUB: (void)fd;
-    // LAB STUB: (void)p;
-    // LAB STUB: (void)len;
-    // LAB STUB: errno = ENOSYS;  // not written: every send fails
-    // LAB STUB: return -1;
+    // LAB STUB: // not written: 01's blocking send() loop: it sleeps in send() with the stop signals
+    // LAB STUB: // blocked, so nothing ends its wait for a client that never reads, not even SIGTERM
+    // LAB STUB: while (len > 0) {
+    // LAB STUB:     stats.sends++;
+    // LAB STUB:     ssize_t n = send(fd, p, len, 0);
+    // LAB STUB:     if (n == -1)
+    // LAB STUB:         return -1;
+    // LAB STUB:     p += n;
+    // LAB STUB:     len -= (size_t)n;
+    // LAB STUB: }
+    // LAB STUB: return 0;
     while (len > 0) {
         // MSG_DONTWAIT makes this one call return EAGAIN instead of
         // sleeping when the buffers are full; the socket itself stays
@@ -197,12 +202,6 @@ static int send_all(int fd, const char *p, size_t len)
 static bool serve_client(int fd)
 {
     char buf[16 * 1024];
-    // LAB BEGIN serve_client: one recv() (EOF or an error: return false), then send back what it returned with send_all
-    // LAB STUB: (void)buf;
-    // LAB STUB: (void)send_all;
-    // LAB STUB: (void)peers;
-    // LAB STUB: log_msg("fd %d: serve_client not written, dropping", fd);
-    // LAB STUB: return false;
     // One recv() per readiness, not a loop until the client goes quiet: the
     // socket is blocking, so a second recv() would sleep if nothing more had
     // come, and a busy client must not keep the others waiting anyway.
@@ -228,7 +227,6 @@ static bool serve_client(int fd)
         return false;
     }
     return true;
-    // LAB END
 }
 
 // ---------------------------------------------------------------- the loop
@@ -250,6 +248,7 @@ static bool serve_forever(int listen_fd)
         int nfds = (listen_fd > max_client_fd ? listen_fd : max_client_fd) + 1;
 
         stats.waits++;
+        stats.nfds = nfds;
         // LAB BEGIN select_wait: sleep until a descriptor in `readable` is ready, with SIGINT and SIGTERM unblocked only while asleep, so that one sent before the wait ends it at once
         // LAB STUB: // not written: unblocks the signals, then select(): one that lands in between
         // LAB STUB: // is handled before select() sleeps, and select() then sleeps on regardless
@@ -329,8 +328,8 @@ int main(int argc, char **argv)
         return 1;
     }
     log_msg("stopped after %lu pselect, %lu recv, %lu send calls; %lu send waits; "
-            "%lu clients accepted, %lu turned away (fd >= FD_SETSIZE)",
+            "%lu clients accepted, %lu turned away (fd >= FD_SETSIZE); the last pselect watched %d descriptors",
             stats.waits, stats.recvs, stats.sends, stats.send_waits, stats.accepted,
-            stats.turned_away);
+            stats.turned_away, stats.nfds);
     return stopped ? 0 : 1;
 }

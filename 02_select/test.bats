@@ -114,6 +114,39 @@ stopped_after() {
     ! grep -q 'pselect:' "$SERVER_ERR" || fail "pselect failed: $(grep 'pselect:' "$SERVER_ERR")"
 }
 
+# pselect() watches descriptors 0..nfds-1, nfds = the highest client's + 1: drop_client walks
+# max_client_fd down, or every turn pays for the highest descriptor ever served. Clients A, B,
+# C (in that order: A < B < C as descriptors) are echoed once each, then leave: C first (the
+# highest: the walk stops at B), then A (below the top: nothing to walk), then B (the walk goes
+# past A's cleared bit, down to none). With every client gone the last pselect, the one SIGTERM
+# ends, must watch the listening socket alone: fewer descriptors than A's number.
+@test "clients that leave lower what pselect watches: with every client gone, the listening socket alone" {
+    start_server server
+    local name fds=() reply peers fd_a watched i
+    for i in 0 1 2; do
+        exec {name}<>"/dev/tcp/127.0.0.1/$PORT" || fail "client $((i + 1)) could not connect" || return
+        fds[i]=$name
+        printf 'x%d\n' "$i" >&"$name"
+        reply=
+        read -r -t "$(scaled_s 2)" reply <&"$name" || true
+        [[ $reply == "x$i" ]] || fail "client $((i + 1)) got '$reply' back, want 'x$i'" || return
+    done
+    mapfile -t peers < <(sed -n 's/^server: \(.*\) connected (fd [0-9]*)$/\1/p' "$SERVER_ERR")
+    fd_a=$(sed -n 's/^server: .* connected (fd \([0-9]*\))$/\1/p' "$SERVER_ERR" | head -n1)
+    ((${#peers[@]} == 3)) || fail "want 3 'connected' lines, found ${#peers[@]}" || return
+    for i in 2 0 1; do
+        name=${fds[i]}
+        exec {name}>&-
+        assert_log "^server: ${peers[i]} closed$" || return
+    done
+    stop_server
+    watched=$(stopped_after descriptors) || return
+    ((watched > 0 && watched <= fd_a)) ||
+        fail "with every client gone the last pselect watched $watched descriptors, want the listening socket's" \
+            "alone (fewer than $fd_a, the lowest client's): drop_client must walk max_client_fd down past every" \
+            "descriptor no longer in the set (clients left highest first, then lowest, then the middle one)"
+}
+
 @test "limit: a client that stops reading stalls every other client" {
     start_server server
     netkit slow-reader --expect-stall
