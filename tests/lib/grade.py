@@ -235,9 +235,10 @@ def assemble(stage, student, scratch):
             "--exclude=*.rej"]
     os.makedirs(kit)
     # The harness (tests/) and the stage, plus the files of another stage its tests name
-    # ($KIT_ROOT/07_chat/test.bats: 08 runs 07's protocol tests against its chat_server),
-    # the kit's own copies; a stage's tests use nothing else of the kit.
-    others = set()
+    # ($KIT_ROOT/07_chat/test.bats: 08 runs 07's protocol tests against its chat_server)
+    # and the kit's root Makefile (08's template test runs `make -C "$KIT_ROOT" new`), the
+    # kit's own copies; a stage's tests use nothing else of the kit.
+    others = {"./Makefile"} if os.path.isfile(os.path.join(ROOT, "Makefile")) else set()
     for f in os.listdir(os.path.join(ROOT, stage)):
         if re.match(r"^test.*\.bats$", f):
             for m in re.finditer(r"\$KIT_ROOT/(\d\d_[A-Za-z0-9_]+/[A-Za-z0-9_./-]*[A-Za-z0-9_])",
