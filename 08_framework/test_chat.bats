@@ -458,3 +458,75 @@ PY
     done
     stop_server
 }
+
+# --- 07's newer protocol tests, against chat_server ------------------------------------------
+
+# 07's 'commands are whole words' (07_chat/test.bats), the same steps: a command is its whole
+# first word, compared whole, and the separator is one space. A prefix match (IS() comparing
+# a command's first letters) would make /whoami a /who, /quitting a /quit, /nickname a /nick.
+@test "chat: commands are whole words: /whoami, /nickname x, /msgs NAME x, /quitting, /who or /msg followed by a TAB are unknown commands (-t 2)" {
+    start_server examples/chat_server -t 2 || return
+    chat script --step 'A+' --step 'B+' --step 'A< * {B} joined' \
+        --step 'A> /whoami' --step 'A< * unknown command' \
+        --step 'A> /nickname bob' --step 'A< * unknown command' \
+        --step 'A> /msgs {B} hi' --step 'A< * unknown command' \
+        --step 'A> /quitting' --step 'A< * unknown command' \
+        --step 'A raw 2f77686f090a' --step 'A< * unknown command' \
+        --step 'A raw 2f6d73670975736572322068690a' --step 'A< * unknown command' \
+        --step 'A> /who' --step 'A< * users: {A} {B}' \
+        --step 'B> /who' --step 'B< * users: {A} {B}' || { stop_server; return 1; }
+    stop_server || return
+    local lines
+    lines=$(counter "lines in") || return
+    ((lines == 8)) || fail "$lines lines in, want 8"
+}
+
+# 07's 'a client's EOF' (chat.py halfclose): B sends a line, /who and a partial line, then its
+# FIN; C 3000 /who N at once, then its FIN. Each gets every reply owed, then EOF; the partial
+# line is dropped; the room hears both leave. 07 checks its leaving timer never ran; here the
+# library's own words say the same: each session was closed as `peer` (its EOF, everything
+# queued gone: RX_CLOSE_PEER), not by the application nor by --drain-ms running out (`N
+# bytes still unsent after`). At -t 0 and -t 2: the EOF comes to the main thread as an event
+# of its own from an io thread.
+@test "chat: a client's EOF: it gets every reply owed, then EOF, its partial last line dropped, the room sees it leave (-t 0, -t 2)" {
+    local t lines
+    for t in 0 2; do
+        start_server examples/chat_server -t "$t" || return
+        chat halfclose --lines 3000 --timeout 10 || { stop_server; fail "-t $t: halfclose failed"; return 1; }
+        assert_log '\(user2\) closed: peer \(the client closed\)$' || { stop_server; return 1; }
+        assert_log '\(user3\) closed: peer \(the client closed\)$' || { stop_server; return 1; }
+        stop_server || return
+        ! grep -E 'still unsent after' "$SERVER_ERR" || fail "-t $t: a session that sent its FIN waited for --drain-ms" || return
+        # B: hello and /who (not its partial line); C: 3000; A: /who.
+        lines=$(counter "lines in") || return
+        ((lines == 3003)) || fail "-t $t: $lines lines in, want 3003" || return
+    done
+}
+
+# 07's 'a slow reader's FIN' (chat.py halfslow), its /quit-then-FIN half: a stalled reader (4
+# KiB receive buffer, 536-byte MSS) sends /quit and its FIN while 256 KiB of the room's lines
+# wait for it in the server. It must not be closed in the 0.3 s it stays stalled after (closed
+# at once, it loses the queue); then it reads every line, every byte right, `* bye`, EOF, and
+# never the line the room said after `* user1 left`. The close is logged `local (/quit)`
+# (--closed: 08's log line, not 07's). The peak queued bytes on the library's stop line say
+# the lines really waited in the server. The FIN alone (07's `--how eof`) is not run: here a
+# client's EOF is not a leaving: chat_server sets no `eof` callback, so its member stays in
+# the room (/who lists it, lines still go to it) and `* NAME left` waits until the library has
+# closed the session, once its queue is sent or --drain-ms is up.
+@test "chat: a slow reader's /quit then FIN with output queued in the server: not closed on its FIN, its lines in order, * bye, then EOF, no line after it left (-t 0, -t 2)" {
+    local t try out rc peak
+    for t in 0 2; do
+        for try in 1 2 3; do
+            start_server examples/chat_server -t "$t" --max-output 16777216 --soft-output 16777216 || return
+            out=$(chat halfslow --log "$SERVER_ERR" --how quit --hold 0.3 --timeout 10 \
+                --closed '\(user1\) closed: local \({reason}\)$') && rc=0 || rc=$?
+            stop_server || return
+            ((rc == 3)) || break
+            echo "# -t $t, try $try: $out (retrying on a new server)" >&3
+        done
+        ((rc == 0)) || fail "-t $t: $out" || return
+        echo "# -t $t: $out" >&3
+        peak=$(lib_counter "peak queued") || return
+        ((peak > 262144)) || fail "-t $t: peak queued $peak: the reader's lines never waited in the server" || return
+    done
+}

@@ -1339,7 +1339,7 @@ def halfclose(host, port, nlines, timeout):
     return "B and C half-closed: every reply, then EOF; the room saw both leave"
 
 
-def halfslow(host, port, log, how, hold, timeout):
+def halfslow(host, port, log, how, hold, timeout, closed_fmt=None):
     """A slow reader that leaves by its FIN with output still queued in the server: the reader
     stops reading until the kernel refuses 256 KiB of the sender's lines (they wait in the
     server's queue), then sends its FIN (HOW "eof"), or `/quit` and its FIN (HOW "quit"),
@@ -1350,7 +1350,8 @@ def halfslow(host, port, log, how, hold, timeout):
     it would lose its queue). Then the reader reads: a prefix of the
     lines, every byte right (all of them, and `* bye` for quit, unless its leaving timer ran
     out while it read: then a prefix, maybe with part of a line), then EOF; the server logs
-    the close with its reason. The caller
+    the close with its reason (CLOSED_FMT: the log line's regex, "{reason}" standing for the
+    reason's words, escaped; default 07's). The caller
     checks the server's turns: a session at EOF is no longer watched for input
     (level-triggered, it would spin)."""
     # A 536-byte MSS keeps the server's kernel send buffer small (tens of KB, not the 2.8 MB a
@@ -1404,14 +1405,15 @@ def halfslow(host, port, log, how, hold, timeout):
         if line != want[i]:
             raise first_difference("reader, line %d" % i, line, want[i])
     reason = "/quit" if how == "quit" else "the client closed"
-    if not log_matches(log, r"\(user1\) closed: %s$" % re.escape(reason)):
-        raise Failure("no '(user1) closed: %s' in the server's log" % reason)
+    fmt = closed_fmt or r"\(user1\) closed: {reason}$"
+    if not log_matches(log, fmt.replace("{reason}", re.escape(reason))):
+        raise Failure("no '%s' in the server's log" % fmt.replace("{reason}", reason))
     return "not closed in the %.3f s after its FIN; then %d of %d lines, every byte right, then EOF" % (
         took, len(got), len(want))
 
 
 OUTPUT_CMDS = {
-    "halfslow": lambda a: halfslow(a.host, a.port, a.log, a.how, a.hold, a.timeout),
+    "halfslow": lambda a: halfslow(a.host, a.port, a.log, a.how, a.hold, a.timeout, a.closed),
     "halfclose": lambda a: halfclose(a.host, a.port, a.lines, a.timeout),
     "burst": lambda a: burst(a.host, a.port, a.senders, a.lines, a.size, a.warm, a.timeout),
     "softcap": lambda a: softcap(a.host, a.port, a.log, a.soft, a.size, a.timeout),
@@ -1445,6 +1447,8 @@ def add_output_cmds(add):
     p.add_argument("--pid", type=int, help="(not used)")
     p.add_argument("--how", choices=("eof", "quit"), required=True)
     p.add_argument("--hold", type=float, default=0.3, help="seconds the reader stays stalled")
+    p.add_argument("--closed", help="the close's log line, a regex; {reason} stands for the "
+                   "reason's words (default 07's: '\\(user1\\) closed: {reason}$')")
 
 
 def main(argv=None):
