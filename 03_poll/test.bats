@@ -673,3 +673,71 @@ PY
     grep -qE '^server: [0-9.:]+ closed$' "$SERVER_ERR" || fail "the half-closed client was not closed on its EOF:" "$(cat "$SERVER_ERR")" || return
     ! grep -q 'at the deadline' "$SERVER_ERR" || fail "the drain kept a client whose EOF it had read until its deadline:" "$(cat "$SERVER_ERR")"
 }
+
+# One turn accepts at most ACCEPTS_PER_TURN (64) clients, then goes back to ppoll, so that a
+# flood of newcomers does not keep the loop from the clients it has. poll_once serves the
+# ready clients before it accepts: the server is stopped (SIGSTOP) while 150 clients complete
+# their handshake in the backlog, each then sending its FIN (nothing else: a byte first would
+# take a turn of its own, one recv per event); continued, the first turn accepts 64, the next
+# serves those 64 (EOF: `closed`) before it accepts more: the log has 1 to 64 `connected`
+# lines before its first `closed`. (Accepting until EAGAIN would take all 150 first.) Every
+# newcomer gets EOF and nothing else.
+@test "a turn accepts at most 64 clients: of 150 waiting in the backlog, the first ones are served before the rest are accepted" {
+    start_server server
+    python3 - "$PORT" "$SERVER_PID" "$(dirname "$NETKIT")" "$SERVER_ERR" <<'PY' || fail "the backlog test failed" || return
+import os, re, select, socket, sys, time
+port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
+sys.path.insert(0, sys.argv[3])
+import netkit
+n = 150
+netkit.raise_nofile(n + 64)
+socks, stopped = [], False
+try:
+    os.kill(pid, 19)  # SIGSTOP
+    stopped = True
+    netkit.wait_stopped(pid)
+    socks = [netkit.nonblocking_connect("127.0.0.1", port) for _ in range(n)]
+    deadline = time.monotonic() + netkit.scaled(5)
+    ports = set()
+    while True:
+        for s in socks:
+            try:
+                ports.add(s.getsockname()[1])
+            except OSError:
+                pass
+        if netkit.server_established(port, ports) >= n:
+            break
+        if time.monotonic() > deadline:
+            sys.exit("FAIL: the kernel did not complete %d connections to the stopped server" % n)
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    for s in socks:
+        s.shutdown(socket.SHUT_WR)   # its EOF waits in the backlog
+    os.kill(pid, 18)  # SIGCONT
+    stopped = False
+    waiting = set(socks)
+    deadline = time.monotonic() + netkit.scaled(10)
+    while waiting and time.monotonic() < deadline:
+        r, _, _ = select.select(list(waiting), [], [], 0.1)
+        for s in r:
+            data = s.recv(16)
+            if data:
+                sys.exit("FAIL: a newcomer that sent nothing got %r, want EOF" % data)
+            waiting.discard(s)
+    if waiting:
+        sys.exit("FAIL: %d of %d newcomers not closed" % (len(waiting), n))
+finally:
+    if stopped:
+        os.kill(pid, 18)
+    for s in socks:
+        s.close()
+lines = open(log).read().splitlines()
+first = next((i for i, l in enumerate(lines) if re.fullmatch(r"server: \S+ closed", l)), None)
+if first is None:
+    sys.exit("FAIL: no 'server: ADDR closed' line")
+before = sum(1 for l in lines[:first] if re.fullmatch(r"server: \S+ connected \(fd \d+\)", l))
+if not 1 <= before <= 64:
+    sys.exit("FAIL: %d clients accepted before the first was served, want 1 to 64 (one turn's accepts)" % before)
+print("ok: %d newcomers accepted before the first was served, then all %d closed" % (before, n))
+PY
+    stop_server
+}
