@@ -484,17 +484,16 @@ PY
 # 07's 'a client's EOF' (chat.py halfclose): B sends a line, /who and a partial line, then its
 # FIN; C 3000 /who N at once, then its FIN. Each gets every reply owed, then EOF; the partial
 # line is dropped; the room hears both leave. 07 checks its leaving timer never ran; here the
-# library's own words say the same: each session was closed as `peer` (its EOF, everything
-# queued gone: RX_CLOSE_PEER), not by the application nor by --drain-ms running out (`N
-# bytes still unsent after`). At -t 0 and -t 2: the EOF comes to the main thread as an event
-# of its own from an io thread.
+# log says the same: each session left for its EOF (on_eof: `local (the client closed)`, a
+# flushed close) and was not cut by --drain-ms running out (`N bytes still unsent after`).
+# At -t 0 and -t 2: the EOF comes to the main thread as an event of its own from an io thread.
 @test "chat: a client's EOF: it gets every reply owed, then EOF, its partial last line dropped, the room sees it leave (-t 0, -t 2)" {
     local t lines
     for t in 0 2; do
         start_server examples/chat_server -t "$t" || return
         chat halfclose --lines 3000 --timeout 10 || { stop_server; fail "-t $t: halfclose failed"; return 1; }
-        assert_log '\(user2\) closed: peer \(the client closed\)$' || { stop_server; return 1; }
-        assert_log '\(user3\) closed: peer \(the client closed\)$' || { stop_server; return 1; }
+        assert_log '\(user2\) closed: local \(the client closed\)$' || { stop_server; return 1; }
+        assert_log '\(user3\) closed: local \(the client closed\)$' || { stop_server; return 1; }
         stop_server || return
         ! grep -E 'still unsent after' "$SERVER_ERR" || fail "-t $t: a session that sent its FIN waited for --drain-ms" || return
         # B: hello and /who (not its partial line); C: 3000; A: /who.
@@ -509,24 +508,24 @@ PY
 # at once, it loses the queue); then it reads every line, every byte right, `* bye`, EOF, and
 # never the line the room said after `* user1 left`. The close is logged `local (/quit)`
 # (--closed: 08's log line, not 07's). The peak queued bytes on the library's stop line say
-# the lines really waited in the server. The FIN alone (07's `--how eof`) is not run: here a
-# client's EOF is not a leaving: chat_server sets no `eof` callback, so its member stays in
-# the room (/who lists it, lines still go to it) and `* NAME left` waits until the library has
-# closed the session, once its queue is sent or --drain-ms is up.
-@test "chat: a slow reader's /quit then FIN with output queued in the server: not closed on its FIN, its lines in order, * bye, then EOF, no line after it left (-t 0, -t 2)" {
-    local t try out rc peak
+# the lines really waited in the server. And its FIN alone (07's `--how eof`): the member
+# leaves the room at its EOF (on_eof), as in 07, and is sent what it was owed.
+@test "chat: a slow reader's FIN (and /quit then FIN) with output queued in the server: not closed on its FIN, its lines in order, * bye, then EOF, no line after it left (-t 0, -t 2)" {
+    local t how try out rc peak
     for t in 0 2; do
-        for try in 1 2 3; do
-            start_server examples/chat_server -t "$t" --max-output 16777216 --soft-output 16777216 || return
-            out=$(chat halfslow --log "$SERVER_ERR" --how quit --hold 0.3 --timeout 10 \
-                --closed '\(user1\) closed: local \({reason}\)$') && rc=0 || rc=$?
-            stop_server || return
-            ((rc == 3)) || break
-            echo "# -t $t, try $try: $out (retrying on a new server)" >&3
+        for how in quit eof; do
+            for try in 1 2 3; do
+                start_server examples/chat_server -t "$t" --max-output 16777216 --soft-output 16777216 || return
+                out=$(chat halfslow --log "$SERVER_ERR" --how "$how" --hold 0.3 --timeout 10 \
+                    --closed '\(user1\) closed: local \({reason}\)$') && rc=0 || rc=$?
+                stop_server || return
+                ((rc == 3)) || break
+                echo "# -t $t, $how, try $try: $out (retrying on a new server)" >&3
+            done
+            ((rc == 0)) || fail "-t $t, $how: $out" || return
+            echo "# -t $t, $how: $out" >&3
+            peak=$(lib_counter "peak queued") || return
+            ((peak > 262144)) || fail "-t $t, $how: peak queued $peak: the reader's lines never waited in the server" || return
         done
-        ((rc == 0)) || fail "-t $t: $out" || return
-        echo "# -t $t: $out" >&3
-        peak=$(lib_counter "peak queued") || return
-        ((peak > 262144)) || fail "-t $t: peak queued $peak: the reader's lines never waited in the server" || return
     done
 }

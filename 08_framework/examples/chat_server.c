@@ -341,6 +341,19 @@ static void on_opened(rx_session *s)
     member_join(m, s);
 }
 
+// The client's EOF: it will send no more, so it leaves the room now, as in 07 (announced,
+// sent nothing more), and its session closes once what it is owed has gone (`* bye` too).
+// Without this callback the library would keep a half-closed member in the room, receiving
+// its lines, until its queue was written out.
+static void on_eof(rx_session *s)
+{
+    struct member *m = rx_session_data(s);
+    if (m != NULL && m->state == M_OPEN)
+        member_leave(m, LEFT_EOF, true);
+    else
+        rx_session_close(s, true);
+}
+
 // The session is gone: M leaves (if it had not) for the reason the library gives; it is
 // freed now if the room has been told, else by announce_leavers.
 static void on_closed(rx_session *s, enum rx_close_reason why)
@@ -728,7 +741,7 @@ int main(int argc, char **argv)
     room.loop = rx_server_loop(room.srv);
     room.codec = chat_codec();
     rx_factory factory = {.create = on_create, .opened = on_opened, .message = on_message,
-                          .closed = on_closed};
+                          .closed = on_closed, .eof = on_eof};
     int port = rx_listen(room.srv, o.host, o.port, &room.codec, &factory);
     if (port < 0) {
         rx_server_free(room.srv);
