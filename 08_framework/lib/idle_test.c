@@ -80,7 +80,7 @@ static void post(void (*fn)(void *), void *arg)
 static void make_msg(char out[MSG + 1], int i)
 {
     if (resp)
-        snprintf(out, MSG + 1, "*1\r\n$6\r\n%06d\r\n", i % 1000000);
+        snprintf(out, MSG + 1, "*1\r\n$6\r\n%06u\r\n", (unsigned)i % 1000000u);
     else
         snprintf(out, MSG + 1, "%015d", i);  // 15 digits and the NUL: 16 bytes sent
 }
