@@ -406,6 +406,32 @@ inflight_at_stop() {
     stop_server
 }
 
+# ERR busy is a reply like any other (conn_take_lines answers with REPLY, a slot in request
+# order): behind a running SLEEP and a queued SLEEP 0 on the same connection it comes third.
+# -w 1 --queue 1: the SLEEP runs (seen in /proc) before the two SLEEP 0s are sent, so the first
+# fills the queue and the second is refused. (A server whose queue takes every job answers
+# `slept 0` third: the job queue's tests catch that; this one is about where a refusal lands.)
+@test "ERR busy waits its turn: behind a running SLEEP and a queued job on its connection, the refusal comes third, in request order" {
+    start_server server -w 1 --queue 1
+    local ms fd line got=() deadline
+    ms=$(scaled_ms 0.3)
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot connect to $PORT" || return
+    printf 'SLEEP %d\n' "$ms" >&"$fd"
+    wait_worker_sleeping || { exec {fd}>&-; return 1; }
+    printf 'SLEEP 0\nSLEEP 0\n' >&"$fd"
+    deadline=$(scaled_s 10)
+    while ((${#got[@]} < 3)) && IFS= read -r -t "$deadline" -u "$fd" line; do
+        got+=("$line")
+    done
+    exec {fd}>&-
+    stop_server || return
+    local want="slept $ms|slept 0|ERR busy"
+    local seen
+    seen=$(IFS='|'; echo "${got[*]}")
+    [[ $seen == "$want" || $seen == "slept $ms|slept 0|slept 0" ]] ||
+        fail "replies in this order: '$seen', want '$want' (a refusal is a reply slot: it waits for the replies before it)"
+}
+
 @test "demonstration: with -w 4, an ECHO is answered at once while 4 clients keep SLEEP 500 running" {
     start_server server -w 4
     lineproto demo --busy 4 --busy-line "SLEEP 500" --warm --probes 5 --under 100
