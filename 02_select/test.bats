@@ -114,6 +114,21 @@ stopped_after() {
     ! grep -q 'pselect:' "$SERVER_ERR" || fail "pselect failed: $(grep 'pselect:' "$SERVER_ERR")"
 }
 
+# connect_echoed N: N clients connected over /dev/tcp, each echoed one line ("x0", "x1", ...);
+# their descriptors in the caller's array FDS.
+connect_echoed() {
+    local i name reply
+    fds=()
+    for ((i = 0; i < $1; i++)); do
+        exec {name}<>"/dev/tcp/127.0.0.1/$PORT" || fail "client $((i + 1)) could not connect" || return
+        fds[i]=$name
+        printf 'x%d\n' "$i" >&"$name"
+        reply=
+        read -r -t "$(scaled_s 2)" reply <&"$name" || true
+        [[ $reply == "x$i" ]] || fail "client $((i + 1)) got '$reply' back, want 'x$i'" || return
+    done
+}
+
 # pselect() watches descriptors 0..nfds-1, nfds = the highest client's + 1: drop_client walks
 # max_client_fd down, or every turn pays for the highest descriptor ever served. Clients A, B,
 # C (in that order: A < B < C as descriptors) are echoed once each, then leave: C first (the
@@ -123,14 +138,7 @@ stopped_after() {
 @test "clients that leave lower what pselect watches: with every client gone, the listening socket alone" {
     start_server server
     local name fds=() reply peers fd_a watched i
-    for i in 0 1 2; do
-        exec {name}<>"/dev/tcp/127.0.0.1/$PORT" || fail "client $((i + 1)) could not connect" || return
-        fds[i]=$name
-        printf 'x%d\n' "$i" >&"$name"
-        reply=
-        read -r -t "$(scaled_s 2)" reply <&"$name" || true
-        [[ $reply == "x$i" ]] || fail "client $((i + 1)) got '$reply' back, want 'x$i'" || return
-    done
+    connect_echoed 3 || return
     mapfile -t peers < <(sed -n 's/^server: \(.*\) connected (fd [0-9]*)$/\1/p' "$SERVER_ERR")
     fd_a=$(sed -n 's/^server: .* connected (fd \([0-9]*\))$/\1/p' "$SERVER_ERR" | head -n1)
     ((${#peers[@]} == 3)) || fail "want 3 'connected' lines, found ${#peers[@]}" || return
@@ -456,15 +464,7 @@ time_wait_on() {
     local n want i name fds reply line st
     for n in 3 1; do
         start_server server
-        fds=()
-        for ((i = 0; i < n; i++)); do
-            exec {name}<>"/dev/tcp/127.0.0.1/$PORT" || fail "client $((i + 1)) could not connect" || return
-            fds[i]=$name
-            printf 'x%d\n' "$i" >&"$name"
-            reply=
-            read -r -t "$(scaled_s 2)" reply <&"$name" || true
-            [[ $reply == "x$i" ]] || fail "client $((i + 1)) got '$reply' back, want 'x$i'" || return
-        done
+        connect_echoed "$n" || return
         want="stopping: closing 1 client"
         if ((n == 3)); then
             name=${fds[1]}
