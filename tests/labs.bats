@@ -101,9 +101,16 @@ lab_regions() {
     fi
 }
 
-@test "grade: the reference gets full marks" {
+@test "grade: the reference gets full marks (alone, and two tests at a time)" {
     run "$KIT_ROOT/tests/grade" 03 "$KIT_ROOT/03_poll"
     [[ $status -eq 0 ]] || fail "$output"
+    [[ $output =~ Score:\ ([0-9]+)/([0-9]+) && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" && ${BASH_REMATCH[2]} -ge 2 ]] ||
+        fail "no full score: $output"
+    local alone=$output
+    run env GRADE_JOBS=2 "$KIT_ROOT/tests/grade" 03 "$KIT_ROOT/03_poll"
+    [[ $status -eq 0 && $output == *"2 tests at a time"* ]] || fail "GRADE_JOBS=2: status $status: $output"
+    # The same verdicts in the same order, only faster.
+    [[ $(grep '^  PASS' <<<"$output") == "$(grep '^  PASS' <<<"$alone")" ]] || fail "GRADE_JOBS=2 changed the list: $output"
     [[ $output =~ Score:\ ([0-9]+)/([0-9]+) && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" && ${BASH_REMATCH[2]} -ge 2 ]] ||
         fail "no full score: $output"
 }
@@ -215,10 +222,14 @@ __attribute__((constructor)) static void linger(void)
         _exit(0);
     }
 }'
-    local case
-    for case in loop linger; do
+    local case jobs
+    # linger:2: the same, graded two tests at a time (each test's leftovers are found by its
+    # own marker and session, the rest when the run ends).
+    for case in loop linger linger:2; do
+        jobs=1
+        [[ $case == *:* ]] && jobs=${case#*:}
         t0=$(now_ms)
-        run "$KIT_ROOT/tests/grade" 03 "$LAB.$case"
+        run env GRADE_JOBS="$jobs" "$KIT_ROOT/tests/grade" 03 "$LAB.${case%:*}"
         (($(now_ms) - t0 < limit_ms)) || fail "$case: the grader took $(($(now_ms) - t0)) ms: $output"
         [[ $status -eq 1 && $output == *"FAIL  buffer unit test"* && $output == *"timed out after"* &&
             $output == *"Score: 0/5"* && $output != *"Score: 100"*"Score: 0"* ]] || fail "$case: status $status: $output"

@@ -22,6 +22,10 @@ The unit-test binaries are linked with a guard (tests/lib/grade_guard.c) that cl
 descriptor above 2 before any of the student's code runs (their constructors included) and
 turns an exit() or _exit() called before main() into exit status 86.
 
+GRADE_JOBS=N runs N tests side by side (default 1: a whole grading of 08 takes most of an
+hour alone); each keeps its own time limit, session and marker, and what a test leaves
+running is killed after it by those two, and by its folder when the whole run ends.
+
 A skipped test (a tool missing) is not passed: its reason is shown. The stage's labs.txt
 says which tests grade which lab, with the lab's weight; the report gives per lab
 `name: passed X/Y (P/W points)`, each failing test's own messages (its seed included), the
@@ -30,6 +34,7 @@ format Gradescope-style autograders read. Exit status: 0 at full marks, 1 below,
 usage error or a kit problem.
 """
 
+import concurrent.futures
 import json
 import os
 import re
@@ -169,7 +174,7 @@ def pids_left(sid, marker, scratch, me):
                 if marker in f.read():
                     found.append(pid)
                     continue
-            for link in ("cwd", "exe"):
+            for link in ("cwd", "exe") if scratch else ():
                 t = os.readlink("/proc/%d/%s" % (pid, link))
                 if t == scratch or t.startswith(scratch + "/"):
                     found.append(pid)
@@ -344,6 +349,10 @@ def main(argv):
     except re.error as e:
         die("GRADE_FILTER: %s" % e)
     json_path = os.environ.get("GRADE_JSON", "results.json")
+    v = os.environ.get("GRADE_JOBS", "") or "1"
+    if not v.isdigit() or int(v) < 1:
+        die("GRADE_JOBS=%r is not a count of tests (1 or more)" % v)
+    jobs = int(v)
 
     bats_files = sorted(f for f in os.listdir(os.path.join(ROOT, stage)) if re.match(r"^test.*\.bats$", f))
     tests = [(f, n) for f in bats_files for n in test_names(os.path.join(ROOT, stage, f))]
@@ -372,8 +381,8 @@ def main(argv):
                 m = re.match(r"^\s*//\s*LAB TODO ([A-Za-z_0-9]+):", line)
                 if m:
                     todo.append("  %s (%s)" % (m.group(1), f))
-        print("== grading %s as %s (TIMEOUT_SCALE=%g: %ds a test, %ds in all)"
-              % (student, stage, scale, test_secs, run_secs))
+        print("== grading %s as %s (TIMEOUT_SCALE=%g: %ds a test, %ds in all%s)"
+              % (student, stage, scale, test_secs, run_secs, ", %d tests at a time" % jobs if jobs > 1 else ""))
         results = {}   # name -> (passed, reason lines)
         build_log = os.path.join(scratch, "build.log")
         status, killed = run_limited(["make", "-s", "-C", sdir], kit, env, build_secs, marker, scratch, build_log)
@@ -402,19 +411,31 @@ def main(argv):
             for _, n in tests:
                 results[n] = (False, ["not built: " + why] + lines)
         else:
-            for i, (f, n) in enumerate(tests):
+            def one(i, f, n):
                 left = run_deadline - time.monotonic()
                 if left <= 0:
-                    results[n] = (False, ["not run: the whole run's time limit (%ds) was spent" % run_secs])
-                    continue
+                    return False, ["not run: the whole run's time limit (%ds) was spent" % run_secs]
                 limit = min(test_secs, left)
                 log = os.path.join(scratch, "test.%d.tap" % i)
                 cmd = ["bats", "--tap", "--filter", "^%s$" % re.escape(as_written(n)), os.path.join(stage, f)]
-                st, killed = run_limited(cmd, kit, env, limit, marker, scratch, log)
+                if jobs == 1:
+                    st, killed = run_limited(cmd, kit, env, limit, marker, scratch, log)
+                else:
+                    # Side by side, a test's leftovers are found by its own marker and session
+                    # only (every test's processes work in the scratch folder); what escapes
+                    # both is killed when the run ends.
+                    tenv = dict(env, KIT_GRADE_RUN="%s.%d" % (marker_val, i))
+                    st, killed = run_limited(cmd, kit, tenv, limit, b"KIT_GRADE_RUN=%s.%d\0" % (marker_val.encode(), i),
+                                             None, log)
                 out = open(log, errors="replace").read().splitlines()
-                results[n] = judge(st, out, limit, killed)
-                ok, why = results[n]
-                print("  %s  %s" % ("PASS" if ok else ("SKIP" if why and why[0].startswith("skipped") else "FAIL"), n))
+                return judge(st, out, limit, killed)
+            with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+                running = [pool.submit(one, i, f, n) for i, (f, n) in enumerate(tests)]
+                for (f, n), fut in zip(tests, running):
+                    results[n] = fut.result()
+                    ok, why = results[n]
+                    print("  %s  %s" % ("PASS" if ok else ("SKIP" if why and why[0].startswith("skipped") else "FAIL"), n),
+                          flush=True)
         report(stage, student, tests, labs, weights, results, todo, json_path)
         full = all(results[n][0] for _, n in tests)
         return 0 if full else 1
