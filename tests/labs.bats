@@ -237,6 +237,47 @@ __attribute__((constructor)) static void linger(void)
     done
 }
 
+@test "grade: SIGTERM to the grader mid-run (alone, and two tests at a time) kills what the tests started and removes its scratch folder" {
+    export GRADE_FILTER='^buffer unit test' GRADE_TEST_SECS=300 GRADE_JSON=- HOSTILE_MARK="hostile-$RANDOM$RANDOM"
+    hostile_lab linger '#include <signal.h>
+#include <unistd.h>
+__attribute__((constructor)) static void linger(void)
+{
+    if (fork() == 0) {
+        signal(SIGTERM, SIG_IGN);
+        for (;;)
+            pause();
+    }
+}'
+    local jobs pid i p tmp
+    for jobs in 1 2; do
+        tmp="$BATS_TEST_TMPDIR/tmp.$jobs"
+        mkdir -p "$tmp"
+        TMPDIR=$tmp GRADE_JOBS=$jobs "$KIT_ROOT/tests/grade" 03 "$LAB.linger" >"$tmp.out" 2>&1 &
+        pid=$!
+        # Until the test's lingering child runs (it carries the mark), at most 120 s scaled.
+        for ((i = 0; i < $(scaled_ms 120) / 50; i++)); do
+            for p in $(pgrep -x buffer_test); do
+                grep -qs -- "$HOSTILE_MARK" "/proc/$p/environ" && break 2
+            done
+            kill -0 "$pid" 2>/dev/null || fail "GRADE_JOBS=$jobs: the grader ended first: $(cat "$tmp.out")"
+            sleep 0.05
+        done
+        kill -TERM "$pid"
+        for ((i = 0; i < $(scaled_ms 10) / 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid"
+            fail "GRADE_JOBS=$jobs: the grader still ran 10 s after SIGTERM: $(cat "$tmp.out")"
+        fi
+        wait "$pid" || true
+        no_process_left "$HOSTILE_MARK"
+        [[ -z $(ls -A "$tmp") ]] || fail "GRADE_JOBS=$jobs: left in its TMPDIR: $(ls -A "$tmp")"
+    done
+}
+
 @test "grade: _exit(0) or a forged 'ok 1' on descriptor 3 from a constructor does not pass a wrong buffer" {
     export GRADE_FILTER='^buffer unit test' GRADE_TEST_SECS=30 GRADE_JSON=- HOSTILE_MARK="hostile-$RANDOM$RANDOM"
     local case code

@@ -429,13 +429,18 @@ def main(argv):
                                              None, log)
                 out = open(log, errors="replace").read().splitlines()
                 return judge(st, out, limit, killed)
-            with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
+            try:
                 running = [pool.submit(one, i, f, n) for i, (f, n) in enumerate(tests)]
                 for (f, n), fut in zip(tests, running):
                     results[n] = fut.result()
                     ok, why = results[n]
                     print("  %s  %s" % ("PASS" if ok else ("SKIP" if why and why[0].startswith("skipped") else "FAIL"), n),
                           flush=True)
+            finally:
+                # Stopped early (Ctrl-C, SIGTERM): start nothing more; the `finally` below
+                # kills what runs, which ends the tests still waited for.
+                pool.shutdown(wait=False, cancel_futures=True)
         report(stage, student, tests, labs, weights, results, todo, json_path)
         full = all(results[n][0] for _, n in tests)
         return 0 if full else 1
@@ -565,5 +570,12 @@ def fmt(x):
     return ("%.2f" % x).rstrip("0").rstrip(".")
 
 
+def stopped(signum, _frame):
+    # SIGTERM (a teacher's `kill`, a CI timeout) ends the run like Ctrl-C does: through
+    # main's `finally`, which kills every process of the run and removes the scratch folder.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stopped)
     sys.exit(main(sys.argv[1:]))
