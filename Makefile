@@ -47,13 +47,13 @@ bench:
 bench-deps:
 	tests/bench/deps.sh
 
-# Every stage's, even after one fails; the last lines name every missed bug (a CI log is
-# often read from its end).
+# Every stage's patches in one pool (tests/bugs STAGE STAGE...); the last lines name every
+# missed bug (a CI log is often read from its end).
 bugs:
-	@log=$$(mktemp); for d in $(STAGES); do [ -d $$d/bugs ] || continue; \
-	    { tests/bugs $$d || touch $$log.failed; } | tee -a $$log; done; \
+	@log=$$(mktemp); st=0; \
+	    { tests/bugs $$(for d in $(STAGES); do [ ! -d $$d/bugs ] || echo $$d; done) || touch $$log.failed; } | tee $$log; \
 	    echo "== galleries: $$(grep -c '^caught' $$log) caught, $$(grep -c '^MISSED' $$log) missed"; \
-	    grep '^MISSED' $$log; st=0; [ ! -e $$log.failed ] || st=1; rm -f $$log $$log.failed; exit $$st
+	    grep '^MISSED' $$log; [ ! -e $$log.failed ] || st=1; rm -f $$log $$log.failed; exit $$st
 
 coverage:
 	@st=0; for d in $(STAGES); do tests/coverage $$d || st=1; done; exit $$st
