@@ -203,9 +203,45 @@ vm_kib() {
     local idle waits
     idle=$(counter "idle timeouts") && waits=$(counter "epoll_wait") || return
     ((idle == 1)) || fail "$idle idle timeouts, want 1"
-    # A timeout rounded down, or derived wrongly, spins on 0 ms waits: a handful of turns
-    # (accept, the welcome, the timeout, the close, the stop) is all it takes.
+    # A timeout derived wrongly spins on 0 ms waits: a handful of turns (accept, the welcome,
+    # the timeout, the close, the stop) is all it takes. (A timeout rounded down spins here
+    # only when the kernel's wake-up comes before the deadline: the next test forces it.)
     ((waits < 50)) || fail "$waits epoll_wait calls for one idle session: the loop spun on short timeouts"
+}
+
+@test "idle timeout: with --idle-timeout 0.05, 20 clients in turn each time out, the loop sleeping until each deadline: a few epoll_wait per client, no spin on 0 ms waits" {
+    # One client at a time, so one deadline at a time: it is set when the client is accepted,
+    # and the wait that follows is computed at once from it, nearly 50 ms ahead. Rounded up,
+    # that wait ends at the deadline and the timer runs; rounded down (49 ms), it ends up to
+    # a millisecond early, the timer is not due, and the loop spins on 0 ms waits (hundreds of
+    # them) until it is: next_timeout_ms's comment and README.md, section 3, the loop. A
+    # short timeout keeps the kernel's slack on the wait small (0.1 % of it, 50 us at least),
+    # so each of the 20 deadlines gives the spin nearly a whole millisecond.
+    start_server server --idle-timeout 0.05
+    python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY' || return
+import sys
+sys.path.insert(0, sys.argv[2])
+import chat
+room = chat.Room("127.0.0.1", int(sys.argv[1]))
+for i in range(20):
+    c = chat.Client(room, "client %d" % i)
+    room.welcome(c)
+    line = room.next_line(c)
+    if line != "* idle timeout":
+        sys.exit("FAIL: %s got %r, want * idle timeout" % (c.label, line))
+    room.run_until(lambda: c.lines or c.eof, 5, "%s: no EOF after * idle timeout" % c.label)
+    if c.lines:
+        sys.exit("FAIL: %s got %r after * idle timeout, want EOF" % (c.label, c.lines[0]))
+    c.close()   # at once: its leaving timer never fires (the server reads our EOF first)
+print("ok: 20 clients timed out in turn")
+PY
+    stop_server
+    local idle waits
+    idle=$(counter "idle timeouts") && waits=$(counter "epoll_wait") || return
+    ((idle == 20)) || fail "$idle idle timeouts, want 20" || return
+    # Each client costs a few turns (its accept, its timeout, its EOF); a spin costs hundreds.
+    echo "# $waits epoll_wait calls for 20 idle timeouts" >&3
+    ((waits <= 20 * 5 + 10)) || fail "$waits epoll_wait calls for 20 clients timed out one after another (a few each expected): the loop spun on 0 ms waits before a deadline (a timeout rounded down?)"
 }
 
 @test "idle timeout: a client that speaks is not timed out (speaking moves its timer), an empty or a refused line too" {
