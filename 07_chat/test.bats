@@ -1626,6 +1626,29 @@ PY
     ((yields == 1)) || fail "$yields fairness yields, want 1 (none for 109 lines of 301 bytes, one for 110)"
 }
 
+# The budget is a turn's, whichever way the session is served: a session that yielded is served
+# first from the yield list, and when epoll also reports its socket readable (its kernel holds
+# more), session_io must not serve it again in the same turn (served_turn): that would be a
+# second TURN_BYTES, twice its share. Two senders, 11000 lines of 300 bytes each sent at once,
+# more than the kernel's buffers hand over in a turn, so both ways are open on most turns. A
+# line costs 300: 109 lines are 32700 bytes, the 110th spends the budget, so no turn handles
+# more than 110 lines of a sender, and each sender's 11000 lines take at least 100 turns. Each
+# of those turns queues the lines to the other client and flushes its queue once at the end
+# (flush_pending: one writev or more): at least 100 writes to each, 200 in all (about 207
+# here; with served_turn never set, about 106: 220 lines a turn).
+@test "the per-turn budget holds when a yielded session is also readable: 2 senders of 11000 lines of 300 bytes at once get at most 110 lines each a turn, every byte in order" {
+    # Caps out of the way: this test is about turns, not slow consumers.
+    start_server server --max-output 268435456 --soft-output 268435456
+    chat burst --senders 2 --lines 11000 --size 299 --timeout 60 || fail "burst failed" || return
+    stop_server
+    local lines writes waits yields
+    lines=$(counter "lines in") && writes=$(counter "writes") && waits=$(counter "epoll_wait") && yields=$(counter "fairness yields") || return
+    ((lines == 22000)) || fail "$lines lines in, want 22000" || return
+    ((yields >= 50)) || fail "$yields fairness yields: the senders seldom met the budget (the test proved little)" || return
+    echo "# $lines lines in $waits turns, $writes writes, $yields yields" >&3
+    ((writes >= 200 && lines <= 220 * waits)) || fail "$lines lines reached the other client in $writes writes and $waits turns, want 200 writes or more (a turn a sender's 110 lines): some turn handled more than 110 lines of a sender (a yielded session served again on its EPOLLIN?)"
+}
+
 # A command is its whole first word, compared whole: a line that only starts with a command's
 # name is another (unknown) command, and the separator is one space, nothing else. A prefix
 # match would make /whoami a /who, /quitting a /quit, /nickname bob a /nick.
