@@ -456,6 +456,42 @@ time_wait_on() {
     ((sends > recvs)) || fail "$sends send calls for $recvs reads: no send came back short (the test proved nothing)"
 }
 
+# The stop line's `send calls` are every send() the server made, "however many bytes each
+# took" (stats in server.c): the ones the kernel took whole, the short ones, and the ones that
+# said EAGAIN before a send wait. The test above proves from them that short sends and waits
+# happened, which a counter that skips EAGAIN (or counts a send only once its bytes are
+# taken) would still let through: here strace, attached to the server, counts the sendto()
+# calls it really made, and each kind. (LeakSanitizer cannot run in a traced process: a
+# sanitized server runs without it here, the other tests check for leaks.)
+@test "a slow reader gets every byte, and the stop line counts every send() call: those taken whole, short ones and EAGAIN ones (strace counts them)" {
+    command -v strace >/dev/null || skip "no strace here"
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" start_server server
+    local log=$BATS_TEST_TMPDIR/sendto.txt deadline
+    start_bg strace strace -p "$SERVER_PID" -e trace=sendto -e signal=none -s 0 -o "$log"
+    local strace_pid=$BG_PID
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until grep -q 'attached' "$BATS_TEST_TMPDIR/strace.out" 2>/dev/null; do
+        if has_exited "$strace_pid" || (($(now_ms) > deadline)); then
+            stop_server
+            skip "strace cannot attach to the server here: $(cat "$BATS_TEST_TMPDIR/strace.out")"
+        fi
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    netkit slow-drain --size 4194304 --rcvbuf 4096 --piece 16384 --pause-ms 1
+    stop_server
+    wait_bg "$strace_pid" strace || return
+    local sends swaits calls eagain short
+    sends=$(stopped_after 'send calls') && swaits=$(stopped_after 'send waits') || return
+    # sendto(4, ""..., LEN, MSG_DONTWAIT, NULL, 0) = N, or = -1 EAGAIN (...)
+    calls=$(grep -c '^sendto(' "$log") || true
+    eagain=$(grep -c '^sendto(.* = -1 EAGAIN' "$log") || true
+    short=$(sed -nE 's/^sendto\(.*, ([0-9]+), [^,]*, NULL, 0\) = ([0-9]+)$/\1 \2/p' "$log" | awk '$2 < $1 { n++ } END { print n + 0 }')
+    echo "# $calls sendto calls ($short short, $eagain EAGAIN); the stop line: $sends send calls, $swaits send waits" >&3
+    ((eagain > 0 && short > 0)) || fail "$eagain sends said EAGAIN and $short came back short: the kernel never refused bytes (the test proved nothing)" || return
+    ((sends == calls)) || fail "the stop line says $sends send calls, strace saw $calls ($short short, $eagain EAGAIN): 'send calls' counts every send(), however many bytes each took" || return
+    ((swaits == eagain)) || fail "the stop line says $swaits send waits for $eagain sends that said EAGAIN: one wait follows each"
+}
+
 # The stop closes every client still connected, and says how many: client_count is kept by
 # add_client and drop_client. Three clients are echoed once each, one leaves, then SIGTERM:
 # `stopping: closing 2 clients`, and both see EOF. Then a server with one client:
