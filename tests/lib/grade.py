@@ -23,8 +23,9 @@ descriptor above 2 before any of the student's code runs (their constructors inc
 turns an exit() or _exit() called before main() into exit status 86.
 
 GRADE_JOBS=N runs N tests side by side (default 1: a whole grading of 08 takes most of an
-hour alone); each keeps its own time limit, session and marker, and what a test leaves
-running is killed after it by those two, and by its folder when the whole run ends.
+hour alone), each in a copy of the built kit of its own (the tests of a file assume they
+run one at a time) with its own time limit, session and marker; what a test leaves running
+is killed after it by those two, and by its folder when the whole run ends.
 
 A skipped test (a tool missing) is not passed: its reason is shown. The stage's labs.txt
 says which tests grade which lab, with the lab's weight; the report gives per lab
@@ -36,6 +37,7 @@ usage error or a kit problem.
 
 import concurrent.futures
 import json
+import queue
 import os
 import re
 import secrets
@@ -413,6 +415,18 @@ def main(argv):
             for _, n in tests:
                 results[n] = (False, ["not built: " + why] + lines)
         else:
+            # Side by side, each test runs in a copy of the built kit of its own (one per
+            # slot): a stage's tests assume they run one at a time (they build fuzz targets,
+            # install, write files in the stage folder), as tests/run runs them.
+            kits = [kit]
+            for k in range(1, jobs):
+                copy = "%s.%d" % (kit, k)
+                subprocess.run(["cp", "-a", kit, copy], check=True)
+                kits.append(copy)
+            free = queue.Queue()
+            for k in kits:
+                free.put(k)
+
             def one(i, f, n):
                 left = run_deadline - time.monotonic()
                 if left <= 0:
@@ -423,12 +437,16 @@ def main(argv):
                 if jobs == 1:
                     st, killed = run_limited(cmd, kit, env, limit, marker, scratch, log)
                 else:
-                    # Side by side, a test's leftovers are found by its own marker and session
-                    # only (every test's processes work in the scratch folder); what escapes
+                    # A test's leftovers are found by its own marker and session only (the
+                    # other tests' processes work in the scratch folder too); what escapes
                     # both is killed when the run ends.
                     tenv = dict(env, KIT_GRADE_RUN="%s.%d" % (marker_val, i))
-                    st, killed = run_limited(cmd, kit, tenv, limit, b"KIT_GRADE_RUN=%s.%d\0" % (marker_val.encode(), i),
-                                             None, log)
+                    where = free.get()
+                    try:
+                        st, killed = run_limited(cmd, where, tenv, limit,
+                                                 b"KIT_GRADE_RUN=%s.%d\0" % (marker_val.encode(), i), None, log)
+                    finally:
+                        free.put(where)
                 out = open(log, errors="replace").read().splitlines()
                 return judge(st, out, limit, killed)
             pool = concurrent.futures.ThreadPoolExecutor(max_workers=jobs)
