@@ -488,11 +488,20 @@ while "stopping:" not in open(log).read():
     if time.monotonic() > deadline:
         sys.exit("no 'stopping:' line after SIGTERM")
     time.sleep(0.005)  # poll interval of a loop with a deadline
-# The echo is pending now; read it through a wide window (4 MiB through 4 KiB took 0.3 s
-# alone and over the 1 s drain at load 8; through 1 MiB, 0.03 s).
-a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+# The echo is pending now. Send more, and read nothing until those bytes wait unread in the
+# server's socket: from then on a server that asks for EPOLLIN is woken on every turn (LT).
 more = threading.Thread(target=a.sendall, args=(b"x" * 200000,), daemon=True)
 more.start()
+deadline = time.monotonic() + netkit.scaled(5)
+while not netkit.server_rx_queue(port, a.getsockname()[1]):
+    if time.monotonic() > deadline:
+        sys.exit("the bytes sent after SIGTERM never reached the server's socket")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+# A window in which such a server would spin (thousands of wake-ups in a few ms; the bound
+# below allows 30), then the echo through a wide window (4 MiB through 4 KiB took 0.3 s
+# alone and over the 1 s drain at load 8; through 1 MiB, 0.03 s).
+time.sleep(min(netkit.scaled(0.05), 0.15))
+a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 got = bytearray()
 while True:
     chunk = a.recv(262144)
