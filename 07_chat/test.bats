@@ -1082,7 +1082,9 @@ while time.monotonic() < deadline and (len(b.lines) < 1 or not a.eof):
     k += 1
     line = room.next_line(b)
     if line != want:
-        want_b.insert(0, want)   # a reply came first: compare below
+        # Not the reply: A's leaving was told before B's /msg was read (A's timer ran in an
+        # earlier turn), so it must be * A left, and the reply after it: compare below.
+        want_b.append(want)
         b.lines.insert(0, line)
         break
     end = time.monotonic() + 0.2
