@@ -175,6 +175,53 @@ assert_mods_only_on_change() {
     (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s with one paused client: a busy loop"
 }
 
+# conn_watch calls epoll_ctl(MOD) only when what a client waits for changes, and edge-triggered
+# a pause changes nothing: the edge was delivered, so EPOLLIN may stay on (section 4: it saves
+# two MODs per pause). A client that never reads, in two steps, so that each change comes in a
+# turn of its own: 8 MiB, more than the kernel holds, read whole by the server (its echo queues:
+# EPOLLOUT on, one MOD), and once the server sleeps in epoll_wait again, more until it stops
+# taking bytes (the queue passes --max-output 16 MiB and reading pauses: LT drops EPOLLIN, a
+# second MOD; ET changes nothing). Then a reset. --read-budget 1000000: ET reads to the short
+# read or the pause, so no re-arm brings a MOD of its own.
+@test "lt and et: a client that never reads pauses past --max-output with one epoll_ctl(MOD) per change of its wish (LT: EPOLLOUT on, EPOLLIN off; ET: EPOLLOUT on only)" {
+    local m mods rearms pauses
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m" --max-output 16777216 --read-budget 1000000
+        python3 - "$PORT" "$SERVER_PID" "$(dirname "$NETKIT")" <<'PY' || fail "$m: the client that never reads" || return
+import socket, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+sys.path.insert(0, sys.argv[3])
+import netkit
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(netkit.scaled(10))
+s.connect(("127.0.0.1", port))
+s.sendall(b"a" * (8 << 20))
+netkit.wait_server_read_all(port, s.getsockname()[1], 10)
+deadline = time.monotonic() + netkit.scaled(5)
+while open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "S":
+    if time.monotonic() > deadline:
+        sys.exit("the server never went back to sleep in epoll_wait")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+netkit.fill_without_reading(s, 64 << 20)
+netkit.reset_close(s)
+PY
+        assert_log 'not reading until it drains'
+        stop_server
+        mods=$(counter 'epoll_ctl(MOD) calls') && rearms=$(counter "re-arms") && pauses=$(counter "pauses") || return
+        ((pauses == 1)) || fail "$m: $pauses pauses for one client that never reads (want 1)" || return
+        if [[ $m == lt ]]; then
+            ((mods == 2)) || fail "lt: $mods epoll_ctl(MOD) calls for one queue and one pause (want 2: EPOLLOUT on, EPOLLIN off)" || return
+        else
+            # A re-arm that falls on the same call as the change counts as both (the stub of
+            # a lab that re-arms after every read): the MODs that are not re-arms are the changes.
+            # (At most one: a loop that registers EPOLLOUT for good, exercise 3, needs none.)
+            ((mods - rearms <= 1)) ||
+                fail "et: $mods epoll_ctl(MOD) calls, $rearms of them re-arms, for one queue and one pause (want 1: EPOLLOUT on; paused, ET keeps EPOLLIN)" || return
+        fi
+    done
+}
+
 @test "lt and et: a tiny --max-output pauses and resumes reading, and still delivers every byte" {
     local m pauses resumes
     for m in "${MODES[@]}"; do
@@ -251,6 +298,9 @@ assert_mods_only_on_change() {
         start_server server -m "$m"
         scenario_concurrent 100
         stop_server
+        # 16 KiB each fits in the kernel: no MOD at all, not even one per connection (conn_add
+        # registers in full what conn_watch would ask for: ET's EPOLLET|EPOLLRDHUP included).
+        assert_mods_only_on_change || return
     done
 }
 
@@ -366,6 +416,9 @@ s.close()' "$PORT"
     closed=$(sed -n 's/.*the server closed \([0-9]*\) of them.*/\1/p' "$BATS_TEST_TMPDIR/flood.out")
     ((closed > 0)) || fail "no flooding client was closed by the server: $(cat "$BATS_TEST_TMPDIR/flood.out")"
     grep -q 'dropped one pending connection' "$SERVER_ERR" || fail "no 'dropped one pending connection' line in the log"
+    # The spare is reopened after every refusal (nothing else here takes the descriptor): the
+    # back-off, the fallback for a spare that cannot be reopened, never ran.
+    ! grep -q 'accepting paused' "$SERVER_ERR" || fail "the server backed off instead of refusing:" "$(grep -m1 'accepting paused' "$SERVER_ERR")"
     netkit echo --count 3 --max-size 65536
     stop_server
 }
@@ -374,6 +427,11 @@ s.close()' "$PORT"
     for m in "${MODES[@]}"; do
         start_server server -m "$m"
         scenario_sigterm
+        # The client had its echo and sends nothing more: nothing queued, nothing to discard,
+        # so conn_linger lets it close at once, not after a quiet turn or at the deadline.
+        grep -qE '^server: fd [0-9]+ closed \(server stopping\)$' "$SERVER_ERR" &&
+            ! grep -q 'no EOF from the client' "$SERVER_ERR" ||
+            fail "$m: the quiet client was not closed at once when the drain began:" "$(tail -n 4 "$SERVER_ERR")" || return
     done
 }
 
@@ -448,6 +506,76 @@ PY
         stop_server
         pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
         ((pending > 0)) || fail "$m: nothing was pending in the server at SIGTERM: the drain was not tested" || return
+    done
+}
+
+# The other side of that rule: once only lingering clients are left (echo and FIN sent), one
+# quiet turn (LINGER_QUIET_MS, 100 ms) closes them; a client that went quiet without closing
+# does not hold the exit until DRAIN_MS. The client leaves 4 MiB of echo pending, SIGTERMs, sends
+# 50,000 bytes more and waits until they sit unread in the server's socket (so the server must
+# discard them, and lingers), reads its echo to EOF, then stays connected and silent until the
+# server has exited, which must come before DRAIN_MS (1 s) has passed since its SIGTERM: a drain
+# kept to its deadline cannot end sooner. (Not stretched by TIMEOUT_SCALE: it is the server's own
+# deadline; a drain that has not ended by then has cut this client's echo anyway.)
+@test "lt and et: during the drain, a lingering client that goes quiet is closed after one quiet turn, not at the deadline" {
+    local m
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m" --max-output 16777216
+        python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "$m: the client that went quiet during the drain" || return
+import os, random, socket, sys, time
+port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, sys.argv[4])
+import netkit
+payload = netkit.make_payload(random.Random(6), 4 << 20)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(netkit.scaled(5))
+s.connect(("127.0.0.1", port))
+s.sendall(payload)
+me = s.getsockname()[1]
+netkit.wait_server_read_all(port, me, 5)
+os.kill(pid, 15)
+t_term = time.monotonic()
+deadline = time.monotonic() + netkit.scaled(5)
+while "stopping:" not in open(log).read():
+    if time.monotonic() > deadline:
+        sys.exit("no 'stopping:' line after SIGTERM")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+s.sendall(b"y" * 50000)
+while netkit.server_rx_queue(port, me) != 50000:
+    if time.monotonic() > deadline:
+        sys.exit("the 50,000 bytes sent after SIGTERM never sat unread in the server's socket")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+got = bytearray()
+while True:
+    chunk = s.recv(262144)
+    if not chunk:
+        break
+    got += chunk
+if bytes(got) != payload:
+    sys.exit("%d of %d bytes of echo came back, then EOF" % (len(got), len(payload)))
+# Silent and connected until the server has gone (a zombie until bats reaps it).
+while True:
+    try:
+        state = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        break
+    if state in ("Z", "X"):
+        break
+    if time.monotonic() > deadline:
+        sys.exit("the server did not exit")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+took = time.monotonic() - t_term
+s.close()
+if took >= 1.0:
+    sys.exit("the server exited %.2f s after SIGTERM, with only a quiet lingering client left "
+             "long before: the drain waited for its deadline (DRAIN_MS, 1 s)" % took)
+print("ok: the server exited %.2f s after SIGTERM" % took)
+PY
+        stop_server
+        grep -q 'echo sent but no EOF from the client, closing' "$SERVER_ERR" ||
+            fail "$m: the client was not closed as a quiet lingering one: the test proved nothing:" "$(tail -n 4 "$SERVER_ERR")" || return
     done
 }
 
@@ -633,6 +761,40 @@ bounded() {
     done
     run --separate-stderr bounded "$bin" --help
     [[ $status -eq 0 && $output == usage:* && -z $stderr ]] || fail "--help: status $status, stdout '$output', stderr '$stderr'"
+}
+
+# The defaults the usage names, as the server reports them: the listening line (only the
+# loopback address unless -H says otherwise) and the start line of the log. The default port
+# is taken only if 7004 is free here (the harness always asks for -p 0).
+@test "options at their defaults: 127.0.0.1, port 7004, level-triggered, --max-output 4194304, --read-budget 16" {
+    local bin out err pid deadline line
+    start_server server
+    grep -qxE "listening on 127\.0\.0\.1:$PORT" "$SERVER_OUT" || fail "default host: $(cat "$SERVER_OUT") (want listening on 127.0.0.1:$PORT)" || return
+    assert_log '^server: level-triggered epoll, --max-output 4194304, --read-budget 16$'
+    stop_server
+    start_server server -m et
+    assert_log '^server: edge-triggered epoll, --max-output 4194304, --read-budget 16$'
+    stop_server
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 7004)); s.close()' 2>/dev/null ||
+        skip "port 7004 is taken here: the default port was not checked"
+    bin=$(stage_bin server)
+    out="$BATS_TEST_TMPDIR/default-port.out" err="$BATS_TEST_TMPDIR/default-port.err"
+    "$bin" >"$out" 2>"$err" 3>&- &
+    pid=$!
+    echo "$pid" >>"$BATS_TEST_TMPDIR/harness.pids"
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until line=$(grep -m1 '^listening on ' "$out"); do
+        if has_exited "$pid" || (($(now_ms) > deadline)); then
+            kill "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+            grep -q 'Address already in use' "$err" && skip "port 7004 was taken meanwhile"
+            fail "no listening line without -p: $(cat "$err")" || return
+        fi
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    kill "$pid"
+    wait "$pid" || fail "the server on the default port exited $? after SIGTERM" || return
+    [[ $line == "listening on 127.0.0.1:7004" ]] || fail "without -p: '$line' (want listening on 127.0.0.1:7004)"
 }
 
 # time_wait_on PORT: true once a connection on local port PORT is in TIME_WAIT (06).
