@@ -367,6 +367,42 @@ nodelay_with() {
     stop_server
 }
 
+# stop_children waits up to CHILD_GRACE_MS for its children, but only while some are left:
+# once the last is reaped the parent exits. Read from the parent's own wait4() calls (strace):
+# every reap ends with one wait4() that finds no child left (ECHILD); a loop that goes on
+# until the grace period is over calls it again and again (the stop bound alone, 2 s
+# stretched by the load, would not see 1.5 s lost on every stop).
+@test "server_fork: children are reaped at SIGTERM, and the parent exits once the last is gone, not at the end of its grace period" {
+    require_proc_children
+    command -v strace >/dev/null || skip "no strace here"
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" start_server server_fork
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'hi\n' >&5
+    local reply deadline trace=$BATS_TEST_TMPDIR/wait4.txt strace_pid echild
+    read -r -t "$(scaled_s 2)" reply <&5 || true
+    [[ $reply == hi ]] || { exec 5>&-; fail "expected echo 'hi', got '$reply'"; } || return
+    [[ -n $(descendants "$SERVER_PID") ]] || { exec 5>&-; fail "no child serves the client: the parent echoed it itself"; } || return
+    start_bg strace strace -p "$SERVER_PID" -e trace=wait4 -e signal=TERM -o "$trace"
+    strace_pid=$BG_PID
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until grep -q 'attached' "$BATS_TEST_TMPDIR/strace.out" 2>/dev/null; do
+        if has_exited "$strace_pid" || (($(now_ms) > deadline)); then
+            exec 5>&-
+            stop_server
+            skip "strace cannot attach to the server here: $(cat "$BATS_TEST_TMPDIR/strace.out")"
+        fi
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    stop_server || { exec 5>&-; return 1; }
+    exec 5>&-
+    wait_bg "$strace_pid" strace
+    grep -q '^--- SIGTERM' "$trace" || fail "strace saw no SIGTERM:" "$(cat "$trace")" || return
+    echild=$(sed -n '/^--- SIGTERM/,$p' "$trace" | grep -c '^wait4(.*ECHILD' || true)
+    ((echild >= 1)) || fail "after SIGTERM the parent never found its children all reaped:" "$(cat "$trace")" || return
+    ((echild <= 2)) || fail "after SIGTERM, $echild wait4() calls found no child left: the parent went on waiting with none to wait for:" \
+        "$(sed -n '/^--- SIGTERM/,$p' "$trace" | head -n 8)"
+}
+
 # --- the capability matrix --------------------------------------------------------------
 
 @test "matrix: server" {
@@ -394,6 +430,58 @@ nodelay_with() {
         scenario_cloexec
         stop_server
     done
+}
+
+# listening_fds PID PORT: one line "P FD FLAGS" (FLAGS octal, from /proc/P/fdinfo) for each
+# descriptor, in PID and its descendants, of the socket listening on PORT (its inode read from
+# /proc/net/tcp and tcp6, state 0A: LISTEN).
+listening_fds() {
+    local pid=$1 hex inode p fd
+    hex=$(printf '%04X' "$2")
+    inode=$(awk -v p=":$hex" 'NR > 1 && substr($2, length($2) - 4) == p && $4 == "0A" { print $10; exit }' \
+        /proc/net/tcp /proc/net/tcp6)
+    [[ -n $inode ]] || { echo "no socket listening on port $2 in /proc/net/tcp" >&2; return 1; }
+    for p in "$pid" $(descendants "$pid"); do
+        for fd in "/proc/$p/fd/"*; do
+            [[ $(readlink "$fd" 2>/dev/null) == "socket:[$inode]" ]] || continue
+            echo "$p ${fd##*/} $(sed -n 's/^flags:[[:space:]]*//p' "/proc/$p/fdinfo/${fd##*/}")"
+        done
+    done
+}
+
+# listen_on's socket() asks for SOCK_CLOEXEC as accept4 does: a program the server execs must
+# not inherit the listening socket either (it would hold the port after the server is gone).
+@test "the listening socket is close-on-exec too (socket with SOCK_CLOEXEC), in every server" {
+    local b held fd flags
+    for b in "${SERVERS[@]}"; do
+        start_server "$b"
+        held=$(listening_fds "$SERVER_PID" "$PORT") || return
+        [[ -n $held ]] || fail "$b: no descriptor of its own listening socket found" || return
+        while read -r _ fd flags; do
+            (((8#$flags & 8#2000000) != 0)) || fail "$b: listening socket fd $fd is not close-on-exec (flags $flags)" || return
+        done <<<"$held"
+        stop_server
+    done
+}
+
+# A child serves one client: it closes its copy of the listening socket first (server_fork's
+# serve_forever), or every child would keep the port open, and a client queued there after the
+# parent stopped would wait on a socket no one accepts from.
+@test "server_fork: echo from a child, which holds its client but not the listening socket" {
+    require_proc_children
+    start_server server_fork
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'hi\n' >&5
+    local reply held kids
+    read -r -t "$(scaled_s 2)" reply <&5 || true
+    [[ $reply == hi ]] || { exec 5>&-; fail "expected echo 'hi', got '$reply'"; } || return
+    kids=$(descendants "$SERVER_PID")
+    held=$(listening_fds "$SERVER_PID" "$PORT") || { exec 5>&-; return 1; }
+    exec 5>&-
+    [[ -n $kids ]] || fail "no child serves the client: the parent echoed it itself" || return
+    [[ $(awk '{ print $1 }' <<<"$held" | sort -u) == "$SERVER_PID" ]] ||
+        fail "the listening socket is held by more than the parent ($SERVER_PID):" "$held" || return
+    stop_server
 }
 
 # scaled_s SECONDS: SECONDS stretched by TIMEOUT_SCALE, for client options.
