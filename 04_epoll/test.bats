@@ -797,7 +797,6 @@ bounded() {
     ! sanitizer_report "$err" >/dev/null || fail "sanitizer report in the stderr of the server on the default port:" "$(sanitizer_head "$err")" || return
     [[ $line == "listening on 127.0.0.1:7004" ]] || fail "without -p: '$line' (want listening on 127.0.0.1:7004)"
 }
-}
 
 # time_wait_on PORT: true once a connection on local port PORT is in TIME_WAIT (06).
 time_wait_on() {
