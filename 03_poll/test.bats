@@ -763,7 +763,7 @@ PY
 # serves those 64 (EOF: `closed`) before it accepts more: the log has 64 `connected` lines
 # before its first `closed`, no more (accepting until EAGAIN would take all 150 first) and no
 # fewer (150 wait, so the turn's 64 are there to take: a loop that stops at 63 is off by one).
-# Every newcomer gets EOF and nothing else.
+# The turn after serves all 64 before it accepts the 65th. Every newcomer gets EOF and nothing else.
 @test "a turn accepts at most 64 clients: of 150 waiting in the backlog, the first ones are served before the rest are accepted" {
     start_server server
     python3 - "$PORT" "$SERVER_PID" "$(dirname "$NETKIT")" "$SERVER_ERR" <<'PY' || fail "the backlog test failed" || return
@@ -819,6 +819,13 @@ if first is None:
 before = sum(1 for l in lines[:first] if re.fullmatch(r"server: \S+ connected \(fd \d+\)", l))
 if before != 64:
     sys.exit("FAIL: %d clients accepted before the first was served, want 64 (one turn's accepts, 150 waiting)" % before)
+# The next turn serves all 64 (each has its EOF waiting) before it accepts the 65th: closing
+# one moves the last client into its slot, and the scan looks at that slot again (poll_once).
+accepted = [i for i, l in enumerate(lines) if re.fullmatch(r"server: \S+ connected \(fd \d+\)", l)]
+served = sum(1 for l in lines[:accepted[64]] if re.fullmatch(r"server: \S+ closed", l))
+if served != 64:
+    sys.exit("FAIL: %d of the first turn's 64 clients closed before the 65th was accepted, want 64: "
+             "the scan skipped a client moved into a closed client's slot" % served)
 print("ok: %d newcomers accepted before the first was served, then all %d closed" % (before, n))
 PY
     stop_server
