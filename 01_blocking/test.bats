@@ -146,6 +146,31 @@ next_after_reset_with() {
     done
 }
 
+# A signal sent to a process goes to one of its threads that does not block it, the thread
+# named by kill() first: sent to a worker's thread id, it must still reach main, because every
+# worker blocks SIGINT and SIGTERM (start_worker creates it with them blocked). A worker that
+# took it would only end its own client, and main would sleep on in ppoll().
+@test "SIGTERM with a client connected, sent to the worker thread's id: server_thread stops all the same (its workers block the stop signals)" {
+    start_server server_thread
+    local before after tid reply deadline
+    before=$(ls "/proc/$SERVER_PID/task")
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'hi\n' >&5
+    read -r -t "$(scaled_s 2)" reply <&5 || true
+    [[ $reply == hi ]] || { exec 5>&-; fail "expected echo 'hi', got '$reply'"; } || return
+    after=$(ls "/proc/$SERVER_PID/task")
+    tid=$(comm -13 <(sort <<<"$before") <(sort <<<"$after") | head -n1)
+    [[ -n $tid ]] || { exec 5>&-; fail "no new thread serves the client (threads before: $before; after: $after)"; } || return
+    kill -TERM "$tid"
+    deadline=$(($(now_ms) + $(scaled_ms 2)))
+    until has_exited "$SERVER_PID"; do
+        (($(now_ms) < deadline)) || { exec 5>&-; fail "SIGTERM sent to worker thread $tid: the server did not exit within 2 s:" "$(tail -n 5 "$SERVER_ERR")"; } || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    exec 5>&-
+    stop_server
+}
+
 @test "SIGINT exits 0 too" {
     for s in "${SERVERS[@]}"; do
         start_server "$s"
