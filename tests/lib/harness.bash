@@ -195,6 +195,43 @@ start_server() {
     done
     PORT=${line##*:}
     [[ $PORT =~ ^[0-9]+$ && $PORT -gt 0 ]] || fail "bad 'listening on' line from $name: '$line'" || return
+    local host=${line#listening on }
+    host=${host%:*}
+    host=${host#[}
+    host=${host%]}
+    # Told no -H, a server listens on 127.0.0.1 (the contract's default: loopback only, never
+    # every address); told one, on that one; and the line says where it really listens.
+    [[ " $* " == *" -H "* ]] || [[ $host == 127.0.0.1 ]] ||
+        fail "$name was given no -H but says '$line' (the default is 127.0.0.1)" || return
+    local why
+    why=$(listens_on "$SERVER_PID" "$host" "$PORT") || fail "$name says '$line', but $why" || return
+}
+
+# listens_on PID HOST PORT: PID's listening sockets on PORT are bound to HOST (127.0.0.1 or
+# ::1; others are not checked) and to nothing else: from /proc/net/tcp{,6}, the sockets
+# that are descriptors of PID or its descendants (a wrapper's child). If not, says why on stdout.
+listens_on() {
+    local want fd inodes=" " f local st inode addr port bad= found=
+    case $2 in
+        127.0.0.1) want=0100007F ;;
+        ::1) want=00000000000000000000000001000000 ;;
+        *) return 0 ;;
+    esac
+    for fd in /proc/"$1"/fd/* $(descendants "$1" | sed 's|.*|/proc/&/fd/*|'); do
+        f=$(readlink "$fd" 2>/dev/null) || continue
+        [[ $f == socket:\[*\] ]] && inodes+="${f//[^0-9]/} "
+    done
+    port=$(printf '%04X' "$3")
+    for f in /proc/net/tcp /proc/net/tcp6; do
+        # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+        while read -r _ local _ st _ _ _ _ _ inode _; do
+            [[ $st == 0A && ${local##*:} == "$port" && $inodes == *" $inode "* ]] || continue
+            addr=${local%:*}
+            if [[ $addr == "$want" ]]; then found=1; else bad+=" $local"; fi
+        done < <(tail -n +2 "$f" 2>/dev/null)
+    done
+    [[ -z $bad ]] || { echo "it listens on$bad too (hex, /proc/net/tcp), not only on $2"; return 1; }
+    [[ -n $found ]] || { echo "no socket of process $1 listens on $2:$3 (/proc/net/tcp)"; return 1; }
 }
 
 # stop_server [SIGNAL]: send SIGTERM (or SIGNAL), require exit 0 within 2 s, no processes
