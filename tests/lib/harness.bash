@@ -200,7 +200,8 @@ start_server() {
     host=${host#[}
     host=${host%]}
     # Told no -H, a server listens on 127.0.0.1 (the contract's default: loopback only, never
-    # every address); told one, on that one; and the line says where it really listens.
+    # every address); told one, on that one; the line says where it really listens; and the
+    # listening socket is close-on-exec.
     [[ " $* " == *" -H "* ]] || [[ $host == 127.0.0.1 ]] ||
         fail "$name was given no -H but says '$line' (the default is 127.0.0.1)" || return
     local why
@@ -208,10 +209,13 @@ start_server() {
 }
 
 # listens_on PID HOST PORT: PID's listening sockets on PORT are bound to HOST (127.0.0.1 or
-# ::1; others are not checked) and to nothing else: from /proc/net/tcp{,6}, the sockets
-# that are descriptors of PID or its descendants (a wrapper's child). If not, says why on stdout.
+# ::1; others are not checked) and to nothing else, and are close-on-exec (the contract's
+# O_CLOEXEC: a program the server might exec must not inherit them): from /proc/net/tcp{,6}
+# and /proc/PID/fdinfo, the sockets that are descriptors of PID or its descendants (a
+# wrapper's child). If not, says why on stdout.
 listens_on() {
-    local want fd inodes=" " f local st inode addr port bad= found=
+    local want fd f local st inode addr port flags bad= found= leak=
+    local -A fd_of=()
     case $2 in
         127.0.0.1) want=0100007F ;;
         ::1) want=00000000000000000000000001000000 ;;
@@ -219,19 +223,23 @@ listens_on() {
     esac
     for fd in /proc/"$1"/fd/* $(descendants "$1" | sed 's|.*|/proc/&/fd/*|'); do
         f=$(readlink "$fd" 2>/dev/null) || continue
-        [[ $f == socket:\[*\] ]] && inodes+="${f//[^0-9]/} "
+        [[ $f == socket:\[*\] ]] && fd_of[${f//[^0-9]/}]=$fd
     done
     port=$(printf '%04X' "$3")
     for f in /proc/net/tcp /proc/net/tcp6; do
         # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
         while read -r _ local _ st _ _ _ _ _ inode _; do
-            [[ $st == 0A && ${local##*:} == "$port" && $inodes == *" $inode "* ]] || continue
+            [[ $st == 0A && ${local##*:} == "$port" && -n ${fd_of[$inode]:-} ]] || continue
             addr=${local%:*}
             if [[ $addr == "$want" ]]; then found=1; else bad+=" $local"; fi
+            fd=${fd_of[$inode]}
+            flags=$(sed -n 's/^flags:[[:space:]]*//p' "${fd%/fd/*}/fdinfo/${fd##*/}" 2>/dev/null) || flags=
+            [[ -z $flags ]] || (((8#$flags & 8#2000000) != 0)) || leak+=" ${fd#/proc/}"
         done < <(tail -n +2 "$f" 2>/dev/null)
     done
     [[ -z $bad ]] || { echo "it listens on$bad too (hex, /proc/net/tcp), not only on $2"; return 1; }
     [[ -n $found ]] || { echo "no socket of process $1 listens on $2:$3 (/proc/net/tcp)"; return 1; }
+    [[ -z $leak ]] || { echo "its listening socket is not close-on-exec (no O_CLOEXEC in /proc/PID/fdinfo: PID/fd/N$leak)"; return 1; }
 }
 
 # stop_server [SIGNAL]: send SIGTERM (or SIGNAL), require exit 0 within 2 s, no processes
