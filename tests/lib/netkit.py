@@ -1342,6 +1342,24 @@ def half_close_held(host, port, size, seed, timeout=20.0):
     return "%d bytes echoed after our FIN, read once the server had read it, then EOF" % size
 
 
+def wait_signal_taken(pid, signum, timeout):
+    """Until signal SIGNUM sent to process PID is pending no more (/proc/PID/status ShdPnd):
+    a handler ran, or a signalfd read it. A process that is gone has taken it too."""
+    bit = 1 << (signum - 1)
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                shd = next((int(l.split()[1], 16) for l in f if l.startswith("ShdPnd:")), 0)
+        except (OSError, ValueError):
+            return
+        if not shd & bit:
+            return
+        if time.monotonic() > deadline:
+            raise Failure("signal %d still pending for process %d after %.1f s" % (signum, pid, scaled(timeout)))
+        time.sleep(0.002)  # poll interval of a loop with a deadline
+
+
 def drain_on_term(host, port, pid, size, seed, timeout=5.0):
     """Leave output pending in the server, SIGTERM it, then read: every byte must arrive, then EOF."""
     rng = random.Random(seed)
@@ -1359,6 +1377,10 @@ def drain_on_term(host, port, pid, size, seed, timeout=5.0):
         # in its own buffers, and the test does not race the server's reads.
         wait_server_read_all(port, s.getsockname()[1], timeout)
         os.kill(pid, 15)
+        # Only once the server has taken the signal (no longer pending for it): opened
+        # before, the window let a loaded server, not yet woken for the signal, flush
+        # everything first, and nothing was pending at SIGTERM (seen at load 20).
+        wait_signal_taken(pid, 15, timeout)
         # Pending now; read it through a wide window: 8 MiB through 4 KiB takes 0.6 s alone,
         # past the server's 1 s drain at load (then the test fails for the machine's sake).
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
