@@ -146,18 +146,24 @@ next_after_reset_with() {
     done
 }
 
+# echoed_on_fd5: a client on descriptor 5 (left open: the test closes it) whose 'hi' came back.
+echoed_on_fd5() {
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'hi\n' >&5
+    local reply
+    read -r -t "$(scaled_s 2)" reply <&5 || true
+    [[ $reply == hi ]] || { exec 5>&-; fail "expected echo 'hi', got '$reply'"; }
+}
+
 # A signal sent to a process goes to one of its threads that does not block it, the thread
 # named by kill() first: sent to a worker's thread id, it must still reach main, because every
 # worker blocks SIGINT and SIGTERM (start_worker creates it with them blocked). A worker that
 # took it would only end its own client, and main would sleep on in ppoll().
 @test "SIGTERM with a client connected, sent to the worker thread's id: server_thread stops all the same (its workers block the stop signals)" {
     start_server server_thread
-    local before after tid reply deadline
+    local before after tid deadline
     before=$(ls "/proc/$SERVER_PID/task")
-    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
-    printf 'hi\n' >&5
-    read -r -t "$(scaled_s 2)" reply <&5 || true
-    [[ $reply == hi ]] || { exec 5>&-; fail "expected echo 'hi', got '$reply'"; } || return
+    echoed_on_fd5 || return
     after=$(ls "/proc/$SERVER_PID/task")
     tid=$(comm -13 <(sort <<<"$before") <(sort <<<"$after") | head -n1)
     [[ -n $tid ]] || { exec 5>&-; fail "no new thread serves the client (threads before: $before; after: $after)"; } || return
@@ -401,11 +407,8 @@ nodelay_with() {
     require_proc_children
     command -v strace >/dev/null || skip "no strace here"
     ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" start_server server_fork
-    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
-    printf 'hi\n' >&5
-    local reply deadline trace=$BATS_TEST_TMPDIR/wait4.txt strace_pid echild
-    read -r -t "$(scaled_s 2)" reply <&5 || true
-    [[ $reply == hi ]] || { exec 5>&-; fail "expected echo 'hi', got '$reply'"; } || return
+    echoed_on_fd5 || return
+    local deadline trace=$BATS_TEST_TMPDIR/wait4.txt strace_pid echild
     [[ -n $(descendants "$SERVER_PID") ]] || { exec 5>&-; fail "no child serves the client: the parent echoed it itself"; } || return
     start_bg strace strace -p "$SERVER_PID" -e trace=wait4 -e signal=TERM -o "$trace"
     strace_pid=$BG_PID
@@ -436,11 +439,8 @@ nodelay_with() {
 @test "server_fork: children are reaped at SIGTERM within their grace period: a child held stopped for 0.4 s still stops on its own, without SIGKILL" {
     require_proc_children
     start_server server_fork
-    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
-    printf 'hi\n' >&5
-    local reply child rest
-    read -r -t "$(scaled_s 2)" reply <&5 || true
-    [[ $reply == hi ]] || { exec 5>&-; fail "expected echo 'hi', got '$reply'"; } || return
+    echoed_on_fd5 || return
+    local child rest
     child=$(descendants "$SERVER_PID" | head -n1)
     [[ -n $child ]] || { exec 5>&-; fail "no child serves the client: the parent echoed it itself"; } || return
     kill -STOP "$child"
@@ -522,11 +522,8 @@ listening_fds() {
 @test "server_fork: echo from a child, which holds its client but not the listening socket" {
     require_proc_children
     start_server server_fork
-    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
-    printf 'hi\n' >&5
-    local reply held kids
-    read -r -t "$(scaled_s 2)" reply <&5 || true
-    [[ $reply == hi ]] || { exec 5>&-; fail "expected echo 'hi', got '$reply'"; } || return
+    echoed_on_fd5 || return
+    local held kids
     kids=$(descendants "$SERVER_PID")
     held=$(listening_fds "$SERVER_PID" "$PORT") || { exec 5>&-; return 1; }
     exec 5>&-
