@@ -235,7 +235,7 @@ listens_on() {
             fd=${fd_of[$inode]}
             flags=$(sed -n 's/^flags:[[:space:]]*//p' "${fd%/fd/*}/fdinfo/${fd##*/}" 2>/dev/null) || flags=
             [[ -z $flags ]] || (((8#$flags & 8#2000000) != 0)) || leak+=" ${fd#/proc/}"
-        done < <(tail -n +2 "$f" 2>/dev/null)
+        done < <(awk -v p=":$port" '$4 == "0A" && substr($2, length($2) - 4) == p' "$f" 2>/dev/null)
     done
     [[ -z $bad ]] || { echo "it listens on$bad too (hex, /proc/net/tcp), not only on $2"; return 1; }
     [[ -n $found ]] || { echo "no socket of process $1 listens on $2:$3 (/proc/net/tcp)"; return 1; }
