@@ -491,12 +491,7 @@ while "stopping:" not in open(log).read():
         sys.exit("no 'stopping:' line after SIGTERM")
     time.sleep(0.005)  # poll interval of a loop with a deadline
 time.sleep(0.3)  # the pause under test: longer than LINGER_QUIET_MS, inside DRAIN_MS
-got = bytearray()
-while True:
-    chunk = s.recv(262144)
-    if not chunk:
-        break
-    got += chunk
+got = netkit.read_to_eof(s)
 if bytes(got) != payload:
     n = min(len(got), size)
     off = next((i for i in range(n) if got[i] != payload[i]), n)
@@ -547,12 +542,7 @@ while netkit.server_rx_queue(port, me) != 50000:
         sys.exit("the 50,000 bytes sent after SIGTERM never sat unread in the server's socket")
     time.sleep(0.005)  # poll interval of a loop with a deadline
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-got = bytearray()
-while True:
-    chunk = s.recv(262144)
-    if not chunk:
-        break
-    got += chunk
+got = netkit.read_to_eof(s)
 if bytes(got) != payload:
     sys.exit("%d of %d bytes of echo came back, then EOF" % (len(got), len(payload)))
 # Silent and connected until the server has gone (a zombie until bats reaps it).
@@ -630,12 +620,7 @@ while not netkit.server_rx_queue(port, a.getsockname()[1]):
 # alone and over the 1 s drain at load 8; through 1 MiB, 0.03 s).
 time.sleep(min(netkit.scaled(0.05), 0.15))
 a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-got = bytearray()
-while True:
-    chunk = a.recv(262144)
-    if not chunk:
-        break
-    got += chunk
+got = netkit.read_to_eof(a)
 forced = "no EOF from the client" in open(log).read()
 if bytes(got) != payload:
     n = min(len(got), len(payload))

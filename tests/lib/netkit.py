@@ -1342,6 +1342,16 @@ def half_close_held(host, port, size, seed, timeout=20.0):
     return "%d bytes echoed after our FIN, read once the server had read it, then EOF" % size
 
 
+def read_to_eof(s):
+    """Everything S receives until the peer's EOF (its timeout bounds each recv)."""
+    got = bytearray()
+    while True:
+        chunk = s.recv(262144)
+        if not chunk:
+            return bytes(got)
+        got += chunk
+
+
 def wait_signal_taken(pid, signum, timeout):
     """Until signal SIGNUM sent to process PID is pending no more (/proc/PID/status ShdPnd):
     a handler ran, or a signalfd read it. A process that is gone has taken it too."""
