@@ -246,6 +246,28 @@ TEST "passes" { true; }'
     [[ $output == *"1 of them failed again on a second try"* ]] || fail "$output"
 }
 
+@test "runner: files start longest first by the last whole run's times, which that run records" {
+    local a b c out=$BATS_TEST_TMPDIR/out
+    a=$(nested_bats quick 'TEST "quick" { echo quick >>'"$BATS_TEST_TMPDIR"'/order; }')
+    b=$(nested_bats long 'TEST "long" { echo long >>'"$BATS_TEST_TMPDIR"'/order; }')
+    c=$(nested_bats new 'TEST "new" { echo new >>'"$BATS_TEST_TMPDIR"'/order; }')
+    mkdir -p "$out"
+    printf '3 %s\n40 %s\n' "$a" "$b" >"$out/durations"
+    run env -i PATH="$(clean_path)" HOME="$HOME" TEST_OUT="$out" TIMEOUT_SCALE=1 TEST_JOBS=1 "$KIT_ROOT/tests/run" "$a" "$b" "$c"
+    [[ $status -eq 0 ]] || fail "$output"
+    # A file with no time yet may be the longest: it starts first, then the known ones.
+    [[ $(paste -sd' ' "$BATS_TEST_TMPDIR/order") == "new long quick" ]] || fail "order: $(paste -sd' ' "$BATS_TEST_TMPDIR/order")"
+    # The results are still reported in the order given, and the run recorded all three.
+    [[ $(grep -n '^== ' <<<"$output" | paste -sd' ') == *quick.bats*long.bats*new.bats* ]] || fail "$output"
+    for f in "$a" "$b" "$c"; do
+        grep -qE "^[0-9]+ $f\$" "$out/durations" || fail "no time for $f: $(cat "$out/durations")"
+    done
+    # A filtered run does not record its times (they are not the whole file's).
+    cp "$out/durations" "$BATS_TEST_TMPDIR/before"
+    run env -i PATH="$(clean_path)" HOME="$HOME" TEST_OUT="$out" TIMEOUT_SCALE=1 BATS_FILTER=quick "$KIT_ROOT/tests/run" "$a"
+    cmp -s "$out/durations" "$BATS_TEST_TMPDIR/before" || fail "a filtered run changed the times"
+}
+
 # scale_line: the runner's line that says which TIMEOUT_SCALE it uses (in $output).
 scale_line() {
     grep -m1 '^tests/run: TIMEOUT_SCALE=' <<<"$output"
