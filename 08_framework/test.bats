@@ -121,11 +121,13 @@ clean() {
         fail "hop_test did not say what it checked:" "$output" || return
 }
 
-# What a callback may do (close itself, free its connector, queue past the high water) and
+# What a callback may do (close itself, free its connector, queue past the high water), the
+# high water reached at its mark exactly, a connect timeout that fires, no eof callback at the
+# shutdown (rule 8), a peer EOF closing as "peer", a succeeded connect that stops its timeout, and
 # frames split across reads at limits between 4 and 64 KiB, at -t 0 and -t 1.
 @test "unit: reentry_test" {
     unit reentry_test || return
-    [[ $(grep -c '^ok: ' <<<"$output") -eq 11 ]] || fail "reentry_test did not check its 11 cases:" "$output"
+    [[ $(grep -c '^ok: ' <<<"$output") -eq 19 ]] || fail "reentry_test did not check its 19 cases:" "$output"
 }
 
 # The library's global symbols are its public API's: rx_*, each declared in rx.h (the
@@ -525,6 +527,40 @@ print(int((t["closed"] - t["judged"]).total_seconds() * 1000) if len(t) == 2 els
     done
 }
 
+# The per-turn budget (README, flow control): one read of at most turn_bytes (64 KiB) per
+# connection per turn, also when the read goes into the connection's own buffer behind a
+# partial frame (a 2 MiB frame held whole, --max-frame 4 MiB), not only into the loop's scratch.
+# strace, attached to every thread, sees what each read() asked for.
+@test "the per-turn budget: no read asks for more than 64 KiB, also behind a partial frame held in the connection's buffer (pingpong_server -t 1, a 2 MiB frame; strace)" {
+    command -v strace >/dev/null || skip "no strace here"
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" start_server examples/pingpong_server -t 1 --max-frame 4194304
+    local log=$BATS_TEST_TMPDIR/read.txt deadline
+    start_bg strace strace -f -p "$SERVER_PID" -e trace=read -e signal=none -s 0 -o "$log"
+    local strace_pid=$BG_PID
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until grep -q 'attached' "$BATS_TEST_TMPDIR/strace.out" 2>/dev/null; do
+        if has_exited "$strace_pid" || (($(now_ms) > deadline)); then
+            stop_server
+            skip "strace cannot attach to the server's threads here: $(cat "$BATS_TEST_TMPDIR/strace.out")"
+        fi
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    frames len-echo --sizes 2097152,100,2097152 --max-piece 2097152 || { stop_server; return 1; }
+    stop_server || return
+    wait_bg "$strace_pid" strace || return
+    local reads big full
+    # TID read(FD, ""..., COUNT)    = N
+    reads=$(grep -cE 'read\([0-9]+, .*, [0-9]+\) *= [0-9]+' "$log") || true
+    big=$(sed -nE 's/.*read\([0-9]+, .*, ([0-9]+)\) *= -?[0-9]+.*/\1/p' "$log" | awk '$1 > 65536 { n++ } END { print n + 0 }')
+    full=$(sed -nE 's/.*read\([0-9]+, .*, ([0-9]+)\) *= ([0-9]+).*/\1 \2/p' "$log" | awk '$1 == 65536 && $2 == 65536 { n++ } END { print n + 0 }')
+    ((big == 0)) || fail "$big of $reads read() calls asked for more than turn_bytes (64 KiB):" "$(grep -m3 -E ', ([7-9][0-9]{4}|[0-9]{6,})\)' "$log")" || return
+    # The path was taken: 4 MiB came in reads that each filled the 64 KiB they asked for.
+    ((full >= 8)) || fail "only $full reads of a whole 64 KiB for 4 MiB of frames: the budget was not what limited them" || return
+    local yields
+    yields=$(counter "turn yields") || return
+    ((yields >= 8)) || fail "turn yields $yields: the reads that used the whole budget were not counted"
+}
+
 @test "pingpong_client against pingpong_server (-t 0 and -t 2): every reply checked, errors 0; the server's counters agree" {
     local t
     for t in 0 2; do
@@ -564,7 +600,7 @@ print(int((t["closed"] - t["judged"]).total_seconds() * 1000) if len(t) == 2 els
     [[ $status -eq 1 && $output =~ errors\ 2$ ]] || fail "no server: status $status, want 1 with errors 2: $output $stderr"
 }
 
-@test "simple_client: replies printed; the server restarts on the same port; it logs disconnected and reconnecting (backoff with jitter, really waited) and gets replies again; SIGTERM exits 0" {
+@test "simple_client: replies printed; the server restarts on the same port; it logs disconnected and reconnecting (backoff with jitter, really waited, doubling from the close) and gets replies again; SIGTERM exits 0, with no reconnect after it" {
     start_server examples/echo -t 1
     local port=$PORT out="$BATS_TEST_TMPDIR/client.out" n1
     start_bg client "$(stage_bin examples/simple_client)" -p "$port" --send hello --count 100000 --interval 20 \
@@ -594,7 +630,13 @@ print(int((t["closed"] - t["judged"]).total_seconds() * 1000) if len(t) == 2 els
     wait_exit "$cl" client 2 || return
     stop_server || return
     clean simple_client "$(cat "$out")" || return
-    python3 "$FRAMES" backoff-check --log "$out" --retry 20 --retry-max 170
+    # The shutdown stops reconnecting (step 1): its session closed by the shutdown, no wait follows.
+    grep -q 'shutting down' "$out" || fail "no 'shutting down' line from the client:" "$(tail -n 5 "$out")" || return
+    bad=$(sed -n '/shutting down/,$p' "$out" | grep -m1 'reconnecting in') || true
+    [[ -z $bad ]] || fail "the client scheduled a reconnect after its SIGTERM: $bad" || return
+    python3 "$FRAMES" backoff-check --log "$out" --retry 20 --retry-max 170 || return
+    # The doubling counted from the close, not from the log's attempt numbers: 20, then 40, 80, ...
+    python3 "$FRAMES" backoff-sequence --log "$out" --retry 20 --retry-max 170
 }
 
 @test "simple_client --exit-after: exits 0 after --count replies" {

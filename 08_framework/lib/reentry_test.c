@@ -2,6 +2,7 @@
 // in pieces: each case a small in-process server (rx.h only) and a client socket, checked by
 // what the callbacks saw; ASan and UBSan see the memory. Prints what it checked, exits 0.
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,6 +255,200 @@ static void case_high_water(int io_threads)
            io_threads);
 }
 
+// 7. The high water is reached when the queue comes to it, not only past it (rx.h: "once when
+//    a session's queue reaches it"): one reply of 999 bytes with the mark at 1000 is under it;
+//    a later one of exactly 1000, alone in the queue, reaches it (once), then drains (once).
+static int drains;
+static size_t high_queued;
+
+static void mark_msg(rx_session *s, const rx_frame *f)
+{
+    static char body[1000];
+    frames++;
+    rx_send(s, body, f->len == 1 && f->data[0] == 'a' ? 999 : 1000);
+}
+
+static void mark_high(rx_session *s, size_t queued)
+{
+    (void)s;
+    high_waters++;
+    high_queued = queued;
+}
+
+static void mark_drained(rx_session *s)
+{
+    (void)s;
+    drains++;
+}
+
+static void send_b(rx_loop *l, rx_timer *t, void *a)
+{
+    (void)l, (void)t, (void)a;
+    send_all("b", 1);
+}
+
+static void case_high_water_mark(int io_threads)
+{
+    reset(io_threads, 1000);
+    drains = 0;
+    high_queued = 0;
+    rx_codec raw = rx_codec_raw();  // sends framed as they are: the queue holds what was sent
+    rx_factory f = {.message = mark_msg, .high_water = mark_high, .drained = mark_drained};
+    port = rx_listen(srv, "127.0.0.1", 0, &raw, &f);
+    cfd = dial();
+    send_all("a", 1);  // 999 bytes back: under the mark; written before "b" comes
+    rx_timer_start(rx_server_loop(srv), 150, 0, send_b, NULL);
+    rx_timer_start(rx_server_loop(srv), 450, 0, stop, NULL);
+    finish();
+    CHECK(frames == 2, "%d frames, want 2", frames);
+    CHECK(high_waters == 1 && high_queued == 1000,
+          "high_water ran %d times (queued %zu), want once at 1000 of a 1000-byte mark "
+          "(999 is under it, 1000 reaches it)", high_waters, high_queued);
+    CHECK(drains == 1, "drained ran %d times after the high water, want once", drains);
+    printf("ok: -t %d: a queue of 999 bytes is under a 1000-byte high water, one of 1000 "
+           "reaches it: high_water once (1000), then drained once\n", io_threads);
+}
+
+// 8. A connect that gets no answer fails after timeout_ms (ETIMEDOUT), not before, not never.
+//    The listener's accept queue is full (backlog 0, one connection waiting, never accepted):
+//    the kernel drops the connector's SYN, so only the timeout ends the attempt.
+static int fail_err;
+static double t_failed;
+
+static void on_timed_out(rx_connector *c, int err, unsigned attempt, void *arg)
+{
+    (void)c, (void)attempt, (void)arg;
+    fails++;
+    fail_err = err;
+    t_failed = now_s();
+    rx_server_stop(srv);
+}
+
+static void case_connect_timeout(void)
+{
+    reset(0, 0);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t alen = sizeof a;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(lfd != -1 && bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(lfd, 0) == 0 &&
+              getsockname(lfd, (struct sockaddr *)&a, &alen) == 0, "bind, listen");
+    int fill[3];
+    for (int i = 0; i < 3; i++) {  // the first fills the accept queue; the others wait in SYN_SENT
+        fill[i] = socket(AF_INET, SOCK_STREAM | (i > 0 ? SOCK_NONBLOCK : 0), 0);
+        CHECK(fill[i] != -1 && (connect(fill[i], (struct sockaddr *)&a, sizeof a) == 0 ||
+                                (i > 0 && errno == EINPROGRESS)), "filler connect %d", i);
+    }
+    rx_codec line = rx_codec_line(1024);
+    rx_factory f = {.message = ignore_msg};
+    rx_connect_opts o = rx_connect_opts_default();
+    o.timeout_ms = 200;
+    o.reconnect = false;
+    o.failed = on_timed_out;
+    fails = 0;
+    fail_err = 0;
+    double t0 = now_s();
+    CHECK(rx_connect(srv, "127.0.0.1", ntohs(a.sin_port), &line, &f, &o) != NULL, "rx_connect");
+    rx_timer_start(rx_server_loop(srv), (uint64_t)(200 + 3000 * scale), 0, stop, NULL);
+    finish();
+    for (int i = 0; i < 3; i++)
+        close(fill[i]);
+    close(lfd);
+    CHECK(fails == 1, "%d failed attempts within %.0f ms of a 200 ms connect timeout, want 1",
+          fails, 200 + 3000 * scale);
+    CHECK(fail_err == ETIMEDOUT, "failed with %s, want ETIMEDOUT", strerror(fail_err));
+    double ms = (t_failed - t0) * 1000;
+    CHECK(ms >= 195, "the connect timed out %.0f ms after rx_connect, before its 200 ms", ms);
+    printf("ok: a connect with no answer fails with ETIMEDOUT after its 200 ms timeout (%.0f ms), "
+           "not before\n", ms);
+}
+
+// 9. Rule 8: `eof` is the peer's EOF, never the shutdown's. A session of an application with an
+//    eof callback (one that closes only once it has answered) is closed by the shutdown without
+//    it, at once: the callback, which would leave it open until drain_ms, is not called.
+static int eofs;
+
+static void count_eof(rx_session *s)
+{
+    (void)s;
+    eofs++;  // and not closed: an application that still owes an answer
+}
+
+static void case_no_eof_at_shutdown(int io_threads)
+{
+    reset(io_threads, 0);
+    eofs = 0;
+    rx_codec line = rx_codec_line(1024);
+    rx_factory f = {.message = ignore_msg, .eof = count_eof, .closed = on_closed};
+    port = rx_listen(srv, "127.0.0.1", 0, &line, &f);
+    cfd = dial();
+    rx_timer_start(rx_server_loop(srv), 150, 0, stop, NULL);
+    finish();
+    CHECK(eofs == 0, "the eof callback ran %d times at the shutdown, want never (rule 8)", eofs);
+    CHECK(closes == 1 && last_reason == RX_CLOSE_SHUTDOWN, "closed %d times (reason %s), want once, shutdown",
+          closes, rx_close_reason_name(last_reason));
+    CHECK(last_stats.closed == 1, "the stop line counts %llu closed, want 1",
+          (unsigned long long)last_stats.closed);
+    printf("ok: -t %d: the shutdown closes a session with an eof callback without calling it\n",
+           io_threads);
+}
+
+// 10. A connect that succeeds stops its timeout: the connector's session, held past the
+//     timeout, is its only one (no ETIMEDOUT afterwards, no second connection).
+static void case_connected_stops_timeout(void)
+{
+    reset(0, 0);
+    rx_codec line = rx_codec_line(1024);
+    rx_factory in = {.message = ignore_msg};
+    port = rx_listen(srv, "127.0.0.1", 0, &line, &in);
+    rx_factory out = {.message = ignore_msg, .closed = on_closed};
+    rx_connect_opts o = rx_connect_opts_default();
+    o.timeout_ms = 50;
+    o.failed = on_failed;
+    fails = 0;
+    conn = rx_connect(srv, "127.0.0.1", port, &line, &out, &o);
+    CHECK(conn != NULL, "rx_connect");
+    rx_timer_start(rx_server_loop(srv), 400, 0, stop, NULL);  // 8 times the timeout
+    finish();
+    CHECK(fails == 0, "%d failed attempts after a connect that succeeded (its 50 ms timeout fired)",
+          fails);
+    CHECK(last_stats.accepted == 2, "%llu sessions (both ends counted), want 2: one connection",
+          (unsigned long long)last_stats.accepted);
+    printf("ok: a connect that succeeded stops its timeout: one connection, held 8 times the "
+           "timeout, no failure\n");
+}
+
+// 11. The peer's EOF closes a session of an application with no eof callback as "peer", after
+//     the reply to what came before it.
+static void echo_msg(rx_session *s, const rx_frame *f)
+{
+    frames++;
+    rx_send(s, f->data, f->len);
+}
+
+static void case_eof_reason(int io_threads)
+{
+    reset(io_threads, 0);
+    rx_codec line = rx_codec_line(1024);
+    rx_factory f = {.message = echo_msg, .closed = on_closed};
+    port = rx_listen(srv, "127.0.0.1", 0, &line, &f);
+    cfd = dial();
+    send_all("bye\n", 4);
+    CHECK(shutdown(cfd, SHUT_WR) == 0, "shutdown(SHUT_WR)");
+    rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);
+    char got[16];
+    CHECK(rx_server_run(srv) == 0, "rx_server_run");
+    rx_server_free(srv);
+    ssize_t n = read(cfd, got, sizeof got);
+    close(cfd);
+    cfd = -1;
+    CHECK(frames == 1 && n == 4 && memcmp(got, "bye\n", 4) == 0, "%d frames, %zd bytes back, want the line echoed",
+          frames, n);
+    CHECK(closes == 1 && last_reason == RX_CLOSE_PEER, "closed %d times (reason %s), want once, peer",
+          closes, rx_close_reason_name(last_reason));
+    printf("ok: -t %d: the peer's EOF: the reply first, then closed as 'peer'\n", io_threads);
+}
+
 // 6. A timer for "never" (UINT64_MAX ms) does not wrap into the past and fire at once.
 static int never_fired;
 
@@ -278,16 +473,22 @@ static void case_never_timer(void)
 
 int main(void)
 {
+    scale_init();
     alarm(60);  // a last resort: every case ends by its own timer in well under a second
     for (int t = 0; t <= 1; t++) {
         case_close_self(t);
         case_split_frame(t, 5000, 4500);
         case_split_frame(t, 10000, 5000);
         case_high_water(t);
+        case_high_water_mark(t);
+        case_no_eof_at_shutdown(t);
+        case_eof_reason(t);
     }
     case_free_in_failed();
     case_free_in_opened();
     case_never_timer();
+    case_connect_timeout();
+    case_connected_stops_timeout();
     printf("all ok\n");
     return 0;
 }

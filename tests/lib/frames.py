@@ -403,6 +403,31 @@ def backoff_check(log, retry, retry_max):
     return "%d waits, each within [D/2, D] of its backoff and really waited" % waits
 
 
+def backoff_sequence(log, retry, retry_max):
+    """The doubling, counted here rather than read from the log's attempt numbers: in a log of
+    the rx connector, the i-th wait since the last close (or since the start) is in [D/2, D],
+    D = min(R * 2^(i-1), MAX): the first wait after a connection that worked is the shortest,
+    and every failure after it doubles the next (rx.h: retry_ms "doubles each failure")."""
+    import re
+    i = 0
+    after_close = 0
+    for line in open(log, errors="replace"):
+        if "disconnected:" in line:
+            i = 0
+        elif (w := re.search(r"connector .*reconnecting in (\d+) ms", line)):
+            i += 1
+            n = int(w.group(1))
+            d = min(retry * 2 ** (i - 1), retry_max)
+            if not (d // 2 <= n <= d):
+                raise Failure("wait %d since the last close (or the start): %d ms, want %d..%d "
+                              "(D = min(%d * 2^%d, %d))" % (i, n, d // 2, d, retry, i - 1, retry_max))
+            after_close = max(after_close, i)
+    if after_close < 4:
+        raise Failure("at most %d waits in a row: the doubling was not exercised" % after_close)
+    return "up to %d waits in a row, the i-th within [D/2, D] of D = min(%d * 2^(i-1), %d)" % (
+        after_close, retry, retry_max)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="frames", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -437,6 +462,11 @@ def main(argv=None):
     p.add_argument("--retry", type=int, required=True)
     p.add_argument("--retry-max", type=int, required=True)
     p.add_argument("--seed", type=int, default=None)
+    p = sub.add_parser("backoff-sequence", help="the connector's waits in a log: the i-th since a close doubles from --retry")
+    p.add_argument("--log", required=True)
+    p.add_argument("--retry", type=int, required=True)
+    p.add_argument("--retry-max", type=int, required=True)
+    p.add_argument("--seed", type=int, default=None)
     p = sub.add_parser("fake-pingpong", help="a pingpong server that corrupts one reply byte")
     p.add_argument("--corrupt-reply", type=int, default=5)
     p.add_argument("--corrupt-offset", type=int, default=3)
@@ -460,6 +490,8 @@ def main(argv=None):
             msg = stream(a.port, a.clients, a.ready_file, rng, a.timeout)
         elif a.cmd == "backoff-check":
             msg = backoff_check(a.log, a.retry, a.retry_max)
+        elif a.cmd == "backoff-sequence":
+            msg = backoff_sequence(a.log, a.retry, a.retry_max)
         elif a.cmd == "fake-pingpong":
             fake_pingpong(a.corrupt_reply, a.corrupt_offset)
             return 0
