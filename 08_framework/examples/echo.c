@@ -12,7 +12,7 @@ static void usage(FILE *to)
     fprintf(to,
             "usage: echo [-H HOST] [-p PORT] [-t N] [--high-water BYTES] [--max-output BYTES]\n"
             "            [--soft-output BYTES] [--soft-seconds S] [--idle-timeout S] [--drain-ms MS]\n"
-            "Echoes every byte it receives (default port 8008). Logs to stderr; SIGINT or\n"
+            "Echoes every byte it receives (default port 7008, the stage's). Logs to stderr; SIGINT or\n"
             "SIGTERM stops it gracefully.\n"
             "      --high-water BYTES   stop reading a client whose echo has BYTES queued, until\n"
             "                        it is written out (0 = never; default 1048576)\n" SERVER_OPTS_HELP);
@@ -49,7 +49,7 @@ int main(int argc, char **argv)
 {
     struct server_opts o;
     opt_init("echo", usage);
-    server_opts_parse(argc, argv, 8008, WANT_HIGH_WATER, &o);
+    server_opts_parse(argc, argv, 7008, WANT_HIGH_WATER, &o);
 
     rx_thread_set_name("main");
     rx_server *srv = rx_server_new(&o.cfg);
