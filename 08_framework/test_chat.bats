@@ -529,3 +529,32 @@ PY
         done
     done
 }
+
+# --- a real client: nc ---------------------------------------------------------------------
+
+@test "chat: nc is a client (netcat-openbsd): one nc reads the room while another joins, renames, talks, is refused a control byte and quits, every byte as the table says (-t 2)" {
+    command -v nc >/dev/null || skip "nc is not installed (Debian: apt-get install netcat-openbsd, or make bench-deps)"
+    nc -h 2>&1 | grep -qE '^[[:space:]]+-N' || skip "this nc has no -N (EOF at the end of its input): install netcat-openbsd"
+    start_server examples/chat_server -t 2 || return
+    local fifo="$BATS_TEST_TMPDIR/b.in" b a want
+    mkfifo "$fifo"
+    # B: an nc whose input stays open (fd 7) until the test closes it: it only reads.
+    start_bg b bash -c 'exec nc -N 127.0.0.1 "$1" <"$0" 7>&-' "$fifo" "$PORT"
+    b=$BG_PID
+    exec 7>"$fifo"
+    wait_file_match "$BATS_TEST_TMPDIR/b.out" '^\* welcome user1$' 5 || { exec 7>&-; return 1; }
+    # A: the whole session from a pipe; -N sends EOF after /quit, and nc ends at the server's close.
+    a=$(printf '/nick alice\n/who\nhello from nc\nbad \033[2J here\n/quit\n' |
+        timeout "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN { print 10 * k }')" nc -N 127.0.0.1 "$PORT") ||
+        { exec 7>&-; fail "nc A exited with status $?:" "$a"; } || return
+    want=$'* welcome user2\n* you are now alice\n* users: user1 alice\n* refused: control character U+001B at offset 4\n* bye'
+    [[ $a == "$want" ]] || { exec 7>&-; fail "nc A got:" "$(printf '%s' "$a" | od -c | head -n 20)" "want:" "$want"; } || return
+    # B saw A arrive, rename, talk (the refused line never reached it) and leave, nothing else.
+    wait_file_match "$BATS_TEST_TMPDIR/b.out" '^\* alice left$' 5 || { exec 7>&-; return 1; }
+    exec 7>&-   # B's EOF: the server answers with its close, and nc B ends
+    wait_exit "$b" b 5 || return
+    want=$'* welcome user1\n* user2 joined\n* user2 is now alice\nalice: hello from nc\n* alice left'
+    [[ $(cat "$BATS_TEST_TMPDIR/b.out") == "$want" ]] ||
+        fail "nc B got:" "$(od -c "$BATS_TEST_TMPDIR/b.out" | head -n 20)" "want:" "$want" || return
+    stop_server
+}
