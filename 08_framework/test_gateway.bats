@@ -383,6 +383,8 @@ redis_stop() {
             --want "502 {\"error\":\"redis: OOM command not allowed when used memory > 'maxmemory'.\"}"
         [[ $output == ok:* ]] || fail "$output"
         [[ $(redis-cli -p "$rp" config set maxmemory 0) == OK ]] || fail "redis-cli config set maxmemory 0"
+    else
+        echo "# redis-cli is not installed: the checks in Redis itself did not run (apt-get install redis-tools)" >&3
     fi
     # Redis gone: 503 at once (no session to send on), within the action timeout.
     redis_stop
@@ -433,6 +435,8 @@ redis_stop() {
         ((status == 0)) || fail "wrk: $output"
         [[ $output != *"Non-2xx"* && $output =~ ([0-9]+)\ requests\ in ]] || fail "wrk: $output"
         ((BASH_REMATCH[1] > 0)) || fail "wrk completed no request: $output"
+    else
+        echo "# wrk is not installed: its part of this test did not run (apt-get install wrk, or make bench-deps)" >&3
     fi
     stop_as gw
     local line
