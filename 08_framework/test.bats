@@ -123,11 +123,12 @@ clean() {
 
 # What a callback may do (close itself, free its connector, queue past the high water), the
 # high water reached at its mark exactly, a connect timeout that fires, no eof callback at the
-# shutdown (rule 8), a peer EOF closing as "peer", a succeeded connect that stops its timeout, and
+# shutdown (rule 8), a peer EOF closing as "peer", a succeeded connect that stops its timeout, a
+# slow reader of a long reply kept past the idle timeout (writes move its clock), and
 # frames split across reads at limits between 4 and 64 KiB, at -t 0 and -t 1.
 @test "unit: reentry_test" {
     unit reentry_test || return
-    [[ $(grep -c '^ok: ' <<<"$output") -eq 19 ]] || fail "reentry_test did not check its 19 cases:" "$output"
+    [[ $(grep -c '^ok: ' <<<"$output") -eq 20 ]] || fail "reentry_test did not check its 20 cases:" "$output"
 }
 
 # The library's global symbols are its public API's: rx_*, each declared in rx.h (the
@@ -499,6 +500,20 @@ print(int((t["closed"] - t["judged"]).total_seconds() * 1000) if len(t) == 2 els
     kill "$stuck" 2>/dev/null || true
 }
 
+# drain_ms bounds only what the kernel refuses: at 0 the close still writes what the kernel
+# takes at once (conn.c: the drain timer, due in the same turn as the close, writes first). With
+# io threads an echo and the EOF behind it often reach the io in one command batch (a send,
+# then a close): the close's timer then runs before the turn's end has written the echo.
+@test "--drain-ms 0: a session closing after its peer's EOF still gets what the kernel takes at once: 20 clients, each sends 300 KB and half-closes, get every byte, then EOF (-t 0, -t 1)" {
+    local t
+    for t in 0 1; do
+        start_server examples/echo -t "$t" --drain-ms 0
+        rxflow half-close-each --count 20 --size 300000 || { stop_server; return 1; }
+        stop_server || return
+        ! grep -q 'still unsent after' "$SERVER_ERR" || fail "-t $t: output left unsent at a close:" "$(grep -m3 'still unsent after' "$SERVER_ERR")" || return
+    done
+}
+
 @test "the hard cap is judged after a write: 20 clients sending 16 KiB at once with --max-output 1024, reading as they go, are all kept" {
     local t
     for t in 0 1 4; do
@@ -559,6 +574,84 @@ print(int((t["closed"] - t["judged"]).total_seconds() * 1000) if len(t) == 2 els
     local yields
     yields=$(counter "turn yields") || return
     ((yields >= 8)) || fail "turn yields $yields: the reads that used the whole budget were not counted"
+}
+
+# A turn accepts at most 64 connections (lib/listener.c: accept_ready), so a burst of
+# newcomers cannot hold the loop away from the connections it already has. The server is
+# stopped (SIGSTOP) while 150 connect, then continued: strace on its one thread (-t 0) counts
+# the accept4 calls that succeed between two epoll_waits.
+@test "a turn accepts at most 64 connections: of 150 waiting in the backlog, accept4 succeeds at most 64 times between two waits, and all 150 are echoed (echo -t 0; strace)" {
+    command -v strace >/dev/null || skip "no strace here"
+    raise_nofile 400
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" start_server examples/echo -t 0
+    local log=$BATS_TEST_TMPDIR/accept.txt deadline
+    start_bg strace strace -p "$SERVER_PID" -e trace=accept4,epoll_wait -e signal=none -s 0 -o "$log"
+    local strace_pid=$BG_PID
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until grep -q 'attached' "$BATS_TEST_TMPDIR/strace.out" 2>/dev/null; do
+        if has_exited "$strace_pid" || (($(now_ms) > deadline)); then
+            stop_server
+            skip "strace cannot attach to the server here: $(cat "$BATS_TEST_TMPDIR/strace.out")"
+        fi
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    python3 - "$PORT" "$SERVER_PID" "$(dirname "$NETKIT")" <<'PY' || { stop_server; fail "the backlog client failed"; } || return
+import os, socket, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+sys.path.insert(0, sys.argv[3])
+import netkit
+n = 150
+socks, stopped = [], False
+try:
+    os.kill(pid, 19)  # SIGSTOP
+    stopped = True
+    netkit.wait_stopped(pid)
+    socks = [netkit.nonblocking_connect("127.0.0.1", port) for _ in range(n)]
+    deadline = time.monotonic() + netkit.scaled(5)
+    ports = set()
+    while True:
+        for s in socks:
+            try:
+                ports.add(s.getsockname()[1])
+            except OSError:
+                pass
+        if netkit.server_established(port, ports) >= n:
+            break
+        if time.monotonic() > deadline:
+            sys.exit("FAIL: the kernel did not complete %d connections to the stopped server" % n)
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    os.kill(pid, 18)  # SIGCONT
+    stopped = False
+    for i, s in enumerate(socks):
+        s.setblocking(True)
+        s.settimeout(netkit.scaled(10))
+        s.sendall(b"%d\n" % i)
+    for i, s in enumerate(socks):
+        want, got = b"%d\n" % i, b""
+        while len(got) < len(want):
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            got += chunk
+        if got != want:
+            sys.exit("FAIL: client %d got %r, want %r" % (i, got, want))
+finally:
+    if stopped:
+        os.kill(pid, 18)
+    for s in socks:
+        s.close()
+print("ok: %d clients, each echoed" % n)
+PY
+    stop_server || return
+    wait_bg "$strace_pid" strace || return
+    # accept4(5, ..., SOCK_CLOEXEC|SOCK_NONBLOCK) = 7; a run is the successes between two epoll_waits.
+    local runs most total
+    runs=$(awk '/^epoll_wait\(/ { if (n) print n; n = 0; next } /^accept4\(.*= [0-9]+$/ { n++ } END { if (n) print n }' "$log")
+    most=$(sort -n <<<"$runs" | tail -n 1)
+    total=$(awk '{ t += $1 } END { print t + 0 }' <<<"$runs")
+    ((total >= 150)) || fail "strace saw $total accepted connections, want 150 at least" || return
+    ((most <= 64)) || fail "$most connections accepted in one turn (between two epoll_waits), want at most 64" || return
+    ((most == 64)) || fail "at most $most accepted in a turn with 150 waiting: the backlog was not there at once (the test proved nothing)"
 }
 
 @test "pingpong_client against pingpong_server (-t 0 and -t 2): every reply checked, errors 0; the server's counters agree" {

@@ -449,6 +449,105 @@ static void case_eof_reason(int io_threads)
     printf("ok: -t %d: the peer's EOF: the reply first, then closed as 'peer'\n", io_threads);
 }
 
+// 12. rx.h: idle_ms is "nothing read or written for this long". A peer that sent one request
+//     and then only reads its long reply, slowly, is not idle while the writes go on. The
+//     server side's send buffer is made small (the test owns both ends' descriptors), so the
+//     reply goes out in many writes, each well within the idle timeout of the one before.
+#define SLOW_REPLY (192 * 1024)
+static size_t slow_got;
+static bool slow_bad;
+static rx_timer *slow_reader;
+
+static void small_sndbuf(rx_session *s)
+{
+    (void)s;
+    struct sockaddr_in me;
+    socklen_t len = sizeof me;
+    CHECK(getsockname(cfd, (struct sockaddr *)&me, &len) == 0, "getsockname");
+    for (int fd = 3; fd < 1024; fd++) {  // the server's end: its peer is the client's address
+        struct sockaddr_in peer;
+        socklen_t plen = sizeof peer;
+        if (fd == cfd || getpeername(fd, (struct sockaddr *)&peer, &plen) == -1 ||
+            peer.sin_port != me.sin_port)
+            continue;
+        int small = 4096;
+        CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0, "SO_SNDBUF");
+        opens++;
+    }
+}
+
+static void long_reply(rx_session *s, const rx_frame *f)
+{
+    (void)f;
+    static char piece[4096];
+    frames++;
+    for (size_t off = 0; off < SLOW_REPLY; off += sizeof piece) {
+        for (size_t i = 0; i < sizeof piece; i++)
+            piece[i] = (char)((off + i) % 251);
+        rx_send(s, piece, sizeof piece);
+    }
+}
+
+static void read_slowly(rx_loop *l, rx_timer *t, void *a)
+{
+    (void)l, (void)a;
+    char buf[4096];
+    ssize_t n = recv(cfd, buf, sizeof buf, MSG_DONTWAIT);
+    for (ssize_t i = 0; i < n; i++)
+        slow_bad |= buf[i] != (char)((slow_got + (size_t)i) % 251);
+    if (n > 0)
+        slow_got += (size_t)n;
+    if (n == 0 || slow_got == SLOW_REPLY) {  // all of it, or EOF: the verdict is the checks'
+        rx_timer_stop(l, t);
+        slow_reader = NULL;
+        rx_server_stop(srv);
+    }
+}
+
+static void case_idle_moved_by_writes(void)
+{
+    rx_config cfg = rx_config_default();
+    cfg.idle_ms = (uint64_t)(300 * scale);
+    srv = rx_server_new(&cfg);
+    CHECK(srv != NULL, "rx_server_new");
+    frames = closes = opens = 0;
+    slow_got = 0;
+    slow_bad = false;
+    rx_codec raw = rx_codec_raw();
+    rx_factory f = {.message = long_reply, .opened = small_sndbuf, .closed = on_closed};
+    port = rx_listen(srv, "127.0.0.1", 0, &raw, &f);
+    cfd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(cfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(cfd != -1 && connect(cfd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+    send_all("go", 2);
+    // 4 KiB every 20 ms: 192 KiB take 0.96 s at least, past 3 idle timeouts (scaled alike).
+    slow_reader = rx_timer_start(rx_server_loop(srv), (uint64_t)(20 * scale),
+                                 (uint64_t)(20 * scale), read_slowly, NULL);
+    rx_timer_start(rx_server_loop(srv), (uint64_t)(20000 * scale), 0, stop, NULL);
+    CHECK(rx_server_run(srv) == 0, "rx_server_run");
+    if (slow_reader)
+        rx_timer_stop(rx_server_loop(srv), slow_reader);
+    slow_reader = NULL;
+    rx_server_stats(srv, &last_stats);
+    rx_server_free(srv);
+    close(cfd);
+    cfd = -1;
+    CHECK(opens == 1, "found %d server-side sockets of the client, want 1", opens);
+    CHECK(slow_got == SLOW_REPLY && !slow_bad, "%zu of %d bytes of the reply read%s", slow_got,
+          SLOW_REPLY, slow_bad ? ", some wrong" : "");
+    CHECK(closes == 1 && last_reason == RX_CLOSE_SHUTDOWN,
+          "closed %d times (reason %s), want once, by the shutdown: a peer taking its reply is "
+          "not idle", closes, rx_close_reason_name(last_reason));
+    CHECK(last_stats.writes >= 8, "the reply went out in %llu writes: the slow path was not taken",
+          (unsigned long long)last_stats.writes);
+    printf("ok: a peer reading a %d-byte reply slowly (%llu writes) for longer than 3 idle "
+           "timeouts is not idle: every write moves its clock\n", SLOW_REPLY,
+           (unsigned long long)last_stats.writes);
+}
+
 // 6. A timer for "never" (UINT64_MAX ms) does not wrap into the past and fire at once.
 static int never_fired;
 
@@ -489,6 +588,7 @@ int main(void)
     case_never_timer();
     case_connect_timeout();
     case_connected_stops_timeout();
+    case_idle_moved_by_writes();
     printf("all ok\n");
     return 0;
 }

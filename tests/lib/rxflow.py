@@ -122,6 +122,19 @@ def reset_stalled(port, limit, rng):
     return "reset after %d bytes sent and none read" % len(sent)
 
 
+def half_close_each(port, count, size, rng):
+    """COUNT connections one after another, each: SIZE bytes sent, shutdown(SHUT_WR), and the
+    whole echo (byte for byte) then EOF (netkit's half-close). Against a server with a drain of
+    0 ms: the close that follows the EOF still writes what the kernel takes at once."""
+    import netkit
+    for i in range(count):
+        try:
+            netkit.half_close("127.0.0.1", port, size, rng.randrange(1 << 30))
+        except Exception as e:  # netkit's own Failure, or a socket error
+            raise Failure("connection %d of %d: %s" % (i + 1, count, e))
+    return "%d connections: %d bytes each echoed after shutdown(SHUT_WR), then EOF" % (count, size)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="rxflow", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -140,6 +153,9 @@ def main(argv=None):
     p.add_argument("--hold", type=float, required=True, help="seconds of talk after the dip")
     p = add("reset-stalled", "send unread until the server stops reading, then reset")
     p.add_argument("--limit", type=int, default=32 << 20)
+    p = add("half-close-each", "COUNT connections in turn, each sends SIZE, half-closes, gets every byte then EOF")
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--size", type=int, default=300000)
 
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else int(os.environ.get("NETKIT_SEED", time.time_ns() % 1000000))
@@ -151,6 +167,8 @@ def main(argv=None):
             msg = soft_dip(a.port, a.size, a.hold, rng)
         elif a.cmd == "reset-stalled":
             msg = reset_stalled(a.port, a.limit, rng)
+        elif a.cmd == "half-close-each":
+            msg = half_close_each(a.port, a.count, a.size, rng)
     except Failure as e:
         print("FAIL: %s (seed %d)" % (e, seed), flush=True)
         return 1
