@@ -7,7 +7,7 @@ Environment knobs (all optional):
   BENCH_REPEAT=3        runs per (server, load) point; the median is kept
   BENCH_SECS=2          measured seconds per run (the loadgen's -d)
   BENCH_WARMUP=0.5      warm-up seconds per run (the loadgen's -w)
-  BENCH_THREADS=1       loadgen client threads (-t)
+  BENCH_THREADS=N       loadgen client threads (-t); default: one per core left to it (below)
   BENCH_IDLE_MEM=5000   idle connections opened to measure resident memory per connection
   BENCH_SERVERS=a,b     only these servers (names as in the table, e.g. 03_poll,04_epoll_lt)
   BENCH_POINTS=a,b      only these loads (e.g. 50x64; the headline 04-vs-min_echo point)
@@ -85,7 +85,16 @@ def env_float(name, default):
 REPEAT = max(1, int(env_float("BENCH_REPEAT", 3)))
 SECS = env_float("BENCH_SECS", 2)
 WARMUP = env_float("BENCH_WARMUP", 0.5)
-THREADS = max(1, int(env_float("BENCH_THREADS", 1)))
+# The machine's cores, split: the server gets the first half (at least one), the loadgen the
+# rest, one client thread each. On 2 cores that is one and one; on 8, four and four, and 08's
+# echo also runs with as many io threads as its cores (08_tN below), which is where the
+# io-thread scaling a 2-core machine cannot show appears.
+CORES = os.cpu_count() or 1
+SERVER_CORES = max(1, CORES // 2)
+THREADS = max(1, int(env_float("BENCH_THREADS", max(1, CORES - SERVER_CORES))))
+if SERVER_CORES > 2:
+    SERVERS.insert([s[0] for s in SERVERS].index("08_t2") + 1,
+                   ("08_t%d" % SERVER_CORES, "08_framework/examples/echo", ["-t", str(SERVER_CORES)], None))
 IDLE_MEM = max(1, int(env_float("BENCH_IDLE_MEM", 5000)))
 OUT = os.environ.get("BENCH_OUT", os.path.join(HERE, "results"))
 LOADGEN = os.environ.get("BENCH_LOADGEN", os.path.join(HERE, "loadgen"))
@@ -113,12 +122,15 @@ def note(msg):
 def pinning():
     """The taskset prefixes for the server and the loadgen, or empty ones: one core each keeps
     them from trading places on a CPU and makes the server's CPU time a cleaner figure."""
-    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+    if CORES < 2 or shutil.which("taskset") is None:
         return [], [], "not pinned (fewer than 2 cores, or no taskset)"
-    ok = subprocess.run(["taskset", "-c", "1", "true"], stderr=subprocess.DEVNULL).returncode == 0
+    srv = "0" if SERVER_CORES == 1 else "0-%d" % (SERVER_CORES - 1)
+    gen = str(SERVER_CORES) if CORES - SERVER_CORES == 1 else "%d-%d" % (SERVER_CORES, CORES - 1)
+    ok = subprocess.run(["taskset", "-c", gen, "true"], stderr=subprocess.DEVNULL).returncode == 0
     if not ok:
         return [], [], "not pinned (taskset refused: a restricted CPU set?)"
-    return ["taskset", "-c", "0"], ["taskset", "-c", "1"], "server on CPU 0, loadgen on CPU 1"
+    return (["taskset", "-c", srv], ["taskset", "-c", gen],
+            "server on CPU %s, loadgen on CPU %s (%d thread%s)" % (srv, gen, THREADS, "s" if THREADS > 1 else ""))
 
 
 SERVER_PIN, LOADGEN_PIN, PIN_NOTE = pinning()
@@ -624,6 +636,7 @@ def write_reports(started, servers, medians, mem, sysc):
              # hop to an io thread (-t 1 / -t 0), and the libevent peer.
              ("08_t0", "04_epoll_lt"), ("08_t0", "min_echo"), ("08_t0", "libevent"),
              ("08_t1", "08_t0"), ("08_t2", "08_t0"),
+             *([("08_t%d" % SERVER_CORES, "08_t0")] if SERVER_CORES > 2 else []),
              # the hop measured two ways: the SPSC rings against the task queue
              ("08_t1_ring", "08_t1"), ("08_t2_ring", "08_t2")]
     md += ["## Ratios (side by side, this run)", "",
