@@ -1039,6 +1039,7 @@ static void stop_serving(void)
             break;
         }
     }
+    long long drained_ms = now_ms() - t0, lingered_ms = 0;
     if (use_pool) {
         // Results back but not delivered yet are not running: taken first, the
         // count below names only the jobs a worker still runs.
@@ -1065,8 +1066,16 @@ static void stop_serving(void)
         // And then lingered on like any reply, for a short bounded while: a
         // close() now, with unread input, would reset the connection and
         // could destroy the replies just sent (CONN_LINGERING).
-        linger_until(now_ms() + FINAL_LINGER_MS);
+        long long t_linger = now_ms();
+        linger_until(t_linger + FINAL_LINGER_MS);
+        lingered_ms = now_ms() - t_linger;
     }
+    // Clients still here were never quiet (they kept sending): both waits ran to their
+    // deadlines. The two figures, on this thread's own clock, let a test hold each to its
+    // bound without timing the exit from outside (which the machine's load stretches).
+    if (conns != NULL)
+        log_msg("stopping: %zu client%s left after a drain of %lld ms and a last linger of %lld ms",
+                nconns, nconns == 1 ? "" : "s", drained_ms, lingered_ms);
     while (conns != NULL) {
         log_msg("fd %d: %zu replies not sent, closing", conns->fd,
                 conns->nwaiting + (buf_len(&conns->out) > 0));

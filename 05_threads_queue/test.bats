@@ -299,7 +299,10 @@ inflight_at_stop() {
 
 @test "SIGTERM with jobs in flight: running jobs' replies arrive, queued ones are cancelled, then EOF" {
     inflight_at_stop 'stopping: [0-9]+ connections?, 1 job running' --ms 800 || return
-    inflight_at_stop 'stopping: [0-9]+ connections?, 2 jobs running, 1 queued job cancelled' --ms 800 --more 2
+    (($(counter cancelled) == 0)) || fail "nothing was queued, yet the stop line counts cancelled jobs: $(grep 'stopped after' "$SERVER_ERR")" || return
+    inflight_at_stop 'stopping: [0-9]+ connections?, 2 jobs running, 1 queued job cancelled' --ms 800 --more 2 || return
+    # The stop line's `cancelled` counts every queued job cancelled, at a close or at the stop.
+    (($(counter cancelled) == 1)) || fail "the stopping line says 1 queued job cancelled, the stop line counts $(counter cancelled): $(grep 'stopped after' "$SERVER_ERR")"
 }
 
 @test "SIGTERM with a job that outlasts the drain: it is aborted (ERR stopping), exit 0 within 2 s" {
@@ -403,6 +406,14 @@ inflight_at_stop() {
     # a slot like any other): `slept 300` first, then `ERR line too long`, then EOF.
     lineproto long-line --size 70000 --first-line "SLEEP 300" --first-reply "slept 300"
     lineproto talk --line "ECHO next client" --expect "next client"
+    # Each of the three, lingering after our FIN, is closed once its EOF is read (`fd N
+    # closed`), not held open until the server stops; and so is the last client.
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until (($(grep -cE '^server: fd [0-9]+ closed$' "$SERVER_ERR") >= 4)); do
+        (($(now_ms) < deadline)) || fail "$(grep -cE '^server: fd [0-9]+ closed$' "$SERVER_ERR") of 4 connections closed after their clients' EOF: a lingering connection that reads the client's EOF must be closed" "$(tail -n 10 "$SERVER_ERR")" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
     stop_server
 }
 
@@ -423,13 +434,19 @@ inflight_at_stop() {
     while ((${#got[@]} < 3)) && IFS= read -r -t "$deadline" -u "$fd" line; do
         got+=("$line")
     done
+    # And once the refusal has left, the connection is read and served as before: its bytes
+    # leave the count of replies held (--max-output) as they entered it.
+    local after=""
+    printf 'ECHO after\n' >&"$fd"
+    IFS= read -r -t "$deadline" -u "$fd" after || after="(nothing within $deadline s)"
     exec {fd}>&-
     stop_server || return
     local want="slept $ms|slept 0|ERR busy"
     local seen
     seen=$(IFS='|'; echo "${got[*]}")
     [[ $seen == "$want" || $seen == "slept $ms|slept 0|slept 0" ]] ||
-        fail "replies in this order: '$seen', want '$want' (a refusal is a reply slot: it waits for the replies before it)"
+        fail "replies in this order: '$seen', want '$want' (a refusal is a reply slot: it waits for the replies before it)" || return
+    [[ $after == after ]] || fail "after '$seen', an ECHO on the same connection got '$after', want 'after': the connection stopped being read once its replies had left ($(grep 'stopped after' "$SERVER_ERR"))"
 }
 
 @test "demonstration: with -w 4, an ECHO is answered at once while 4 clients keep SLEEP 500 running" {
@@ -550,6 +567,33 @@ inflight_at_stop() {
     local ms
     ms=$(sed -n 's/.*every client quiet after \([0-9]*\) ms.*/\1/p' "$SERVER_ERR")
     [[ -n $ms ]] && ((ms < 500)) || fail "the drain did not end early for a quiet client: $(grep stopping "$SERVER_ERR")"
+}
+
+# A client that floods bytes and never closes: its line is too long, so the server answers,
+# sends its FIN and lingers, reading and throwing away (CONN_LINGERING). At SIGTERM no turn is
+# ever quiet, so neither the drain's quiet shortcut nor the last linger's can end early: the
+# drain runs all of DRAIN_MS (1 s), the last linger FINAL_LINGER_MS (300 ms), then the server
+# closes it (`fd N: 0 replies not sent, closing`: it was still there at the end) and exits 0
+# within the contract's 2 s.
+@test "SIGTERM with a lingering client that never stops sending: the drain and the last linger are bounded, exit 0 within 2 s" {
+    start_server server -w 1
+    start_bg zeros bash -c 'exec timeout "$1" cat /dev/zero >"/dev/tcp/127.0.0.1/$2"' _ "$(scaled_s 60)" "$PORT"
+    assert_log 'fd [0-9]+: request line over 65536 bytes, closing' 5
+    stop_server
+    grep -qE 'fd [0-9]+: 0 replies not sent, closing' "$SERVER_ERR" ||
+        fail "the flooding client was not still connected at the end of the last linger (the test proved nothing): $(grep -E 'stopping|closed|closing' "$SERVER_ERR")" || return
+    ! grep -q 'every client quiet' "$SERVER_ERR" || fail "a turn was quiet while the client flooded: $(grep stopping "$SERVER_ERR")" || return
+    # How long each wait lasted, on the server's own clock: each ends at its deadline plus at
+    # most one turn. Held to each other, not to the wall clock (a busy machine stretches a
+    # turn, not a deadline): the drain is 1000 ms (DRAIN_MS) and the last linger, 300 ms
+    # (FINAL_LINGER_MS), shorter than the drain and longer than the drain's overshoot.
+    local line drained lingered
+    line=$(grep -m1 'client left after a drain of' "$SERVER_ERR") || fail "no 'left after a drain' line: $(grep stopping "$SERVER_ERR")" || return
+    drained=$(sed -n 's/.* a drain of \([0-9]*\) ms and a last linger of \([0-9]*\) ms.*/\1/p' <<<"$line")
+    lingered=$(sed -n 's/.* a drain of \([0-9]*\) ms and a last linger of \([0-9]*\) ms.*/\2/p' <<<"$line")
+    ((drained >= 1000 && lingered >= 300)) || fail "a wait ended before its deadline (drain 1000 ms, last linger 300 ms): $line" || return
+    ((lingered < drained)) || fail "the last linger lasted as long as the drain (want 300 ms against 1000): $line" || return
+    ((drained - 1000 < lingered)) || fail "the drain lasted more than its 1000 ms by more than the last linger's 300 ms: $line"
 }
 
 # A stopping server accepts nobody (stop_serving takes the listening socket out of the epoll
@@ -763,6 +807,33 @@ inflight_at_stop() {
     done
 }
 
+# A SLEEP runs in slices of 20 ms and asks between them whether the server is stopping
+# (jobs.c, sleep_until): that is what lets an aborted SLEEP end within milliseconds. Counted,
+# not timed: each slice is one clock_nanosleep, so the worker is scheduled in once per slice
+# (/proc/PID/task/*/status, worker_wakeups). Over a window of 0.5 s (times TIMEOUT_SCALE, a
+# measurement, not a wait; 3 s at most), a worker sleeping in 20 ms slices wakes 25 times; the test asks
+# for one wake per 100 ms at least (a loaded machine delays each wake, it does not skip one).
+@test "a running SLEEP wakes every 20 ms to ask whether the server is stopping: its worker is scheduled in at least every 100 ms" {
+    start_server server -w 1
+    # (Its reply, ERR stopping or, on a very slow machine, slept 10000, is not the point.)
+    start_bg runner lineproto talk --line "SLEEP 10000"
+    local bg=$BG_PID window w0 w1 t0 t1 want
+    wait_worker_sleeping || return
+    # At most 3 s: well inside the SLEEP 10000 however large TIMEOUT_SCALE is.
+    window=$(scaled_ms 0.5)
+    ((window <= 3000)) || window=3000
+    t0=$(now_ms)
+    w0=$(worker_wakeups)
+    sleep "$(awk -v ms="$window" 'BEGIN { print ms / 1000 }')"
+    w1=$(worker_wakeups)
+    t1=$(now_ms)
+    thread_sleeping || fail "the worker is no longer in its SLEEP: the window proved nothing" || return
+    want=$(((t1 - t0) / 100))
+    ((w1 - w0 >= want)) || fail "the worker running SLEEP 10000 woke $((w1 - w0)) times in $((t1 - t0)) ms (want $want at least: a 20 ms slice each): it does not look at the abort flag between slices" || return
+    stop_server
+    wait_bg "$bg" runner
+}
+
 @test "PRIMES matches a plain sieve for every n up to 300 and around the square of every prime below it" {
     start_server server -w 2
     lineproto primes-table --upto 300
@@ -789,6 +860,37 @@ inflight_at_stop() {
     stop_server
     wait_bg "$bg" held
     (($(counter requests) == 64 && $(counter pauses) == 1)) || fail "want 64 requests read, 1 pause: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+# Reading resumes at half the limit (MAX_WAITING / 2 = 32 replies waiting), not only once none
+# waits. -w 1: SLEEP 300, 40 ECHOs, SLEEP 10000, then 100 ECHOs, in one write. The server reads
+# 64 (the SLEEP 300, 40 echoes, the SLEEP 10000, 22 echoes) and pauses with the rest in c->in.
+# When SLEEP 300 ends, 41 replies leave and 23 still wait behind SLEEP 10000: at or under 32,
+# reading resumes in that same turn, before the 41 replies are even sent, and goes on until
+# 64 wait again (41 more echoes). Stopped then: 105 requests read, 2 pauses; the client gets
+# ERR stopping and 63 echoes, then EOF.
+@test "the per-connection limit: 64 replies waiting, and reading resumes once 32 or fewer wait, not only when none does" {
+    start_server server -w 1
+    local fd i lines="SLEEP 300"$'\n' got=() line deadline
+    for ((i = 0; i < 40; i++)); do lines+="ECHO a$i"$'\n'; done
+    lines+="SLEEP 10000"$'\n'
+    for ((i = 0; i < 100; i++)); do lines+="ECHO b$i"$'\n'; done
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot connect to $PORT" || return
+    printf '%s' "$lines" >&"$fd"
+    deadline=$(scaled_s 10)
+    while ((${#got[@]} < 41)) && IFS= read -r -t "$deadline" -u "$fd" line; do
+        got+=("$line")
+    done
+    ((${#got[@]} == 41)) && [[ ${got[0]} == "slept 300" && ${got[40]} == a39 ]] ||
+        { exec {fd}>&-; fail "want 'slept 300' and 40 echoes first, got ${#got[@]} lines: ${got[*]:0:3} ... ${got[*]: -2}"; } || return
+    stop_server || { exec {fd}>&-; return 1; }
+    got=()
+    while IFS= read -r -t "$deadline" -u "$fd" line; do got+=("$line"); done
+    exec {fd}>&-
+    local want=("ERR stopping")
+    for ((i = 0; i < 63; i++)); do want+=("b$i"); done
+    [[ "${got[*]}" == "${want[*]}" ]] || fail "after the SIGTERM, want ERR stopping and b0..b62, got ${#got[@]} lines: ${got[*]:0:3} ... ${got[*]: -2}" || return
+    (($(counter requests) == 105 && $(counter pauses) == 2)) || fail "want 105 requests read and 2 pauses (reading resumed at 23 waiting): $(grep 'stopped after' "$SERVER_ERR")"
 }
 
 @test "--max-output at its boundary: exactly that many bytes waiting keeps reading, one reply more stops it" {
@@ -872,6 +974,52 @@ bounded() {
     done
     run --separate-stderr bounded "$bin" --help
     [[ $status -eq 0 && $output == usage:* && -z $stderr ]] || fail "--help: status $status, stdout '$output', stderr '$stderr'"
+}
+
+# worker_threads: how many threads of the server are named "worker" (jobs.c, worker_main).
+worker_threads() {
+    local t n=0
+    for t in /proc/"$SERVER_PID"/task/*; do
+        [[ $(cat "$t/comm" 2>/dev/null) == worker ]] && n=$((n + 1))
+    done
+    echo "$n"
+}
+
+# The defaults the usage promises, from the server itself: its threads (/proc), its startup
+# line, and what a default queue takes (the 1024 test). A worker names itself as it starts:
+# counted with a deadline until there are as many as the cores (never more: checked after).
+@test "defaults: with no -w, one worker thread per online core (at most 256), a queue of 1024, --max-output 4 MiB" {
+    local cores want n deadline
+    cores=$(getconf _NPROCESSORS_ONLN) || fail "getconf _NPROCESSORS_ONLN failed" || return
+    want=$((cores > 256 ? 256 : cores))
+    start_server server
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until (($(worker_threads) >= want)); do
+        (($(now_ms) < deadline)) || break
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    n=$(worker_threads)
+    ((n == want)) || fail "$n worker threads with no -w on $cores online cores, want $want: $(grep 'worker thread' "$SERVER_ERR")" || return
+    grep -qE "^server: $want worker threads?, job queue of 1024, --max-output 4194304$" "$SERVER_ERR" ||
+        fail "the startup line does not say the defaults (want $want workers, 1024, 4194304): $(grep 'worker thread' "$SERVER_ERR")" || return
+    lineproto talk --line "SLEEP 1" --line "ECHO d" --expect "slept 1" --expect "d"
+    stop_server
+}
+
+# The default --max-output, 4 MiB, at work: SLEEP 10000, then 100 ECHOs of 65,000 bytes never
+# read. The 63 read before the per-connection limit (64 replies waiting) hold 4,095,242 bytes
+# (65,003 or 65,004 each), under 4,194,304: the pause is the 64-reply one (no "bytes of replies
+# waiting" line), not one for bytes. Stopped, the client gets ERR stopping, the 63 echoes, EOF.
+@test "defaults: --max-output 4 MiB: 63 echoes of 65,000 bytes held behind a SLEEP do not pause reading before the 64-reply limit" {
+    start_server server -w 1
+    start_bg held lineproto held-flood --clients 1 --ms 10000 --echoes 100 --echo-bytes 65000 --want-echoes 63
+    local bg=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/held.out" '^held-flood: sent' 20
+    wait_worker_sleeping || return
+    stop_server
+    wait_bg "$bg" held
+    (($(counter requests) == 64 && $(counter pauses) == 1)) || fail "want 64 requests read, 1 pause: $(grep 'stopped after' "$SERVER_ERR")" || return
+    ! grep -q 'bytes of replies waiting' "$SERVER_ERR" || fail "paused for bytes under the 4 MiB default: $(grep 'bytes of replies waiting' "$SERVER_ERR")"
 }
 
 # time_wait_on PORT: true once a connection on local port PORT is in TIME_WAIT (06).
