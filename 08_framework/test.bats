@@ -885,6 +885,23 @@ paused_in_range() {
     done
 }
 
+# The high water is reported once per crossing: a queue written out whole re-arms it
+# (conn_flush: the drained report), so a client that stalls again is paused again.
+@test "back-pressure, twice: a client paused at --high-water, written out and resumed, is paused again at its next crossing, never dropped; every byte echoed in order (-t 0, -t 2)" {
+    local t n r slow
+    for t in 0 2; do
+        start_server examples/echo -t "$t" --high-water 262144
+        rxflow pause-twice --rounds 2 --limit 16777216 || { stop_server; return 1; }
+        stop_server || return
+        n=$(grep -c 'bytes queued: reading paused' "$SERVER_ERR" || true)
+        r=$(grep -c 'written out: reading again' "$SERVER_ERR" || true)
+        ((n >= 2 && r >= 2)) || fail "-t $t: $n pauses and $r resumes for two stalls on one connection, want 2 of each at least" || return
+        paused_in_range 262144 $((262144 + 65536)) || return
+        slow=$(counter "too slow") || return
+        ((slow == 0)) || fail "-t $t: too slow $slow: the paused client was dropped" || return
+    done
+}
+
 @test "SIGTERM with --drain-ms 60000: with no session, and with an idle one, the server exits at once (the drain waits for output only); no 'still open after the deadline' (-t 0, -t 2)" {
     local t
     for t in 0 2; do
