@@ -69,7 +69,7 @@ HELLO='Hello from the rx http_server.\n'
     bin=$(stage_bin examples/http_server)
     run --separate-stderr "$bin" --help
     [[ $status -eq 0 && $output == usage:* ]] || fail "--help: status $status, output: $output"
-    for bad in "--max-head 0" "--max-head 1048577" "--max-body -1" "--max-head" "--bogus" "-t 65"; do
+    for bad in "--max-head 0" "--max-head 1048577" "--max-body -1" "--max-body 4294967296" "--max-head" "--bogus" "-t 65"; do
         run --separate-stderr "$bin" $bad
         [[ $status -eq 2 && -z $output && $stderr == *usage:* ]] || fail "'$bad': status $status, stdout '$output', stderr: $stderr"
     done
@@ -191,6 +191,14 @@ HELLO='Hello from the rx http_server.\n'
     [[ $output == $'body too large\n413' ]] || { stop_server; fail "POST / with 1 byte: $output"; } || return
     stop_server
     [[ $(http_counter refused) -eq 1 ]] || fail "refused $(http_counter refused), want 1"
+}
+
+@test "http: the widest limits the options take (--max-head 1048576 --max-body 4294967295) at the boundary and one past" {
+    start_server examples/http_server --max-head 1048576 --max-body 4294967295
+    run http widest --max-head 1048576 --max-body 4294967295
+    [[ $status -eq 0 ]] || { stop_server; fail "$output"; } || return
+    stop_server || return
+    (($(http_counter refused) == 2)) || fail "refused $(http_counter refused), want 2 (the 431 and the 413)" || return
 }
 
 @test "http: the default limits (8192-byte head, 1 MiB body) at the boundary and one past -t 1" {

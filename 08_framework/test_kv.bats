@@ -263,3 +263,43 @@ scaled_s() {
         ((keys > 7000 && bad == 0)) || fail "-t $t: $keys keys, bad frames $bad; want over 7000 keys and 0 bad frames" || return
     done
 }
+
+# --- rare paths: whole words, the lingering close without a peer, a read past the deadline ---
+
+@test "kv: whole words only: GETX, SETX and NXX are not GET, SET and NX; conflicting SET options refused in either order; PX without a value is a syntax error" {
+    start_server examples/kv_server
+    run kv table-more
+    [[ $status -eq 0 ]] || { stop_server; fail "$output"; } || return
+    stop_server || return
+}
+
+@test "kv: lingering close after a protocol error: 5 clients still sending after their bad request each get the whole -ERR, then EOF, never a reset (lingered 5; -t 0 and -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/kv_server -t "$t"
+        run kv refusal-stream --count 5
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
+        stop_server || return
+        local lingered refused
+        lingered=$(counter lingered) || return
+        refused=$(counter refused) || return
+        ((refused == 5 && lingered == 5)) || fail "-t $t: refused $refused, lingered $lingered; want 5 and 5 (each refused client still sending at its close)" || return
+    done
+}
+
+@test "kv: a GET read past a key's deadline, in the turn before its timer's (a busy loop stopped inside a turn across the deadline), finds nothing and counts it expired (-t 0; kv: 0 keys, 1 expired)" {
+    start_server examples/kv_server -t 0
+    run kv expire-stopped --pid "$SERVER_PID" --px-ms 300
+    [[ $status -eq 0 ]] || { kill -CONT "$SERVER_PID"; stop_server; fail "$output"; } || return
+    # A try whose stop came too late is retried with a new key (said in the output): the
+    # keys of those tries that their timers removed are counted in `expired` too.
+    local early
+    early=$(sed -n 's/.*earlier tries expired by their timers: \([0-9]*\).*/\1/p' <<<"$output")
+    [[ -n $early ]] || { stop_server; fail "no 'earlier tries' figure in: $output"; } || return
+    ((early == 0)) || harness_note "$output"
+    stop_server || return
+    local keys expired
+    keys=$(kv_counter keys) || return
+    expired=$(kv_counter expired) || return
+    ((keys == 0 && expired == 1 + early)) || fail "keys $keys, expired $expired; want 0 and $((1 + early)) (the read found the key past its time and removed it, and counted it)" || return
+}

@@ -582,10 +582,27 @@ def cmd_short(a):
     print("ok: %d short connections (Connection: close): each its answer, then EOF" % a.count)
 
 
+def cmd_widest(a):
+    """The widest limits the options take (--max-head 1048576 --max-body 4294967295), at the
+    boundary and one past: a head of exactly max-head bytes is answered, one byte more is 431;
+    a Content-Length of exactly max-body is taken (with Expect: 100-continue the server answers
+    from the head, so no 4 GiB are sent: 405 and close), one more is 413."""
+    mh, mb = a.max_head, a.max_body
+    exchange(a.port, head_of(mh), hello(), "a head of exactly max-head (%d) bytes" % mh, False)
+    exchange(a.port, head_of(mh + 1), refusal(431, "request head too large"),
+             "a head of max-head + 1 bytes", True)
+    cont = b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+    exchange(a.port, cont % mb, not_allowed(close=True),
+             "Expect: 100-continue with a Content-Length of exactly max-body (%d)" % mb, True)
+    exchange(a.port, cont % (mb + 1), refusal(413, "body too large"),
+             "Expect: 100-continue with a Content-Length of max-body + 1", True)
+    print("ok: head limit %d and body limit %d at the boundary and one past" % (mh, mb))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cmd", choices=["errors", "keepalive", "pipeline", "limits", "isolated", "stats", "idle",
-                                   "linger", "sendeof", "short"])
+                                   "linger", "sendeof", "short", "widest"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--max-head", type=int, default=8192)
     p.add_argument("--max-body", type=int, default=1 << 20)

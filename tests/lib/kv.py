@@ -11,6 +11,7 @@ import argparse
 import os
 import random
 import select
+import signal
 import socket
 import sys
 import threading
@@ -660,6 +661,199 @@ def cmd_clients(a):
     print("ok: %d clients x %d rounds, each reply to its own client" % (a.clients, a.rounds))
 
 
+# --- whole words only, conflicts in either order ---------------------------------------------
+def table_more_rows():
+    """Rows that pin what a prefix or a one-sided check would let through: a command name or an
+    option is a whole word (GETX is not GET, NXX not NX), every pair of conflicting options is
+    refused in either order, and PX without its value is a syntax error like EX's."""
+    k = "more:k"
+    return [
+        (["GETX", k], err("ERR unknown command 'GETX', with args beginning with: '%s' " % k)),
+        (["PINGPONG"], err("ERR unknown command 'PINGPONG', with args beginning with: ")),
+        (["SETX", k, "v"], err("ERR unknown command 'SETX', with args beginning with: '%s' 'v' " % k)),
+        (["SET", k, "v", "PX"], SYNTAX),
+        (["SET", k, "v", "EX", "10", "KEEPTTL"], SYNTAX),
+        (["SET", k, "v", "PX", "10", "EX", "10"], SYNTAX),
+        (["SET", k, "v", "KEEPTTL", "PX", "10"], SYNTAX),
+        (["SET", k, "v", "NXX"], SYNTAX),
+        (["SET", k, "v", "EXX", "10"], SYNTAX),
+        (["SET", k, "v", "GETX"], SYNTAX),
+        (["GET", k], NIL),  # every refused SET above changed nothing
+        (["CONFIG", "GETX", "save"], err("ERR unknown subcommand 'GETX'. Try CONFIG HELP.")),
+        (["COMMAND", "COUNTX"], err("ERR unknown subcommand 'COUNTX'. Try COMMAND HELP.")),
+        (["SET", k, "v", "px", "100000", "nx"], ok()),
+        (["GET", k], bulk("v")),
+    ]
+
+
+def cmd_table_more(a):
+    s = connect(a.port)
+    rows = table_more_rows()
+    if a.redis:
+        s.sendall(enc("FLUSHALL"))
+        expect(s, ok(), "FLUSHALL")
+    for i, (args, want) in enumerate(rows):
+        s.sendall(enc(*args))
+        expect(s, want, "row %d %r" % (i, args))
+    nothing_more(s, "after the rows")
+    s.close()
+    print("ok: %d rows (whole words, conflicts either way), each reply byte for byte" % len(rows))
+
+
+# --- the lingering close after a refusal, without a peer ---------------------------------------
+def cmd_refusal_stream(a):
+    """COUNT clients each send a bad request and keep streaming after it (reading as they go,
+    stopping once the whole -ERR line is in): each gets the -ERR in full and an EOF, never a
+    reset (the close lingers instead of resetting on the bytes left unread). protoerr's second
+    half, without the redis-server it needs for its first."""
+    want = b"-ERR Protocol error: invalid bulk length\r\n"
+    for run in range(a.count):
+        name = "streaming after a bad request, run %d" % (run + 1)
+        s = connect(a.port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+        s.setblocking(False)
+        out = b"*1\r\n$abc\r\n" + b"z" * (256 << 10)
+        got = b""
+        deadline = time.monotonic() + scaled(10)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Failure("%s: no EOF within %.1f s (got %r)" % (name, scaled(10), got[:200]))
+                sending = len(got) < len(want)
+                r, w, _ = select.select([s], [s] if sending else [], [], left)
+                try:
+                    if r:
+                        d = s.recv(65536)
+                        if not d:
+                            break
+                        got += d
+                    if w and sending:
+                        n = s.send(out)
+                        out = out[n:] if n < len(out) else b"z" * (64 << 10)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except (ConnectionResetError, BrokenPipeError) as e:
+                    raise Failure("%s: %s after %r (want the whole -ERR, then EOF)" % (name, e, got[:200]))
+        finally:
+            s.close()
+        if got != want:
+            raise Failure("%s: got %r, want %r then EOF" % (name, got[:200], want))
+    print("ok: %d clients streaming after a bad request each got the whole -ERR, then EOF" % a.count)
+
+
+# --- a read after the deadline, before the timer's turn ---------------------------------------
+def proc_state(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def wait_server_queued(s, limit):
+    """Waits (up to LIMIT s) until the server's end of S holds unread bytes (/proc/net/tcp's
+    rx_queue of the socket whose remote end is S's): what was sent is in the server's socket."""
+    port = s.getsockname()[1]
+    want = ":%04X" % port
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[2].endswith(want) and int(fields[4].split(":")[1], 16) > 0:
+                    return True
+        time.sleep(0.001)  # poll interval of a loop with a deadline
+    return False
+
+
+# The wait system calls a stopped main thread may sit in (x86_64 epoll_wait, epoll_pwait,
+# epoll_pwait2; aarch64 epoll_pwait, epoll_pwait2; ppoll/poll for the poll backend): a stop
+# inside one ends it with EINTR at SIGCONT, a turn that runs the timers before any request.
+WAIT_SYSCALLS = {"x86_64": {232, 281, 441, 271, 7}, "aarch64": {22, 441, 73}}
+
+
+def stopped_in_wait(pid):
+    """Whether the stopped thread PID sits in a wait system call (/proc/PID/syscall)."""
+    with open("/proc/%d/syscall" % pid) as f:
+        first = f.read().split()[0]
+    if first in ("running", "-1"):
+        return False
+    return int(first) in WAIT_SYSCALLS.get(os.uname().machine, set())
+
+
+def cmd_expire_stopped(a):
+    """README: "a read between the deadline and the timer's turn (a busy loop) already finds
+    nothing". Forces that path on a -t 0 server: SET k v PX T; a busy client keeps the loop
+    turning (pipelined PINGs); the server is stopped (SIGSTOP) inside a turn, not inside its
+    wait (/proc/PID/syscall: a stop in the wait would end it with EINTR and give the timers a
+    turn of their own first), and kept stopped past T; a GET sent meanwhile waits in its socket.
+    At SIGCONT the turn finishes by its old clock (the timer not due), and the next turn starts
+    past T with the GET readable: the request is handled (step 2) before the timers (step 4),
+    so only lookup's deadline check keeps the old value from it. The GET must find nothing.
+    Retries (bounded) when the stop landed in the wait or too near T."""
+    px = int(scaled(a.px_ms / 1000.0) * 1000)
+    s = connect(a.port)
+    busy = connect(a.port)
+    busy.settimeout(scaled(30))
+    stop = threading.Event()
+    errors = []
+
+    def keep_busy():
+        batch = b"PING\r\n" * 2000
+        try:
+            while not stop.is_set():
+                busy.sendall(batch)
+                recv_exact(busy, 7 * 2000, "the busy client's PONGs")
+        except (Failure, OSError) as e:
+            errors.append(str(e))
+
+    bt = threading.Thread(target=keep_busy)
+    bt.start()
+    timer_gone = tries = 0
+    try:
+        for attempt in range(40):
+            if errors:
+                raise Failure(errors[0])
+            k = "stopped:%d" % attempt
+            t0 = time.monotonic()
+            s.sendall(enc("SET", k, "v", "PX", str(px)))
+            expect(s, ok(), "SET %s PX %d" % (k, px))
+            tries += 1
+            os.kill(a.pid, signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + scaled(5)
+                while proc_state(a.pid) != "T":
+                    if time.monotonic() > deadline:
+                        raise Failure("the server is not stopped %.1f s after SIGSTOP" % scaled(5))
+                    time.sleep(0.001)  # poll interval of a loop with a deadline
+                stopped_at = time.monotonic() - t0
+                retry = stopped_in_wait(a.pid) or stopped_at >= px / 1000.0 * 0.7
+                if not retry:
+                    time.sleep(max(0.0, px / 1000.0 - (time.monotonic() - t0)) + 0.05)
+                    s.sendall(enc("GET", k))
+                    if not wait_server_queued(s, scaled(2)):
+                        raise Failure("the GET is not in the stopped server's socket after %.1f s" % scaled(2))
+            finally:
+                os.kill(a.pid, signal.SIGCONT)
+            if retry:
+                if stopped_at >= px / 1000.0 * 0.7:
+                    px *= 2
+                s.sendall(enc("DEL", k))
+                if recv_exact(s, 4, "DEL %s" % k) == integer(0):
+                    timer_gone += 1  # its timer ran first: counted in `expired` too
+                continue
+            expect(s, NIL, "GET %s sent %d ms after its PX %d, while the server was stopped in a turn" %
+                   (k, int((time.monotonic() - t0) * 1000), px))
+            nothing_more(s, "after the GET")
+            print("ok: stopped in a turn %.0f ms after SET PX %d (try %d); the GET sent past the deadline "
+                  "found nothing; earlier tries expired by their timers: %d" % (stopped_at * 1000, px, tries, timer_gone))
+            return
+        raise Failure("inconclusive: the server was never stopped outside its wait before the deadline in %d tries" % tries)
+    finally:
+        stop.set()
+        bt.join(scaled(30))
+        busy.close()
+        s.close()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="kv", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -690,13 +884,21 @@ def main(argv=None):
     p = add("clients", "many clients at once, replies to their own client")
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--rounds", type=int, default=50)
+    p = add("table-more", "whole words only (GETX, NXX), option conflicts in either order, PX without a value")
+    p.add_argument("--redis", action="store_true", help="against a real redis-server (FLUSHALL first)")
+    p = add("refusal-stream", "clients streaming after a bad request get the whole -ERR, then EOF")
+    p.add_argument("--count", type=int, default=5)
+    p = add("expire-stopped", "a GET that reaches a stopped server past a key's deadline finds nothing")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--px-ms", type=int, default=300)
     a = ap.parse_args(argv)
     if a.seed is None:
         a.seed = random.randrange(1 << 30)
     try:
         {"table": cmd_table, "pipeline": cmd_pipeline, "expiry": cmd_expiry,
          "expire-quiet": cmd_expire_quiet, "limits": cmd_limits, "clients": cmd_clients,
-         "many-keys": cmd_many_keys, "protoerr": cmd_protoerr}[a.cmd](a)
+         "many-keys": cmd_many_keys, "protoerr": cmd_protoerr, "table-more": cmd_table_more,
+         "refusal-stream": cmd_refusal_stream, "expire-stopped": cmd_expire_stopped}[a.cmd](a)
     except Failure as e:
         print("FAIL: %s (seed %d)" % (e, a.seed))
         return 1
