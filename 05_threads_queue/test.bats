@@ -226,6 +226,22 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     (($(counter dropped) == 1)) || fail "want 1 result dropped for a closed connection: $(grep 'stopped after' "$SERVER_ERR")"
 }
 
+# SIGPIPE is ignored: a reply written to a socket the client has reset fails with EPIPE, and
+# only that client is dropped. Forced, not hoped for: --reply-delay-ms holds the I/O thread
+# between taking the result and writing it; the client, half-closed (the server's side in
+# CLOSE_WAIT), resets inside that window (seen from /proc: the I/O thread in nanosleep), so
+# the server writes to it before epoll can report the reset. Its log says the send failed.
+@test "a reply written to a client that reset meanwhile: send fails (SIGPIPE ignored), that client is dropped, the server carries on" {
+    local delay
+    delay=$(scaled_ms 1)
+    ((delay <= 10000)) || delay=10000
+    start_server server -w 1 --reply-delay-ms "$delay"
+    lineproto reset-in-reply --server-pid "$SERVER_PID" --ms 100
+    assert_log 'fd [0-9]+: send: Broken pipe, dropping' $(((delay + 999) / 1000 + 2)) || return
+    lineproto talk --line "ECHO alive" --expect "alive"
+    stop_server
+}
+
 @test "ERR busy is exact: one SLEEP running, --queue 3 takes 3 more and refuses the next" {
     start_server server -w 1 --queue 3
     # The running SLEEP must outlast the probes below, however slow the machine: scaled.

@@ -82,6 +82,11 @@ stretches them all.
   demo --busy N --busy-line L --probes K (--under MS | --over MS)
                       N clients keep L running in a loop; meanwhile K `ECHO` probes measure
                       the round trip: all under MS, or (a server that waits) the first over MS
+  reset-in-reply --server-pid PID --ms M
+                      (--reply-delay-ms) sends SLEEP M and half-closes (FIN: the server's side
+                      is in CLOSE_WAIT); once the job is done and the server's I/O thread sits
+                      in its reply delay (nanosleep, /proc), resets (SO_LINGER 0): the server
+                      then writes the reply to a socket the client has reset (EPIPE)
 """
 
 import argparse
@@ -892,6 +897,34 @@ def primes_table(host, port, upto, timeout):
     return "%d PRIMES answers checked" % len(ns)
 
 
+def _main_thread_in_nanosleep(pid):
+    """True when the first thread of process PID (a server's I/O thread) sits in
+    clock_nanosleep: read as threads_in_nanosleep reads it, from that thread alone (a
+    sanitizer's helper threads share its name)."""
+    nr = {"x86_64": "230", "aarch64": "115"}.get(os.uname().machine, "none")
+    base = "/proc/%d/task/%d/" % (pid, pid)
+    try:
+        with open(base + "wchan") as f:
+            wchan = f.read()
+        with open(base + "syscall") as f:
+            sysno = f.read().split(" ")[0]
+    except OSError:
+        return False
+    return "nanosleep" in wchan or sysno == nr
+
+
+def reset_in_reply(host, port, pid, ms, timeout):
+    c = LineConn(host, port)
+    c.send_lines(["SLEEP %d" % ms])
+    c.sock.shutdown(socket.SHUT_WR)
+    # The job ends and deliver_results sleeps --reply-delay-ms before it looks the connection
+    # up and writes: the RST lands in that window, unseen by epoll until the next turn.
+    wait_until("the I/O thread in its reply delay", lambda: _main_thread_in_nanosleep(pid),
+               timeout + ms / 1000.0)
+    c.reset()
+    return "reset while the server held the reply to SLEEP %d" % ms
+
+
 def demo(host, port, busy, busy_line, probes, under, over, warm, timeout):
     stop = threading.Event()
     sent_first = threading.Barrier(busy + 1)
@@ -1038,6 +1071,9 @@ def main(argv=None):
     p.add_argument("--under", type=float)
     p.add_argument("--over", type=float)
     p.add_argument("--warm", action="store_true", help="wait for one reply per busy client first")
+    p = add("reset-in-reply", "a reset that lands while the server holds the reply")
+    p.add_argument("--server-pid", type=int, required=True)
+    p.add_argument("--ms", type=int, default=100)
     a = ap.parse_args(argv)
     try:
         if a.cmd == "talk":
@@ -1078,6 +1114,8 @@ def main(argv=None):
             if done is None:
                 print("SKIP: %s: %s" % (a.cmd, msg), flush=True)
                 return 3
+        elif a.cmd == "reset-in-reply":
+            msg = reset_in_reply(a.host, a.port, a.server_pid, a.ms, a.timeout)
         else:
             msg = demo(a.host, a.port, a.busy, a.busy_line, a.probes, a.under, a.over, a.warm,
                        a.timeout)
