@@ -291,7 +291,9 @@ PY
 @test "fairness: a flooder does not starve a quiet client (its /who round trip stays short)" {
     # The flooder sends up to 64 MiB of short lines as fast as the server reads them; the
     # quiet client's /who probes must each be answered within 250 ms (generous: one turn
-    # serves at most 16 of the flooder's lines, about a millisecond). A server that reads
+    # serves at most TURN_BYTES, 32 KiB, of the flooder's lines, at least LINE_MIN_COST each:
+    # at most 128 lines, about a millisecond). The bound is not stretched by TIMEOUT_SCALE:
+    # at 6 it would pass the starving server below; 91-139 ms at load 30-37. A server that reads
     # a session until the kernel is empty serves the flood first: about a second.
     # --max-output 256 MiB: this test is about turns, not the slow-consumer policy.
     start_server server --max-output 268435456
@@ -316,7 +318,7 @@ PY
     local obs=$BG_PID
     wait_file_match "$SERVER_ERR" 'connected \(fd' 5
     local out
-    out=$(printf '/nick ncuser\n/who\nhello from nc\n/quit\n' | timeout 10 nc $eofopt 127.0.0.1 "$PORT")
+    out=$(printf '/nick ncuser\n/who\nhello from nc\n/quit\n' | timeout "$(awk -v k="$TIMEOUT_SCALE" 'BEGIN { print 10 * k }')" nc $eofopt 127.0.0.1 "$PORT")
     wait_bg "$obs" observer
     stop_server
     [[ $out == *"* welcome user2"* && $out == *"* users: user1 ncuser"* && $out == *"* bye"* ]] ||
