@@ -180,6 +180,16 @@ scaled_s() {
     done
 }
 
+@test "kv: the default limit (--max-frame 1048576, as the usage says) at the boundary and one past" {
+    start_server examples/kv_server
+    run kv limits --max-frame 1048576
+    [[ $status -eq 0 ]] || { stop_server; fail "$output"; } || return
+    stop_server || return
+    local refused
+    refused=$(counter refused) || return
+    ((refused == 6)) || fail "refused $refused, want 6 (one per request one past the limit)" || return
+}
+
 @test "kv: a malformed request gets byte for byte what redis-server 7 sends (a real redis-server beside it), then EOF; a client still sending after it gets its -ERR in full, then EOF (lingering close; -t 0 and -t 2)" {
     command -v redis-server >/dev/null || skip "redis-server is not installed (apt-get install redis-server)"
     local rp t
