@@ -156,6 +156,13 @@ int main(void)
     bw_u8(&w, 9);   // would fit, but the error is sticky
     t_check(!bw_ok(&w) && w.len == 4 && small[4] == 0xEE && small[7] == 0xEE,
             "a writer out of room: the u64 writes nothing, the later u8 neither");
+    // Room for its first half but not its second: still nothing written (binio.h: a write that
+    // does not fit writes nothing), not 4 bytes of a u64 left behind with err set.
+    memset(small, 0xEE, sizeof small);
+    bw_init(&w, small, 7);
+    bw_u64(&w, 0x0102030405060708ull);  // needs 8: 7 left
+    t_check(!bw_ok(&w) && w.len == 0 && small[0] == 0xEE && small[3] == 0xEE,
+            "a u64 with room for 7 bytes writes none of them");
     bw_init(&w, small, 7);
     bw_str(&w, "abc", 3);
     bw_str(&w, "abc", 3);  // 7 more would be needed

@@ -110,6 +110,8 @@ int main(void)
          "Content-Length: 3x\r\n\r\n", "E400:bad Content-Length\n"},
         {"Content-Length one past the body limit is 413", "POST / HTTP/1.1\r\nHost: a\r\n"
          "Content-Length: 65\r\n\r\n", "E413:body too large\n"},
+        {"the body limit and one digit more (640) is 413: every digit counts", "POST / HTTP/1.1\r\n"
+         "Host: a\r\nContent-Length: 640\r\n\r\n", "E413:body too large\n"},
         // Well-formed but too large is 413 however many digits (RFC 9110 8.6: 1*DIGIT, and
         // "anticipate potentially large decimal numerals"): a parser that overflows or caps
         // the digit count answers 400, or worse, wraps to a small length.

@@ -76,6 +76,8 @@ int main(void)
          "E0:invalid multibulk length\n"},
         {"a bulk length that is only a sign", "*1\r\n$4\r\nPING\r\n*1\r\n$-\r\n",
          "E0:invalid bulk length\n"},
+        {"an empty bulk length", "*1\r\n$4\r\nPING\r\n*1\r\n$\r\n", "E0:invalid bulk length\n"},
+        {"an empty count", "*1\r\n$4\r\nPING\r\n*\r\n", "E0:invalid multibulk length\n"},
         {"a bulk length with a '+'", "*1\r\n$4\r\nPING\r\n*1\r\n$+3\r\n",
          "E0:invalid bulk length\n"},
         {"an integer where a bulk belongs", "*1\r\n$4\r\nPING\r\n*1\r\n:1\r\n",

@@ -324,6 +324,14 @@ time_wait_on() {
     stop_server
 }
 
+@test "server: resp: more edges byte for byte: command names matched whole, DEL shown as '?', the arguments cut exactly at 128 bytes, empty numbers refused" {
+    # PINGX, GETS, SETNX are unknown commands, not PING, GET, SET; redis shows arguments
+    # while fewer than 128 bytes are shown; "$" and "*" without digits are not numbers.
+    start_server server --codec resp
+    codecs resp-edges --timeout 20
+    stop_server
+}
+
 @test "server: resp: the SET/GET table holds at most 1000 keys (bounded memory)" {
     # 1100 new keys: 1000 stored, 100 refused; a replacement is not a new key.
     start_server server --codec resp
@@ -357,6 +365,31 @@ time_wait_on() {
     # whole, byte by byte and cut at random: every response byte, then the close.
     start_server server --codec http
     codecs http-rules --timeout 20
+    stop_server
+}
+
+@test "server: http: more edges byte for byte: Content-Length read to its last digit, the target's bytes, the close after a body (Connection: close, 1.0, HEAD)" {
+    # 10485760 is the 1 MiB limit and one digit more: 413, never the limit itself; a target
+    # holds visible ASCII only; a request whose response waits for its body's end still
+    # closes when it said so. Each script whole, byte by byte and cut at random.
+    start_server server --codec http
+    codecs http-edges --timeout 20
+    stop_server
+}
+
+# The frame's bytes were all taken in (a streamed len piece, an http body piece): the input
+# buffer is empty at the EOF, and the decoder's own state says the frame was cut short.
+@test "server: len: a client that ends inside a frame streamed in pieces gets the echo so far, then EOF, and is logged as cut short" {
+    start_server server --codec len
+    codecs eof-mid-frame --codec len
+    assert_log 'client 127\.0\.0\.1:[0-9]+: EOF in the middle of a frame \(0 bytes of it unread\), closing'
+    stop_server
+}
+
+@test "server: http: a client that ends inside a request body gets no response, then EOF, and is logged as cut short" {
+    start_server server --codec http
+    codecs eof-mid-frame --codec http
+    assert_log 'client 127\.0\.0\.1:[0-9]+: EOF in the middle of a frame \(0 bytes of it unread\), closing'
     stop_server
 }
 
@@ -658,6 +691,80 @@ time_wait_on() {
     [[ -n $before ]] || fail "no 'stopping: ...; N frames so far' line" || return
     ((before > 0 && before < 262144)) || fail "$before of 262144 frames decoded at SIGTERM: the client was not paused with requests waiting (the test proved nothing)" || return
     ((after == before)) || fail "$before frames decoded at SIGTERM, $after at the end: the server decoded requests after the signal"
+}
+
+# A quiet turn of the drain (no event for LINGER_QUIET_MS, 100 ms) ends it only when every
+# client left is lingering (its replies and our FIN sent): a client whose replies still wait
+# in the server and that stops reading for a moment keeps its bytes (04's test, on fixed:4096,
+# a plain echo). The client leaves 4 MiB of echo pending (through a 4 KiB window), SIGTERMs
+# the server, waits for its `stopping:` line, reads nothing for 0.3 s (three quiet turns, well
+# inside DRAIN_MS: the scenario itself, not a readiness wait), then reads: every byte, then EOF.
+@test "server: SIGTERM, then a client that pauses reading longer than a quiet turn during the drain: still every byte, then EOF" {
+    start_server server --codec fixed:4096 --max-output 16777216
+    python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "the client that paused during the drain" || return
+import os, random, socket, sys, time
+port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, sys.argv[4])
+import netkit
+size = 4 << 20
+payload = netkit.make_payload(random.Random(4), size)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(netkit.scaled(5))
+s.connect(("127.0.0.1", port))
+s.sendall(payload)
+netkit.wait_server_read_all(port, s.getsockname()[1], 5)
+os.kill(pid, 15)
+deadline = time.monotonic() + netkit.scaled(5)
+while "stopping:" not in open(log).read():
+    if time.monotonic() > deadline:
+        sys.exit("no 'stopping:' line after SIGTERM")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+time.sleep(0.3)  # the pause under test: longer than LINGER_QUIET_MS, inside DRAIN_MS
+got = netkit.read_to_eof(s)
+if bytes(got) != payload:
+    n = min(len(got), size)
+    off = next((i for i in range(n) if got[i] != payload[i]), n)
+    sys.exit(netkit.describe_mismatch(payload, bytes(got), off) if off < n else
+             "%d of %d bytes came back after the pause, then EOF" % (len(got), size))
+PY
+    stop_server
+    local pending
+    pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
+    ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
+}
+
+# The drain's other bound: DRAIN_MS (1 s). A client that never reads holds megabytes of
+# replies in the server at SIGTERM; the server gives up on them at the deadline, says so
+# (`fd N: B bytes still unsent, closing`), and exits 0 within the contract's 2 s. The client
+# (8 MiB sent through a 4 KiB window, all of it read by the server: /proc/net/tcp) stays
+# connected and silent far past that.
+@test "server: SIGTERM with a client that never reads its pending replies: the drain gives up at its deadline, says how much was unsent, exits 0 within 2 s" {
+    start_server server --codec fixed:4096 --max-output 16777216
+    cat >"$BATS_TEST_TMPDIR/holder.py" <<'PY'
+import random, socket, sys, time
+port, lib, hold = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+sys.path.insert(0, lib)
+import netkit
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(netkit.scaled(5))
+s.connect(("127.0.0.1", port))
+s.sendall(netkit.make_payload(random.Random(5), 8 << 20))
+netkit.wait_server_read_all(port, s.getsockname()[1], 5)
+print("ready: the server has read all 8 MiB; reading none of its echo", flush=True)
+time.sleep(hold)  # holding the connection open, reading nothing, is the point
+s.close()
+PY
+    start_bg holder python3 "$BATS_TEST_TMPDIR/holder.py" "$PORT" "$(dirname "$NETKIT")" "$(srv_scaled_s 20)"
+    wait_file_match "$BATS_TEST_TMPDIR/holder.out" '^ready:' 30
+    stop_server
+    local pending unsent
+    pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
+    ((pending > 0)) || fail "nothing was pending in the server at SIGTERM (the test proved nothing)" || return
+    unsent=$(sed -n 's/^server: fd [0-9]*: \([0-9]*\) bytes still unsent, closing$/\1/p' "$SERVER_ERR")
+    [[ -n $unsent ]] && ((unsent > 0 && unsent <= pending)) ||
+        fail "no 'fd N: B bytes still unsent, closing' line with 0 < B <= $pending (pending at SIGTERM):" "$(tail -n 4 "$SERVER_ERR")"
 }
 
 @test "server: EMFILE: out of descriptors, the server refuses the extra clients at once and goes on serving" {

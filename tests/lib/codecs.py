@@ -1220,6 +1220,117 @@ def resp_rules(host, port, seed, timeout):
     return "%d cases, %d sessions: every reply byte as expected, then the close" % (len(cases), n)
 
 
+# ---------------------------------------------------------------------------
+# More edges pinned byte for byte (06's second plausible-bug review): http-edges, resp-edges,
+# eof-mid-frame. Additive: the lists and subcommands above are unchanged.
+# ---------------------------------------------------------------------------
+
+# (name, request bytes, the exact bytes of every response until the server's EOF, splits), as
+# HTTP_EXACT: a Content-Length read to its last digit, the target's bytes, the keep-alive
+# decision of a request whose body is read past (its response waits for the body's end).
+HTTP_EDGES = [
+    ("a Content-Length of exactly the limit then one digit more (10485760) is 413: every digit counts",
+     raw("POST", headers=(("Host", "a"), ("Content-Length", "10485760"))),
+     http_response(413, keep_alive=False, body="body too large"), "all"),
+    ("the limit followed by ten zeros is 413",
+     raw("POST", headers=(("Host", "a"), ("Content-Length", "1048576" + "0" * 10))),
+     http_response(413, keep_alive=False, body="body too large"), "all"),
+    ("a DEL in the target is 400 (a target is visible ASCII)",
+     b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+     http_response(400, keep_alive=False, body="malformed request line"), "all"),
+    ("an 8-bit byte in the target is 400",
+     b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
+     http_response(400, keep_alive=False, body="malformed request line"), "all"),
+    ("Connection: close on a request with a body: its response, after the body, closes; the next request is not answered",
+     raw("POST", headers=(("Host", "a"), ("Connection", "close"), ("Content-Length", "3")), body=b"abc") + raw("GET"),
+     http_response(405, keep_alive=False), "all"),
+    ("HTTP/1.0 with a body: the response after the body closes (1.0's default)",
+     raw("POST", version="1.0", headers=(("Content-Length", "3"),), body=b"abc") + raw("GET"),
+     http_response(405, keep_alive=False), "all"),
+    ("HTTP/1.0 keep-alive with a body stays open",
+     raw("POST", version="1.0", headers=(("Connection", "keep-alive"), ("Content-Length", "2")), body=b"ab") +
+     raw("GET", headers=CLOSE),
+     http_response(405) + http_response(200, keep_alive=False), "all"),
+    ("a HEAD with a body and Connection: close: the head without a body, after the body, then the close",
+     raw("HEAD", headers=(("Host", "a"), ("Content-Length", "4"), ("Connection", "close")), body=b"GET ") + raw("GET"),
+     http_response(405, keep_alive=False, head=True), "all"),
+]
+
+
+def http_edges(host, port, seed, timeout):
+    n = 0
+    for name, request, want, splits in HTTP_EDGES:
+        for sp in (["none", "bytes", "random"] if splits == "all" else ["none"]):
+            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
+            n += 1
+    return "%d scripts, %d sessions: every response byte as expected, then the close" % (len(HTTP_EDGES), n)
+
+
+def resp_edges_cases():
+    """(name, request bytes, the exact reply bytes until EOF), as resp_exact_cases: a command
+    name matched whole, DEL shown as '?', the 128-byte cut of the arguments exactly at 128,
+    empty numbers."""
+    end = b"*1\r\n$x\r\n"
+    end_reply = resp_proto("invalid bulk length")
+    nosuch = "ERR unknown command '%s', with args beginning with: %s"
+    return [
+        ("a command name is matched whole: PINGX, GETS, SETNX, ECHOO and PIN are unknown",
+         resp_command("PINGX") + resp_command("GETS", "k") + resp_command("SETNX", "k", "v") +
+         resp_command("ECHOO", "x") + resp_command("PIN") + b"GETX k\r\n" + end,
+         resp_err(nosuch % ("PINGX", "")) + resp_err(nosuch % ("GETS", "'k' ")) +
+         resp_err(nosuch % ("SETNX", "'k' 'v' ")) + resp_err(nosuch % ("ECHOO", "'x' ")) +
+         resp_err(nosuch % ("PIN", "")) + resp_err(nosuch % ("GETX", "'k' ")) + end_reply),
+        ("a DEL byte in a name or an argument is shown as '?'",
+         resp_command(b"X\x7fY", b"\x7f") + end, resp_err(nosuch % ("X?Y", "'?' ")) + end_reply),
+        ("the arguments are shown while fewer than 128 bytes are: one that ends exactly at 128 is the last",
+         resp_command("NOSUCH", "a" * 125, "b") + resp_command("NOSUCH", "a" * 124, "b", "c") + end,
+         resp_err(nosuch % ("NOSUCH", "'" + "a" * 125 + "' ")) +
+         resp_err(nosuch % ("NOSUCH", "'" + "a" * 124 + "' 'b' ")) + end_reply),
+        ("an empty bulk length is refused", resp_command("PING") + b"*1\r\n$\r\n",
+         b"+PONG\r\n" + resp_proto("invalid bulk length")),
+        ("an empty count is refused", resp_command("PING") + b"*\r\n",
+         b"+PONG\r\n" + resp_proto("invalid multibulk length")),
+        ("a DEL where a bulk belongs is shown as '?'", resp_command("PING") + b"*1\r\n\x7f\r\n",
+         b"+PONG\r\n" + resp_proto("expected '$', got '?'")),
+    ]
+
+
+def resp_edges(host, port, seed, timeout):
+    cases = resp_edges_cases()
+    n = 0
+    for name, request, want in cases:
+        for sp in ("none", "bytes", "random"):
+            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
+            n += 1
+    return "%d cases, %d sessions: every reply byte as expected, then the close" % (len(cases), n)
+
+
+def eof_mid_frame(host, port, codec_name, timeout):
+    """A client that half-closes inside a frame whose bytes the server has already taken in
+    full (a len frame streamed in pieces; an http body read past), so that nothing of it waits
+    in the server's input buffer: the server must still see the frame cut short (it logs
+    'EOF in the middle of a frame', which the bats test reads). The bytes back: len, the
+    streamed echo so far (the whole frame's header, then the piece); http, nothing (the
+    response waits for the body's end). Then EOF."""
+    if codec_name == "len":
+        body = bytes(random.Random(7).getrandbits(8) for _ in range(1000))
+        request = struct.pack(">I", 100000) + body
+        want = request
+    elif codec_name == "http":
+        request = raw("POST", headers=(("Host", "a"), ("Content-Length", "10"))) + b"abc"
+        want = b""
+    else:
+        raise SystemExit("codecs: eof-mid-frame takes --codec len or http, not %r" % codec_name)
+    with connect(host, port) as s:
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR)
+        got = read_to_eof(s, len(want), timeout, "eof-mid-frame")
+    if got != want:
+        raise Failure(exact_mismatch("eof-mid-frame %s" % codec_name, got, want))
+    return "%s: %d bytes of a frame sent, then EOF; %d bytes back as expected, then the close" % (
+        codec_name, len(request), len(got))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1261,6 +1372,10 @@ def main(argv=None):
     add("linger", "line: after a bad frame, bytes up to 1 MiB are read and dropped, never past it")
     add("http-rules", "more head rules byte for byte: Host once, Content-Length forms, tokens, tabs")
     add("resp-rules", "inline words split on tabs, names in any case, the table's replies, byte for byte")
+    add("http-edges", "Content-Length read to its last digit, the target's bytes, close after a body")
+    add("resp-edges", "command names matched whole, DEL as '?', the 128-byte argument cut, empty numbers")
+    p = add("eof-mid-frame", "half-close inside a frame the server has taken in full (len streamed, http body)")
+    p.add_argument("--codec", required=True, choices=["len", "http"])
     p = add("bad", "one malformed input, while another client is served")
     p.add_argument("--codec", required=True)
     p.add_argument("--case", required=True)
@@ -1291,6 +1406,12 @@ def main(argv=None):
             msg = http_rules(a.host, a.port, a.seed, a.timeout)
         elif a.cmd == "resp-rules":
             msg = resp_rules(a.host, a.port, a.seed, a.timeout)
+        elif a.cmd == "http-edges":
+            msg = http_edges(a.host, a.port, a.seed, a.timeout)
+        elif a.cmd == "resp-edges":
+            msg = resp_edges(a.host, a.port, a.seed, a.timeout)
+        elif a.cmd == "eof-mid-frame":
+            msg = eof_mid_frame(a.host, a.port, a.codec, a.timeout)
         else:
             msg = bad(a.host, a.port, a.codec, a.case, a.max_frame, a.timeout)
     except (Failure, OSError) as e:
