@@ -540,7 +540,7 @@ void conn_sweep(rx_loop *loop, rx_timer *t, void *arg)
             lru_unlink(io, c);
             if (c->state != C_OPEN)
                 continue;
-            rx_log(RX_LOG_INFO, "session %llu: nothing read for %llu ms: idle timeout",
+            rx_log(RX_LOG_INFO, "session %llu: nothing read or written for %llu ms: idle timeout",
                    (unsigned long long)c->node.id, (unsigned long long)(now - c->last_read_ms));
             conn_drain(c, RX_CLOSE_IDLE);  // counted by conn_kill, when it closes
         }

@@ -33,7 +33,7 @@ struct conn {
     uint32_t lingered;  // C_LINGER: the peer's bytes discarded (saturates; in the padding)
     bool high_report;  // io_threads 0: a high water to report at the end of the turn
     bool nodelay;      // TCP_NODELAY is set (conn_flush: before its first write while open)
-    uint64_t last_read_ms;  // for the idle timeout
+    uint64_t last_read_ms;  // the last read or write: for the idle timeout
     uint64_t soft_since;    // when its queue went over soft_output (0: it is not)
     rx_timer *drain_timer;  // C_DRAINING: drain_ms; C_LINGER: linger_ms
     struct conn *lru_prev, *lru_next;    // least recently read first (the idle sweep)

@@ -63,6 +63,7 @@ void rx_log(enum rx_log_level level, const char *fmt, ...) __attribute__((format
 void rx_vlog(enum rx_log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 // Any thread: names the calling thread in log lines (at most 15 bytes kept; also the OS name).
 void rx_thread_set_name(const char *name);
+// Any thread. LEVEL's name as the log writes it ("INFO"); a static string.
 const char *rx_level_name(enum rx_log_level level);
 
 // ------------------------------------------------------------------------- loops, timers
@@ -125,6 +126,9 @@ typedef struct rx_codec {
 } rx_codec;
 #define RX_HEAD_MAX 16
 
+// The codec constructors (these four, rx_codec_resp, rx_codec_resp_reply, rx_codec_http): any
+// thread; each returns a value that owns nothing, copied by rx_listen and rx_connect (each
+// connection then gets decoder state of its own from it).
 // Bytes as they come: each read is one frame (no boundaries, no limit but the read size).
 rx_codec rx_codec_raw(void);
 // Lines ending in "\n" (a "\r" before it is kept): at most MAX bytes before the "\n".
@@ -164,6 +168,8 @@ size_t rx_resp_args(const rx_frame *f, rx_resp_arg *argv, size_t max);
 
 // A reply being built: the helpers append RESP2 values, rx_resp_send sends them as one message.
 // A zeroed struct is an empty reply; keep one and reuse it (its memory stays for the next).
+// The helpers below and rx_resp_reply_free: any thread, on a reply no other thread uses (it
+// owns its memory: free it with rx_resp_reply_free).
 typedef struct rx_resp_reply {
     char *data;
     size_t len, cap;
@@ -180,6 +186,7 @@ void rx_resp_array(rx_resp_reply *r, size_t n);                   // *N\r\n, the
 // Main thread. Sends what R holds (rx_send: copied) and empties R. Returns 0 (also when R was
 // empty), or -1: out of memory, or the session is closing.
 int rx_resp_send(rx_session *s, rx_resp_reply *r);
+// Any thread. Frees R's memory; R is then an empty reply again.
 void rx_resp_reply_free(rx_resp_reply *r);
 
 // ------------------------------------------------------------------ RESP2 replies
@@ -289,12 +296,13 @@ enum rx_close_reason {
     RX_CLOSE_PEER,       // the peer closed (EOF) and everything queued went out
     RX_CLOSE_RESET,      // the peer reset the connection (ECONNRESET, EPIPE)
     RX_CLOSE_ERROR,      // another socket error, or out of memory
-    RX_CLOSE_IDLE,       // nothing read for config.idle_ms
+    RX_CLOSE_IDLE,       // nothing read or written for config.idle_ms
     RX_CLOSE_TOO_SLOW,   // output over max_output after a write, or over soft_output too long
     RX_CLOSE_BAD_FRAME,  // the codec refused the input
     RX_CLOSE_SHUTDOWN,   // the server stopped
     RX_CLOSE_LOCAL,      // the application called rx_session_close
 };
+// Any thread. WHY's name as the log writes it ("idle timeout"); a static string.
 const char *rx_close_reason_name(enum rx_close_reason why);
 
 // What a listener or a connector creates for each connection: the SessionFactory. Every
@@ -364,7 +372,7 @@ typedef struct rx_config {
     size_t linger_bytes;  // ... and discards at most this much of the peer's input (< 4 GiB)
 } rx_config;
 
-// Defaults: io_threads 0, max_output 64 MiB, soft 8 MiB for 10 s, no high water, no idle
+// Any thread. Defaults: io_threads 0, max_output 64 MiB, soft 8 MiB for 10 s, no high water, no idle
 // timeout, drain 1500 ms, turn 64 KiB, linger 2000 ms and 1 MiB.
 rx_config rx_config_default(void);
 
@@ -393,7 +401,7 @@ void rx_server_on_stop(rx_server *srv, void (*fn)(rx_server *srv, void *arg), vo
 // Main thread, after rx_server_run returned. Frees everything.
 void rx_server_free(rx_server *srv);
 
-// Counters, for the stop line, tests and benchmarks. The io threads' counters (bytes, reads,
+// Main thread. Counters, for the stop line, tests and benchmarks. The io threads' counters (bytes, reads,
 // writes, caps) are added when rx_server_run returns: read them after it; during the run only
 // the main thread's (accepted, closed, frames, batches) are current.
 typedef struct rx_stats {
@@ -417,10 +425,13 @@ typedef struct rx_connect_opts {
     // Optional: a connect attempt failed (ERR is an errno value). Main thread.
     void (*failed)(rx_connector *c, int err, unsigned attempt, void *arg);
 } rx_connect_opts;
+// Any thread. The defaults above.
 rx_connect_opts rx_connect_opts_default(void);
 
 // Main thread. Connects to HOST:PORT (numeric) asynchronously; the session it makes gets
-// FACTORY's callbacks, like an accepted one. NULL if out of memory.
+// FACTORY's callbacks, like an accepted one. HOST is read now; CODEC, FACTORY and OPTS (NULL:
+// the defaults) are copied. NULL if out of memory, or PORT, HOST or FACTORY (no `message`)
+// is not usable.
 rx_connector *rx_connect(rx_server *srv, const char *host, int port, const rx_codec *codec,
                          const rx_factory *factory, const rx_connect_opts *opts);
 // Main thread. The connector's session, or NULL while it is not connected.
