@@ -325,6 +325,40 @@ echo_drain() {
     ((q > 0)) || fail "-t $1: peak queued $q: nothing was ever queued, the drain was not tested" || return
 }
 
+# Every descriptor the library makes is close-on-exec (a program an application starts must
+# not inherit its sockets, nor its loops' epoll, eventfd and signalfd): looked at in
+# /proc/PID/fdinfo, for every socket, epoll, eventfd and signalfd the server holds, and the
+# spare (/dev/null), with a client connected. What a sanitizer's runtime opens is none of these.
+@test "every descriptor the server makes is close-on-exec: the listener, the spare, its connections, each loop's epoll and eventfd, the signalfd (echo -t 2)" {
+    start_server examples/echo -t 2
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'hello\n' >&5
+    local reply= fd link flags bad= n=0 kinds= spare=0
+    read -r -t "$(scaled_s 2)" reply <&5 || true
+    [[ $reply == hello ]] || { exec 5>&-; stop_server; fail "expected echo 'hello', got '$reply'"; } || return
+    for fd in /proc/"$SERVER_PID"/fd/*; do
+        link=$(readlink "$fd" 2>/dev/null) || continue
+        ((${fd##*/} > 2)) || continue
+        flags=$(awk '/^flags:/ { print $2 }' "/proc/$SERVER_PID/fdinfo/${fd##*/}" 2>/dev/null) || continue
+        [[ -n $flags ]] || continue
+        # /dev/null may also be inherited (never close-on-exec, then): the spare is the one that is.
+        if [[ $link == /dev/null ]]; then
+            (((8#$flags & 8#2000000) == 0)) || spare=$((spare + 1))
+            continue
+        fi
+        [[ $link == socket:* || $link == anon_inode:* ]] || continue
+        n=$((n + 1))
+        kinds+=" ${link#anon_inode:}"
+        (((8#$flags & 8#2000000) != 0)) || bad+=" fd ${fd##*/} ($link, flags $flags)"
+    done
+    exec 5>&-
+    stop_server || return
+    # 2 sockets (listener, client), 3 loops x (epoll + eventfd), the signalfd: 9.
+    ((n >= 9)) || fail "found only $n sockets, epolls, eventfds and signalfds in the server:$kinds" || return
+    [[ -z $bad ]] || fail "descriptors without close-on-exec:$bad" || return
+    ((spare == 1)) || fail "$spare close-on-exec /dev/null descriptors, want 1: the listener's spare (for EMFILE)"
+}
+
 @test "echo -t 0: random sizes in random pieces, 100 at once, half-close, resets" {
     echo_scenarios 0
 }
