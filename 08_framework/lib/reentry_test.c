@@ -548,6 +548,39 @@ static void case_idle_moved_by_writes(void)
            (unsigned long long)last_stats.writes);
 }
 
+// 13. reconnect = false: a failed connect is not tried again (rx_connect_opts: "reconnect
+//     when the connection fails or closes"), however short the backoff would be.
+static void count_failed(rx_connector *c, int err, unsigned attempt, void *arg)
+{
+    (void)c, (void)err, (void)attempt, (void)arg;
+    fails++;
+}
+
+static void case_no_reconnect(void)
+{
+    reset(0, 0);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);  // a port nobody listens on: bound, not listening
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t alen = sizeof a;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              getsockname(lfd, (struct sockaddr *)&a, &alen) == 0, "bind");
+    rx_codec line = rx_codec_line(1024);
+    rx_factory f = {.message = ignore_msg};
+    rx_connect_opts o = rx_connect_opts_default();
+    o.retry_ms = o.retry_max_ms = 5;
+    o.reconnect = false;
+    o.failed = count_failed;
+    fails = 0;
+    rx_connector *c = rx_connect(srv, "127.0.0.1", ntohs(a.sin_port), &line, &f, &o);
+    CHECK(c != NULL, "rx_connect");
+    rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);  // 60 backoffs of 5 ms
+    finish();
+    close(lfd);
+    CHECK(fails == 1, "%d failed attempts with reconnect = false, want 1", fails);
+    printf("ok: reconnect = false: one refused connect, no second attempt in 60 backoffs\n");
+}
+
 // 6. A timer for "never" (UINT64_MAX ms) does not wrap into the past and fire at once.
 static int never_fired;
 
@@ -589,6 +622,7 @@ int main(void)
     case_connect_timeout();
     case_connected_stops_timeout();
     case_idle_moved_by_writes();
+    case_no_reconnect();
     printf("all ok\n");
     return 0;
 }
