@@ -276,7 +276,7 @@ scaled_s() {
 
 # --- rare paths: whole words, the lingering close without a peer, a read past the deadline ---
 
-@test "kv: whole words only: GETX, SETX and NXX are not GET, SET and NX; conflicting SET options refused in either order; PX without a value is a syntax error" {
+@test "kv: whole words only: GETX, SETX and NXX are not GET, SET and NX; conflicting SET options refused in either order; PX without a value is a syntax error; errors quote 128 bytes at most (as redis-server 7.0 answers)" {
     start_server examples/kv_server
     run kv table-more
     [[ $status -eq 0 ]] || { stop_server; fail "$output"; } || return

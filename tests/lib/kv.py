@@ -683,6 +683,13 @@ def table_more_rows():
         (["COMMAND", "COUNTX"], err("ERR unknown subcommand 'COUNTX'. Try COMMAND HELP.")),
         (["SET", k, "v", "px", "100000", "nx"], ok()),
         (["GET", k], bulk("v")),
+        # An unknown command's arguments stop once 128 bytes of them are written: one of 125
+        # bytes is exactly 128 quoted, so the next is not shown at all.
+        (["FOO", "a" * 125, "b"], err("ERR unknown command 'FOO', with args beginning with: '%s' " % ("a" * 125))),
+        (["FOO", "a" * 124, "bc"], err("ERR unknown command 'FOO', with args beginning with: '%s' 'b' " % ("a" * 124))),
+        # An unknown subcommand's name is cut at 128 bytes.
+        (["CONFIG", "s" * 150], err("ERR unknown subcommand '%s'. Try CONFIG HELP." % ("s" * 128))),
+        (["COMMAND", "c" * 129], err("ERR unknown subcommand '%s'. Try COMMAND HELP." % ("c" * 128))),
     ]
 
 
