@@ -581,6 +581,50 @@ static void case_no_reconnect(void)
     printf("ok: reconnect = false: one refused connect, no second attempt in 60 backoffs\n");
 }
 
+// 14. A notice (rx_send_notice) is never counted by the caps: a 256 KiB goodbye to a peer that
+//     reads nothing, with max_output 1000, stays queued (the server's send buffer made small,
+//     as in 12) and the session is not dropped as too slow.
+static void send_goodbye(rx_session *s, const rx_frame *f)
+{
+    (void)f;
+    static char big[256 * 1024];
+    frames++;
+    rx_buf *b = rx_buf_frame(rx_session_codec(s), 0, big, sizeof big);
+    CHECK(b != NULL && rx_send_notice(s, b) == 0, "rx_send_notice");
+    rx_buf_release(b);
+}
+
+static void case_notice_uncounted(int io_threads)
+{
+    rx_config cfg = rx_config_default();
+    cfg.io_threads = io_threads;
+    cfg.max_output = 1000;
+    cfg.drain_ms = 50;  // the shutdown does not wait for the notice the peer never reads
+    srv = rx_server_new(&cfg);
+    CHECK(srv != NULL, "rx_server_new");
+    frames = closes = opens = 0;
+    rx_codec raw = rx_codec_raw();
+    rx_factory f = {.message = send_goodbye, .opened = small_sndbuf, .closed = on_closed};
+    port = rx_listen(srv, "127.0.0.1", 0, &raw, &f);
+    cfd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(cfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(cfd != -1 && connect(cfd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+    send_all("go", 2);
+    rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);
+    finish();
+    CHECK(opens == 1 && frames == 1, "found %d server-side sockets, %d frames, want 1 and 1", opens, frames);
+    CHECK(last_stats.peak_queued > 1000, "peak queued %llu: the notice was not held in the queue "
+          "(the test proved nothing)", (unsigned long long)last_stats.peak_queued);
+    CHECK(last_stats.too_slow == 0 && closes == 1 && last_reason == RX_CLOSE_SHUTDOWN,
+          "too slow %llu, closed %d times (reason %s): a notice was counted by max_output 1000",
+          (unsigned long long)last_stats.too_slow, closes, rx_close_reason_name(last_reason));
+    printf("ok: -t %d: a 256 KiB notice queued (peak %llu) past max_output 1000 is not counted: "
+           "kept until the shutdown\n", io_threads, (unsigned long long)last_stats.peak_queued);
+}
+
 // 6. A timer for "never" (UINT64_MAX ms) does not wrap into the past and fire at once.
 static int never_fired;
 
@@ -615,6 +659,7 @@ int main(void)
         case_high_water_mark(t);
         case_no_eof_at_shutdown(t);
         case_eof_reason(t);
+        case_notice_uncounted(t);
     }
     case_free_in_failed();
     case_free_in_opened();
