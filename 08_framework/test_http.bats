@@ -162,6 +162,18 @@ HELLO='Hello from the rx http_server.\n'
     stop_server
 }
 
+@test "http: requests pipelined behind Connection: close, HTTP/1.0 or a refusal are never answered: the answers up to it, then EOF (requests 4, refused 1; -t 0 and -t 2)" {
+    local t
+    for t in 0 2; do
+        start_server examples/http_server -t "$t"
+        run http after_close
+        [[ $status -eq 0 ]] || { stop_server; fail "-t $t: $output"; } || return
+        stop_server || return
+        (($(http_counter requests) == 4 && $(http_counter refused) == 1)) ||
+            fail "-t $t: requests $(http_counter requests), refused $(http_counter refused); want 4 and 1 (nothing read after the closing request reaches the application)" || return
+    done
+}
+
 @test "http: pipelined requests cut at random points are answered in order -t 2" {
     start_server examples/http_server -t 2
     run http pipeline --count 60 --connections 6 --max-piece 7

@@ -599,10 +599,34 @@ def cmd_widest(a):
     print("ok: head limit %d and body limit %d at the boundary and one past" % (mh, mb))
 
 
+def cmd_after_close(a):
+    """Requests pipelined behind the one that ends the connection (Connection: close, HTTP/1.0
+    without keep-alive, a refused one), in the same write: only the answers up to that one,
+    byte for byte, then EOF: nothing is answered after the answer that said close."""
+    H = b"Host: t\r\n"
+    after = b"GET /x HTTP/1.1\r\n" + H + b"\r\nGET /stats HTTP/1.1\r\n" + H + b"\r\n"
+    cases = [
+        ("Connection: close, then two more", b"GET / HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n" + after,
+         hello(close=True)),
+        ("HTTP/1.0 without keep-alive, then two more", b"GET / HTTP/1.0\r\n\r\n" + after, hello(close=True)),
+        ("a GET, a refused request, then two more", b"GET / HTTP/1.1\r\n" + H + b"\r\nBAD\r\n\r\n" + after,
+         hello() + refusal(400, "malformed request line")),
+    ]
+    for name, req, want in cases:
+        s = connect(a.port)
+        try:
+            s.sendall(req)
+            expect(s, want, name)
+            expect_eof(s, name)
+        finally:
+            s.close()
+    print("ok: %d pipelined batches answered up to the closing request, then EOF" % len(cases))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cmd", choices=["errors", "keepalive", "pipeline", "limits", "isolated", "stats", "idle",
-                                   "linger", "sendeof", "short", "widest"])
+                                   "linger", "sendeof", "short", "widest", "after_close"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--max-head", type=int, default=8192)
     p.add_argument("--max-body", type=int, default=1 << 20)
