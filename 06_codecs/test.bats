@@ -778,6 +778,69 @@ PY
     ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
 }
 
+# The other side of the quiet-turn rule (04's test): once only lingering clients are left
+# (replies and our FIN sent), one quiet turn (LINGER_QUIET_MS, 100 ms) closes them; a client
+# that went quiet without closing does not hold the exit until DRAIN_MS. The client leaves
+# 4 MiB of echo pending, SIGTERMs, sends 50,000 bytes more and waits until they sit unread in
+# the server's socket (so the server must discard them, and lingers), reads its echo to EOF,
+# then stays connected and silent until the server has exited, which must come before DRAIN_MS
+# (1 s) has passed since its SIGTERM: a drain kept to its deadline cannot end sooner. (Not
+# stretched by TIMEOUT_SCALE: it is the server's own deadline; a drain that has not ended by
+# then has cut this client's echo anyway.)
+@test "server: SIGTERM, then a lingering client that goes quiet during the drain: closed after one quiet turn, not at the deadline" {
+    start_server server --codec fixed:4096 --max-output 16777216
+    python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "the client that went quiet during the drain" || return
+import os, random, socket, sys, time
+port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, sys.argv[4])
+import netkit
+payload = netkit.make_payload(random.Random(6), 4 << 20)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(netkit.scaled(5))
+s.connect(("127.0.0.1", port))
+s.sendall(payload)
+me = s.getsockname()[1]
+netkit.wait_server_read_all(port, me, 5)
+os.kill(pid, 15)
+t_term = time.monotonic()
+deadline = time.monotonic() + netkit.scaled(5)
+while "stopping:" not in open(log).read():
+    if time.monotonic() > deadline:
+        sys.exit("no 'stopping:' line after SIGTERM")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+s.sendall(b"y" * 50000)
+while netkit.server_rx_queue(port, me) != 50000:
+    if time.monotonic() > deadline:
+        sys.exit("the 50,000 bytes sent after SIGTERM never sat unread in the server's socket")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+got = netkit.read_to_eof(s)
+if bytes(got) != payload:
+    sys.exit("%d of %d bytes of echo came back, then EOF" % (len(got), len(payload)))
+# Silent and connected until the server has gone (a zombie until bats reaps it).
+while True:
+    try:
+        state = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        break
+    if state in ("Z", "X"):
+        break
+    if time.monotonic() > deadline:
+        sys.exit("the server did not exit")
+    time.sleep(0.005)  # poll interval of a loop with a deadline
+took = time.monotonic() - t_term
+s.close()
+if took >= 1.0:
+    sys.exit("the server exited %.2f s after SIGTERM, with only a quiet lingering client left "
+             "long before: the drain waited for its deadline (DRAIN_MS, 1 s)" % took)
+print("ok: the server exited %.2f s after SIGTERM" % took)
+PY
+    stop_server
+    grep -q 'replies sent but no EOF from the client, closing' "$SERVER_ERR" ||
+        fail "the client was not closed as a quiet lingering one: the test proved nothing:" "$(tail -n 4 "$SERVER_ERR")"
+}
+
 # The drain's other bound: DRAIN_MS (1 s). A client that never reads holds megabytes of
 # replies in the server at SIGTERM; the server gives up on them at the deadline, says so
 # (`fd N: B bytes still unsent, closing`), and exits 0 within the contract's 2 s. The client
