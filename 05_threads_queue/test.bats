@@ -438,6 +438,8 @@ inflight_at_stop() {
 # -w 1 --queue 1: the SLEEP runs (seen in /proc) before the two SLEEP 0s are sent, so the first
 # fills the queue and the second is refused. (A server whose queue takes every job answers
 # `slept 0` third: the job queue's tests catch that; this one is about where a refusal lands.)
+# An ECHO pipelined behind them comes fourth; one sent after the four replies must still be
+# read and answered (the refusal's bytes left the --max-output count as they entered it).
 @test "ERR busy waits its turn: behind a running SLEEP and a queued job on its connection, the refusal comes third, in request order" {
     start_server server -w 1 --queue 1
     local ms fd line got=() deadline
@@ -445,9 +447,9 @@ inflight_at_stop() {
     exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot connect to $PORT" || return
     printf 'SLEEP %d\n' "$ms" >&"$fd"
     wait_worker_sleeping || { exec {fd}>&-; return 1; }
-    printf 'SLEEP 0\nSLEEP 0\n' >&"$fd"
+    printf 'SLEEP 0\nSLEEP 0\nECHO behind\n' >&"$fd"
     deadline=$(scaled_s 10)
-    while ((${#got[@]} < 3)) && IFS= read -r -t "$deadline" -u "$fd" line; do
+    while ((${#got[@]} < 4)) && IFS= read -r -t "$deadline" -u "$fd" line; do
         got+=("$line")
     done
     # And once the refusal has left, the connection is read and served as before: its bytes
@@ -457,10 +459,10 @@ inflight_at_stop() {
     IFS= read -r -t "$deadline" -u "$fd" after || after="(nothing within $deadline s)"
     exec {fd}>&-
     stop_server || return
-    local want="slept $ms|slept 0|ERR busy"
+    local want="slept $ms|slept 0|ERR busy|behind"
     local seen
     seen=$(IFS='|'; echo "${got[*]}")
-    [[ $seen == "$want" || $seen == "slept $ms|slept 0|slept 0" ]] ||
+    [[ $seen == "$want" || $seen == "slept $ms|slept 0|slept 0|behind" ]] ||
         fail "replies in this order: '$seen', want '$want' (a refusal is a reply slot: it waits for the replies before it)" || return
     [[ $after == after ]] || fail "after '$seen', an ECHO on the same connection got '$after', want 'after': the connection stopped being read once its replies had left ($(grep 'stopped after' "$SERVER_ERR"))"
 }
@@ -1067,7 +1069,9 @@ worker_threads() {
     ((n == want)) || fail "$n worker threads with no -w on $cores online cores, want $want: $(grep 'worker thread' "$SERVER_ERR")" || return
     grep -qE "^server: $want worker threads?, job queue of 1024, --max-output 4194304$" "$SERVER_ERR" ||
         fail "the startup line does not say the defaults (want $want workers, 1024, 4194304): $(grep 'worker thread' "$SERVER_ERR")" || return
-    lineproto talk --line "SLEEP 1" --line "ECHO d" --expect "slept 1" --expect "d"
+    # Serving: a job, then an ECHO (apart: its place behind a job is the order tests').
+    lineproto talk --line "SLEEP 1" --expect "slept 1"
+    lineproto talk --line "ECHO d" --expect "d"
     stop_server
 }
 
