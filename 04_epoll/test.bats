@@ -569,6 +569,30 @@ PY
     done
 }
 
+@test "lt and et: SIGTERM with a client that never reads: the drain gives up at DRAIN_MS (1 s), not before, then closes it with its bytes unsent" {
+    # 8 MiB sent, none read: megabytes stay queued in the server (--max-output 16 MiB, so it
+    # reads them all) and the drain can never finish them: only its deadline ends it. The lower
+    # bound is not stretched (a busy machine only makes the exit later); the upper one is
+    # stop_server's (the contract's 2 s, stretched).
+    local m stuck t0 took
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m" --max-output 16777216
+        start_bg stuck netkit stuck --size 8388608 --hold "$(scaled_s 20)"
+        stuck=$BG_PID
+        wait_file_match "$BATS_TEST_TMPDIR/stuck.out" '^stuck:' 20 || return
+        t0=$(now_ms)
+        stop_server || return
+        took=$(($(now_ms) - t0))
+        kill "$stuck" 2>/dev/null || true
+        wait "$stuck" 2>/dev/null || true   # it was holding the connection: ended by us, status 143
+        grep -qE 'stopping: finishing 1 connection, [1-9][0-9]* bytes pending' "$SERVER_ERR" ||
+            fail "$m: no output was pending at SIGTERM: the drain had nothing to wait for" "$(cat "$SERVER_ERR")" || return
+        grep -qE '^server: fd [0-9]+: [1-9][0-9]* bytes still unsent, closing$' "$SERVER_ERR" ||
+            fail "$m: no 'fd N: M bytes still unsent, closing' line: the drain did not end at its deadline" "$(cat "$SERVER_ERR")" || return
+        ((took >= 950)) || fail "$m: the server exited $took ms after SIGTERM: the drain gave up before DRAIN_MS (1 s)" || return
+    done
+}
+
 # Our FIN follows the last byte of a stopping client's echo (conn_linger: shutdown(SHUT_WR)),
 # while the server still reads and discards what the client sends; it does not wait for the
 # server to give up on the client. Client A leaves 4 MiB of echo pending, SIGTERMs, sends
