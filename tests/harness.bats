@@ -9,7 +9,7 @@ setup() {
     # scripts): under the delay shim every process of a chain has its first wait delayed.
     local python
     python=$(python3 -c 'import sys; print(sys.executable)')
-    for mode in good silent bad-exit slow-exit asan asan-crash corrupt lossy; do
+    for mode in good silent bad-exit slow-exit asan asan-crash corrupt lossy leaky; do
         printf '#!/bin/sh\nexec %q %q %s "$@"\n' "$python" "$BATS_TEST_DIRNAME/lib/fake_server.py" "$mode" >"$FAKE_DIR/$mode"
         chmod +x "$FAKE_DIR/$mode"
     done
@@ -22,6 +22,26 @@ load "$BATS_TEST_DIRNAME/lib/harness.bash"
 @test "harness: a good server starts, echoes and stops cleanly" {
     start_server good
     netkit echo --count 3 --max-size 4096
+    stop_server
+}
+
+@test "harness: start_server fails when the server has opened a descriptor without O_CLOEXEC, not for one it inherited" {
+    run start_server leaky
+    [[ $status -ne 0 ]] || fail "start_server passed a server with a descriptor that is not close-on-exec"
+    [[ $output == *"not close-on-exec"*"pipe:"* ]] || fail "$output"
+    # `run` was a subshell: end the server it started (the last one written down).
+    local leaky deadline
+    leaky=$(tail -n 1 "$BATS_TEST_TMPDIR/harness.servers")
+    kill "$leaky"
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until has_exited "$leaky"; do
+        (($(now_ms) < deadline)) || fail "the leaky server did not exit on SIGTERM" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    # A descriptor the test's shell holds open (not close-on-exec) is inherited: not the server's.
+    exec 7</dev/null
+    start_server good
+    exec 7<&-
     stop_server
 }
 

@@ -9,6 +9,8 @@ MODE: good | silent (never prints `listening on`) | bad-exit (exits 3 on SIGTERM
       | corrupt (echoes every byte but flips one at offset 1000)
       | lossy (its handler sets a flag that the accept loop tests before blocking: a SIGTERM
         landing between the test and accept() is lost, the classic race)
+      | leaky (opens a pipe without O_CLOEXEC before it listens, as an epoll or eventfd
+        created without its CLOEXEC flag would be)
 """
 import os
 import select
@@ -65,6 +67,9 @@ Shadow bytes around the buggy address:
 def main():
     mode = sys.argv[1]
     port = int(sys.argv[sys.argv.index("-p") + 1])
+    if mode == "leaky":
+        r, _ = os.pipe()
+        os.set_inheritable(r, True)  # what a missing O_CLOEXEC leaves
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))

@@ -206,6 +206,27 @@ start_server() {
         fail "$name was given no -H but says '$line' (the default is 127.0.0.1)" || return
     local why
     why=$(listens_on "$SERVER_PID" "$host" "$PORT") || fail "$name says '$line', but $why" || return
+    why=$(made_cloexec "$SERVER_PID" "$BASHPID") || fail "$name: $why" || return
+}
+
+# made_cloexec PID SHELL: every descriptor PID has opened so far (its epoll, eventfd,
+# signalfd, pipes, spare descriptor, sockets: all but 0-2) is close-on-exec (the contract: a
+# program the server might exec inherits none of them). One it inherited from SHELL, the
+# shell that started it (the same fd number, the same file, in SHELL), is not the server's.
+# Not under a sanitizer: its runtime opens descriptors of its own. If not, says why on stdout.
+made_cloexec() {
+    [[ -z ${SAN:-} ]] || return 0
+    local fd n target flags leak=
+    for fd in /proc/"$1"/fd/*; do
+        n=${fd##*/}
+        ((n > 2)) || continue
+        flags=$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$1/fdinfo/$n" 2>/dev/null) || continue
+        [[ -n $flags ]] && (((8#$flags & 8#2000000) == 0)) || continue
+        target=$(readlink "$fd" 2>/dev/null) || continue
+        [[ $(readlink "/proc/$2/fd/$n" 2>/dev/null) == "$target" ]] && continue   # inherited
+        leak+=" $n ($target)"
+    done
+    [[ -z $leak ]] || { echo "descriptors it opened are not close-on-exec (no O_CLOEXEC in /proc/PID/fdinfo):$leak"; return 1; }
 }
 
 # listens_on PID HOST PORT: PID's listening sockets on PORT are bound to HOST (127.0.0.1 or
