@@ -328,6 +328,10 @@ static void test_vectors(void)
          "REQ GET / 1.0 ka=0 cl=0 wire=%zu [Connection=keep-alive, close]\n"},
         {"HTTP/1.9 is read as 1.1", "GET / HTTP/1.9\r\nHost: a\r\n\r\n",
          "REQ GET / 1.1 ka=1 cl=0 wire=%zu [Host=a]\n"},
+        // The target takes every visible ASCII byte (0x21 .. 0x7e; RFC 9112 3.2), '~' too.
+        {"every visible ASCII byte, '!' to '~', passes in a target",
+         "GET /!\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~ HTTP/1.1\r\nHost: a\r\n\r\n",
+         "REQ GET /!\"#$%&'()*+,-./09:;<=>?@AZ[\\x5c]^_`az{|}~ 1.1 ka=1 cl=0 wire=%zu [Host=a]\n"},
         {"Expect: 100-continue with its body at once: no 100 frame",
          "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nx",
          "REQ POST / 1.1 ka=1 100c cl=1 wire=%zu [Host=a] [Expect=100-Continue] "
@@ -361,6 +365,9 @@ static void test_refusals(void)
          "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", "ERR 400 bad Content-Length\n"},
         {"Content-Length as a list '3, 3' is 400",
          "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", "ERR 400 bad Content-Length\n"},
+        // Every digit counts: a length that passes max_body (64) only at its last digit.
+        {"Content-Length 640 (the body limit 64 and one digit more) is 413, not read as 64",
+         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 640\r\n\r\n", "ERR 413 body too large\n"},
         {"Transfer-Encoding alone is 501",
          "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
          "ERR 501 Transfer-Encoding not implemented\n"},
@@ -368,6 +375,12 @@ static void test_refusals(void)
          "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n", "ERR 400 folded header line\n"},
         {"a space before the colon is 400",
          "GET / HTTP/1.1\r\nHost : a\r\n\r\n", "ERR 400 malformed header line\n"},
+        {"a header line without a name (': x') is 400",
+         "GET / HTTP/1.1\r\nHost: a\r\n: x\r\n\r\n", "ERR 400 malformed header line\n"},
+        {"a header line without a colon (one token) is 400",
+         "GET / HTTP/1.1\r\nHost: a\r\nX-No-Colon\r\n\r\n", "ERR 400 malformed header line\n"},
+        {"a header line without a colon (words) is 400",
+         "GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n", "ERR 400 malformed header line\n"},
         {"a bare CR in a value is 400",
          "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", "ERR 400 control character in header value\n"},
         {"a bare CR ending the request line is 400",
@@ -379,6 +392,14 @@ static void test_refusals(void)
         {"an empty line first is 400", "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
          "ERR 400 empty request line\n"},
         {"a lowercase version is 400", "GET / http/1.1\r\nHost: a\r\n\r\n",
+         "ERR 400 malformed request line\n"},
+        {"a request line without a method (a leading space) is 400",
+         " / HTTP/1.1\r\nHost: a\r\n\r\n", "ERR 400 malformed request line\n"},
+        {"a DEL in the target is 400", "GET /a\177 HTTP/1.1\r\nHost: a\r\n\r\n",
+         "ERR 400 malformed request line\n"},
+        {"8-bit bytes in the target (UTF-8 'caf\303\251') are 400",
+         "GET /caf\303\251 HTTP/1.1\r\nHost: a\r\n\r\n", "ERR 400 malformed request line\n"},
+        {"a byte 0x80 alone in the target is 400", "GET /\200 HTTP/1.1\r\nHost: a\r\n\r\n",
          "ERR 400 malformed request line\n"},
         {"two spaces after the method are 400", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
          "ERR 400 malformed request line\n"},
@@ -442,6 +463,9 @@ static void test_limits(void)
               "REQ POST / 1.1 ka=1 cl=16 wire=%zu [Host=a] [Content-Length=16] body=0123456789abcdef\n");
     check_one("a body of max_body + 1 bytes is 413 (judged from the head)", &c,
               "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 17\r\n\r\n",
+              "ERR 413 body too large\n");
+    check_one("Content-Length 160 (max_body 16 and one digit more) is 413: every digit read", &c,
+              "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 160\r\n\r\n",
               "ERR 413 body too large\n");
     check_one("a 200-digit Content-Length is 413, not an overflow", &c,
               "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: "
