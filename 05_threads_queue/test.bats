@@ -265,15 +265,19 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
 @test "a full job queue answers ERR busy at once, in order" {
     start_server server -w 1 --queue 2
     # One worker and room for 2 waiting: of 6 SLEEPs read together at most 3 are taken
-    # (1 running, 2 queued), at least 2; the rest are refused, not queued.
-    run lineproto talk --line "SLEEP 200" --line "SLEEP 200" --line "SLEEP 200" --line "SLEEP 200" \
-        --line "SLEEP 200" --line "SLEEP 200"
+    # (1 running, 2 queued), at least 2; the rest are refused, not queued. The first SLEEP
+    # must still run while the other 5 are read, however slow the machine: scaled.
+    local ms
+    ms=$(scaled_ms 0.2)
+    ((ms <= 10000)) || ms=10000
+    run lineproto talk --line "SLEEP $ms" --line "SLEEP $ms" --line "SLEEP $ms" --line "SLEEP $ms" \
+        --line "SLEEP $ms" --line "SLEEP $ms"
     [[ $status -eq 0 ]] || fail "$output"
     local slept busy
-    slept=$(grep -c '^reply: slept 200$' <<<"$output")
+    slept=$(grep -c "^reply: slept $ms\$" <<<"$output")
     busy=$(grep -c '^reply: ERR busy$' <<<"$output")
-    ((slept >= 2 && slept <= 3 && slept + busy == 6)) || fail "want 2-3 'slept 200' and the rest 'ERR busy': $output"
-    [[ $(grep -m1 '^reply:' <<<"$output") == "reply: slept 200" ]] || fail "the first SLEEP was refused: $output"
+    ((slept >= 2 && slept <= 3 && slept + busy == 6)) || fail "want 2-3 'slept $ms' and the rest 'ERR busy': $output"
+    [[ $(grep -m1 '^reply:' <<<"$output") == "reply: slept $ms" ]] || fail "the first SLEEP was refused: $output"
     stop_server
     (($(counter busy) == busy)) || fail "the server counted $(counter busy) busy replies, the client got $busy"
 }
@@ -372,6 +376,47 @@ inflight_at_stop() {
     ((w1 - w0 <= 8)) || fail "the 4 idle workers were woken $((w1 - w0)) times in $window ms with no job queued (want none but a last return from a job, 8 at most): they poll the queue instead of sleeping on not_empty (pthread_cond_wait)" || return
     stop_server
     (($(counter results) == 42)) || fail "want 42 results: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+# A push wakes its worker after unlocking (jq_try_push: pthread_cond_signal after
+# pthread_mutex_unlock). Both orders are correct, so no reply tells them apart; the server's own
+# futex calls do (README, "futex calls per job"). strace follows the I/O thread alone (the
+# main thread: -p PID without -f) on -w 1 while one client sends SLEEP 0s one at a time, and
+# holds it 5 ms (scaled) after each of its futex calls (strace -e inject=futex:delay_exit). A job finds
+# the worker asleep on not_empty, and the signal is the I/O thread's one FUTEX_WAKE. Signalled
+# with the lock still held, the worker it woke runs during the hold, finds the mutex taken and
+# sleeps on it, and the unlock must wake it again: a second FUTEX_WAKE, on the mutex. Without
+# the hold that is a race, which a loaded machine lets the I/O thread win (0.2 to 0.96 lock
+# waits per job in runs with strace -f and no hold); with it, 100 jobs with both cores kept
+# busy: 100 wakes (102 with the stop), 3 runs at each of 5 and 20 ms; under the lock, 200.
+@test "a push wakes its sleeping worker after unlocking: one futex wake per job from the I/O thread, none for the unlock" {
+    command -v strace >/dev/null || skip "no strace here"
+    [[ ${SAN:-} != thread ]] || skip "ThreadSanitizer's runtime wraps every pthread call with futex calls of its own: counted on the plain and address builds"
+    # LeakSanitizer cannot run under ptrace (it exits 66): the other tests check for leaks.
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" start_server server -w 1
+    local log=$BATS_TEST_TMPDIR/futex.txt strace_pid deadline n=100 hold_us
+    hold_us=$(awk -v k="$TIMEOUT_SCALE" 'BEGIN { printf "%d", 5000 * k }')  # 5 ms, scaled
+    start_bg strace strace -p "$SERVER_PID" -e trace=futex -e inject=futex:delay_exit="$hold_us" \
+        -e signal=none -o "$log"
+    strace_pid=$BG_PID
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until grep -q 'attached' "$BATS_TEST_TMPDIR/strace.out" 2>/dev/null; do
+        if has_exited "$strace_pid" || (($(now_ms) > deadline)); then
+            stop_server
+            skip "strace cannot attach to the server here: $(cat "$BATS_TEST_TMPDIR/strace.out")"
+        fi
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    lineproto one-at-a-time --line "SLEEP 0" --want "slept 0" --count "$n"
+    stop_server
+    wait_bg "$strace_pid" strace || return
+    local wakes
+    wakes=$(grep -c '^futex(.*FUTEX_WAKE' "$log" || true)
+    harness_note "$n jobs one at a time: the I/O thread made $wakes FUTEX_WAKE calls"
+    # The path ran: each job woke a worker asleep on not_empty (one that polls the queue
+    # instead is never woken: no wake at all). The stop adds two (jq_close's broadcast, ...).
+    ((wakes >= n / 2)) || fail "the I/O thread made $wakes FUTEX_WAKE calls for $n jobs sent one at a time (want one a job): its signal woke no worker asleep on not_empty" "$(head -n 20 "$log")" || return
+    ((wakes <= n * 5 / 4)) || fail "the I/O thread made $wakes FUTEX_WAKE calls for $n jobs (want one a job, at most $((n * 5 / 4))): a signal under the lock wakes the worker twice, once for not_empty and once for the unlock (signal after pthread_mutex_unlock, not before)" "$(grep -m 12 '^futex(' "$log")" || return
 }
 
 @test "a client that floods ECHOs and never reads: reading pauses at --max-output, memory stays bounded" {

@@ -985,6 +985,19 @@ def demo(host, port, busy, busy_line, probes, under, over, warm, timeout):
     return desc
 
 
+def one_at_a_time(host, port, line, want, count, timeout):
+    """COUNT requests on one connection, each sent only once the reply before it came back
+    (nothing pipelined, never more than one job in the server): each must get WANT."""
+    c = LineConn(host, port)
+    for i in range(count):
+        c.send_lines([line])
+        r = c.read_line(timeout)
+        if r != want:
+            raise Failure("request %d of %d (%r) got %r, want %r" % (i + 1, count, line, r, want))
+    c.close()
+    return "%d requests one at a time, each answered %r" % (count, want)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1074,6 +1087,10 @@ def main(argv=None):
     p = add("reset-in-reply", "a reset that lands while the server holds the reply")
     p.add_argument("--server-pid", type=int, required=True)
     p.add_argument("--ms", type=int, default=100)
+    p = add("one-at-a-time", "requests on one connection, each sent once the last is answered")
+    p.add_argument("--line", default="SLEEP 0")
+    p.add_argument("--want", default="slept 0")
+    p.add_argument("--count", type=int, default=200)
     a = ap.parse_args(argv)
     try:
         if a.cmd == "talk":
@@ -1114,6 +1131,8 @@ def main(argv=None):
             if done is None:
                 print("SKIP: %s: %s" % (a.cmd, msg), flush=True)
                 return 3
+        elif a.cmd == "one-at-a-time":
+            msg = one_at_a_time(a.host, a.port, a.line, a.want, a.count, a.timeout)
         elif a.cmd == "reset-in-reply":
             msg = reset_in_reply(a.host, a.port, a.server_pid, a.ms, a.timeout)
         else:
