@@ -576,6 +576,17 @@ after_sigterm() {
     ((waits == 0)) || fail "after SIGTERM, with no client left, the server still waited for its drain deadline:" "$(after_sigterm)"
 }
 
+@test "SIGPIPE never kills it: a client resets in CLOSE_WAIT with its echo queued, the next send meets EPIPE, the server serves on" {
+    # The client sends 12 MiB reading nothing (4 KiB receive buffer), half-closes, waits until
+    # the server has read it all and the FIN (CLOSE_WAIT) with megabytes of echo still queued,
+    # then resets: the reset leaves EPIPE as the socket's error, so the server's next send
+    # raises SIGPIPE, whose default action ends a server that did not ignore it (the contract:
+    # SIGPIPE never kills a server). --max-output 32 MiB: it reads everything before the reset.
+    start_server server --max-output 33554432
+    netkit reset-in-close-wait --pid "$SERVER_PID" --size 12582912
+    stop_server
+}
+
 @test "stopping with a client that never reads: the drain waits 1 s (DRAIN_MS), no more, then closes it" {
     # 8 MiB sent, none read: several MiB stay queued in the server (--max-output 16 MiB, so it
     # reads them all), and the drain can never finish them: it ends at its deadline.

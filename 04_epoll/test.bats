@@ -569,6 +569,20 @@ PY
     done
 }
 
+@test "lt and et: SIGPIPE never kills it: a client resets in CLOSE_WAIT with its echo queued, the next send meets EPIPE, the server serves on" {
+    # The client sends 12 MiB reading nothing (4 KiB receive buffer), half-closes, waits until
+    # the server has read it all and the FIN (CLOSE_WAIT) with megabytes of echo still queued,
+    # then resets: the reset leaves EPIPE as the socket's error, so the server's next send
+    # raises SIGPIPE, whose default action ends a server that did not ignore it (the contract:
+    # SIGPIPE never kills a server). --max-output 32 MiB: it reads everything before the reset.
+    local m
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m" --max-output 33554432
+        netkit reset-in-close-wait --pid "$SERVER_PID" --size 12582912 || return
+        stop_server || return
+    done
+}
+
 @test "lt and et: SIGTERM with a client that never reads: the drain gives up at DRAIN_MS (1 s), not before, then closes it with its bytes unsent" {
     # 8 MiB sent, none read: megabytes stay queued in the server (--max-output 16 MiB, so it
     # reads them all) and the drain can never finish them: only its deadline ends it. The lower

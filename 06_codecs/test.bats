@@ -534,6 +534,17 @@ time_wait_on() {
     ((st == 0)) || fail "$out"
 }
 
+@test "server: SIGPIPE never kills it: a client resets in CLOSE_WAIT with its echo queued (fixed:4096), the next send meets EPIPE, the server serves on" {
+    # The client sends 12 MiB reading nothing (4 KiB receive buffer), half-closes, waits until
+    # the server has read it all and the FIN (CLOSE_WAIT) with megabytes of echo still queued,
+    # then resets: the reset leaves EPIPE as the socket's error, so the server's next send
+    # raises SIGPIPE, whose default action ends a server that did not ignore it (the contract:
+    # SIGPIPE never kills a server). --max-output 32 MiB: it reads everything before the reset.
+    start_server server -c fixed:4096 --max-output 33554432
+    netkit reset-in-close-wait --pid "$SERVER_PID" --size 12582912
+    stop_server
+}
+
 @test "server: SIGTERM with a client connected exits 0 within 2 s" {
     start_server server --codec fixed:1
     scenario_sigterm

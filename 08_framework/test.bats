@@ -437,6 +437,20 @@ echo_drain() {
 
 # --- the library's paths ---------------------------------------------------------------------
 
+@test "SIGPIPE never kills it: a client resets in CLOSE_WAIT with its echo queued, the next send meets EPIPE, the server serves on (echo -t 0, -t 2)" {
+    # The client sends 12 MiB reading nothing (4 KiB receive buffer), half-closes, waits until
+    # the server has read it all and the FIN (CLOSE_WAIT) with megabytes of echo still queued,
+    # then resets: the reset leaves EPIPE as the socket's error, so the server's next send
+    # raises SIGPIPE, whose default action ends a server that did not ignore it (the contract:
+    # SIGPIPE never kills a server). --max-output 32 MiB and no --high-water: it reads everything before the reset.
+    local t
+    for t in 0 2; do
+        start_server examples/echo -t "$t" --high-water 0 --max-output 33554432
+        netkit reset-in-close-wait --pid "$SERVER_PID" --size 12582912 || return
+        stop_server || return
+    done
+}
+
 @test "10000 connections at once, each echoing a message, nothing lost (echo -t 2)" {
     # The server holds 10000 sockets, the client 10000 more: both inherit this limit.
     raise_nofile 10300

@@ -727,6 +727,23 @@ def server_rx_queue(server_port, client_port):
     return None
 
 
+def server_tx_queue(server_port, client_port):
+    """Bytes the server-side socket of this connection holds unsent or unacknowledged
+    (/proc/net/tcp tx_queue), or None if not found."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if (int(fields[1].rsplit(":", 1)[1], 16) == server_port
+                    and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
+                return int(fields[4].split(":")[0], 16)
+    return None
+
+
 def server_tcp_state(server_port, client_port):
     """The TCP state (hex, as in /proc/net/tcp: "01" ESTABLISHED, "08" CLOSE_WAIT) of the
     server-side socket of this connection, or None if not found."""
@@ -1301,6 +1318,73 @@ def wait_server_read_all(server_port, client_port, timeout):
         time.sleep(0.01)  # poll interval of a loop with a deadline
 
 
+def reset_in_close_wait(host, port, pid, size, seed, timeout=20.0):
+    """SIGPIPE never kills a server. Send `size` bytes reading nothing (a 4 KiB receive
+    buffer: the echo stays queued in the server), half-close, wait until the server has read
+    every byte and our FIN (its socket: nothing unread, CLOSE_WAIT) with its echo still
+    queued, then reset (SO_LINGER 0). A reset that finds a socket in CLOSE_WAIT leaves EPIPE
+    as its error (Linux's tcp_reset), so the server's next send() to us fails with EPIPE, and
+    raises SIGPIPE, whose default action ends the process, unless it is ignored (or the send
+    says MSG_NOSIGNAL). The server must still be running after it and serve a new client.
+    Proves the path: the echo must still be queued in the server when we reset (its socket's
+    send queue not empty, or the server blocked in a send)."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(scaled(timeout))
+        s.connect((host, port))
+        s.sendall(make_payload(random.Random(seed), size))
+        s.shutdown(socket.SHUT_WR)
+        me = s.getsockname()[1]
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            rx, state = server_rx_queue(port, me), server_tcp_state(port, me)
+            if rx == 0 and state == "08":
+                break
+            if rx is None:
+                raise Failure("the server closed the connection before it had read our FIN")
+            if time.monotonic() > deadline:
+                raise Failure("the server left %s bytes unread (state %s) for %.1f s" % (rx, state, scaled(timeout)))
+            time.sleep(0.01)  # poll interval of a loop with a deadline
+        tx = server_tx_queue(port, me)
+        if not tx:
+            raise Failure("nothing of the echo was queued in the server's socket when we reset: "
+                          "the test proved nothing (send more: --size)")
+        reset_close(s)
+    finally:
+        s.close()
+    # The server sends again once the reset is in (it still had echo to send), and meets EPIPE.
+    deadline = time.monotonic() + scaled(5)
+    while server_tcp_state(port, me) is not None:
+        if time.monotonic() > deadline:
+            raise Failure("the server kept the reset connection for 5 s: it never sent to it again")
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    try:
+        os.kill(pid, 0)
+        state = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        state = "gone"
+    if state in ("Z", "X", "gone"):
+        raise Failure("the server died when it sent to a client that had reset (SIGPIPE not ignored?)")
+    # A new client: 4096 bytes (a whole frame for 06's fixed:4096 too), echoed exactly.
+    c = connect(host, port)
+    try:
+        c.settimeout(scaled(timeout))
+        msg = make_payload(random.Random(seed + 1), 4096)
+        c.sendall(msg)
+        got = bytearray()
+        while len(got) < len(msg):
+            chunk = c.recv(len(msg) - len(got))
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        c.close()
+    if bytes(got) != msg:
+        raise Failure("after the reset, a new client got %d of 4096 bytes back, not its echo" % len(got))
+    return "reset in CLOSE_WAIT with %d bytes of echo queued in the server's socket; the server lives and served a new client" % tx
+
+
 def half_close_held(host, port, size, seed, timeout=20.0):
     """Half-close with the echo held in the server itself: send `size` bytes (more than
     tcp_wmem's maximum plus our fixed 64 KiB receive buffer: the caller sizes it) reading
@@ -1634,6 +1718,9 @@ def main(argv=None):
     p.add_argument("--pause-ms", type=int, default=1)
     p = add("half-close-held", "send, shutdown(SHUT_WR), read only once the server has read it all: all, then EOF")
     p.add_argument("--size", type=int, default=8 << 20)
+    p = add("reset-in-close-wait", "half-close, then reset while the echo is queued: the server's next send meets EPIPE (SIGPIPE); it lives and serves")
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--size", type=int, default=2 << 20)
     p = add("drain-on-term", "leave output pending, SIGTERM the server: everything must still arrive")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--size", type=int, default=4 << 20)
@@ -1721,6 +1808,8 @@ def main(argv=None):
             msg = half_close_slow(h, port, a.size, a.rcvbuf, a.piece, a.pause_ms, seed)
         elif a.cmd == "half-close-held":
             msg = half_close_held(h, port, a.size, seed)
+        elif a.cmd == "reset-in-close-wait":
+            msg = reset_in_close_wait(h, port, a.pid, a.size, seed)
         elif a.cmd == "drain-on-term":
             msg = drain_on_term(h, port, a.pid, a.size, seed)
         elif a.cmd == "drain-paused-on-term":
