@@ -101,8 +101,8 @@ static void case_close_self(int io_threads)
     port = rx_listen(srv, "127.0.0.1", 0, &line, &f);
     cfd = dial();
     send_all("hel", 3);
-    rx_timer_start(rx_server_loop(srv), 100, 0, part2, NULL);
-    rx_timer_start(rx_server_loop(srv), 400, 0, stop, NULL);
+    rx_timer_start(rx_server_loop(srv), (uint64_t)(100 * scale), 0, part2, NULL);
+    rx_timer_start(rx_server_loop(srv), (uint64_t)(400 * scale), 0, stop, NULL);
     finish();
     CHECK(frames == 1, "%d frames after a close from the callback, want 1", frames);
     CHECK(closes == 1 && last_reason == RX_CLOSE_LOCAL, "closed %d times (reason %s), want once, local",
@@ -130,9 +130,30 @@ static void send_rest(rx_loop *l, rx_timer *t, void *a)
     send_all(rest, rest_len);
 }
 
+static bool split_frame_once(size_t max, size_t first);
+
 static void case_split_frame(int io_threads, size_t max, size_t first)
 {
-    reset(io_threads, 0);
+    // The split is forced only if the server read the first piece before the timer sent the
+    // rest; on a busy machine both may wait in the socket and come in one read: that run
+    // proved nothing, and is run again (at most 3 times), not failed.
+    for (int attempt = 1;; attempt++) {
+        reset(io_threads, 0);
+        if (split_frame_once(max, first) || attempt == 3)
+            break;
+        printf("note: -t %d: a %zu-byte frame came in one read (a busy machine): again\n", io_threads, max);
+    }
+    CHECK(frames == 1 && last_len == max, "%d frames (last %zu bytes), want one of %zu", frames,
+          last_len, max);
+    CHECK(last_stats.reads >= 2, "the frame came in %llu read(s) 3 times: the split was not forced",
+          (unsigned long long)last_stats.reads);
+    printf("ok: -t %d: a %zu-byte frame at its limit, split after %zu bytes, arrives whole\n",
+           io_threads, max, first);
+}
+
+// One run of case_split_frame: true when the frame came in two reads or more.
+static bool split_frame_once(size_t max, size_t first)
+{
     rx_codec len = rx_codec_len(max, max);
     rx_factory f = {.message = record_msg, .closed = on_closed};
     port = rx_listen(srv, "127.0.0.1", 0, &len, &f);
@@ -144,16 +165,11 @@ static void case_split_frame(int io_threads, size_t max, size_t first)
     send_all(msg, first);
     rest = msg + first;  // sent by a timer, once the server has read the first piece alone
     rest_len = max + 4 - first;
-    rx_timer_start(rx_server_loop(srv), 100, 0, send_rest, NULL);
-    rx_timer_start(rx_server_loop(srv), 400, 0, stop, NULL);
+    rx_timer_start(rx_server_loop(srv), (uint64_t)(100 * scale), 0, send_rest, NULL);
+    rx_timer_start(rx_server_loop(srv), (uint64_t)(400 * scale), 0, stop, NULL);
     finish();
     free(msg);
-    CHECK(frames == 1 && last_len == max, "%d frames (last %zu bytes), want one of %zu", frames,
-          last_len, max);
-    CHECK(last_stats.reads >= 2, "the frame came in %llu read(s): the split was not forced",
-          (unsigned long long)last_stats.reads);
-    printf("ok: -t %d: a %zu-byte frame at its limit, split after %zu bytes, arrives whole\n",
-           io_threads, max, first);
+    return last_stats.reads >= 2;
 }
 
 // 3. rx_connector_free from the connector's own `failed` callback, at the 2nd attempt.
