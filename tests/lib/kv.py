@@ -565,22 +565,14 @@ def send_then_read_all(port, data, name, timeout=5.0):
         s.close()
 
 
-def cmd_protoerr(a):
-    """Each malformed input gets from kv_server exactly the bytes a real redis-server (--peer)
-    sends for it, then EOF. Then a client that keeps streaming after its bad request (reading
-    as it goes, stopping once the whole -ERR line is in) gets the -ERR in full and an EOF,
-    never a reset: the library's close lingers instead of resetting on the bytes it left unread."""
-    for name, data in PROTOERR_CASES:
-        want = send_then_read_all(a.peer, data, "redis-server: " + name)
-        if not want.endswith(b"\r\n") or b"-ERR Protocol error: " not in want:
-            raise Failure("redis-server: %s: answered %r (want a protocol error)" % (name, want))
-        got = send_then_read_all(a.port, data, name)
-        if got != want:
-            raise Failure("%s: kv_server sent %r, redis-server %r" % (name, got, want))
+def refusal_streams(port, count):
+    """COUNT clients in turn each send a bad request and keep streaming after it (reading as
+    they go, stopping once the whole -ERR line is in): each must get the -ERR in full and an
+    EOF, never a reset."""
     want = b"-ERR Protocol error: invalid bulk length\r\n"
-    for run in range(5):
+    for run in range(count):
         name = "streaming after a bad request, run %d" % (run + 1)
-        s = connect(a.port)
+        s = connect(port)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
         s.setblocking(False)
         out = b"*1\r\n$abc\r\n" + b"z" * (256 << 10)
@@ -610,6 +602,21 @@ def cmd_protoerr(a):
             s.close()
         if got != want:
             raise Failure("%s: got %r, want %r then EOF" % (name, got[:200], want))
+
+
+def cmd_protoerr(a):
+    """Each malformed input gets from kv_server exactly the bytes a real redis-server (--peer)
+    sends for it, then EOF. Then a client that keeps streaming after its bad request (reading
+    as it goes, stopping once the whole -ERR line is in) gets the -ERR in full and an EOF,
+    never a reset: the library's close lingers instead of resetting on the bytes it left unread."""
+    for name, data in PROTOERR_CASES:
+        want = send_then_read_all(a.peer, data, "redis-server: " + name)
+        if not want.endswith(b"\r\n") or b"-ERR Protocol error: " not in want:
+            raise Failure("redis-server: %s: answered %r (want a protocol error)" % (name, want))
+        got = send_then_read_all(a.port, data, name)
+        if got != want:
+            raise Failure("%s: kv_server sent %r, redis-server %r" % (name, got, want))
+    refusal_streams(a.port, 5)
     print("ok: %d malformed inputs answered byte for byte as redis-server answers them, then EOF; "
           "5 clients streaming after a bad request each got the whole -ERR, then EOF" % len(PROTOERR_CASES))
 
@@ -728,39 +735,7 @@ def cmd_refusal_stream(a):
     stopping once the whole -ERR line is in): each gets the -ERR in full and an EOF, never a
     reset (the close lingers instead of resetting on the bytes left unread). protoerr's second
     half, without the redis-server it needs for its first."""
-    want = b"-ERR Protocol error: invalid bulk length\r\n"
-    for run in range(a.count):
-        name = "streaming after a bad request, run %d" % (run + 1)
-        s = connect(a.port)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
-        s.setblocking(False)
-        out = b"*1\r\n$abc\r\n" + b"z" * (256 << 10)
-        got = b""
-        deadline = time.monotonic() + scaled(10)
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Failure("%s: no EOF within %.1f s (got %r)" % (name, scaled(10), got[:200]))
-                sending = len(got) < len(want)
-                r, w, _ = select.select([s], [s] if sending else [], [], left)
-                try:
-                    if r:
-                        d = s.recv(65536)
-                        if not d:
-                            break
-                        got += d
-                    if w and sending:
-                        n = s.send(out)
-                        out = out[n:] if n < len(out) else b"z" * (64 << 10)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except (ConnectionResetError, BrokenPipeError) as e:
-                    raise Failure("%s: %s after %r (want the whole -ERR, then EOF)" % (name, e, got[:200]))
-        finally:
-            s.close()
-        if got != want:
-            raise Failure("%s: got %r, want %r then EOF" % (name, got[:200], want))
+    refusal_streams(a.port, a.count)
     print("ok: %d clients streaming after a bad request each got the whole -ERR, then EOF" % a.count)
 
 

@@ -706,6 +706,13 @@ def tcp_sockets(server_port):
     local port is `server_port`: the server's ends of its connections, seen from outside.
     state is hex as the kernel writes it ("01" ESTABLISHED, "08" CLOSE_WAIT); rx_queue the
     bytes the server has not read yet."""
+    for fields in tcp_rows(server_port):
+        yield (int(fields[2].rsplit(":", 1)[1], 16), fields[3],
+               int(fields[4].split(":")[1], 16), fields[9])
+
+
+def tcp_rows(server_port):
+    """The /proc/net/tcp{,6} lines (split in fields) whose local port is `server_port`."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -715,8 +722,7 @@ def tcp_sockets(server_port):
         for line in lines:
             fields = line.split()
             if int(fields[1].rsplit(":", 1)[1], 16) == server_port:
-                yield (int(fields[2].rsplit(":", 1)[1], 16), fields[3],
-                       int(fields[4].split(":")[1], 16), fields[9])
+                yield fields
 
 
 def server_rx_queue(server_port, client_port):
@@ -730,17 +736,9 @@ def server_rx_queue(server_port, client_port):
 def server_tx_queue(server_port, client_port):
     """Bytes the server-side socket of this connection holds unsent or unacknowledged
     (/proc/net/tcp tx_queue), or None if not found."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                lines = f.readlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if (int(fields[1].rsplit(":", 1)[1], 16) == server_port
-                    and int(fields[2].rsplit(":", 1)[1], 16) == client_port):
-                return int(fields[4].split(":")[0], 16)
+    for fields in tcp_rows(server_port):
+        if int(fields[2].rsplit(":", 1)[1], 16) == client_port:
+            return int(fields[4].split(":")[0], 16)
     return None
 
 
