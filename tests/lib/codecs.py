@@ -925,12 +925,7 @@ def exact_session(host, port, request, want, splits, seed, timeout, name):
 
 
 def http_exact(host, port, seed, timeout):
-    n = 0
-    for name, request, want, splits in HTTP_EXACT:
-        for sp in (["none", "bytes", "random"] if splits == "all" else ["none"]):
-            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
-            n += 1
-    return "%d scripts, %d sessions: every response byte as expected, then the close" % (len(HTTP_EXACT), n)
+    return exact_table(host, port, seed, timeout, HTTP_EXACT, "http")
 
 
 def http_limits(host, port, timeout):
@@ -1179,13 +1174,23 @@ HTTP_RULES += [
 ]
 
 
-def http_rules(host, port, seed, timeout):
+def exact_table(host, port, seed, timeout, cases, what):
+    """Every (name, request, want[, splits]) of CASES as an exact session: sent whole, and,
+    unless its splits say "one", byte by byte and in random pieces too."""
     n = 0
-    for name, request, want, splits in HTTP_RULES:
+    for case in cases:
+        name, request, want = case[:3]
+        splits = case[3] if len(case) > 3 else "all"
         for sp in (["none", "bytes", "random"] if splits == "all" else ["none"]):
             exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
             n += 1
-    return "%d scripts, %d sessions: every response byte as expected, then the close" % (len(HTTP_RULES), n)
+    return "%d %s, %d sessions: every %s byte as expected, then the close" % (
+        len(cases), "scripts" if cases and len(cases[0]) > 3 else "cases", n,
+        "response" if what == "http" else "reply")
+
+
+def http_rules(host, port, seed, timeout):
+    return exact_table(host, port, seed, timeout, HTTP_RULES, "http")
 
 
 def resp_rules_cases():
@@ -1211,13 +1216,7 @@ def resp_rules_cases():
 
 
 def resp_rules(host, port, seed, timeout):
-    cases = resp_rules_cases()
-    n = 0
-    for name, request, want in cases:
-        for sp in ("none", "bytes", "random"):
-            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
-            n += 1
-    return "%d cases, %d sessions: every reply byte as expected, then the close" % (len(cases), n)
+    return exact_table(host, port, seed, timeout, resp_rules_cases(), "resp")
 
 
 # ---------------------------------------------------------------------------
@@ -1267,12 +1266,7 @@ HTTP_EDGES = [
 
 
 def http_edges(host, port, seed, timeout):
-    n = 0
-    for name, request, want, splits in HTTP_EDGES:
-        for sp in (["none", "bytes", "random"] if splits == "all" else ["none"]):
-            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
-            n += 1
-    return "%d scripts, %d sessions: every response byte as expected, then the close" % (len(HTTP_EDGES), n)
+    return exact_table(host, port, seed, timeout, HTTP_EDGES, "http")
 
 
 def resp_edges_cases():
@@ -1305,13 +1299,7 @@ def resp_edges_cases():
 
 
 def resp_edges(host, port, seed, timeout):
-    cases = resp_edges_cases()
-    n = 0
-    for name, request, want in cases:
-        for sp in ("none", "bytes", "random"):
-            exact_session(host, port, request, want, sp, seed, timeout, "%s (splits %s)" % (name, sp))
-            n += 1
-    return "%d cases, %d sessions: every reply byte as expected, then the close" % (len(cases), n)
+    return exact_table(host, port, seed, timeout, resp_edges_cases(), "resp")
 
 
 def eof_mid_frame(host, port, codec_name, timeout):
