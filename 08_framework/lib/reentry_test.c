@@ -181,21 +181,29 @@ static void on_failed(rx_connector *c, int err, unsigned attempt, void *arg)
         rx_connector_free(c);
 }
 
-static void case_free_in_failed(void)
+// A loopback port nobody listens on (bound, not listening: a connect is refused); its socket
+// in *LFD, to close when the case is done.
+static int dead_port(int *lfd)
 {
-    reset(0, 0);
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);  // a port nobody listens on: bound, not listening
     struct sockaddr_in a = {.sin_family = AF_INET};
     socklen_t alen = sizeof a;
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    CHECK(bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 &&
-              getsockname(lfd, (struct sockaddr *)&a, &alen) == 0, "bind");
+    *lfd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(*lfd != -1 && bind(*lfd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              getsockname(*lfd, (struct sockaddr *)&a, &alen) == 0, "bind");
+    return ntohs(a.sin_port);
+}
+
+static void case_free_in_failed(void)
+{
+    reset(0, 0);
+    int lfd, dead = dead_port(&lfd);
     rx_codec line = rx_codec_line(1024);
     rx_factory f = {.message = quit_msg};
     rx_connect_opts o = rx_connect_opts_default();
     o.retry_ms = o.retry_max_ms = 10;
     o.failed = on_failed;
-    CHECK(rx_connect(srv, "127.0.0.1", ntohs(a.sin_port), &line, &f, &o) != NULL, "rx_connect");
+    CHECK(rx_connect(srv, "127.0.0.1", dead, &line, &f, &o) != NULL, "rx_connect");
     CHECK(fails == 0, "failed ran inside rx_connect");
     rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);
     finish();
@@ -575,12 +583,7 @@ static void count_failed(rx_connector *c, int err, unsigned attempt, void *arg)
 static void case_no_reconnect(void)
 {
     reset(0, 0);
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);  // a port nobody listens on: bound, not listening
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t alen = sizeof a;
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    CHECK(bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 &&
-              getsockname(lfd, (struct sockaddr *)&a, &alen) == 0, "bind");
+    int lfd, dead = dead_port(&lfd);
     rx_codec line = rx_codec_line(1024);
     rx_factory f = {.message = ignore_msg};
     rx_connect_opts o = rx_connect_opts_default();
@@ -588,7 +591,7 @@ static void case_no_reconnect(void)
     o.reconnect = false;
     o.failed = count_failed;
     fails = 0;
-    rx_connector *c = rx_connect(srv, "127.0.0.1", ntohs(a.sin_port), &line, &f, &o);
+    rx_connector *c = rx_connect(srv, "127.0.0.1", dead, &line, &f, &o);
     CHECK(c != NULL, "rx_connect");
     rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);  // 60 backoffs of 5 ms
     finish();
