@@ -1598,6 +1598,18 @@ PY
     done
 }
 
+# SIGPIPE never kills the server: a stalled reader with lines queued for it past what the kernel
+# holds sends its FIN, then (once the room heard it left: the server read its EOF, its socket
+# is in CLOSE_WAIT) resets. A reset in CLOSE_WAIT leaves EPIPE as the socket's error, so the
+# server's next send of the queued lines raises SIGPIPE, whose default action ends the process.
+@test "SIGPIPE never kills it: a slow reader's FIN, then its reset, with lines still queued for it: the next send meets EPIPE, the room carries on" {
+    start_server server --max-output 16777216 --soft-output 16777216
+    local out
+    out=$(chat halfreset --pid "$SERVER_PID" --timeout 10) || fail "$out" || return
+    echo "# $out" >&3
+    stop_server
+}
+
 # The budget charges each line what it took of the input, its ending included ("\n", or
 # "\r\n"): 301 bytes for 300 bytes of text and "\n", or 299 and "\r\n". TURN_BYTES (32768)
 # is spent at the 109th such line (32809), so 109 found at once cost no yield and 110 cost

@@ -63,6 +63,7 @@ import os
 import re
 import selectors
 import socket
+import struct
 import sys
 import time
 
@@ -674,12 +675,19 @@ def text(host, port, timeout):
 def server_side(port, sock):
     """(state, rx_queue) of the server's end of SOCK's connection to PORT, from /proc/net/tcp
     (state 1 ESTABLISHED, 8 CLOSE_WAIT: the client's FIN came); None if not found."""
-    cport = sock.getsockname()[1]
+    end = server_end(port, sock.getsockname()[1])
+    return end and end[:2]
+
+
+def server_end(port, cport):
+    """(state, rx_queue, tx_queue) of the server's end of the connection from local port CPORT
+    to PORT, from /proc/net/tcp; None if not found (the server has closed it)."""
     with open("/proc/net/tcp") as f:
         for line in f.readlines()[1:]:
             fields = line.split()
             if int(fields[1].split(":")[1], 16) == port and int(fields[2].split(":")[1], 16) == cport:
-                return int(fields[3], 16), int(fields[4].split(":")[1], 16)
+                tx, rx = (int(v, 16) for v in fields[4].split(":"))
+                return int(fields[3], 16), rx, tx
     return None
 
 
@@ -1339,6 +1347,64 @@ def halfclose(host, port, nlines, timeout):
     return "B and C half-closed: every reply, then EOF; the room saw both leave"
 
 
+def fill_past_kernel(port, reader, send, ping, texts):
+    """The sender of a stalled_pair says lines until the kernel refuses 256 KiB of them to the
+    stalled reader: they wait in the server's own queue."""
+    reader_port = reader.sock.getsockname()[1]
+    for _ in range(4096):
+        send(16, 4000)
+        ping()
+        held = kernel_held(port, reader_port)
+        # A margin: the client's FIN makes the kernel take some more (180 KB seen).
+        if held is not None and sum(len(t) + 4 for t in texts) > held + 262144:
+            return
+    raise Failure("the kernel took %d lines without refusing 256 KiB" % len(texts))
+
+
+def halfreset(host, port, pid, timeout):
+    """SIGPIPE never kills the server. A stalled reader with lines queued for it in the server
+    (past what the kernel holds) sends its FIN; once the sender hears `* user1 left` (the
+    server has read the EOF: its socket is in CLOSE_WAIT) it resets (SO_LINGER 0) while the
+    server still has its lines to send. A reset that finds a socket in CLOSE_WAIT leaves EPIPE
+    as its error, so the server's next send to it fails with EPIPE and raises SIGPIPE, whose
+    default action ends a server that does not ignore it. The server must live on: the sender
+    still gets its /who answered."""
+    room, reader, sender, send, ping, texts = stalled_pair(host, port, 4000, timeout, mss=536)
+    fill_past_kernel(port, reader, send, ping, texts)
+    reader_port = reader.sock.getsockname()[1]
+    reader.sock.shutdown(socket.SHUT_WR)
+    line = room.next_line(sender, timeout)
+    if line != "* user1 left":
+        raise Failure("sender: got %r after the reader's FIN, want '* user1 left'" % line)
+    end = server_end(port, reader_port)
+    if end is None or end[0] != 8 or end[2] == 0:
+        raise Failure("the server's end of the reader's connection is %r (want CLOSE_WAIT, 8, with "
+                      "bytes queued): the test proved nothing" % (end,))
+    room.remove(reader)
+    reader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reader.sock.close()
+    # The server writes to the reader again (its lines are still queued) and meets EPIPE.
+    deadline = time.monotonic() + scaled(timeout)
+    while server_end(port, reader_port) is not None:
+        if time.monotonic() > deadline:
+            raise Failure("the server kept the reset reader's socket: it never sent to it again")
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    try:
+        state = proc_state(pid)
+    except OSError:
+        state = "gone"
+    if state in ("Z", "X", "gone"):
+        raise Failure("the server died when it sent to a reader that had reset (SIGPIPE not ignored?)")
+    sender.send_line("/who")
+    while True:
+        line = room.next_line(sender, timeout)
+        if line.startswith("* users:"):
+            break
+    if line != "* users: s":
+        raise Failure("sender: /who answered %r, want '* users: s'" % line)
+    return "a reader reset in CLOSE_WAIT with %d lines queued: the server lives, /who answered" % len(texts)
+
+
 def halfslow(host, port, log, how, hold, timeout, closed_fmt=None):
     """A slow reader that leaves by its FIN with output still queued in the server: the reader
     stops reading until the kernel refuses 256 KiB of the sender's lines (they wait in the
@@ -1358,16 +1424,7 @@ def halfslow(host, port, log, how, hold, timeout, closed_fmt=None):
     # loopback MSS of 64 KiB gives): what waits is in the server's queue, and the reader reads
     # it well within its 1 s leaving timer even on a busy machine.
     room, reader, sender, send, ping, texts = stalled_pair(host, port, 4000, timeout, mss=536)
-    reader_port = reader.sock.getsockname()[1]
-    for _ in range(4096):
-        send(16, 4000)
-        ping()
-        held = kernel_held(port, reader_port)
-        # A margin: the client's FIN makes the kernel take some more (180 KB seen).
-        if held is not None and sum(len(t) + 4 for t in texts) > held + 262144:
-            break
-    else:
-        raise Failure("the kernel took %d lines without refusing 256 KiB" % len(texts))
+    fill_past_kernel(port, reader, send, ping, texts)
     if how == "quit":
         reader.send_line("/quit")
         room.run_until(lambda: not reader.outbuf, timeout, "reader: /quit not sent")
@@ -1415,6 +1472,7 @@ def halfslow(host, port, log, how, hold, timeout, closed_fmt=None):
 OUTPUT_CMDS = {
     "halfslow": lambda a: halfslow(a.host, a.port, a.log, a.how, a.hold, a.timeout, a.closed),
     "halfclose": lambda a: halfclose(a.host, a.port, a.lines, a.timeout),
+    "halfreset": lambda a: halfreset(a.host, a.port, a.pid, a.timeout),
     "burst": lambda a: burst(a.host, a.port, a.senders, a.lines, a.size, a.warm, a.timeout),
     "softcap": lambda a: softcap(a.host, a.port, a.log, a.soft, a.size, a.timeout),
     "capfill": lambda a: capfill(a.host, a.port, a.log, a.pid, a.cap, a.then, a.timeout),
@@ -1442,6 +1500,8 @@ def add_output_cmds(add):
     p.add_argument("--log", required=True, help="the server's stderr")
     p = add("halfclose", "a client's FIN: its replies, then EOF, and the room told")
     p.add_argument("--lines", type=int, default=3000)
+    p = add("halfreset", "a slow reader's FIN, then its reset, with output queued: SIGPIPE kills nothing")
+    p.add_argument("--pid", type=int, required=True)
     p = add("halfslow", "a slow reader's FIN with output queued: the queue still goes")
     p.add_argument("--log", required=True, help="the server's stderr")
     p.add_argument("--pid", type=int, help="(not used)")
