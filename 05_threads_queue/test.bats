@@ -643,6 +643,11 @@ inflight_at_stop() {
 # where a turn was quiet all the same (a wait ended before its deadline) proves nothing and is
 # tried again, at most 3 times.
 @test "SIGTERM with lingering clients that never stop sending: the drain and the last linger are bounded, exit 0 within 2 s" {
+    # ThreadSanitizer runs a signal's handler later, at a call it intercepts, and only if the
+    # signal is not blocked then: here SIGTERM is open only inside epoll_pwait, and with three
+    # floods that wait never blocks, so the handler never runs (the server never logs
+    # `stopping:`). The bound is the normal build's to show (and ASan's).
+    [[ ${SAN:-} != *thread* ]] || skip "under ThreadSanitizer a SIGTERM open only inside a wait that never blocks (three floods) is never handled; the normal build shows the bound"
     local try k line drained lingered
     for try in 1 2 3; do
         start_server server -w 1
