@@ -28,13 +28,22 @@ static enum rx_close_reason last_reason;
 static size_t last_len;
 static rx_stats last_stats;  // the last server's, after its run
 
-static int dial(void)
+// A client of the server under test; RCVBUF > 0 sets its receive buffer first (a reader the
+// server's writes outrun), 0 leaves the kernel's.
+static int dial_rcvbuf(int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd != -1 && rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     CHECK(fd != -1 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
     return fd;
+}
+
+static int dial(void)
+{
+    return dial_rcvbuf(0);
 }
 
 static void send_all(const void *p, size_t n)
@@ -540,12 +549,7 @@ static void case_idle_moved_by_writes(void)
     rx_codec raw = rx_codec_raw();
     rx_factory f = {.message = long_reply, .opened = small_sndbuf, .closed = on_closed};
     port = rx_listen(srv, "127.0.0.1", 0, &raw, &f);
-    cfd = socket(AF_INET, SOCK_STREAM, 0);
-    int small = 4096;
-    setsockopt(cfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    CHECK(cfd != -1 && connect(cfd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+    cfd = dial_rcvbuf(4096);
     send_all("go", 2);
     // 4 KiB every 20 ms: 192 KiB take 0.96 s at least, past 3 idle timeouts (scaled alike).
     slow_reader = rx_timer_start(rx_server_loop(srv), (uint64_t)(20 * scale),
@@ -625,12 +629,7 @@ static void case_notice_uncounted(int io_threads)
     rx_codec raw = rx_codec_raw();
     rx_factory f = {.message = send_goodbye, .opened = small_sndbuf, .closed = on_closed};
     port = rx_listen(srv, "127.0.0.1", 0, &raw, &f);
-    cfd = socket(AF_INET, SOCK_STREAM, 0);
-    int small = 4096;
-    setsockopt(cfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    CHECK(cfd != -1 && connect(cfd, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+    cfd = dial_rcvbuf(4096);
     send_all("go", 2);
     rx_timer_start(rx_server_loop(srv), 300, 0, stop, NULL);
     finish();
