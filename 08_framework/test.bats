@@ -37,6 +37,24 @@ scaled_s() {
     awk -v s="$1" -v k="$TIMEOUT_SCALE" 'BEGIN { print s * k }'
 }
 
+# strace_server LOG STRACE_ARGS...: strace attached to the running server (its record in LOG,
+# its pid in STRACE_PID), once it says it has attached; skips where strace cannot attach
+# (a restricted ptrace).
+strace_server() {
+    local log=$1 deadline
+    shift
+    start_bg strace strace "$@" -p "$SERVER_PID" -e signal=none -s 0 -o "$log"
+    STRACE_PID=$BG_PID
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until grep -q 'attached' "$BATS_TEST_TMPDIR/strace.out" 2>/dev/null; do
+        if has_exited "$STRACE_PID" || (($(now_ms) > deadline)); then
+            stop_server
+            skip "strace cannot attach to the server here: $(cat "$BATS_TEST_TMPDIR/strace.out")"
+        fi
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+}
+
 # wait_exit PID NAME [SECONDS]: wait_bg, once PID has exited within SECONDS (default 5).
 wait_exit() {
     local deadline=$(($(now_ms) + $(scaled_ms "${3:-5}")))
@@ -645,20 +663,11 @@ print(int((t["closed"] - t["judged"]).total_seconds() * 1000) if len(t) == 2 els
 @test "the per-turn budget: no read asks for more than 64 KiB, also behind a partial frame held in the connection's buffer (pingpong_server -t 1, a 2 MiB frame; strace)" {
     command -v strace >/dev/null || skip "no strace here"
     ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" start_server examples/pingpong_server -t 1 --max-frame 4194304
-    local log=$BATS_TEST_TMPDIR/read.txt deadline
-    start_bg strace strace -f -p "$SERVER_PID" -e trace=read -e signal=none -s 0 -o "$log"
-    local strace_pid=$BG_PID
-    deadline=$(($(now_ms) + $(scaled_ms 5)))
-    until grep -q 'attached' "$BATS_TEST_TMPDIR/strace.out" 2>/dev/null; do
-        if has_exited "$strace_pid" || (($(now_ms) > deadline)); then
-            stop_server
-            skip "strace cannot attach to the server's threads here: $(cat "$BATS_TEST_TMPDIR/strace.out")"
-        fi
-        sleep 0.02   # poll interval of a loop with a deadline
-    done
+    local log=$BATS_TEST_TMPDIR/read.txt
+    strace_server "$log" -f -e trace=read
     frames len-echo --sizes 2097152,100,2097152 --max-piece 2097152 || { stop_server; return 1; }
     stop_server || return
-    wait_bg "$strace_pid" strace || return
+    wait_bg "$STRACE_PID" strace || return
     local reads big full
     # TID read(FD, ""..., COUNT)    = N
     reads=$(grep -cE 'read\([0-9]+, .*, [0-9]+\) *= [0-9]+' "$log") || true
@@ -680,18 +689,9 @@ print(int((t["closed"] - t["judged"]).total_seconds() * 1000) if len(t) == 2 els
     command -v strace >/dev/null || skip "no strace here"
     raise_nofile 400
     ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" start_server examples/echo -t 0
-    local log=$BATS_TEST_TMPDIR/accept.txt deadline wait=epoll_wait
+    local log=$BATS_TEST_TMPDIR/accept.txt wait=epoll_wait
     [[ ${STAGE_BUILD:-} != *poll* ]] || wait=poll   # the portable backend (make POLLER=poll)
-    start_bg strace strace -p "$SERVER_PID" -e trace=accept4,$wait -e signal=none -s 0 -o "$log"
-    local strace_pid=$BG_PID
-    deadline=$(($(now_ms) + $(scaled_ms 5)))
-    until grep -q 'attached' "$BATS_TEST_TMPDIR/strace.out" 2>/dev/null; do
-        if has_exited "$strace_pid" || (($(now_ms) > deadline)); then
-            stop_server
-            skip "strace cannot attach to the server here: $(cat "$BATS_TEST_TMPDIR/strace.out")"
-        fi
-        sleep 0.02   # poll interval of a loop with a deadline
-    done
+    strace_server "$log" -e trace=accept4,$wait
     python3 - "$PORT" "$SERVER_PID" "$(dirname "$NETKIT")" <<'PY' || { stop_server; fail "the backlog client failed"; } || return
 import os, socket, sys, time
 port, pid = int(sys.argv[1]), int(sys.argv[2])
@@ -740,7 +740,7 @@ finally:
 print("ok: %d clients, each echoed" % n)
 PY
     stop_server || return
-    wait_bg "$strace_pid" strace || return
+    wait_bg "$STRACE_PID" strace || return
     # accept4(5, ..., SOCK_CLOEXEC|SOCK_NONBLOCK) = 7; a run is the successes between two waits.
     local runs most total
     runs=$(awk -v w="^$wait\\(" '$0 ~ w { if (n) print n; n = 0; next } /^accept4\(.*= [0-9]+$/ { n++ } END { if (n) print n }' "$log")
