@@ -59,6 +59,8 @@ SERVERS=(server server_fork server_thread)
 half_close_with() {
     start_server "$1"
     scenario_half_close
+    # The EOF is a close reason of its own, logged as one: "PEER closed" (not "dropping").
+    assert_log "^$1: 127\\.0\\.0\\.1:[0-9]+ closed\$" || return
     stop_server
 }
 
@@ -373,6 +375,29 @@ nodelay_with() {
     stop_server
 }
 
+# A worker that has finished keeps its stack until it is joined: main joins the finished ones
+# each time round its loop, so when the next client arrives (README: "finished threads are
+# joined when the next client arrives", not only at the stop). 10 clients one after another,
+# all logged closed, then two more echoed: at most those two and one late finisher may still
+# be threads of the server (/proc/PID/task), not the ten.
+@test "server_thread: finished workers are joined when the next client arrives (threads do not pile up)" {
+    start_server server_thread
+    local base tasks
+    base=$(ls "/proc/$SERVER_PID/task" | wc -l)
+    netkit echo --count 10 --max-size 1024
+    wait_log_count '^server_thread: 127\.0\.0\.1:[0-9]+ closed$' 10 || return
+    echoed_on_fd5 || return
+    exec 6<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'hi\n' >&6
+    local reply=
+    read -r -t "$(scaled_s 2)" reply <&6 || true
+    tasks=$(ls "/proc/$SERVER_PID/task" | wc -l)
+    exec 5>&- 6>&-
+    [[ $reply == hi ]] || fail "the 12th client got '$reply' back, want 'hi'" || return
+    ((tasks - base <= 3)) || fail "$((tasks - base)) threads more than at the start after 10 clients left and 2 came: finished workers are not joined"
+    stop_server
+}
+
 @test "server_thread: 50 clients at once" {
     start_server server_thread
     scenario_concurrent 50
@@ -558,12 +583,23 @@ bounded() {
             [[ -z $output ]] || fail "$s $arg wrote to stdout: $output" || return
             [[ $stderr == *usage:* ]] || fail "$s $arg: no usage on stderr: $stderr" || return
         done
+        # A port is digits only: strtol alone would take an empty word, a sign or leading blanks.
+        for arg in "" "+1" " 1" "0x10"; do
+            run --separate-stderr bounded "$bin" -p "$arg"
+            [[ $status -eq 2 && -z $output && $stderr == *"bad port '$arg'"* ]] ||
+                fail "$s -p '$arg' exited $status, want 2 with \"bad port '$arg'\" on stderr: $stderr" || return
+        done
         run --separate-stderr bounded "$bin" -p
         [[ $status -eq 2 && $stderr == *"missing value"* ]] || fail "$s -p with no value: status $status: $stderr" || return
         for arg in "-p 65535" "-p 0"; do
             run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
             [[ $status -eq 1 ]] || fail "$s $arg -H 256.0.0.1 exited $status, want 1 (options accepted, no such address): $stderr" || return
         done
+        # The long spellings take their values too: --port checked as -p is, --host used as -H.
+        run --separate-stderr bounded "$bin" --port 65536
+        [[ $status -eq 2 && $stderr == *"bad port '65536'"* ]] || fail "$s --port 65536: status $status, want 2 (bad port): $stderr" || return
+        run --separate-stderr bounded "$bin" --port 0 --host 256.0.0.1
+        [[ $status -eq 1 && $stderr == *256.0.0.1* ]] || fail "$s --port 0 --host 256.0.0.1: status $status, want 1 (options accepted, no such address): $stderr" || return
         run --separate-stderr bounded "$bin" --help
         [[ $status -eq 0 && $output == usage:* && -z $stderr ]] || fail "$s --help: status $status, stdout '$output', stderr '$stderr'" || return
     done
@@ -641,12 +677,22 @@ time_wait_on() {
     local flood=$BG_PID t0 t1
     wait_file_match "$BATS_TEST_TMPDIR/flood.out" '^flood: 100 connections opened' 10
     assert_log 'accept: Too many open files' 5
+    # Each failed accept4() logs one line, then pauses 100 ms: in a window of W ms there are at
+    # most W/100 + 1 such lines, however slow the machine (a pause never ends early but for a
+    # signal). A pause in the wrong unit (100 us) logs hundreds; the CPU bound may not see it.
+    local ms0 ms1 n0 n1
+    ms0=$(now_ms)
+    n0=$(grep -c 'accept: Too many open files' "$SERVER_ERR")
     t0=$(cpu_ticks "$SERVER_PID")
     sleep 1   # the measurement window itself, not a readiness wait
     t1=$(cpu_ticks "$SERVER_PID")
+    n1=$(grep -c 'accept: Too many open files' "$SERVER_ERR")
+    ms1=$(now_ms)
     ! has_exited "$flood" || fail "the flood client ended before the measurement window did: it measured nothing" || return
     wait_bg "$flood" flood
     (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s while out of descriptors: it spins"
+    ((n1 - n0 <= (ms1 - ms0) / 100 + 2)) ||
+        fail "$((n1 - n0)) failed accepts logged in $((ms1 - ms0)) ms out of descriptors: a 100 ms pause allows $(((ms1 - ms0) / 100 + 1))"
     netkit echo --count 3 --max-size 65536
     stop_server
 }

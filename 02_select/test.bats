@@ -35,6 +35,9 @@ setup() {
     start_server server
     scenario_concurrent 100
     stop_server
+    # accept4() says EAGAIN when the backlog is empty, the end of every turn's accepts: not an
+    # error, never logged.
+    ! grep -E '^server: accept:' "$SERVER_ERR" || fail "accept errors logged with no error to report"
 }
 
 @test "half-close: everything comes back after the client's EOF, then the server closes" {
@@ -53,16 +56,21 @@ setup() {
     start_server server
     # Served once (so it is accepted and in the set), then reset (SO_LINGER 0) with nothing
     # pending either way: the server learns it from recv(), not from a send.
-    python3 -c '
+    local me
+    me=$(python3 -c '
 import socket, struct, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
 s.sendall(b"x")
 assert s.recv(1) == b"x", "no echo"
+print(s.getsockname()[1])
 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-s.close()' "$PORT"
+s.close()' "$PORT") || fail "the client was not echoed before its reset" || return
     assert_log 'recv: Connection reset by peer, dropping'
     netkit echo --count 2 --max-size 4096
     stop_server
+    # Dropped on that error, at once: never read again, so never logged as closed by EOF too.
+    ! grep -q "^server: 127\.0\.0\.1:$me closed" "$SERVER_ERR" ||
+        fail "the reset client was kept after its recv() error (later logged as closed):" "$(grep -E "recv:|:$me " "$SERVER_ERR")"
 }
 
 @test "SIGTERM with a client connected: exit 0 within 2 s" {
@@ -82,6 +90,13 @@ s.close()' "$PORT"
     start_server_masked server
     netkit echo --count 2 --max-size 4096
     stop_server
+}
+
+# block_stop_signals takes SIGINT out of the wait mask as it takes SIGTERM: both stop it.
+@test "started with SIGTERM and SIGINT blocked, it still stops on SIGINT" {
+    start_server_masked server
+    netkit echo --count 1 --max-size 1024
+    stop_server INT
 }
 
 # The lost-signal window: the shim delays the server's first pselect() by 500 ms and the
@@ -334,12 +349,23 @@ bounded() {
         [[ -z $output ]] || fail "server $arg wrote to stdout: $output" || return
         [[ $stderr == *usage:* ]] || fail "server $arg: no usage on stderr: $stderr" || return
     done
+    # A port is digits only: strtol alone would take an empty word, a sign or leading blanks.
+    for arg in "" "+1" " 1" "0x10"; do
+        run --separate-stderr bounded "$bin" -p "$arg"
+        [[ $status -eq 2 && -z $output && $stderr == *"bad port '$arg'"* ]] ||
+            fail "server -p '$arg' exited $status, want 2 with \"bad port '$arg'\" on stderr: $stderr" || return
+    done
     run --separate-stderr bounded "$bin" -p
     [[ $status -eq 2 && $stderr == *"missing value"* ]] || fail "-p with no value: status $status: $stderr"
     for arg in "-p 65535" "-p 0"; do
         run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
         [[ $status -eq 1 ]] || fail "server $arg -H 256.0.0.1 exited $status, want 1 (options accepted, no such address): $stderr" || return
     done
+    # The long spellings take their values too: --port checked as -p is, --host used as -H.
+    run --separate-stderr bounded "$bin" --port 65536
+    [[ $status -eq 2 && $stderr == *"bad port '65536'"* ]] || fail "--port 65536: status $status, want 2 (bad port): $stderr" || return
+    run --separate-stderr bounded "$bin" --port 0 --host 256.0.0.1
+    [[ $status -eq 1 && $stderr == *256.0.0.1* ]] || fail "--port 0 --host 256.0.0.1: status $status, want 1 (options accepted, no such address): $stderr" || return
     run --separate-stderr bounded "$bin" --help
     [[ $status -eq 0 && $output == usage:* && -z $stderr ]] || fail "--help: status $status, stdout '$output', stderr '$stderr'"
 }
@@ -414,12 +440,22 @@ time_wait_on() {
     local flood=$BG_PID t0 t1
     wait_file_match "$BATS_TEST_TMPDIR/flood.out" '^flood: 100 connections opened' 10
     assert_log 'accept: Too many open files' 5
+    # Each failed accept4() logs one line, then pauses 100 ms: in a window of W ms there are at
+    # most W/100 + 1 such lines, however slow the machine (a pause never ends early but for a
+    # signal). A pause in the wrong unit (100 us) logs hundreds; the CPU bound may not see it.
+    local ms0 ms1 n0 n1
+    ms0=$(now_ms)
+    n0=$(grep -c 'accept: Too many open files' "$SERVER_ERR")
     t0=$(cpu_ticks "$SERVER_PID")
     sleep 1   # the measurement window itself, not a readiness wait
     t1=$(cpu_ticks "$SERVER_PID")
+    n1=$(grep -c 'accept: Too many open files' "$SERVER_ERR")
+    ms1=$(now_ms)
     ! has_exited "$flood" || fail "the flood client ended before the measurement window did: it measured nothing" || return
     wait_bg "$flood" flood
     (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s while out of descriptors: it spins"
+    ((n1 - n0 <= (ms1 - ms0) / 100 + 2)) ||
+        fail "$((n1 - n0)) failed accepts logged in $((ms1 - ms0)) ms out of descriptors: a 100 ms pause allows $(((ms1 - ms0) / 100 + 1))"
     netkit echo --count 3 --max-size 65536
     stop_server
 }
