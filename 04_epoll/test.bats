@@ -63,13 +63,15 @@ scaled_s() {
     # the echo always fits in the kernel, so what epoll watches never changes. 2000
     # messages: 2001 recv (the last one reads the EOF), 0 epoll_ctl(MOD). The bounds allow
     # a spurious wake-up per hundred messages, not a second recv per message.
-    local m recvs mods short flushes pauses
+    local m recvs mods short flushes pauses waits
     for m in "${MODES[@]}"; do
         start_server server -m "$m"
         netkit round-trips --size 64 --count 2000 --within 20
         stop_server
-        recvs=$(counter "recv") && mods=$(counter 'epoll_ctl(MOD) calls') || return
+        recvs=$(counter "recv") && mods=$(counter 'epoll_ctl(MOD) calls') && waits=$(counter "epoll_wait") || return
         ((recvs <= 2000 + 20 + 1)) || fail "$m: $recvs recv calls for 2000 messages (want about 2001: one per message)"
+        # Each message arrives alone, after the last echo: an epoll_wait() of its own brings it.
+        ((waits >= 2000)) || fail "$m: the stop line counts $waits epoll_wait calls for 2000 messages sent one at a time"
         ((recvs >= 2000)) || fail "$m: only $recvs recv calls for 2000 messages: the count is wrong"
         ((mods <= 20)) || fail "$m: $mods epoll_ctl(MOD) calls for 2000 messages that never queued (want 0)"
         # 64 bytes always fit in the kernel's send buffer: no send() comes up short, so
@@ -79,6 +81,23 @@ scaled_s() {
         ((short == 0 && flushes == 0 && pauses == 0)) ||
             fail "$m: $short short sends, $flushes flushes, $pauses pauses for 64-byte round trips (want 0 each)"
     done
+}
+
+# A 64 KiB message fills scratch in one recv(): a full read says nothing about the kernel, so
+# ET reads again and hears EAGAIN, which proves it empty (conn_read clears `unread`). The drain
+# then stops: no more reads, and no re-arm, since the budget (16) was not spent. A read budget
+# spent on EAGAINs, each message re-armed with an epoll_ctl, is what a loop that forgets
+# EAGAIN's proof does.
+@test "et: 64 KiB messages one at a time (a full read, then EAGAIN) cost no re-arm and no epoll_ctl" {
+    local recvs mods rearms
+    start_server server -m et
+    netkit round-trips --size 65536 --count 300 --within 30
+    stop_server
+    recvs=$(counter "recv") && mods=$(counter 'epoll_ctl(MOD) calls') && rearms=$(counter "re-arms") || return
+    ((rearms == 0)) || fail "$rearms re-arms for 300 messages of 64 KiB read one at a time (want 0: EAGAIN proves the kernel empty)" || return
+    ((mods <= 3)) || fail "$mods epoll_ctl(MOD) calls for 300 messages that never queued (want 0)" || return
+    # About two each (the full read, then EAGAIN; or two pieces): never the whole budget.
+    ((recvs >= 300 && recvs <= 3 * 300 + 1)) || fail "$recvs recv calls for 300 messages of 64 KiB (want 300 to 901: at most three each)"
 }
 
 @test "lt and et: accepted sockets have TCP_NODELAY (an echo in pieces is not held back by Nagle)" {
@@ -309,6 +328,8 @@ PY
         start_server server -m "$m"
         scenario_half_close
         stop_server
+        # conn_read logs an EOF only when echo is still queued behind it: these clients read theirs.
+        ! grep -q 'EOF with 0 bytes' "$SERVER_ERR" || fail "$m: an EOF logged with 0 bytes of echo to send:" "$(grep -m3 'EOF with' "$SERVER_ERR")" || return
     done
 }
 
@@ -397,6 +418,9 @@ s.close()' "$PORT"
     # Generous: the flood client is a fresh Python process, slow to start on a busy machine.
     wait_file_match "$BATS_TEST_TMPDIR/flood.out" '^flood: 100 connections opened' 10
     assert_log 'Too many open files' 5
+    # The soft limit was the hard one already (ulimit -n sets both): nothing to raise, no line.
+    ! grep -q 'open-file limit raised' "$SERVER_ERR" ||
+        { exec 5>&-; fail "the limit was already at its hard value (32), yet: $(grep -m1 'open-file limit raised' "$SERVER_ERR")"; } || return
     # Measure CPU over one second while the flood is held open: a server that retries
     # accept() in a tight loop burns ~100 ticks; a well-behaved one stays near 0.
     local t0 t1
@@ -758,6 +782,28 @@ assert_backpressure_lines() {
     done
 }
 
+# Where reading resumes, from below: a paused client is read again at the first flush that
+# takes its queue to half of --max-output or less, so the queue it resumes with is more than
+# half less one flush, and one flush is at most what the kernel's send buffer takes
+# (tcp_wmem's maximum; 1 MiB more for what a send may overshoot it by). With a limit of eight
+# times that maximum (32 MiB here), that is more than a quarter of the limit: a server that
+# resumes only at a quarter, or once the queue is empty, fails.
+@test "lt and et: a slow reader pauses past --max-output and resumes as soon as half has drained, not later (--max-output 8 x tcp_wmem)" {
+    local m wmem max bound bad
+    wmem=$(awk '{ print $3 }' /proc/sys/net/ipv4/tcp_wmem)
+    max=$((8 * wmem)) bound=$((4 * wmem - wmem - 1048576))
+    for m in "${MODES[@]}"; do
+        start_server server -m "$m" --max-output "$max"
+        # 1.5 times the limit through a reader of 64 KiB every 2 ms: the queue passes the limit once.
+        netkit slow-drain --size $((max + max / 2)) --rcvbuf 65536 --piece 65536 --pause-ms 2
+        stop_server
+        assert_backpressure_lines "$m" "$max" || return
+        bad=$(sed -n 's/.*output down to \([0-9]*\) bytes, reading again.*/\1/p' "$SERVER_ERR" | awk -v b="$bound" '$1 <= b' | head -n1)
+        [[ -z $bad ]] || fail "$m: resumed with $bad bytes queued, want more than $bound: reading resumes at the first flush" \
+            "that leaves at most half of --max-output $max, and one flush sends at most about $wmem bytes (tcp_wmem)" || return
+    done
+}
+
 # bounded CMD...: CMD, ended with SIGTERM after 5 s (scaled; status 124 then): a command line
 # the server wrongly accepts starts a server that would otherwise never return.
 bounded() {
@@ -775,6 +821,14 @@ bounded() {
         [[ $status -eq 2 ]] || fail "server $arg exited $status, want 2" || return
         [[ -z $output ]] || fail "server $arg wrote to stdout: $output" || return
         [[ $stderr == *usage:* ]] || fail "server $arg: no usage on stderr: $stderr" || return
+    done
+    # Numbers are plain decimal digits: no sign, no base prefix (strtol and strtoull take
+    # both; the parser must not); a mode is exactly lt or et. With -H 256.0.0.1 behind them,
+    # one wrongly taken fails at once with 1 instead of starting a server.
+    for arg in "-p +1" "-p 0x10" "--max-output +5" "--max-output -0" "--max-output 0x10" "--read-budget +5" \
+        "--read-budget 0x10" "-m etc" "-m ltx" "-m e"; do
+        run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
+        [[ $status -eq 2 && $stderr == *usage:* ]] || fail "server $arg exited $status, want 2 with the usage: $stderr" || return
     done
     run --separate-stderr bounded "$bin" -p
     [[ $status -eq 2 && $stderr == *"missing value"* ]] || fail "-p with no value: status $status: $stderr"
