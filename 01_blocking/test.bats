@@ -59,8 +59,6 @@ SERVERS=(server server_fork server_thread)
 half_close_with() {
     start_server "$1"
     scenario_half_close
-    # The EOF is a close reason of its own, logged as one: "PEER closed" (not "dropping").
-    assert_log "^$1: 127\\.0\\.0\\.1:[0-9]+ closed\$" || return
     stop_server
 }
 
@@ -74,6 +72,19 @@ half_close_with() {
 
 @test "server_thread: half-close: everything comes back after the client's EOF, then the server closes" {
     half_close_with server_thread
+}
+
+# The EOF is a close reason of its own (echo_loop's), logged as one: "PEER closed", where a
+# reset is "fd N: recv: ..., dropping". One client per server, which half-closes after its echo.
+@test "a client that half-closes is logged as closed (EOF), not dropped, in every server" {
+    local s
+    for s in "${SERVERS[@]}"; do
+        start_server "$s"
+        netkit half-close --size 1000
+        assert_log "^$s: 127\\.0\\.0\\.1:[0-9]+ closed\$" || return
+        ! grep -q 'dropping' "$SERVER_ERR" || fail "$s dropped a client that only half-closed:" "$(grep dropping "$SERVER_ERR")" || return
+        stop_server
+    done
 }
 
 # reset_mid_reply_with SERVER: a client resets mid-reply; SERVER logs it and serves the next.
@@ -385,7 +396,7 @@ nodelay_with() {
     local base tasks
     base=$(ls "/proc/$SERVER_PID/task" | wc -l)
     netkit echo --count 10 --max-size 1024
-    wait_log_count '^server_thread: 127\.0\.0\.1:[0-9]+ closed$' 10 || return
+    wait_log_count '^server_thread: 127\.0\.0\.1:[0-9]+:? .*(closed|dropping)$' 10 || return
     echoed_on_fd5 || return
     exec 6<>"/dev/tcp/127.0.0.1/$PORT"
     printf 'hi\n' >&6
@@ -478,6 +489,75 @@ nodelay_with() {
     [[ -z $rest ]] || fail "after the stop, the client got '$rest', want EOF" || return
     stop_server
     ! grep -q 'did not stop, killing it' "$SERVER_ERR" || fail "the child was killed before its grace period ended:" "$(cat "$SERVER_ERR")"
+}
+
+# reset_in_close_wait: one client, echoed one byte; then the server (and its children: the
+# one serving this client in server_fork) is stopped (SIGSTOP) while the client sends 1000
+# bytes and its FIN (the server's socket: CLOSE_WAIT, nothing read) and then resets; continued,
+# the server reads those bytes (a reset keeps what was received) and its echo meets the error a
+# reset in CLOSE_WAIT leaves: EPIPE, which raises SIGPIPE, whose default action ends a process.
+reset_in_close_wait() {
+    python3 - "$PORT" "$(dirname "$NETKIT")" "$SERVER_PID" <<'PY'
+import glob, os, signal, socket, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[3])
+sys.path.insert(0, sys.argv[2])
+import netkit
+s = netkit.connect("127.0.0.1", port, timeout=5)
+s.sendall(b"x")
+if s.recv(1) != b"x":
+    sys.exit("FAIL: no echo of the first byte")
+me, stopped = s.getsockname()[1], []
+pids = [pid] + [int(c) for f in glob.glob("/proc/%d/task/*/children" % pid) for c in open(f).read().split()]
+try:
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+        stopped.append(p)
+    for p in pids:
+        netkit.wait_stopped(p)
+    s.sendall(b"y" * 1000)
+    s.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + netkit.scaled(5)
+    while netkit.server_tcp_state(port, me) != "08":   # CLOSE_WAIT: our FIN is in
+        if time.monotonic() > deadline:
+            sys.exit("FAIL: the server's socket never reached CLOSE_WAIT (state %s)" % netkit.server_tcp_state(port, me))
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    unread = netkit.server_rx_queue(port, me)
+    netkit.reset_close(s)
+finally:
+    for p in stopped:
+        os.kill(p, signal.SIGCONT)
+print("ok: reset in CLOSE_WAIT with %s bytes unread by the server" % unread)
+PY
+}
+
+# The contract: SIGPIPE never kills a server; a failed send drops that one client with a log
+# line. Each server reads the bytes of a client that reset in CLOSE_WAIT and its send() meets
+# EPIPE: it logs `send: Broken pipe, dropping` (server_fork: its child, which SIGPIPE would
+# end without a word) and serves the next client.
+# sigpipe_with SERVER: the scenario above; SERVER drops that client with its log line and
+# serves the next.
+sigpipe_with() {
+    start_server "$1"
+    reset_in_close_wait || fail "$1: the scenario could not be arranged" || return
+    assert_log "^$1: fd [0-9]+: send: Broken pipe, dropping$" || {
+        ! has_exited "$SERVER_PID" || fail "$1 died when its send met EPIPE: SIGPIPE is not ignored"
+        return 1
+    }
+    netkit echo --count 2 --max-size 4096
+    stop_server
+}
+
+@test "server: SIGPIPE never kills it: a client resets in CLOSE_WAIT with bytes unread, the echo's send meets EPIPE, the client is dropped with a log line and the next is served" {
+    sigpipe_with server
+}
+
+@test "server_fork: SIGPIPE never kills it: a client resets in CLOSE_WAIT with bytes unread, the echo's send meets EPIPE, the client is dropped with a log line and the next is served" {
+    require_proc_children   # the child serving the client must be stopped with its parent
+    sigpipe_with server_fork
+}
+
+@test "server_thread: SIGPIPE never kills it: a client resets in CLOSE_WAIT with bytes unread, the echo's send meets EPIPE, the client is dropped with a log line and the next is served" {
+    sigpipe_with server_thread
 }
 
 # --- the capability matrix --------------------------------------------------------------

@@ -313,6 +313,58 @@ for s in socks:
     ((low == 1024)) || fail "the lowest descriptor turned away is $low, want 1024"
 }
 
+# reset_in_close_wait: one client, echoed one byte; then the server is stopped (SIGSTOP) while the client sends 1000
+# bytes and its FIN (the server's socket: CLOSE_WAIT, nothing read) and then resets; continued,
+# the server reads those bytes (a reset keeps what was received) and its echo meets the error a
+# reset in CLOSE_WAIT leaves: EPIPE, which raises SIGPIPE, whose default action ends a process.
+reset_in_close_wait() {
+    python3 - "$PORT" "$(dirname "$NETKIT")" "$SERVER_PID" <<'PY'
+import glob, os, signal, socket, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[3])
+sys.path.insert(0, sys.argv[2])
+import netkit
+s = netkit.connect("127.0.0.1", port, timeout=5)
+s.sendall(b"x")
+if s.recv(1) != b"x":
+    sys.exit("FAIL: no echo of the first byte")
+me, stopped = s.getsockname()[1], []
+pids = [pid] + [int(c) for f in glob.glob("/proc/%d/task/*/children" % pid) for c in open(f).read().split()]
+try:
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+        stopped.append(p)
+    for p in pids:
+        netkit.wait_stopped(p)
+    s.sendall(b"y" * 1000)
+    s.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + netkit.scaled(5)
+    while netkit.server_tcp_state(port, me) != "08":   # CLOSE_WAIT: our FIN is in
+        if time.monotonic() > deadline:
+            sys.exit("FAIL: the server's socket never reached CLOSE_WAIT (state %s)" % netkit.server_tcp_state(port, me))
+        time.sleep(0.01)  # poll interval of a loop with a deadline
+    unread = netkit.server_rx_queue(port, me)
+    netkit.reset_close(s)
+finally:
+    for p in stopped:
+        os.kill(p, signal.SIGCONT)
+print("ok: reset in CLOSE_WAIT with %s bytes unread by the server" % unread)
+PY
+}
+
+# The contract: SIGPIPE never kills a server; a failed send drops that one client with a log
+# line. The server reads the bytes of a client that reset in CLOSE_WAIT and its send() meets
+# EPIPE: it logs `send: Broken pipe, dropping` and serves the next client.
+@test "SIGPIPE never kills it: a client resets in CLOSE_WAIT with bytes unread, the echo's send meets EPIPE, the client is dropped with a log line and the next is served" {
+    start_server server
+    reset_in_close_wait || fail "the scenario could not be arranged" || return
+    assert_log '^server: fd [0-9]+: send: Broken pipe, dropping$' || {
+        ! has_exited "$SERVER_PID" || fail "the server died when its send met EPIPE: SIGPIPE is not ignored"
+        return 1
+    }
+    netkit echo --count 2 --max-size 4096
+    stop_server
+}
+
 @test "matrix: server" {
     start_matrix_server server
     assert_matrix_row 02_select/server
