@@ -205,6 +205,29 @@ want_counters() {
     fi
 }
 
+@test "template: the copy's Makefile: POLLER=poll builds the poll backend, SAN= a sanitized build, each in its own folder; make test rebuilds a changed source first" {
+    local proj
+    proj=$(proj_dir)
+    # What make would run (-n, -B: every rule), without touching the build the tests use.
+    # SAN and POLLER from the caller's environment would change the folders: not here.
+    run -0 env -u SAN -u POLLER make -C "$proj" -n -B POLLER=poll all
+    [[ $output == *" -c -o build-poll/lib/poller_poll.o lib/poller_poll.c"* && $output != *poller_epoll* &&
+        $output == *" -o build-poll/$NAME build-poll/$NAME.o build-poll/lib/librx.a"* ]] ||
+        fail "make POLLER=poll does not build the poll backend alone into build-poll/:" "$output" || return
+    run -0 env -u SAN -u POLLER make -C "$proj" -n -B all
+    [[ $output == *" -c -o lib/poller_epoll.o lib/poller_epoll.c"* && $output != *poller_poll* ]] ||
+        fail "make does not build the epoll backend alone:" "$output" || return
+    run -0 env -u SAN -u POLLER make -C "$proj" -n -B SAN=address,undefined all
+    [[ $output == *"-fsanitize=address,undefined "*" -c -o build-address-undefined/$NAME.o $NAME.c"* &&
+        $output == *" -o build-address-undefined/$NAME build-address-undefined/$NAME.o build-address-undefined/lib/librx.a"* ]] ||
+        fail "make SAN=address,undefined does not build sanitized into build-address-undefined/:" "$output" || return
+    # A source changed since the last build (-W: as if it were): make test compiles and links
+    # it before it runs the tests, never the tests on the old program.
+    run -0 env -u SAN -u POLLER make -C "$proj" -n -W "$NAME.c" test
+    [[ $output =~ -c\ -o\ $NAME\.o\ $NAME\.c.*-o\ $NAME\ $NAME\.o.*python3\ test_server\.py ]] ||
+        fail "make test does not rebuild a changed $NAME.c first:" "$output" || return
+}
+
 # --- new.sh's refusals ------------------------------------------------------------------------
 
 # refused ARGS...: new.sh ARGS exits 2 with a message on stderr and nothing on stdout.
@@ -305,6 +328,34 @@ refused() {
     talk 's:b"PING\n"' 'e:b"PONG\n"'
     stop_server INT
     want_counters "pings 1" "errors 0"
+}
+
+@test "template: the generated server runs -t N io threads (io-0 .. io-N-1), none at -t 0; -H ::1 listens on IPv6 and says [::1]:PORT" {
+    local n got
+    for n in 0 2 3; do
+        start_server "$NAME" -t "$n"
+        talk 's:b"PING\n"' 'e:b"PONG\n"'
+        got=$(cat /proc/"$SERVER_PID"/task/*/comm 2>/dev/null | grep -c '^io-[0-9]*$') || true   # grep -c: status 1 when 0
+        stop_server || return
+        ((got == n)) || fail "-t $n: $got io threads (by name io-N, /proc/PID/task), want $n" || return
+    done
+    python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null ||
+        skip "no IPv6 loopback on this machine"
+    start_server "$NAME" -H ::1
+    grep -qE '^listening on \[::1\]:[0-9]+$' "$SERVER_OUT" || fail "listening line: $(cat "$SERVER_OUT")" || return
+    run timeout "$(scaled_s 10)" python3 -c '
+import socket, sys
+s = socket.create_connection(("::1", int(sys.argv[1])), timeout=5)
+s.sendall(b"PING\n")
+got = b""
+while len(got) < 5:
+    b = s.recv(5 - len(got))
+    if not b:
+        break
+    got += b
+print(got)' "$PORT"
+    [[ $output == "b'PONG\\n'" ]] || fail "PING over IPv6: $output" || return
+    stop_server
 }
 
 # Every row of the README's protocol table, with the exact bytes, at -t 0 and -t 2.
