@@ -207,9 +207,15 @@ PY
     ASAN_OPTIONS="${ASAN_OPTIONS:-}:quarantine_size_mb=0" start_server server --max-output 1048576
     netkit backpressure --pid "$SERVER_PID" --size 67108864 --limit-kib 16384
     stop_server
-    local pauses
-    pauses=$(counter "pauses") || return
-    ((pauses > 0)) || fail "the server never paused reading the client that does not read"
+    local pauses resumes
+    pauses=$(counter "pauses") && resumes=$(counter "resumes") || return
+    ((pauses > 0)) || fail "the server never paused reading the client that does not read" || return
+    # It never read a byte of its echo, then reset: paused, never resumed. The stop line counts
+    # what the log says, line for line.
+    ((pauses == $(grep -c 'not reading until it drains' "$SERVER_ERR"))) ||
+        fail "the stop line counts $pauses pauses, the log has $(grep -c 'not reading until it drains' "$SERVER_ERR") pause lines" || return
+    ((resumes == 0)) && ! grep -q 'reading again' "$SERVER_ERR" ||
+        fail "the stop line counts $resumes resumes for a client that never read (want 0, and no 'reading again' line)"
 }
 
 @test "1100 connections at once, every one echoed" {

@@ -203,7 +203,7 @@ assert_mods_only_on_change() {
 # second MOD; ET changes nothing). Then a reset. --read-budget 1000000: ET reads to the short
 # read or the pause, so no re-arm brings a MOD of its own.
 @test "lt and et: a client that never reads pauses past --max-output with one epoll_ctl(MOD) per change of its wish (LT: EPOLLOUT on, EPOLLIN off; ET: EPOLLOUT on only)" {
-    local m mods rearms pauses
+    local m mods rearms pauses resumes
     for m in "${MODES[@]}"; do
         start_server server -m "$m" --max-output 16777216 --read-budget 1000000
         python3 - "$PORT" "$SERVER_PID" "$(dirname "$NETKIT")" <<'PY' || fail "$m: the client that never reads" || return
@@ -229,6 +229,10 @@ PY
         stop_server
         mods=$(counter 'epoll_ctl(MOD) calls') && rearms=$(counter "re-arms") && pauses=$(counter "pauses") || return
         ((pauses == 1)) || fail "$m: $pauses pauses for one client that never reads (want 1)" || return
+        # It never read a byte of its echo, then reset: never resumed, and the stop line says so.
+        resumes=$(counter "resumes") || return
+        ((resumes == 0)) && ! grep -q 'reading again' "$SERVER_ERR" ||
+            fail "$m: the stop line counts $resumes resumes for a client that never read (want 0, and no 'reading again' line)" || return
         if [[ $m == lt ]]; then
             ((mods == 2)) || fail "lt: $mods epoll_ctl(MOD) calls for one queue and one pause (want 2: EPOLLOUT on, EPOLLIN off)" || return
         else
