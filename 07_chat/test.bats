@@ -372,7 +372,7 @@ for row in open("/proc/net/tcp").read().splitlines()[1:]:
     [[ $(cat "$BATS_TEST_TMPDIR/a.out") == "$want" ]] || fail "the client printed something else: $(head -c 300 "$BATS_TEST_TMPDIR/a.out" | od -c | head -5)"
 }
 
-@test "the client: lines typed while the server is away are sent after it restarts on the same port" {
+@test "the client: lines typed while the server is away are sent after it restarts on the same port; each welcome starts the backoff again (retry 1 after every restart)" {
     start_server server
     local port=$PORT fifo="$BATS_TEST_TMPDIR/stdin"
     mkfifo "$fifo"
@@ -394,10 +394,20 @@ for row in open("/proc/net/tcp").read().splitlines()[1:]:
     start_server server -p "$port" 6>&- || { exec 6>&-; return 1; }  # 6>&-: the server must not hold the fifo open
     [[ $PORT == "$port" ]] || { exec 6>&-; fail "the new server listens on $PORT, not $port"; } || return
     wait_file_match "$BATS_TEST_TMPDIR/client.out" '^back \(private\): typed while the server was away$' 5 || { exec 6>&-; return 1; }
-    exec 6>&-   # EOF on the client's stdin: it sends what is queued, then exits 0
+    # The second server goes too: the welcome from it ended the row of failures (the row is
+    # counted per connection: the welcome is the first line of each one), so this is retry 1
+    # again, in [0.1, 0.2] s, not retry 2.
+    stop_server || { exec 6>&-; return 1; }
+    local deadline=$(($(now_ms) + $(scaled_ms 5)))
+    while (($(grep -c '^\* disconnected' "$BATS_TEST_TMPDIR/client.out") < 2)); do
+        (($(now_ms) < deadline)) || { exec 6>&-; fail "no second '* disconnected' line:" "$(cat "$BATS_TEST_TMPDIR/client.out")"; } || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    exec 6>&-   # EOF on the client's stdin, nothing left to send and no server: it exits 0
     wait_exit "$cl" client
-    stop_server
-    grep -q '^\* you are now back$' "$BATS_TEST_TMPDIR/client.out" || fail "no '* you are now back':" "$(cat "$BATS_TEST_TMPDIR/client.out")"
+    grep -q '^\* you are now back$' "$BATS_TEST_TMPDIR/client.out" || fail "no '* you are now back':" "$(cat "$BATS_TEST_TMPDIR/client.out")" || return
+    [[ $(grep '^\* disconnected' "$BATS_TEST_TMPDIR/client.out" | sed -n 2p) =~ ^\*\ disconnected\ \(the\ server\ is\ shutting\ down\)\;\ retry\ 1\ in\ 0\.(1[0-9]{2}|200)\ s$ ]] ||
+        fail "after the second restart, want retry 1 in [0.1, 0.2] s (the welcome reset the row):" "$(grep '^\* disconnected' "$BATS_TEST_TMPDIR/client.out")"
 }
 
 @test "the client's --bot sends its line every --every seconds" {
@@ -765,6 +775,29 @@ PY
         --retry 0.02 --retry-max 0.08 --count 7 || fail "$(cat "$BATS_TEST_TMPDIR/b1.err")"
 }
 
+# The backoff's defaults (README, section 3: `--retry` 1 s, `--retry-max` 30 s, or --retry
+# when that is larger), read from the first wait the client says it draws: no waiting.
+@test "client: the backoff's defaults: without --retry the first wait is in [0.5, 1] s; --retry 80 with no --retry-max is its own cap, [40, 80] s" {
+    dead_port
+    local args name w
+    for args in "" "--retry 80"; do
+        name=d${args:+80}
+        client_stdin "$name"
+        client_start "$name" "$BATS_TEST_TMPDIR/$name.in" -p "$PORT" $args
+        local cl=$BG_PID
+        wait_file_match "$BATS_TEST_TMPDIR/$name.err" '^\* cannot connect \(Connection refused\); retry 1 in ' 5 || { exec 6>&-; return 1; }
+        kill -TERM "$cl"
+        client_exit "$cl" "$name" 2 143 || { exec 6>&-; return 1; }
+        exec 6>&-
+        w=$(sed -n 's/^\* cannot connect (Connection refused); retry 1 in \([0-9.]*\) s$/\1/p' "$BATS_TEST_TMPDIR/$name.err")
+        if [[ -z $args ]]; then
+            awk -v w="$w" 'BEGIN { exit !(w >= 0.5 && w <= 1) }' || fail "with no --retry the first wait is '$w' s, want within [0.5, 1] (--retry 1 s)" || return
+        else
+            awk -v w="$w" 'BEGIN { exit !(w >= 40 && w <= 80) }' || fail "with --retry 80 and no --retry-max the first wait is '$w' s, want within [40, 80] (the cap follows a larger --retry)" || return
+        fi
+    done
+}
+
 @test "client: 10 clients that lose their server at once come back spread out (jitter), none sooner than --retry/2, the backoff reset by the welcome" {
     start_bg door python3 "$CHATC" door-restart --clients 10 --retry 0.2 --min-spread 15
     local door=$BG_PID
@@ -1111,6 +1144,11 @@ PY
     local idle
     idle=$(counter "idle timeouts") || return
     ((idle == 1)) || fail "$idle idle timeouts, want 1 (only A was silent)"
+    # The log says each one's reason in its own words (leave_reason_name): A (user1) idle;
+    # then B (user4) and C (user5) with too long a line.
+    assert_log '\(user1\) closed: idle timeout$'
+    assert_log '\(user4\) closed: line too long$'
+    assert_log '\(user5\) closed: line too long$'
 }
 
 # --- output caps and coalescing ---
@@ -1201,6 +1239,7 @@ chat_arranged() {
     ((slow == 1)) || fail "$slow sessions dropped, want 1"
     ((clocks == 2)) || fail "$clocks soft-cap clocks started, want 2 (one per time over the cap)"
     assert_log 'over --soft-output 65536 for [0-9.]+ s: dropped \(too slow\)'
+    assert_log '\(user1\) closed: too slow$'
     ! grep -q 'over --max-output' "$SERVER_ERR" || fail "dropped by the hard cap, not the soft one"
 }
 
@@ -1211,6 +1250,9 @@ chat_arranged() {
     local timers slow
     timers=$(counter "timers") && slow=$(counter "dropped (too slow)") || return
     ((timers == 1)) || fail "$timers timers expired, want 1 (the leaving one)"
+    local idle
+    idle=$(counter "idle timeouts") || return
+    ((idle == 0)) || fail "$idle idle timeouts: the leaving timer counted as one"
     ((slow == 0)) || fail "$slow sessions dropped as too slow"
     # Closed by its leaving timer, for the reason it left.
     assert_log '\(user1\) closed: /quit$'
@@ -1268,6 +1310,22 @@ chat_arranged() {
         run "$(stage_bin server)" $bad
         [[ $status -eq 2 ]] || fail "server $bad exited $status, want 2"
     done
+}
+
+# The defaults the notes give (README, sections 2 and 3: a 1 MiB hard cap, 256 KiB for 10 s,
+# 300 s idle, shared buffers, 32 KiB of lines a turn), read from the start line the server
+# logs with the values it runs with; and --help says the same.
+@test "--help and the start line give the defaults: --max-output 1 MiB, --soft-output 256 KiB for 10 s, --idle-timeout 300 s, --broadcast shared" {
+    run "$(stage_bin server)" --help
+    ((status == 0)) || fail "server --help exited $status" || return
+    local want
+    for want in "default 1048576 = 1 MiB" "default 262144 = 256 KiB for 10 s" "default 300)" "shared (default)"; do
+        [[ $output == *"$want"* ]] || fail "server --help does not say '$want':" "$output" || return
+    done
+    start_server server
+    stop_server
+    grep -q '^server: chat: --max-output 1048576, --soft-output 262144 for 10\.000 s, --idle-timeout 300\.000 s, --broadcast shared, 32768 bytes of lines per session per turn$' "$SERVER_ERR" ||
+        fail "the start line does not give the documented defaults:" "$(grep 'chat:' "$SERVER_ERR")"
 }
 
 # --- net.c at its edges (the tests 01-04 have for the same code, copied here with it) ---
@@ -1511,6 +1569,48 @@ if took < 1.0:
 print("ok: * idle timeout %.3f s after the last line" % took)
 PY
     stop_server
+}
+
+# A partial line is not a line: the idle timer moves in session_line, once a whole line came,
+# never on bytes alone (README, section 5: a partial line is held "until the line ends or
+# --idle-timeout closes it"). A sends one byte every tenth of the timeout, never a newline:
+# the server reads each (its `recv calls`), and still times A out on time.
+@test "idle timeout: counted from the last line, not the last byte: a client trickling a line with no newline is timed out; its bytes are read, never a line" {
+    local idle
+    idle=$(scaled_s 1)
+    start_server server --idle-timeout "$idle"
+    python3 - "$PORT" "$KIT_ROOT/tests/lib" "$idle" <<'PY' || return
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import chat
+idle = float(sys.argv[3])
+room = chat.Room("127.0.0.1", int(sys.argv[1]))
+a = chat.Client(room, "A"); room.welcome(a)   # alone: its timer is the only one
+t0 = time.monotonic()
+sent = 0
+def done():
+    return bool(a.lines) or a.eof
+while not done() and time.monotonic() < t0 + 4 * idle:
+    a.send(b"x")
+    sent += 1
+    end = time.monotonic() + idle / 10
+    while not done() and time.monotonic() < end:   # the trickle's pace, not a readiness wait
+        room.pump(end - time.monotonic())
+if not done():
+    sys.exit("FAIL: A trickled %d bytes with no newline for %.1f s, 4 x --idle-timeout, and was "
+             "never timed out: bytes without a line moved its idle timer" % (sent, 4 * idle))
+room.run_until(lambda: a.eof, 5, lambda: "A: no EOF after %r" % a.lines)
+if a.lines != ["* idle timeout"]:
+    sys.exit("FAIL: A got %r, want only * idle timeout" % a.lines)
+print("ok: timed out %.3f s after joining, %d bytes trickled" % (time.monotonic() - t0, sent))
+PY
+    stop_server
+    local timeouts lines recvs
+    timeouts=$(counter "idle timeouts") && lines=$(counter "lines in") && recvs=$(counter "recv calls") || return
+    ((timeouts == 1)) || fail "$timeouts idle timeouts, want 1"
+    ((lines == 0)) || fail "$lines lines in: a partial line counted as a line"
+    # The path: the server read the trickle (one recv per byte, as each came alone).
+    ((recvs >= 3)) || fail "$recvs recv calls: the trickled bytes did not reach the server before its timeout (the test proves nothing)"
 }
 
 # A stopping server accepts nobody: drain_and_close_all takes the listening socket out of the
