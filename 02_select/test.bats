@@ -246,11 +246,21 @@ for s in socks:
 # will come. Whether a second client's buffers are full by then is the kernel's timing (about
 # two runs in three here), so the test repeats the scenario (at most 8 times) until the
 # server's log proves that a second wait happened after the stop: two clients given up on.
+# The stop line's `send waits` are the waits that happened: the second client's send_all
+# gives up without sleeping, so it counts none. strace (where it can attach) logs the
+# server's pselect6() calls; each with a write set (`pselect6(N, NULL, [fd], ...`) is one.
 @test "SIGTERM while the server is stuck sending to three clients that never read: exit 0 within 2 s" {
-    local round gave_up=0 hold
+    local round gave_up=0 hold trace strace_pid= swaits waited
     hold=$(awk -v k="$TIMEOUT_SCALE" 'BEGIN{print 8*k}')
     for round in 1 2 3 4 5 6 7 8; do
-        start_server server
+        ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" start_server server
+        trace=$BATS_TEST_TMPDIR/pselect$round.txt strace_pid=
+        if command -v strace >/dev/null; then
+            start_bg "strace$round" strace -p "$SERVER_PID" -e trace=pselect6 -e signal=none -s 0 -o "$trace"
+            strace_pid=$BG_PID
+            wait_file_match "$BATS_TEST_TMPDIR/strace$round.out" 'attached' 5 2>/dev/null ||
+                { kill "$strace_pid" 2>/dev/null; wait "$strace_pid" 2>/dev/null; strace_pid=; }
+        fi
         start_bg "stuck$round" stuck_clients 3 "$hold"
         wait_file_match "$BATS_TEST_TMPDIR/stuck$round.out" '^stuck:' 30
         stop_server
@@ -258,9 +268,16 @@ for s in socks:
         wait "$BG_PID" 2>/dev/null || true
         gave_up=$(grep -cE 'fd [0-9]+: [1-9][0-9]* bytes not sent \(server stopping\)' "$SERVER_ERR")
         ((gave_up >= 1)) || fail "SIGTERM did not end a send_all wait with bytes pending: $(tail -n 5 "$SERVER_ERR")" || return
+        if [[ -n $strace_pid ]]; then
+            wait_bg "$strace_pid" "strace$round" || return
+            swaits=$(stopped_after 'send waits') || return
+            waited=$(grep -cE '^pselect6\([0-9]+, NULL, \[' "$trace") || true
+            ((swaits == waited)) || fail "the stop line says $swaits send waits, strace saw $waited pselect() calls wait for a client's room ($gave_up clients given up on at the stop)" || return
+        fi
         ((gave_up >= 2)) && break
     done
     ((gave_up >= 2)) || fail "in 8 runs the stop never found a second client with full buffers: the path was not forced"
+    [[ -n $strace_pid ]] || harness_note "no strace here: the send waits were not counted against the server's calls"
 }
 
 # Each 16500-byte echo leaves the server in two send()s (serve_client reads 16 KiB at most);
