@@ -451,6 +451,103 @@ s.close()' "$PORT"
     stop_server
 }
 
+# nospare_shim: build, for this test, an LD_PRELOAD library under which the server's open() of
+# /dev/null fails with ENFILE while the file $NOSPARE_FLAG exists (the spare cannot come back:
+# another process took the number, or the system is out of files), and print its path.
+nospare_shim() {
+    local so="$BATS_TEST_TMPDIR/nospare.so"
+    cat >"$BATS_TEST_TMPDIR/nospare.c" <<'C'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static int refused(const char *path)
+{
+    const char *flag = getenv("NOSPARE_FLAG");
+    return flag != NULL && strcmp(program_invocation_short_name, "server") == 0 &&
+           strcmp(path, "/dev/null") == 0 && access(flag, F_OK) == 0;
+}
+#define WRAP(name)                                                          \
+    int name(const char *path, int flags, ...)                              \
+    {                                                                       \
+        static int (*real)(const char *, int, ...);                         \
+        va_list ap;                                                         \
+        va_start(ap, flags);                                                \
+        mode_t mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0; \
+        va_end(ap);                                                         \
+        if (refused(path)) {                                                \
+            errno = ENFILE;                                                 \
+            return -1;                                                      \
+        }                                                                   \
+        if (real == NULL)                                                   \
+            real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, #name); \
+        return real(path, flags, mode);                                     \
+    }
+WRAP(open)
+WRAP(open64)
+C
+    "${CC:-cc}" -shared -fPIC -O2 -Wall -Wextra -Werror -o "$so" "$BATS_TEST_TMPDIR/nospare.c" -ldl \
+        >"$BATS_TEST_TMPDIR/nospare.log" 2>&1 || { cat "$BATS_TEST_TMPDIR/nospare.log" >&2; return 1; }
+    echo "$so"
+}
+
+# The fallback of refuse_one_client: out of descriptors with no spare to free (it could not be
+# reopened), accepting backs off: the listening socket leaves the epoll set for 100 ms
+# (ACCEPT_BACKOFF_MS, through epoll_wait's timeout, not a sleep), one log line as the pauses
+# start. The shim keeps the spare from coming back while the flood holds; then the flood
+# leaves and the spare may open again, with the line that counts the pauses: one per 100 ms of
+# the back-off (a slower machine makes fewer, never more; more than 3 in a second of it).
+@test "EMFILE with no spare to reopen: accepting backs off 100 ms at a time, neither spins nor stops serving, and the spare comes back" {
+    [[ -z ${SAN:-} ]] || skip "the no-spare shim is an LD_PRELOAD library, which the sanitizer runtimes refuse; run without SAN"
+    local shim flag=$BATS_TEST_TMPDIR/nospare.flag
+    shim=$(nospare_shim) || fail "cannot build the no-spare shim" || return
+    raise_nofile 300
+    NOSPARE_FLAG=$flag LD_PRELOAD=$shim SERVER_NOFILE=32 start_server server
+    touch "$flag"
+    exec 5<>"/dev/tcp/127.0.0.1/$PORT"
+    local reply=
+    printf 'before\n' >&5
+    read -r -t "$(scaled_s 2)" reply <&5 || true
+    [[ $reply == before ]] || { exec 5>&-; fail "the client connected before the flood got '$reply', want 'before'"; } || return
+    local wf t0 t1 w0 w1 flood
+    wf=$(now_ms)
+    start_bg flood python3 "$NETKIT" flood --port "$PORT" --conns 100 --hold "$(scaled_s 4)"
+    flood=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/flood.out" '^flood: 100 connections opened' 10
+    assert_log 'accepting paused, retrying every 100 ms' 5
+    w0=$(now_ms) t0=$(cpu_ticks "$SERVER_PID")
+    sleep 1   # the measurement window itself, not a readiness wait
+    t1=$(cpu_ticks "$SERVER_PID")
+    printf 'ping\n' >&5
+    reply=
+    read -r -t "$(scaled_s 2)" reply <&5 || true
+    ! has_exited "$flood" || { exec 5>&-; fail "the flood client ended before the measurement window did: it measured nothing"; } || return
+    rm -f "$flag"
+    w1=$(now_ms)
+    exec 5>&-
+    # Its hold has served its purpose: the flood leaves now (its descriptors close with it).
+    kill "$flood" 2>/dev/null || true
+    wait "$flood" 2>/dev/null || true   # ended by us, status 143
+    (((t1 - t0) < 30)) || fail "server used $((t1 - t0)) of 100 CPU ticks in 1 s while backing off: it is spinning" || return
+    [[ $reply == ping ]] || fail "the client connected before the flood got '$reply' while accepting was paused, want 'ping'" || return
+    [[ $(grep -c 'accepting paused' "$SERVER_ERR") -eq 1 ]] ||
+        fail "want one 'accepting paused' line as the pauses start, not one per pause:" "$(grep -m3 'accepting paused' "$SERVER_ERR")" || return
+    # Once the flood is gone a newcomer is served: the listening socket is back in the set.
+    netkit echo --count 3 --max-size 65536
+    assert_log 'spare descriptor open again after [0-9]+ accept pauses' 5
+    stop_server
+    local pauses
+    pauses=$(sed -n 's/.*spare descriptor open again after \([0-9]*\) accept pauses.*/\1/p' "$SERVER_ERR" | head -n1)
+    harness_note "$pauses accept pauses of 100 ms; the shim held the spare back for $((w1 - w0)) ms of them and more"
+    # The pauses ran at least from w0 to w1 (over 1 s), and at most from the flood's start to now.
+    ((pauses > 3)) || fail "$pauses accept pauses in $((w1 - w0)) ms of back-off or more: want one per 100 ms" || return
+    ((pauses <= ($(now_ms) - wf) / 100 + 2)) || fail "$pauses accept pauses in $(($(now_ms) - wf)) ms: more than one per 100 ms of back-off"
+}
+
 @test "lt and et: SIGTERM with a client connected exits 0 within 2 s" {
     for m in "${MODES[@]}"; do
         start_server server -m "$m"
