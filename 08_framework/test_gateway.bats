@@ -148,6 +148,25 @@ gw() {
         $(num "$line" errors) == 3 ]] || fail "bio's stop line: $line"
 }
 
+@test "backend: a CR before the LF is ignored; a line of 1024 bytes is a request, 1025 drops the client; --delay is 100 ms when not given" {
+    local l1024
+    l1024=$(printf '1%.0s' {1..1024})
+    start_as bio examples/backend --name bio
+    # No --delay: 100 ms, a bound that does not stretch (answers never come early).
+    run gw lines --port "$bio_PORT" --line $'42\r' --line "$l1024" --line $'7\r' --min-ms 100 \
+        --want 'OK I am user 42 \o/ "hi"' --want 'ERR bad request' --want 'OK I am user 7 \o/ "hi"'
+    [[ $output == ok:* ]] || fail "$output" || return
+    # One byte past the codec's limit: the client is dropped, answered nothing.
+    run gw lines --port "$bio_PORT" --line "${l1024}1" --want-eof
+    [[ $output == ok:* ]] || fail "a line of 1025 bytes: $output" || return
+    stop_as bio || return
+    local line
+    line=$(stop_line "$bio_ERR")
+    [[ $(num "$line" requests) == 3 && $(num "$line" answered) == 3 && $(num "$line" errors) == 1 ]] ||
+        fail "bio's stop line: $line" || return
+    grep -qE 'bad frames 1,' "$bio_ERR" || fail "the library's stop line counts no bad frame: $(grep 'stopped:' "$bio_ERR")"
+}
+
 @test "gateway: /profile answers every byte from its four backends; errors, 404, 405, 400 in order" {
     backends
     gateway gw
@@ -229,6 +248,88 @@ gw() {
     grep -qx 'hangup 1' "$BATS_TEST_TMPDIR/hangup.out" || fail "bio never got its request: $(cat "$BATS_TEST_TMPDIR/hangup.out")" || return
     line=$(stop_line "$score_ERR")
     [[ $(num "$line" requests) == 0 ]] || fail "score was asked without followers: $line"
+}
+
+@test "gateway: a client with 8 requests queued is paused (a 9th waits unread in the kernel) until an answer goes, then served; only whole paths match (/profiles, /kv/x: 404)" {
+    DELAY=$(scaled_ms 0.1)
+    backends
+    gateway gw
+    # Eight in one write, the first a /profile (two delays): the eighth queued pauses the
+    # client; the ninth, sent once the gateway has read the eight, stays in its socket
+    # (/proc/net/tcp rx_queue) until the first answer, and is answered after the resume.
+    run gw get --port "$gw_PORT" --split 8 --held-ms $((DELAY / 2)) \
+        --req 'GET /profile?user=11' --want "200 $(profile_json 11)" \
+        --req 'GET /profiles?user=11' --want '404 {"error":"not found"}' \
+        --req 'GET /profile/?user=11' --want '404 {"error":"not found"}' \
+        --req 'POST /kvs key=a&value=b' --want '404 {"error":"not found"}' \
+        --req 'POST /kv/x key=a&value=b' --want '404 {"error":"not found"}' \
+        --req 'GET /prof' --want '404 {"error":"not found"}' \
+        --req 'GET /Profile?user=11' --want '404 {"error":"not found"}' \
+        --req 'GET /' --want '404 {"error":"not found"}' \
+        --req 'GET /profile?user=12' --want "200 $(profile_json 12)"
+    [[ $output == ok:* ]] || { stop_as gw; fail "$output"; } || return
+    harness_note "$(grep '^held:' <<<"$output")"
+    stop_as gw || return
+    local line
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" requests) == 9 && $(num "$line" answered) == 9 && $(num "$line" freed) == 9 &&
+        $(num "$line" actions) == 8 ]] || fail "gateway's stop line: $line" || return
+    stop_backends
+}
+
+@test "gateway: clients at once share the backends' connections: each gets its own answer (replies matched to requests in the order sent)" {
+    # Three /profiles sent together from three connections: each backend has three requests
+    # of the gateway in flight on its one connection (DELAY far above the time to send them).
+    DELAY=$(scaled_ms 0.3)
+    backends
+    gateway gw
+    run gw multi --port "$gw_PORT" \
+        --req 'GET /profile?user=31' --want "200 $(profile_json 31)" \
+        --req 'GET /profile?user=42' --want "200 $(profile_json 42)" \
+        --req 'GET /profile?user=53' --want "200 $(profile_json 53)"
+    [[ $output == ok:* ]] || { stop_as gw; fail "$output"; } || return
+    stop_as gw || return
+    local line n e
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" answered) == 3 && $(num "$line" freed) == 3 && $(num "$line" "late replies") == 0 ]] ||
+        fail "gateway's stop line: $line" || return
+    stop_backends || return
+    for n in followers posts bio score; do
+        e=${n}_ERR
+        line=$(stop_line "${!e}")
+        [[ $(num "$line" requests) == 3 && $(num "$line" connections) == 1 ]] ||
+            fail "$n: not 3 requests on 1 connection: $line" || return
+    done
+}
+
+@test "gateway: /kv answers GET's reply, not the value it sent (null when Redis has none); a reply Redis's protocol allows but the command does not want is 502 (a fake Redis)" {
+    start_bg fakeredis python3 "$GW" redis
+    local fake=$BG_PID rp
+    wait_file_match "$BATS_TEST_TMPDIR/fakeredis.out" '^listening on ' || return
+    rp=$(sed -n 's/^listening on 127.0.0.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fakeredis.out")
+    start_as gw examples/gateway --redis "$rp" --timeout "$(scaled_ms 2)"
+    wait_file_match "$gw_ERR" 'redis: connected' || return
+    # The key chooses the fake's reply (tests/lib/gateway.py redis).
+    run gw get --port "$gw_PORT" \
+        --req 'POST /kv key=other&value=v1' --want '200 {"key":"other","value":"v1!"}' \
+        --req 'POST /kv key=null&value=v2' --want '200 {"key":"null","value":null}' \
+        --req 'POST /kv key=queued&value=v3' --want '502 {"error":"redis: unexpected reply to SET"}' \
+        --req 'POST /kv key=int&value=v4' --want '502 {"error":"redis: unexpected reply to GET"}' \
+        --req 'POST /kv key=gerr&value=v5' --want '502 {"error":"redis: ERR gone"}' \
+        --req 'POST /kv key=k&value=a b' --want '200 {"key":"k","value":"a b"}'
+    [[ $output == ok:* ]] || { stop_as gw; fail "$output"; } || return
+    stop_as gw || return
+    kill -TERM "$fake"
+    wait_bg "$fake" fakeredis || return
+    # Every command as RESP frames it, SET then GET, and no GET after a SET that failed.
+    local want got
+    want=$'SET other v1\nGET other\nSET null v2\nGET null\nSET queued v3\nSET int v4\nGET int\nSET gerr v5\nGET gerr\nSET k a b\nGET k'
+    got=$(sed 1d "$BATS_TEST_TMPDIR/fakeredis.out")
+    [[ $got == "$want" ]] || fail "the fake Redis got:" "$got" || return
+    local line
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" requests) == 6 && $(num "$line" answered) == 6 && $(num "$line" freed) == 6 &&
+        $(num "$line" actions) == 11 && $(num "$line" "late replies") == 0 ]] || fail "gateway's stop line: $line"
 }
 
 @test "gateway: a state's actions run in parallel (about 2 delays) and --serial one by one (about 4)" {
@@ -415,8 +516,9 @@ redis_stop() {
     redis_stop
     local line
     line=$(stop_line "$gw_ERR")
+    # unavailable: the request while Redis was down (and any before the connector was back).
     [[ $(num "$line" "contexts created") == $(num "$line" freed) && $(num "$line" timeouts) == 1 &&
-        $(num "$line" "late replies") == 1 ]] || fail "gateway's stop line: $line"
+        $(num "$line" "late replies") == 1 && $(num "$line" unavailable) -ge 1 ]] || fail "gateway's stop line: $line"
 }
 
 @test "gateway: curl and wrk: the real clients get every byte, and wrk's load leaves every context freed" {
@@ -469,12 +571,16 @@ redis_stop() {
     stop_backends
 }
 
-@test "gateway: Expect: 100-continue: exactly 'HTTP/1.1 100 Continue' then the body's answer on a kept connection; over the body limit a 413 at once, no 100; curl asked to send it (-H 'Expect: 100-continue': curl 7.88 adds it by itself only past 1 MiB, over this limit) gets its 100 and the answer" {
+@test "gateway: Expect: 100-continue: exactly 'HTTP/1.1 100 Continue' then the body's answer on a kept connection; over the body limit a 413 at once, no 100; curl asked to send it (-H 'Expect: 100-continue': curl 7.88 adds it by itself only past 1 MiB, over this limit) gets its 100 and the answer; behind a request still pending, no 100 at all" {
     backends
     gateway gw
     local bad='{"error":"want key=K&value=V (K 1 to 256 bytes, V at most 4096)"}'
     run gw expect --port "$gw_PORT" --req 'POST /kv key=&value=12' --want "400 $bad"
     [[ $output == ok:* ]] || { stop_as gw; fail "$output"; } || return
+    # Behind a /profile still running: no 100 at all (it would come before that answer).
+    run gw expect --port "$gw_PORT" --behind 'GET /profile?user=7' --behind-want "200 $(profile_json 7)" \
+        --req 'POST /kv key=&value=12' --want "400 $bad"
+    [[ $output == ok:* ]] || { stop_as gw; fail "behind a pending request: $output"; } || return
     if command -v curl >/dev/null; then
         local v out
         v=$(printf 'v%.0s' {1..2000})

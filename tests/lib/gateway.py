@@ -10,23 +10,40 @@ deadline; TIMEOUT_SCALE stretches them all.
   get      send every --req in one write (pipelined), check each answer against its --want,
            in order (--req 'RAW BYTES': bytes as they are, Python escapes); --min-ms/--max-ms
            bound the time to the last answer; prints its ms; --shut: shutdown(SHUT_WR) right
-           after the requests (as nc -N does): every answer still comes, then EOF
+           after the requests (as nc -N does): every answer still comes, then EOF; --split N:
+           the first N requests in one write, their answers, then the rest on the same
+           connection; with --held-ms M the rest waits unread in the gateway's socket
+           (/proc/net/tcp rx_queue) until the first answer comes, at least M ms (a paused client)
+  multi    one connection per --req, all sent at once (their actions in flight together on
+           the backends' shared connections), each answer checked against its --want
   leave    send --req, then close after --after-ms without reading (--reset: with a RST)
   lines    send --line lines to a backend in one write, check each reply against its --want;
-           prints the time to the last one (--close-after N: send N more and leave)
+           prints the time to the last one (--close-after N: send N more and leave;
+           --want-eof: the backend then closes the connection, nothing more sent)
   hangup   a backend that reads a request line and closes without a reply
   expect   "Expect: 100-continue": the head alone gets exactly "HTTP/1.1 100 Continue\r\n\r\n",
            the body then the final answer (--req 'POST /kv BODY', --want), keep-alive intact;
-           a body over the limit gets its 413 at once, no 100 before it, then EOF
+           a body over the limit gets its 413 at once, no 100 before it, then EOF;
+           --behind REQ --behind-want WANT: REQ first, then the head with Expect on the same
+           connection: no 100 at all (REQ is pending), REQ's answer, then the body's answer
+  redis    a fake redis-server (RESP2), until SIGTERM: SET K V stores V, GET K answers it, but
+           the key chooses a reply Redis would not give: "null" (GET: $-1), "other" (GET: a
+           value other than the one SET stored), "queued" (SET: +QUEUED), "int" (GET: :7),
+           "gerr" (GET: -ERR gone); prints `listening on`, then one line per command
+           (`SET K V`, `GET K`) and `FAIL: ...` for a command not as RESP frames it
 """
 
 import argparse
 import os
+import select
 import signal
 import socket
 import struct
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import netkit  # noqa: E402  (server_rx_queue: /proc/net/tcp)
 
 TIMEOUT_SCALE = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
@@ -109,11 +126,18 @@ def cmd_get(a):
         data += rb
         wants.append(response_bytes(w, path, close))
     t0 = time.monotonic()
-    s.sendall(data)
-    if a.shut:
-        s.shutdown(socket.SHUT_WR)
     deadline = t0 + scaled(a.deadline)
+    split = len(data) if a.split is None else sum(len(request_bytes(r, a.close and i == len(a.req) - 1)[0])
+                                                   for i, r in enumerate(a.req[:a.split]))
+    s.sendall(data[:split])
+    held = None
+    if split < len(data) and a.held_ms is not None:
+        held = held_check(s, a.port, data[split:], deadline, a.held_ms)
+    if a.shut and split == len(data):
+        s.shutdown(socket.SHUT_WR)
     for i, want in enumerate(wants):
+        if i == a.split and split < len(data) and a.held_ms is None:
+            s.sendall(data[split:])
         got = recv_exact(s, len(want), deadline, "answer %d" % (i + 1))
         if got != want:
             raise Failure("answer %d:\n got  %r\n want %r" % (i + 1, got, want))
@@ -144,6 +168,67 @@ def cmd_get(a):
         raise Failure("answered in %.0f ms, after %d ms" % (ms, a.max_ms))
     print("ok: %d answers in %.0f ms" % (len(wants), ms))
     print("ms %d" % round(ms))
+    if held:
+        print(held)
+
+
+def rx_queue(gw_port, s):
+    """Bytes of ours the gateway has not read from its end of connection S."""
+    q = netkit.server_rx_queue(gw_port, s.getsockname()[1])
+    if q is None:
+        raise Failure("no socket of port %d for our connection in /proc/net/tcp" % gw_port)
+    return q
+
+
+def held_check(s, port, rest, deadline, held_ms):
+    """The gateway has read everything we sent (its rx_queue is 0); then REST is sent and must
+    stay unread in its socket until the first answer's bytes come, at least HELD_MS ms."""
+    while rx_queue(port, s) != 0:
+        if time.monotonic() > deadline:
+            raise Failure("the gateway never read the first requests (rx_queue %d)" % rx_queue(port, s))
+        time.sleep(0.005)
+    s.sendall(rest)
+    t = time.monotonic()
+    seen = False  # REST seen whole in the gateway's socket (loopback: at once, or soon after)
+    while True:
+        q = rx_queue(port, s)
+        r, _, _ = select.select([s], [], [], 0)
+        if r:  # the first answer is here: the gateway may resume reading from now on
+            break
+        since = (time.monotonic() - t) * 1000
+        if q == len(rest):
+            seen = True
+        elif seen or since > 100:
+            raise Failure("the gateway read %d of the %d bytes sent after the first requests, "
+                          "%.0f ms before their first answer: it was not paused"
+                          % (len(rest) - q, len(rest), since))
+        if time.monotonic() > deadline:
+            raise Failure("no first answer in time")
+        time.sleep(0.002)
+    held = (time.monotonic() - t) * 1000
+    if held < held_ms:
+        raise Failure("the first answer came %.0f ms after the rest was sent: too soon to tell "
+                      "a paused gateway from a slow one (want %d)" % (held, held_ms))
+    return "held: %d bytes unread for %.0f ms, until the first answer" % (len(rest), held)
+
+
+def cmd_multi(a):
+    if len(a.req) != len(a.want) or not a.req:
+        raise Failure("as many --want as --req")
+    socks = [connect(a.port) for _ in a.req]
+    t0 = time.monotonic()
+    deadline = t0 + scaled(a.deadline)
+    wants = []
+    for s, r, w in zip(socks, a.req, a.want):
+        rb, path = request_bytes(r, False)
+        wants.append(response_bytes(w, path, False))
+        s.sendall(rb)
+    for i, (s, want) in enumerate(zip(socks, wants)):
+        got = recv_exact(s, len(want), deadline, "connection %d's answer" % (i + 1))
+        if got != want:
+            raise Failure("connection %d's answer:\n got  %r\n want %r" % (i + 1, got, want))
+        s.close()
+    print("ok: %d connections at once, every answer its own, in %.0f ms" % (len(socks), (time.monotonic() - t0) * 1000))
 
 
 def cmd_leave(a):
@@ -172,6 +257,16 @@ def cmd_lines(a):
     ms = (time.monotonic() - t0) * 1000
     if buf:
         raise Failure("bytes after the last reply: %r" % buf)
+    if a.want_eof:
+        s.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            b = s.recv(100)
+        except ConnectionResetError:
+            b = b""
+        except socket.timeout:
+            raise Failure("the backend did not close the connection")
+        if b:
+            raise Failure("bytes instead of the close: %r" % b)
     if a.min_ms is not None and ms < a.min_ms - 1:   # whole milliseconds: see cmd_get
         raise Failure("answered in %.1f ms, before %d ms" % (ms, a.min_ms))
     if a.close_after:
@@ -213,8 +308,31 @@ def cmd_expect(a):
         raise Failure("expect: --req needs a body")
     s = connect(a.port)
     deadline = time.monotonic() + scaled(a.deadline)
-    s.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
     cont = b"HTTP/1.1 100 Continue\r\n\r\n"
+    if a.behind:
+        # A request still pending ahead of the head: no 100 at all (it would cut into that
+        # answer); we send the body after our own wait, as curl does, once that answer is in.
+        rb2, path2 = request_bytes(a.behind, False)
+        s.sendall(rb2 + head + b"\r\nExpect: 100-continue\r\n\r\n")
+        want = response_bytes(a.behind_want, path2, False)
+        got = recv_exact(s, len(want), deadline, "the answer to the request ahead")
+        if got != want:
+            raise Failure("the answer to the request ahead (no 100 Continue before it, nor after):\n got  %r\n want %r" % (got, want))
+        s.sendall(body)
+        want = response_bytes(a.want[0], path, False)
+        got = recv_exact(s, len(want), deadline, "the final answer")
+        if got != want:
+            raise Failure("the final answer (no 100 Continue before it):\n got  %r\n want %r" % (got, want))
+        s.settimeout(0.05)
+        try:
+            extra = s.recv(100)
+            raise Failure("bytes after the last answer: %r" % extra)
+        except socket.timeout:
+            pass
+        s.close()
+        print("ok: no 100 Continue behind a pending request; both answers, in order")
+        return
+    s.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
     got = recv_exact(s, len(cont), deadline, "the interim answer")
     if got != cont:
         raise Failure("the interim answer: got %r, want %r" % (got, cont))
@@ -245,12 +363,93 @@ def cmd_expect(a):
     print("ok: 100 Continue, then the body's answer, the connection kept; over the limit: 413 at once, then EOF")
 
 
+def resp_command(buf):
+    """One RESP array of bulk strings at the start of BUF: (list of bytes, rest), or None
+    when more bytes are needed. Raises Failure on anything else."""
+    def line(at):
+        end = buf.find(b"\r\n", at)
+        return (None, None) if end < 0 else (buf[at:end], end + 2)
+    head, at = line(0)
+    if head is None:
+        return None
+    if not head.startswith(b"*") or not head[1:].isdigit():
+        raise Failure("not a RESP array: %r" % head)
+    args = []
+    for _ in range(int(head[1:])):
+        h, at2 = line(at)
+        if h is None:
+            return None
+        if not h.startswith(b"$") or not h[1:].isdigit():
+            raise Failure("not a bulk string: %r" % h)
+        n = int(h[1:])
+        if len(buf) < at2 + n + 2:
+            return None
+        if buf[at2 + n:at2 + n + 2] != b"\r\n":
+            raise Failure("a bulk string not ended by CRLF")
+        args.append(buf[at2:at2 + n])
+        at = at2 + n + 2
+    return args, buf[at:]
+
+
+def cmd_redis(a):
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    print("listening on 127.0.0.1:%d" % ls.getsockname()[1], flush=True)
+    store, conns, bufs = {}, [ls], {}
+    while True:
+        r, _, _ = select.select(conns, [], [])
+        for c in r:
+            if c is ls:
+                n, _ = ls.accept()
+                conns.append(n)
+                bufs[n] = b""
+                continue
+            b = c.recv(65536)
+            if not b:
+                conns.remove(c)
+                c.close()
+                continue
+            bufs[c] += b
+            while True:
+                try:
+                    got = resp_command(bufs[c])
+                except Failure as e:
+                    print("FAIL: %s" % e, flush=True)
+                    sys.exit(1)
+                if got is None:
+                    break
+                args, bufs[c] = got
+                name = args[0].decode("latin-1") if args else ""
+                print(" ".join(x.decode("latin-1") for x in args), flush=True)
+                if name == "SET" and len(args) == 3:
+                    out = b"+QUEUED\r\n" if args[1] == b"queued" else b"+OK\r\n"
+                    store[args[1]] = args[2]
+                elif name == "GET" and len(args) == 2:
+                    k = args[1]
+                    if k == b"null":
+                        out = b"$-1\r\n"
+                    elif k == b"int":
+                        out = b":7\r\n"
+                    elif k == b"gerr":
+                        out = b"-ERR gone\r\n"
+                    else:
+                        v = store.get(k, b"") + (b"!" if k == b"other" else b"")
+                        out = b"$%d\r\n%s\r\n" % (len(v), v)
+                else:
+                    print("FAIL: unexpected command %r" % args, flush=True)
+                    out = b"-ERR unknown\r\n"
+                c.sendall(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("get", "leave", "lines", "hangup", "expect"):
+    for name in ("get", "leave", "lines", "hangup", "expect", "multi", "redis"):
         q = sub.add_parser(name)
-        q.add_argument("--port", type=int, required=name != "hangup")
+        q.add_argument("--port", type=int, required=name not in ("hangup", "redis"))
         q.add_argument("--req", action="append", default=[])
         q.add_argument("--want", action="append", default=[])
         q.add_argument("--line", action="append", default=[])
@@ -262,10 +461,15 @@ def main():
         q.add_argument("--after-ms", type=int, default=50)
         q.add_argument("--reset", action="store_true")
         q.add_argument("--close-after", type=int, default=0)
+        q.add_argument("--want-eof", action="store_true")
+        q.add_argument("--split", type=int)
+        q.add_argument("--held-ms", type=int)
+        q.add_argument("--behind")
+        q.add_argument("--behind-want")
     a = p.parse_args()
     try:
         {"get": cmd_get, "leave": cmd_leave, "lines": cmd_lines, "hangup": cmd_hangup,
-         "expect": cmd_expect}[a.cmd](a)
+         "expect": cmd_expect, "multi": cmd_multi, "redis": cmd_redis}[a.cmd](a)
     except (Failure, OSError) as e:
         print("FAIL: %s" % e)
         return 1
