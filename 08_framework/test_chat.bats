@@ -558,3 +558,256 @@ PY
         fail "nc B got:" "$(od -c "$BATS_TEST_TMPDIR/b.out" | head -n 20)" "want:" "$want" || return
     stop_server
 }
+
+# --- what the room announces, and the options' edges -----------------------------------------
+
+# Five members leave in one turn of the server (-t 0: one loop reads every socket; the turn is
+# forced as in 07's held-name test: the server stopped with SIGSTOP while each sends its /quit,
+# or closes, in turn, until /proc/net/tcp shows them all in the server's sockets): an observer
+# must hear them leave in the order they left, and each /quit gets its * bye.
+@test "chat: members that leave in the same turn are announced in the order they left, each once (-t 0)" {
+    start_server examples/chat_server -t 0 || return
+    local out
+    out=$(python3 - "$PORT" "$SERVER_PID" "$KIT_ROOT/tests/lib" <<'PY'
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[3])
+from chat import Room, Client, Failure, scaled, server_side, proc_state
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+room = Room("127.0.0.1", port)
+obs = Client(room, "observer")
+room.welcome(obs)
+leavers = []
+for i in range(5):
+    c = Client(room, "L%d" % i)
+    room.welcome(c)
+    leavers.append(c)
+    want = "* %s joined" % c.name
+    got = room.next_line(obs)
+    if got != want:
+        raise Failure("observer got %r, want %r" % (got, want))
+for c in leavers:
+    c.lines = []
+hows = ["/quit", "close", "/quit", "/quit", "close"]
+ports = [c.sock.getsockname()[1] for c in leavers]
+os.kill(pid, signal.SIGSTOP)
+try:
+    deadline = time.monotonic() + scaled(5)
+    while proc_state(pid) not in "Tt":
+        if time.monotonic() > deadline:
+            raise Failure("the server did not stop on SIGSTOP")
+        time.sleep(0.001)  # a poll with a deadline
+    for c, how, cport in zip(leavers, hows, ports):
+        if how == "/quit":
+            c.sock.sendall(b"/quit\n")
+        else:
+            c.close()
+        # In the server's socket before the next one sends: its readiness comes first.
+        class Gone:
+            def getsockname(self, p=cport):
+                return ("127.0.0.1", p)
+        while True:
+            st = server_side(port, Gone())
+            if st is not None and (st[1] > 0 if how == "/quit" else st[0] == 8):
+                break
+            if time.monotonic() > deadline:
+                raise Failure("%s's %s never reached the server's socket" % (c.label, how))
+            time.sleep(0.001)  # a poll with a deadline
+finally:
+    os.kill(pid, signal.SIGCONT)
+for c in leavers:
+    want = "* %s left" % c.name
+    got = room.next_line(obs)
+    if got != want:
+        raise Failure("observer got %r, want %r (the leavers in the order they left: %s)"
+                      % (got, want, " ".join(l.name for l in leavers)))
+for c, how in zip(leavers, hows):
+    if how == "/quit":
+        got = room.next_line(c)
+        if got != "* bye":
+            raise Failure("%s got %r after its /quit, want '* bye'" % (c.label, got))
+obs.send_line("/who")
+got = room.next_line(obs)
+if got != "* users: %s" % obs.name:
+    raise Failure("observer's /who: %r, want only itself" % got)
+print("5 left in one turn, announced in their order: %s" % " ".join(l.name for l in leavers))
+PY
+    ) || { stop_server; fail "$out"; return 1; }
+    harness_note "$out"
+    stop_server
+}
+
+# --idle-timeout 0 is "never" (the usage says so): a member that says nothing is not timed out.
+# A silent member, 1.5 s (scaled) later, still gets a /who answer and no notice; the stop line
+# counts no idle timeout.
+@test "chat: --idle-timeout 0 never times a member out (-t 0)" {
+    start_server examples/chat_server -t 0 --idle-timeout 0 || return
+    local out
+    out=$(python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from chat import Room, Client, Failure, scaled
+room = Room("127.0.0.1", int(sys.argv[1]))
+a = Client(room, "A")
+room.welcome(a)
+deadline = time.monotonic() + scaled(1.5)
+while time.monotonic() < deadline:
+    room.pump(0.05)
+    if a.lines or a.eof:
+        raise Failure("a silent member got %r with --idle-timeout 0" % (a.lines[:1] or "EOF"))
+a.send_line("/who")
+got = room.next_line(a)
+if got != "* users: %s" % a.name:
+    raise Failure("/who after 1.5 s of silence: %r" % got)
+print("silent for %.1f s, still in the room" % scaled(1.5))
+PY
+    ) || { stop_server; fail "$out"; return 1; }
+    stop_server || return
+    local idle
+    idle=$(counter "idle timeouts") || return
+    ((idle == 0)) || fail "idle timeouts $idle with --idle-timeout 0"
+}
+
+# The line limit with a CRLF ending: 4096 bytes then "\r\n" is a line (the "\r" is not counted),
+# delivered whole without its "\r"; 4097 bytes then "\r\n" is too long.
+@test "chat: a line of 4096 bytes ending in CRLF is a line (the CR not counted); 4097 bytes and CRLF is too long (-t 0)" {
+    start_server examples/chat_server -t 0 || return
+    chat script --step 'A+' --step 'B+' --step 'A< * {B} joined' \
+        --step "B raw $(python3 -c 'print("61" * 4096 + "0d0a")')" --step "A< {B}: $(python3 -c 'print("a" * 4096)')" \
+        --step "B raw $(python3 -c 'print("62" * 4097 + "0d0a")')" --step 'B< * line too long' --step 'B.' --step 'A< * {B} left' ||
+        { stop_server; return 1; }
+    stop_server
+}
+
+# chat_client's printing, every byte: a fake server (the real one refuses control characters,
+# so they can only come from elsewhere) sends every byte value, every C2 xx pair and UTF-8
+# forms valid and not, then `* bye`; the client's stdout must be exactly each line with C0
+# bytes but TAB, DEL, the C1 controls (C2 80..C2 9F) and every byte that is not part of valid
+# UTF-8 written as \xHH, and it exits 0 on `* bye`. The expected text is computed here from
+# the rule (Python's strict UTF-8 decoder, which refuses surrogates, overlong forms and code
+# points past U+10FFFF), not from the client's code.
+@test "chat: chat_client prints every byte a server sends safely: C0 but TAB, DEL, C1 controls and bytes that are not UTF-8 as \\xHH, the rest as sent" {
+    local out
+    out=$(python3 - "$(stage_bin examples/chat_client)" <<'PY'
+import os, socket, subprocess, sys, threading, time
+scale = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
+lines = [b"".join(b"<" + bytes([v]) + b">" for v in range(256) if v != 0x0A),
+         b"".join(b"<\xc2" + bytes([v]) + b">" for v in range(0x80, 0xC0)),
+         b"\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xc2\xa0 \xdf\xbf \xe0\xa0\x80 \xef\xbf\xbf \xf4\x8f\xbf\xbf",
+         b"\xed\xa0\x80 \xe0\x9f\xbf \xf4\x90\x80\x80 \xc0\xaf \xc1\xbf \xf8\x88\x80\x80\x80 \xe2\x82 \xf0\x9f\x98",
+         b"tab\there, DEL\x7f, CSI\xc2\x9b2J, ESC\x1b[0m, NUL\x00, end \xe2\x82"]
+def safe(line):
+    out, i = "", 0
+    while i < len(line):
+        c = line[i]
+        if c == 9 or 0x20 <= c < 0x7F:
+            out += chr(c); i += 1; continue
+        n = 2 if 0xC2 <= c <= 0xDF else 3 if 0xE0 <= c <= 0xEF else 4 if 0xF0 <= c <= 0xF4 else 0
+        if n:
+            try:
+                ch = line[i:i + n].decode("utf-8")
+                if len(line[i:i + n]) == n and len(ch) == 1 and not 0x80 <= ord(ch) <= 0x9F:
+                    out += ch; i += n; continue
+            except UnicodeDecodeError:
+                pass
+        out += "\\x%02x" % c; i += 1
+    return out
+want = "".join(safe(l) + "\n" for l in lines) + "* bye\n"
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0)); ls.listen(1)
+ls.settimeout(10 * scale)
+cl = subprocess.Popen([sys.argv[1], "-p", str(ls.getsockname()[1])], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+try:
+    s, _ = ls.accept()
+    s.sendall(b"".join(l + b"\n" for l in lines) + b"* bye\n")
+    s.shutdown(socket.SHUT_WR)
+    # Its stdin stays open (an end of stdin would end it on its own): it ends on `* bye`.
+    killer = threading.Timer(10 * scale, cl.kill)
+    killer.start()
+    out = cl.stdout.read()
+    cl.wait()
+    killer.cancel()
+    err = cl.stderr.read()
+finally:
+    if cl.poll() is None:
+        cl.kill(); cl.wait()
+got = out.decode("utf-8", "surrogateescape")
+if got != want:
+    g, w = got.splitlines(), want.splitlines()
+    k = next((k for k in range(min(len(g), len(w))) if g[k] != w[k]), min(len(g), len(w)))
+    gl, wl = g[k] if k < len(g) else "", w[k] if k < len(w) else ""
+    off = next((j for j in range(min(len(gl), len(wl))) if gl[j] != wl[j]), min(len(gl), len(wl)))
+    print("stdout line %d differs at %d: got %r, want %r" % (k + 1, off, gl[max(0, off - 20):off + 30], wl[max(0, off - 20):off + 30]))
+    sys.exit(1)
+if cl.returncode != 0:
+    print("exit %d after * bye, want 0: %s" % (cl.returncode, err.decode(errors="replace")[-300:]))
+    sys.exit(1)
+print("%d lines, %d bytes printed as the rule says" % (len(lines), sum(map(len, lines))))
+PY
+    ) || fail "$out" || return
+    harness_note "$out"
+}
+
+# The exit status of a signal: 130 for SIGINT and for SIGTERM alike (the usage says so), with
+# the server still there and nothing left unsent.
+@test "chat: chat_client exits 130 on SIGINT and on SIGTERM while connected" {
+    start_server examples/chat_server || return
+    local bin sig fifo st cl
+    bin=$(stage_bin examples/chat_client)
+    for sig in INT TERM; do
+        fifo="$BATS_TEST_TMPDIR/stdin.$sig"
+        mkfifo "$fifo"
+        exec 6<>"$fifo"
+        start_bg "c$sig" bash -c 'exec "$@" <"$0" 6>&-' "$fifo" "$bin" -p "$PORT"
+        cl=$BG_PID
+        wait_file_match "$BATS_TEST_TMPDIR/c$sig.out" '^\* welcome user[0-9]+$' 5 || { exec 6>&-; return 1; }
+        kill -"$sig" "$cl"
+        local deadline=$(($(now_ms) + $(scaled_ms 5)))
+        while ! has_exited "$cl"; do
+            (($(now_ms) < deadline)) || { exec 6>&-; fail "SIG$sig: the client did not exit within 5 s"; } || return
+            sleep 0.02   # poll interval of a loop with a deadline
+        done
+        st=0
+        wait "$cl" || st=$?
+        exec 6>&-
+        ((st == 130)) || fail "SIG$sig: exit $st, want 130:" "$(cat "$BATS_TEST_TMPDIR/c$sig.out")" || return
+    done
+    stop_server
+}
+
+# A last line without its newline is still a line: `printf 'first\nlast words'` sends both,
+# then the client ends (0) at the end of its stdin; an observer hears both, then the leaving.
+@test "chat: chat_client sends a last line that has no newline, then exits 0 at the end of stdin" {
+    start_server examples/chat_server || return
+    local out
+    out=$(python3 - "$PORT" "$(stage_bin examples/chat_client)" "$KIT_ROOT/tests/lib" <<'PY'
+import subprocess, sys
+sys.path.insert(0, sys.argv[3])
+from chat import Room, Client, Failure, scaled
+room = Room("127.0.0.1", int(sys.argv[1]))
+obs = Client(room, "observer")
+room.welcome(obs)
+cl = subprocess.Popen([sys.argv[2], "-p", sys.argv[1]], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+try:
+    joined = room.next_line(obs)
+    if not joined.startswith("* ") or not joined.endswith(" joined"):
+        raise Failure("observer got %r, want the client's join" % joined)
+    name = joined[2:-len(" joined")]
+    cl.stdin.write(b"first\nlast words")
+    cl.stdin.close()
+    for want in ("%s: first" % name, "%s: last words" % name, "* %s left" % name):
+        got = room.next_line(obs)
+        if got != want:
+            raise Failure("observer got %r, want %r" % (got, want))
+    rc = cl.wait(timeout=scaled(5))
+    if rc != 0:
+        raise Failure("the client exited %d, want 0" % rc)
+finally:
+    if cl.poll() is None:
+        cl.kill(); cl.wait()
+print("both lines arrived, the last without its newline")
+PY
+    ) || { stop_server; fail "$out"; return 1; }
+    stop_server
+}

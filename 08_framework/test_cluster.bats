@@ -105,7 +105,7 @@ cluster() {
     done
 }
 
-@test "cluster: a name is unique across nodes (any case, at once on two nodes: one winner); freed at once by /quit and by a pending claimer's leaving" {
+@test "cluster: a name is unique across nodes (any case, at once on two nodes: one winner); freed at once by /quit, by a pending claimer's leaving and by a rename; every /who has the new names" {
     redis_start
     local n
     for n in na nb nc; do node "$n" 30000 || return; done
@@ -197,4 +197,24 @@ cluster() {
     for n in nc na nb; do stop_node "$n" || return; done
     redis_stop
     [[ $(ccount na expired) == 0 ]] || fail "na: expired $(ccount na expired): the node's goodbye was not heard"
+}
+
+@test "cluster: a split longer than the name ttl: nobody is judged silent while nobody can be heard, a /msg to another node refused; whole again, a node started meanwhile taken in silently, /who lists all, lines cross" {
+    redis_start
+    local n ttl
+    ttl=$(scaled_ms 1)
+    for n in na nb; do node "$n" "$ttl" || return; done
+    run cluster longsplit --redis-port "$RP" --ttl-ms "$ttl" --timeout 5 \
+        --node-bin "$(stage_bin examples/chat_server)" --node-log "$BATS_TEST_TMPDIR/nthird.err"
+    [[ $output == ok:* ]] || fail "$output" "the third node's log:" "$(tail -n 5 "$BATS_TEST_TMPDIR/nthird.err")" || return
+    harness_note "$output"
+    ! grep -q -E "$SANITIZER_RE" "$BATS_TEST_TMPDIR/nthird.err" || fail "the third node:" "$(grep -A 12 -m1 -E "$SANITIZER_RE" "$BATS_TEST_TMPDIR/nthird.err")" || return
+    grep -q 'cluster: stopped after ' "$BATS_TEST_TMPDIR/nthird.err" || fail "the third node did not stop cleanly:" "$(tail -n 5 "$BATS_TEST_TMPDIR/nthird.err")" || return
+    wait "$REDIS_PID" 2>/dev/null || true   # shut down by the scenario
+    for n in na nb; do stop_node "$n" || return; done
+    for n in na nb; do
+        # The split really lasted past the ttl: beats came and found the room split.
+        [[ $(ccount "$n" expired) == 0 && $(ccount "$n" splits) -ge 1 ]] ||
+            fail "$n: expired $(ccount "$n" expired) (want 0), splits $(ccount "$n" splits)" || return
+    done
 }

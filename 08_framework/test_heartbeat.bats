@@ -148,7 +148,7 @@ wait_exit() {
     done
 }
 
-@test "heartbeat: bad frames (unknown types, PING or PONG not 8 bytes, a length over --max-frame) close only their connection with a log line; DATA of --max-frame and 0 bytes is echoed (-t 0, -t 2)" {
+@test "heartbeat: bad frames (unknown types, PING or PONG not 8 bytes, a length over --max-frame) close only their connection with a log line; DATA of --max-frame and 0 bytes is echoed; only good frames counted as received (-t 0, -t 2)" {
     local t
     for t in 0 2; do
         start_server examples/heartbeat_server -t "$t" --interval 60000 --max-frame 4096
@@ -161,6 +161,15 @@ wait_exit() {
         ((n == 3)) || fail "-t $t: $n 'body is not 8 bytes' lines, want 3" || return
         bad=$(hb_counter "bad frames") && lib=$(lib_counter "bad frames") || return
         ((bad == 7 && lib == 2)) || fail "-t $t: bad frames: heartbeat $bad (want 7), codec $lib (want 2)" || return
+        # What was received is counted once it is judged good: the PONG for no PING, one PING
+        # (each bad PING and PONG counts as a bad frame only), 4 DATA (max, 0, 1, the good
+        # client's 100); sent: a PONG, 4 echoes, and the first PING on each of 11 connections.
+        local k v want
+        for k in "received ping:1" "received pong:1" "received data:4" "sent pong:1" "sent data:4" "sent ping:11"; do
+            v=$(hb_counter "${k%:*}") || return
+            want=${k##*:}
+            ((v == want)) || fail "-t $t: ${k%:*} $v, want $want" || return
+        done
         assert_log 'closed: bad frame' || return
     done
 }
@@ -337,4 +346,28 @@ wait_exit() {
     line=$(grep '^heartbeat_client: ' "$out") || fail "no counts line" || return
     [[ $(hb_num "$line" errors) == 1 && $(hb_num "$line" "received data") == 1 && $(hb_num "$line" "sent data") == 0 ]] ||
         fail "want errors 1, received data 1, sent data 0: $line"
+}
+
+# The client's DATA belong to one connection: after a reconnect they are numbered from 1 again
+# (the usage: "N counts from 1 on each connection"), and the closed connection's DATA timer is
+# gone, not ticking beside the new one's (twice the DATA on the next connection). The fake
+# server closes the first connection with a DATA in flight; the client counts no error.
+@test "heartbeat: heartbeat_client numbers its DATA from 1 on each connection, one timer's pace after a reconnect, a DATA lost in flight no error (-t 0)" {
+    start_bg fake python3 "$HB" data-restart --text 'hi there' --data-ms $((IV / 2)) --first 5 --count 10
+    local fake=$BG_PID port
+    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
+    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t 0 --interval 60000 --data 'hi there' --data-ms $((IV / 2)) \
+        --retry-ms 20 --retry-max-ms 100
+    local cl=$BG_PID out="$BATS_TEST_TMPDIR/client.out"
+    wait_exit "$fake" fake 30 || return
+    sed 's/^/# /' "$BATS_TEST_TMPDIR/fake.out" >&3
+    kill -TERM "$cl"
+    local st=0
+    wait "$cl" || st=$?
+    clean heartbeat_client "$out" || return
+    local line
+    line=$(grep '^heartbeat_client: ' "$out") || fail "no counts line:" "$(grep -v connector "$out" | tail -n 5)" || return
+    ((st == 0)) && [[ $(hb_num "$line" errors) == 0 && $(hb_num "$line" connects) -ge 2 ]] ||
+        fail "exit $st; want 0, errors 0, connects 2 or more: $line" "$(grep -v connector "$out" | tail -n 5)"
 }

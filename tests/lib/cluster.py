@@ -334,8 +334,32 @@ def names_case(cl, rport, ttl_ms, timeout):
     # d's leaving (and its rename, if granted first) may come before the answer.
     cl.nick_once_free(b, "carol", "after its claimer left while pending", timeout,
                       skip=lambda line: line.endswith(" left") or line == "* %s is now carol" % d.name)
-    return "names unique across nodes (5 races, one winner each); freed by /quit and by a " \
-        "pending claimer's leaving at once"
+    # c hears d leave and b become carol (in either order), and nothing else.
+    b_old, b.name = b.name, "carol"
+    owed = ["* %s left" % d.name, "* %s is now carol" % b_old]
+    cl.expect_set(c, owed, timeout)
+    # A rename frees the claimed name it leaves at once (not at its expiry, 30 s away), in
+    # Redis and in every node's roster: c (alice, on the third node) becomes alicia; b, on
+    # another node, may then take alice, and Redis holds each name for its node. Both /who
+    # lists have the new names only.
+    cl.nick(c, "alicia", [b, c])
+    cl.nick_once_free(b, "alice", "after its holder became alicia", timeout)
+    cl.expect(c, "* carol is now alice", timeout)
+    b.name = "alice"
+    for key, node in (("alice", b.node), ("alicia", c.node)):
+        v = redis_cmd(rport, "GET", "chat:name:" + key)
+        if v != cl.nodes[node]:
+            raise Failure("after the renames, chat:name:%s is %r in Redis, want %r" % (key, v, cl.nodes[node]))
+    # The release of carol went to Redis before b was told; it may still be on its way.
+    deadline = time.monotonic() + scaled(2)
+    while redis_cmd(rport, "GET", "chat:name:carol") is not None:
+        if time.monotonic() > deadline:
+            raise Failure("chat:name:carol still held %.1f s after carol became alice" % scaled(2))
+        time.sleep(0.02)  # a poll with a deadline
+    cl.who(b, [b.name, c.name], timeout)
+    cl.who(c, [b.name, c.name], timeout)
+    return "names unique across nodes (5 races, one winner each); freed by /quit, by a " \
+        "pending claimer's leaving and by a rename at once"
 
 
 # --------------------------------------------------------------------------- outage
@@ -575,6 +599,111 @@ def death(cl, rport, pid, sig, within_ms, ttl_ms, check_refresh, timeout):
         sig, took * 1000, within_ms)
 
 
+def longsplit(cl, rport, rbin, ttl_ms, timeout, node_bin=None, node_log=None):
+    """A split longer than the name ttl: nobody is heard during a split, so nobody is judged
+    silent for it (a peer expires only while the room is whole). a (first node) and b (second)
+    stay in each other's /who and hear no `left` for twice the ttl without Redis; a's /msg to b
+    meanwhile is refused (`* no such user`: nothing crosses a split); with NODE_BIN, a third
+    node starts during the split and c joins it. Once Redis is back, the room is whole, every
+    node takes in the others' members silently where it hears of them first (the third node's
+    c; a and b for c), /who lists them all, and lines cross again."""
+    a, b = everyone = cl.join([(0, "a"), (1, "b")], timeout)
+    try:
+        redis_cmd(rport, "SHUTDOWN", "NOSAVE")
+    except OSError:
+        pass  # it closes the connection as it goes
+    for o in everyone:
+        cl.expect(o, SPLIT, timeout)
+    # A private line to another node's member cannot cross a split: refused, not lost.
+    a.send_line("/msg %s are you there" % b.name)
+    cl.expect(a, "* no such user %s" % b.name, timeout)
+    cl.quiet(2 * ttl_ms / 1000.0)
+    # A third node starts meanwhile, never whole yet, and c joins it: nobody is told.
+    third = None
+    if node_bin:
+        third = subprocess.Popen([node_bin, "-p", "0", "--redis", "127.0.0.1:%d" % rport, "--node", "nthird",
+                                  "--name-ttl", str(ttl_ms)], stdout=subprocess.PIPE,
+                                 stderr=open(node_log, "w"))
+        m = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", third.stdout.readline().decode())
+        if not m:
+            raise Failure("the third node did not say where it listens")
+        cl.ports.append(int(m.group(1)))
+        cl.nodes.append("nthird")
+        c = cl.connect(len(cl.ports) - 1, "c")
+        everyone.append(c)
+    red = start_redis(rbin, rport)
+    try:
+        for o in (a, b):
+            cl.expect(o, WHOLE, 5.0)
+        if third:
+            # Each node hears of the third for the first time: its member is taken into
+            # /who silently, and c learns a and b silently (no `joined`: they were there
+            # before; a node that starts learns the room without a flood of joins).
+            names = [a.name, b.name, c.name]
+            for o in everyone:
+                deadline = time.monotonic() + scaled(5)
+                while True:
+                    o.send_line("/who")
+                    line = cl.room.next_line(o, timeout)
+                    if not line.startswith("* users: "):
+                        raise Failure("%s: got %r, want a /who answer and nothing else" % (o.label, line))
+                    if sorted(line[len("* users: "):].split(" ")) == sorted(names):
+                        break
+                    if time.monotonic() > deadline:
+                        raise Failure("%s: /who never listed %r: %r" % (o.label, names, line))
+                    time.sleep(0.05)  # the rosters are on their way: ask again
+        else:
+            cl.who(a, [a.name, b.name], timeout)
+            cl.who(b, [a.name, b.name], timeout)
+        # Lines cross again (one published before b's node is subscribed again is lost:
+        # retry), and nothing else came meanwhile (no leaving, no joining).
+        t0, k = time.monotonic(), 0
+        while True:
+            a.send_line("back %d" % k)
+            try:
+                line = cl.room.next_line(b, 0.3)
+            except Failure:
+                line = None
+            if line == "%s: back %d" % (a.name, k):
+                break
+            if line is not None:
+                raise Failure("b: got %r, want %r" % (line, "%s: back %d" % (a.name, k)))
+            if time.monotonic() - t0 > scaled(5):
+                raise Failure("no line from a to b within 5 s of Redis's return")
+            k += 1
+        if third:
+            # c hears the tries from the one its node was subscribed for on, up to the last.
+            while True:
+                line = cl.room.next_line(c, timeout)
+                mm = re.fullmatch(r"%s: back (\d+)" % re.escape(a.name), line)
+                if not mm:
+                    raise Failure("c: got %r, want a's lines" % line)
+                if int(mm.group(1)) == k:
+                    break
+        cl.quiet(scaled(0.2))
+        return "split for %.1f s (twice the ttl): nobody left, %s in /who, lines cross again" % (
+            2 * ttl_ms / 1000.0, "a third node started meanwhile taken in silently, all" if third else "both")
+    finally:
+        if third:
+            third.terminate()
+            try:
+                rc = third.wait(scaled(5))
+            except subprocess.TimeoutExpired:
+                third.kill()
+                rc = third.wait()
+            if rc != 0:
+                raise Failure("the third node exited %d at SIGTERM, want 0" % rc)
+        try:
+            redis_cmd(rport, "SHUTDOWN", "NOSAVE")
+        except OSError:
+            pass
+        try:
+            red.wait(scaled(5))
+        except subprocess.TimeoutExpired:
+            red.kill()
+            red.wait()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ports", required=True)
@@ -592,6 +721,12 @@ def main(argv=None):
     p.add_argument("--redis-port", type=int, required=True)
     p.add_argument("--redis-bin", default="redis-server")
     p.add_argument("--gone-s", type=float, default=1.0)
+    p = sub.add_parser("longsplit", parents=[common])
+    p.add_argument("--redis-port", type=int, required=True)
+    p.add_argument("--redis-bin", default="redis-server")
+    p.add_argument("--ttl-ms", type=int, required=True, help="the nodes' --name-ttl")
+    p.add_argument("--node-bin", help="start a third node (chat_server) during the split")
+    p.add_argument("--node-log", default=os.devnull, help="its stderr")
     p = sub.add_parser("subkill", parents=[common])
     p.add_argument("--redis-port", type=int, required=True)
     p = sub.add_parser("slowdrop", parents=[common])
@@ -616,6 +751,8 @@ def main(argv=None):
             msg = outage(cl, a.redis_port, a.redis_bin, a.gone_s, a.timeout)
         elif a.cmd == "slowdrop":
             msg = slowdrop(cl, a.lines, a.size, a.timeout)
+        elif a.cmd == "longsplit":
+            msg = longsplit(cl, a.redis_port, a.redis_bin, a.ttl_ms, a.timeout, a.node_bin, a.node_log)
         elif a.cmd == "subkill":
             msg = subkill(cl, a.redis_port, a.timeout)
         else:

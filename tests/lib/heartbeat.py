@@ -463,6 +463,57 @@ def cmd_bad(a):
             % (len(bad), "; ".join(lines), m))
 
 
+def cmd_data_restart(a):
+    """heartbeat_client --data TEXT --data-ms D against us, on two connections. On each, its
+    DATA must be numbered from 1 ("1 TEXT", "2 TEXT", ..., every byte checked), each echoed,
+    its PINGs answered. The first connection we close once DATA FIRST + 1 has come (it stays
+    unanswered: in flight at the close). On the second, COUNT DATA must take at least COUNT - 3
+    periods after its PING 1 (the data timer starts with it): one timer's pace, not two (a
+    timer of the old connection left running beside the new one's doubles it)."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    print("listening on 127.0.0.1:%d" % ls.getsockname()[1], flush=True)
+    ls.settimeout(scaled(10))
+    text, period = a.text.encode(), a.data_ms / 1000
+    spans = []
+    try:
+        for conn, last in ((1, a.first + 1), (2, a.count)):
+            c, _ = ls.accept()
+            with c:
+                c.settimeout(scaled(5) + 2 * period * last)
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                expect_frame(c, frame(PING, struct.pack(">Q", 1)), "connection %d: PING 1" % conn)
+                t0 = time.monotonic()
+                c.sendall(frame(PONG, struct.pack(">Q", 1)))
+                n = 0
+                while n < last:
+                    got = read_frame(c, "connection %d" % conn)
+                    ftype = struct.unpack(">H", got[4:6])[0]
+                    if ftype == PING:
+                        c.sendall(frame(PONG, got[6:]))
+                        continue
+                    n += 1
+                    want = frame(DATA, b"%d %s" % (n, text))
+                    if got != want:
+                        raise Failure(mismatch(want, got, "connection %d: DATA %d" % (conn, n)))
+                    if conn == 1 and n == last:
+                        break  # left unanswered: in flight when we close
+                    c.sendall(got)
+                spans.append(time.monotonic() - t0)
+        if spans[1] < (a.count - 3) * period:
+            raise Failure("connection 2: %d DATA in %.3f s after its PING 1, want at least %.3f "
+                          "(one every %.3f s: a second timer sends too?)"
+                          % (a.count, spans[1], (a.count - 3) * period, period))
+    except socket.timeout:
+        raise Failure("timed out: no connection, or no frame, from the client")
+    finally:
+        ls.close()
+    return ("DATA numbered from 1 on both connections (%d, then %d), every byte as sent; "
+            "%d DATA in %.3f s on the second (period %.3f s)" % (a.first + 1, a.count, a.count, spans[1], period))
+
+
 def cmd_churn(a):
     """N connections one after another, each gone once it has its first PING: sessions that
     close before their first tick (a timer left behind would fire for a freed session)."""
@@ -498,6 +549,11 @@ def main(argv=None):
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--max-frame", type=int, required=True)
     p.add_argument("--seed", type=int, default=1)
+    p = sub.add_parser("data-restart", help="be the server of heartbeat_client --data twice: DATA numbered from 1, one timer's pace")
+    p.add_argument("--text", required=True, help="the client's --data")
+    p.add_argument("--data-ms", type=int, required=True, help="the client's --data-ms")
+    p.add_argument("--first", type=int, default=5, help="DATA echoed on the first connection before we close it")
+    p.add_argument("--count", type=int, default=10, help="DATA on the second connection")
     p = sub.add_parser("churn", help="clients that leave after their first PING")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--clients", type=int, default=20)
@@ -505,7 +561,8 @@ def main(argv=None):
     if getattr(a, "pattern", "") and set(a.pattern) - set("asl"):
         ap.error("--pattern: only 'a', 's' and 'l'")
     try:
-        line = {"peer": cmd_peer, "fake-server": cmd_fake_server, "bad": cmd_bad, "churn": cmd_churn, "multi": cmd_multi}[a.cmd](a)
+        line = {"peer": cmd_peer, "fake-server": cmd_fake_server, "bad": cmd_bad, "churn": cmd_churn, "multi": cmd_multi,
+                "data-restart": cmd_data_restart}[a.cmd](a)
     except (Failure, OSError) as e:
         print("FAIL: %s" % e, flush=True)
         return 1
