@@ -127,6 +127,9 @@ stopped_after() {
     closed=$(grep -cE '^server: 127\.0\.0\.1:[0-9]+ closed$' "$SERVER_ERR")
     ((closed == 21)) || fail "want 21 'closed' lines (one per client), got $closed"
     ! grep -q 'pselect:' "$SERVER_ERR" || fail "pselect failed: $(grep 'pselect:' "$SERVER_ERR")"
+    # All 21 left before the stop: the count drop_client keeps is back to none, and the stop
+    # has no client to close (its "stopping: closing N clients" line only when N > 0).
+    ! grep -E 'stopping: closing' "$SERVER_ERR" || fail "every client had left, but the stop closed some"
 }
 
 # connect_echoed N: N clients connected over /dev/tcp, each echoed one line ("x0", "x1", ...);
