@@ -469,14 +469,19 @@ for row in open("/proc/net/tcp").read().splitlines()[1:]:
     stop_server
 }
 
-@test "SIGTERM with clients connected: each is told * server shutting down, then EOF; exit 0 within 2 s" {
+@test "SIGTERM with clients connected: each is told * server shutting down, then EOF; exit 0 within 2 s; a line said after the notice reaches nobody" {
     start_server server
-    start_bg shut python3 "$CHAT" shutdown --port "$PORT" --clients 3 --timeout 5
+    # --speak: once told, each client says a line: every session left the room at the
+    # signal (S_LEAVING, its input discarded), so nobody gets it and it is no line in.
+    start_bg shut python3 "$CHAT" shutdown --port "$PORT" --clients 3 --speak --timeout 5
     local shut=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/shut.out" '^shutdown: 3 connected' 10
     stop_server
     wait_bg "$shut" shut
     assert_log 'stopping: 3 sessions'
+    local lines
+    lines=$(counter "lines in") || return
+    ((lines == 0)) || fail "$lines lines in: a line said after * server shutting down was read as a line"
 }
 
 @test "SIGTERM flushes output still queued in the server: a slow reader gets every line, then * server shutting down, then EOF" {

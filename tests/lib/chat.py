@@ -31,9 +31,10 @@ TIMEOUT_SCALE (environment, default 1) stretches them all.
                       a flooder sends B bytes of short lines as fast as the server takes
                       them while a quiet client sends `/who` probes: every probe answered
                       within MS milliseconds (the probes after the first flood line)
-  shutdown --clients N
+  shutdown --clients N [--speak]
                       N clients connect, print `shutdown: N connected`, and wait: each must
-                      receive `* server shutting down`, then EOF (the test sends SIGTERM)
+                      receive `* server shutting down`, then EOF (the test sends SIGTERM);
+                      with --speak each says a line after the notice, which nobody may get
   catchup --pid PID --lines L --size B --quiet S
                       a reader that reads nothing yet (SO_RCVBUF 4 KiB) and a sender of L
                       lines of B bytes; once a `/who` reply proves the server has queued them
@@ -479,7 +480,9 @@ def latency(host, port, nbytes, probes, under, timeout):
 
 # --------------------------------------------------------------------------- shutdown, idle
 
-def shutdown(host, port, n, timeout):
+def shutdown(host, port, n, timeout, speak=False):
+    """SPEAK: once every client has its `* server shutting down`, each says a line: they have
+    all left the room (S_LEAVING), so it reaches nobody, and each still gets EOF."""
     room = Room(host, port)
     clients = [Client(room, "c%d" % i) for i in range(n)]
     for c in clients:
@@ -492,10 +495,17 @@ def shutdown(host, port, n, timeout):
                 break
             if not line.startswith("* "):
                 raise Failure("%s: got %r before '* server shutting down'" % (c.name, line))
+    if speak:
+        for c in clients:
+            c.send_line("late words from %s" % c.name)
+        room.run_until(lambda: not any(c.outbuf for c in clients), timeout,
+                       "the late lines not sent")
+    for c in clients:
         room.run_until(lambda: c.lines or c.eof, timeout, "%s: no EOF after shutting down" % c.name)
         if c.lines:
             raise Failure("%s: got %r after '* server shutting down', want EOF" % (c.name, c.lines[0]))
-    return "%d clients told '* server shutting down', then EOF" % n
+    return "%d clients told '* server shutting down', then EOF%s" % (
+        n, "; a line from each after it reached nobody" if speak else "")
 
 
 def fill(host, port, lines, size, timeout):
@@ -1551,6 +1561,8 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=4000)
     p = add("shutdown", "clients told the server is shutting down")
     p.add_argument("--clients", type=int, default=3)
+    p.add_argument("--speak", action="store_true",
+                   help="after the notice, each client says a line that must reach nobody")
     p = add("drain", "output queued at SIGTERM still arrives")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--log", required=True, help="the server's stderr")
@@ -1598,7 +1610,7 @@ def main(argv=None):
         elif a.cmd == "text":
             msg = text(a.host, a.port, a.timeout)
         elif a.cmd == "shutdown":
-            msg = shutdown(a.host, a.port, a.clients, a.timeout)
+            msg = shutdown(a.host, a.port, a.clients, a.timeout, a.speak)
         elif a.cmd == "fill":
             msg = fill(a.host, a.port, a.lines, a.size, a.timeout)
         else:
