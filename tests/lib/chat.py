@@ -1275,11 +1275,13 @@ def capfill(host, port, log, pid, cap, then, timeout):
     return "with exactly %d bytes queued (--max-output), SIGTERM: every line, the notice, EOF" % cap
 
 
-def leaving(host, port, log, timeout):
+def leaving(host, port, log, timeout, chatter=False):
     """LEAVE_NS: the reader stops reading until the kernel refuses, then sends /quit and
     neither reads nor closes: its `* bye` and its FIN cannot go, so only its leaving timer can
     close it: 1 s after the /quit, not before (the server logs the close). The sender is told
-    `* user1 left` at once (not `dropped`)."""
+    `* user1 left` at once (not `dropped`). CHATTER: the reader goes on sending a line every
+    50 ms after its /quit (the server reads and discards them): the timer still counts from
+    the /quit, not from its last bytes."""
     room, reader, sender, send, ping, texts = stalled_pair(host, port, 4000, timeout)
     reader_port = reader.sock.getsockname()[1]
     for _ in range(4096):
@@ -1298,11 +1300,18 @@ def leaving(host, port, log, timeout):
     if line != "* user1 left":
         raise Failure("sender: got %r after the reader's /quit, want '* user1 left'" % line)
     deadline = time.monotonic() + 1.0 + scaled(2.0)
+    said, next_say = 0, time.monotonic()
     while not log_matches(log, closed):
         if time.monotonic() > deadline:
-            raise Failure("the leaving reader was not closed within %.1f s of its /quit" % (
-                deadline - t0))
+            raise Failure("the leaving reader was not closed within %.1f s of its /quit%s" % (
+                deadline - t0, " (it sent %d lines after it)" % said if chatter else ""))
+        if chatter and time.monotonic() >= next_say:
+            reader.send_line("still here %d" % said)
+            said += 1
+            next_say = time.monotonic() + 0.05
         room.pump(0.005)
+    if chatter and said < 5:
+        raise Unarranged("the reader sent only %d lines after its /quit" % said)
     took = time.monotonic() - t0
     if took < 1.0 - 0.005:
         raise Failure("the leaving reader was closed %.3f s after its /quit, before its 1 s" % took)
@@ -1315,8 +1324,9 @@ def leaving(host, port, log, timeout):
         want = "s: " + texts[i] if i < len(texts) else "* bye"
         if line != want:
             raise first_difference("reader, line %d" % i, line, want)
-    return "closed %.3f s after its /quit (LEAVE_NS is 1 s), %d of %d lines read" % (
-        took, len(reader.lines), len(texts))
+    return "closed %.3f s after its /quit (LEAVE_NS is 1 s), %d of %d lines read%s" % (
+        took, len(reader.lines), len(texts),
+        ", %d lines sent after the /quit" % said if chatter else "")
 
 
 def halfclose(host, port, nlines, timeout):
@@ -1496,7 +1506,7 @@ OUTPUT_CMDS = {
     "burst": lambda a: burst(a.host, a.port, a.senders, a.lines, a.size, a.warm, a.timeout),
     "softcap": lambda a: softcap(a.host, a.port, a.log, a.soft, a.size, a.timeout),
     "capfill": lambda a: capfill(a.host, a.port, a.log, a.pid, a.cap, a.then, a.timeout),
-    "leaving": lambda a: leaving(a.host, a.port, a.log, a.timeout),
+    "leaving": lambda a: leaving(a.host, a.port, a.log, a.timeout, a.chatter),
 }
 
 
@@ -1518,6 +1528,8 @@ def add_output_cmds(add):
     p.add_argument("--then", choices=("over", "notice"), required=True)
     p = add("leaving", "a leaving session that cannot be sent to is closed after 1 s")
     p.add_argument("--log", required=True, help="the server's stderr")
+    p.add_argument("--chatter", action="store_true",
+                   help="the reader goes on sending lines after its /quit")
     p = add("halfclose", "a client's FIN: its replies, then EOF, and the room told")
     p.add_argument("--lines", type=int, default=3000)
     p = add("halfreset", "a slow reader's FIN, then its reset, with output queued: SIGPIPE kills nothing")
