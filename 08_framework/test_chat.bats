@@ -687,8 +687,8 @@ PY
 # points past U+10FFFF), not from the client's code.
 @test "chat: chat_client prints every byte a server sends safely: C0 but TAB, DEL, C1 controls and bytes that are not UTF-8 as \\xHH, the rest as sent" {
     local out
-    out=$(python3 - "$(stage_bin examples/chat_client)" <<'PY'
-import os, socket, subprocess, sys, threading, time
+    out=$(SANITIZER_RE=$SANITIZER_RE python3 - "$(stage_bin examples/chat_client)" <<'PY'
+import os, re, socket, subprocess, sys, threading, time
 scale = float(os.environ.get("TIMEOUT_SCALE", "1") or "1")
 lines = [b"".join(b"<" + bytes([v]) + b">" for v in range(256) if v != 0x0A),
          b"".join(b"<\xc2" + bytes([v]) + b">" for v in range(0x80, 0xC0)),
@@ -742,6 +742,9 @@ if got != want:
 if cl.returncode != 0:
     print("exit %d after * bye, want 0: %s" % (cl.returncode, err.decode(errors="replace")[-300:]))
     sys.exit(1)
+if re.search(os.environ.get("SANITIZER_RE", "Sanitizer|runtime error:"), err.decode(errors="replace")):
+    print("the client's stderr has a sanitizer report: %s" % err.decode(errors="replace")[:2000])
+    sys.exit(1)
 print("%d lines, %d bytes printed as the rule says" % (len(lines), sum(map(len, lines))))
 PY
     ) || fail "$out" || return
@@ -780,8 +783,8 @@ PY
 @test "chat: chat_client sends a last line that has no newline, then exits 0 at the end of stdin" {
     start_server examples/chat_server || return
     local out
-    out=$(python3 - "$PORT" "$(stage_bin examples/chat_client)" "$KIT_ROOT/tests/lib" <<'PY'
-import subprocess, sys
+    out=$(SANITIZER_RE=$SANITIZER_RE python3 - "$PORT" "$(stage_bin examples/chat_client)" "$KIT_ROOT/tests/lib" <<'PY'
+import os, re, subprocess, sys
 sys.path.insert(0, sys.argv[3])
 from chat import Room, Client, Failure, scaled
 room = Room("127.0.0.1", int(sys.argv[1]))
@@ -801,8 +804,11 @@ try:
         if got != want:
             raise Failure("observer got %r, want %r" % (got, want))
     rc = cl.wait(timeout=scaled(5))
+    err = cl.stderr.read().decode(errors="replace")
     if rc != 0:
-        raise Failure("the client exited %d, want 0" % rc)
+        raise Failure("the client exited %d, want 0: %s" % (rc, err[-300:]))
+    if re.search(os.environ.get("SANITIZER_RE", "Sanitizer|runtime error:"), err):
+        raise Failure("the client's stderr has a sanitizer report: %s" % err[:2000])
 finally:
     if cl.poll() is None:
         cl.kill(); cl.wait()
