@@ -177,7 +177,9 @@ echoed_on_fd5() {
 # named by kill() first: sent to a worker's thread id, it must still reach main, because every
 # worker blocks SIGINT and SIGTERM (start_worker creates it with them blocked). A worker that
 # took it would only end its own client, and main would sleep on in ppoll().
-@test "SIGTERM with a client connected, sent to the worker thread's id: server_thread stops all the same (its workers block the stop signals)" {
+# stop_via_worker SIG: server_thread with one client; SIG sent to the worker thread's id must
+# still stop the whole server within 2 s.
+stop_via_worker() {
     start_server server_thread
     local before after tid deadline
     before=$(ls "/proc/$SERVER_PID/task")
@@ -185,14 +187,23 @@ echoed_on_fd5() {
     after=$(ls "/proc/$SERVER_PID/task")
     tid=$(comm -13 <(sort <<<"$before") <(sort <<<"$after") | head -n1)
     [[ -n $tid ]] || { exec 5>&-; fail "no new thread serves the client (threads before: $before; after: $after)"; } || return
-    kill -TERM "$tid"
+    kill -"$1" "$tid"
     deadline=$(($(now_ms) + $(scaled_ms 2)))
     until has_exited "$SERVER_PID"; do
-        (($(now_ms) < deadline)) || { exec 5>&-; fail "SIGTERM sent to worker thread $tid: the server did not exit within 2 s:" "$(tail -n 5 "$SERVER_ERR")"; } || return
+        (($(now_ms) < deadline)) || { exec 5>&-; fail "SIG$1 sent to worker thread $tid: the server did not exit within 2 s:" "$(tail -n 5 "$SERVER_ERR")"; } || return
         sleep 0.02   # poll interval of a loop with a deadline
     done
     exec 5>&-
     stop_server
+}
+
+@test "SIGTERM with a client connected, sent to the worker thread's id: server_thread stops all the same (its workers block the stop signals)" {
+    stop_via_worker TERM
+}
+
+# SIGINT is a stop signal too: start_worker blocks both in every worker.
+@test "SIGINT with a client connected, sent to the worker thread's id: server_thread stops all the same (its workers block the stop signals)" {
+    stop_via_worker INT
 }
 
 @test "SIGINT exits 0 too" {
