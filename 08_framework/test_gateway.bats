@@ -99,7 +99,7 @@ gw() {
     ((status == 0)) || fail "resp_reply_test exited $status:" "$(tail -n 30 <<<"$output")"
 }
 
-@test "gateway: --help exits 0, a bad option exits 2 with usage on stderr (gateway and backend)" {
+@test "gateway: --help exits 0, a bad option exits 2 with usage on stderr (gateway and backend); the largest --timeout and --delay pass" {
     local b
     for b in examples/gateway examples/backend; do
         run --separate-stderr "$(stage_bin $b)" --help
@@ -114,6 +114,13 @@ gw() {
     ((status == 2)) || fail "backend --delay 60001: $status"
     run --separate-stderr "$(stage_bin examples/gateway)" --timeout 0
     ((status == 2)) || fail "gateway --timeout 0: $status"
+    run --separate-stderr "$(stage_bin examples/gateway)" --timeout 600001
+    ((status == 2)) || fail "gateway --timeout 600001: $status"
+    # The largest values pass: the options are taken, then the address fails (exit 1).
+    run --separate-stderr "$(stage_bin examples/gateway)" --timeout 600000 -H 256.0.0.1
+    ((status == 1)) || fail "gateway --timeout 600000 (the largest): status $status, want 1: $stderr"
+    run --separate-stderr "$(stage_bin examples/backend)" --delay 60000 -H 256.0.0.1
+    ((status == 1)) || fail "backend --delay 60000 (the largest): status $status, want 1: $stderr"
 }
 
 @test "backend: answers each line after --delay, in order, every byte; a client that leaves cancels its timers" {
@@ -205,7 +212,7 @@ gw() {
     done
 }
 
-@test "gateway: a backend not given says no backend, one that hangs up says closed the connection, score is not asked without followers; /kv's key and value limits at and one past; a refused request gets its status, then the close" {
+@test "gateway: a backend not given says no backend, one that hangs up says closed the connection, score is not asked without followers; /kv's key and value limits at and one past; a refused request gets its status, then the close; --serial goes past an action that fails at once" {
     start_as posts examples/backend --name posts --delay 0
     start_as score examples/backend --name score --delay 0
     # bio: a peer that reads the request and hangs up without a reply.
@@ -242,6 +249,14 @@ gw() {
     [[ $(num "$line" requests) == 7 && $(num "$line" answered) == 7 && $(num "$line" "contexts created") == 7 &&
         $(num "$line" freed) == 7 && $(num "$line" actions) == 6 && $(num "$line" timeouts) == 0 &&
         $(num "$line" unavailable) == 0 ]] || fail "gateway's stop line: $line"
+    # --serial: an action that fails at once (no backend) lets the next one start, before and
+    # after one that runs (posts).
+    start_as ser examples/gateway --posts "$posts_PORT" --score "$score_PORT" --timeout "$(scaled_ms 2)" --serial
+    for n in posts score; do wait_file_match "$ser_ERR" "$n: connected" || return; done
+    run gw get --port "$ser_PORT" --req 'GET /profile?user=42' \
+        --want "200 {\"user\":42,\"followers\":null,\"posts\":$p,\"bio\":null,\"score\":null,\"errors\":{\"followers\":\"no backend\",\"bio\":\"no backend\",\"score\":\"needs followers and posts\"}}"
+    [[ $output == ok:* ]] || { stop_as ser; fail "--serial: $output"; } || return
+    stop_as ser || return
     for n in posts score; do stop_as "$n" || return; done
     kill -TERM "$hangup_pid"
     wait_bg "$hangup_pid" hangup || return
