@@ -556,7 +556,7 @@ time_wait_on() {
     ! grep -q 'open-file limit raised' "$SERVER_ERR" ||
         fail "the limit was already at its hard value (32), yet: $(grep -m1 'open-file limit raised' "$SERVER_ERR")" || return
     local w0 w1 n0 n1 fails
-    n0=$(grep -c 'accept: Too many open files' "$SERVER_ERR") w0=$(now_ms)
+    w0=$(now_ms) n0=$(grep -c 'accept: Too many open files' "$SERVER_ERR")
     t0=$(cpu_ticks "$SERVER_PID")
     sleep 1   # the measurement window itself, not a readiness wait
     t1=$(cpu_ticks "$SERVER_PID")
