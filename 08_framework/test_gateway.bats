@@ -452,6 +452,32 @@ gw() {
     stop_backends
 }
 
+@test "gateway: a client that leaves with one request running and one queued behind it: both contexts freed, the queued one never started (client gone 1)" {
+    DELAY=$(scaled_ms 0.2)
+    backends
+    gateway gw
+    # Reset in state 1 of user 5: three replies on their way; user 6 waits behind it.
+    gw leave --port "$gw_PORT" --req 'GET /profile?user=5' --req 'GET /profile?user=6' --after-ms $((DELAY / 2)) --reset
+    local deadline
+    deadline=$(($(now_ms) + $(scaled_ms 5)))
+    until (($(grep -c 'late reply dropped' "$gw_ERR") >= 3)); do
+        (($(now_ms) < deadline)) || fail "late replies: $(grep -c 'late reply dropped' "$gw_ERR") of 3" || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    stop_as gw || return
+    local line n e
+    line=$(stop_line "$gw_ERR")
+    [[ $(num "$line" requests) == 2 && $(num "$line" "contexts created") == 2 && $(num "$line" freed) == 2 &&
+        $(num "$line" "client gone") == 1 && $(num "$line" answered) == 0 && $(num "$line" actions) == 3 &&
+        $(num "$line" "late replies") == 3 ]] || fail "gateway's stop line: $line" || return
+    stop_backends || return
+    for n in followers posts bio; do
+        e=${n}_ERR
+        line=$(stop_line "${!e}")
+        [[ $(num "$line" requests) == 1 ]] || fail "$n: asked other than once (user 6 never started): $line" || return
+    done
+}
+
 # free_port: a TCP port on 127.0.0.1 nobody listens on now (the kernel's pick, released).
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

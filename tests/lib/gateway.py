@@ -16,7 +16,8 @@ deadline; TIMEOUT_SCALE stretches them all.
            (/proc/net/tcp rx_queue) until the first answer comes, at least M ms (a paused client)
   multi    one connection per --req, all sent at once (their actions in flight together on
            the backends' shared connections), each answer checked against its --want
-  leave    send --req, then close after --after-ms without reading (--reset: with a RST)
+  leave    send every --req (pipelined), then close after --after-ms without reading (--reset:
+           with a RST)
   lines    send --line lines to a backend in one write, check each reply against its --want;
            prints the time to the last one (--close-after N: send N more and leave;
            --want-eof: the backend then closes the connection, nothing more sent)
@@ -233,8 +234,7 @@ def cmd_multi(a):
 
 def cmd_leave(a):
     s = connect(a.port)
-    rb, _ = request_bytes(a.req[0], False)
-    s.sendall(rb)
+    s.sendall(b"".join(request_bytes(r, False)[0] for r in a.req))
     time.sleep(a.after_ms / 1000.0)  # the gateway is mid-request: that is the point
     if a.reset:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
