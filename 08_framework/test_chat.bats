@@ -817,3 +817,93 @@ PY
     ) || { stop_server; fail "$out"; return 1; }
     stop_server
 }
+
+# The bot's timer belongs to one connection: stopped when it closes, started again by the next
+# one. Across a server restart the bot keeps its pace on the new server: 5 beeps over at least
+# 3 periods of --every (a timer of the first connection left running beside the second's
+# would beep twice as often; a late tick only shortens the gap after it).
+@test "chat: chat_client --bot keeps one beep per --every after it reconnects to a restarted server" {
+    start_server examples/chat_server || return
+    local port=$PORT fifo="$BATS_TEST_TMPDIR/stdin"
+    mkfifo "$fifo"
+    exec 6<>"$fifo"
+    start_bg bot bash -c 'exec "$@" <"$0" 6>&-' "$fifo" "$(stage_bin examples/chat_client)" -p "$port" --bot beep --every 0.2 \
+        --retry 0.05 --retry-max 0.2
+    local bot=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/bot.out" '^\* welcome user1$' 5 || { exec 6>&-; return 1; }
+    stop_server || { exec 6>&-; return 1; }
+    wait_file_match "$BATS_TEST_TMPDIR/bot.out" '^\* cannot connect \(Connection refused\); attempt [0-9]+$' 5 || { exec 6>&-; return 1; }
+    start_server examples/chat_server -p "$port" 6>&- || { exec 6>&-; return 1; }
+    local out
+    out=$(python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from chat import Room, Client, Failure
+room = Room("127.0.0.1", int(sys.argv[1]))
+o = Client(room, "observer")
+room.welcome(o, 10)
+times = []
+while len(times) < 5:
+    line = room.next_line(o, 10)
+    if line in ("* user1 joined", "* user2 joined"):
+        continue  # the bot reconnected after (or before) the observer
+    if line not in ("user1: beep", "user2: beep"):
+        raise Failure("observer got %r, want the bot's beeps" % line)
+    times.append(time.monotonic())
+span = times[-1] - times[0]
+if span < 3 * 0.2:
+    raise Failure("5 beeps in %.3f s after the reconnect, want at least 0.6 (--every 0.2: a second timer?)" % span)
+print("5 beeps in %.3f s on the restarted server" % span)
+PY
+    ) || { exec 6>&-; stop_server; fail "$out"; return 1; }
+    harness_note "$out"
+    exec 6>&-
+    wait_exit "$bot" bot || return
+    stop_server || return
+    clean bot "$BATS_TEST_TMPDIR/bot.out"
+}
+
+# /who is one line however many members: 20 members (the line is built on the heap, sized
+# from their names, separators included), then 3 of them renamed to 32-byte names; the line
+# is checked byte for byte, in join order, each time.
+@test "chat: /who in a room of 20, then with 32-byte names, lists every member exactly, in join order (-t 0)" {
+    start_server examples/chat_server -t 0 || return
+    local out
+    out=$(python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[2])
+from chat import Room, Client, Failure
+room = Room("127.0.0.1", int(sys.argv[1]))
+cs = []
+for i in range(20):
+    c = Client(room, "c%d" % i)
+    room.welcome(c)
+    cs.append(c)
+def who(names):
+    cs[0].lines = []
+    cs[0].send_line("/who")
+    want = "* users: " + " ".join(names)
+    while True:
+        got = room.next_line(cs[0])
+        if got.endswith(" joined") or " is now " in got:
+            continue  # the room's news, before the answer
+        break
+    if got.encode("utf-8", "surrogateescape") != want.encode():
+        raise Failure("/who: got %r, want %r" % (got, want))
+who([c.name for c in cs])
+for k in (3, 11, 19):
+    name = ("n%d" % k) * 16
+    name = name[:32]
+    cs[k].send_line("/nick " + name)
+    got = room.next_line(cs[k])
+    while got.endswith(" joined") or " is now " in got:
+        got = room.next_line(cs[k])  # the room's news, before the answer
+    if got != "* you are now " + name:
+        raise Failure("c%d: %r" % (k, got))
+    cs[k].name = name
+who([c.name for c in cs])
+print("/who of 20 members exact, short names and 32-byte ones")
+PY
+    ) || { stop_server; fail "$out"; return 1; }
+    stop_server
+}
