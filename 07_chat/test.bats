@@ -1102,7 +1102,7 @@ PY
     ((lines == 400)) || fail "$lines lines in, want 400"
 }
 
-@test "the close reasons, each with its notices: an idle session is told * idle timeout and the others see * NAME left; too long a line with CRLF at 4096/4097 bytes" {
+@test "the close reasons, each with its notices: an idle session is told * idle timeout and the others see * NAME left; too long a line with CRLF at 4096/4097 bytes; a reset is an error, and the room hears it left" {
     start_server server --idle-timeout 1
     # B speaks every 0.2 s (so only A goes idle) until it sees A leave.
     python3 - "$PORT" "$KIT_ROOT/tests/lib" <<'PY'
@@ -1144,6 +1144,7 @@ PY
         --step "B raw $(python3 -c 'print("65" * 4096 + "0d0d0a")')" --step 'B< * line too long' --step 'B.' \
         --step 'A< * {B} left' --step 'C+' --step 'A< * {C} joined' \
         --step "C> $crlf4097" --step 'C< * line too long' --step 'C.' --step 'A< * {C} left' \
+        --step 'D+' --step 'A< * {D} joined' --step 'D#' --step 'A< * {D} left' \
         --step 'A> /who' --step 'A< * users: {A}'
     stop_server
     local idle
@@ -1154,6 +1155,8 @@ PY
     assert_log '\(user1\) closed: idle timeout$'
     assert_log '\(user4\) closed: line too long$'
     assert_log '\(user5\) closed: line too long$'
+    # D (user6) reset its connection: recv fails, an error, not a slow reader.
+    assert_log '\(user6\) closed: error$'
 }
 
 # --- output caps and coalescing ---

@@ -13,6 +13,7 @@ TIMEOUT_SCALE (environment, default 1) stretches them all.
                         `A~ REGEX`  the next line A receives matches REGEX (re.fullmatch)
                         `A.`        A receives EOF next (nothing else first)
                         `A!`        A closes its connection
+                        `A#`        A resets its connection (SO_LINGER 0: an RST, no FIN)
                         `A raw HEX` A sends these bytes (hex), no newline added
                         `A got HEX` the next line A receives is exactly these bytes (hex,
                                     without its "\n"): for bytes that are not UTF-8 text
@@ -241,7 +242,7 @@ def script(host, port, steps, timeout):
         return re.sub(r"\{(\w+)\}", lambda m: names.get(m.group(1), m.group(0)), text)
 
     for i, step in enumerate(steps, 1):
-        m = re.match(r"(\w+?)(\+|> |< |~ |\.|!| raw | got )(.*)$", step, re.S)
+        m = re.match(r"(\w+?)(\+|> |< |~ |\.|!|#| raw | got )(.*)$", step, re.S)
         if not m:
             raise Failure("step %d %r: not a step" % (i, step))
         who, op, arg = m.groups()
@@ -274,6 +275,9 @@ def script(host, port, steps, timeout):
             if c.lines:
                 raise Failure("%s: %s got %r, want EOF" % (where, who, c.lines[0]))
         elif op == "!":
+            c.close()
+        elif op == "#":
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
     return "%d steps, %d clients" % (len(steps), len(clients))
 
