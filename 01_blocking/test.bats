@@ -344,20 +344,25 @@ serving_pid() {
     client=$BG_PID
     wait_file_match "$BATS_TEST_TMPDIR/paused.out" '^stalled:' 15
     child=$(serving_pid) || return
-    # Twice, so that the rest of a piece is sent after a short count too. Each time the
-    # child must be asleep in send() (state S: nothing else in its loop sleeps) when the
-    # signal lands. (Whether a signal finds send() with some bytes taken, a short count, or
-    # none, -1 and EINTR, is the kernel's timing; in practice it has taken some.)
-    for i in 1 2; do
+    # Until both ways a signal cuts a send() short have been seen (at most 8 signals): with
+    # some bytes taken (a short count: the first signals, while the kernel still drains the
+    # child's earlier sends) and with none (-1 and EINTR: once every buffer is full, a send()
+    # sleeps before taking a byte). Each time the child must be asleep in send() (state S:
+    # nothing else in its loop sleeps) when the signal lands, and send_all must log it and
+    # send the rest.
+    for i in 1 2 3 4 5 6 7 8; do
         wait_state "$child" S
         kill -CHLD "$child"
         wait_log_count 'send\(\) cut short: [0-9]+ of [0-9]+ bytes' "$i" ||
             fail "SIGCHLD number $i landed while the child slept in send(): send_all should log" \
                 "'send() cut short: N of M bytes' and send the rest, once per signal" || return
+        grep -qE 'send\(\) cut short: [1-9][0-9]* of' "$SERVER_ERR" &&
+            grep -qE 'send\(\) cut short: 0 of' "$SERVER_ERR" && break
     done
     touch "$resume"
     wait_bg "$client" paused
     grep -qE 'send\(\) cut short: [1-9][0-9]* of' "$SERVER_ERR" || fail "no send() came back short with some bytes taken"
+    grep -qE 'send\(\) cut short: 0 of' "$SERVER_ERR" || fail "in 8 signals no send() failed with EINTR before taking a byte: that path was not forced"
     stop_server
 }
 
