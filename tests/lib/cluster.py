@@ -566,9 +566,22 @@ def slowdrop(cl, lines, size, timeout):
 # --------------------------------------------------------------------------- death
 
 def refreshed(cl, rport, a, ttl_ms, node, timeout):
-    """Twice the ttl: the name zed is refreshed by its node (still held, its expiry under the
-    ttl) and the nodes hear each other's heartbeats (nobody is announced as left)."""
-    cl.quiet(2 * ttl_ms / 1000.0)
+    """Twice the ttl: the name zed is refreshed by its node every ttl/3 (still held, its
+    expiry never below a third of the ttl, nor above it) and the nodes hear each other's
+    heartbeats (nobody is announced as left)."""
+    # Meanwhile zed's expiry, read every 50 ms, never runs low: refreshed every ttl/3, it
+    # stays above 2/3 of the ttl but for a late beat (a refresh every ttl would let it reach 0).
+    low = ttl_ms
+    deadline = time.monotonic() + 2 * ttl_ms / 1000.0
+    while time.monotonic() < deadline:
+        cl.room.pump(0.05)
+        low = min(low, int(redis_cmd(rport, "PTTL", "chat:name:zed")))
+    for c in cl.clients:
+        if c.lines:
+            raise Failure("%s (%s): unexpected line %r" % (c.label, c.name, c.lines[0]))
+    if low < ttl_ms / 3:
+        raise Failure("chat:name:zed's PTTL fell to %d ms over twice the ttl (%d ms): not refreshed "
+                      "every ttl/3" % (low, ttl_ms))
     v = redis_cmd(rport, "GET", "chat:name:zed")
     pttl = int(redis_cmd(rport, "PTTL", "chat:name:zed"))
     if v != cl.nodes[node] or not 0 < pttl <= ttl_ms:
