@@ -1251,6 +1251,51 @@ chat_arranged() {
     ! grep -q 'over --max-output' "$SERVER_ERR" || fail "dropped by the hard cap, not the soft one"
 }
 
+# The soft cap judges what is still queued AFTER a write (session_judge, at the end of
+# session_flush): a turn that queues more than --soft-output for a reader that keeps up is
+# written out at once, and no clock may run on. A sender says 16 lines of 1000 bytes in one
+# write (one turn: 16 KiB, 4 x --soft-output 4096, `peak queued bytes` proves it); the reader
+# reads them all; then the room is silent for 3 x --soft-seconds (no later write could stop
+# a clock started on the queue before the write), and the reader must still be there.
+@test "the soft cap forgives a burst the writes drain: a turn over --soft-output for a reader that keeps up, then silence for 3 x --soft-seconds: nobody dropped" {
+    local soft
+    soft=$(scaled_s 0.5)
+    start_server server --soft-output 4096 --soft-seconds "$soft"
+    python3 - "$PORT" "$KIT_ROOT/tests/lib" "$soft" <<'PY' || return
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import chat
+soft = float(sys.argv[3])
+room = chat.Room("127.0.0.1", int(sys.argv[1]))
+r = chat.Client(room, "R"); room.welcome(r)
+s = chat.Client(room, "S"); room.welcome(s)
+if room.next_line(r) != "* %s joined" % s.name:
+    sys.exit("FAIL: R did not hear S join")
+texts = ["%02d %s" % (i, "b" * 997) for i in range(16)]
+s.send(b"".join(t.encode() + b"\n" for t in texts))
+for i, t in enumerate(texts):
+    line = room.next_line(r)
+    if line != "%s: %s" % (s.name, t):
+        sys.exit("FAIL: R's line %d is %r" % (i, line[:60]))
+end = time.monotonic() + 3 * soft
+while time.monotonic() < end:    # the silence the test is about, not a readiness wait
+    room.pump(end - time.monotonic())
+if r.eof or r.lines or s.lines:
+    sys.exit("FAIL: after the silence R got %r (EOF %s), S got %r" % (r.lines, r.eof, s.lines))
+r.send_line("/who")
+want = "* users: %s %s" % (r.name, s.name)
+line = room.next_line(r)
+if line != want:
+    sys.exit("FAIL: R's /who answered %r, want %r" % (line, want))
+print("ok: 16 lines read, still in the room %.1f s later" % (3 * soft))
+PY
+    stop_server
+    local slow peak
+    slow=$(counter "dropped (too slow)") && peak=$(counter "peak queued bytes") || return
+    ((slow == 0)) || fail "$slow sessions dropped as too slow"
+    ((peak > 4096)) || fail "$peak peak queued bytes: the burst never took a queue over --soft-output 4096 (the test proves nothing)"
+}
+
 @test "a leaving session that cannot be sent to is closed by its 1 s leaving timer, not before, even while it keeps talking; the room hears it left" {
     start_server server --max-output 16777216
     # --chatter: after its /quit the reader sends a line every 50 ms (read and discarded):
