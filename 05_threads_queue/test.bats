@@ -1094,6 +1094,15 @@ bounded() {
         [[ -z $output ]] || fail "server $arg wrote to stdout: $output" || return
         [[ $stderr == *usage:* ]] || fail "server $arg: no usage on stderr: $stderr" || return
     done
+    # Numbers are plain decimal digits: no sign, no base prefix (strtol and strtoull take
+    # both; the parser must not). With -H 256.0.0.1 behind them, one wrongly taken fails at
+    # once with 1 instead of starting a server.
+    for arg in "-p +1" "-p 0x10" "-w +1" "-w 0x1" "--queue +5" "--queue 0x10" "--max-output +5" \
+        "--max-output -0" "--max-output 0x10" "--reply-delay-ms +1" "--swap-delay-ms 0x1"; do
+        # shellcheck disable=SC2086
+        run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
+        [[ $status -eq 2 && $stderr == *usage:* ]] || fail "server $arg exited $status, want 2 with the usage: $stderr" || return
+    done
     run --separate-stderr bounded "$bin" -p
     [[ $status -eq 2 && -z $output && $stderr == *"missing value"* ]] || fail "-p with no value: status $status: $stderr" || return
     for arg in "-p 65535" "-p 0" "-w 0" "-w 256" "--queue 1" "--queue 1000000" "--max-output 0" \

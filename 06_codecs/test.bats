@@ -118,6 +118,15 @@ bounded() {
         [[ -z $output ]] || fail "server $arg wrote to stdout: $output" || return
         [[ $stderr == *usage:* ]] || fail "server $arg: no usage on stderr: $stderr" || return
     done
+    # Numbers are plain decimal digits: no sign, no base prefix (strtol and strtoull take
+    # both; the parser must not). With -H 256.0.0.1 behind them, one wrongly taken fails at
+    # once with 1 instead of starting a server.
+    for arg in "-p +1" "-p 0x10" "--codec fixed:0x10" "--max-frame +5" "--max-frame 0x10" "--max-output +5" \
+        "--max-output -0" "--max-output 0x10"; do
+        # shellcheck disable=SC2086
+        run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
+        [[ $status -eq 2 && $stderr == *usage:* ]] || fail "server $arg exited $status, want 2 with the usage: $stderr" || return
+    done
     for arg in -p -c --codec --max-frame --max-output; do
         run --separate-stderr bounded "$bin" $arg
         [[ $status -eq 2 && -z $output && $stderr == *"missing value"* ]] || fail "$arg with no value: status $status, stdout '$output', stderr '$stderr'" || return
