@@ -213,6 +213,13 @@ bounded() {
             [[ -z $output ]] || fail "$ex $arg wrote to stdout: $output" || return
             [[ $stderr == *usage:* ]] || fail "$ex $arg: no usage on stderr: $stderr" || return
         done
+        # Numbers are plain decimal digits (seconds: and a point): no sign, no base prefix, no
+        # exponent (strtoull and strtod take them).
+        for arg in "-p +1" "-p 0x10" "-t +1" "-t 0x1" "--max-output +5" "--max-output 0x10" "--drain-ms +1" \
+            "--drain-ms 0x10" "--idle-timeout 0x10" "--idle-timeout 1e3" "--soft-seconds +1" "--soft-seconds 0x1p3"; do
+            run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
+            [[ $status -eq 2 && $stderr == *usage:* ]] || fail "$ex $arg exited $status, want 2 with the usage: $stderr" || return
+        done
         # At their edges the values are accepted (the bad address then fails the listen: 1).
         for arg in "-p 65535" "-t 64" "-t 0" "--max-output 0" "--max-output 4611686018427387903" "--soft-seconds 0" \
             "--idle-timeout 0.001" "--idle-timeout 31536000" "--drain-ms 0" "--drain-ms 60000"; do

@@ -90,13 +90,15 @@ static inline uint64_t opt_uint(const char *arg, uint64_t min, uint64_t max, con
 }
 
 // ARG as seconds (fractions allowed) in milliseconds: 0 (ALLOW_ZERO: "never"), or 0.001 to a
-// year. A digit first, so no "inf", "nan" or " 5".
+// year. Digits and a point only: strtod would also take " 5", "inf", "nan", "1e3" and the hex
+// float "0x10".
 static inline uint64_t opt_seconds_ms(const char *arg, int allow_zero, const char *what)
 {
     char *end;
     errno = 0;
     double sec = strtod(arg, &end);
-    if (arg[0] < '0' || arg[0] > '9' || errno != 0 || *end != '\0')
+    if (arg[0] < '0' || arg[0] > '9' || arg[strspn(arg, "0123456789.")] != '\0' || errno != 0 ||
+        *end != '\0')
         opt_fail(what, arg);
     if (sec == 0 && allow_zero)
         return 0;
