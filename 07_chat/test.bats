@@ -1336,18 +1336,20 @@ PY
         chat script --step 'A+' --step 'B+' --step 'A< * {B} joined' \
             --step 'A> hello' --step 'B< {A}: hello' \
             --step 'B> /who' --step 'B< * users: {A} {B}' \
+            --step 'B> /msg {A} psst' --step 'A< {B} (private): psst' \
             --step 'A> /quit' --step 'A< * bye' --step 'A.' --step 'B< * {A} left' || return
         stop_server
         local want got name
-        # Deliveries: 2 welcomes, the join, hello, the /who reply, bye, left = 7 lines of
-        # 16 + 16 + 15 + 13 + 21 + 6 + 13 = 100 bytes, each in a turn and a writev of its own.
-        # 2 sessions; 3 lines in (hello, /who, /quit), none refused; every line the server
-        # made encoded once (a refbuf; copy mode then copies it): the 7 lines, A's join with
-        # nobody to tell, and B's * server shutting down = 9.
-        for want in "2 sessions" "3 lines in" "0 lines refused" "9 refbufs," \
-            "7 deliveries" "0 dropped (too slow)" "0 idle timeouts" "0 timers" \
-            "0 fairness yields" "21 peak queued bytes" "7 writes" "0 refbufs alive" \
-            "0 soft-cap clocks" "0 cap writes" "$([[ $mode == copy ]] && echo 100 || echo 0) bytes copied"; do
+        # Deliveries: 2 welcomes, the join, hello, the /who reply, the /msg, bye, left = 8
+        # lines of 16 + 16 + 15 + 13 + 21 + 22 + 6 + 13 = 122 bytes, each in a turn and a
+        # writev of its own. 2 sessions; 4 lines in (hello, /who, /msg, /quit), none refused;
+        # every line the server made encoded once (a refbuf; copy mode then copies it): the 8
+        # lines, A's join with nobody to tell, and B's * server shutting down = 10, every one
+        # freed (0 alive: the creator's reference of each dropped, the /msg's too).
+        for want in "2 sessions" "4 lines in" "0 lines refused" "10 refbufs," \
+            "8 deliveries" "0 dropped (too slow)" "0 idle timeouts" "0 timers" \
+            "0 fairness yields" "22 peak queued bytes" "8 writes" "0 refbufs alive" \
+            "0 soft-cap clocks" "0 cap writes" "$([[ $mode == copy ]] && echo 122 || echo 0) bytes copied"; do
             name=${want#* }
             got=$(counter "$name") || return
             [[ "$got $name" == "$want" ]] || fail "--broadcast $mode: $got $name, want $want"
