@@ -148,13 +148,15 @@ _Noreturn static void usage_error(const char *what, const char *arg)
     exit(EXIT_USAGE);
 }
 
-// SEC as milliseconds (0.001 to a day), or a usage error.
+// SEC as milliseconds (0.001 to a day), or a usage error. Digits and a point only: strtod
+// also takes " 5", "inf", "nan", "1e3" and the hex float "0x10".
 static long long parse_seconds(const char *arg, const char *what)
 {
     char *end;
     errno = 0;
     double sec = strtod(arg, &end);
-    if (arg[0] < '0' || arg[0] > '9' || errno != 0 || *end != '\0' ||
+    if (arg[0] < '0' || arg[0] > '9' || arg[strspn(arg, "0123456789.")] != '\0' || errno != 0 ||
+        *end != '\0' ||
         !(sec >= 0.001 && sec <= 86400))
         usage_error(what, arg);
     return (long long)(sec * 1000 + 0.999);  // rounded up to the millisecond

@@ -134,9 +134,11 @@ void parse_options(int argc, char **argv, const char *prog, struct options *opt)
             char *end;
             errno = 0;
             double sec = strtod(optarg, &end);
-            // At least a millisecond (the loop's clock), at most a year; a
-            // digit first, so no "inf", "nan" or " 5".
-            if (optarg[0] < '0' || optarg[0] > '9' || errno != 0 || *end != '\0' ||
+            // At least a millisecond (the loop's clock), at most a year;
+            // digits and a point only: strtod also takes " 5", "inf", "nan",
+            // "1e3" and the hex float "0x10".
+            if (optarg[0] < '0' || optarg[0] > '9' || optarg[strspn(optarg, "0123456789.")] != '\0' ||
+                errno != 0 || *end != '\0' ||
                 !(sec >= 0.001 && sec <= 365.0 * 86400))
                 usage_error("bad time (want seconds, 0.001 to 31536000)", optarg);
             if (c == OPT_IDLE_TIMEOUT)

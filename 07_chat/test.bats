@@ -584,6 +584,12 @@ dead_port() {
         run "$(stage_bin client)" $bad
         ((status == 2)) || fail "client $bad exited $status, want 2" || return
     done
+    # Seconds are digits and a point (strtod would take "1e1", "0x10", "+1"): taken, the
+    # client would run to its stdin's end and exit 0.
+    for bad in "--retry 1e1" "--retry-max 0x10" "--every 0x1" "--retry +1"; do
+        run timeout "$(scaled_s 5)" "$(stage_bin client)" $bad -H 256.0.0.1 </dev/null
+        ((status == 2)) || fail "client $bad exited $status, want 2" || return
+    done
 }
 
 @test "client: /quit quits at once with stdin still open (* bye, exit 0, no rejoin); what followed it is not sent; /quit x is not /quit" {
@@ -1366,6 +1372,12 @@ PY
         "--soft-seconds nan" "--soft-seconds 1e9" "--max-output 0x10"; do
         run "$(stage_bin server)" $bad
         [[ $status -eq 2 ]] || fail "server $bad exited $status, want 2"
+    done
+    # Seconds are digits and a point: no sign, no exponent, no hex float (strtod takes them).
+    # With -H 256.0.0.1 behind them, one wrongly taken fails with 1 instead of serving.
+    for bad in "--idle-timeout 0x10" "--soft-seconds 1e1" "--idle-timeout +1" "--soft-seconds 0x1p3"; do
+        run timeout "$(scaled_s 5)" "$(stage_bin server)" $bad -H 256.0.0.1
+        [[ $status -eq 2 ]] || fail "server $bad -H 256.0.0.1 exited $status, want 2" || return
     done
 }
 
