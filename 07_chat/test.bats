@@ -955,8 +955,20 @@ PY
     client_stdin w
     client_start w "$BATS_TEST_TMPDIR/w.in" -p "$port"
     local cl=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/w.err" '^\* connected to ' 10 || { exec 6>&-; return 1; }
+    # What the client has read() so far (the loader's reads): stdin comes on top.
+    local base
+    base=$(awk '$1 == "rchar:" { print $2 }' "/proc/$cl/io")
     start_bg writer python3 "$CHATC" writer --fifo "$BATS_TEST_TMPDIR/w.in" --stop "$stop" --timeout 30
     local wr=$BG_PID
+    # The client's queue is full once it has read 1 MiB of stdin (its read() bytes): a full
+    # fifo alone may only mean the client was not scheduled for a while (seen at load 19).
+    local deadline=$(($(now_ms) + $(scaled_ms 20))) rchar=0
+    until ((rchar >= 1048576)); do
+        (($(now_ms) < deadline)) || { exec 6>&-; fail "the client read only $rchar bytes of stdin"; } || return
+        sleep 0.02   # poll interval of a loop with a deadline
+        rchar=$(($(awk '$1 == "rchar:" { print $2 }' "/proc/$cl/io") - base))
+    done
     python3 "$CHATC" pipe-empty --fifo "$BATS_TEST_TMPDIR/w.in" --full 65536 --timeout 20 >/dev/null || { exec 6>&-; fail "the fifo never filled: the client never stopped reading"; } || return
     touch "$stop" "$go"
     # The writer ends once the door has read what the client held; a door that failed reads
