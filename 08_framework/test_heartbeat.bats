@@ -93,6 +93,27 @@ wait_exit() {
     wait_bg "$1" "$2"
 }
 
+# fake_start ARGS...: the fake peer (tests/lib/heartbeat.py ARGS) in the background; once it
+# says where it listens, FAKE_PID and FAKE_PORT.
+fake_start() {
+    start_bg fake python3 "$HB" "$@"
+    FAKE_PID=$BG_PID
+    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
+    FAKE_PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+}
+
+# fake_done FAKE_PID CLIENT_PID CLIENT_OUT: once the fake has ended its script (within 30 s),
+# its lines as notes, the client stopped with SIGTERM and checked for a sanitizer report; its
+# exit status in CLIENT_STATUS.
+fake_done() {
+    wait_exit "$1" fake 30 || return
+    sed 's/^/# /' "$BATS_TEST_TMPDIR/fake.out" >&3
+    kill -TERM "$2"
+    CLIENT_STATUS=0
+    wait "$2" || CLIENT_STATUS=$?
+    clean heartbeat_client "$3"
+}
+
 # --- the contract ------------------------------------------------------------------------
 
 @test "heartbeat: --help exits 0; bad options (--interval 0, past a day, no value; client: no -p, --count without --data) exit 2 with usage on stderr" {
@@ -190,10 +211,9 @@ wait_exit() {
 @test "heartbeat: heartbeat_client closes a server that stops answering right after its 3rd unanswered PING, 3 intervals after the 1st; then reconnects and PINGs afresh (-t 0, -t 2)" {
     local t
     for t in 0 2; do
-        start_bg fake python3 "$HB" fake-server --interval-ms "$IV" --pattern asa --ping-ms $((IV / 2)) --reconnect
-        local fake=$BG_PID port
-        wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
-        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+        local fake port
+        fake_start fake-server --interval-ms "$IV" --pattern asa --ping-ms $((IV / 2)) --reconnect || return
+        fake=$FAKE_PID port=$FAKE_PORT
         start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t "$t" --interval "$IV" --retry-ms 20 --retry-max-ms 100
         local cl=$BG_PID out="$BATS_TEST_TMPDIR/client.out"
         wait_exit "$fake" fake 30 || return
@@ -287,18 +307,14 @@ wait_exit() {
 }
 
 @test "heartbeat: heartbeat_client checks every byte of every DATA echo: a fake server that flips the last byte of echo 5 is reported (echo 5, offset 6) and the client exits 1 with errors 1 (-t 1)" {
-    start_bg fake python3 "$HB" fake-server --interval-ms "$IV" --pattern aaaa --hold 4 --echo --corrupt 5 --corrupt-offset 6
-    local fake=$BG_PID port
-    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    local fake port
+    fake_start fake-server --interval-ms "$IV" --pattern aaaa --hold 4 --echo --corrupt 5 --corrupt-offset 6 || return
+    fake=$FAKE_PID port=$FAKE_PORT
     start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t 1 --interval "$IV" --data hello --data-ms $((IV / 10))
     local cl=$BG_PID out="$BATS_TEST_TMPDIR/client.out"
-    wait_exit "$fake" fake 30 || return
-    sed 's/^/# /' "$BATS_TEST_TMPDIR/fake.out" >&3
-    kill -TERM "$cl"
-    local st=0
-    wait "$cl" || st=$?
-    clean heartbeat_client "$out" || return
+    local st
+    fake_done "$fake" "$cl" "$out" || return
+    st=$CLIENT_STATUS
     ((st == 1)) || fail "the client exited $st, want 1:" "$(tail -n 5 "$out")" || return
     grep -q 'DATA echo 5 differs at offset 6 (7 bytes, want 7)' "$out" || fail "no 'DATA echo 5 differs at offset 6' in:" "$(grep -v connector "$out" | tail -n 8)" || return
     local line
@@ -307,10 +323,9 @@ wait_exit() {
 }
 
 @test "heartbeat: heartbeat_client drops a server that sends a frame of an unknown type (logged, counted in bad frames) and reconnects, PINGs numbered from 1 again (-t 0)" {
-    start_bg fake python3 "$HB" fake-server --interval-ms "$IV" --bad-type 0x0009 --reconnect
-    local fake=$BG_PID port
-    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    local fake port
+    fake_start fake-server --interval-ms "$IV" --bad-type 0x0009 --reconnect || return
+    fake=$FAKE_PID port=$FAKE_PORT
     start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t 0 --interval "$IV" --retry-ms 20 --retry-max-ms 100
     local cl=$BG_PID out="$BATS_TEST_TMPDIR/client.out"
     wait_exit "$fake" fake 30 || return
@@ -326,10 +341,9 @@ wait_exit() {
 }
 
 @test "heartbeat: heartbeat_client counts a DATA it never sent as an error, even one equal to the echo its first DATA would get; exit 1 (-t 0)" {
-    start_bg fake python3 "$HB" fake-server --interval-ms "$IV" --stray '1 hello'
-    local fake=$BG_PID port
-    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    local fake port
+    fake_start fake-server --interval-ms "$IV" --stray '1 hello' || return
+    fake=$FAKE_PID port=$FAKE_PORT
     # Its first DATA is due a minute after the connect: none is in flight when the stray comes.
     start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t 0 --interval "$IV" --data hello --data-ms 60000 \
         --retry-ms 20 --retry-max-ms 100
@@ -353,19 +367,15 @@ wait_exit() {
 # gone, not ticking beside the new one's (twice the DATA on the next connection). The fake
 # server closes the first connection with a DATA in flight; the client counts no error.
 @test "heartbeat: heartbeat_client numbers its DATA from 1 on each connection, one timer's pace after a reconnect, a DATA lost in flight no error (-t 0)" {
-    start_bg fake python3 "$HB" data-restart --text 'hi there' --data-ms $((IV / 2)) --first 5 --count 10
-    local fake=$BG_PID port
-    wait_file_match "$BATS_TEST_TMPDIR/fake.out" '^listening on ' 10 || return
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$BATS_TEST_TMPDIR/fake.out")
+    local fake port
+    fake_start data-restart --text 'hi there' --data-ms $((IV / 2)) --first 5 --count 10 || return
+    fake=$FAKE_PID port=$FAKE_PORT
     start_bg client "$(stage_bin examples/heartbeat_client)" -p "$port" -t 0 --interval 60000 --data 'hi there' --data-ms $((IV / 2)) \
         --retry-ms 20 --retry-max-ms 100
     local cl=$BG_PID out="$BATS_TEST_TMPDIR/client.out"
-    wait_exit "$fake" fake 30 || return
-    sed 's/^/# /' "$BATS_TEST_TMPDIR/fake.out" >&3
-    kill -TERM "$cl"
-    local st=0
-    wait "$cl" || st=$?
-    clean heartbeat_client "$out" || return
+    local st
+    fake_done "$fake" "$cl" "$out" || return
+    st=$CLIENT_STATUS
     local line
     line=$(grep '^heartbeat_client: ' "$out") || fail "no counts line:" "$(grep -v connector "$out" | tail -n 5)" || return
     ((st == 0)) && [[ $(hb_num "$line" errors) == 0 && $(hb_num "$line" connects) -ge 2 ]] ||

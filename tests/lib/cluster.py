@@ -381,6 +381,24 @@ def start_redis(binary, port):
         time.sleep(0.02)
 
 
+def shutdown_redis(port):
+    """SHUTDOWN NOSAVE: the server closes the connection as it goes (no reply)."""
+    try:
+        redis_cmd(port, "SHUTDOWN", "NOSAVE")
+    except OSError:
+        pass
+
+
+def stop_redis(port, proc):
+    """Shuts the restarted redis-server PROC down and reaps it (killed after 5 s, scaled)."""
+    shutdown_redis(port)
+    try:
+        proc.wait(scaled(5))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def outage(cl, rport, rbin, gone_s, timeout):
     a, a2, b, c = everyone = cl.join([(0, "a"), (0, "a2"), (1, "b"), (2, "c")], timeout)
     cl.nick(a, "alice", everyone)
@@ -389,10 +407,7 @@ def outage(cl, rport, rbin, gone_s, timeout):
     for o in (a2, b, c):
         cl.expect(o, "alice: before", timeout)
     # Redis goes away.
-    try:
-        redis_cmd(rport, "SHUTDOWN", "NOSAVE")
-    except OSError:
-        pass  # it closes the connection as it goes
+    shutdown_redis(rport)
     for o in everyone:
         cl.expect(o, SPLIT, timeout)
     # Local delivery never stops; nothing crosses.
@@ -488,15 +503,7 @@ def outage(cl, rport, rbin, gone_s, timeout):
         return "split told once, local lines kept, whole again and cross-node lines %.2f s " \
             "after Redis returned; names claimed again, dave kept by %s" % (took, winner.label)
     finally:
-        try:
-            redis_cmd(rport, "SHUTDOWN", "NOSAVE")
-        except OSError:
-            pass
-        try:
-            red.wait(scaled(5))
-        except subprocess.TimeoutExpired:
-            red.kill()
-            red.wait()
+        stop_redis(rport, red)
 
 
 # --------------------------------------------------------------------------- subkill
@@ -621,10 +628,7 @@ def longsplit(cl, rport, rbin, ttl_ms, timeout, node_bin=None, node_log=None):
     node takes in the others' members silently where it hears of them first (the third node's
     c; a and b for c), /who lists them all, and lines cross again."""
     a, b = everyone = cl.join([(0, "a"), (1, "b")], timeout)
-    try:
-        redis_cmd(rport, "SHUTDOWN", "NOSAVE")
-    except OSError:
-        pass  # it closes the connection as it goes
+    shutdown_redis(rport)
     for o in everyone:
         cl.expect(o, SPLIT, timeout)
     # A private line to another node's member cannot cross a split: refused, not lost.
@@ -706,15 +710,7 @@ def longsplit(cl, rport, rbin, ttl_ms, timeout, node_bin=None, node_log=None):
                 rc = third.wait()
             if rc != 0:
                 raise Failure("the third node exited %d at SIGTERM, want 0" % rc)
-        try:
-            redis_cmd(rport, "SHUTDOWN", "NOSAVE")
-        except OSError:
-            pass
-        try:
-            red.wait(scaled(5))
-        except subprocess.TimeoutExpired:
-            red.kill()
-            red.wait()
+        stop_redis(rport, red)
 
 
 def main(argv=None):

@@ -327,16 +327,23 @@ def cmd_multi(a):
     return "%d peers at once" % len(specs)
 
 
-def cmd_fake_server(a):
-    """Listens; the client's first connection is the peer of the command line; with
-    --reconnect its next connection must come (the connector) and start again at PING 1."""
-    rng = random.Random(a.seed)
+def fake_listener():
+    """A loopback listening socket on a free port, said on stdout ("listening on ...") for the
+    test to read; accept() waits at most 10 s (scaled)."""
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("127.0.0.1", 0))
     ls.listen(8)
     print("listening on 127.0.0.1:%d" % ls.getsockname()[1], flush=True)
     ls.settimeout(scaled(10))
+    return ls
+
+
+def cmd_fake_server(a):
+    """Listens; the client's first connection is the peer of the command line; with
+    --reconnect its next connection must come (the connector) and start again at PING 1."""
+    rng = random.Random(a.seed)
+    ls = fake_listener()
     try:
         c, _ = ls.accept()
         with c:
@@ -470,12 +477,7 @@ def cmd_data_restart(a):
     unanswered: in flight at the close). On the second, COUNT DATA must take at least COUNT - 3
     periods after its PING 1 (the data timer starts with it): one timer's pace, not two (a
     timer of the old connection left running beside the new one's doubles it)."""
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(8)
-    print("listening on 127.0.0.1:%d" % ls.getsockname()[1], flush=True)
-    ls.settimeout(scaled(10))
+    ls = fake_listener()
     text, period = a.text.encode(), a.data_ms / 1000
     spans = []
     try:
