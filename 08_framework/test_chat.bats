@@ -40,6 +40,11 @@ lib_counter() {
     echo "$n"
 }
 
+# scaled_s SECONDS: SECONDS stretched by TIMEOUT_SCALE (a server option in seconds).
+scaled_s() {
+    awk -v s="$1" -v k="$TIMEOUT_SCALE" 'BEGIN { print s * k }'
+}
+
 # wait_exit PID NAME [SECONDS]: wait_bg, once PID has exited within SECONDS (default 5).
 wait_exit() {
     local deadline=$(($(now_ms) + $(scaled_ms "${3:-5}")))
@@ -906,4 +911,148 @@ print("/who of 20 members exact, short names and 32-byte ones")
 PY
     ) || { stop_server; fail "$out"; return 1; }
     stop_server
+}
+
+# --- close reasons and the soft cap (07's review: tests 07 has and 08 had not) ---------------
+
+# 07's close-reasons test, its reset step: D resets its connection (SO_LINGER 0: an RST, no
+# FIN). The library closes it as `reset` (a read's ECONNRESET) or `error`; the room must hear
+# `* NAME left` (never `dropped (too slow)`), the log must say why in the room's words
+# (error), and nobody counts as too slow. Then a client that closes (FIN) is `the client
+# closed`, for contrast. At -t 0 and -t 2 (an io thread reports the reset to main).
+@test "chat: a client that resets its connection has left (* NAME left, logged error), never dropped as too slow; a FIN is the client closed (-t 0, -t 2)" {
+    local t slow lib
+    for t in 0 2; do
+        start_server examples/chat_server -t "$t" || return
+        chat script --step 'A+' --step 'B+' --step 'A< * {B} joined' --step 'B#' --step 'A< * {B} left' \
+            --step 'C+' --step 'A< * {C} joined' --step 'C!' --step 'A< * {C} left' \
+            --step 'A> /who' --step 'A< * users: {A}' || { stop_server; fail "-t $t: the script failed"; return 1; }
+        assert_log '\(user2\) closed: (reset|error) \(error\)$' || { stop_server; return 1; }
+        assert_log '\(user3\) closed: local \(the client closed\)$' || { stop_server; return 1; }
+        stop_server || return
+        slow=$(counter "dropped (too slow)") && lib=$(lib_counter "too slow") || return
+        ((slow == 0 && lib == 0)) || fail "-t $t: $slow members dropped as too slow ($lib by the library), want 0" || return
+        ! grep -E ': dropped \(too slow\)|\(too slow\)$' "$SERVER_ERR" || fail "-t $t: a member was logged dropped (too slow)" || return
+    done
+}
+
+# 07's 'the soft cap forgives a burst the writes drain' against chat_server -t 0: S says 16
+# lines of 1000 bytes in one write (one read, one turn: 16 KiB queued to R before the turn's
+# writes, 4 x --soft-output 4096: the library's counters prove it, 2 reads in all (the burst
+# and R's /who: the 16 lines came in one read) and fewer writes than lines (at -t 0 a turn's
+# sends are written at its end)); R reads them all; then the room is silent for 3 x
+# --soft-seconds (no later write could stop a clock started on the queue before the write).
+# The library judges the soft cap on what the write left (peak queued bytes is that: 0 here):
+# R stays.
+@test "chat: the soft cap forgives a burst the writes drain: a turn over --soft-output for a reader that keeps up, then silence for 3 x --soft-seconds: nobody dropped (-t 0)" {
+    local soft
+    soft=$(scaled_s 0.5)
+    start_server examples/chat_server -t 0 --soft-output 4096 --soft-seconds "$soft" || return
+    python3 - "$PORT" "$KIT_ROOT/tests/lib" "$soft" <<'PY' || { stop_server; return 1; }
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import chat
+soft = float(sys.argv[3])
+room = chat.Room("127.0.0.1", int(sys.argv[1]))
+r = chat.Client(room, "R"); room.welcome(r)
+s = chat.Client(room, "S"); room.welcome(s)
+if room.next_line(r) != "* %s joined" % s.name:
+    sys.exit("FAIL: R did not hear S join")
+texts = ["%02d %s" % (i, "b" * 997) for i in range(16)]
+s.send(b"".join(t.encode() + b"\n" for t in texts))
+for i, t in enumerate(texts):
+    line = room.next_line(r)
+    if line != "%s: %s" % (s.name, t):
+        sys.exit("FAIL: R's line %d is %r" % (i, line[:60]))
+end = time.monotonic() + 3 * soft
+while time.monotonic() < end:    # the silence the test is about, not a readiness wait
+    room.pump(end - time.monotonic())
+if r.eof or r.lines or s.lines:
+    sys.exit("FAIL: after the silence R got %r (EOF %s), S got %r" % (r.lines, r.eof, s.lines))
+r.send_line("/who")
+want = "* users: %s %s" % (r.name, s.name)
+line = room.next_line(r)
+if line != want:
+    sys.exit("FAIL: R's /who answered %r, want %r" % (line, want))
+print("ok: 16 lines read, still in the room %.1f s later" % (3 * soft))
+PY
+    stop_server || return
+    local slow lib reads writes
+    slow=$(counter "dropped (too slow)") && lib=$(lib_counter "too slow") || return
+    reads=$(lib_counter reads) && writes=$(lib_counter writes) || return
+    ((slow == 0 && lib == 0)) || fail "$slow members dropped as too slow ($lib by the library)" || return
+    # The path: the burst in one read (one turn), written in fewer writes than its 16 lines.
+    ((reads == 2 && writes < 16)) || fail "$reads reads, $writes writes (want 2 reads, under 16 writes): the 16 lines did not reach R's queue in one turn (the test proves nothing)"
+    harness_note "$reads reads, $writes writes"
+}
+
+# 07's leaving timer (chat.py leaving --chatter): a reader stalled until its kernel refuses
+# sends /quit and neither reads nor closes, then sends a line every 50 ms. Its `* bye` cannot
+# go: only --drain-ms (1000, chat_server's default) closes it, 1 s after the /quit and not
+# before, whatever it sends after (the library reads nothing more from a closing session, and
+# its timer starts once). The room hears `* user1 left` at once; the log says `local
+# (/quit)`, and no cap dropped it. At -t 0 only: at -t 2 the stall the client arranges (the
+# kernel refusing the lines) may be judged before the reader's io thread has written them.
+@test "chat: a leaving member that cannot be sent to is closed by --drain-ms (1 s), not before, even while it keeps talking; the room hears it left (-t 0)" {
+    local t slow
+    for t in 0; do
+        start_server examples/chat_server -t "$t" --max-output 16777216 --soft-output 0 || return
+        chat leaving --log "$SERVER_ERR" --chatter --timeout 20 || { stop_server; fail "-t $t: leaving failed"; return 1; }
+        assert_log '\(user1\) closed: local \(/quit\)$' || { stop_server; return 1; }
+        stop_server || return
+        slow=$(counter "dropped (too slow)") || return
+        ((slow == 0)) || fail "-t $t: $slow members dropped as too slow" || return
+    done
+}
+
+# 07's 'a leaving session is out of the room ... and a SIGTERM sends it nothing after * bye':
+# B reads nothing through a 4 KiB receive buffer while 8 MB of A's lines queue for it, then
+# sends /quit (its session drains, --drain-ms 5000, `* bye` behind the lines); the room hears
+# `* B left`; then SIGTERM. The shutdown tells the room (A): `* server shutting down`, then
+# EOF; B left already: it reads every line, byte for byte, `* bye`, then EOF, and nothing
+# after (on_stop tells members in the room, never one that left).
+@test "chat: a SIGTERM tells the room * server shutting down, and a member that left, still draining, nothing after its * bye (-t 0)" {
+    start_server examples/chat_server -t 0 --max-output 0 --soft-output 0 --drain-ms 5000 || return
+    local out
+    out=$(python3 - "$PORT" "$KIT_ROOT/tests/lib" "$SERVER_PID" <<'PY'
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from chat import Room, Client, Failure
+room = Room("127.0.0.1", int(sys.argv[1]))
+b = Client(room, "B", rcvbuf=4096); room.welcome(b)
+b.reading = False
+room.update(b)
+a = Client(room, "A"); room.welcome(a)
+texts = [b"%d %s" % (i, b"x" * 4000) for i in range(2048)]
+a.send(b"".join(t + b"\n" for t in texts) + b"/who\n")
+def expect(c, want):
+    line = room.next_line(c, 10)
+    if line != want:
+        raise Failure("%s got %r, want %r" % (c.label, line, want))
+expect(a, "* users: %s %s" % (b.name, a.name))   # every line read before this: queued to B
+b.send_line("/quit")
+expect(a, "* %s left" % b.name)
+os.kill(int(sys.argv[3]), signal.SIGTERM)
+expect(a, "* server shutting down")
+room.run_until(lambda: a.eof, 10, lambda: "A: no EOF after * server shutting down: %r" % a.lines)
+if a.lines:
+    raise Failure("A got %r after * server shutting down" % a.lines)
+b.reading = True
+room.update(b)
+room.run_until(lambda: b.eof, 20, lambda: "B: no EOF, %d lines read" % len(b.lines))
+want = ["* %s joined" % a.name] + ["%s: %s" % (a.name, t.decode()) for t in texts] + ["* bye"]
+for i, line in enumerate(b.lines):
+    if i >= len(want) or line != want[i]:
+        raise Failure("B's line %d is %r, want %r" % (i, line[:60], want[i][:60] if i < len(want) else "EOF"))
+if len(b.lines) != len(want):
+    raise Failure("B got %d lines, then EOF; want %d (A's join, its lines, then * bye)" % (len(b.lines), len(want)))
+print("B: %d lines, * bye, EOF; A: * server shutting down, EOF" % len(texts))
+PY
+    ) || { stop_server; fail "$out"; return 1; }
+    harness_note "$out"
+    stop_server || return
+    local peak
+    peak=$(counter "peak queued bytes") || return
+    ((peak > 1000000)) || fail "peak queued bytes $peak: B's queue never backed up (the test proves nothing)" || return
+    assert_log 'stopping: 1 member told'
 }
