@@ -1111,6 +1111,12 @@ bounded() {
         run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
         [[ $status -eq 1 ]] || fail "server $arg -H 256.0.0.1 exited $status, want 1 (options accepted, no such address): $stderr" || return
     done
+    # The long forms take their values (declared no_argument, the value would be an extra
+    # argument: 2), and an empty port is no port.
+    run --separate-stderr bounded "$bin" --port 65535 --host 256.0.0.1
+    [[ $status -eq 1 ]] || fail "server --port 65535 --host 256.0.0.1 exited $status, want 1 (accepted, no such address): $stderr" || return
+    run --separate-stderr bounded "$bin" -p '' -H 256.0.0.1
+    [[ $status -eq 2 && $stderr == *usage:* ]] || fail "server -p '' exited $status, want 2 with the usage: $stderr" || return
     run --separate-stderr bounded "$bin" --help
     [[ $status -eq 0 && $output == usage:* && -z $stderr ]] || fail "--help: status $status, stdout '$output', stderr '$stderr'"
 }
