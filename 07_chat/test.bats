@@ -60,6 +60,23 @@ vm_kib() {
         run "$(stage_bin client)" $bad
         [[ $status -eq 2 ]] || fail "client $bad exited $status, want 2"
     done
+    # Numbers are plain decimal digits (no sign, no base prefix, not empty), and the long
+    # forms take their values. With -H 256.0.0.1 behind them, one wrongly taken fails with 1
+    # (the server) or runs to its stdin's end (the client: 0) instead of a usage error.
+    for bad in "-p +1" "-p 0x10" "--max-output +5" "--max-output 0x10" "--soft-output -0"; do
+        run timeout "$(scaled_s 5)" "$(stage_bin server)" $bad -H 256.0.0.1
+        [[ $status -eq 2 ]] || fail "server $bad -H 256.0.0.1 exited $status, want 2" || return
+    done
+    run timeout "$(scaled_s 5)" "$(stage_bin server)" -p '' -H 256.0.0.1
+    [[ $status -eq 2 ]] || fail "server -p '' exited $status, want 2" || return
+    run timeout "$(scaled_s 5)" "$(stage_bin server)" --port 65535 --host 256.0.0.1
+    [[ $status -eq 1 ]] || fail "server --port 65535 --host 256.0.0.1 exited $status, want 1 (accepted, no such address)" || return
+    for bad in "-p +1" "-p 0x10" "-p"; do
+        run timeout "$(scaled_s 5)" "$(stage_bin client)" $bad -H 256.0.0.1 </dev/null
+        [[ $status -eq 2 ]] || fail "client $bad -H 256.0.0.1 exited $status, want 2" || return
+    done
+    run timeout "$(scaled_s 5)" "$(stage_bin client)" --port 65535 --host 256.0.0.1 </dev/null
+    [[ $status -eq 0 ]] || fail "client --port 65535 --host 256.0.0.1 exited $status, want 0 (accepted; stdin empty)" || return
 }
 
 @test "buffer unit test (06's buffer and its test, copied): every promise of buffer.h, buf_reserve_capped's ceiling included" {

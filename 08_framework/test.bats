@@ -221,7 +221,7 @@ bounded() {
             [[ $status -eq 2 && $stderr == *usage:* ]] || fail "$ex $arg exited $status, want 2 with the usage: $stderr" || return
         done
         # At their edges the values are accepted (the bad address then fails the listen: 1).
-        for arg in "-p 65535" "-t 64" "-t 0" "--max-output 0" "--max-output 4611686018427387903" "--soft-seconds 0" \
+        for arg in "-p 65535" "--port 65535" "-t 64" "-t 0" "--max-output 0" "--max-output 4611686018427387903" "--soft-seconds 0" \
             "--idle-timeout 0.001" "--idle-timeout 31536000" "--drain-ms 0" "--drain-ms 60000"; do
             run --separate-stderr bounded "$bin" $arg -H 256.0.0.1
             [[ $status -eq 1 ]] || fail "$ex $arg -H 256.0.0.1 exited $status, want 1 (options accepted, no such address): $stderr" || return
