@@ -96,6 +96,15 @@ SECTIONS=("The decision" "Run it" "How it works" "Walk through the code" "Limits
     ((n > 0)) || fail "no bugs/*.patch in any stage"
 }
 
+@test "docs: every bug patch still applies to the tree as it is (a gallery patch that no longer applies is a bug the gallery no longer shows)" {
+    local p bad=()
+    for p in "$KIT_ROOT"/[0-9][0-9]_*/bugs/*.patch; do
+        [[ -f $p ]] || continue
+        (cd "$KIT_ROOT" && patch -p1 --dry-run -s -f <"$p" >/dev/null 2>&1) || bad+=("${p#"$KIT_ROOT"/}")
+    done
+    ((${#bad[@]} == 0)) || fail "${#bad[@]} patches do not apply (regenerate them against the code they break):" "${bad[@]}"
+}
+
 @test "docs: every LAB region has a name and an end" {
     local f
     for f in "$KIT_ROOT"/[0-9][0-9]_*/*.c "$KIT_ROOT"/[0-9][0-9]_*/*.h; do
