@@ -533,6 +533,44 @@ echo_drain() {
     done
 }
 
+# sweep_wait ARGS...: the longest wait of echo ARGS's loops (epoll_wait's or poll's timeout,
+# in ms) over its first idle waits, from strace on every thread; -1 (no timer) not counted.
+sweep_wait() {
+    local log=$BATS_TEST_TMPDIR/sweep.txt wait=epoll_wait deadline
+    [[ ${STAGE_BUILD:-} != *poll* ]] || wait=poll   # the portable backend (make POLLER=poll)
+    rm -f "$log"
+    start_server examples/echo "$@" || return
+    strace_server "$log" -f -e trace=$wait
+    deadline=$(($(now_ms) + $(scaled_ms 10)))
+    until (($(grep -cE ", [0-9]+\) += 0( \(Timeout\))?$" "$log" 2>/dev/null) >= 4)); do
+        (($(now_ms) < deadline)) || { stop_server; fail "echo $*: fewer than 4 timed waits in 10 s:" "$(tail -n 5 "$log")"; } || return
+        sleep 0.02   # poll interval of a loop with a deadline
+    done
+    stop_server || return
+    wait_bg "$STRACE_PID" strace || return
+    # TID epoll_wait(4, [], 256, 100) = 0   or   TID poll([...], 2, 100) = 0
+    SWEEP_WAIT=$(sed -nE 's/.*, ([0-9]+)\) += 0( \(Timeout\))?$/\1/p' "$log" | sort -n | tail -n 1)
+}
+
+@test "the idle and soft-cap sweep runs every eighth of the shorter of --idle-timeout and --soft-seconds, 5 to 250 ms: an idle loop's longest wait says so (echo -t 0, -t 1; strace)" {
+    command -v strace >/dev/null || skip "no strace here"
+    local t args want
+    # A session is closed between its deadline and one sweep later: this is how late, at most.
+    for t in 0 1; do
+        for args in "--idle-timeout 0.8:100" "--idle-timeout 10:250" "--idle-timeout 0.02:5" \
+            "--idle-timeout 0 --soft-seconds 0.4:50" "--idle-timeout 10 --soft-seconds 0.4:50" \
+            "--idle-timeout 0.4 --soft-seconds 10:50"; do
+            want=${args##*:}
+            # shellcheck disable=SC2086
+            ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" sweep_wait -t "$t" ${args%:*} || return
+            # The loop waits until the next sweep: exactly WANT after a turn that took no
+            # time, a little less after one that did (a loaded machine: down to 3/4).
+            ((SWEEP_WAIT <= want && SWEEP_WAIT * 4 >= want * 3)) ||
+                fail "-t $t ${args%:*}: the loop waits up to $SWEEP_WAIT ms between sweeps, want $want" || return
+        done
+    done
+}
+
 @test "too slow: a client that never reads (4 KiB SO_RCVBUF) is dropped over --max-output; another is served all along" {
     local t
     for t in 0 2; do
