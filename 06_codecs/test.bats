@@ -244,6 +244,14 @@ time_wait_on() {
     stop_server
 }
 
+# The same inherited mask, stopped by the other signal: each of the two must be taken out of
+# the mask the wait uses (block_stop_signals), not only SIGTERM.
+@test "server: started with SIGTERM and SIGINT blocked, it still stops on SIGINT" {
+    start_server_masked server --codec fixed:1
+    netkit echo --count 2 --max-size 4096
+    stop_server INT
+}
+
 @test "server: line: echo of random lines in random pieces, 1-byte writes and one write" {
     start_server server --codec line
     codecs echo --codec line --frames 300 --max-size 65536 --splits random --pause-ms 5
@@ -338,7 +346,9 @@ time_wait_on() {
     peak=$(sed -n 's/.*input buffer peak \([0-9]*\) bytes.*/\1/p' "$SERVER_ERR")
     frames=$(srv_counter "streamed") && pieces=$(srv_counter "pieces") || return
     [[ -n $peak ]] || fail "no 'input buffer peak' in the stop line" || return
-    ((peak <= 65536)) || fail "the input buffer grew to $peak bytes for a 10 MiB frame (want <= 65536)"
+    # Each recv() asks for READ_CHUNK (64 KiB) capped at in_limit (64 KiB): the buffer is
+    # exactly that big while the frame streams, never more, and never left unmeasured.
+    ((peak == 65536)) || fail "the stop line says the input buffer peaked at $peak bytes for a 10 MiB frame (want 65536: the ceiling, reached)"
     ((frames == 1)) || fail "$frames frames delivered in pieces, want 1 (the 10 MiB one)"
     ((pieces >= 160)) || fail "only $pieces pieces for 10 MiB through 64 KiB (want >= 160)"
 }
@@ -443,6 +453,10 @@ time_wait_on() {
     codecs eof-mid-frame --codec len
     assert_log 'client 127\.0\.0\.1:[0-9]+: EOF in the middle of a frame \(0 bytes of it unread\), closing'
     stop_server
+    # A streamed frame is counted at its first piece: one cut short is counted all the same.
+    local streamed
+    streamed=$(srv_counter "streamed") || return
+    ((streamed == 1)) || fail "$streamed frames streamed in the stop line, want 1 (the one cut short)"
 }
 
 @test "server: http: a client that ends inside a request body gets no response, then EOF, and is logged as cut short" {
@@ -450,6 +464,10 @@ time_wait_on() {
     codecs eof-mid-frame --codec http
     assert_log 'client 127\.0\.0\.1:[0-9]+: EOF in the middle of a frame \(0 bytes of it unread\), closing'
     stop_server
+    # A body is counted as a streamed frame at its first piece: one cut short all the same.
+    local streamed
+    streamed=$(srv_counter "streamed") || return
+    ((streamed == 1)) || fail "$streamed frames streamed in the stop line, want 1 (the body cut short)"
 }
 
 @test "server: http: the head's 8192 bytes, 100 header lines and 1 MiB body, each at and one past" {
@@ -591,6 +609,42 @@ time_wait_on() {
     ((short > 0 || sends == flushes)) || fail "no short send, and $((sends - flushes)) of $sends sends right after a read: the server never had to queue (the test proved nothing)"
     ((flushes > 0)) || fail "no flush on EPOLLOUT: queued output was never sent from the queue"
     ((pauses > 0 && resumes > 0)) || fail "$pauses pauses, $resumes resumes: back-pressure never engaged"
+}
+
+# The stop line's counters are how the other tests prove a path ran, so they must count the
+# calls they name: strace, attached before any client (TracerPid), records the server's own
+# epoll_pwait, recvfrom, sendto and epoll_ctl(MOD) calls over a slow reader's queued output
+# (short sends, EPOLLOUT flushes, pauses: each a MOD); the stop line must give the same
+# numbers (epoll_wait within one: the wait under way when strace attached may not be shown).
+@test "server: queued output, counted: the stop line's epoll_wait, recv, epoll_ctl(MOD), send and short send counts are the server's own system calls (strace)" {
+    command -v strace >/dev/null || skip "no strace here"
+    start_server server --codec fixed:4096 --max-output 65536
+    local log=$BATS_TEST_TMPDIR/strace.txt strace_pid tracer i
+    strace -qq -p "$SERVER_PID" -o "$log" -e trace=epoll_pwait,epoll_ctl,recvfrom,sendto &
+    strace_pid=$!
+    for ((i = 0; i < 500; i++)); do
+        tracer=$(sed -n 's/^TracerPid:[[:space:]]*//p' "/proc/$SERVER_PID/status" 2>/dev/null)
+        [[ -n $tracer && $tracer != 0 ]] && break
+        sleep 0.02
+    done
+    [[ -n $tracer && $tracer != 0 ]] || { kill "$strace_pid"; fail "strace did not attach to the server"; return; }
+    netkit slow-drain --size 8388608 --rcvbuf 4096 --piece 16384 --pause-ms 1
+    stop_server
+    wait "$strace_pid" || true
+    local waits recvs mods sends short s_waits s_recvs s_mods s_sends
+    waits=$(srv_counter "epoll_wait") && recvs=$(srv_counter "recv") || return
+    mods=$(srv_counter "epoll_ctl(MOD)") && sends=$(srv_counter "sends") && short=$(srv_counter "short sends") || return
+    ((short > 0 && mods > 0)) || fail "$short short sends, $mods epoll_ctl(MOD): the server never queued (the test proved nothing)" || return
+    s_waits=$(grep -c '^epoll_pwait(' "$log") ; s_recvs=$(grep -c '^recvfrom(' "$log")
+    s_mods=$(grep -c '^epoll_ctl([0-9]*, EPOLL_CTL_MOD' "$log") ; s_sends=$(grep -c '^sendto(' "$log")
+    ((recvs == s_recvs)) || fail "the stop line says $recvs recv, strace saw $s_recvs recvfrom calls" || return
+    ((sends == s_sends)) || fail "the stop line says $sends sends, strace saw $s_sends sendto calls" || return
+    ((mods == s_mods)) || fail "the stop line says $mods epoll_ctl(MOD), strace saw $s_mods" || return
+    ((waits == s_waits || waits == s_waits + 1)) || fail "the stop line says $waits epoll_wait, strace saw $s_waits epoll_pwait calls" || return
+    # A short send: sendto returned less than it was offered (-1 with EAGAIN included).
+    local s_short
+    s_short=$(sed -nE 's/^sendto\(.*, ([0-9]+), [^,]*, NULL, 0\) += (-?[0-9]+).*/\1 \2/p' "$log" | awk '$1 != $2' | wc -l)
+    ((short == s_short)) || fail "the stop line says $short short sends, strace saw $s_short sendto calls that took less than offered"
 }
 
 # The client half-closes with more of its echo than both kernels hold still to come: it sends
