@@ -523,6 +523,32 @@ time_wait_on() {
     stop_server
 }
 
+# A reset is a failure, not an end: the contract's log line says so (`fd N: recv: Connection
+# reset by peer, dropping`), never the plain `fd N closed` of an EOF. The client is echoed
+# once (the server is then waiting in recv's turn), then closes with SO_LINGER 0: a RST.
+@test "server: fixed:8: a client that resets its connection is dropped with 'recv: Connection reset by peer' while another carries on" {
+    start_server server --codec fixed:8
+    python3 - "$PORT" "$(dirname "$NETKIT")" <<'PY' || fail "the client failed" || return
+import socket, struct, sys
+port, lib = int(sys.argv[1]), sys.argv[2]
+sys.path.insert(0, lib)
+import netkit
+s = socket.create_connection(("127.0.0.1", port), timeout=netkit.scaled(5))
+s.sendall(b"12345678")
+got = b""
+while len(got) < 8:
+    b = s.recv(8 - len(got))
+    assert b, "EOF before the echo"
+    got += b
+assert got == b"12345678", got
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+PY
+    assert_log '^server: fd [0-9]+: recv: Connection reset by peer, dropping$'
+    codecs echo --codec fixed:8 --frames 20 --max-size 8 --splits random
+    stop_server
+}
+
 @test "server: redis-cli talks to --codec resp" {
     command -v redis-cli >/dev/null || skip "redis-cli not installed (apt-get install redis-tools)"
     start_server server --codec resp
@@ -581,6 +607,56 @@ time_wait_on() {
 @test "server: SIGTERM with a client connected exits 0 within 2 s" {
     start_server server --codec fixed:1
     scenario_sigterm
+}
+
+# An idle client at SIGTERM has nothing pending, and is finished all the same: our FIN at
+# once, nothing it sends after the signal decoded or answered (drain_and_close_all finishes
+# every client, not only those with replies to flush). fixed:1 echoes each byte as a frame:
+# the client sends 3 bytes once the log says `stopping:`, then reads to the end: no byte may
+# come back, and the stop line's frames must be the stopping line's.
+@test "server: SIGTERM with an idle client: our FIN, and nothing it sends after the signal is answered" {
+    start_server server --codec fixed:1
+    cat >"$BATS_TEST_TMPDIR/idle.py" <<'PY'
+import socket, sys, time
+port, lib, err = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+sys.path.insert(0, lib)
+import netkit
+s = socket.create_connection(("127.0.0.1", port), timeout=netkit.scaled(5))
+s.sendall(b"x")
+if s.recv(1) != b"x":
+    sys.exit("FAIL: no echo before the signal")
+print("ready", flush=True)
+deadline = time.monotonic() + netkit.scaled(10)
+while "stopping:" not in open(err).read():
+    if time.monotonic() > deadline:
+        sys.exit("FAIL: no 'stopping:' line")
+    time.sleep(0.01)
+try:
+    s.sendall(b"abc")
+except OSError:
+    pass  # the server may have closed already: nothing to answer then either
+got = b""
+try:
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        got += b
+except ConnectionResetError:
+    pass
+if got:
+    sys.exit("FAIL: %r came back after SIGTERM (want nothing, then EOF)" % got)
+print("ok: nothing after the signal, then EOF")
+PY
+    start_bg idle python3 "$BATS_TEST_TMPDIR/idle.py" "$PORT" "$(dirname "$NETKIT")" "$SERVER_ERR"
+    wait_file_match "$BATS_TEST_TMPDIR/idle.out" '^ready' 20
+    stop_server
+    wait_bg "$BG_PID" idle
+    local before after
+    before=$(sed -n 's/.*stopping: finishing 1 connection, .*; \([0-9]*\) frames so far.*/\1/p' "$SERVER_ERR")
+    after=$(srv_counter "frames") || return
+    [[ $before == 1 ]] || fail "want 'stopping: finishing 1 connection, ...; 1 frames so far':" "$(grep stopping: "$SERVER_ERR")" || return
+    ((after == before)) || fail "$before frame decoded at SIGTERM, $after at the end: the server decoded what the idle client sent after the signal"
 }
 
 @test "server: SIGTERM that lands just before the first wait still stops it" {
@@ -645,6 +721,30 @@ time_wait_on() {
     local s_short
     s_short=$(sed -nE 's/^sendto\(.*, ([0-9]+), [^,]*, NULL, 0\) += (-?[0-9]+).*/\1 \2/p' "$log" | awk '$1 != $2' | wc -l)
     ((short == s_short)) || fail "the stop line says $short short sends, strace saw $s_short sendto calls that took less than offered"
+}
+
+# EPOLLOUT is asked for only while something is queued (conn_watch): level-triggered, a
+# socket with room in its send buffer is always writable, so watching it with nothing to send
+# makes every epoll_wait return at once. A client is echoed once, then stays connected and
+# silent for 0.5 s: the server's own count of epoll_wait calls stays at the handful of events
+# (accept, the byte, the EOF, the signal), however long the hold or busy the machine.
+@test "server: queued output only: EPOLLOUT is watched only while output is queued: an idle client adds no epoll_wait turns" {
+    start_server server --codec fixed:1
+    python3 - "$PORT" "$(dirname "$NETKIT")" <<'PY' || fail "the client failed" || return
+import socket, sys, time
+port, lib = int(sys.argv[1]), sys.argv[2]
+sys.path.insert(0, lib)
+import netkit
+s = socket.create_connection(("127.0.0.1", port), timeout=netkit.scaled(5))
+s.sendall(b"x")
+assert s.recv(1) == b"x", "no echo"
+time.sleep(netkit.scaled(0.5))  # the idle hold is the scenario, not a readiness wait
+s.close()
+PY
+    stop_server
+    local waits
+    waits=$(srv_counter "epoll_wait") || return
+    ((waits <= 10)) || fail "$waits epoll_wait calls for one echoed byte and an idle client (want at most 10): the loop turned with nothing to do"
 }
 
 # The client half-closes with more of its echo than both kernels hold still to come: it sends
@@ -926,7 +1026,7 @@ PY
 # (`fd N: B bytes still unsent, closing`), and exits 0 within the contract's 2 s. The client
 # (8 MiB sent through a 4 KiB window, all of it read by the server: /proc/net/tcp) stays
 # connected and silent far past that.
-@test "server: SIGTERM with a client that never reads its pending replies: the drain gives up at its deadline, says how much was unsent, exits 0 within 2 s" {
+@test "server: SIGTERM with a client that never reads its pending replies (and a second one): the drain gives up at its deadline, says how much was unsent for each (their sum within the stopping line's pending), exits 0 within 2 s" {
     start_server server --codec fixed:4096 --max-output 16777216
     cat >"$BATS_TEST_TMPDIR/holder.py" <<'PY'
 import random, socket, sys, time
@@ -945,13 +1045,21 @@ s.close()
 PY
     start_bg holder python3 "$BATS_TEST_TMPDIR/holder.py" "$PORT" "$(dirname "$NETKIT")" "$(srv_scaled_s 20)"
     wait_file_match "$BATS_TEST_TMPDIR/holder.out" '^ready:' 30
+    # A second one: the stopping line's pending bytes are every connection's, not one's.
+    start_bg holder2 python3 "$BATS_TEST_TMPDIR/holder.py" "$PORT" "$(dirname "$NETKIT")" "$(srv_scaled_s 20)"
+    wait_file_match "$BATS_TEST_TMPDIR/holder2.out" '^ready:' 30
     stop_server
-    local pending unsent
-    pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
-    ((pending > 0)) || fail "nothing was pending in the server at SIGTERM (the test proved nothing)" || return
+    local pending unsent u sum=0 n=0
+    pending=$(sed -n 's/.*stopping: finishing 2 connections, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
+    [[ -n $pending ]] && ((pending > 0)) ||
+        fail "no 'stopping: finishing 2 connections, N bytes pending' line with N > 0 (the test proved nothing):" "$(grep stopping: "$SERVER_ERR")" || return
     unsent=$(sed -n 's/^server: fd [0-9]*: \([0-9]*\) bytes still unsent, closing$/\1/p' "$SERVER_ERR")
-    [[ -n $unsent ]] && ((unsent > 0 && unsent <= pending)) ||
-        fail "no 'fd N: B bytes still unsent, closing' line with 0 < B <= $pending (pending at SIGTERM):" "$(tail -n 4 "$SERVER_ERR")"
+    for u in $unsent; do
+        ((u > 0)) || fail "an 'fd N: 0 bytes still unsent' line" || return
+        sum=$((sum + u)) n=$((n + 1))
+    done
+    ((n == 2 && sum <= pending)) ||
+        fail "$n 'fd N: B bytes still unsent, closing' lines (want 2) for $sum bytes in all, with $pending pending at SIGTERM (the unsent can only be less):" "$(tail -n 4 "$SERVER_ERR")"
 }
 
 @test "server: EMFILE: out of descriptors, the server refuses the extra clients at once and goes on serving" {
