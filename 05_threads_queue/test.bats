@@ -108,6 +108,8 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     --line "SLEEP 0x10" --expect "ERR bad argument"
     --line "PRIMES 2" --expect "1"
     --line "PRIMES 9" --expect "4"
+    --line "SLEEP 18446744073709551616" --expect "ERR bad argument"
+    --line "PRIMES 18446744073709551619" --expect "ERR bad argument"
     --line "ECHO end" --expect "end")
 
 @test "--help prints usage and exits 0; bad options exit 2" {
@@ -322,7 +324,11 @@ inflight_at_stop() {
     (($(counter cancelled) == 0)) || fail "nothing was queued, yet the stop line counts cancelled jobs: $(grep 'stopped after' "$SERVER_ERR")" || return
     inflight_at_stop 'stopping: [0-9]+ connections?, 2 jobs running, 1 queued job cancelled' --ms 800 --more 2 || return
     # The stop line's `cancelled` counts every queued job cancelled, at a close or at the stop.
-    (($(counter cancelled) == 1)) || fail "the stopping line says 1 queued job cancelled, the stop line counts $(counter cancelled): $(grep 'stopped after' "$SERVER_ERR")"
+    (($(counter cancelled) == 1)) || fail "the stopping line says 1 queued job cancelled, the stop line counts $(counter cancelled): $(grep 'stopped after' "$SERVER_ERR")" || return
+    # Every job of the client was answered (the cancelled one with ERR stopping): none is
+    # left on its account when it closes.
+    ! grep -qE 'queued jobs? cancelled, [0-9]+ running' "$SERVER_ERR" ||
+        fail "the client's jobs were all answered, yet its close cancels or drops some: $(grep -E 'cancelled|closed' "$SERVER_ERR")"
 }
 
 @test "SIGTERM with a job that outlasts the drain: it is aborted (ERR stopping), exit 0 within 2 s" {
@@ -478,6 +484,36 @@ inflight_at_stop() {
     stop_server
 }
 
+# After `ERR line too long` the server sends its FIN and lingers: it reads and throws away until
+# the client's own EOF, and only then closes (a close() with input unread would reset the
+# connection; so would one while the client still sends). Proved in the server's turns, not by
+# a timing: once A has read our FIN the server has shut its side, and a round trip of B's that
+# starts after that takes at least one whole turn after it, in which epoll reports A if A were
+# readable (a server that shut both ways reads EOF at once there, and closes). So A must still
+# be open after B's reply (no `fd N closed`), and closed once A closes.
+@test "lingering after our FIN: a connection refused for a line too long is held, read, until the client's EOF, then closed" {
+    start_server server -w 1
+    local fd afd reply rest
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot connect to $PORT" || return
+    assert_log 'connected \(fd [0-9]+\)' || { exec {fd}>&-; return 1; }
+    afd=$(sed -n 's/.*connected (fd \([0-9]*\)).*/\1/p' "$SERVER_ERR" | head -n1)
+    printf 'ECHO %070000d\n' 0 >&"$fd"
+    IFS= read -r -t "$(scaled_s 5)" -u "$fd" reply || true
+    [[ $reply == "ERR line too long" ]] || { exec {fd}>&-; fail "want 'ERR line too long', got '$reply'"; } || return
+    rest=$(timeout "$(scaled_s 5)" cat <&"$fd") || { exec {fd}>&-; fail "no EOF after 'ERR line too long' within $(scaled_s 5) s"; } || return
+    [[ -z $rest ]] || { exec {fd}>&-; fail "bytes after 'ERR line too long': '$rest'"; } || return
+    lineproto talk --line "ECHO b" --expect "b" || { exec {fd}>&-; return 1; }
+    if grep -qE "^server: fd $afd (closed|: )" "$SERVER_ERR"; then
+        exec {fd}>&-
+        fail "fd $afd was closed before its client's EOF (after our FIN the server must read until it comes): $(grep -E "fd $afd" "$SERVER_ERR")"
+        return
+    fi
+    printf 'ECHO ignored\n' >&"$fd"
+    exec {fd}>&-
+    assert_log "^server: fd $afd closed\$" || return
+    stop_server
+}
+
 # ERR busy is a reply like any other (conn_take_lines answers with REPLY, a slot in request
 # order): behind a running SLEEP and a queued SLEEP 0 on the same connection it comes third.
 # -w 1 --queue 1: the SLEEP runs (seen in /proc) before the two SLEEP 0s are sent, so the first
@@ -534,6 +570,8 @@ inflight_at_stop() {
     lineproto talk --line "SLEEP 20" --expect "slept 20" --line "SLEEP 20" --expect "slept 20" \
         --line "SLEEP 20" --expect "slept 20" --line "SLEEP 20" --expect "slept 20" \
         --line "SLEEP 20" --expect "slept 20" --line "SLEEP 20" --expect "slept 20"
+    # Then one job alone: the last wakeup carries 1 result; the stop line keeps the most.
+    lineproto talk --line "SLEEP 0" --expect "slept 0"
     stop_server
     local waited
     waited=$(counter "us longest lock wait")
@@ -675,6 +713,33 @@ inflight_at_stop() {
     # (FINAL_LINGER_MS), shorter than the drain and longer than the drain's overshoot.
     ((lingered < drained)) || fail "the last linger lasted as long as the drain (want 300 ms against 1000): $line" || return
     ((drained - 1000 < lingered)) || fail "the drain lasted more than its 1000 ms by more than the last linger's 300 ms: $line"
+}
+
+# Output pending at SIGTERM, no job: a client asks for 10 MiB of echoes through a 64 KiB
+# SO_RCVBUF and reads nothing (more than the server's send buffer, which autotunes to 4 MiB at
+# most, and ours hold: the rest waits in the server's c->out; --max-output 64 MiB, so every
+# request is read, proved from /proc/net/tcp before the signal). The drain's quiet shortcut is
+# for clients that have had every reply and our FIN: this one has replies pending, so the drain
+# runs all of DRAIN_MS and the last linger all of FINAL_LINGER_MS (the server's own clock), and
+# the close says its replies were not all sent (`fd N: 1 replies not sent`). What the client
+# reads after the exit is the replies' first bytes, every one as asked, then the FIN.
+@test "SIGTERM with replies queued in the server for a client that reads none: the drain waits its whole second for them, then the close counts them unsent" {
+    start_server server -w 1 --max-output 67108864
+    start_bg pending lineproto pending-at-stop --server-pid "$SERVER_PID" --bytes $((10 << 20)) --timeout 20
+    local bg=$BG_PID line drained lingered
+    wait_file_match "$BATS_TEST_TMPDIR/pending.out" '^pending-at-stop: ready' 30 || return
+    stop_server || return
+    wait_bg "$bg" pending || return
+    harness_note "$(grep -E '^(pending-at-stop: ready|ok:)' "$BATS_TEST_TMPDIR/pending.out" | tr '\n' ' ')"
+    ! grep -q 'every client quiet' "$SERVER_ERR" ||
+        fail "the drain ended on a quiet turn with replies still queued for a client: $(grep -E 'stopping|closing' "$SERVER_ERR")" || return
+    line=$(grep -m1 'client left after a drain of' "$SERVER_ERR") || fail "no 'client left after a drain' line: $(grep -E 'stopping|closing' "$SERVER_ERR")" || return
+    drained=$(sed -n 's/.* a drain of \([0-9]*\) ms and a last linger of \([0-9]*\) ms.*/\1/p' <<<"$line")
+    lingered=$(sed -n 's/.* a drain of \([0-9]*\) ms and a last linger of \([0-9]*\) ms.*/\2/p' <<<"$line")
+    ((drained >= 1000 && lingered >= 300)) || fail "want a drain of 1000 ms and a last linger of 300 for a client with replies pending: $line" || return
+    grep -qE '^server: fd [0-9]+: 1 replies not sent, closing$' "$SERVER_ERR" ||
+        fail "want 'fd N: 1 replies not sent, closing' (its output buffer, not empty): $(grep -E 'replies not sent' "$SERVER_ERR")" || return
+    (($(counter requests) > 100 && $(counter pauses) == 0)) || fail "want every request read, no pause: $(grep 'stopped after' "$SERVER_ERR")"
 }
 
 # A stopping server accepts nobody (stop_serving takes the listening socket out of the epoll
@@ -1023,6 +1088,35 @@ inflight_at_stop() {
         fail "after the SIGTERM, want $((requests - 41)) 'ERR stopping' (every request read after the first 41), then EOF; got: $rest"
 }
 
+# Reading resumes with exactly half of MAX_WAITING (32) replies waiting, not only below. -w 2,
+# jobs only, in one write: 32 SLEEP 0s, a SLEEP 10000, 31 SLEEP 0s (64 waiting: the pause),
+# then 5 more SLEEP 0s, left in c->in. The 32 ahead of the long SLEEP leave (in one batch or
+# several); then 32 wait, the long one and the 31 behind it: reading resumes and the last 5 are
+# read (37 waiting). At SIGTERM: ERR stopping for the long one, then 36 'slept 0', EOF.
+@test "reading resumes at exactly half: with 32 replies still waiting behind a running SLEEP, the next requests are read" {
+    start_server server -w 2
+    local fd i lines="" got=() line deadline rest
+    for ((i = 0; i < 32; i++)); do lines+="SLEEP 0"$'\n'; done
+    lines+="SLEEP 10000"$'\n'
+    for ((i = 0; i < 36; i++)); do lines+="SLEEP 0"$'\n'; done
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot connect to $PORT" || return
+    printf '%s' "$lines" >&"$fd"
+    deadline=$(scaled_s 10)
+    while ((${#got[@]} < 32)) && IFS= read -r -t "$deadline" -u "$fd" line; do
+        got+=("$line")
+    done
+    ((${#got[@]} == 32)) || { exec {fd}>&-; fail "want 32 'slept 0' first, got ${#got[@]} lines"; } || return
+    wait_worker_sleeping || { exec {fd}>&-; return 1; }
+    stop_server || { exec {fd}>&-; return 1; }
+    got=()
+    while IFS= read -r -t "$deadline" -u "$fd" line; do got+=("$line"); done
+    exec {fd}>&-
+    rest=$(printf '%s\n' "${got[@]}" | uniq -c | tr -s ' ' | tr '\n' '|')
+    [[ $rest == " 1 ERR stopping| 36 slept 0|" ]] ||
+        fail "after SIGTERM want ERR stopping, then 36 'slept 0', then EOF; got '$rest': with 32 replies waiting reading must resume" || return
+    (($(counter requests) == 69 && $(counter pauses) == 1)) || fail "want 69 requests read, 1 pause: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
 @test "--max-output at its boundary: exactly that many bytes waiting keeps reading, one reply more stops it" {
     # --max-output 100: SLEEP 10000, then ECHOs whose replies are 100 bytes each. After the
     # first, 100 bytes wait (not over: reading goes on); after the second, 200 (over: stop).
@@ -1034,6 +1128,40 @@ inflight_at_stop() {
     stop_server
     wait_bg "$bg" held
     (($(counter requests) == 3)) || fail "want 3 requests read: $(grep 'stopped after' "$SERVER_ERR")"
+}
+
+# Reading resumes at half of --max-output, and at exactly half, not only below it. Jobs only,
+# -w 3, --max-output 32, in one write: SLEEP A (0.5 s, scaled), 3 SLEEP 0s, SLEEP 10000, 2 SLEEP
+# 0s. A and the long one each hold a worker; the third runs the SLEEP 0s at once, and their 5
+# replies ("slept 0", 8 bytes each) wait behind A: 40 bytes held, over 32: the server stops
+# reading (`40 bytes of replies waiting`), and the line sent after that log waits in the kernel.
+# A ends: its reply and the 3 behind it leave, and the 2 behind the long SLEEP hold 16 bytes,
+# exactly half: reading resumes and that line is read (whether it came before A ended or
+# after). At SIGTERM: ERR stopping for the long one, the 2 'slept 0' and the late line's, EOF.
+@test "--max-output resumes at exactly half: with half its bytes held behind a running SLEEP, the next request is read" {
+    start_server server -w 3 --max-output 32
+    local fd ms line got=() deadline rest
+    ms=$(scaled_ms 0.5)
+    ((ms <= 5000)) || ms=5000
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot connect to $PORT" || return
+    # One write, so one recv: every line is read before any result comes back.
+    printf '%s' "SLEEP $ms"$'\n'"SLEEP 0"$'\n'"SLEEP 0"$'\n'"SLEEP 0"$'\n'"SLEEP 10000"$'\n'"SLEEP 0"$'\n'"SLEEP 0"$'\n' >&"$fd"
+    assert_log 'fd [0-9]+: 40 bytes of replies waiting \(--max-output 32\), not reading until half have left' 5 ||
+        { exec {fd}>&-; return 1; }
+    printf 'SLEEP 0\n' >&"$fd"
+    deadline=$(scaled_s 10)
+    while ((${#got[@]} < 4)) && IFS= read -r -t "$deadline" -u "$fd" line; do
+        got+=("$line")
+    done
+    [[ ${got[*]} == "slept $ms slept 0 slept 0 slept 0" ]] ||
+        { exec {fd}>&-; fail "want 'slept $ms' and 3 'slept 0' first, got: ${got[*]}"; } || return
+    wait_worker_sleeping || { exec {fd}>&-; return 1; }
+    stop_server || { exec {fd}>&-; return 1; }
+    rest=$(timeout "$(scaled_s 5)" cat <&"$fd" | tr '\n' '|') || true
+    exec {fd}>&-
+    [[ $rest == "ERR stopping|slept 0|slept 0|slept 0|" ]] ||
+        fail "after SIGTERM want ERR stopping, then 3 'slept 0' (the last for the line sent during the pause), then EOF; got '$rest' ('|' ends a line): with 16 of --max-output 32 held, reading must resume" || return
+    (($(counter requests) == 8)) || fail "want 8 requests read: $(grep 'stopped after' "$SERVER_ERR")"
 }
 
 @test "--max-output counts bytes that come and go: 30 KB of replies through a 4 KiB limit, every one in order" {
@@ -1113,8 +1241,12 @@ bounded() {
     done
     # The long forms take their values (declared no_argument, the value would be an extra
     # argument: 2), and an empty port is no port.
-    run --separate-stderr bounded "$bin" --port 65535 --host 256.0.0.1
-    [[ $status -eq 1 ]] || fail "server --port 65535 --host 256.0.0.1 exited $status, want 1 (accepted, no such address): $stderr" || return
+    for arg in "--port 65535 --host 256.0.0.1" "--workers 2 -H 256.0.0.1" "--queue 5 -H 256.0.0.1" \
+        "--max-output 100 -H 256.0.0.1" "--reply-delay-ms 1 -H 256.0.0.1" "--swap-delay-ms 1 -H 256.0.0.1"; do
+        # shellcheck disable=SC2086
+        run --separate-stderr bounded "$bin" $arg
+        [[ $status -eq 1 ]] || fail "server $arg exited $status, want 1 (accepted, no such address): $stderr" || return
+    done
     run --separate-stderr bounded "$bin" -p '' -H 256.0.0.1
     [[ $status -eq 2 && $stderr == *usage:* ]] || fail "server -p '' exited $status, want 2 with the usage: $stderr" || return
     run --separate-stderr bounded "$bin" --help
@@ -1225,13 +1357,15 @@ time_wait_on() {
     done
 }
 
-@test "started with SIGTERM and SIGINT blocked, it still stops on SIGTERM (workers and -w 0)" {
-    local w
+@test "started with SIGTERM and SIGINT blocked, it still stops on SIGTERM and on SIGINT (workers and -w 0)" {
+    local w sig
     for w in 2 0; do
-        start_server_masked server -w "$w"
-        # Serving: a job, then an ECHO (apart: its place behind a job is the order tests').
-        lineproto talk --line "SLEEP 1" --expect "slept 1"
-        lineproto talk --line "ECHO m" --expect "m"
-        stop_server
+        for sig in TERM INT; do
+            start_server_masked server -w "$w"
+            # Serving: a job, then an ECHO (apart: its place behind a job is the order tests').
+            lineproto talk --line "SLEEP 1" --expect "slept 1"
+            lineproto talk --line "ECHO m" --expect "m"
+            stop_server "$sig" || return
+        done
     done
 }

@@ -787,6 +787,69 @@ def half_close_big(host, port, total, line_bytes, timeout):
     return "%d echoes, %d bytes, every byte in order, then EOF" % (n, len(want))
 
 
+def _server_side_rx(port, peer_port):
+    """The server-side socket of the connection from PEER_PORT to PORT: (state, rx_queue,
+    tx_queue) from /proc/net/tcp{,6}, or None once it is gone."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.readlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if (int(fields[1].rsplit(":", 1)[1], 16) == port and
+                    int(fields[2].rsplit(":", 1)[1], 16) == peer_port):
+                tx, rx = fields[4].split(":")
+                return fields[3], int(rx, 16), int(tx, 16)
+    return None
+
+
+def pending_at_stop(host, port, pid, total, line_bytes, timeout):
+    """ECHO lines of LINE_BYTES, TOTAL bytes in all, sent with nothing read through a 64 KiB
+    SO_RCVBUF, the connection kept open: once the server has read every request (its socket's
+    rx_queue empty, /proc/net/tcp) more replies than the kernels hold wait in the server's own
+    buffer. Prints 'pending-at-stop: ready' and reads nothing until process PID has exited;
+    then what arrived must be the replies' first bytes, in order, then EOF (not a reset)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(scaled(timeout))
+    s.connect((host, port))
+    pad = max(0, line_bytes - 14)
+    n = max(1, total // (14 + pad + 1))
+    lines = [b"ECHO %08d %s" % (i, b"w" * pad) for i in range(n)]
+    want = b"".join(line[5:] + b"\n" for line in lines)
+    s.sendall(b"".join(line + b"\n" for line in lines))
+    me = s.getsockname()[1]
+
+    def read_all():
+        row = _server_side_rx(port, me)
+        return row is not None and row[1] == 0
+    wait_until("the server reading every request", read_all, timeout)
+    row = _server_side_rx(port, me)
+    print("pending-at-stop: ready: %d bytes of replies asked, %d in the server's send queue" % (
+        len(want), row[2] if row else -1), flush=True)
+    wait_until("process %d exiting" % pid, lambda: not os.path.exists("/proc/%d" % pid), 3 * timeout)
+    got = bytearray()
+    while True:
+        try:
+            chunk = s.recv(262144)
+        except socket.timeout:
+            raise Failure("no EOF within %.1f s of the server's exit: %d reply bytes" % (scaled(timeout), len(got)))
+        except ConnectionResetError:
+            raise Failure("reset after %d of %d reply bytes (want the server's FIN)" % (len(got), len(want)))
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    if got != want[:len(got)]:
+        off = next(i for i in range(len(got)) if got[i] != want[i])
+        raise Failure("reply byte %d (line %d) differs from what was asked" % (off, want[:off].count(b"\n") + 1))
+    if len(got) >= len(want):
+        raise Failure("all %d reply bytes arrived: nothing was left pending in the server" % len(want))
+    return "%d of %d reply bytes, each one as asked, then EOF" % (len(got), len(want))
+
+
 def _server_side_read_all(port, peer_port):
     """True once the server-side socket of the connection from PEER_PORT to PORT has no byte
     unread and our FIN in (CLOSE_WAIT, or LAST_ACK once closed), or is gone (/proc/net/tcp)."""
@@ -1073,6 +1136,10 @@ def main(argv=None):
     p = add("half-close-big", "ECHOs past every buffer, our FIN at once, every reply then EOF")
     p.add_argument("--bytes", type=int, default=8 << 20)
     p.add_argument("--line-bytes", type=int, default=60000)
+    p = add("pending-at-stop", "replies queued in the server past every buffer, read only after it exits")
+    p.add_argument("--server-pid", type=int, required=True)
+    p.add_argument("--bytes", type=int, default=10 << 20)
+    p.add_argument("--line-bytes", type=int, default=60000)
     p = add("drain-newcomer", "a client that connects during the drain is not served")
     p.add_argument("--server-pid", type=int, required=True)
     p.add_argument("--server-err", required=True)
@@ -1126,6 +1193,8 @@ def main(argv=None):
             msg = echo_flood(a.host, a.port, a.bytes, a.line_bytes, a.hold, a.timeout)
         elif a.cmd == "half-close-big":
             msg = half_close_big(a.host, a.port, a.bytes, a.line_bytes, a.timeout)
+        elif a.cmd == "pending-at-stop":
+            msg = pending_at_stop(a.host, a.port, a.server_pid, a.bytes, a.line_bytes, a.timeout)
         elif a.cmd == "drain-newcomer":
             done, msg = drain_newcomer(a.host, a.port, a.server_pid, a.server_err, a.ms, a.timeout)
             if done is None:
