@@ -326,7 +326,10 @@ def names_case(cl, rport, ttl_ms, timeout):
     cl.settle(d, [b.name, c.name], timeout)
     cl.expect(b, "* %s joined" % d.name, timeout)
     cl.expect(c, "* %s joined" % d.name, timeout)  # a quit: na has nobody else
-    # Its /quit in the same read as its /nick: it has left before Redis can answer.
+    # Its /quit in the same read as its /nick: it has left before Redis can answer; and Redis
+    # holds every client's commands for a second (CLIENT PAUSE), so that no load can let the
+    # answer come first.
+    redis_cmd(rport, "CLIENT", "PAUSE", str(int(scaled(1.0) * 1000)), "ALL")
     d.send(b"/nick carol\n/quit\n")
     cl.expect(d, "* bye", timeout)
     d.close()
