@@ -999,6 +999,50 @@ PY
     ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
 }
 
+# The same pause from a client that has half-closed: its EOF read (CONN_CLOSING) with its echo
+# still queued is not lingering (nothing of ours has all left), so a quiet turn must not close
+# it either. It sends 4 MiB and one byte more, then its FIN: the server's log line for the EOF
+# in the middle of a frame proves it read the EOF before the SIGTERM; the 4 MiB of whole frames
+# must all come back, then EOF.
+@test "server: SIGTERM, then a half-closed client that pauses reading longer than a quiet turn during the drain: still every byte, then EOF" {
+    start_server server --codec fixed:4096 --max-output 16777216
+    python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "the half-closed client that paused during the drain" || return
+import os, random, socket, sys, time
+port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, sys.argv[4])
+import netkit
+size = 4 << 20
+payload = netkit.make_payload(random.Random(4), size + 1)
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(netkit.scaled(5))
+s.connect(("127.0.0.1", port))
+s.sendall(payload)
+s.shutdown(socket.SHUT_WR)
+def wait_log(text):
+    deadline = time.monotonic() + netkit.scaled(10)
+    while text not in open(log).read():
+        if time.monotonic() > deadline:
+            sys.exit("no %r line in the server's log" % text)
+        time.sleep(0.005)  # poll interval of a loop with a deadline
+wait_log("EOF in the middle of a frame (1 bytes of it unread)")
+os.kill(pid, 15)
+wait_log("stopping:")
+time.sleep(0.3)  # the pause under test: longer than LINGER_QUIET_MS, inside DRAIN_MS
+got = netkit.read_to_eof(s)
+want = payload[:size]
+if bytes(got) != want:
+    n = min(len(got), size)
+    off = next((i for i in range(n) if got[i] != want[i]), n)
+    sys.exit(netkit.describe_mismatch(want, bytes(got), off) if off < n else
+             "%d of %d bytes came back after the pause, then EOF" % (len(got), size))
+PY
+    stop_server
+    local pending
+    pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
+    ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
+}
+
 # The other side of the quiet-turn rule (04's test): once only lingering clients are left
 # (replies and our FIN sent), one quiet turn (LINGER_QUIET_MS, 100 ms) closes them; a client
 # that went quiet without closing does not hold the exit until DRAIN_MS. The client leaves
