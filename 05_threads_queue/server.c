@@ -1002,7 +1002,7 @@ static void stop_serving(void)
         }
         n_cancelled += cancelled;
     }
-    size_t n = nconns;
+    size_t n = nconns, pending = 0;
     for (struct conn *c = conns, *next; c != NULL; c = next) {
         next = c->next;  // conn_close(c) frees c
         if (c->state == CONN_OPEN)
@@ -1010,10 +1010,15 @@ static void stop_serving(void)
         buf_free(&c->in);
         if (!conn_update(c))
             conn_close(c);
+        else
+            pending += buf_len(&c->out) + c->held;
     }
-    log_msg("stopping: %zu connection%s, %lu job%s running, %lu queued job%s cancelled", n,
-            n == 1 ? "" : "s", in_flight, in_flight == 1 ? "" : "s", cancelled,
-            cancelled == 1 ? "" : "s");
+    // The bytes of replies still in our buffers once the kernel took what it would (the
+    // unsent output, and the ready replies held behind a running job): a test of the drain
+    // reads here that there was something to drain.
+    log_msg("stopping: %zu connection%s, %lu job%s running, %lu queued job%s cancelled, "
+            "%zu bytes pending", n, n == 1 ? "" : "s", in_flight, in_flight == 1 ? "" : "s",
+            cancelled, cancelled == 1 ? "" : "s", pending);
 
     // The same turns as before, with a deadline. A quiet turn with no job
     // running and only lingering clients left (replies and FIN sent): they

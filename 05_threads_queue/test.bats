@@ -718,7 +718,8 @@ inflight_at_stop() {
 # Output pending at SIGTERM, no job: a client asks for 10 MiB of echoes through a 64 KiB
 # SO_RCVBUF and reads nothing (more than the server's send buffer, which autotunes to 4 MiB at
 # most, and ours hold: the rest waits in the server's c->out; --max-output 64 MiB, so every
-# request is read, proved from /proc/net/tcp before the signal). The drain's quiet shortcut is
+# request is read, proved from /proc/net/tcp before the signal, and the `stopping:` line's
+# `bytes pending` says how much the server held). The drain's quiet shortcut is
 # for clients that have had every reply and our FIN: this one has replies pending, so the drain
 # runs all of DRAIN_MS and the last linger all of FINAL_LINGER_MS (the server's own clock), and
 # the close says its replies were not all sent (`fd N: 1 replies not sent`). What the client
@@ -731,6 +732,11 @@ inflight_at_stop() {
     stop_server || return
     wait_bg "$bg" pending || return
     harness_note "$(grep -E '^(pending-at-stop: ready|ok:)' "$BATS_TEST_TMPDIR/pending.out" | tr '\n' ' ')"
+    # The path ran: at the signal, megabytes of replies were still in the server's own buffer.
+    local pending
+    pending=$(sed -n 's/.*stopping: .*cancelled, \([0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
+    [[ -n $pending ]] && ((pending > 1 << 20)) ||
+        fail "want more than 1 MiB of replies pending in the server at SIGTERM: $(grep -m1 'stopping:' "$SERVER_ERR")" || return
     ! grep -q 'every client quiet' "$SERVER_ERR" ||
         fail "the drain ended on a quiet turn with replies still queued for a client: $(grep -E 'stopping|closing' "$SERVER_ERR")" || return
     line=$(grep -m1 'client left after a drain of' "$SERVER_ERR") || fail "no 'client left after a drain' line: $(grep -E 'stopping|closing' "$SERVER_ERR")" || return
