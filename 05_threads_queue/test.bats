@@ -77,6 +77,16 @@ resource.prlimit(pid, resource.RLIMIT_NOFILE, (n, hard))
 print(soft)' "$1" "$2"
 }
 
+# send_once FD TEXT: TEXT to descriptor FD in one write() (cat of a file). bash's printf writes
+# line by line (strace: one write per "\n"), and the client's Nagle then holds the later lines
+# until an ACK comes: the server could read them in pieces, or after a SIGTERM that lands
+# meanwhile, and a test that needs them read together would race.
+send_once() {
+    local f
+    f=$(mktemp "$BATS_TEST_TMPDIR/send.XXXXXX") || return
+    printf '%s' "$2" >"$f" && cat "$f" >&"$1"
+}
+
 # The request of each kind and error, and the reply it must get, in one pipelined write.
 REQUESTS=(--line "ECHO hello world" --expect "hello world"
     --line "ECHO" --expect ""
@@ -179,7 +189,7 @@ REQUESTS=(--line "ECHO hello world" --expect "hello world"
     # drain, and its 'ERR stopping' leaves first, then 'slept 1', then EOF.
     start_server server -w 2
     exec 5<>"/dev/tcp/127.0.0.1/$PORT"
-    printf 'SLEEP 0\nSLEEP 10000\nSLEEP 1\n' >&5
+    send_once 5 $'SLEEP 0\nSLEEP 10000\nSLEEP 1\n'
     local reply rest
     read -r -t "$(scaled_s 5)" reply <&5 || true
     [[ $reply == "slept 0" ]] || { exec 5>&-; fail "the first reply: '$reply', want 'slept 0' (within $(scaled_s 5) s)"; } || return
@@ -1075,7 +1085,7 @@ inflight_at_stop() {
     lines+="SLEEP 10000"$'\n'
     for ((i = 0; i < 100; i++)); do lines+="SLEEP 0"$'\n'; done
     exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot connect to $PORT" || return
-    printf '%s' "$lines" >&"$fd"
+    send_once "$fd" "$lines"
     deadline=$(scaled_s 10)
     while ((${#got[@]} < 41)) && IFS= read -r -t "$deadline" -u "$fd" line; do
         got+=("$line")
@@ -1106,7 +1116,7 @@ inflight_at_stop() {
     lines+="SLEEP 10000"$'\n'
     for ((i = 0; i < 36; i++)); do lines+="SLEEP 0"$'\n'; done
     exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot connect to $PORT" || return
-    printf '%s' "$lines" >&"$fd"
+    send_once "$fd" "$lines"
     deadline=$(scaled_s 10)
     while ((${#got[@]} < 32)) && IFS= read -r -t "$deadline" -u "$fd" line; do
         got+=("$line")
@@ -1151,7 +1161,7 @@ inflight_at_stop() {
     ((ms <= 5000)) || ms=5000
     exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || fail "cannot connect to $PORT" || return
     # One write, so one recv: every line is read before any result comes back.
-    printf '%s' "SLEEP $ms"$'\n'"SLEEP 0"$'\n'"SLEEP 0"$'\n'"SLEEP 0"$'\n'"SLEEP 10000"$'\n'"SLEEP 0"$'\n'"SLEEP 0"$'\n' >&"$fd"
+    send_once "$fd" "SLEEP $ms"$'\n'"SLEEP 0"$'\n'"SLEEP 0"$'\n'"SLEEP 0"$'\n'"SLEEP 10000"$'\n'"SLEEP 0"$'\n'"SLEEP 0"$'\n'
     assert_log 'fd [0-9]+: 40 bytes of replies waiting \(--max-output 32\), not reading until half have left' 5 ||
         { exec {fd}>&-; return 1; }
     printf 'SLEEP 0\n' >&"$fd"
