@@ -853,18 +853,8 @@ def pending_at_stop(host, port, pid, total, line_bytes, timeout):
 def _server_side_read_all(port, peer_port):
     """True once the server-side socket of the connection from PEER_PORT to PORT has no byte
     unread and our FIN in (CLOSE_WAIT, or LAST_ACK once closed), or is gone (/proc/net/tcp)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                rows = f.readlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if (int(fields[1].rsplit(":", 1)[1], 16) == port and
-                    int(fields[2].rsplit(":", 1)[1], 16) == peer_port):
-                return fields[3] in ("08", "09") and int(fields[4].split(":")[1], 16) == 0
-    return True
+    row = _server_side_rx(port, peer_port)
+    return row is None or (row[0] in ("08", "09") and row[1] == 0)
 
 
 def _log_has(path, text):
