@@ -741,21 +741,28 @@ def raw(host, port, data, expect, eof, timeout):
     return "%d bytes of replies exactly as expected%s" % (len(want), ", then EOF" if eof else "")
 
 
-def half_close_big(host, port, total, line_bytes, timeout):
-    """ECHO lines of LINE_BYTES, TOTAL bytes in all, sent in one go with nothing read, then
-    our FIN at once: more replies than the kernels hold (the server's send buffer grows to
-    tcp_wmem's maximum at most; ours is fixed at 64 KiB, so it does not grow with them), so
-    the server reads our EOF with replies still queued in its own buffer. Every reply byte
-    must come back, in order, then the server's FIN (not a reset)."""
+def _echo_flood(host, port, total, line_bytes, fill, timeout):
+    """A connection with a 64 KiB SO_RCVBUF that sends ECHO lines of LINE_BYTES (numbered,
+    padded with FILL), TOTAL bytes in all, in one go, reading nothing. Returns the socket and
+    the replies' bytes."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     s.settimeout(scaled(timeout))
     s.connect((host, port))
     pad = max(0, line_bytes - 14)
     n = max(1, total // (14 + pad + 1))
-    lines = [b"ECHO %08d %s" % (i, b"z" * pad) for i in range(n)]
-    want = b"".join(line[5:] + b"\n" for line in lines)
+    lines = [b"ECHO %08d %s" % (i, fill * pad) for i in range(n)]
     s.sendall(b"".join(line + b"\n" for line in lines))
+    return s, b"".join(line[5:] + b"\n" for line in lines)
+
+
+def half_close_big(host, port, total, line_bytes, timeout):
+    """ECHO lines of LINE_BYTES, TOTAL bytes in all, sent in one go with nothing read, then
+    our FIN at once: more replies than the kernels hold (the server's send buffer grows to
+    tcp_wmem's maximum at most; ours is fixed at 64 KiB, so it does not grow with them), so
+    the server reads our EOF with replies still queued in its own buffer. Every reply byte
+    must come back, in order, then the server's FIN (not a reset)."""
+    s, want = _echo_flood(host, port, total, line_bytes, b"z", timeout)
     s.shutdown(socket.SHUT_WR)
     # Read nothing until the server has read every request (its socket's rx_queue empty, our
     # FIN in: CLOSE_WAIT): its next turn reads our EOF, long before our reads could drain
@@ -784,7 +791,7 @@ def half_close_big(host, port, total, line_bytes, timeout):
         off = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]), min(len(got), len(want)))
         raise Failure("%d reply bytes then EOF, want %d; first difference at byte %d (line %d)" % (
             len(got), len(want), off, want[:off].count(b"\n") + 1))
-    return "%d echoes, %d bytes, every byte in order, then EOF" % (n, len(want))
+    return "%d echoes, %d bytes, every byte in order, then EOF" % (want.count(b"\n"), len(want))
 
 
 def _server_side_rx(port, peer_port):
@@ -811,15 +818,7 @@ def pending_at_stop(host, port, pid, total, line_bytes, timeout):
     rx_queue empty, /proc/net/tcp) more replies than the kernels hold wait in the server's own
     buffer. Prints 'pending-at-stop: ready' and reads nothing until process PID has exited;
     then what arrived must be the replies' first bytes, in order, then EOF (not a reset)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    s.settimeout(scaled(timeout))
-    s.connect((host, port))
-    pad = max(0, line_bytes - 14)
-    n = max(1, total // (14 + pad + 1))
-    lines = [b"ECHO %08d %s" % (i, b"w" * pad) for i in range(n)]
-    want = b"".join(line[5:] + b"\n" for line in lines)
-    s.sendall(b"".join(line + b"\n" for line in lines))
+    s, want = _echo_flood(host, port, total, line_bytes, b"w", timeout)
     me = s.getsockname()[1]
 
     def read_all():
