@@ -958,74 +958,37 @@ PY
     ((after == before)) || fail "$before frames decoded at SIGTERM, $after at the end: the server decoded requests after the signal"
 }
 
-# A quiet turn of the drain (no event for LINGER_QUIET_MS, 100 ms) ends it only when every
-# client left is lingering (its replies and our FIN sent): a client whose replies still wait
-# in the server and that stops reading for a moment keeps its bytes (04's test, on fixed:4096,
-# a plain echo). The client leaves 4 MiB of echo pending (through a 4 KiB window), SIGTERMs
-# the server, waits for its `stopping:` line, reads nothing for 0.3 s (three quiet turns, well
-# inside DRAIN_MS: the scenario itself, not a readiness wait), then reads: every byte, then EOF.
-@test "server: SIGTERM, then a client that pauses reading longer than a quiet turn during the drain: still every byte, then EOF" {
+# paused_drain open|half-closed: the client of the two tests below. It sends 4 MiB through a
+# 4 KiB window (half-closed: one byte more, then its FIN, and waits for the server's log of
+# the EOF in the middle of a frame), SIGTERMs the server, waits for its `stopping:` line, reads
+# nothing for 0.3 s (three quiet turns, well inside DRAIN_MS: the scenario itself, not a
+# readiness wait), then reads: the 4 MiB of whole frames, then EOF. Then the server must have
+# logged output pending at SIGTERM.
+paused_drain() {
     start_server server --codec fixed:4096 --max-output 16777216
-    python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "the client that paused during the drain" || return
+    python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" "$1" <<'PY' || fail "the $1 client that paused during the drain" || return
 import os, random, socket, sys, time
-port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, pid, log, half = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[5] == "half-closed"
 sys.path.insert(0, sys.argv[4])
 import netkit
 size = 4 << 20
-payload = netkit.make_payload(random.Random(4), size)
+payload = netkit.make_payload(random.Random(4), size + half)
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 s.settimeout(netkit.scaled(5))
 s.connect(("127.0.0.1", port))
 s.sendall(payload)
-netkit.wait_server_read_all(port, s.getsockname()[1], 5)
-os.kill(pid, 15)
-deadline = time.monotonic() + netkit.scaled(5)
-while "stopping:" not in open(log).read():
-    if time.monotonic() > deadline:
-        sys.exit("no 'stopping:' line after SIGTERM")
-    time.sleep(0.005)  # poll interval of a loop with a deadline
-time.sleep(0.3)  # the pause under test: longer than LINGER_QUIET_MS, inside DRAIN_MS
-got = netkit.read_to_eof(s)
-if bytes(got) != payload:
-    n = min(len(got), size)
-    off = next((i for i in range(n) if got[i] != payload[i]), n)
-    sys.exit(netkit.describe_mismatch(payload, bytes(got), off) if off < n else
-             "%d of %d bytes came back after the pause, then EOF" % (len(got), size))
-PY
-    stop_server
-    local pending
-    pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
-    ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
-}
-
-# The same pause from a client that has half-closed: its EOF read (CONN_CLOSING) with its echo
-# still queued is not lingering (nothing of ours has all left), so a quiet turn must not close
-# it either. It sends 4 MiB and one byte more, then its FIN: the server's log line for the EOF
-# in the middle of a frame proves it read the EOF before the SIGTERM; the 4 MiB of whole frames
-# must all come back, then EOF.
-@test "server: SIGTERM, then a half-closed client that pauses reading longer than a quiet turn during the drain: still every byte, then EOF" {
-    start_server server --codec fixed:4096 --max-output 16777216
-    python3 - "$PORT" "$SERVER_PID" "$SERVER_ERR" "$(dirname "$NETKIT")" <<'PY' || fail "the half-closed client that paused during the drain" || return
-import os, random, socket, sys, time
-port, pid, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-sys.path.insert(0, sys.argv[4])
-import netkit
-size = 4 << 20
-payload = netkit.make_payload(random.Random(4), size + 1)
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-s.settimeout(netkit.scaled(5))
-s.connect(("127.0.0.1", port))
-s.sendall(payload)
-s.shutdown(socket.SHUT_WR)
 def wait_log(text):
     deadline = time.monotonic() + netkit.scaled(10)
     while text not in open(log).read():
         if time.monotonic() > deadline:
             sys.exit("no %r line in the server's log" % text)
         time.sleep(0.005)  # poll interval of a loop with a deadline
-wait_log("EOF in the middle of a frame (1 bytes of it unread)")
+if half:
+    s.shutdown(socket.SHUT_WR)
+    wait_log("EOF in the middle of a frame (1 bytes of it unread)")
+else:
+    netkit.wait_server_read_all(port, s.getsockname()[1], 5)
 os.kill(pid, 15)
 wait_log("stopping:")
 time.sleep(0.3)  # the pause under test: longer than LINGER_QUIET_MS, inside DRAIN_MS
@@ -1041,6 +1004,25 @@ PY
     local pending
     pending=$(sed -n 's/.*stopping: .*, \([0-9][0-9]*\) bytes pending.*/\1/p' "$SERVER_ERR")
     ((pending > 0)) || fail "nothing was pending in the server at SIGTERM: the drain was not tested"
+}
+
+# A quiet turn of the drain (no event for LINGER_QUIET_MS, 100 ms) ends it only when every
+# client left is lingering (its replies and our FIN sent): a client whose replies still wait
+# in the server and that stops reading for a moment keeps its bytes (04's test, on fixed:4096,
+# a plain echo). The client leaves 4 MiB of echo pending (through a 4 KiB window), SIGTERMs
+# the server, waits for its `stopping:` line, reads nothing for 0.3 s (three quiet turns, well
+# inside DRAIN_MS: the scenario itself, not a readiness wait), then reads: every byte, then EOF.
+@test "server: SIGTERM, then a client that pauses reading longer than a quiet turn during the drain: still every byte, then EOF" {
+    paused_drain open
+}
+
+# The same pause from a client that has half-closed: its EOF read (CONN_CLOSING) with its echo
+# still queued is not lingering (nothing of ours has all left), so a quiet turn must not close
+# it either. It sends 4 MiB and one byte more, then its FIN: the server's log line for the EOF
+# in the middle of a frame proves it read the EOF before the SIGTERM; the 4 MiB of whole frames
+# must all come back, then EOF.
+@test "server: SIGTERM, then a half-closed client that pauses reading longer than a quiet turn during the drain: still every byte, then EOF" {
+    paused_drain half-closed
 }
 
 # The other side of the quiet-turn rule (04's test): once only lingering clients are left
